@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# One setup for both README commands: npm packages, a Temporal CLI binary, and (with --mysql)
+# a reachable MariaDB/MySQL. Each step is skipped when already satisfied, so re-running is cheap.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TEMPORAL_CLI_VERSION=1.5.1
+CACHE_DIR="${XDG_CACHE_HOME:-$HOME/.cache}/deltasync"
+CACHED_TEMPORAL="$CACHE_DIR/bin/temporal-$TEMPORAL_CLI_VERSION"
+
+say() { echo "[setup] $*" >&2; }
+die() { echo "[setup] ERROR: $*" >&2; exit 1; }
+
+need_mysql=0
+for arg in "$@"; do
+  case "$arg" in
+    --mysql) need_mysql=1 ;;
+    *) die "unknown option '$arg' (known: --mysql)" ;;
+  esac
+done
+
+# --- Node.js and npm packages -------------------------------------------------------------------
+command -v node >/dev/null || die "Node.js 20 or newer is required: install it (e.g. 'apt-get install nodejs npm')."
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+[ "$node_major" -ge 20 ] || die "Node.js 20 or newer is required, found $(node --version)."
+command -v npm >/dev/null || die "npm is required: install it (e.g. 'apt-get install npm')."
+
+# better-sqlite3 compiles from source when no prebuilt binary can be downloaded; Debian ships
+# the Node headers under /usr, so point node-gyp there instead of letting it try to download them.
+if [ -z "${npm_config_nodedir:-}" ] && [ -f /usr/include/node/node.h ]; then
+  export npm_config_nodedir=/usr
+fi
+
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  say "installing npm packages (the first time this compiles better-sqlite3 and takes a few minutes)"
+  npm ci --no-audit --no-fund --loglevel=error >&2
+  touch node_modules/.package-lock.json
+fi
+if ! node -e "new (require('better-sqlite3'))(':memory:').close()" 2>/dev/null; then
+  say "building better-sqlite3 for this Node.js"
+  npm rebuild better-sqlite3 --loglevel=error >&2 ||
+    die "better-sqlite3 could not be built: install a C++ toolchain and Python ('apt-get install build-essential python3')."
+fi
+
+# --- Temporal CLI (dev server with Web UI and SQLite persistence) -------------------------------
+# The same lookup order lives in src/temporal/cli-binary.ts: TEMPORAL_CLI_PATH, a `temporal` on
+# PATH, then our cache. Only the cache is ours to fill.
+if [ -n "${TEMPORAL_CLI_PATH:-}" ]; then
+  [ -x "$TEMPORAL_CLI_PATH" ] || die "TEMPORAL_CLI_PATH=$TEMPORAL_CLI_PATH is not an executable file."
+elif command -v temporal >/dev/null; then
+  :
+elif [ -x "$CACHED_TEMPORAL" ]; then
+  :
+elif command -v go >/dev/null; then
+  say "building the Temporal CLI $TEMPORAL_CLI_VERSION with Go (once, cached in $CACHE_DIR; takes a few minutes)"
+  tmp_bin=$(mktemp -d)
+  GOBIN="$tmp_bin" go install "github.com/temporalio/cli/cmd/temporal@v$TEMPORAL_CLI_VERSION" >&2 ||
+    die "'go install github.com/temporalio/cli/cmd/temporal@v$TEMPORAL_CLI_VERSION' failed; install the Temporal CLI and set TEMPORAL_CLI_PATH."
+  mkdir -p "$CACHE_DIR/bin"
+  mv "$tmp_bin/temporal" "$CACHED_TEMPORAL"
+  rmdir "$tmp_bin"
+else
+  say "no Temporal CLI and no Go toolchain: the Temporal SDK will try to download its dev server (needs internet)."
+fi
+
+# --- MariaDB / MySQL (tests and benchmarks) -----------------------------------------------------
+if [ "$need_mysql" = 1 ]; then
+  url="${DELTASYNC_TEST_MYSQL_URL:-mysql://root@127.0.0.1:3306/test}"
+  hostport=$(node -e 'const u=new URL(process.argv[1]); console.log(`${u.hostname} ${u.port||3306}`)' "$url")
+  read -r host port <<<"$hostport"
+  reachable() { (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; }
+  if ! reachable; then
+    mariadbd_bin=$(command -v mariadbd || ls /usr/sbin/mariadbd 2>/dev/null || true)
+    [ -n "$mariadbd_bin" ] ||
+      die "MariaDB/MySQL is not reachable at $host:$port and no mariadbd is installed: install it ('apt-get install mariadb-server') or set DELTASYNC_TEST_MYSQL_URL."
+    say "starting the local MariaDB server ($mariadbd_bin)"
+    mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true
+    start-stop-daemon --start --oknodo --background --exec "$mariadbd_bin" >&2
+    for _ in $(seq 1 60); do reachable && break; sleep 0.5; done
+    reachable || die "MariaDB was started but does not accept connections on $host:$port; see its error log."
+  fi
+fi

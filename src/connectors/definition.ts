@@ -1,0 +1,71 @@
+import { z } from 'zod';
+import { STRATEGIES } from '../core/plan';
+import { httpListConfigSchema } from './http-list';
+import { sqlTableConfigSchema } from './sql-table';
+
+/**
+ * A connector: one dataset wired to one list in one destination, with its refresh policy.
+ * Destination settings carry secret *names* (`tokenSecret`, `urlSecret`), never secret values.
+ */
+
+const identifier = z
+  .string()
+  .regex(/^[A-Za-z_][A-Za-z0-9_$.]*$/, 'must be a plain SQL identifier (letters, digits, _, $, .)');
+
+export const datasetSchema = z
+  .object({
+    table: identifier.optional(),
+    sql: z.string().min(1).optional(),
+    key: identifier,
+    attributes: z.array(identifier).default([]),
+  })
+  .refine((d) => (d.table === undefined) !== (d.sql === undefined), {
+    message: 'set exactly one of `table` and `sql`',
+  });
+
+export const policySchema = z.object({
+  /** `auto` lets the planner pick the cheapest allowed strategy on every run. */
+  strategy: z.enum(['auto', ...STRATEGIES]).default('auto'),
+  /** Records per call; defaults to (and may not exceed) the destination's limit. */
+  batchSize: z.number().int().positive().optional(),
+  /** Only pending changes of the last N days trigger a refresh (all pending changes are sent). */
+  horizonDays: z.number().positive().optional(),
+  /** Committed deletions are purged from the deltalog after this many days. */
+  retentionDays: z.number().nonnegative().default(30),
+  /** Share of API calls that must succeed for the run to count as succeeded. */
+  successThreshold: z.number().min(0).max(1).default(0.99),
+  /** Rejections of one record before it is quarantined until its attributes change. */
+  maxAttempts: z.number().int().positive().default(5),
+});
+
+export const destinationSchema = z.discriminatedUnion('type', [httpListConfigSchema, sqlTableConfigSchema]);
+
+export const connectorSchema = z.object({
+  id: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9_.-]{0,127}$/, 'lower-case letters, digits, _, . and -; at most 128 characters'),
+  tenant: z.string().min(1).max(64).default('default'),
+  dataset: datasetSchema,
+  destination: destinationSchema,
+  policy: policySchema.default(() => policySchema.parse({})),
+});
+
+export type ConnectorDefinition = z.output<typeof connectorSchema>;
+export type ConnectorInput = z.input<typeof connectorSchema>;
+export type DestinationConfig = z.output<typeof destinationSchema>;
+export type RefreshPolicy = z.output<typeof policySchema>;
+
+/** Validate a connector, with messages that name the bad field (`destination.baseUrl: …`). */
+export function parseConnector(input: unknown): ConnectorDefinition {
+  const result = connectorSchema.safeParse(input);
+  if (result.success) return result.data;
+  const problems = result.error.issues.map((issue) => `${issue.path.join('.') || '(root)'}: ${issue.message}`);
+  throw new InvalidConnectorError(problems);
+}
+
+export class InvalidConnectorError extends Error {
+  override name = 'InvalidConnectorError';
+  constructor(readonly problems: string[]) {
+    super(`invalid connector definition:\n  ${problems.join('\n  ')}`);
+  }
+}

@@ -1,0 +1,65 @@
+import type { Knex } from 'knex';
+import type { Dialect } from '../db';
+
+/**
+ * Where a connector's records come from: a table or view, or any SELECT, in our database. The key
+ * column identifies a record; the attribute columns are what the destination receives (and what
+ * the attribute hash fingerprints).
+ */
+export interface DatasetDefinition {
+  /** A table or view name (optionally `schema.table`). Exactly one of `table` and `sql`. */
+  table?: string;
+  /** A SELECT statement; its result columns are referred to by name. */
+  sql?: string;
+  /** Column holding the record key (a string column; unique per record). */
+  key: string;
+  /** Columns sent to the destination as the record's attributes. */
+  attributes: string[];
+}
+
+/** Longest key the deltalog stores; longer keys are reported as bad rows, never truncated. */
+export const MAX_KEY_LENGTH = 255;
+
+/** A SQL fragment with its bindings, ready for `db.raw(sql, bindings)`. */
+export interface Fragment {
+  sql: string;
+  bindings: Knex.RawBinding[];
+}
+
+/** The dataset as a FROM-clause item aliased `src`. */
+export function sourceFrom(dataset: DatasetDefinition): Fragment {
+  if (dataset.sql !== undefined) return { sql: `(${dataset.sql}) src`, bindings: [] };
+  if (dataset.table !== undefined) return { sql: '?? src', bindings: [dataset.table] };
+  throw new Error('a dataset needs either `table` or `sql`');
+}
+
+export function keyColumn(dataset: DatasetDefinition): Fragment {
+  return { sql: '??', bindings: [`src.${dataset.key}`] };
+}
+
+/** SQL predicate: the row's key can be stored (not null, not empty, not too long). */
+export function validKey(dialect: Dialect, dataset: DatasetDefinition): Fragment {
+  const k = keyColumn(dataset);
+  const length = dialect === 'mysql' ? 'CHAR_LENGTH' : 'LENGTH';
+  return {
+    sql: `${k.sql} IS NOT NULL AND ${k.sql} <> '' AND ${length}(${k.sql}) <= ${MAX_KEY_LENGTH}`,
+    bindings: [...k.bindings, ...k.bindings, ...k.bindings],
+  };
+}
+
+/**
+ * MD5 over the attribute columns, computed by the database so the dataset never travels to the
+ * worker. Each value is prefixed ('v' for a value, 'n' for NULL) so NULL and the text 'NULL' differ.
+ */
+export function attributeHash(dialect: Dialect, dataset: DatasetDefinition): Fragment {
+  if (dataset.attributes.length === 0) return { sql: "MD5('')", bindings: [] };
+  const parts = dataset.attributes.map(() =>
+    dialect === 'mysql' ? "COALESCE(CONCAT('v', ??), 'n')" : "COALESCE('v' || ??, 'n')",
+  );
+  const bindings = dataset.attributes.map((column) => `src.${column}`);
+  const joined =
+    dialect === 'mysql'
+      ? `CONCAT_WS(CHAR(31 USING utf8mb4), ${parts.join(', ')})`
+      : parts.join(' || char(31) || ');
+  return { sql: `MD5(${joined})`, bindings };
+}

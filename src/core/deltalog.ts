@@ -1,0 +1,437 @@
+import type { Knex } from 'knex';
+import { dialectOf, type Db } from '../db';
+import type { Attributes, Rejection } from '../connectors/types';
+import {
+  attributeHash,
+  keyColumn,
+  MAX_KEY_LENGTH,
+  sourceFrom,
+  validKey,
+  type DatasetDefinition,
+  type Fragment,
+} from './dataset';
+
+/**
+ * The deltalog: one row per (connector, key) ever seen. A row is pending exactly when
+ * `committed_at` is NULL; `on_remote` remembers what the destination last confirmed, which is what
+ * tells an addition (not on the remote yet) from an attribute update (already there).
+ *
+ * Everything here is set-based SQL over the database; nothing loads the dataset into memory.
+ */
+
+type Executor = Db | Knex.Transaction;
+
+function join(...fragments: Fragment[]): Fragment {
+  return { sql: fragments.map((f) => f.sql).join(' '), bindings: fragments.flatMap((f) => f.bindings) };
+}
+const text = (sql: string, ...bindings: Knex.RawBinding[]): Fragment => ({ sql, bindings });
+
+// ---------------------------------------------------------------------------------------------
+// 1. Full-compare update (FIG. 4)
+// ---------------------------------------------------------------------------------------------
+
+export interface BadRowReport {
+  datasetRows: number;
+  nullOrEmptyKeys: number;
+  oversizedKeys: number;
+  /** Distinct keys that occur on more than one row (each is kept once). */
+  duplicateKeys: number;
+  samples: { nullOrEmptyKey: Record<string, unknown>[]; oversizedKey: string[]; duplicateKey: string[] };
+}
+
+export function badRowTotal(report: BadRowReport): number {
+  return report.nullOrEmptyKeys + report.oversizedKeys + report.duplicateKeys;
+}
+
+/**
+ * Bring the deltalog in line with the dataset as it is now, in one transaction:
+ * new keys are inserted pending; keys that came back or whose attribute hash changed become pending
+ * again; keys that left the dataset flip `in_dataset` off, pending. `now` becomes their
+ * `updated_at`. Re-running it against an unchanged dataset changes nothing, so it is idempotent.
+ */
+export async function updateDeltalog(
+  db: Db,
+  connectorId: string,
+  dataset: DatasetDefinition,
+  now: number,
+): Promise<BadRowReport> {
+  const report = await inspectDataset(db, dataset);
+  const dialect = dialectOf(db);
+  // READ COMMITTED: reading the dataset must not lock the rows other processes are writing.
+  await db.transaction(
+    async (trx) => {
+      await upsertNewAndChanged(trx, dialect, connectorId, dataset, now);
+      await markRemoved(trx, dialect, connectorId, dataset, now);
+    },
+    dialect === 'mysql' ? { isolationLevel: 'read committed' } : undefined,
+  );
+  return report;
+}
+
+async function upsertNewAndChanged(
+  trx: Knex.Transaction,
+  dialect: 'mysql' | 'sqlite',
+  connectorId: string,
+  dataset: DatasetDefinition,
+  now: number,
+): Promise<void> {
+  const key = keyColumn(dataset);
+  const hash = attributeHash(dialect, dataset);
+  const select = join(
+    text('SELECT ?, ds.k, 1, ds.h, 0, ?, NULL, 0 FROM (SELECT', connectorId, now),
+    key,
+    text('AS k,'),
+    hash,
+    text('AS h FROM'),
+    sourceFrom(dataset),
+    text('WHERE'),
+    validKey(dialect, dataset),
+    text(') ds LEFT JOIN deltalog dl ON dl.connector_id = ? AND dl.record_key = ds.k', connectorId),
+    text('WHERE dl.record_key IS NULL OR dl.in_dataset = 0 OR dl.attr_hash IS NULL OR dl.attr_hash <> ds.h'),
+  );
+  const insert =
+    'INSERT INTO deltalog (connector_id, record_key, in_dataset, attr_hash, on_remote, updated_at, committed_at, attempts)';
+  const onConflict =
+    dialect === 'mysql'
+      ? 'ON DUPLICATE KEY UPDATE in_dataset = 1, attr_hash = VALUES(attr_hash), updated_at = VALUES(updated_at), committed_at = NULL, attempts = 0, last_error = NULL'
+      : 'ON CONFLICT (connector_id, record_key) DO UPDATE SET in_dataset = 1, attr_hash = excluded.attr_hash, updated_at = excluded.updated_at, committed_at = NULL, attempts = 0, last_error = NULL';
+  await trx.raw(`${insert} ${select.sql} ${onConflict}`, select.bindings);
+}
+
+async function markRemoved(
+  trx: Knex.Transaction,
+  dialect: 'mysql' | 'sqlite',
+  connectorId: string,
+  dataset: DatasetDefinition,
+  now: number,
+): Promise<void> {
+  const set = 'in_dataset = 0, updated_at = ?, committed_at = NULL, attempts = 0, last_error = NULL';
+  // Keys that are invalid in the dataset never entered the deltalog, so no validity filter here.
+  const statement =
+    dialect === 'mysql'
+      ? join(
+          text('UPDATE deltalog dl LEFT JOIN'),
+          sourceFrom(dataset),
+          text('ON'),
+          keyColumn(dataset),
+          text(`= dl.record_key SET ${set.replace(/(\w+) =/g, 'dl.$1 =')}`, now),
+          text('WHERE dl.connector_id = ? AND dl.in_dataset = 1 AND', connectorId),
+          keyColumn(dataset),
+          text('IS NULL'),
+        )
+      : join(
+          text(`UPDATE deltalog SET ${set}`, now),
+          text('WHERE connector_id = ? AND in_dataset = 1 AND NOT EXISTS (SELECT 1 FROM', connectorId),
+          sourceFrom(dataset),
+          text('WHERE'),
+          keyColumn(dataset),
+          text('= deltalog.record_key)'),
+        );
+  await trx.raw(statement.sql, statement.bindings);
+}
+
+const SAMPLE_SIZE = 5;
+
+/** Count (and sample) the rows the deltalog cannot take as they are: they are reported, not lost. */
+export async function inspectDataset(db: Db, dataset: DatasetDefinition): Promise<BadRowReport> {
+  const dialect = dialectOf(db);
+  const k = keyColumn(dataset);
+  const length = dialect === 'mysql' ? 'CHAR_LENGTH' : 'LENGTH';
+  const counts = join(
+    text('SELECT COUNT(*) AS total, SUM(CASE WHEN'),
+    k,
+    text('IS NULL OR'),
+    k,
+    text("= '' THEN 1 ELSE 0 END) AS empty_keys, SUM(CASE WHEN"),
+    text(`${length}(${k.sql}) > ${MAX_KEY_LENGTH} THEN 1 ELSE 0 END) AS long_keys FROM`, ...k.bindings),
+    sourceFrom(dataset),
+  );
+  const [row] = await rows<{ total: number; empty_keys: number | null; long_keys: number | null }>(
+    db,
+    counts,
+  );
+  const duplicates = join(
+    text('SELECT COUNT(*) AS n FROM (SELECT'),
+    k,
+    text('AS k FROM'),
+    sourceFrom(dataset),
+    text('WHERE'),
+    validKey(dialect, dataset),
+    text('GROUP BY'),
+    k,
+    text('HAVING COUNT(*) > 1) d'),
+  );
+  const [dup] = await rows<{ n: number }>(db, duplicates);
+  const report: BadRowReport = {
+    datasetRows: Number(row?.total ?? 0),
+    nullOrEmptyKeys: Number(row?.empty_keys ?? 0),
+    oversizedKeys: Number(row?.long_keys ?? 0),
+    duplicateKeys: Number(dup?.n ?? 0),
+    samples: { nullOrEmptyKey: [], oversizedKey: [], duplicateKey: [] },
+  };
+  if (report.nullOrEmptyKeys > 0) {
+    const columns = dataset.attributes.length > 0 ? dataset.attributes.map(() => '??').join(', ') : '1 AS row';
+    const sample = join(
+      text(`SELECT ${columns} FROM`, ...dataset.attributes.map((c) => `src.${c}`)),
+      sourceFrom(dataset),
+      text('WHERE'),
+      k,
+      text('IS NULL OR'),
+      k,
+      text(`= '' LIMIT ${SAMPLE_SIZE}`),
+    );
+    report.samples.nullOrEmptyKey = await rows<Record<string, unknown>>(db, sample);
+  }
+  if (report.oversizedKeys > 0) {
+    const sample = join(
+      text('SELECT'),
+      k,
+      text('AS k FROM'),
+      sourceFrom(dataset),
+      text(`WHERE ${length}(${k.sql}) > ${MAX_KEY_LENGTH} LIMIT ${SAMPLE_SIZE}`, ...k.bindings),
+    );
+    const found = await rows<{ k: string }>(db, sample);
+    report.samples.oversizedKey = found.map((r) => `${String(r.k).slice(0, 60)}…`);
+  }
+  if (report.duplicateKeys > 0) {
+    const sample = join(
+      text('SELECT'),
+      k,
+      text('AS k FROM'),
+      sourceFrom(dataset),
+      text('WHERE'),
+      validKey(dialect, dataset),
+      text('GROUP BY'),
+      k,
+      text(`HAVING COUNT(*) > 1 ORDER BY 1 LIMIT ${SAMPLE_SIZE}`),
+    );
+    report.samples.duplicateKey = (await rows<{ k: string }>(db, sample)).map((r) => String(r.k));
+  }
+  return report;
+}
+
+/** Rows of a raw SELECT, whichever driver answered (mysql2 wraps them, better-sqlite3 does not). */
+async function rows<T>(db: Executor, fragment: Fragment): Promise<T[]> {
+  const result: unknown = await db.raw(fragment.sql, fragment.bindings);
+  if (dialectOf(db as Db) === 'mysql') return (result as [T[]])[0];
+  return result as T[];
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Pending counts (is a refresh needed?)
+// ---------------------------------------------------------------------------------------------
+
+export interface PendingCounts {
+  additions: number;
+  updates: number;
+  deletions: number;
+}
+
+/** Pending changes, optionally only those updated at or after `since` (the time horizon). */
+export async function pendingCounts(
+  db: Db,
+  connectorId: string,
+  options: { since?: number; maxAttempts?: number } = {},
+): Promise<PendingCounts> {
+  const query = db('deltalog')
+    .where({ connector_id: connectorId })
+    .whereNull('committed_at')
+    .select(
+      db.raw('SUM(CASE WHEN in_dataset = 1 AND on_remote = 0 THEN 1 ELSE 0 END) AS additions'),
+      db.raw('SUM(CASE WHEN in_dataset = 1 AND on_remote = 1 THEN 1 ELSE 0 END) AS updates'),
+      db.raw('SUM(CASE WHEN in_dataset = 0 THEN 1 ELSE 0 END) AS deletions'),
+    );
+  if (options.since !== undefined) query.where('updated_at', '>=', options.since);
+  if (options.maxAttempts !== undefined) query.where('attempts', '<', options.maxAttempts);
+  const [row] = (await query) as { additions: unknown; updates: unknown; deletions: unknown }[];
+  return {
+    additions: Number(row?.additions ?? 0),
+    updates: Number(row?.updates ?? 0),
+    deletions: Number(row?.deletions ?? 0),
+  };
+}
+
+/** Keys the dataset holds now, per the deltalog (the size of a full push). */
+export async function datasetSize(db: Db, connectorId: string): Promise<number> {
+  const [row] = (await db('deltalog')
+    .where({ connector_id: connectorId, in_dataset: true })
+    .count({ n: '*' })) as { n: unknown }[];
+  return Number(row?.n ?? 0);
+}
+
+/** Rows held back after too many rejections, until their attributes change. */
+export async function quarantinedCount(db: Db, connectorId: string, maxAttempts: number): Promise<number> {
+  const [row] = (await db('deltalog')
+    .where({ connector_id: connectorId })
+    .whereNull('committed_at')
+    .where('attempts', '>=', maxAttempts)
+    .count({ n: '*' })) as { n: unknown }[];
+  return Number(row?.n ?? 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. The changeset, streamed by keyset pagination
+// ---------------------------------------------------------------------------------------------
+
+/** What a send phase walks: pending upserts, pending deletions, or every key in the dataset. */
+export type ChangesetKind = 'upserts' | 'deletions' | 'dataset';
+
+export interface ChangesetRow {
+  record_key: string;
+  on_remote: boolean;
+}
+
+/** The next page of keys after `afterKey`, in key order. */
+export async function readChangesetPage(
+  db: Db,
+  connectorId: string,
+  kind: ChangesetKind,
+  afterKey: string,
+  limit: number,
+  maxAttempts: number,
+): Promise<ChangesetRow[]> {
+  const query = db('deltalog')
+    .select('record_key', 'on_remote')
+    .where({ connector_id: connectorId })
+    .where('record_key', '>', afterKey)
+    .orderBy('record_key')
+    .limit(limit);
+  if (kind === 'dataset') query.where({ in_dataset: true });
+  else
+    query
+      .whereNull('committed_at')
+      .where({ in_dataset: kind === 'upserts' })
+      .where('attempts', '<', maxAttempts);
+  const found = (await query) as { record_key: string; on_remote: unknown }[];
+  return found.map((r) => ({ record_key: r.record_key, on_remote: Boolean(r.on_remote) }));
+}
+
+/** Current attributes of the given keys, straight from the dataset. Keys gone since are absent. */
+export async function fetchAttributes(
+  db: Db,
+  dataset: DatasetDefinition,
+  keys: string[],
+): Promise<Map<string, Attributes>> {
+  const found = new Map<string, Attributes>();
+  const chunkSize = 5000; // stays under SQLite's bound-parameter limit
+  for (let i = 0; i < keys.length; i += chunkSize) {
+    const chunk = keys.slice(i, i + chunkSize);
+    const columns = [dataset.key, ...dataset.attributes].map(() => '??').join(', ');
+    const source = sourceFrom(dataset);
+    const query = join(
+      text(`SELECT ${columns} FROM`, ...[dataset.key, ...dataset.attributes].map((c) => `src.${c}`)),
+      source,
+      text('WHERE'),
+      keyColumn(dataset),
+      text(`IN (${chunk.map(() => '?').join(', ')})`, ...chunk),
+    );
+    for (const row of await rows<Record<string, unknown>>(db, query)) {
+      const key = String(row[dataset.key]);
+      if (found.has(key)) continue; // a duplicate key: the first row wins (reported as a bad row)
+      found.set(key, pickAttributes(row, dataset.attributes));
+    }
+  }
+  return found;
+}
+
+function pickAttributes(row: Record<string, unknown>, columns: string[]): Attributes {
+  const attributes: Attributes = {};
+  for (const column of columns) {
+    const value = row[column];
+    if (value === null || value === undefined) attributes[column] = null;
+    else if (typeof value === 'number' || typeof value === 'string' || typeof value === 'boolean')
+      attributes[column] = value;
+    else if (value instanceof Date) attributes[column] = value.toISOString();
+    else attributes[column] = String(value);
+  }
+  return attributes;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Commit (FIG. 5) and the janitor
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * Mark delivered keys committed: the destination now holds what the deltalog says
+ * (`on_remote` follows `in_dataset`). Only pending rows change, so re-committing is harmless.
+ */
+export async function commitDelivered(
+  trx: Executor,
+  connectorId: string,
+  keys: string[],
+  now: number,
+): Promise<void> {
+  const chunkSize = 5000;
+  for (let i = 0; i < keys.length; i += chunkSize) {
+    await trx('deltalog')
+      .where({ connector_id: connectorId })
+      .whereIn('record_key', keys.slice(i, i + chunkSize))
+      .whereNull('committed_at')
+      .update({ committed_at: now, on_remote: trx.raw('in_dataset'), attempts: 0, last_error: null });
+  }
+}
+
+/** Rejected keys stay pending; their attempt count grows until the quarantine threshold. */
+export async function recordRejections(
+  trx: Executor,
+  connectorId: string,
+  rejections: Rejection[],
+): Promise<void> {
+  const byReason = new Map<string, string[]>();
+  for (const { key, reason } of rejections) {
+    const text = reason.slice(0, 1000);
+    byReason.set(text, [...(byReason.get(text) ?? []), key]);
+  }
+  for (const [reason, keys] of byReason) {
+    await trx('deltalog')
+      .where({ connector_id: connectorId })
+      .whereIn('record_key', keys)
+      .whereNull('committed_at')
+      .update({ attempts: trx.raw('attempts + 1'), last_error: reason });
+  }
+}
+
+/**
+ * After truncating the remote list, it holds nothing: pending deletions are thereby delivered,
+ * and every key in the dataset must be sent again.
+ */
+export async function markRemoteEmptied(db: Db, connectorId: string, now: number): Promise<void> {
+  await db.transaction(async (trx) => {
+    await trx('deltalog')
+      .where({ connector_id: connectorId, in_dataset: false })
+      .whereNull('committed_at')
+      .update({ committed_at: now, on_remote: false, attempts: 0, last_error: null });
+    await trx('deltalog')
+      .where({ connector_id: connectorId, in_dataset: true })
+      .update({ committed_at: null, on_remote: false, attempts: 0, last_error: null });
+  });
+}
+
+/**
+ * Remove committed deletions older than the retention window. Pending deletions are never
+ * touched: a deletion leaves the deltalog only once the destination confirmed it.
+ */
+export async function purgeCommittedDeletions(
+  db: Db,
+  connectorId: string,
+  olderThan: number,
+  batchSize = 5000,
+): Promise<number> {
+  let purged = 0;
+  for (;;) {
+    const keys = (
+      (await db('deltalog')
+        .select('record_key')
+        .where({ connector_id: connectorId, in_dataset: false })
+        .whereNotNull('committed_at')
+        .where('committed_at', '<', olderThan)
+        .limit(batchSize)) as { record_key: string }[]
+    ).map((r) => r.record_key);
+    if (keys.length === 0) return purged;
+    purged += await db('deltalog')
+      .where({ connector_id: connectorId, in_dataset: false })
+      .whereIn('record_key', keys)
+      .whereNotNull('committed_at')
+      .delete();
+  }
+}

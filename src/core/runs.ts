@@ -1,0 +1,195 @@
+import type { Knex } from 'knex';
+import type { Db } from '../db';
+import type { BadRowReport } from './deltalog';
+
+/** The run record: one row per refresh, written as the run goes so operators can follow it. */
+
+export type RunStatus = 'running' | 'succeeded' | 'noop' | 'failed';
+
+export interface RunRow {
+  id: number;
+  connector_id: string;
+  tenant: string;
+  workflow_id: string;
+  workflow_run_id: string;
+  trigger: string;
+  status: RunStatus;
+  strategy: string | null;
+  strategy_reason: string | null;
+  snapshot_at: number | null;
+  started_at: number;
+  finished_at: number | null;
+  dataset_size: number | null;
+  additions: number;
+  deletions: number;
+  updates: number;
+  records_sent: number;
+  rejected: number;
+  api_calls: number;
+  failed_calls: number;
+  rate_limit_waits: number;
+  bad_rows: string | null;
+  error: string | null;
+}
+
+export interface RunCounters {
+  records_sent?: number;
+  rejected?: number;
+  api_calls?: number;
+  failed_calls?: number;
+  rate_limit_waits?: number;
+}
+
+type Executor = Db | Knex.Transaction;
+
+/** Create the run for a workflow execution, or return it if a retried activity already did. */
+export async function beginRun(
+  db: Db,
+  run: { connectorId: string; tenant: string; workflowId: string; workflowRunId: string; trigger: string },
+  now: number,
+): Promise<number> {
+  await db('refresh_runs')
+    .insert({
+      connector_id: run.connectorId,
+      tenant: run.tenant,
+      workflow_id: run.workflowId,
+      workflow_run_id: run.workflowRunId,
+      trigger: run.trigger,
+      status: 'running',
+      started_at: now,
+    })
+    .onConflict('workflow_run_id')
+    .ignore();
+  const row = (await db('refresh_runs').where({ workflow_run_id: run.workflowRunId }).first('id')) as {
+    id: number;
+  };
+  await db('connector_state').where({ connector_id: run.connectorId }).update({ last_run_id: row.id });
+  return row.id;
+}
+
+export async function getRun(db: Executor, runId: number): Promise<RunRow> {
+  const row = (await db('refresh_runs').where({ id: runId }).first()) as RunRow | undefined;
+  if (!row) throw new Error(`no refresh run with id ${runId}`);
+  return normaliseRun(row);
+}
+
+export async function listRuns(db: Db, connectorId: string, limit = 20): Promise<RunRow[]> {
+  const rows = (await db('refresh_runs').where({ connector_id: connectorId }).orderBy('id', 'desc').limit(limit)) as RunRow[];
+  return rows.map(normaliseRun);
+}
+
+/** mysql2 and better-sqlite3 disagree on numeric types; callers get plain numbers. */
+function normaliseRun(row: RunRow): RunRow {
+  const numeric = [
+    'snapshot_at',
+    'started_at',
+    'finished_at',
+    'dataset_size',
+    'additions',
+    'deletions',
+    'updates',
+    'records_sent',
+    'rejected',
+    'api_calls',
+    'failed_calls',
+    'rate_limit_waits',
+  ] as const;
+  const out = { ...row } as Record<string, unknown>;
+  for (const column of numeric) if (out[column] !== null) out[column] = Number(out[column]);
+  return out as unknown as RunRow;
+}
+
+export async function recordSnapshot(db: Db, runId: number, snapshotAt: number, badRows: BadRowReport) {
+  await db('refresh_runs')
+    .where({ id: runId })
+    .update({ snapshot_at: snapshotAt, bad_rows: JSON.stringify(badRows) });
+}
+
+export async function recordPlan(
+  db: Db,
+  runId: number,
+  plan: {
+    strategy: string | null;
+    reason: string;
+    additions: number;
+    updates: number;
+    deletions: number;
+    datasetSize: number;
+  },
+) {
+  await db('refresh_runs').where({ id: runId }).update({
+    strategy: plan.strategy,
+    strategy_reason: plan.reason.slice(0, 500),
+    additions: plan.additions,
+    updates: plan.updates,
+    deletions: plan.deletions,
+    dataset_size: plan.datasetSize,
+  });
+}
+
+export async function incrementRunCounters(db: Executor, runId: number, counters: RunCounters) {
+  const nonZero = Object.fromEntries(Object.entries(counters).filter(([, v]) => v !== undefined && v !== 0));
+  if (Object.keys(nonZero).length > 0) await db('refresh_runs').where({ id: runId }).increment(nonZero);
+}
+
+/**
+ * Close the run. A run succeeds when the share of API calls that succeeded meets the threshold;
+ * only then does the connector's `last_succeeded_at` advance (to the run's snapshot time).
+ */
+export async function finishRun(
+  db: Db,
+  runId: number,
+  outcome: { status?: RunStatus; error?: string; successThreshold: number },
+  now: number,
+): Promise<RunRow> {
+  const run = await getRun(db, runId);
+  if (run.status !== 'running') return run; // a retried finish: already done
+  const status = outcome.status ?? (meetsThreshold(run, outcome.successThreshold) ? 'succeeded' : 'failed');
+  const error =
+    outcome.error ??
+    (status === 'failed'
+      ? `${run.failed_calls} of ${run.api_calls} API calls failed (threshold ${outcome.successThreshold * 100}% success)`
+      : null);
+  await db.transaction(async (trx) => {
+    await trx('refresh_runs').where({ id: runId }).update({ status, error, finished_at: now });
+    if (status === 'succeeded' || status === 'noop') {
+      await trx('connector_state')
+        .where({ connector_id: run.connector_id })
+        .update({ last_succeeded_at: run.snapshot_at ?? now });
+    }
+    await trx('checkpoints').where({ run_id: runId }).delete();
+  });
+  return getRun(db, runId);
+}
+
+export function meetsThreshold(run: Pick<RunRow, 'api_calls' | 'failed_calls'>, threshold: number): boolean {
+  if (run.api_calls === 0) return true;
+  return (run.api_calls - run.failed_calls) / run.api_calls >= threshold;
+}
+
+// --- checkpoints: the cursor of a send phase, saved with every committed batch ---------------
+
+export interface Checkpoint {
+  cursor: string;
+  recordsDone: number;
+}
+
+export async function loadCheckpoint(db: Db, runId: number, phase: string): Promise<Checkpoint | undefined> {
+  const row = (await db('checkpoints').where({ run_id: runId, phase }).first()) as
+    | { cursor: string; records_done: number }
+    | undefined;
+  return row && { cursor: row.cursor, recordsDone: Number(row.records_done) };
+}
+
+export async function saveCheckpoint(
+  trx: Executor,
+  runId: number,
+  phase: string,
+  checkpoint: Checkpoint,
+  now: number,
+): Promise<void> {
+  await trx('checkpoints')
+    .insert({ run_id: runId, phase, cursor: checkpoint.cursor, records_done: checkpoint.recordsDone, updated_at: now })
+    .onConflict(['run_id', 'phase'])
+    .merge(['cursor', 'records_done', 'updated_at']);
+}

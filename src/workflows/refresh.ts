@@ -1,0 +1,149 @@
+import {
+  ApplicationFailure,
+  CancellationScope,
+  defineQuery,
+  isCancellation,
+  proxyActivities,
+  setCurrentDetails,
+  setHandler,
+  upsertSearchAttributes,
+} from '@temporalio/workflow';
+import type { Activities, PlanSummary, RunSummary } from '../activities';
+import type { StrategyChoice } from '../core/plan';
+import type { SendPhase, SendProgress } from '../core/sender';
+import { NON_RETRYABLE_ERRORS, searchAttributes } from './shared';
+
+/**
+ * One refresh of one connector, step by step as in the method: update the deltalog, plan, send
+ * (by the planned strategy), commit, janitor. Every step is an activity; this function only
+ * sequences them, so it stays deterministic and its history holds ids and counts, never records.
+ */
+
+export interface RefreshInput {
+  connectorId: string;
+  /** Force a strategy for this run; otherwise the connector's policy (default `auto`). */
+  strategy?: StrategyChoice;
+  /** Who asked: manual, schedule, change, … (stored on the run). */
+  trigger?: string;
+}
+
+export type RefreshPhase = 'starting' | 'updating deltalog' | 'planning' | 'truncating' | SendPhase | 'committing' | 'done' | 'failed';
+
+export interface RefreshProgress {
+  connectorId: string;
+  runId: number | null;
+  phase: RefreshPhase;
+  plan: PlanSummary | null;
+  /** Totals of the send phases that have finished (live numbers come from the activity heartbeat). */
+  completedPhases: SendProgress[];
+}
+
+export const progressQuery = defineQuery<RefreshProgress>('progress');
+
+const retry = {
+  initialInterval: '1 second',
+  backoffCoefficient: 2,
+  maximumInterval: '1 minute',
+  nonRetryableErrorTypes: NON_RETRYABLE_ERRORS,
+};
+
+const steps = proxyActivities<Activities>({ startToCloseTimeout: '2 hours', heartbeatTimeout: '1 minute', retry });
+const sending = proxyActivities<Activities>({ startToCloseTimeout: '24 hours', heartbeatTimeout: '2 minutes', retry });
+
+export async function refreshConnector(input: RefreshInput): Promise<RunSummary> {
+  const progress: RefreshProgress = {
+    connectorId: input.connectorId,
+    runId: null,
+    phase: 'starting',
+    plan: null,
+    completedPhases: [],
+  };
+  setHandler(progressQuery, () => progress);
+  const enter = (phase: RefreshPhase) => {
+    progress.phase = phase;
+    setCurrentDetails(`**${input.connectorId}**: ${phase}`);
+  };
+
+  const run = await steps.beginRun({ connectorId: input.connectorId, trigger: input.trigger ?? 'manual' });
+  progress.runId = run.runId;
+  const ref = { connectorId: input.connectorId, runId: run.runId };
+  upsertSearchAttributes([
+    { key: searchAttributes.connectorId, value: input.connectorId },
+    { key: searchAttributes.destination, value: run.destinationType },
+    { key: searchAttributes.tenant, value: run.tenant },
+  ]);
+
+  try {
+    enter('updating deltalog');
+    await steps.updateDeltalog.executeWithOptions(options('update the deltalog (full compare)'), [ref]);
+
+    enter('planning');
+    const plan = await steps.planRefresh({ ...ref, strategy: input.strategy });
+    progress.plan = plan;
+    if (!plan.needed || plan.strategy === null) return await finish(ref, 'noop');
+    upsertSearchAttributes([{ key: searchAttributes.strategy, value: plan.strategy }]);
+
+    if (plan.strategy === 'truncate') {
+      enter('truncating');
+      await steps.truncateRemote.executeWithOptions(options('truncate the remote list'), [ref]);
+      await send(ref, 'upserts', plan, plan.datasetSize);
+    } else if (plan.strategy === 'full') {
+      await send(ref, 'full', plan, plan.datasetSize);
+      await send(ref, 'deletions', plan, plan.deletions);
+    } else {
+      await send(ref, 'upserts', plan, plan.additions + plan.updates);
+      await send(ref, 'deletions', plan, plan.deletions);
+    }
+
+    enter('committing');
+    const result = await finish(ref);
+    await steps.runJanitor({ connectorId: input.connectorId });
+    if (result.status === 'failed') {
+      throw ApplicationFailure.nonRetryable(result.error ?? 'refresh failed', 'BelowSuccessThreshold', result);
+    }
+    return result;
+  } catch (error) {
+    progress.phase = 'failed';
+    // Record the failure on the run even when the workflow is being cancelled.
+    await CancellationScope.nonCancellable(() =>
+      steps.finishRun({ ...ref, status: 'failed', error: describeError(error) }),
+    );
+    upsertSearchAttributes([{ key: searchAttributes.outcome, value: isCancellation(error) ? 'cancelled' : 'failed' }]);
+    throw error;
+  }
+
+  async function send(ref: { connectorId: string; runId: number }, phase: SendPhase, plan: PlanSummary, records: number) {
+    if (records === 0 && phase !== 'full') return;
+    enter(phase);
+    const calls = Math.ceil(records / plan.batchSize);
+    const what = phase === 'upserts' ? 'additions and updates' : phase === 'deletions' ? 'deletions' : 'records (full push)';
+    const done = await sending.sendChanges.executeWithOptions(
+      options(`send ${records.toLocaleString('en-US')} ${what} in ~${calls} calls`),
+      [{ ...ref, phase }],
+    );
+    progress.completedPhases.push(done);
+  }
+
+  async function finish(ref: { connectorId: string; runId: number }, status?: 'noop') {
+    const result = await steps.finishRun({ ...ref, status });
+    progress.phase = 'done';
+    setCurrentDetails(`**${input.connectorId}**: ${result.status}`);
+    upsertSearchAttributes([{ key: searchAttributes.outcome, value: result.status }]);
+    return result;
+  }
+}
+
+function options(summary: string) {
+  return {
+    startToCloseTimeout: '24 hours',
+    heartbeatTimeout: '2 minutes',
+    retry,
+    summary,
+  } as const;
+}
+
+function describeError(error: unknown): string {
+  if (error instanceof Error) return `${error.name}: ${error.message}${error.cause instanceof Error ? ` (${error.cause.message})` : ''}`;
+  return String(error);
+}
+
