@@ -59,7 +59,9 @@ export type RefreshPolicy = z.output<typeof policySchema>;
 export function parseConnector(input: unknown): ConnectorDefinition {
   const result = connectorSchema.safeParse(input);
   if (result.success) return result.data;
-  const problems = result.error.issues.map((issue) => `${issue.path.join('.') || '(root)'}: ${issue.message}`);
+  const problems = result.error.issues.map(
+    (issue) => `${issue.path.join('.') || '(root)'}: ${issue.message}`,
+  );
   throw new InvalidConnectorError(problems);
 }
 

@@ -7,7 +7,9 @@ import type { Destination, SecretResolver } from './types';
 /** Builds the destination a connector's config describes; secrets are resolved here, in the worker. */
 export type DestinationFactory = (config: DestinationConfig) => Destination;
 
-export function createDestinationFactory(secrets: SecretResolver = createSecretResolver()): DestinationFactory {
+export function createDestinationFactory(
+  secrets: SecretResolver = createSecretResolver(),
+): DestinationFactory {
   return (config) => {
     switch (config.type) {
       case 'http-list':

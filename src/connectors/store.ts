@@ -3,7 +3,11 @@ import { parseConnector, type ConnectorDefinition, type ConnectorInput } from '.
 
 /** Connectors live in our database; definitions are validated on the way in and on the way out. */
 
-export async function saveConnector(db: Db, input: ConnectorInput, now = Date.now()): Promise<ConnectorDefinition> {
+export async function saveConnector(
+  db: Db,
+  input: ConnectorInput,
+  now = Date.now(),
+): Promise<ConnectorDefinition> {
   const connector = parseConnector(input);
   const row = {
     id: connector.id,

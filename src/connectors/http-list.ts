@@ -1,0 +1,181 @@
+import { z } from 'zod';
+import { createCallSpacer, requestJson, type JsonRequest, type Sleep } from './http';
+import {
+  DestinationError,
+  type BatchOutcome,
+  type Capabilities,
+  type Destination,
+  type Member,
+  type MemberPage,
+  type SecretResolver,
+} from './types';
+
+/**
+ * `http-list`: a list behind a small JSON API (see docs and src/emulators/http-list-emulator.ts).
+ * `supports` says which endpoints the list offers, so this one type can stand in for every class
+ * of destination API (add-only, add/remove, with or without truncate or read-back).
+ */
+
+export const httpListOperations = ['add', 'remove', 'truncate', 'list'] as const;
+export type HttpListOperation = (typeof httpListOperations)[number];
+
+export const httpListConfigSchema = z.object({
+  type: z.literal('http-list'),
+  baseUrl: z.url({ protocol: /^https?$/, error: 'baseUrl must be an http:// or https:// URL' }),
+  listId: z.string().min(1),
+  /** Name of the secret holding the bearer token, never the token itself. */
+  tokenSecret: z.string().min(1),
+  supports: z
+    .array(z.enum(httpListOperations))
+    .min(1)
+    .default([...httpListOperations]),
+  recordsPerCall: z.number().int().min(1).max(100_000).default(1000),
+  callsPerSecond: z.number().positive().optional(),
+});
+
+export type HttpListConfig = z.output<typeof httpListConfigSchema>;
+export type HttpListConfigInput = z.input<typeof httpListConfigSchema>;
+
+/** Knobs for tests and tuning; production uses the defaults. */
+export interface HttpListOptions {
+  sleep?: Sleep;
+  random?: () => number;
+  maxAttempts?: number;
+  baseDelayMs?: number;
+  maxDelayMs?: number;
+  maxWaitMs?: number;
+  timeoutMs?: number;
+}
+
+const rejectionsSchema = z
+  .array(z.object({ key: z.string(), reason: z.string() }))
+  .optional()
+  .default([]);
+const addResponseSchema = z.object({ accepted: z.number().optional(), rejected: rejectionsSchema });
+const removeResponseSchema = z.object({ removed: z.number().optional(), rejected: rejectionsSchema });
+const pageResponseSchema = z.object({ keys: z.array(z.string()), next: z.string().nullable().optional() });
+
+export function createHttpListDestination(
+  input: HttpListConfigInput,
+  secrets: SecretResolver,
+  options: HttpListOptions = {},
+): Destination {
+  const config = httpListConfigSchema.parse(input);
+  const supported = new Set<HttpListOperation>(config.supports);
+  const listUrl = `${config.baseUrl.replace(/\/+$/, '')}/lists/${encodeURIComponent(config.listId)}`;
+  const spacer = config.callsPerSecond ? createCallSpacer(config.callsPerSecond, options.sleep) : undefined;
+  let token: string | undefined;
+
+  const capabilities: Capabilities = {
+    add: supported.has('add'),
+    updateAttributes: supported.has('add'),
+    remove: supported.has('remove'),
+    truncate: supported.has('truncate'),
+    listMembers: supported.has('list'),
+    createList: false,
+  };
+
+  function ensureSupported(operation: HttpListOperation): void {
+    if (!supported.has(operation)) {
+      throw new DestinationError(
+        `http-list: list '${config.listId}' is configured without '${operation}' (supports: ${config.supports.join(', ')})`,
+        'fatal',
+      );
+    }
+  }
+
+  // Resolved on first use, inside the activity, so a missing secret fails the run that needs it.
+  function bearer(): string {
+    if (token === undefined) {
+      try {
+        token = secrets(config.tokenSecret);
+      } catch (err) {
+        throw new DestinationError(`http-list: ${err instanceof Error ? err.message : String(err)}`, 'fatal');
+      }
+    }
+    return `Bearer ${token}`;
+  }
+
+  async function call<T>(method: 'GET' | 'POST', url: string, body: unknown, schema: z.ZodType<T>) {
+    const request: JsonRequest = {
+      ...options,
+      method,
+      url,
+      body,
+      service: 'http-list',
+      headers: { authorization: bearer() },
+      hints: {
+        401: `bad token — check the secret named in tokenSecret ('${config.tokenSecret}')`,
+        403: `the token may not use list '${config.listId}' — check the secret named in tokenSecret ('${config.tokenSecret}')`,
+        404: `no such endpoint or list — check baseUrl and listId ('${config.listId}')`,
+      },
+      beforeAttempt: spacer,
+    };
+    const response = await requestJson(request);
+    const parsed = schema.safeParse(response.body);
+    if (!parsed.success) {
+      throw new DestinationError(
+        `http-list: unexpected answer from ${method} ${url} (is baseUrl an http-list API?): ${z.prettifyError(parsed.error)}`,
+        'fatal',
+        response.status,
+      );
+    }
+    return { body: parsed.data, apiCalls: response.apiCalls, rateLimitWaits: response.rateLimitWaits };
+  }
+
+  /** Sends `items` in calls of at most recordsPerCall, adding up what each call reports. */
+  async function inBatches<T>(
+    items: T[],
+    send: (
+      chunk: T[],
+    ) => Promise<{ body: { rejected: BatchOutcome['rejected'] }; apiCalls: number; rateLimitWaits: number }>,
+  ): Promise<BatchOutcome> {
+    const outcome: BatchOutcome = { rejected: [], apiCalls: 0, rateLimitWaits: 0 };
+    for (let start = 0; start < items.length; start += config.recordsPerCall) {
+      const result = await send(items.slice(start, start + config.recordsPerCall));
+      outcome.rejected.push(...result.body.rejected);
+      outcome.apiCalls += result.apiCalls;
+      outcome.rateLimitWaits += result.rateLimitWaits;
+    }
+    return outcome;
+  }
+
+  return {
+    type: 'http-list',
+    capabilities,
+    limits: { recordsPerCall: config.recordsPerCall, callsPerSecond: config.callsPerSecond },
+
+    async add(members: Member[]) {
+      ensureSupported('add');
+      return inBatches(members, (chunk) =>
+        call('POST', `${listUrl}/members:add`, { members: chunk }, addResponseSchema),
+      );
+    },
+
+    async remove(keys: string[]) {
+      ensureSupported('remove');
+      return inBatches(keys, (chunk) =>
+        call('POST', `${listUrl}/members:remove`, { keys: chunk }, removeResponseSchema),
+      );
+    },
+
+    async truncate() {
+      ensureSupported('truncate');
+      const result = await call('POST', `${listUrl}:truncate`, undefined, z.object({}));
+      return { rejected: [], apiCalls: result.apiCalls, rateLimitWaits: result.rateLimitWaits };
+    },
+
+    async listMembers(cursor: string | null, limit: number): Promise<MemberPage> {
+      ensureSupported('list');
+      const query = new URLSearchParams();
+      if (cursor !== null) query.set('cursor', cursor);
+      query.set('limit', String(limit));
+      const result = await call('GET', `${listUrl}/members?${query}`, undefined, pageResponseSchema);
+      return { keys: result.body.keys, next: result.body.next ?? null };
+    },
+
+    async close() {
+      // fetch's global connection pool needs no closing.
+    },
+  };
+}
