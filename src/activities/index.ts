@@ -13,7 +13,15 @@ import {
   updateDeltalog as updateDeltalogTable,
 } from '../core/deltalog';
 import { planRefresh as plan, PlanningError, type Strategy, type StrategyChoice } from '../core/plan';
-import { beginRun as beginRunRow, finishRun as finishRunRow, getRun, incrementRunCounters, recordPlan, recordSnapshot, type RunStatus } from '../core/runs';
+import {
+  beginRun as beginRunRow,
+  finishRun as finishRunRow,
+  getRun,
+  incrementRunCounters,
+  recordPlan,
+  recordSnapshot,
+  type RunStatus,
+} from '../core/runs';
 import { batchSizeFor, sendPhase, type SendPhase, type SendProgress } from '../core/sender';
 
 /**
@@ -112,13 +120,18 @@ export function createActivities({ db, destinations, now = Date.now }: ActivityD
     },
 
     /** Step 2: is a refresh needed, and by which strategy? */
-    async planRefresh({ connectorId, runId, strategy }: RunRef & { strategy?: StrategyChoice }): Promise<PlanSummary> {
+    async planRefresh({
+      connectorId,
+      runId,
+      strategy,
+    }: RunRef & { strategy?: StrategyChoice }): Promise<PlanSummary> {
       return failClearly(async () => {
         const connector = await loadConnector(db, connectorId);
         const { horizonDays, maxAttempts } = connector.policy;
         const pending = await pendingCounts(db, connectorId, { maxAttempts });
         const since = horizonDays === undefined ? undefined : now() - horizonDays * 86_400_000;
-        const pendingInHorizon = since === undefined ? pending : await pendingCounts(db, connectorId, { since, maxAttempts });
+        const pendingInHorizon =
+          since === undefined ? pending : await pendingCounts(db, connectorId, { since, maxAttempts });
         const size = await datasetSize(db, connectorId);
         return withDestination(connector, async (destination) => {
           const decision = plan({
@@ -129,7 +142,12 @@ export function createActivities({ db, destinations, now = Date.now }: ActivityD
             datasetSize: size,
             strategy: strategy ?? connector.policy.strategy,
           });
-          await recordPlan(db, runId, { ...pending, strategy: decision.strategy, reason: decision.reason, datasetSize: size });
+          await recordPlan(db, runId, {
+            ...pending,
+            strategy: decision.strategy,
+            reason: decision.reason,
+            datasetSize: size,
+          });
           return {
             needed: decision.needed,
             strategy: decision.strategy,
@@ -148,7 +166,10 @@ export function createActivities({ db, destinations, now = Date.now }: ActivityD
       return failClearly(async () => {
         const connector = await loadConnector(db, connectorId);
         const outcome = await withDestination(connector, (destination) => destination.truncate());
-        await incrementRunCounters(db, runId, { api_calls: outcome.apiCalls, rate_limit_waits: outcome.rateLimitWaits });
+        await incrementRunCounters(db, runId, {
+          api_calls: outcome.apiCalls,
+          rate_limit_waits: outcome.rateLimitWaits,
+        });
         await markRemoteEmptied(db, connectorId, now());
       });
     },
@@ -176,9 +197,19 @@ export function createActivities({ db, destinations, now = Date.now }: ActivityD
     },
 
     /** Step 4 (FIG. 5): close the run; the success threshold decides `last_succeeded_at`. */
-    async finishRun({ connectorId, runId, status, error }: RunRef & { status?: RunStatus; error?: string }): Promise<RunSummary> {
+    async finishRun({
+      connectorId,
+      runId,
+      status,
+      error,
+    }: RunRef & { status?: RunStatus; error?: string }): Promise<RunSummary> {
       const connector = await loadConnector(db, connectorId);
-      const run = await finishRunRow(db, runId, { status, error, successThreshold: connector.policy.successThreshold }, now());
+      const run = await finishRunRow(
+        db,
+        runId,
+        { status, error, successThreshold: connector.policy.successThreshold },
+        now(),
+      );
       const badRows = run.bad_rows ? badRowTotal(JSON.parse(run.bad_rows)) : 0;
       return {
         runId: run.id,
@@ -204,7 +235,11 @@ export function createActivities({ db, destinations, now = Date.now }: ActivityD
     /** The janitor: purge committed deletions older than the retention window. */
     async runJanitor({ connectorId }: { connectorId: string }) {
       const connector = await loadConnector(db, connectorId);
-      const purged = await purgeCommittedDeletions(db, connectorId, now() - connector.policy.retentionDays * 86_400_000);
+      const purged = await purgeCommittedDeletions(
+        db,
+        connectorId,
+        now() - connector.policy.retentionDays * 86_400_000,
+      );
       return { purged };
     },
 
@@ -225,7 +260,11 @@ async function failClearly<T>(work: () => Promise<T>): Promise<T> {
     if (error instanceof DestinationError && error.kind === 'fatal') {
       throw ApplicationFailure.nonRetryable(error.message, 'DestinationFatal');
     }
-    if (error instanceof PlanningError || error instanceof InvalidConnectorError || error instanceof UnknownConnectorError) {
+    if (
+      error instanceof PlanningError ||
+      error instanceof InvalidConnectorError ||
+      error instanceof UnknownConnectorError
+    ) {
       throw ApplicationFailure.nonRetryable(error.message, error.name);
     }
     throw error;

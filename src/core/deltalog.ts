@@ -170,7 +170,8 @@ export async function inspectDataset(db: Db, dataset: DatasetDefinition): Promis
     samples: { nullOrEmptyKey: [], oversizedKey: [], duplicateKey: [] },
   };
   if (report.nullOrEmptyKeys > 0) {
-    const columns = dataset.attributes.length > 0 ? dataset.attributes.map(() => '??').join(', ') : '1 AS row';
+    const columns =
+      dataset.attributes.length > 0 ? dataset.attributes.map(() => '??').join(', ') : '1 AS row';
     const sample = join(
       text(`SELECT ${columns} FROM`, ...dataset.attributes.map((c) => `src.${c}`)),
       sourceFrom(dataset),

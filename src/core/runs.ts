@@ -74,7 +74,10 @@ export async function getRun(db: Executor, runId: number): Promise<RunRow> {
 }
 
 export async function listRuns(db: Db, connectorId: string, limit = 20): Promise<RunRow[]> {
-  const rows = (await db('refresh_runs').where({ connector_id: connectorId }).orderBy('id', 'desc').limit(limit)) as RunRow[];
+  const rows = (await db('refresh_runs')
+    .where({ connector_id: connectorId })
+    .orderBy('id', 'desc')
+    .limit(limit)) as RunRow[];
   return rows.map(normaliseRun);
 }
 
@@ -117,14 +120,16 @@ export async function recordPlan(
     datasetSize: number;
   },
 ) {
-  await db('refresh_runs').where({ id: runId }).update({
-    strategy: plan.strategy,
-    strategy_reason: plan.reason.slice(0, 500),
-    additions: plan.additions,
-    updates: plan.updates,
-    deletions: plan.deletions,
-    dataset_size: plan.datasetSize,
-  });
+  await db('refresh_runs')
+    .where({ id: runId })
+    .update({
+      strategy: plan.strategy,
+      strategy_reason: plan.reason.slice(0, 500),
+      additions: plan.additions,
+      updates: plan.updates,
+      deletions: plan.deletions,
+      dataset_size: plan.datasetSize,
+    });
 }
 
 export async function incrementRunCounters(db: Executor, runId: number, counters: RunCounters) {
@@ -176,8 +181,7 @@ export interface Checkpoint {
 
 export async function loadCheckpoint(db: Db, runId: number, phase: string): Promise<Checkpoint | undefined> {
   const row = (await db('checkpoints').where({ run_id: runId, phase }).first()) as
-    | { cursor: string; records_done: number }
-    | undefined;
+    { cursor: string; records_done: number } | undefined;
   return row && { cursor: row.cursor, recordsDone: Number(row.records_done) };
 }
 
@@ -189,7 +193,13 @@ export async function saveCheckpoint(
   now: number,
 ): Promise<void> {
   await trx('checkpoints')
-    .insert({ run_id: runId, phase, cursor: checkpoint.cursor, records_done: checkpoint.recordsDone, updated_at: now })
+    .insert({
+      run_id: runId,
+      phase,
+      cursor: checkpoint.cursor,
+      records_done: checkpoint.recordsDone,
+      updated_at: now,
+    })
     .onConflict(['run_id', 'phase'])
     .merge(['cursor', 'records_done', 'updated_at']);
 }

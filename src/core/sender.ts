@@ -20,7 +20,11 @@ import { incrementRunCounters, loadCheckpoint, saveCheckpoint } from './runs';
 /** upserts: pending additions and updates; deletions: pending deletions; full: the whole dataset. */
 export type SendPhase = 'upserts' | 'deletions' | 'full';
 
-const changesetOf: Record<SendPhase, ChangesetKind> = { upserts: 'upserts', deletions: 'deletions', full: 'dataset' };
+const changesetOf: Record<SendPhase, ChangesetKind> = {
+  upserts: 'upserts',
+  deletions: 'deletions',
+  full: 'dataset',
+};
 
 export interface SendProgress {
   phase: SendPhase;
@@ -61,7 +65,8 @@ export function batchSizeFor(connector: ConnectorDefinition, destination: Destin
 export async function sendPhase(options: SendOptions): Promise<SendProgress> {
   const { db, connector, destination, runId, phase } = options;
   const now = options.now ?? Date.now;
-  const start = options.resumeFrom ?? (await loadCheckpoint(db, runId, phase)) ?? { cursor: '', recordsDone: 0 };
+  const start = options.resumeFrom ??
+    (await loadCheckpoint(db, runId, phase)) ?? { cursor: '', recordsDone: 0 };
   const progress: SendProgress = {
     phase,
     cursor: start.cursor,
@@ -99,7 +104,13 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
         failed_calls: result.failedCalls,
         rate_limit_waits: result.outcome.rateLimitWaits,
       });
-      await saveCheckpoint(trx, runId, phase, { cursor, recordsDone: progress.recordsDone + page.length }, now());
+      await saveCheckpoint(
+        trx,
+        runId,
+        phase,
+        { cursor, recordsDone: progress.recordsDone + page.length },
+        now(),
+      );
     });
     progress.cursor = cursor;
     progress.recordsDone += page.length;
@@ -142,7 +153,12 @@ async function deliverPage(options: SendOptions, page: ChangesetRow[]): Promise<
   }
   const sentKeys = members ? members.map((m) => m.key) : keys;
   if (sentKeys.length === 0) {
-    return { delivered: [], outcome: { rejected: [], apiCalls: 0, rateLimitWaits: 0 }, failedCalls: 0, skipped };
+    return {
+      delivered: [],
+      outcome: { rejected: [], apiCalls: 0, rateLimitWaits: 0 },
+      failedCalls: 0,
+      skipped,
+    };
   }
   try {
     const outcome = members ? await destination.add(members) : await destination.remove(keys);

@@ -27,7 +27,8 @@ export interface RefreshInput {
   trigger?: string;
 }
 
-export type RefreshPhase = 'starting' | 'updating deltalog' | 'planning' | 'truncating' | SendPhase | 'committing' | 'done' | 'failed';
+export type RefreshPhase =
+  'starting' | 'updating deltalog' | 'planning' | 'truncating' | SendPhase | 'committing' | 'done' | 'failed';
 
 export interface RefreshProgress {
   connectorId: string;
@@ -47,8 +48,16 @@ const retry = {
   nonRetryableErrorTypes: NON_RETRYABLE_ERRORS,
 };
 
-const steps = proxyActivities<Activities>({ startToCloseTimeout: '2 hours', heartbeatTimeout: '1 minute', retry });
-const sending = proxyActivities<Activities>({ startToCloseTimeout: '24 hours', heartbeatTimeout: '2 minutes', retry });
+const steps = proxyActivities<Activities>({
+  startToCloseTimeout: '2 hours',
+  heartbeatTimeout: '1 minute',
+  retry,
+});
+const sending = proxyActivities<Activities>({
+  startToCloseTimeout: '24 hours',
+  heartbeatTimeout: '2 minutes',
+  retry,
+});
 
 export async function refreshConnector(input: RefreshInput): Promise<RunSummary> {
   const progress: RefreshProgress = {
@@ -99,7 +108,11 @@ export async function refreshConnector(input: RefreshInput): Promise<RunSummary>
     const result = await finish(ref);
     await steps.runJanitor({ connectorId: input.connectorId });
     if (result.status === 'failed') {
-      throw ApplicationFailure.nonRetryable(result.error ?? 'refresh failed', 'BelowSuccessThreshold', result);
+      throw ApplicationFailure.nonRetryable(
+        result.error ?? 'refresh failed',
+        'BelowSuccessThreshold',
+        result,
+      );
     }
     return result;
   } catch (error) {
@@ -108,15 +121,27 @@ export async function refreshConnector(input: RefreshInput): Promise<RunSummary>
     await CancellationScope.nonCancellable(() =>
       steps.finishRun({ ...ref, status: 'failed', error: describeError(error) }),
     );
-    upsertSearchAttributes([{ key: searchAttributes.outcome, value: isCancellation(error) ? 'cancelled' : 'failed' }]);
+    upsertSearchAttributes([
+      { key: searchAttributes.outcome, value: isCancellation(error) ? 'cancelled' : 'failed' },
+    ]);
     throw error;
   }
 
-  async function send(ref: { connectorId: string; runId: number }, phase: SendPhase, plan: PlanSummary, records: number) {
+  async function send(
+    ref: { connectorId: string; runId: number },
+    phase: SendPhase,
+    plan: PlanSummary,
+    records: number,
+  ) {
     if (records === 0 && phase !== 'full') return;
     enter(phase);
     const calls = Math.ceil(records / plan.batchSize);
-    const what = phase === 'upserts' ? 'additions and updates' : phase === 'deletions' ? 'deletions' : 'records (full push)';
+    const what =
+      phase === 'upserts'
+        ? 'additions and updates'
+        : phase === 'deletions'
+          ? 'deletions'
+          : 'records (full push)';
     const done = await sending.sendChanges.executeWithOptions(
       options(`send ${records.toLocaleString('en-US')} ${what} in ~${calls} calls`),
       [{ ...ref, phase }],
@@ -143,7 +168,7 @@ function options(summary: string) {
 }
 
 function describeError(error: unknown): string {
-  if (error instanceof Error) return `${error.name}: ${error.message}${error.cause instanceof Error ? ` (${error.cause.message})` : ''}`;
+  if (error instanceof Error)
+    return `${error.name}: ${error.message}${error.cause instanceof Error ? ` (${error.cause.message})` : ''}`;
   return String(error);
 }
-
