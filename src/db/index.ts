@@ -19,6 +19,7 @@ export function databaseConfig(url: string | undefined = process.env.DELTASYNC_D
     const u = new URL(url.replace(/^mariadb:/, 'mysql:'));
     return {
       client: 'mysql2',
+      compileSqlOnError: false,
       connection: {
         host: u.hostname,
         port: Number(u.port || 3306),
@@ -46,6 +47,8 @@ function sqliteConfig(file: string): Knex.Config {
   if (file !== ':memory:') fs.mkdirSync(path.dirname(file), { recursive: true });
   return {
     client: 'better-sqlite3',
+    // Error messages must not carry record values (they end up in logs and workflow history).
+    compileSqlOnError: false,
     connection: { filename: file },
     useNullAsDefault: true,
     pool: {

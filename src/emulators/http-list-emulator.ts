@@ -36,6 +36,8 @@ export interface EmulatorStats {
   calls: Record<Endpoint, number>;
   /** Records carried in well-formed, authenticated request bodies, per endpoint (faulted calls included). */
   recordsReceived: Record<Endpoint, number>;
+  /** Records in calls whose change was applied to the list (apply-then-fail calls included). */
+  recordsApplied: Record<Endpoint, number>;
   /** Answers by HTTP status. */
   statuses: Record<number, number>;
 }
@@ -118,6 +120,7 @@ export async function startHttpListEmulator(options: HttpListEmulatorOptions): P
       return { status: faults.failAfter?.status ?? 503, body: { message: 'service unavailable' } };
     }
     const body = apply(list(route.listId), request);
+    stats.recordsApplied[route.endpoint] += request.records;
     if (takeCount('applyThenFail')) return { status: 500, body: { message: 'internal error' } };
     if (mutating && faults.failAfter) faults.failAfter.successfulCalls--;
     return { status: 200, body };
@@ -260,7 +263,7 @@ function structuredCloneFaults(f: EmulatorFaults): EmulatorFaults {
 
 function emptyStats(): EmulatorStats {
   const zero = () => Object.fromEntries(endpoints.map((e) => [e, 0])) as Record<Endpoint, number>;
-  return { calls: zero(), recordsReceived: zero(), statuses: {} };
+  return { calls: zero(), recordsReceived: zero(), recordsApplied: zero(), statuses: {} };
 }
 
 function listRejections(rejected: Map<string, string>): { key: string; reason: string }[] {

@@ -1,0 +1,205 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { ConnectorInput } from '../src/connectors/definition';
+import { createHttpListDestination } from '../src/connectors/http-list';
+import type { DestinationFactory } from '../src/connectors/registry';
+import { saveConnector } from '../src/connectors/store';
+import { listRuns } from '../src/core/runs';
+import { churnCustomers, createCustomersTable, readCustomers, seedCustomers } from '../src/demo/customers';
+import { startHttpListEmulator, type HttpListEmulator } from '../src/emulators/http-list-emulator';
+import { refreshWorkflowId } from '../src/workflows/shared';
+import { createTestDatabase, dialects, type TestDatabase } from './helpers/databases';
+import { startTemporal, type TemporalHarness } from './helpers/temporal';
+
+/**
+ * The refresh workflow end to end: the real Temporal dev server, a real database (both
+ * dialects), the http-list destination against its emulator.
+ */
+
+const TOKEN = 'test-token';
+let temporal: TemporalHarness;
+let emulator: HttpListEmulator;
+let listCounter = 0;
+
+before(async () => {
+  [temporal, emulator] = await Promise.all([startTemporal(), startHttpListEmulator({ token: TOKEN })]);
+});
+after(async () => {
+  await emulator.close();
+  await temporal.stop();
+});
+
+/** The destination as the worker builds it, with short backoffs so failing tests stay fast. */
+const destinations: DestinationFactory = (config) => {
+  if (config.type !== 'http-list') throw new Error('these tests use http-list only');
+  return createHttpListDestination(config, () => TOKEN, { baseDelayMs: 5, maxDelayMs: 20 });
+};
+
+function connectorFor(id: string, batchSize: number): ConnectorInput & { destination: { listId: string } } {
+  return {
+    id,
+    dataset: {
+      table: 'demo_customers',
+      key: 'customer_key',
+      attributes: ['email', 'name', 'country', 'segment'],
+    },
+    destination: {
+      type: 'http-list',
+      baseUrl: emulator.url,
+      listId: `list-${listCounter++}`,
+      tokenSecret: 'HTTP_LIST_TOKEN',
+      recordsPerCall: batchSize,
+    },
+    policy: { batchSize },
+  };
+}
+
+async function assertListEqualsDataset(t: TestDatabase, listId: string) {
+  const expected = await readCustomers(t.db);
+  const actual = emulator.members(listId);
+  assert.equal(actual.size, expected.size, 'list size');
+  for (const [key, attributes] of expected) assert.deepEqual(actual.get(key), attributes, `member ${key}`);
+}
+
+for (const dialect of dialects) {
+  describe(`refresh workflow on ${dialect}`, () => {
+    let t: TestDatabase;
+    before(async () => {
+      t = await createTestDatabase(dialect);
+      await createCustomersTable(t.db);
+      await seedCustomers(t.db, 2_500);
+    });
+    after(() => t.drop());
+
+    test('first refresh, diff refresh with additions, deletions and updates, then a no-op', async () => {
+      const connector = connectorFor(`crm-${dialect}`, 1000);
+      await saveConnector(t.db, connector);
+      const listId = connector.destination.listId;
+      await temporal.withWorker({ db: t.db, destinations }, async (client) => {
+        const first = await client.refresh(connector.id);
+        assert.equal(first.status, 'succeeded');
+        assert.equal(first.strategy, 'diff');
+        assert.deepEqual([first.additions, first.updates, first.deletions], [2500, 0, 0]);
+        assert.equal(first.apiCalls, 3, 'ceil(2500 / 1000) add calls');
+        await assertListEqualsDataset(t, listId);
+
+        const churn = await churnCustomers(t.db, { additions: 40, deletions: 25, changes: 30 });
+        const second = await client.refresh(connector.id);
+        assert.equal(second.status, 'succeeded');
+        assert.deepEqual([second.additions, second.updates, second.deletions], [40, 30, 25]);
+        assert.equal(second.apiCalls, 2, 'one add call for 70 upserts, one remove call for 25 deletions');
+        await assertListEqualsDataset(t, listId);
+        for (const key of churn.deleted)
+          assert.equal(emulator.members(listId).has(key), false, `${key} removed`);
+
+        emulator.resetStats();
+        const third = await client.refresh(connector.id);
+        assert.equal(third.status, 'noop');
+        assert.equal(third.apiCalls, 0);
+        assert.equal(emulator.stats().calls.add + emulator.stats().calls.remove, 0, 'a no-op sends nothing');
+
+        const runs = await listRuns(t.db, connector.id);
+        assert.deepEqual(
+          runs.map((r) => r.status),
+          ['noop', 'succeeded', 'succeeded'],
+        );
+      });
+    });
+  });
+}
+
+describe('refresh workflow: failures, concurrency, determinism (mysql)', () => {
+  let t: TestDatabase;
+  before(async () => {
+    t = await createTestDatabase('mysql');
+    await createCustomersTable(t.db);
+    await seedCustomers(t.db, 5_000);
+  });
+  after(() => t.drop());
+
+  test('a refresh that fails mid-send resumes and re-sends at most the batch in flight', async () => {
+    const connector = connectorFor('resume', 500);
+    await saveConnector(t.db, connector);
+    const listId = connector.destination.listId;
+    emulator.resetStats();
+    // Five calls succeed, then the service is down until we clear the fault: the send activity
+    // exhausts its HTTP retries, fails, and Temporal retries it. (Delivered-but-unacknowledged
+    // batches are covered by the engine's property test.)
+    emulator.faults.set({ failAfter: { successfulCalls: 5, status: 503 } });
+    await temporal.withWorker({ db: t.db, destinations }, async (client) => {
+      const handle = await client.startRefresh(connector.id);
+      const wf = client.temporal.workflow.getHandle(handle.workflowId, handle.runId);
+      await waitFor(async () => {
+        const pending = (await wf.describe()).raw.pendingActivities ?? [];
+        return pending.some((a) => a.activityType?.name === 'sendChanges' && (a.attempt ?? 0) >= 2);
+      }, 'the send activity to fail and be retried');
+      const progress = await handle.progress();
+      assert.equal(progress.phase, 'upserts');
+      assert.equal(progress.sending?.recordsDone, 2500, 'five batches committed before the outage');
+      emulator.faults.clear();
+      const summary = await handle.result();
+      assert.equal(summary.status, 'succeeded');
+    });
+    await assertListEqualsDataset(t, listId);
+    const applied = emulator.stats().recordsApplied.add;
+    assert.ok(
+      applied >= 5000 && applied <= 5000 + 500,
+      `records applied ${applied}: at most one batch twice`,
+    );
+  });
+
+  test('two concurrent starts for one connector run one refresh', async () => {
+    const connector = connectorFor('concurrent', 500);
+    await saveConnector(t.db, connector);
+    emulator.faults.set({ latencyMs: 50 });
+    try {
+      await temporal.withWorker({ db: t.db, destinations }, async (client) => {
+        const [a, b] = await Promise.all([
+          client.startRefresh(connector.id),
+          client.startRefresh(connector.id),
+        ]);
+        assert.equal(a.runId, b.runId, 'both callers hold the same workflow run');
+        const c = await client.startRefresh(connector.id);
+        assert.equal(c.attached, true, 'a start while running attaches');
+        assert.equal(c.runId, a.runId);
+        const [ra, rb] = await Promise.all([a.result(), b.result()]);
+        assert.deepEqual(ra, rb);
+      });
+    } finally {
+      emulator.faults.clear();
+    }
+    const runs = await listRuns(t.db, connector.id);
+    assert.equal(runs.length, 1, 'one run recorded');
+    assert.equal(emulator.members(connector.destination.listId).size, 5000);
+  });
+
+  test('histories of this file replay deterministically, and carry no record data', async () => {
+    const ids = ['resume', 'concurrent'].map(refreshWorkflowId);
+    const histories = await Promise.all(
+      ids.map(async (workflowId) => ({
+        workflowId,
+        history: await temporal.server.env.client.workflow.getHandle(workflowId).fetchHistory(),
+      })),
+    );
+    const { Worker } = await import('@temporalio/worker');
+    for await (const result of Worker.runReplayHistories({ workflowBundle: temporal.bundle }, histories)) {
+      assert.equal(result.error, undefined, `${result.workflowId} replays`);
+    }
+    for (const { workflowId, history } of histories) {
+      const text = JSON.stringify(history);
+      assert.ok(!text.includes('@example.com'), `${workflowId}: no record attributes in history`);
+      assert.ok(!text.includes('cust-0000'), `${workflowId}: no record keys in history`);
+      assert.ok(!text.includes(TOKEN), `${workflowId}: no secrets in history`);
+    }
+  });
+});
+
+async function waitFor(condition: () => Promise<boolean>, what: string, timeoutMs = 60_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await condition()) return;
+    await sleep(100);
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
