@@ -37,6 +37,18 @@ export function keyColumn(dataset: DatasetDefinition): Fragment {
   return { sql: '??', bindings: [`src.${dataset.key}`] };
 }
 
+/**
+ * The key as the deltalog compares it: byte for byte (`record_key` is utf8mb4_bin on MySQL, BINARY
+ * on SQLite), whatever the dataset column's own collation. Grouping by this keeps 'A@x' and 'a@x'
+ * apart exactly when the deltalog does.
+ */
+export function comparableKey(dialect: Dialect, dataset: DatasetDefinition): Fragment {
+  const k = keyColumn(dataset);
+  const sql =
+    dialect === 'mysql' ? `CONVERT(${k.sql} USING utf8mb4) COLLATE utf8mb4_bin` : `${k.sql} COLLATE BINARY`;
+  return { sql, bindings: k.bindings };
+}
+
 /** SQL predicate: the row's key can be stored (not null, not empty, not too long). */
 export function validKey(dialect: Dialect, dataset: DatasetDefinition): Fragment {
   const k = keyColumn(dataset);

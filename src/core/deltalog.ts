@@ -3,6 +3,7 @@ import { dialectOf, type Db } from '../db';
 import type { Attributes, Rejection } from '../connectors/types';
 import {
   attributeHash,
+  comparableKey,
   keyColumn,
   MAX_KEY_LENGTH,
   sourceFrom,
@@ -60,7 +61,7 @@ export async function updateDeltalog(
   // READ COMMITTED: reading the dataset must not lock the rows other processes are writing.
   await db.transaction(
     async (trx) => {
-      await upsertNewAndChanged(trx, dialect, connectorId, dataset, now);
+      await upsertNewAndChanged(trx, dialect, connectorId, dataset, now, report.duplicateKeys > 0);
       await markRemoved(trx, dialect, connectorId, dataset, now);
     },
     dialect === 'mysql' ? { isolationLevel: 'read committed' } : undefined,
@@ -74,18 +75,27 @@ async function upsertNewAndChanged(
   connectorId: string,
   dataset: DatasetDefinition,
   now: number,
+  hasDuplicates: boolean,
 ): Promise<void> {
-  const key = keyColumn(dataset);
   const hash = attributeHash(dialect, dataset);
-  const select = join(
-    text('SELECT ?, ds.k, 1, ds.h, 0, ?, NULL, 0 FROM (SELECT', connectorId, now),
-    key,
+  const rows = join(
+    text('SELECT'),
+    hasDuplicates ? comparableKey(dialect, dataset) : keyColumn(dataset),
     text('AS k,'),
     hash,
     text('AS h FROM'),
     sourceFrom(dataset),
     text('WHERE'),
     validKey(dialect, dataset),
+  );
+  // A duplicated key (reported as a bad row) gets one stable hash; otherwise its rows would take
+  // turns in the deltalog and make the key pending again on every update.
+  const ds = hasDuplicates
+    ? join(text('SELECT dup.k, MIN(dup.h) AS h FROM ('), rows, text(') dup GROUP BY dup.k'))
+    : rows;
+  const select = join(
+    text('SELECT ?, ds.k, 1, ds.h, 0, ?, NULL, 0 FROM (', connectorId, now),
+    ds,
     text(') ds LEFT JOIN deltalog dl ON dl.connector_id = ? AND dl.record_key = ds.k', connectorId),
     text('WHERE dl.record_key IS NULL OR dl.in_dataset = 0 OR dl.attr_hash IS NULL OR dl.attr_hash <> ds.h'),
   );
@@ -150,15 +160,17 @@ export async function inspectDataset(db: Db, dataset: DatasetDefinition): Promis
     db,
     counts,
   );
+  // Duplicates as the deltalog sees them (byte for byte), not by the dataset column's collation.
+  const ck = comparableKey(dialect, dataset);
   const duplicates = join(
     text('SELECT COUNT(*) AS n FROM (SELECT'),
-    k,
+    ck,
     text('AS k FROM'),
     sourceFrom(dataset),
     text('WHERE'),
     validKey(dialect, dataset),
     text('GROUP BY'),
-    k,
+    ck,
     text('HAVING COUNT(*) > 1) d'),
   );
   const [dup] = await rows<{ n: number }>(db, duplicates);
@@ -197,13 +209,13 @@ export async function inspectDataset(db: Db, dataset: DatasetDefinition): Promis
   if (report.duplicateKeys > 0) {
     const sample = join(
       text('SELECT'),
-      k,
+      ck,
       text('AS k FROM'),
       sourceFrom(dataset),
       text('WHERE'),
       validKey(dialect, dataset),
       text('GROUP BY'),
-      k,
+      ck,
       text(`HAVING COUNT(*) > 1 ORDER BY 1 LIMIT ${SAMPLE_SIZE}`),
     );
     report.samples.duplicateKey = (await rows<{ k: string }>(db, sample)).map((r) => String(r.k));

@@ -1,3 +1,5 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { searchAttributes } from '../workflows/shared';
 import { findTemporalCli } from './cli-binary';
@@ -26,6 +28,7 @@ export interface DevServer {
  */
 export async function startDevServer(options: DevServerOptions = {}): Promise<DevServer> {
   const cli = findTemporalCli();
+  if (options.dbFilename) fs.mkdirSync(path.dirname(options.dbFilename), { recursive: true });
   const env = await TestWorkflowEnvironment.createLocal({
     server: {
       executable: cli ? { type: 'existing-path', path: cli } : { type: 'cached-download' },
