@@ -1,4 +1,9 @@
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { defaultPayloadConverter } from '@temporalio/common';
+import { findTemporalCli } from '../src/temporal/cli-binary';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ConnectorInput } from '../src/connectors/definition';
@@ -10,6 +15,7 @@ import { churnCustomers, createCustomersTable, readCustomers, seedCustomers } fr
 import { startHttpListEmulator, type HttpListEmulator } from '../src/emulators/http-list-emulator';
 import { refreshWorkflowId } from '../src/workflows/shared';
 import { createTestDatabase, dialects, type TestDatabase } from './helpers/databases';
+import { HISTORY_FIXTURES } from './helpers/histories';
 import { startTemporal, type TemporalHarness } from './helpers/temporal';
 
 /**
@@ -174,8 +180,111 @@ describe('refresh workflow: failures, concurrency, determinism (mysql)', () => {
     assert.equal(emulator.members(connector.destination.listId).size, 5000);
   });
 
+  test('forced strategies through the workflow: full push + deletes, then truncate + reload', async () => {
+    const connector = connectorFor('strategies', 1000);
+    await saveConnector(t.db, connector);
+    const listId = connector.destination.listId;
+    await temporal.withWorker({ db: t.db, destinations }, async (client) => {
+      await client.refresh(connector.id);
+      await churnCustomers(t.db, { additions: 20, deletions: 10, changes: 5 });
+      // Something else wrote to the list: a full push re-sends everything but cannot remove it.
+      emulator.setMembers(listId, new Map([...emulator.members(listId), ['stray-key', { email: 'x' }]]));
+      emulator.resetStats();
+      const full = await client.refresh(connector.id, { strategy: 'full' });
+      assert.equal(full.strategy, 'full');
+      assert.equal(emulator.stats().recordsApplied.add, 5010, 'the whole dataset re-sent');
+      assert.equal(emulator.stats().recordsApplied.remove, 10, 'then the pending deletions');
+      assert.equal(emulator.members(listId).has('stray-key'), true);
+
+      await churnCustomers(t.db, { additions: 5, deletions: 5, changes: 0 });
+      const truncate = await client.refresh(connector.id, { strategy: 'truncate' });
+      assert.equal(truncate.strategy, 'truncate');
+      assert.equal(truncate.apiCalls, 1 + Math.ceil(5010 / 1000), 'one truncate, then the reload');
+      await assertListEqualsDataset(t, listId);
+      const handle = client.temporal.workflow.getHandle(refreshWorkflowId(connector.id));
+      const { searchAttributes: attrs } = await handle.describe();
+      assert.deepEqual(attrs.DeltasyncStrategy, ['truncate']);
+      assert.deepEqual(attrs.DeltasyncConnectorId, [connector.id]);
+      assert.deepEqual(attrs.DeltasyncDestination, ['http-list']);
+      assert.deepEqual(attrs.DeltasyncOutcome, ['succeeded']);
+      const summaries = ((await handle.fetchHistory()).events ?? [])
+        .map((event) => event.userMetadata?.summary)
+        .filter((payload) => payload !== undefined && payload !== null)
+        .map((payload) => defaultPayloadConverter.fromPayload<string>(payload!));
+      assert.ok(
+        summaries.includes('truncate the remote list'),
+        `activity summaries for the UI: ${summaries}`,
+      );
+      assert.ok(summaries.some((text) => /^send 5,010 additions and updates in ~6 calls$/.test(text)));
+    });
+  });
+
+  test('the progress query reports phase, plan and live send counters', async () => {
+    const connector = connectorFor('progress', 250);
+    await saveConnector(t.db, connector);
+    emulator.faults.set({ latencyMs: 40 });
+    try {
+      await temporal.withWorker({ db: t.db, destinations }, async (client) => {
+        const handle = await client.startRefresh(connector.id);
+        let seen: Awaited<ReturnType<typeof handle.progress>> | undefined;
+        await waitFor(async () => {
+          seen = await handle.progress();
+          return (seen.sending?.recordsDone ?? 0) > 0;
+        }, 'a send heartbeat');
+        assert.equal(seen!.phase, 'upserts');
+        assert.equal(seen!.status, 'RUNNING');
+        assert.equal(seen!.plan?.additions, 5010);
+        assert.equal(seen!.plan?.strategy, 'diff');
+        assert.equal(seen!.sending!.recordsDone % 250, 0, 'counts whole committed batches');
+        await handle.result();
+        const final = await handle.progress();
+        assert.equal(final.phase, 'done');
+        assert.equal(final.completedPhases[0]?.delivered, 5010);
+      });
+    } finally {
+      emulator.faults.clear();
+    }
+  });
+
+  test('bad rows are counted and sampled on the run, and the rest is delivered', async () => {
+    await t.db.schema.createTable('messy_customers', (table) => {
+      table.string('customer_key', 300).nullable();
+      table.string('email', 100);
+    });
+    await t.db('messy_customers').insert([
+      { customer_key: 'ok-1', email: 'a@x' },
+      { customer_key: 'ok-2', email: 'b@x' },
+      { customer_key: 'dup', email: 'c@x' },
+      { customer_key: 'dup', email: 'd@x' },
+      { customer_key: null, email: 'no-key@x' },
+      { customer_key: '', email: 'empty-key@x' },
+      { customer_key: 'k'.repeat(256), email: 'long@x' },
+    ]);
+    const connector = {
+      ...connectorFor('messy', 100),
+      dataset: { table: 'messy_customers', key: 'customer_key', attributes: ['email'] },
+    };
+    await saveConnector(t.db, connector);
+    await temporal.withWorker({ db: t.db, destinations }, async (client) => {
+      const summary = await client.refresh(connector.id);
+      assert.equal(summary.status, 'succeeded');
+      assert.equal(summary.badRows, 4, 'null key, empty key, oversized key, one duplicated key');
+    });
+    const [run] = await listRuns(t.db, connector.id);
+    const report = JSON.parse(run!.bad_rows!);
+    assert.equal(report.duplicateKeys, 1);
+    assert.deepEqual(report.samples.duplicateKey, ['dup']);
+    assert.equal(report.nullOrEmptyKeys, 2);
+    assert.equal(report.oversizedKeys, 1);
+    assert.deepEqual([...emulator.members(connector.destination.listId).keys()].sort(), [
+      'dup',
+      'ok-1',
+      'ok-2',
+    ]);
+  });
+
   test('histories of this file replay deterministically, and carry no record data', async () => {
-    const ids = ['resume', 'concurrent'].map(refreshWorkflowId);
+    const ids = ['resume', 'concurrent', 'strategies', 'progress', 'messy'].map(refreshWorkflowId);
     const histories = await Promise.all(
       ids.map(async (workflowId) => ({
         workflowId,
@@ -186,6 +295,7 @@ describe('refresh workflow: failures, concurrency, determinism (mysql)', () => {
     for await (const result of Worker.runReplayHistories({ workflowBundle: temporal.bundle }, histories)) {
       assert.equal(result.error, undefined, `${result.workflowId} replays`);
     }
+    if (process.env.DELTASYNC_RECORD_HISTORIES) saveHistoryFixtures(ids);
     for (const { workflowId, history } of histories) {
       const text = JSON.stringify(history);
       assert.ok(!text.includes('@example.com'), `${workflowId}: no record attributes in history`);
@@ -194,6 +304,21 @@ describe('refresh workflow: failures, concurrency, determinism (mysql)', () => {
     }
   });
 });
+
+/**
+ * Refresh the committed fixtures that test/replay.test.ts replays against the current workflow
+ * code, exported by the Temporal CLI in the standard JSON history format.
+ */
+function saveHistoryFixtures(workflowIds: string[]) {
+  fs.mkdirSync(HISTORY_FIXTURES, { recursive: true });
+  for (const workflowId of workflowIds) {
+    const json = execFileSync(findTemporalCli()!, [
+      ...['workflow', 'show', '--workflow-id', workflowId, '--output', 'json'],
+      ...['--address', temporal.server.address],
+    ]);
+    fs.writeFileSync(path.join(HISTORY_FIXTURES, `${workflowId}.json`), json);
+  }
+}
 
 async function waitFor(condition: () => Promise<boolean>, what: string, timeoutMs = 60_000) {
   const deadline = Date.now() + timeoutMs;
