@@ -33,7 +33,10 @@ fi
 
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   say "installing npm packages (the first time this compiles better-sqlite3 and takes a few minutes)"
-  npm ci --no-audit --no-fund --loglevel=error >&2
+  # Not `npm ci`: registries that lack other platforms' optional packages (@swc/core-darwin-*, …)
+  # leave them out of the lock, which `npm ci` rejects. `npm install` still installs the locked
+  # versions and skips optional packages it cannot fetch; --no-save keeps the checkout clean.
+  npm install --no-save --no-audit --no-fund --loglevel=error >&2
   touch node_modules/.package-lock.json
 fi
 if ! node -e "new (require('better-sqlite3'))(':memory:').close()" 2>/dev/null; then
