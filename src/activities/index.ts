@@ -16,7 +16,6 @@ import { planRefresh as plan, PlanningError, type Strategy, type StrategyChoice 
 import {
   beginRun as beginRunRow,
   finishRun as finishRunRow,
-  getRun,
   incrementRunCounters,
   recordPlan,
   recordSnapshot,
@@ -241,11 +240,6 @@ export function createActivities({ db, destinations, now = Date.now }: ActivityD
         now() - connector.policy.retentionDays * 86_400_000,
       );
       return { purged };
-    },
-
-    /** For tests and tools: the run as recorded. */
-    async describeRun({ runId }: { runId: number }) {
-      return getRun(db, runId);
     },
   };
 }
