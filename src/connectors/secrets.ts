@@ -28,10 +28,17 @@ export function createSecretResolver(
 
 function readSecretsFile(file: string): Record<string, string> {
   const text = fs.readFileSync(file, 'utf8');
-  if (text.trimStart().startsWith('{')) return JSON.parse(text) as Record<string, string>;
+  if (text.trimStart().startsWith('{')) {
+    try {
+      return JSON.parse(text) as Record<string, string>;
+    } catch {
+      // The parser's message quotes the file around the error, secret values included.
+      throw new Error(`the secrets file ${file} is not valid JSON`);
+    }
+  }
   const secrets: Record<string, string> = {};
   for (const line of text.split(/\r?\n/)) {
-    const match = /^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)\s*$/.exec(line);
+    const match = /^\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*$/.exec(line);
     if (match) secrets[match[1]!] = match[2]!.replace(/^(['"])(.*)\1$/, '$2');
   }
   return secrets;

@@ -76,6 +76,9 @@ export function planRefresh(input: PlanInput): Plan {
 
   const allowed = STRATEGIES.filter((s) => estimatedCalls[s] !== null);
   if (allowed.length === 0) {
+    if (!input.capabilities.add) {
+      throw new PlanningError('no strategy is possible with this destination: it cannot add members');
+    }
     throw new PlanningError(
       `cannot deliver ${input.pending.deletions} pending deletions: the destination supports neither remove nor truncate`,
     );

@@ -153,7 +153,7 @@ export async function finishRun(
   const error =
     outcome.error ??
     (status === 'failed'
-      ? `${run.failed_calls} of ${run.api_calls} API calls failed (threshold ${outcome.successThreshold * 100}% success)`
+      ? `${run.failed_calls} of ${run.api_calls} API calls failed (threshold ${+(outcome.successThreshold * 100).toFixed(2)}% success)`
       : null);
   await db.transaction(async (trx) => {
     await trx('refresh_runs').where({ id: runId }).update({ status, error, finished_at: now });

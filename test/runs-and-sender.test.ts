@@ -1,0 +1,431 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import type { ConnectorDefinition, ConnectorInput } from '../src/connectors/definition';
+import { saveConnector } from '../src/connectors/store';
+import { DestinationError, type Destination, type Member } from '../src/connectors/types';
+import { pendingCounts, quarantinedCount, updateDeltalog } from '../src/core/deltalog';
+import {
+  beginRun,
+  finishRun,
+  getRun,
+  loadCheckpoint,
+  meetsThreshold,
+  recordSnapshot,
+} from '../src/core/runs';
+import { sendPhase, type SendProgress } from '../src/core/sender';
+import type { Db } from '../src/db';
+import { MemoryDestination } from '../src/emulators/memory-destination';
+import { createTestDatabase, dialects, type TestDatabase } from './helpers/databases';
+
+/**
+ * The send phase against the in-memory destination, and the run record around it: per-batch
+ * commits and checkpoints, resuming, refused batches, record rejections and quarantine, the success
+ * threshold and `last_succeeded_at`.
+ */
+
+const key = (i: number) => `k${String(i).padStart(3, '0')}`;
+const range = (n: number) => Array.from({ length: n }, (_, i) => key(i));
+const attributesOf = (i: number) => ({ name: `name ${i}`, score: i });
+
+let counter = 0;
+
+async function pendingKeys(db: Db, connectorId: string): Promise<string[]> {
+  const rows = (await db('deltalog')
+    .where({ connector_id: connectorId })
+    .whereNull('committed_at')
+    .orderBy('record_key')
+    .select('record_key')) as { record_key: string }[];
+  return rows.map((r) => r.record_key);
+}
+
+async function logRow(db: Db, connectorId: string, recordKey: string) {
+  const row = (await db('deltalog').where({ connector_id: connectorId, record_key: recordKey }).first()) as
+    { attempts: unknown; last_error: string | null; committed_at: unknown } | undefined;
+  assert.ok(row, `deltalog row ${recordKey}`);
+  return {
+    attempts: Number(row.attempts),
+    last_error: row.last_error,
+    committed_at: row.committed_at === null ? null : Number(row.committed_at),
+  };
+}
+
+async function lastSucceededAt(db: Db, connectorId: string): Promise<number | null> {
+  const row = (await db('connector_state').where({ connector_id: connectorId }).first()) as {
+    last_succeeded_at: unknown;
+  };
+  return row.last_succeeded_at === null ? null : Number(row.last_succeeded_at);
+}
+
+/** A destination that advertises a larger batch than the list behind it accepts. */
+function overstatingLimit(remote: MemoryDestination, advertised: number): Destination {
+  return {
+    type: 'memory',
+    capabilities: remote.capabilities,
+    limits: { recordsPerCall: advertised },
+    add: (members) => remote.add(members),
+    remove: (keys) => remote.remove(keys),
+    truncate: () => remote.truncate(),
+    listMembers: (cursor, limit) => remote.listMembers(cursor, limit),
+    close: async () => {},
+  };
+}
+
+for (const dialect of dialects) {
+  describe(`runs and sender on ${dialect}`, () => {
+    let t: TestDatabase;
+    let db: Db;
+
+    before(async () => {
+      t = await createTestDatabase(dialect);
+      db = t.db;
+    });
+    after(() => t.drop());
+
+    /** A connector over a fresh dataset table of n keys, its deltalog updated (all pending). */
+    async function setup(n: number, policy: ConnectorInput['policy'] = {}) {
+      const table = `people_${counter}`;
+      const id = `conn-${counter++}`;
+      await db.schema.createTable(table, (tb) => {
+        tb.string('email', 255).primary();
+        tb.string('name', 64).notNullable();
+        tb.integer('score').notNullable();
+      });
+      if (n > 0) await db(table).insert(range(n).map((k, i) => ({ email: k, ...attributesOf(i) })));
+      const connector: ConnectorDefinition = await saveConnector(db, {
+        id,
+        dataset: { table, key: 'email', attributes: ['name', 'score'] },
+        destination: {
+          type: 'http-list',
+          baseUrl: 'http://unused.invalid',
+          listId: 'l',
+          tokenSecret: 'UNUSED',
+        },
+        policy,
+      });
+      await updateDeltalog(db, id, connector.dataset, 1_000);
+      return { connector, table };
+    }
+
+    let runCounter = 0;
+    async function newRun(connector: ConnectorDefinition): Promise<number> {
+      return beginRun(
+        db,
+        {
+          connectorId: connector.id,
+          tenant: connector.tenant,
+          workflowId: `wf-${connector.id}`,
+          workflowRunId: `run-${dialect}-${runCounter++}`,
+          trigger: 'test',
+        },
+        1_000,
+      );
+    }
+
+    test('sendPhase commits every batch and checkpoints the last key of it', async () => {
+      const { connector, table } = await setup(10, { batchSize: 3 });
+      const remote = new MemoryDestination({ recordsPerCall: 100 });
+      const runId = await newRun(connector);
+      const seen: { cursor: string; pending: string[]; checkpoint: unknown }[] = [];
+      const progress = await sendPhase({
+        db,
+        connector,
+        destination: remote,
+        runId,
+        phase: 'upserts',
+        now: () => 2_000,
+        onBatch: async (p) => {
+          seen.push({
+            cursor: p.cursor,
+            pending: await pendingKeys(db, connector.id),
+            checkpoint: await loadCheckpoint(db, runId, 'upserts'),
+          });
+        },
+      });
+      assert.deepEqual(
+        seen.map((s) => s.cursor),
+        [key(2), key(5), key(8), key(9)],
+      );
+      assert.deepEqual(
+        seen.map((s) => s.checkpoint),
+        [
+          { cursor: key(2), recordsDone: 3 },
+          { cursor: key(5), recordsDone: 6 },
+          { cursor: key(8), recordsDone: 9 },
+          { cursor: key(9), recordsDone: 10 },
+        ],
+      );
+      // Committed batch by batch, not at the end.
+      assert.deepEqual(
+        seen.map((s) => s.pending),
+        [range(10).slice(3), range(10).slice(6), range(10).slice(9), []],
+      );
+      assert.equal(progress.batches, 4);
+      assert.equal(progress.delivered, 10);
+      assert.equal(progress.apiCalls, 4);
+      assert.equal(progress.failedCalls, 0);
+      assert.equal(remote.calls.add, 4);
+      assert.deepEqual(
+        [...remote.members].sort(),
+        range(10).map((k, i) => [k, attributesOf(i)]),
+      );
+      const run = await getRun(db, runId);
+      assert.equal(run.records_sent, 10);
+      assert.equal(run.api_calls, 4);
+      assert.equal((await logRow(db, connector.id, key(0))).committed_at, 2_000);
+
+      // Deletions: only keys go out, in batches as well.
+      await db(table)
+        .whereIn('email', [key(1), key(4), key(7), key(8)])
+        .delete();
+      await updateDeltalog(db, connector.id, connector.dataset, 3_000);
+      const deletions = await sendPhase({ db, connector, destination: remote, runId, phase: 'deletions' });
+      assert.equal(deletions.batches, 2);
+      assert.equal(deletions.delivered, 4);
+      assert.equal(remote.calls.remove, 2);
+      assert.deepEqual([...remote.members.keys()].sort(), [key(0), key(2), key(3), key(5), key(6), key(9)]);
+      assert.deepEqual(await loadCheckpoint(db, runId, 'deletions'), { cursor: key(8), recordsDone: 4 });
+      assert.deepEqual(await pendingCounts(db, connector.id), { additions: 0, updates: 0, deletions: 0 });
+    });
+
+    test('a send that dies resumes after the last committed page', async () => {
+      const { connector } = await setup(10, { batchSize: 3 });
+      const remote = new MemoryDestination({ recordsPerCall: 100 });
+      remote.faults = { failAfterCalls: 2 };
+      const runId = await newRun(connector);
+      let heartbeat: SendProgress | undefined;
+      await assert.rejects(
+        sendPhase({
+          db,
+          connector,
+          destination: remote,
+          runId,
+          phase: 'full',
+          onBatch: (p) => {
+            heartbeat = p;
+          },
+        }),
+        (error) => error instanceof DestinationError && error.kind === 'retryable',
+      );
+      assert.deepEqual(heartbeat && { cursor: heartbeat.cursor, recordsDone: heartbeat.recordsDone }, {
+        cursor: key(5),
+        recordsDone: 6,
+      });
+      assert.deepEqual(await loadCheckpoint(db, runId, 'full'), { cursor: key(5), recordsDone: 6 });
+      assert.deepEqual(await pendingKeys(db, connector.id), range(10).slice(6));
+      assert.deepEqual([...remote.members.keys()].sort(), range(6));
+
+      // Resuming from the heartbeat: the full push goes on after k005 (a full push re-reads the
+      // whole dataset, so only the cursor keeps the first two pages from going out again).
+      remote.faults = {};
+      const sent: string[][] = [];
+      const watching: Destination = {
+        ...overstatingLimit(remote, 100),
+        add: (members: Member[]) => {
+          sent.push(members.map((m) => m.key));
+          return remote.add(members);
+        },
+      };
+      const resumed = await sendPhase({
+        db,
+        connector,
+        destination: watching,
+        runId,
+        phase: 'full',
+        resumeFrom: heartbeat!,
+      });
+      assert.deepEqual(sent, [range(10).slice(6, 9), [key(9)]]);
+      assert.equal(resumed.recordsDone, 10);
+      assert.equal(resumed.batches, 2);
+      assert.deepEqual(await pendingKeys(db, connector.id), []);
+      assert.equal(remote.members.size, 10);
+
+      // Without a heartbeat, the saved checkpoint decides; an explicit resumeFrom overrides it.
+      sent.length = 0;
+      await sendPhase({ db, connector, destination: watching, runId, phase: 'full' });
+      assert.deepEqual(sent, [], 'the checkpoint is at the end of the dataset');
+      await sendPhase({
+        db,
+        connector,
+        destination: watching,
+        runId,
+        phase: 'full',
+        resumeFrom: { cursor: key(7), recordsDone: 8 },
+      });
+      assert.deepEqual(sent, [[key(8), key(9)]]);
+    });
+
+    test('a batch refused as a whole stays pending with attempts + 1 and counts a failed call', async () => {
+      const { connector } = await setup(7, { batchSize: 3 });
+      // The list takes 2 records per call but the connector was told 3: the full pages are refused.
+      const remote = new MemoryDestination({ recordsPerCall: 2 });
+      const runId = await newRun(connector);
+      const progress = await sendPhase({
+        db,
+        connector,
+        destination: overstatingLimit(remote, 3),
+        runId,
+        phase: 'upserts',
+      });
+      assert.equal(progress.batches, 3);
+      assert.equal(progress.apiCalls, 3);
+      assert.equal(progress.failedCalls, 2);
+      assert.equal(progress.delivered, 1);
+      assert.equal(progress.rejected, 6);
+      assert.deepEqual([...remote.members.keys()], [key(6)]);
+      assert.deepEqual(await pendingKeys(db, connector.id), range(6));
+      for (const k of range(6)) {
+        const row = await logRow(db, connector.id, k);
+        assert.equal(row.attempts, 1, k);
+        assert.match(row.last_error ?? '', /^batch refused: 3 records exceed the limit of 2/);
+      }
+      assert.equal((await logRow(db, connector.id, key(6))).attempts, 0);
+      const run = await getRun(db, runId);
+      assert.equal(run.api_calls, 3);
+      assert.equal(run.failed_calls, 2);
+      assert.equal(run.records_sent, 1);
+      assert.equal(run.rejected, 6);
+
+      const finished = await finishRun(db, runId, { successThreshold: 0.5 }, 9_000);
+      assert.equal(finished.status, 'failed', '1 of 3 calls succeeded');
+      assert.equal(finished.error, '2 of 3 API calls failed (threshold 50% success)');
+    });
+
+    test('records the destination rejects stay pending and are quarantined after maxAttempts runs', async () => {
+      const { connector } = await setup(5, { batchSize: 10, maxAttempts: 3 });
+      const remote = new MemoryDestination({ recordsPerCall: 100 });
+      remote.reject = (k) => (k === key(2) ? 'invalid e-mail' : null);
+
+      for (let attempt = 1; attempt <= 3; attempt++) {
+        const runId = await newRun(connector);
+        const progress = await sendPhase({ db, connector, destination: remote, runId, phase: 'upserts' });
+        assert.equal(progress.rejected, 1, `run ${attempt}`);
+        assert.equal(progress.delivered, attempt === 1 ? 4 : 0);
+        assert.equal(progress.failedCalls, 0, 'a record rejection is not a failed call');
+        const row = await logRow(db, connector.id, key(2));
+        assert.equal(row.attempts, attempt);
+        assert.equal(row.last_error, 'invalid e-mail');
+        assert.equal(row.committed_at, null);
+        assert.equal((await getRun(db, runId)).rejected, 1);
+      }
+      assert.equal(remote.recordsReceived.add, 5 + 1 + 1);
+      assert.equal(await quarantinedCount(db, connector.id, 3), 1);
+      assert.deepEqual(await pendingCounts(db, connector.id, { maxAttempts: 3 }), {
+        additions: 0,
+        updates: 0,
+        deletions: 0,
+      });
+
+      // The fourth run leaves it alone.
+      const runId = await newRun(connector);
+      const progress = await sendPhase({ db, connector, destination: remote, runId, phase: 'upserts' });
+      assert.equal(progress.batches, 0);
+      assert.equal(remote.recordsReceived.add, 7);
+      assert.deepEqual(await pendingKeys(db, connector.id), [key(2)]);
+      assert.equal(remote.members.has(key(2)), false);
+    });
+
+    test('finishRun: below the success threshold fails and keeps last_succeeded_at', async () => {
+      const { connector } = await setup(50, { batchSize: 1 });
+      // One call in 50 is refused as a whole (a 400 about that batch).
+      const remote = new MemoryDestination({ recordsPerCall: 1 });
+      let refuse: string | null = key(17);
+      const destination: Destination = {
+        ...overstatingLimit(remote, 1),
+        add: async (members: Member[]) => {
+          if (members.some((m) => m.key === refuse)) throw new DestinationError('bad request', 'batch', 400);
+          return remote.add(members);
+        },
+      };
+      const before = await lastSucceededAt(db, connector.id);
+      assert.equal(before, null);
+
+      const failing = await newRun(connector);
+      await recordSnapshot(db, failing, 4_000, {
+        datasetRows: 50,
+        nullOrEmptyKeys: 0,
+        oversizedKeys: 0,
+        duplicateKeys: 0,
+        samples: { nullOrEmptyKey: [], oversizedKey: [], duplicateKey: [] },
+      });
+      await sendPhase({ db, connector, destination, runId: failing, phase: 'upserts' });
+      let run = await getRun(db, failing);
+      assert.equal(run.api_calls, 50);
+      assert.equal(run.failed_calls, 1);
+      assert.equal(meetsThreshold(run, 0.99), false, '49/50 = 0.98 < 0.99');
+      assert.equal(meetsThreshold(run, 0.98), true, '49/50 = 0.98 >= 0.98');
+      assert.ok(await loadCheckpoint(db, failing, 'upserts'));
+
+      run = await finishRun(db, failing, { successThreshold: 0.99 }, 5_000);
+      assert.equal(run.status, 'failed');
+      assert.equal(run.finished_at, 5_000);
+      assert.equal(run.error, '1 of 50 API calls failed (threshold 99% success)');
+      assert.equal(await lastSucceededAt(db, connector.id), null, 'a failed run does not advance it');
+      assert.equal(await loadCheckpoint(db, failing, 'upserts'), undefined, 'checkpoints are cleared');
+      // A retried finish changes nothing.
+      const again = await finishRun(db, failing, { successThreshold: 0 }, 6_000);
+      assert.equal(again.status, 'failed');
+      assert.equal(again.finished_at, 5_000);
+      assert.equal(await lastSucceededAt(db, connector.id), null);
+
+      // The next run delivers the refused record and passes: last_succeeded_at = its snapshot.
+      refuse = null;
+      const passing = await newRun(connector);
+      await recordSnapshot(db, passing, 7_000, {
+        datasetRows: 50,
+        nullOrEmptyKeys: 0,
+        oversizedKeys: 0,
+        duplicateKeys: 0,
+        samples: { nullOrEmptyKey: [], oversizedKey: [], duplicateKey: [] },
+      });
+      const progress = await sendPhase({ db, connector, destination, runId: passing, phase: 'upserts' });
+      assert.equal(progress.delivered, 1);
+      run = await finishRun(db, passing, { successThreshold: 0.99 }, 8_000);
+      assert.equal(run.status, 'succeeded');
+      assert.equal(run.error, null);
+      assert.equal(await lastSucceededAt(db, connector.id), 7_000, 'the snapshot time, not the finish time');
+      assert.equal(remote.members.size, 50);
+    });
+
+    test('beginRun is idempotent per workflow run id', async () => {
+      const { connector } = await setup(0);
+      const run = {
+        connectorId: connector.id,
+        tenant: connector.tenant,
+        workflowId: 'wf',
+        workflowRunId: `same-${dialect}`,
+        trigger: 'schedule',
+      };
+      const first = await beginRun(db, run, 1_000);
+      const second = await beginRun(db, run, 2_000);
+      assert.equal(second, first);
+      const rows = (await db('refresh_runs').where({ workflow_run_id: run.workflowRunId })) as unknown[];
+      assert.equal(rows.length, 1);
+      const row = await getRun(db, first);
+      assert.equal(row.status, 'running');
+      assert.equal(row.started_at, 1_000, 'the first begin is kept');
+      assert.equal(row.trigger, 'schedule');
+      const state = (await db('connector_state').where({ connector_id: connector.id }).first()) as {
+        last_run_id: unknown;
+      };
+      assert.equal(Number(state.last_run_id), first);
+
+      const other = await beginRun(db, { ...run, workflowRunId: `other-${dialect}` }, 3_000);
+      assert.notEqual(other, first);
+      const state2 = (await db('connector_state').where({ connector_id: connector.id }).first()) as {
+        last_run_id: unknown;
+      };
+      assert.equal(Number(state2.last_run_id), other);
+    });
+  });
+}
+
+describe('success threshold', () => {
+  test('meetsThreshold at the boundary', () => {
+    assert.equal(meetsThreshold({ api_calls: 0, failed_calls: 0 }, 0.99), true);
+    assert.equal(meetsThreshold({ api_calls: 100, failed_calls: 1 }, 0.99), true);
+    assert.equal(meetsThreshold({ api_calls: 100, failed_calls: 2 }, 0.99), false);
+    assert.equal(meetsThreshold({ api_calls: 1, failed_calls: 1 }, 0), true);
+    assert.equal(meetsThreshold({ api_calls: 3, failed_calls: 0 }, 1), true);
+    assert.equal(meetsThreshold({ api_calls: 3, failed_calls: 1 }, 1), false);
+  });
+});
