@@ -50,7 +50,10 @@ function summarise(progress: LiveProgress) {
   const total = plan ? phaseTotal(progress.phase, plan) : 0;
   const sending = progress.sending;
   const finished = progress.completedPhases.reduce((sum, p) => sum + p.recordsDone, 0);
-  const value = progress.phase === 'committing' || progress.phase === 'done' ? total : Math.min(sending?.recordsDone ?? 0, total);
+  const value =
+    progress.phase === 'committing' || progress.phase === 'done'
+      ? total
+      : Math.min(sending?.recordsDone ?? 0, total);
   return {
     total,
     value,
@@ -58,7 +61,8 @@ function summarise(progress: LiveProgress) {
       phase: progress.phase.padEnd(17),
       batches: (sending?.batches ?? 0) + progress.completedPhases.reduce((s, p) => s + p.batches, 0),
       rejected: (sending?.rejected ?? 0) + progress.completedPhases.reduce((s, p) => s + p.rejected, 0),
-      waits: (sending?.rateLimitWaits ?? 0) + progress.completedPhases.reduce((s, p) => s + p.rateLimitWaits, 0),
+      waits:
+        (sending?.rateLimitWaits ?? 0) + progress.completedPhases.reduce((s, p) => s + p.rateLimitWaits, 0),
       finished,
     },
   };
@@ -67,6 +71,7 @@ function summarise(progress: LiveProgress) {
 function phaseTotal(phase: string, plan: NonNullable<LiveProgress['plan']>): number {
   if (phase === 'deletions') return plan.deletions;
   if (phase === 'full') return plan.datasetSize;
-  if (phase === 'upserts') return plan.strategy === 'truncate' ? plan.datasetSize : plan.additions + plan.updates;
+  if (phase === 'upserts')
+    return plan.strategy === 'truncate' ? plan.datasetSize : plan.additions + plan.updates;
   return plan.additions + plan.updates + plan.deletions;
 }

@@ -34,10 +34,16 @@ const program = new Command('deltasync')
 program
   .command('demo')
   .description('Run the whole method end to end on a local Temporal dev server, database and list emulator')
-  .addOption(new Option('--customers <n>', 'customers in the demo dataset').argParser(positiveInt).default(100_000))
+  .addOption(
+    new Option('--customers <n>', 'customers in the demo dataset').argParser(positiveInt).default(100_000),
+  )
   .option('--keep-running', 'keep the dev server, Web UI and worker up for inspection until Ctrl-C')
-  .addOption(new Option('--port <port>', 'Temporal gRPC port (default 7233, or a free one)').argParser(positiveInt))
-  .addOption(new Option('--ui-port <port>', 'Temporal Web UI port (default gRPC port + 1000)').argParser(positiveInt))
+  .addOption(
+    new Option('--port <port>', 'Temporal gRPC port (default 7233, or a free one)').argParser(positiveInt),
+  )
+  .addOption(
+    new Option('--ui-port <port>', 'Temporal Web UI port (default gRPC port + 1000)').argParser(positiveInt),
+  )
   .action(async (opts: { customers: number; keepRunning?: boolean; port?: number; uiPort?: number }) => {
     process.exitCode = await runDemo({ ...opts, keepRunning: Boolean(opts.keepRunning) });
   });
@@ -55,7 +61,9 @@ program
       uiPort: opts.uiPort,
       dbFilename: path.join(dataDir(), 'temporal.sqlite'),
     });
-    process.stdout.write(`Temporal dev server on ${server.address}, Web UI ${server.uiUrl}. Ctrl-C stops it.\n`);
+    process.stdout.write(
+      `Temporal dev server on ${server.address}, Web UI ${server.uiUrl}. Ctrl-C stops it.\n`,
+    );
     await new Promise((resolve) => process.once('SIGINT', resolve));
     await server.stop();
   });
@@ -80,26 +88,40 @@ program
   .command('refresh <connector>')
   .description('Start a refresh of a connector (or attach to the one running)')
   .addOption(temporalAddress)
-  .addOption(new Option('--strategy <strategy>', 'force a strategy for this run').choices(['auto', ...STRATEGIES]))
+  .addOption(
+    new Option('--strategy <strategy>', 'force a strategy for this run').choices(['auto', ...STRATEGIES]),
+  )
   .option('--wait', 'wait for the result and print it')
   .option('--follow', 'wait with a live progress bar')
   .option('--json', 'print JSON for scripts')
-  .action(async (connectorId: string, opts: { address: string; strategy?: 'auto'; wait?: boolean; follow?: boolean; json?: boolean }) => {
-    const client = await DeltasyncClient.connect({ address: opts.address });
-    const handle = await client.startRefresh(connectorId, { strategy: opts.strategy, trigger: 'cli' });
-    if (!opts.wait && !opts.follow) {
-      const started = { connectorId, workflowId: handle.workflowId, runId: handle.runId, attached: handle.attached };
+  .action(
+    async (
+      connectorId: string,
+      opts: { address: string; strategy?: 'auto'; wait?: boolean; follow?: boolean; json?: boolean },
+    ) => {
+      const client = await DeltasyncClient.connect({ address: opts.address });
+      const handle = await client.startRefresh(connectorId, { strategy: opts.strategy, trigger: 'cli' });
+      if (!opts.wait && !opts.follow) {
+        const started = {
+          connectorId,
+          workflowId: handle.workflowId,
+          runId: handle.runId,
+          attached: handle.attached,
+        };
+        process.stdout.write(
+          opts.json
+            ? `${JSON.stringify(started)}\n`
+            : `${handle.attached ? 'Attached to the running' : 'Started'} refresh ${handle.workflowId} (run ${handle.runId})\n`,
+        );
+        return;
+      }
+      const summary = opts.follow ? await followRefresh(handle, connectorId) : await handle.result();
       process.stdout.write(
-        opts.json
-          ? `${JSON.stringify(started)}\n`
-          : `${handle.attached ? 'Attached to the running' : 'Started'} refresh ${handle.workflowId} (run ${handle.runId})\n`,
+        opts.json ? `${JSON.stringify(summary)}\n` : `${runTable([{ label: connectorId, summary }])}\n`,
       );
-      return;
-    }
-    const summary = opts.follow ? await followRefresh(handle, connectorId) : await handle.result();
-    process.stdout.write(opts.json ? `${JSON.stringify(summary)}\n` : `${runTable([{ label: connectorId, summary }])}\n`);
-    process.exitCode = summary.status === 'failed' ? EXIT.failed : EXIT.ok;
-  });
+      process.exitCode = summary.status === 'failed' ? EXIT.failed : EXIT.ok;
+    },
+  );
 
 const connectors = program.command('connectors').description('Manage connectors');
 connectors
@@ -136,7 +158,11 @@ connectors
   });
 
 program.parseAsync().catch((error: unknown) => {
-  if (error instanceof InvalidConnectorError || error instanceof UnknownConnectorError || error instanceof SyntaxError) {
+  if (
+    error instanceof InvalidConnectorError ||
+    error instanceof UnknownConnectorError ||
+    error instanceof SyntaxError
+  ) {
     process.stderr.write(`deltasync: ${error.message}\n`);
     process.exitCode = EXIT.usage;
     return;

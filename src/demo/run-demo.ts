@@ -14,7 +14,13 @@ import { dataDir } from '../paths';
 import { startDevServer } from '../temporal/dev-server';
 import { createWorker } from '../worker';
 import { refreshWorkflowId } from '../workflows/shared';
-import { churnCustomers, createCustomersTable, CUSTOMERS_TABLE, readCustomers, seedCustomers } from './customers';
+import {
+  churnCustomers,
+  createCustomersTable,
+  CUSTOMERS_TABLE,
+  readCustomers,
+  seedCustomers,
+} from './customers';
 
 export interface DemoOptions {
   customers: number;
@@ -39,7 +45,12 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   const uiPort = options.uiPort ?? (await freePortOr(port + 1000));
 
   say(`Starting the Temporal dev server (state in ${path.join(dataDir(), 'temporal.sqlite')}) …`);
-  const server = await startDevServer({ ui: true, port, uiPort, dbFilename: path.join(dataDir(), 'temporal.sqlite') });
+  const server = await startDevServer({
+    ui: true,
+    port,
+    uiPort,
+    dbFilename: path.join(dataDir(), 'temporal.sqlite'),
+  });
   // The emulator checks a bearer token; the connector names the secret, the worker resolves it.
   process.env[TOKEN_SECRET] = randomBytes(16).toString('hex');
   const emulator = await startHttpListEmulator({ token: process.env[TOKEN_SECRET]! });
@@ -51,20 +62,34 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   try {
     say(`Temporal Web UI: ${server.uiUrl}   (gRPC ${server.address})`);
     say(`http-list emulator: ${emulator.url}`);
-    say(`Database: ${process.env.DELTASYNC_DATABASE_URL ? 'DELTASYNC_DATABASE_URL' : path.join(dataDir(), 'deltasync.sqlite')}`);
+    say(
+      `Database: ${process.env.DELTASYNC_DATABASE_URL ? 'DELTASYNC_DATABASE_URL' : path.join(dataDir(), 'deltasync.sqlite')}`,
+    );
     say();
 
     await resetDemo(db);
     await seedWithProgress(db, options.customers);
     await saveConnector(db, {
       id: CONNECTOR_ID,
-      dataset: { table: CUSTOMERS_TABLE, key: 'customer_key', attributes: ['email', 'name', 'country', 'segment'] },
-      destination: { type: 'http-list', baseUrl: emulator.url, listId: 'customers', tokenSecret: TOKEN_SECRET },
+      dataset: {
+        table: CUSTOMERS_TABLE,
+        key: 'customer_key',
+        attributes: ['email', 'name', 'country', 'segment'],
+      },
+      destination: {
+        type: 'http-list',
+        baseUrl: emulator.url,
+        listId: 'customers',
+        tokenSecret: TOKEN_SECRET,
+      },
     });
 
     const runs: { label: string; summary: RunSummary }[] = [];
     say('Refresh 1: the first push of the whole dataset');
-    runs.push({ label: '1 first', summary: await followRefresh(await client.startRefresh(CONNECTOR_ID), '  refresh 1') });
+    runs.push({
+      label: '1 first',
+      summary: await followRefresh(await client.startRefresh(CONNECTOR_ID), '  refresh 1'),
+    });
 
     const churn = {
       additions: Math.ceil(options.customers / 100),
@@ -76,7 +101,10 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     );
     await churnCustomers(db, churn);
     say('Refresh 2: only the changes');
-    runs.push({ label: '2 changes', summary: await followRefresh(await client.startRefresh(CONNECTOR_ID), '  refresh 2') });
+    runs.push({
+      label: '2 changes',
+      summary: await followRefresh(await client.startRefresh(CONNECTOR_ID), '  refresh 2'),
+    });
 
     say();
     say(runTable(runs));
@@ -84,7 +112,9 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     const equal = await listEqualsDataset(db, emulator.members('customers'));
     say(equal.ok ? `✔ ${equal.message}` : `✘ ${equal.message}`);
     say();
-    say(`Inspect the runs: ${server.uiUrl}/namespaces/default/workflows?query=${encodeURIComponent(`DeltasyncConnectorId="${CONNECTOR_ID}"`)}`);
+    say(
+      `Inspect the runs: ${server.uiUrl}/namespaces/default/workflows?query=${encodeURIComponent(`DeltasyncConnectorId="${CONNECTOR_ID}"`)}`,
+    );
     say(`Latest run:       ${server.uiUrl}/namespaces/default/workflows/${refreshWorkflowId(CONNECTOR_ID)}`);
 
     if (options.keepRunning) {
