@@ -1,7 +1,6 @@
 import { z } from 'zod';
 import { STRATEGIES } from '../core/plan';
-import { httpListConfigSchema } from './http-list';
-import { sqlTableConfigSchema } from './sql-table';
+import { destinationModules, type AnyDestinationModule } from './catalog';
 
 /**
  * A connector: one dataset wired to one list in one destination, with its refresh policy.
@@ -38,7 +37,11 @@ export const policySchema = z.object({
   maxAttempts: z.number().int().positive().default(5),
 });
 
-export const destinationSchema = z.discriminatedUnion('type', [httpListConfigSchema, sqlTableConfigSchema]);
+type DestinationSchema = AnyDestinationModule['configSchema'];
+export const destinationSchema = z.discriminatedUnion(
+  'type',
+  destinationModules.map((m) => m.configSchema) as unknown as [DestinationSchema, ...DestinationSchema[]],
+);
 
 export const connectorSchema = z.object({
   id: z

@@ -1,5 +1,7 @@
 import { z } from 'zod';
 import { createCallSpacer, requestJson, type JsonRequest, type Sleep } from './http';
+import type { Throttle } from './types';
+import { defineDestination } from './module';
 import {
   DestinationError,
   type BatchOutcome,
@@ -38,6 +40,8 @@ export type HttpListConfigInput = z.input<typeof httpListConfigSchema>;
 
 /** Knobs for tests and tuning; production uses the defaults. */
 export interface HttpListOptions {
+  /** The worker-wide limiter per account; without it, calls are spaced per destination instance. */
+  throttle?: Throttle;
   sleep?: Sleep;
   random?: () => number;
   maxAttempts?: number;
@@ -63,7 +67,13 @@ export function createHttpListDestination(
   const config = httpListConfigSchema.parse(input);
   const supported = new Set<HttpListOperation>(config.supports);
   const listUrl = `${config.baseUrl.replace(/\/+$/, '')}/lists/${encodeURIComponent(config.listId)}`;
-  const spacer = config.callsPerSecond ? createCallSpacer(config.callsPerSecond, options.sleep) : undefined;
+  const limits = { recordsPerCall: config.recordsPerCall, callsPerSecond: config.callsPerSecond };
+  const spacer =
+    config.callsPerSecond && !options.throttle
+      ? createCallSpacer(config.callsPerSecond, options.sleep)
+      : undefined;
+  // Every list behind one base URL and token shares that account's rate budget.
+  const account = `http-list:${config.baseUrl}:${config.tokenSecret}`;
   let token: string | undefined;
 
   const capabilities: Capabilities = {
@@ -111,7 +121,9 @@ export function createHttpListDestination(
       },
       beforeAttempt: spacer,
     };
-    const response = await requestJson(request);
+    const response = options.throttle
+      ? await options.throttle(account, limits, () => requestJson(request))
+      : await requestJson(request);
     const parsed = schema.safeParse(response.body);
     if (!parsed.success) {
       throw new DestinationError(
@@ -143,7 +155,7 @@ export function createHttpListDestination(
   return {
     type: 'http-list',
     capabilities,
-    limits: { recordsPerCall: config.recordsPerCall, callsPerSecond: config.callsPerSecond },
+    limits,
 
     async add(members: Member[]) {
       ensureSupported('add');
@@ -179,3 +191,13 @@ export function createHttpListDestination(
     },
   };
 }
+
+export const httpListDestination = defineDestination({
+  type: 'http-list',
+  description: 'generic HTTP list API: add/remove, truncate and list members, as declared in `supports`',
+  configSchema: httpListConfigSchema,
+  create: (config, context) =>
+    createHttpListDestination({ ...config, listId: context.listId ?? config.listId }, context.secrets, {
+      throttle: context.throttle,
+    }),
+});

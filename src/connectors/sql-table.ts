@@ -1,3 +1,4 @@
+import { defineDestination } from './module';
 import knex, { type Knex } from 'knex';
 import { z } from 'zod';
 import { databaseConfig } from '../db';
@@ -321,3 +322,10 @@ function driverMessage(driver: DriverError, err: unknown): string {
     : message;
   return driver.code ? `${withoutSql} (${driver.code})` : withoutSql;
 }
+
+export const sqlTableDestination = defineDestination({
+  type: 'sql-table',
+  description: 'a table in another database (knex): upsert, delete, truncate and list members',
+  configSchema: sqlTableConfigSchema,
+  create: (config, context) => createSqlTableDestination(config, context.secrets),
+});

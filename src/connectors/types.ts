@@ -29,8 +29,12 @@ export interface Capabilities {
 export interface Limits {
   /** Most records the destination accepts in one call. */
   recordsPerCall: number;
+  /** Largest request body in bytes (undefined: no published limit); batches are split to fit. */
+  bytesPerCall?: number;
   /** Sustained calls per second the destination allows (undefined: no published limit). */
   callsPerSecond?: number;
+  /** Calls in flight at once per account (undefined: no published limit). */
+  maxConcurrent?: number;
 }
 
 export interface Rejection {
@@ -43,6 +47,11 @@ export interface BatchOutcome {
   rejected: Rejection[];
   /** HTTP (or equivalent) calls made for this batch, retries included. */
   apiCalls: number;
+  /**
+   * The same calls by endpoint (`users:add`, `jobs:run`, …) when a batch needs more than one
+   * kind of call; without it, all calls count for the operation (`add`, `remove`, `truncate`).
+   */
+  callsByEndpoint?: Record<string, number>;
   /** Times the destination told us to slow down (429 or equivalent) while sending this batch. */
   rateLimitWaits: number;
 }
@@ -60,9 +69,35 @@ export interface Destination {
   remove(keys: string[]): Promise<BatchOutcome>;
   truncate(): Promise<BatchOutcome>;
   listMembers(cursor: string | null, limit: number): Promise<MemberPage>;
+  /**
+   * New list + swap, for destinations that cannot change a list in place (capability
+   * `createList`). `createList` makes an empty list and returns its id; it must be idempotent for
+   * the same `name`, since a retried activity calls it again. Members are then added to it
+   * through `forList(id)`; `swapList` makes it the live one; `deleteList` retires the old one.
+   */
+  createList?(name: string): Promise<{ listId: string; outcome: BatchOutcome }>;
+  /** The same destination, writing to another list of the same account. */
+  forList?(listId: string): Destination;
+  swapList?(listId: string): Promise<BatchOutcome>;
+  deleteList?(listId: string): Promise<BatchOutcome>;
   /** Release sockets and pools. */
   close(): Promise<void>;
 }
+
+/** What the worker hands a destination when it builds one. */
+export interface DestinationContext {
+  secrets: SecretResolver;
+  /** The list the connector points at now (after a swap), when it differs from the config's. */
+  listId?: string;
+  /**
+   * Run one call under the worker-wide rate limit and concurrency cap of an account, shared by
+   * every activity of this worker that talks to it. `account` identifies it (e.g.
+   * `meta:act_123`); the limits come from the destination.
+   */
+  throttle: Throttle;
+}
+
+export type Throttle = <T>(account: string, limits: Limits, call: () => Promise<T>) => Promise<T>;
 
 /**
  * A failure the batch cannot recover from by retrying (bad credentials, missing list, invalid

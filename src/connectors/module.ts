@@ -1,0 +1,21 @@
+import type { z } from 'zod';
+import type { Destination, DestinationContext } from './types';
+
+/**
+ * Everything deltasync needs to know about a destination type: its config schema (validated when
+ * a connector is saved) and how to build it in the worker. Adding a destination = writing one of
+ * these and listing it in catalog.ts (see docs/connectors.md).
+ */
+export interface DestinationModule<Schema extends z.ZodObject<{ type: z.ZodLiteral<string> }>> {
+  type: z.output<Schema>['type'];
+  /** One line for docs and `deltasync destinations`: the API class it represents. */
+  description: string;
+  configSchema: Schema;
+  create(config: z.output<Schema>, context: DestinationContext): Destination;
+}
+
+export function defineDestination<Schema extends z.ZodObject<{ type: z.ZodLiteral<string> }>>(
+  module: DestinationModule<Schema>,
+): DestinationModule<Schema> {
+  return module;
+}
