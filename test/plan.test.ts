@@ -4,10 +4,11 @@ import fc from 'fast-check';
 import type { Capabilities } from '../src/connectors/types';
 import type { PendingCounts } from '../src/core/deltalog';
 import {
-  estimateCalls,
+  estimateCosts,
   planRefresh,
   PlanningError,
   STRATEGIES,
+  type Cost,
   type PlanInput,
   type Strategy,
 } from '../src/core/plan';
@@ -20,7 +21,7 @@ const everything: Capabilities = {
   truncate: true,
   listMembers: true,
   updateAttributes: true,
-  createList: false,
+  createList: true,
 };
 const NONE: PendingCounts = { additions: 0, updates: 0, deletions: 0 };
 
@@ -32,10 +33,21 @@ function input(overrides: Partial<PlanInput>): PlanInput {
     pending,
     pendingInHorizon: pending,
     datasetSize: 1_000,
+    remoteSize: 1_000,
+    recordBytes: 100,
+    keyBytes: 20,
+    listPageSize: 1_000,
     strategy: 'auto',
     ...overrides,
   };
 }
+
+/** Predicted calls of the three classic strategies (the others are tested on their own below). */
+const CLASSIC = ['diff', 'full', 'truncate'] as const;
+function callsOf(estimates: Record<Strategy, Cost | null>) {
+  return Object.fromEntries(CLASSIC.map((s) => [s, estimates[s]?.calls ?? null]));
+}
+const estimateCalls = (scenario: PlanInput) => callsOf(estimateCosts(scenario));
 
 function planningError(fn: () => unknown): PlanningError {
   try {
@@ -81,10 +93,10 @@ describe('planRefresh', () => {
     assert.equal(plan.needed, true);
     assert.equal(plan.strategy, 'diff');
     // diff: ceil(150/100) + ceil(40/100) = 3; full: 10 + 1 = 11; truncate: 1 + 10 = 11
-    assert.deepEqual(plan.estimatedCalls, { diff: 3, full: 11, truncate: 11 });
+    assert.deepEqual(callsOf(plan.estimates), { diff: 3, full: 11, truncate: 11 });
     assert.match(
       plan.reason,
-      /cheapest in API calls \(diff 3, full push \+ deletes 11, truncate \+ reload 11\)/,
+      /cheapest in API calls \(diff 3, full push \+ deletes 11, truncate \+ reload 11, new list \+ swap 13\)/,
     );
   });
 
@@ -92,24 +104,24 @@ describe('planRefresh', () => {
     // A list of 1,000 of which 900 left and 900 new keys came: the dataset still holds 1,000.
     const plan = planRefresh(input({ pending: { additions: 900, updates: 0, deletions: 900 } }));
     // diff: 9 + 9 = 18; full: 10 + 9 = 19; truncate: 1 + 10 = 11
-    assert.deepEqual(plan.estimatedCalls, { diff: 18, full: 19, truncate: 11 });
+    assert.deepEqual(callsOf(plan.estimates), { diff: 18, full: 19, truncate: 11 });
     assert.equal(plan.strategy, 'truncate');
 
     // Without truncate the diff (18) beats the full push (19).
     const noTruncate = planRefresh(
       input({
-        capabilities: { ...everything, truncate: false },
+        capabilities: { ...everything, truncate: false, createList: false },
         pending: { additions: 900, updates: 0, deletions: 900 },
       }),
     );
-    assert.deepEqual(noTruncate.estimatedCalls, { diff: 18, full: 19, truncate: null });
+    assert.deepEqual(callsOf(noTruncate.estimates), { diff: 18, full: 19, truncate: null });
     assert.equal(noTruncate.strategy, 'diff');
   });
 
   test('ties go to the diff, then to the full push', () => {
     // diff: 10 + 0 = 10; full: 10 + 0 = 10; truncate: 11
     const tie = planRefresh(input({ pending: { additions: 1_000, updates: 0, deletions: 0 } }));
-    assert.deepEqual(tie.estimatedCalls, { diff: 10, full: 10, truncate: 11 });
+    assert.deepEqual(callsOf(tie.estimates), { diff: 10, full: 10, truncate: 11 });
     assert.equal(tie.strategy, 'diff');
   });
 
@@ -125,7 +137,7 @@ describe('planRefresh', () => {
       input({ strategy: 'full', pending: { additions: 1, updates: 0, deletions: 0 } }),
     );
     assert.equal(forced.strategy, 'full');
-    assert.deepEqual(forced.estimatedCalls, { diff: 1, full: 10, truncate: 11 });
+    assert.deepEqual(callsOf(forced.estimates), { diff: 1, full: 10, truncate: 11 });
   });
 
   test('forcing a strategy the destination cannot carry out is a PlanningError', () => {
@@ -163,36 +175,80 @@ describe('planRefresh', () => {
     const error = planningError(() =>
       planRefresh(
         input({
-          capabilities: { ...everything, remove: false, truncate: false },
+          capabilities: { ...everything, remove: false, truncate: false, createList: false },
           pending: { additions: 2, updates: 0, deletions: 5 },
         }),
       ),
     );
-    assert.match(error.message, /cannot deliver 5 pending deletions/);
+    assert.match(error.message, /no strategy can deliver the pending changes/);
+    assert.match(error.message, /5 deletions are pending/);
     assert.match(error.message, /neither remove nor truncate/);
 
     // With truncate, deletions go out by reloading the list.
     const reload = planRefresh(
       input({
-        capabilities: { ...everything, remove: false },
+        capabilities: { ...everything, remove: false, createList: false },
         pending: { additions: 2, updates: 0, deletions: 5 },
       }),
     );
     assert.equal(reload.strategy, 'truncate');
-    assert.deepEqual(reload.estimatedCalls, { diff: null, full: null, truncate: 11 });
+    assert.deepEqual(callsOf(reload.estimates), { diff: null, full: null, truncate: 11 });
   });
   test('a destination that cannot add is named as the problem, not deletions', () => {
     // e.g. an http-list configured with `supports: ['remove']`
     const error = planningError(() =>
       planRefresh(
         input({
-          capabilities: { ...everything, add: false },
+          capabilities: { ...everything, add: false, createList: false },
           pending: { additions: 3, updates: 0, deletions: 0 },
         }),
       ),
     );
     assert.match(error.message, /cannot add members/);
     assert.doesNotMatch(error.message, /0 pending deletions/);
+  });
+});
+
+describe('estimateCosts', () => {
+  test('new list + swap and reconcile', () => {
+    const costs = estimateCosts(
+      input({ pending: { additions: 10, updates: 0, deletions: 5 }, remoteSize: 2_500 }),
+    );
+    assert.deepEqual(costs.newList, { calls: 3 + 10, records: 1_000, bytes: 100_000 });
+    // read 3 pages of the remote list, then the diff: 1 + 1
+    assert.deepEqual(costs.reconcile, { calls: 3 + 2, records: 15, bytes: 10 * 100 + 5 * 20 });
+    const cannot = estimateCosts(
+      input({ capabilities: { ...everything, createList: false, listMembers: false } }),
+    );
+    assert.equal(cannot.newList, null);
+    assert.equal(cannot.reconcile, null);
+  });
+
+  test('an upload-only destination gets new list + swap from auto', () => {
+    const uploadOnly = { ...everything, add: false, remove: false, truncate: false, listMembers: false };
+    const plan = planRefresh(
+      input({ capabilities: uploadOnly, pending: { additions: 1, updates: 0, deletions: 1 } }),
+    );
+    assert.equal(plan.strategy, 'newList');
+  });
+
+  test('byte limits shrink the batches the estimate assumes', () => {
+    // 100 records per call, but only 2,000 bytes per call at 100 bytes a record: 20 per call.
+    const costs = estimateCosts(
+      input({ bytesPerCall: 2_000, pending: { additions: 100, updates: 0, deletions: 0 } }),
+    );
+    assert.equal(costs.diff!.calls, 5);
+    assert.equal(costs.full!.calls, 50);
+    assert.equal(costs.diff!.bytes, 100 * 100);
+  });
+
+  test('equal calls: fewer records sent wins', () => {
+    // 50 additions: diff 1 call, 50 records; full push 10 calls. With 1,000 per call both are 1 call.
+    const plan = planRefresh(
+      input({ recordsPerCall: 1_000, pending: { additions: 50, updates: 0, deletions: 0 } }),
+    );
+    assert.equal(callsOf(plan.estimates).diff, callsOf(plan.estimates).full);
+    assert.equal(plan.strategy, 'diff');
   });
 });
 
@@ -259,6 +315,9 @@ describe('estimateCalls', () => {
         deletions: fc.nat(5_000),
         unchanged: fc.nat(20_000),
         horizonShare: fc.double({ min: 0, max: 1, noNaN: true }),
+        recordBytes: fc.integer({ min: 1, max: 5_000 }),
+        keyBytes: fc.integer({ min: 1, max: 300 }),
+        bytesPerCall: fc.option(fc.integer({ min: 1_000, max: 5_000_000 })),
       })
       .map((s): PlanInput => {
         const pending = { additions: s.additions, updates: s.updates, deletions: s.deletions };
@@ -273,14 +332,21 @@ describe('estimateCalls', () => {
             deletions: part(s.deletions),
           },
           datasetSize: s.additions + s.updates + s.unchanged,
+          remoteSize: s.updates + s.deletions + s.unchanged,
+          recordBytes: s.recordBytes,
+          keyBytes: s.keyBytes,
+          bytesPerCall: s.bytesPerCall ?? undefined,
+          listPageSize: 1_000,
           strategy: 'auto',
         };
       });
 
     fc.assert(
       fc.property(scenarioArb, (scenario) => {
-        const estimates = estimateCalls(scenario);
-        const allowed = STRATEGIES.filter((s) => estimates[s] !== null);
+        const costs = estimateCosts(scenario);
+        const estimates = Object.fromEntries(STRATEGIES.map((s) => [s, costs[s]?.calls ?? null]));
+        // `auto` never reads the whole remote list: a reconcile is only ever requested.
+        const allowed = STRATEGIES.filter((s) => s !== 'reconcile' && costs[s] !== null);
         const inHorizon =
           scenario.pendingInHorizon.additions +
           scenario.pendingInHorizon.updates +
@@ -294,7 +360,7 @@ describe('estimateCalls', () => {
           assert.ok(inHorizon > 0, 'only when something has to be sent');
           return;
         }
-        assert.deepEqual(plan.estimatedCalls, estimates);
+        assert.deepEqual(plan.estimates, costs);
         if (inHorizon === 0) {
           assert.equal(plan.needed, false);
           return;

@@ -3,21 +3,39 @@ import type { Db } from '../db';
 import { loadConnector, UnknownConnectorError } from '../connectors/store';
 import { InvalidConnectorError, type ConnectorDefinition } from '../connectors/definition';
 import type { DestinationFactory } from '../connectors/registry';
-import { DestinationError, type Destination } from '../connectors/types';
+import { DestinationError, type BatchOutcome, type Destination } from '../connectors/types';
 import {
   badRowTotal,
+  commitSwapped,
   datasetSize,
   markRemoteEmptied,
   pendingCounts,
+  previewUpdate,
   purgeCommittedDeletions,
+  quarantinedCount,
+  reconcileWithRemote,
+  remoteSize,
+  sampleRecordBytes,
+  saveRemoteKeys,
   updateDeltalog as updateDeltalogTable,
+  type BadRowReport,
+  type DriftReport,
 } from '../core/deltalog';
-import { planRefresh as plan, PlanningError, type Strategy, type StrategyChoice } from '../core/plan';
+import {
+  planRefresh as plan,
+  PlanningError,
+  type Cost,
+  type Strategy,
+  type StrategyChoice,
+} from '../core/plan';
 import {
   beginRun as beginRunRow,
+  endpointCalls,
   finishRun as finishRunRow,
+  incrementEndpointCalls,
   incrementRunCounters,
   recordPlan,
+  recordRunDetails,
   recordSnapshot,
   type RunStatus,
 } from '../core/runs';
@@ -48,7 +66,13 @@ export interface PlanSummary {
   deletions: number;
   datasetSize: number;
   batchSize: number;
-  estimatedCalls: Record<Strategy, number | null>;
+  estimates: Record<Strategy, Cost | null>;
+}
+
+export interface DryRunPlan extends PlanSummary {
+  connectorId: string;
+  badRows: number;
+  quarantined: number;
 }
 
 export interface RunSummary {
@@ -62,25 +86,88 @@ export interface RunSummary {
   updates: number;
   deletions: number;
   recordsSent: number;
+  bytesSent: number;
   rejected: number;
+  quarantined: number;
   apiCalls: number;
   failedCalls: number;
+  callsByEndpoint: Record<string, { calls: number; failed: number }>;
   rateLimitWaits: number;
   badRows: number;
+  drift: DriftReport | null;
   durationMs: number | null;
   error: string | null;
 }
 
 const HEARTBEAT_EVERY_MS = 10_000;
+const LIST_PAGE_SIZE = 1000;
 
 export function createActivities({ db, destinations, now = Date.now }: ActivityDependencies) {
+  /** The destination bound to the list the connector points at now. */
+  async function liveDestination(connector: ConnectorDefinition): Promise<Destination> {
+    const state = await connectorState(connector.id);
+    return destinations(connector.destination, { listId: state.remote_list_id ?? undefined });
+  }
+
   async function withDestination<T>(connector: ConnectorDefinition, use: (d: Destination) => Promise<T>) {
-    const destination = destinations(connector.destination);
+    const destination = await liveDestination(connector);
     try {
       return await use(destination);
     } finally {
       await destination.close();
     }
+  }
+
+  async function connectorState(connectorId: string) {
+    return ((await db('connector_state').where({ connector_id: connectorId }).first()) ?? {}) as {
+      remote_list_id?: string | null;
+      pending_list_id?: string | null;
+    };
+  }
+
+  /** Pending counts, sizes and the destination's limits → the planner's decision. */
+  async function decide(
+    store: Db,
+    connector: ConnectorDefinition,
+    destination: Destination,
+    strategy: StrategyChoice | undefined,
+  ): Promise<PlanSummary> {
+    const { horizonDays, maxAttempts } = connector.policy;
+    const pending = await pendingCounts(store, connector.id, { maxAttempts });
+    const since = horizonDays === undefined ? undefined : now() - horizonDays * 86_400_000;
+    const pendingInHorizon =
+      since === undefined ? pending : await pendingCounts(store, connector.id, { since, maxAttempts });
+    const size = await datasetSize(store, connector.id);
+    const batchSize = batchSizeFor(connector, destination);
+    const decision = plan({
+      capabilities: destination.capabilities,
+      recordsPerCall: batchSize,
+      bytesPerCall: destination.limits.bytesPerCall,
+      pending,
+      pendingInHorizon,
+      datasetSize: size,
+      remoteSize: await remoteSize(store, connector.id),
+      ...(await sampleRecordBytes(store, connector.dataset)),
+      listPageSize: Math.min(LIST_PAGE_SIZE, destination.limits.recordsPerCall),
+      strategy: strategy ?? connector.policy.strategy,
+    });
+    return {
+      needed: decision.needed,
+      strategy: decision.strategy,
+      reason: decision.reason,
+      ...pending,
+      datasetSize: size,
+      batchSize,
+      estimates: decision.estimates,
+    };
+  }
+
+  async function countCalls(runId: number, outcome: BatchOutcome, endpoint: string) {
+    await incrementRunCounters(db, runId, {
+      api_calls: outcome.apiCalls,
+      rate_limit_waits: outcome.rateLimitWaits,
+    });
+    await incrementEndpointCalls(db, runId, outcome.callsByEndpoint ?? { [endpoint]: outcome.apiCalls });
   }
 
   return {
@@ -118,7 +205,7 @@ export function createActivities({ db, destinations, now = Date.now }: ActivityD
       );
     },
 
-    /** Step 2: is a refresh needed, and by which strategy? */
+    /** Step 2: is a refresh needed, and by which strategy? The choice and its reason go on the run. */
     async planRefresh({
       connectorId,
       runId,
@@ -126,38 +213,45 @@ export function createActivities({ db, destinations, now = Date.now }: ActivityD
     }: RunRef & { strategy?: StrategyChoice }): Promise<PlanSummary> {
       return failClearly(async () => {
         const connector = await loadConnector(db, connectorId);
-        const { horizonDays, maxAttempts } = connector.policy;
-        const pending = await pendingCounts(db, connectorId, { maxAttempts });
-        const since = horizonDays === undefined ? undefined : now() - horizonDays * 86_400_000;
-        const pendingInHorizon =
-          since === undefined ? pending : await pendingCounts(db, connectorId, { since, maxAttempts });
-        const size = await datasetSize(db, connectorId);
-        return withDestination(connector, async (destination) => {
-          const decision = plan({
-            capabilities: destination.capabilities,
-            recordsPerCall: batchSizeFor(connector, destination),
-            pending,
-            pendingInHorizon,
-            datasetSize: size,
-            strategy: strategy ?? connector.policy.strategy,
-          });
-          await recordPlan(db, runId, {
-            ...pending,
-            strategy: decision.strategy,
-            reason: decision.reason,
-            datasetSize: size,
-          });
-          return {
-            needed: decision.needed,
-            strategy: decision.strategy,
-            reason: decision.reason,
-            ...pending,
-            datasetSize: size,
-            batchSize: batchSizeFor(connector, destination),
-            estimatedCalls: decision.estimatedCalls,
-          };
+        const summary = await withDestination(connector, (destination) =>
+          decide(db, connector, destination, strategy),
+        );
+        await recordPlan(db, runId, { ...summary, strategy: summary.strategy });
+        await recordRunDetails(db, runId, {
+          estimates: summary.estimates,
+          quarantined: await quarantinedCount(db, connectorId, connector.policy.maxAttempts),
         });
+        return summary;
       });
+    },
+
+    /** A dry run: what a refresh would send, by which strategy, in how many calls; changes nothing. */
+    async previewPlan({
+      connectorId,
+      strategy,
+    }: {
+      connectorId: string;
+      strategy?: StrategyChoice;
+    }): Promise<DryRunPlan> {
+      return failClearly(() =>
+        keepHeartbeating(async () => {
+          const connector = await loadConnector(db, connectorId);
+          return withDestination(connector, (destination) =>
+            previewUpdate(
+              db,
+              connectorId,
+              connector.dataset,
+              now(),
+              async (preview, report: BadRowReport) => ({
+                connectorId,
+                ...(await decide(preview, connector, destination, strategy)),
+                badRows: badRowTotal(report),
+                quarantined: await quarantinedCount(preview, connectorId, connector.policy.maxAttempts),
+              }),
+            ),
+          );
+        }),
+      );
     },
 
     /** Truncate + reload, first half: empty the remote list; every key becomes pending again. */
@@ -165,22 +259,34 @@ export function createActivities({ db, destinations, now = Date.now }: ActivityD
       return failClearly(async () => {
         const connector = await loadConnector(db, connectorId);
         const outcome = await withDestination(connector, (destination) => destination.truncate());
-        await incrementRunCounters(db, runId, {
-          api_calls: outcome.apiCalls,
-          rate_limit_waits: outcome.rateLimitWaits,
-        });
+        await countCalls(runId, outcome, 'truncate');
         await markRemoteEmptied(db, connectorId, now());
       });
     },
 
-    /** Step 3: send one phase, committing every delivered batch; resumes from its heartbeat. */
+    /** New list + swap, first step: an empty list to fill (the same one again on a retry). */
+    async createList({ connectorId, runId }: RunRef) {
+      return failClearly(async () => {
+        const connector = await loadConnector(db, connectorId);
+        const { listId, outcome } = await withDestination(connector, (destination) => {
+          if (!destination.createList) throw new PlanningError('this destination cannot create lists');
+          return destination.createList(`run-${runId}`);
+        });
+        await countCalls(runId, outcome, 'createList');
+        await db('connector_state').where({ connector_id: connectorId }).update({ pending_list_id: listId });
+        return { listId };
+      });
+    },
+
+    /** Step 3: send one phase, recording every call; resumes from its heartbeat. */
     async sendChanges({ connectorId, runId, phase }: RunRef & { phase: SendPhase }): Promise<SendProgress> {
       return failClearly(async () => {
         const context = Context.current();
         const connector = await loadConnector(db, connectorId);
         const resumeFrom = context.info.heartbeatDetails as SendProgress | undefined;
-        return withDestination(connector, (destination) =>
-          sendPhase({
+        return withDestination(connector, async (live) => {
+          const destination = phase === 'fill' ? await pendingList(connectorId, live) : live;
+          return sendPhase({
             db,
             connector,
             destination,
@@ -190,8 +296,67 @@ export function createActivities({ db, destinations, now = Date.now }: ActivityD
             now,
             onBatch: (progress) => context.heartbeat(progress),
             signal: context.cancellationSignal,
-          }),
-        );
+          });
+        });
+      });
+    },
+
+    /**
+     * New list + swap, last step: make the filled list the live one, retire the list the
+     * connector pointed at before (never the list named in the config), commit.
+     */
+    async swapList({ connectorId, runId }: RunRef) {
+      return failClearly(async () => {
+        const connector = await loadConnector(db, connectorId);
+        const state = await connectorState(connectorId);
+        if (!state.pending_list_id) return { listId: state.remote_list_id ?? null }; // swapped already
+        const listId = state.pending_list_id;
+        await withDestination(connector, async (live) => {
+          await countCalls(runId, await live.swapList!(listId), 'swapList');
+          if (state.remote_list_id && state.remote_list_id !== listId) {
+            await countCalls(runId, await live.deleteList!(state.remote_list_id), 'deleteList');
+          }
+        });
+        await commitSwapped(db, connectorId, now());
+        await db('connector_state')
+          .where({ connector_id: connectorId })
+          .update({ remote_list_id: listId, pending_list_id: null });
+        return { listId };
+      });
+    },
+
+    /** Reconcile, first half: read the remote membership into the database, page by page. */
+    async snapshotRemote({ connectorId, runId }: RunRef) {
+      return failClearly(async () => {
+        const context = Context.current();
+        const connector = await loadConnector(db, connectorId);
+        let { cursor, keys } = (context.info.heartbeatDetails as { cursor: string | null; keys: number }) ?? {
+          cursor: null,
+          keys: 0,
+        };
+        await withDestination(connector, async (destination) => {
+          const limit = Math.min(LIST_PAGE_SIZE, destination.limits.recordsPerCall);
+          do {
+            const page = await destination.listMembers(cursor, limit);
+            await saveRemoteKeys(db, runId, page.keys);
+            await countCalls(runId, { rejected: [], apiCalls: 1, rateLimitWaits: 0 }, 'listMembers');
+            cursor = page.next;
+            keys += page.keys.length;
+            context.heartbeat({ cursor, keys });
+          } while (cursor !== null);
+        });
+        return { keys };
+      });
+    },
+
+    /** Reconcile, second half: correct the deltalog with what the remote holds; report the drift. */
+    async reconcileDeltalog({ connectorId, runId }: RunRef) {
+      return failClearly(async () => {
+        const connector = await loadConnector(db, connectorId);
+        const drift = await reconcileWithRemote(db, connectorId, runId, now());
+        await recordRunDetails(db, runId, { drift });
+        const pending = await pendingCounts(db, connectorId, { maxAttempts: connector.policy.maxAttempts });
+        return { drift, ...pending };
       });
     },
 
@@ -209,7 +374,6 @@ export function createActivities({ db, destinations, now = Date.now }: ActivityD
         { status, error, successThreshold: connector.policy.successThreshold },
         now(),
       );
-      const badRows = run.bad_rows ? badRowTotal(JSON.parse(run.bad_rows)) : 0;
       return {
         runId: run.id,
         connectorId: run.connector_id,
@@ -221,11 +385,15 @@ export function createActivities({ db, destinations, now = Date.now }: ActivityD
         updates: run.updates,
         deletions: run.deletions,
         recordsSent: run.records_sent,
+        bytesSent: run.bytes_sent,
         rejected: run.rejected,
+        quarantined: run.quarantined,
         apiCalls: run.api_calls,
         failedCalls: run.failed_calls,
+        callsByEndpoint: await endpointCalls(db, runId),
         rateLimitWaits: run.rate_limit_waits,
-        badRows,
+        badRows: run.bad_rows ? badRowTotal(JSON.parse(run.bad_rows)) : 0,
+        drift: run.drift ? JSON.parse(run.drift) : null,
         durationMs: run.finished_at === null ? null : run.finished_at - run.started_at,
         error: run.error,
       };
@@ -242,6 +410,13 @@ export function createActivities({ db, destinations, now = Date.now }: ActivityD
       return { purged };
     },
   };
+
+  /** The list being built by new list + swap, written through the live destination's account. */
+  async function pendingList(connectorId: string, live: Destination): Promise<Destination> {
+    const { pending_list_id } = await connectorState(connectorId);
+    if (!pending_list_id || !live.forList) throw new Error('no list is being built for this connector');
+    return live.forList(pending_list_id);
+  }
 }
 
 export type Activities = ReturnType<typeof createActivities>;

@@ -123,6 +123,37 @@ program
     },
   );
 
+program
+  .command('plan <connector>')
+  .description('Dry run: what a refresh would send, by which strategy, in how many calls (sends nothing)')
+  .addOption(temporalAddress)
+  .addOption(new Option('--strategy <strategy>', 'plan a forced strategy').choices(['auto', ...STRATEGIES]))
+  .option('--json', 'print JSON for scripts')
+  .action(async (connectorId: string, opts: { address: string; strategy?: 'auto'; json?: boolean }) => {
+    const client = await DeltasyncClient.connect({ address: opts.address });
+    const plan = await client.plan(connectorId, { strategy: opts.strategy });
+    if (opts.json) {
+      process.stdout.write(`${JSON.stringify(plan)}\n`);
+      return;
+    }
+    const verdict = plan.needed ? `would refresh by ${plan.strategy}` : 'nothing to send';
+    process.stdout.write(
+      `${connectorId}: ${verdict} (${plan.reason})\n` +
+        `pending: ${plan.additions} additions, ${plan.updates} updates, ${plan.deletions} deletions; ` +
+        `dataset ${plan.datasetSize}, bad rows ${plan.badRows}, quarantined ${plan.quarantined}\n\n` +
+        `${table(
+          ['strategy', 'API calls', 'records', 'bytes'],
+          STRATEGIES.map((s) => {
+            const cost = plan.estimates[s];
+            return [
+              s,
+              ...(cost ? [cost.calls, cost.records, cost.bytes].map(String) : ['not possible', '', '']),
+            ];
+          }),
+        )}\n`,
+    );
+  });
+
 const connectors = program.command('connectors').description('Manage connectors');
 connectors
   .command('add <file>')

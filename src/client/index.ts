@@ -1,12 +1,17 @@
 import { Client, Connection, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
 import { defaultPayloadConverter, fromPayloadsAtIndex } from '@temporalio/common';
-import type { RunSummary } from '../activities';
+import type { DryRunPlan, RunSummary } from '../activities';
 import type { StrategyChoice } from '../core/plan';
 import type { SendProgress } from '../core/sender';
-import { progressQuery, type RefreshProgress, type refreshConnector } from '../workflows/refresh';
+import {
+  progressQuery,
+  type planConnector,
+  type RefreshProgress,
+  type refreshConnector,
+} from '../workflows/refresh';
 import { refreshWorkflowId, searchAttributes, TASK_QUEUE } from '../workflows/shared';
 
-export type { RunSummary, RefreshProgress, SendProgress };
+export type { DryRunPlan, RunSummary, RefreshProgress, SendProgress };
 
 export interface RefreshOptions {
   /** Force a strategy for this run (`diff`, `full`, `truncate`); default: the connector's policy. */
@@ -86,6 +91,28 @@ export class DeltasyncClient {
   /** Start (or attach to) a refresh and wait for its summary. */
   async refresh(connectorId: string, options: RefreshOptions = {}): Promise<RunSummary> {
     return (await this.startRefresh(connectorId, options)).result();
+  }
+
+  /**
+   * Reconcile: read the remote list, correct what drifted from the deltalog (keys added or
+   * removed behind our back), then send the corrections. The run's summary reports the drift.
+   */
+  async reconcile(connectorId: string, options: Omit<RefreshOptions, 'strategy'> = {}): Promise<RunSummary> {
+    return this.refresh(connectorId, { ...options, strategy: 'reconcile' });
+  }
+
+  /**
+   * A dry run: what a refresh would send now, by which strategy (and what each allowed strategy
+   * would cost), without sending anything or changing the deltalog.
+   */
+  async plan(connectorId: string, options: { strategy?: StrategyChoice } = {}): Promise<DryRunPlan> {
+    return this.temporal.workflow.execute<typeof planConnector>('planConnector', {
+      workflowId: `deltasync-plan-${connectorId}-${Date.now().toString(36)}`,
+      taskQueue: this.taskQueue,
+      args: [{ connectorId, strategy: options.strategy }],
+      typedSearchAttributes: [{ key: searchAttributes.connectorId, value: connectorId }],
+      staticSummary: `dry-run plan for **${connectorId}**`,
+    });
   }
 
   /** Progress of the connector's latest refresh (running or finished). */

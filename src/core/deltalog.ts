@@ -1,6 +1,7 @@
 import type { Knex } from 'knex';
 import { dialectOf, type Db } from '../db';
 import type { Attributes, Rejection } from '../connectors/types';
+import { jsonBytes } from './batching';
 import {
   attributeHash,
   comparableKey,
@@ -57,17 +58,50 @@ export async function updateDeltalog(
   now: number,
 ): Promise<BadRowReport> {
   const report = await inspectDataset(db, dataset);
-  const dialect = dialectOf(db);
-  // READ COMMITTED: reading the dataset must not lock the rows other processes are writing.
-  await db.transaction(
-    async (trx) => {
-      await upsertNewAndChanged(trx, dialect, connectorId, dataset, now, report.duplicateKeys > 0);
-      await markRemoved(trx, dialect, connectorId, dataset, now);
-    },
-    dialect === 'mysql' ? { isolationLevel: 'read committed' } : undefined,
-  );
+  await inCompareTransaction(db, (trx) => applyFullCompare(trx, connectorId, dataset, now, report));
   return report;
 }
+
+/** READ COMMITTED: reading the dataset must not lock the rows other processes are writing. */
+function inCompareTransaction<T>(db: Db, work: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
+  return db.transaction(work, dialectOf(db) === 'mysql' ? { isolationLevel: 'read committed' } : undefined);
+}
+
+async function applyFullCompare(
+  trx: Knex.Transaction,
+  connectorId: string,
+  dataset: DatasetDefinition,
+  now: number,
+  report: BadRowReport,
+): Promise<void> {
+  const dialect = dialectOf(trx as unknown as Db);
+  await upsertNewAndChanged(trx, dialect, connectorId, dataset, now, report.duplicateKeys > 0);
+  await markRemoved(trx, dialect, connectorId, dataset, now);
+}
+
+/**
+ * What an update would leave pending, without changing anything: the same statements in a
+ * transaction that is rolled back. For dry-run plans.
+ */
+export async function previewUpdate<T>(
+  db: Db,
+  connectorId: string,
+  dataset: DatasetDefinition,
+  now: number,
+  read: (trx: Db, report: BadRowReport) => Promise<T>,
+): Promise<T> {
+  const report = await inspectDataset(db, dataset);
+  let result: T | undefined;
+  await inCompareTransaction(db, async (trx) => {
+    await applyFullCompare(trx, connectorId, dataset, now, report);
+    result = await read(trx as unknown as Db, report);
+    await trx.rollback(ROLLED_BACK);
+  }).catch((error: unknown) => {
+    if (error !== ROLLED_BACK) throw error;
+  });
+  return result as T;
+}
+const ROLLED_BACK = new Error('preview rolled back');
 
 async function upsertNewAndChanged(
   trx: Knex.Transaction,
@@ -402,6 +436,198 @@ export async function recordRejections(
       .whereNull('committed_at')
       .update({ attempts: trx.raw('attempts + 1'), last_error: reason });
   }
+}
+
+// --- new list + swap: filling is not committing; the swap commits ---------------------------
+
+/** Keys now in the list being built: clear any earlier rejection so the swap commits them. */
+export async function markFilled(trx: Executor, connectorId: string, keys: string[]): Promise<void> {
+  for (let i = 0; i < keys.length; i += 5000) {
+    await trx('deltalog')
+      .where({ connector_id: connectorId })
+      .whereIn('record_key', keys.slice(i, i + 5000))
+      .whereNotNull('last_error')
+      .update({ last_error: null });
+  }
+}
+
+/**
+ * Keys the new list refused: once it is swapped in they will not be on the remote, whatever the
+ * old list held, so they become pending additions with the reason.
+ */
+export async function recordFillRejections(trx: Executor, connectorId: string, rejections: Rejection[]) {
+  const byReason = new Map<string, string[]>();
+  for (const { key, reason } of rejections)
+    byReason.set(reason.slice(0, 1000), [...(byReason.get(reason.slice(0, 1000)) ?? []), key]);
+  for (const [reason, keys] of byReason) {
+    await trx('deltalog')
+      .where({ connector_id: connectorId })
+      .whereIn('record_key', keys)
+      .update({
+        committed_at: null,
+        on_remote: false,
+        attempts: trx.raw('attempts + 1'),
+        last_error: reason,
+      });
+  }
+}
+
+/**
+ * The new list is live: it holds every key of the dataset it accepted and nothing else. Pending
+ * deletions are thereby delivered; pending keys it accepted are committed.
+ */
+export async function commitSwapped(db: Db, connectorId: string, now: number): Promise<void> {
+  await db.transaction(async (trx) => {
+    await trx('deltalog')
+      .where({ connector_id: connectorId, in_dataset: false })
+      .whereNull('committed_at')
+      .update({ committed_at: now, on_remote: false, attempts: 0, last_error: null });
+    await trx('deltalog')
+      .where({ connector_id: connectorId, in_dataset: true })
+      .whereNull('committed_at')
+      .whereNull('last_error')
+      .update({ committed_at: now, on_remote: true, attempts: 0 });
+  });
+}
+
+// --- reconcile: compare what the remote holds with what the deltalog believes ----------------
+
+export async function saveRemoteKeys(trx: Executor, runId: number, keys: string[]): Promise<void> {
+  const unique = [...new Set(keys)];
+  for (let i = 0; i < unique.length; i += 500) {
+    await trx('remote_members')
+      .insert(unique.slice(i, i + 500).map((record_key) => ({ run_id: runId, record_key })))
+      .onConflict(['run_id', 'record_key'])
+      .ignore();
+  }
+}
+
+export interface DriftReport {
+  /** On the remote list, though the deltalog did not believe so. */
+  extra: number;
+  /** Believed on the remote list, but not there. */
+  missing: number;
+  samples: { extra: string[]; missing: string[] };
+}
+
+/**
+ * Correct the deltalog with what the remote list really holds (read into `remote_members` for
+ * this run): missing keys become pending again (additions, or delivered deletions), extra keys
+ * become pending deletions (or, if the dataset has them, pending updates). The next send phases
+ * then repair the drift.
+ */
+export async function reconcileWithRemote(
+  db: Db,
+  connectorId: string,
+  runId: number,
+  now: number,
+): Promise<DriftReport> {
+  const believed = () => db('deltalog').where({ connector_id: connectorId, on_remote: true });
+  const inRemote = (alias: string) =>
+    db('remote_members')
+      .where({ run_id: runId })
+      .whereRaw(`remote_members.record_key = ${alias}.record_key`)
+      .select(db.raw('1'));
+  const missingQuery = () => believed().whereNotExists(inRemote('deltalog'));
+  const extraQuery = () =>
+    db('remote_members as rm')
+      .where('rm.run_id', runId)
+      .whereNotExists(
+        db('deltalog')
+          .where({ connector_id: connectorId, on_remote: true })
+          .whereRaw('deltalog.record_key = rm.record_key')
+          .select(db.raw('1')),
+      );
+  const count = async (query: Knex.QueryBuilder) =>
+    Number(((await query.clone().count({ n: '*' })) as { n: unknown }[])[0]?.n ?? 0);
+  const report: DriftReport = {
+    missing: await count(missingQuery()),
+    extra: await count(extraQuery()),
+    samples: {
+      missing: (
+        (await missingQuery().select('record_key').orderBy('record_key').limit(5)) as { record_key: string }[]
+      ).map((r) => r.record_key),
+      extra: (
+        (await extraQuery().select('rm.record_key').orderBy('rm.record_key').limit(5)) as {
+          record_key: string;
+        }[]
+      ).map((r) => r.record_key),
+    },
+  };
+  await db.transaction(async (trx) => {
+    const notOnRemote = (q: Knex.QueryBuilder) =>
+      q.whereNotExists(
+        trx('remote_members')
+          .where({ run_id: runId })
+          .whereRaw('remote_members.record_key = deltalog.record_key')
+          .select(trx.raw('1')),
+      );
+    const onRemote = (q: Knex.QueryBuilder) =>
+      q.whereExists(
+        trx('remote_members')
+          .where({ run_id: runId })
+          .whereRaw('remote_members.record_key = deltalog.record_key')
+          .select(trx.raw('1')),
+      );
+    // Missing and in the dataset: add again. Missing and deleted: that deletion is done.
+    await notOnRemote(
+      trx('deltalog').where({ connector_id: connectorId, on_remote: true, in_dataset: true }),
+    ).update({
+      on_remote: false,
+      committed_at: null,
+      attempts: 0,
+    });
+    await notOnRemote(
+      trx('deltalog').where({ connector_id: connectorId, on_remote: true, in_dataset: false }),
+    ).update({
+      on_remote: false,
+      committed_at: now,
+    });
+    // Extra but known: on the remote after all (an update if in the dataset, else a deletion).
+    await onRemote(trx('deltalog').where({ connector_id: connectorId, on_remote: false })).update({
+      on_remote: true,
+      committed_at: null,
+      attempts: 0,
+      updated_at: now,
+    });
+    // Extra and unknown: someone else put it there; it is not in the dataset, so delete it.
+    await trx.raw(
+      `INSERT INTO deltalog (connector_id, record_key, in_dataset, attr_hash, on_remote, updated_at, committed_at, attempts)
+       SELECT ?, rm.record_key, 0, NULL, 1, ?, NULL, 0 FROM remote_members rm
+       WHERE rm.run_id = ? AND NOT EXISTS (SELECT 1 FROM deltalog dl WHERE dl.connector_id = ? AND dl.record_key = rm.record_key)`,
+      [connectorId, now, runId, connectorId],
+    );
+    await trx('remote_members').where({ run_id: runId }).delete();
+  });
+  return report;
+}
+
+/** Keys the deltalog believes the remote list holds. */
+export async function remoteSize(db: Db, connectorId: string): Promise<number> {
+  const [row] = (await db('deltalog')
+    .where({ connector_id: connectorId, on_remote: true })
+    .count({ n: '*' })) as { n: unknown }[];
+  return Number(row?.n ?? 0);
+}
+
+/** Average JSON size of a record (key + attributes) and of a key, from a sample of the dataset. */
+export async function sampleRecordBytes(db: Db, dataset: DatasetDefinition, sample = 200) {
+  const columns = [dataset.key, ...dataset.attributes];
+  const query = join(
+    text(`SELECT ${columns.map(() => '??').join(', ')} FROM`, ...columns.map((c) => `src.${c}`)),
+    sourceFrom(dataset),
+    text(`LIMIT ${sample}`),
+  );
+  const found = await rows<Record<string, unknown>>(db, query);
+  if (found.length === 0) return { recordBytes: 0, keyBytes: 0 };
+  let recordBytes = 0;
+  let keyBytes = 0;
+  for (const row of found) {
+    const key = String(row[dataset.key]);
+    recordBytes += jsonBytes({ key, attributes: pickAttributes(row, dataset.attributes) });
+    keyBytes += jsonBytes(key);
+  }
+  return { recordBytes: Math.ceil(recordBytes / found.length), keyBytes: Math.ceil(keyBytes / found.length) };
 }
 
 /**

@@ -6,97 +6,152 @@ import type { PendingCounts } from './deltalog';
  * among those the destination's API allows? Pure: counts in, decision out.
  */
 
-export const STRATEGIES = ['diff', 'full', 'truncate'] as const;
+export const STRATEGIES = ['diff', 'full', 'truncate', 'newList', 'reconcile'] as const;
 export type Strategy = (typeof STRATEGIES)[number];
 export type StrategyChoice = Strategy | 'auto';
+
+/** `auto` chooses among these; a reconcile (reading the whole remote list) is always on request. */
+const AUTO_CANDIDATES: Strategy[] = ['diff', 'full', 'truncate', 'newList'];
 
 export const STRATEGY_LABELS: Record<Strategy, string> = {
   diff: 'diff',
   full: 'full push + deletes',
   truncate: 'truncate + reload',
+  newList: 'new list + swap',
+  reconcile: 'reconcile',
 };
 
 export interface PlanInput {
   capabilities: Capabilities;
   recordsPerCall: number;
+  bytesPerCall?: number;
   /** Every pending change (what a diff would send). */
   pending: PendingCounts;
   /** Pending changes inside the time horizon (what decides whether a refresh is needed). */
   pendingInHorizon: PendingCounts;
-  /** Keys in the dataset (what a full push or a reload would send). */
+  /** Keys in the dataset (what a full push, a reload or a new list sends). */
   datasetSize: number;
+  /** Keys the deltalog believes the remote list holds (what a reconcile reads back). */
+  remoteSize: number;
+  /** Average size of one record (key + attributes) and of one key, as sent, in bytes. */
+  recordBytes: number;
+  keyBytes: number;
+  /** Keys per page when reading the remote list. */
+  listPageSize: number;
   /** Forced by the connector or the run; `auto` picks the cheapest allowed. */
   strategy: StrategyChoice;
+}
+
+export interface Cost {
+  calls: number;
+  records: number;
+  bytes: number;
 }
 
 export interface Plan {
   needed: boolean;
   strategy: Strategy | null;
   reason: string;
-  /** Predicted API calls per strategy; null where the destination does not allow it. */
-  estimatedCalls: Record<Strategy, number | null>;
+  /** Predicted cost per strategy; null where the destination does not allow it. */
+  estimates: Record<Strategy, Cost | null>;
 }
 
 export class PlanningError extends Error {
   override name = 'PlanningError';
 }
 
-const calls = (records: number, perCall: number) => Math.ceil(records / perCall);
+/** Records per call once the byte limit is taken into account. */
+function perCall(input: PlanInput, bytesPerRecord: number): number {
+  if (!input.bytesPerCall || bytesPerRecord <= 0) return input.recordsPerCall;
+  return Math.max(1, Math.min(input.recordsPerCall, Math.floor(input.bytesPerCall / bytesPerRecord)));
+}
 
-/** Predicted calls for each strategy, or null when the destination cannot carry it out. */
-export function estimateCalls(input: PlanInput): Record<Strategy, number | null> {
-  const { capabilities: can, recordsPerCall: b, pending, datasetSize } = input;
-  const upserts = pending.additions + pending.updates;
-  const deletesOk = pending.deletions === 0 || can.remove;
+/** Sending `records` records of `size` bytes each: calls, records and bytes. */
+function sending(input: PlanInput, records: number, size: number): Cost {
+  return { calls: Math.ceil(records / perCall(input, size)), records, bytes: records * size };
+}
+
+function plus(...costs: Cost[]): Cost {
+  return costs.reduce((a, b) => ({
+    calls: a.calls + b.calls,
+    records: a.records + b.records,
+    bytes: a.bytes + b.bytes,
+  }));
+}
+
+const fixedCalls = (calls: number): Cost => ({ calls, records: 0, bytes: 0 });
+
+export function estimateCosts(input: PlanInput): Record<Strategy, Cost | null> {
+  const { capabilities: can, pending, datasetSize } = input;
+  // A destination that keeps no attributes gets nothing for an attribute change.
+  const upserts = pending.additions + (can.updateAttributes ? pending.updates : 0);
+  const canUpsert = upserts === 0 || can.add;
+  const canDelete = pending.deletions === 0 || can.remove;
+  const deletions = sending(input, pending.deletions, input.keyBytes);
+  const reload = sending(input, datasetSize, input.recordBytes);
+  const diff = canUpsert && canDelete ? plus(sending(input, upserts, input.recordBytes), deletions) : null;
   return {
-    diff: can.add && deletesOk ? calls(upserts, b) + calls(pending.deletions, b) : null,
-    full: can.add && deletesOk ? calls(datasetSize, b) + calls(pending.deletions, b) : null,
-    truncate: can.add && can.truncate ? 1 + calls(datasetSize, b) : null,
+    diff,
+    full: can.add && canDelete ? plus(reload, deletions) : null,
+    truncate: can.truncate && (datasetSize === 0 || can.add) ? plus(fixedCalls(1), reload) : null,
+    // create the list, fill it, swap, retire the old one
+    newList: can.createList ? plus(fixedCalls(3), reload) : null,
+    reconcile:
+      can.listMembers && diff
+        ? plus(fixedCalls(Math.ceil(input.remoteSize / input.listPageSize) || 1), diff)
+        : null,
   };
 }
 
+/** Cheaper first: fewer calls, then fewer records, then fewer bytes, then the list's order. */
+function cheaper(a: Cost, b: Cost): boolean {
+  if (a.calls !== b.calls) return a.calls < b.calls;
+  if (a.records !== b.records) return a.records < b.records;
+  return a.bytes < b.bytes;
+}
+
 export function planRefresh(input: PlanInput): Plan {
-  const estimatedCalls = estimateCalls(input);
+  const estimates = estimateCosts(input);
   const inHorizon = input.pendingInHorizon;
   const changes = inHorizon.additions + inHorizon.updates + inHorizon.deletions;
 
   if (input.strategy !== 'auto') {
     const forced = input.strategy;
-    if (estimatedCalls[forced] === null) {
+    if (estimates[forced] === null) {
       throw new PlanningError(
         `strategy '${forced}' (${STRATEGY_LABELS[forced]}) is not possible with this destination: ${missingCapability(forced, input)}`,
       );
     }
-    return { needed: true, strategy: forced, reason: `forced: ${STRATEGY_LABELS[forced]}`, estimatedCalls };
+    return { needed: true, strategy: forced, reason: `forced: ${STRATEGY_LABELS[forced]}`, estimates };
   }
 
   if (changes === 0) {
-    return { needed: false, strategy: null, reason: 'no pending changes inside the horizon', estimatedCalls };
+    return { needed: false, strategy: null, reason: 'no pending changes inside the horizon', estimates };
   }
 
-  const allowed = STRATEGIES.filter((s) => estimatedCalls[s] !== null);
+  const allowed = AUTO_CANDIDATES.filter((s) => estimates[s] !== null);
   if (allowed.length === 0) {
-    if (!input.capabilities.add) {
-      throw new PlanningError('no strategy is possible with this destination: it cannot add members');
-    }
     throw new PlanningError(
-      `cannot deliver ${input.pending.deletions} pending deletions: the destination supports neither remove nor truncate`,
+      `no strategy can deliver the pending changes: ${missingCapability('diff', input)}`,
     );
   }
-  // Ties go to the earlier strategy in STRATEGIES: the diff disturbs the remote list least.
-  const best = allowed.reduce((a, b) => (estimatedCalls[b]! < estimatedCalls[a]! ? b : a));
-  const summary = allowed.map((s) => `${STRATEGY_LABELS[s]} ${estimatedCalls[s]}`).join(', ');
-  return {
-    needed: true,
-    strategy: best,
-    reason: `cheapest in API calls (${summary})`,
-    estimatedCalls,
-  };
+  const best = allowed.reduce((a, b) => (cheaper(estimates[b]!, estimates[a]!) ? b : a));
+  const summary = allowed.map((s) => `${STRATEGY_LABELS[s]} ${estimates[s]!.calls}`).join(', ');
+  return { needed: true, strategy: best, reason: `cheapest in API calls (${summary})`, estimates };
 }
 
 function missingCapability(strategy: Strategy, input: PlanInput): string {
   const can = input.capabilities;
-  if (!can.add) return 'it cannot add members';
-  if (strategy === 'truncate') return 'it cannot truncate the list';
-  return `it cannot remove members and ${input.pending.deletions} deletions are pending`;
+  switch (strategy) {
+    case 'truncate':
+      return can.truncate ? 'it cannot add members' : 'it cannot truncate the list';
+    case 'newList':
+      return 'it cannot create a replacement list';
+    case 'reconcile':
+      if (!can.listMembers) return 'it cannot list its members';
+      break;
+  }
+  if (!can.add && input.pending.additions + input.pending.updates > 0) return 'it cannot add members';
+  if (!can.add && strategy === 'full') return 'it cannot add members';
+  return `it cannot remove members and ${input.pending.deletions} deletions are pending (it supports neither remove nor truncate)`;
 }

@@ -28,6 +28,10 @@ export interface RunRow {
   api_calls: number;
   failed_calls: number;
   rate_limit_waits: number;
+  bytes_sent: number;
+  quarantined: number;
+  estimates: string | null;
+  drift: string | null;
   bad_rows: string | null;
   error: string | null;
 }
@@ -38,6 +42,7 @@ export interface RunCounters {
   api_calls?: number;
   failed_calls?: number;
   rate_limit_waits?: number;
+  bytes_sent?: number;
 }
 
 type Executor = Db | Knex.Transaction;
@@ -96,6 +101,8 @@ function normaliseRun(row: RunRow): RunRow {
     'api_calls',
     'failed_calls',
     'rate_limit_waits',
+    'bytes_sent',
+    'quarantined',
   ] as const;
   const out = { ...row } as Record<string, unknown>;
   for (const column of numeric) if (out[column] !== null) out[column] = Number(out[column]);
@@ -130,6 +137,52 @@ export async function recordPlan(
       deletions: plan.deletions,
       dataset_size: plan.datasetSize,
     });
+}
+
+/** API calls of one destination call, by endpoint (`users:add`, `jobs:run`, …), and failures. */
+export async function incrementEndpointCalls(
+  db: Executor,
+  runId: number,
+  calls: Record<string, number>,
+  failed: Record<string, number> = {},
+) {
+  for (const endpoint of new Set([...Object.keys(calls), ...Object.keys(failed)])) {
+    const add = { calls: calls[endpoint] ?? 0, failed: failed[endpoint] ?? 0 };
+    if (add.calls === 0 && add.failed === 0) continue;
+    await db('run_api_calls')
+      .insert({ run_id: runId, endpoint: endpoint.slice(0, 64), ...add })
+      .onConflict(['run_id', 'endpoint'])
+      .merge({
+        calls: db.raw('run_api_calls.calls + ?', [add.calls]),
+        failed: db.raw('run_api_calls.failed + ?', [add.failed]),
+      });
+  }
+}
+
+export async function endpointCalls(
+  db: Db,
+  runId: number,
+): Promise<Record<string, { calls: number; failed: number }>> {
+  const rows = (await db('run_api_calls').where({ run_id: runId }).orderBy('endpoint')) as {
+    endpoint: string;
+    calls: number;
+    failed: number;
+  }[];
+  return Object.fromEntries(
+    rows.map((r) => [r.endpoint, { calls: Number(r.calls), failed: Number(r.failed) }]),
+  );
+}
+
+export async function recordRunDetails(
+  db: Db,
+  runId: number,
+  details: { estimates?: unknown; drift?: unknown; quarantined?: number },
+) {
+  const update: Record<string, unknown> = {};
+  if (details.estimates !== undefined) update.estimates = JSON.stringify(details.estimates);
+  if (details.drift !== undefined) update.drift = JSON.stringify(details.drift);
+  if (details.quarantined !== undefined) update.quarantined = details.quarantined;
+  if (Object.keys(update).length > 0) await db('refresh_runs').where({ id: runId }).update(update);
 }
 
 export async function incrementRunCounters(db: Executor, runId: number, counters: RunCounters) {

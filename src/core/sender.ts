@@ -1,34 +1,42 @@
 import type { Db } from '../db';
 import type { ConnectorDefinition } from '../connectors/definition';
 import { DestinationError, type BatchOutcome, type Destination, type Member } from '../connectors/types';
+import { jsonBytes, splitByLimits } from './batching';
 import {
   commitDelivered,
   fetchAttributes,
+  markFilled,
   readChangesetPage,
+  recordFillRejections,
   recordRejections,
   type ChangesetKind,
   type ChangesetRow,
 } from './deltalog';
-import { incrementRunCounters, loadCheckpoint, saveCheckpoint } from './runs';
+import { incrementEndpointCalls, incrementRunCounters, loadCheckpoint, saveCheckpoint } from './runs';
 
 /**
- * Sending: walk a changeset in key order, one destination call per page, and commit each
- * delivered page in the same transaction as the cursor. A retried or restarted send resumes after
- * the last committed page, so at most the page in flight is sent twice.
+ * Sending: walk a changeset in key order, page by page; split each page into calls that fit the
+ * destination's record and byte limits; after every call, record its outcome in the same
+ * transaction as the cursor. A retried or restarted send resumes after the last recorded call,
+ * so at most the call in flight is sent twice.
  */
 
-/** upserts: pending additions and updates; deletions: pending deletions; full: the whole dataset. */
-export type SendPhase = 'upserts' | 'deletions' | 'full';
+/**
+ * upserts: pending additions and updates; deletions: pending deletions; full: the whole dataset;
+ * fill: the whole dataset into a new list (committed only when the new list is swapped in).
+ */
+export type SendPhase = 'upserts' | 'deletions' | 'full' | 'fill';
 
 const changesetOf: Record<SendPhase, ChangesetKind> = {
   upserts: 'upserts',
   deletions: 'deletions',
   full: 'dataset',
+  fill: 'dataset',
 };
 
 export interface SendProgress {
   phase: SendPhase;
-  /** Last key of the last committed page; the next page starts after it. */
+  /** Last key of the last recorded call; the next call starts after it. */
   cursor: string;
   /** Records handled in this phase so far (delivered, rejected or failed), across retries. */
   recordsDone: number;
@@ -40,6 +48,7 @@ export interface SendProgress {
   apiCalls: number;
   failedCalls: number;
   rateLimitWaits: number;
+  bytesSent: number;
 }
 
 export interface SendOptions {
@@ -51,9 +60,9 @@ export interface SendOptions {
   /** Where a previous attempt got to (from its heartbeat); otherwise the saved checkpoint. */
   resumeFrom?: { cursor: string; recordsDone: number };
   now?: () => number;
-  /** Called after every committed page (heartbeat here). */
+  /** Called after every recorded call (heartbeat here). */
   onBatch?: (progress: SendProgress) => void | Promise<void>;
-  /** Stop between pages when aborted (activity cancellation, worker shutdown). */
+  /** Stop between calls when aborted (activity cancellation, worker shutdown). */
   signal?: AbortSignal;
 }
 
@@ -62,9 +71,16 @@ export function batchSizeFor(connector: ConnectorDefinition, destination: Destin
   return Math.max(1, Math.min(connector.policy.batchSize ?? limit, limit));
 }
 
+/** One record of a page: the key, and what is sent for it (nothing when the dataset lost it). */
+interface Item {
+  key: string;
+  member?: Member;
+  /** Delivered without a call: an attribute change for a destination that keeps no attributes. */
+  nothingToSend?: boolean;
+}
+
 export async function sendPhase(options: SendOptions): Promise<SendProgress> {
   const { db, connector, destination, runId, phase } = options;
-  const now = options.now ?? Date.now;
   const start = options.resumeFrom ??
     (await loadCheckpoint(db, runId, phase)) ?? { cursor: '', recordsDone: 0 };
   const progress: SendProgress = {
@@ -78,100 +94,130 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
     apiCalls: 0,
     failedCalls: 0,
     rateLimitWaits: 0,
+    bytesSent: 0,
   };
-  const pageSize = batchSizeFor(connector, destination);
+  const maxRecords = batchSizeFor(connector, destination);
+  const maxBytes = destination.limits.bytesPerCall;
+  const sizeOf = (item: Item) =>
+    item.member ? jsonBytes(item.member) : phase === 'deletions' ? jsonBytes(item.key) : 0;
 
   for (;;) {
-    options.signal?.throwIfAborted();
     const page = await readChangesetPage(
       db,
       connector.id,
       changesetOf[phase],
       progress.cursor,
-      pageSize,
+      maxRecords,
       connector.policy.maxAttempts,
     );
     if (page.length === 0) return progress;
-    const result = await deliverPage(options, page);
-    const cursor = page[page.length - 1]!.record_key;
-    await db.transaction(async (trx) => {
-      await commitDelivered(trx, connector.id, result.delivered, now());
-      await recordRejections(trx, connector.id, result.outcome.rejected);
-      await incrementRunCounters(trx, runId, {
-        records_sent: result.delivered.length,
-        rejected: result.outcome.rejected.length,
-        api_calls: result.outcome.apiCalls,
-        failed_calls: result.failedCalls,
-        rate_limit_waits: result.outcome.rateLimitWaits,
-      });
-      await saveCheckpoint(
-        trx,
-        runId,
-        phase,
-        { cursor, recordsDone: progress.recordsDone + page.length },
-        now(),
-      );
-    });
-    progress.cursor = cursor;
-    progress.recordsDone += page.length;
-    progress.batches += 1;
-    progress.delivered += result.delivered.length;
-    progress.rejected += result.outcome.rejected.length;
-    progress.skipped += result.skipped;
-    progress.apiCalls += result.outcome.apiCalls;
-    progress.failedCalls += result.failedCalls;
-    progress.rateLimitWaits += result.outcome.rateLimitWaits;
-    await options.onBatch?.({ ...progress });
+    const items = await itemsOf(options, page);
+    for (const batch of splitByLimits(items, { maxRecords, maxBytes }, sizeOf)) {
+      options.signal?.throwIfAborted();
+      const result = await deliver(options, batch);
+      const bytes = batch.reduce((sum, item) => sum + sizeOf(item), 0);
+      await record(options, batch, result, bytes, progress.recordsDone + batch.length);
+      progress.cursor = batch[batch.length - 1]!.key;
+      progress.recordsDone += batch.length;
+      progress.batches += 1;
+      progress.delivered += result.delivered.length;
+      progress.rejected += result.outcome.rejected.length;
+      progress.skipped += result.skipped;
+      progress.apiCalls += result.outcome.apiCalls;
+      progress.failedCalls += result.failedCalls;
+      progress.rateLimitWaits += result.outcome.rateLimitWaits;
+      progress.bytesSent += result.outcome.apiCalls > 0 ? bytes : 0;
+      await options.onBatch?.({ ...progress });
+    }
   }
 }
 
-interface PageResult {
+/** Deletions send keys; every other phase sends the dataset's current attributes. */
+async function itemsOf(options: SendOptions, page: ChangesetRow[]): Promise<Item[]> {
+  if (options.phase === 'deletions') return page.map((row) => ({ key: row.record_key }));
+  // A destination that keeps no attributes already holds a key that is on it: nothing to send.
+  const skipUpdates = options.phase === 'upserts' && !options.destination.capabilities.updateAttributes;
+  const toFetch = page.filter((row) => !(skipUpdates && row.on_remote)).map((row) => row.record_key);
+  const attributes = await fetchAttributes(options.db, options.connector.dataset, toFetch);
+  return page.map(({ record_key: key, on_remote }) => {
+    if (skipUpdates && on_remote) return { key, nothingToSend: true };
+    const found = attributes.get(key);
+    return found ? { key, member: { key, attributes: found } } : { key };
+  });
+}
+
+interface CallResult {
   delivered: string[];
   outcome: BatchOutcome;
   failedCalls: number;
   skipped: number;
 }
 
+const NO_CALL: BatchOutcome = { rejected: [], apiCalls: 0, rateLimitWaits: 0 };
+
 /**
- * One destination call for one page. A call the destination refuses as a whole (a 4xx that is
- * not about credentials or the list) fails only this page: its records stay pending with the
- * reason, and the run's success threshold decides. Fatal and retryable errors propagate.
+ * One destination call. A call the destination refuses as a whole (a 4xx that is not about
+ * credentials or the list) fails only these records: they stay pending with the reason, and the
+ * run's success threshold decides. Fatal and retryable errors propagate to the activity.
  */
-async function deliverPage(options: SendOptions, page: ChangesetRow[]): Promise<PageResult> {
-  const { db, connector, destination } = options;
-  const keys = page.map((row) => row.record_key);
-  let members: Member[] | undefined;
-  let skipped = 0;
-  if (options.phase !== 'deletions') {
-    const attributes = await fetchAttributes(db, connector.dataset, keys);
-    members = [];
-    for (const key of keys) {
-      const found = attributes.get(key);
-      if (found) members.push({ key, attributes: found });
-    }
-    skipped = keys.length - members.length;
-  }
-  const sentKeys = members ? members.map((m) => m.key) : keys;
-  if (sentKeys.length === 0) {
-    return {
-      delivered: [],
-      outcome: { rejected: [], apiCalls: 0, rateLimitWaits: 0 },
-      failedCalls: 0,
-      skipped,
-    };
-  }
+async function deliver(options: SendOptions, batch: Item[]): Promise<CallResult> {
+  const { destination, phase } = options;
+  const members = phase === 'deletions' ? [] : batch.flatMap((item) => (item.member ? [item.member] : []));
+  const sentKeys = phase === 'deletions' ? batch.map((item) => item.key) : members.map((m) => m.key);
+  const unsent = batch.filter((item) => item.nothingToSend).map((item) => item.key);
+  const skipped = batch.length - sentKeys.length - unsent.length;
+  if (sentKeys.length === 0) return { delivered: unsent, outcome: NO_CALL, failedCalls: 0, skipped };
   try {
-    const outcome = members ? await destination.add(members) : await destination.remove(keys);
+    const outcome =
+      phase === 'deletions' ? await destination.remove(sentKeys) : await destination.add(members);
     const rejected = new Set(outcome.rejected.map((r) => r.key));
-    return { delivered: sentKeys.filter((k) => !rejected.has(k)), outcome, failedCalls: 0, skipped };
+    const delivered = [...unsent, ...sentKeys.filter((k) => !rejected.has(k))];
+    return { delivered, outcome, failedCalls: 0, skipped };
   } catch (error) {
     if (!(error instanceof DestinationError) || error.kind !== 'batch') throw error;
     const reason = `batch refused: ${error.message}`;
     return {
-      delivered: [],
+      delivered: unsent,
       outcome: { rejected: sentKeys.map((key) => ({ key, reason })), apiCalls: 1, rateLimitWaits: 0 },
       failedCalls: 1,
       skipped,
     };
   }
+}
+
+/** The call's outcome, its cost and the cursor, in one transaction. */
+async function record(
+  options: SendOptions,
+  batch: Item[],
+  result: CallResult,
+  bytes: number,
+  recordsDone: number,
+) {
+  const { db, connector, runId, phase } = options;
+  const now = (options.now ?? Date.now)();
+  const operation = phase === 'deletions' ? 'remove' : 'add';
+  await db.transaction(async (trx) => {
+    if (phase === 'fill') {
+      await markFilled(trx, connector.id, result.delivered);
+      await recordFillRejections(trx, connector.id, result.outcome.rejected);
+    } else {
+      await commitDelivered(trx, connector.id, result.delivered, now);
+      await recordRejections(trx, connector.id, result.outcome.rejected);
+    }
+    await incrementRunCounters(trx, runId, {
+      records_sent: result.delivered.length,
+      rejected: result.outcome.rejected.length,
+      api_calls: result.outcome.apiCalls,
+      failed_calls: result.failedCalls,
+      rate_limit_waits: result.outcome.rateLimitWaits,
+      bytes_sent: result.outcome.apiCalls > 0 ? bytes : 0,
+    });
+    await incrementEndpointCalls(
+      trx,
+      runId,
+      result.outcome.callsByEndpoint ?? { [operation]: result.outcome.apiCalls },
+      result.failedCalls > 0 ? { [operation]: result.failedCalls } : {},
+    );
+    await saveCheckpoint(trx, runId, phase, { cursor: batch[batch.length - 1]!.key, recordsDone }, now);
+  });
 }

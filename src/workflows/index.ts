@@ -1,2 +1,2 @@
 // The workflow bundle's entry point: every workflow the worker runs is exported here.
-export { refreshConnector } from './refresh';
+export { planConnector, refreshConnector } from './refresh';

@@ -8,7 +8,7 @@ import {
   setHandler,
   upsertSearchAttributes,
 } from '@temporalio/workflow';
-import type { Activities, PlanSummary, RunSummary } from '../activities';
+import type { Activities, DryRunPlan, PlanSummary, RunSummary } from '../activities';
 import type { StrategyChoice } from '../core/plan';
 import type { SendPhase, SendProgress } from '../core/sender';
 import { NON_RETRYABLE_ERRORS, searchAttributes } from './shared';
@@ -28,7 +28,17 @@ export interface RefreshInput {
 }
 
 export type RefreshPhase =
-  'starting' | 'updating deltalog' | 'planning' | 'truncating' | SendPhase | 'committing' | 'done' | 'failed';
+  | 'starting'
+  | 'updating deltalog'
+  | 'planning'
+  | 'truncating'
+  | 'building new list'
+  | 'swapping'
+  | 'reconciling'
+  | SendPhase
+  | 'committing'
+  | 'done'
+  | 'failed';
 
 export interface RefreshProgress {
   connectorId: string;
@@ -92,16 +102,34 @@ export async function refreshConnector(input: RefreshInput): Promise<RunSummary>
     if (!plan.needed || plan.strategy === null) return await finish(ref, 'noop');
     upsertSearchAttributes([{ key: searchAttributes.strategy, value: plan.strategy }]);
 
-    if (plan.strategy === 'truncate') {
-      enter('truncating');
-      await steps.truncateRemote.executeWithOptions(options('truncate the remote list'), [ref]);
-      await send(ref, 'upserts', plan, plan.datasetSize);
-    } else if (plan.strategy === 'full') {
-      await send(ref, 'full', plan, plan.datasetSize);
-      await send(ref, 'deletions', plan, plan.deletions);
-    } else {
-      await send(ref, 'upserts', plan, plan.additions + plan.updates);
-      await send(ref, 'deletions', plan, plan.deletions);
+    switch (plan.strategy) {
+      case 'truncate':
+        enter('truncating');
+        await steps.truncateRemote.executeWithOptions(options('truncate the remote list'), [ref]);
+        await send(ref, 'upserts', plan, plan.datasetSize);
+        break;
+      case 'full':
+        await send(ref, 'full', plan, plan.datasetSize);
+        await send(ref, 'deletions', plan, plan.deletions);
+        break;
+      case 'newList':
+        enter('building new list');
+        await steps.createList.executeWithOptions(options('create a new remote list'), [ref]);
+        await send(ref, 'fill', plan, plan.datasetSize);
+        enter('swapping');
+        await steps.swapList.executeWithOptions(options('swap the new list in, retire the old one'), [ref]);
+        break;
+      case 'reconcile': {
+        enter('reconciling');
+        await sending.snapshotRemote.executeWithOptions(options('read the remote list'), [ref]);
+        const fixed = await steps.reconcileDeltalog(ref);
+        await send(ref, 'upserts', plan, fixed.additions + fixed.updates);
+        await send(ref, 'deletions', plan, fixed.deletions);
+        break;
+      }
+      default:
+        await send(ref, 'upserts', plan, plan.additions + plan.updates);
+        await send(ref, 'deletions', plan, plan.deletions);
     }
 
     enter('committing');
@@ -133,15 +161,15 @@ export async function refreshConnector(input: RefreshInput): Promise<RunSummary>
     plan: PlanSummary,
     records: number,
   ) {
-    if (records === 0 && phase !== 'full') return;
+    if (records === 0 && phase !== 'full' && phase !== 'fill') return;
     enter(phase);
     const calls = Math.ceil(records / plan.batchSize);
-    const what =
-      phase === 'upserts'
-        ? 'additions and updates'
-        : phase === 'deletions'
-          ? 'deletions'
-          : 'records (full push)';
+    const what = {
+      upserts: 'additions and updates',
+      deletions: 'deletions',
+      full: 'records (full push)',
+      fill: 'records into the new list',
+    }[phase];
     const done = await sending.sendChanges.executeWithOptions(
       options(`send ${records.toLocaleString('en-US')} ${what} in ~${calls} calls`),
       [{ ...ref, phase }],
@@ -171,4 +199,12 @@ function describeError(error: unknown): string {
   if (error instanceof Error)
     return `${error.name}: ${error.message}${error.cause instanceof Error ? ` (${error.cause.message})` : ''}`;
   return String(error);
+}
+
+/** A dry run: what a refresh would send now, by which strategy, in how many calls. Sends nothing. */
+export async function planConnector(input: {
+  connectorId: string;
+  strategy?: StrategyChoice;
+}): Promise<DryRunPlan> {
+  return steps.previewPlan.executeWithOptions(options(`dry-run plan for ${input.connectorId}`), [input]);
 }

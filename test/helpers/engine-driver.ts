@@ -57,19 +57,30 @@ export function createDriver(db: Db, destination: MemoryDestination) {
     const plan = await step('plan', () => activities.planRefresh({ ...ref, strategy }));
     if (plan === STOP) return { completed: false, steps };
     if (plan.needed && plan.strategy) {
-      const phases: SendPhase[] =
-        plan.strategy === 'truncate'
-          ? ['upserts']
-          : plan.strategy === 'full'
-            ? ['full', 'deletions']
-            : ['upserts', 'deletions'];
-      if (plan.strategy === 'truncate') {
-        if ((await step('truncate', () => activities.truncateRemote(ref))) === STOP)
-          return { completed: false, steps };
-      }
-      for (const phase of phases) {
+      const before: Record<string, () => Promise<unknown>> = {
+        truncate: () => activities.truncateRemote(ref),
+        newList: () => activities.createList(ref),
+        reconcile: async () => {
+          await activities.snapshotRemote(ref);
+          return activities.reconcileDeltalog(ref);
+        },
+      };
+      const phases: Record<string, SendPhase[]> = {
+        diff: ['upserts', 'deletions'],
+        full: ['full', 'deletions'],
+        truncate: ['upserts'],
+        newList: ['fill'],
+        reconcile: ['upserts', 'deletions'],
+      };
+      const first = before[plan.strategy];
+      if (first && (await step(`before:${plan.strategy}`, first)) === STOP)
+        return { completed: false, steps };
+      for (const phase of phases[plan.strategy]!) {
         const sent = await step(`send:${phase}`, () => sendWithRetry(phase));
         if (sent === STOP || sent === FAILED) return { completed: false, steps };
+      }
+      if (plan.strategy === 'newList') {
+        if ((await step('swap', () => activities.swapList(ref))) === STOP) return { completed: false, steps };
       }
     }
     const summary = await step('finish', () =>
