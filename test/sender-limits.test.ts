@@ -57,6 +57,28 @@ for (const dialect of dialects) {
       assert.equal(run!.bytes_sent, 10 * recordBytes);
     });
 
+    test('deferred rejections stay pending without using up attempts (never quarantined)', async () => {
+      const { table, id } = await setup(3);
+      const remote = new MemoryDestination({ recordsPerCall: 100 });
+      const refresh = createDriver(t.db, remote);
+      await refresh(id, 'auto', { kind: 'none' });
+      await t.db(table).delete();
+      remote.reject = () => ({ reason: 'audience would fall below its minimum size', deferred: true });
+      for (let i = 0; i < 7; i++) await refresh(id, 'diff', { kind: 'none' }); // maxAttempts is 5
+      const rows = (await t.db('deltalog').where({ connector_id: id })) as {
+        attempts: number;
+        last_error: string;
+      }[];
+      assert.deepEqual(
+        rows.map((r) => [r.attempts, r.last_error]),
+        Array(3).fill([0, 'audience would fall below its minimum size']),
+      );
+      remote.reject = () => null;
+      await refresh(id, 'diff', { kind: 'none' });
+      assert.equal(remote.members.size, 0, 'delivered once the destination accepts');
+      assert.deepEqual(await pendingCounts(t.db, id), { additions: 0, updates: 0, deletions: 0 });
+    });
+
     test('attribute changes cost nothing on a destination that keeps no attributes', async () => {
       const { table, id } = await setup(6);
       const remote = new MemoryDestination(

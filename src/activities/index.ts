@@ -256,7 +256,7 @@ export function createActivities({ db, destinations, now = Date.now }: ActivityD
 
     /** Truncate + reload, first half: empty the remote list; every key becomes pending again. */
     async truncateRemote({ connectorId, runId }: RunRef) {
-      return failClearly(async () => {
+      return failClearlyWhileHeartbeating(async () => {
         const connector = await loadConnector(db, connectorId);
         const outcome = await withDestination(connector, (destination) => destination.truncate());
         await countCalls(runId, outcome, 'truncate');
@@ -266,7 +266,7 @@ export function createActivities({ db, destinations, now = Date.now }: ActivityD
 
     /** New list + swap, first step: an empty list to fill (the same one again on a retry). */
     async createList({ connectorId, runId }: RunRef) {
-      return failClearly(async () => {
+      return failClearlyWhileHeartbeating(async () => {
         const connector = await loadConnector(db, connectorId);
         const { listId, outcome } = await withDestination(connector, (destination) => {
           if (!destination.createList) throw new PlanningError('this destination cannot create lists');
@@ -284,20 +284,30 @@ export function createActivities({ db, destinations, now = Date.now }: ActivityD
         const context = Context.current();
         const connector = await loadConnector(db, connectorId);
         const resumeFrom = context.info.heartbeatDetails as SendProgress | undefined;
-        return withDestination(connector, async (live) => {
-          const destination = phase === 'fill' ? await pendingList(connectorId, live) : live;
-          return sendPhase({
-            db,
-            connector,
-            destination,
-            runId,
-            phase,
-            resumeFrom,
-            now,
-            onBatch: (progress) => context.heartbeat(progress),
-            signal: context.cancellationSignal,
-          });
-        });
+        // A single call can take long (Google runs jobs for hours): the timer keeps heartbeating
+        // with the last cursor, so a retry still resumes where the last recorded call ended.
+        let latest: SendProgress | undefined = resumeFrom;
+        return keepHeartbeating(
+          () =>
+            withDestination(connector, async (live) => {
+              const destination = phase === 'fill' ? await pendingList(connectorId, live) : live;
+              return sendPhase({
+                db,
+                connector,
+                destination,
+                runId,
+                phase,
+                resumeFrom,
+                now,
+                onBatch: (progress) => {
+                  latest = progress;
+                  context.heartbeat(progress);
+                },
+                signal: context.cancellationSignal,
+              });
+            }),
+          () => latest,
+        );
       });
     },
 
@@ -306,7 +316,7 @@ export function createActivities({ db, destinations, now = Date.now }: ActivityD
      * connector pointed at before (never the list named in the config), commit.
      */
     async swapList({ connectorId, runId }: RunRef) {
-      return failClearly(async () => {
+      return failClearlyWhileHeartbeating(async () => {
         const connector = await loadConnector(db, connectorId);
         const state = await connectorState(connectorId);
         if (!state.pending_list_id) return { listId: state.remote_list_id ?? null }; // swapped already
@@ -421,6 +431,11 @@ export function createActivities({ db, destinations, now = Date.now }: ActivityD
 
 export type Activities = ReturnType<typeof createActivities>;
 
+/** For one long destination call (truncate, create, swap): heartbeats while it runs. */
+function failClearlyWhileHeartbeating<T>(work: () => Promise<T>): Promise<T> {
+  return failClearly(() => keepHeartbeating(work));
+}
+
 /** Errors that retrying cannot fix become non-retryable failures with an operator-readable type. */
 async function failClearly<T>(work: () => Promise<T>): Promise<T> {
   try {
@@ -440,10 +455,16 @@ async function failClearly<T>(work: () => Promise<T>): Promise<T> {
   }
 }
 
-/** Long single statements cannot heartbeat from inside; a timer does it while they run. */
-async function keepHeartbeating<T>(work: () => Promise<T>): Promise<T> {
+/**
+ * Long single statements and long destination calls cannot heartbeat from inside; a timer does it
+ * while they run, repeating the latest details (a heartbeat replaces the previous details).
+ */
+async function keepHeartbeating<T>(
+  work: () => Promise<T>,
+  details: () => unknown = () => undefined,
+): Promise<T> {
   const context = Context.current();
-  const timer = setInterval(() => context.heartbeat(), HEARTBEAT_EVERY_MS);
+  const timer = setInterval(() => context.heartbeat(details()), HEARTBEAT_EVERY_MS);
   try {
     return await work();
   } finally {

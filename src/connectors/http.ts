@@ -37,7 +37,27 @@ export interface JsonRequest {
   random?: () => number;
   /** Awaited before every attempt, retries included: the hook for a calls-per-second limiter. */
   beforeAttempt?: () => Promise<void>;
+  /**
+   * The destination's own reading of an answer, before the status-based policy: for APIs that
+   * signal rate limits or errors in the body (error codes, retry delays, quota policy names).
+   * Return undefined to fall back to the default handling.
+   */
+  classify?: (answer: Answer) => Verdict | undefined;
 }
+
+/** One HTTP answer as `classify` sees it (`body` is the parsed JSON, or undefined). */
+export interface Answer {
+  status: number;
+  headers: Headers;
+  body: unknown;
+  text: string;
+}
+
+export type Verdict =
+  | { kind: 'ok' }
+  | { kind: 'rateLimited'; retryAfterMs?: number }
+  | { kind: 'retry' }
+  | { kind: 'fatal' | 'batch'; message: string };
 
 export interface JsonResponse<T> {
   status: number;
@@ -54,8 +74,8 @@ export class HttpDestinationError extends DestinationError {
     message: string,
     kind: DestinationError['kind'],
     status: number | undefined,
-    readonly apiCalls: number,
-    readonly rateLimitWaits: number,
+    override readonly apiCalls: number,
+    override readonly rateLimitWaits: number,
   ) {
     super(message, kind, status);
     this.name = 'HttpDestinationError';
@@ -164,6 +184,8 @@ async function attempt(options: Options): Promise<AttemptResult> {
   }
 
   const { status } = response;
+  const verdict = options.classify?.({ status, headers: response.headers, body: lenientJson(text), text });
+  if (verdict) return fromVerdict(options, response, text, verdict);
   if (status === 429) {
     const retryAfterMs = parseRetryAfter(response.headers.get('retry-after'), Date.now());
     return { done: false, rateLimited: true, retryAfterMs, failure: describeStatus(response, text), status };
@@ -174,6 +196,36 @@ async function attempt(options: Options): Promise<AttemptResult> {
   }
   if (status >= 400) throw clientError(options, response, text);
   return { done: true, status, body: parseSuccessBody(options, response, text) };
+}
+
+function fromVerdict(options: Options, response: Response, text: string, verdict: Verdict): AttemptResult {
+  const { status } = response;
+  switch (verdict.kind) {
+    case 'ok':
+      return { done: true, status, body: parseSuccessBody(options, response, text) };
+    case 'rateLimited':
+      return {
+        done: false,
+        rateLimited: true,
+        retryAfterMs: verdict.retryAfterMs,
+        failure: describeStatus(response, text),
+        status,
+      };
+    case 'retry':
+      return { done: false, rateLimited: false, failure: describeStatus(response, text), status };
+    default: {
+      const message = `${options.service}: ${verdict.message} (${status} from ${target(options)})`;
+      throw new DestinationError(redact(message, options.headers), verdict.kind, status);
+    }
+  }
+}
+
+function lenientJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
 }
 
 function clientError(options: Options, response: Response, text: string): DestinationError {

@@ -40,6 +40,12 @@ export interface Limits {
 export interface Rejection {
   key: string;
   reason: string;
+  /**
+   * The destination refuses it for now for reasons outside the record (an audience that would
+   * become too small): it stays pending with the reason, without using up an attempt, so it is
+   * never quarantined for it.
+   */
+  deferred?: boolean;
 }
 
 /** What one batch call achieved. Keys not listed in `rejected` were delivered. */
@@ -104,6 +110,11 @@ export type Throttle = <T>(account: string, limits: Limits, call: () => Promise<
  * request). `fatal` errors stop the refresh; non-fatal ones fail only the batch in hand.
  */
 export class DestinationError extends Error {
+  /** What the failed attempt cost, when the destination knows (for the run's counters). */
+  apiCalls?: number;
+  rateLimitWaits?: number;
+  callsByEndpoint?: Record<string, number>;
+
   constructor(
     message: string,
     readonly kind: 'fatal' | 'batch' | 'retryable',

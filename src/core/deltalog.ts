@@ -424,17 +424,20 @@ export async function recordRejections(
   connectorId: string,
   rejections: Rejection[],
 ): Promise<void> {
-  const byReason = new Map<string, string[]>();
-  for (const { key, reason } of rejections) {
+  const groups = new Map<string, { reason: string; deferred: boolean; keys: string[] }>();
+  for (const { key, reason, deferred = false } of rejections) {
     const text = reason.slice(0, 1000);
-    byReason.set(text, [...(byReason.get(text) ?? []), key]);
+    const id = `${deferred}:${text}`;
+    const group = groups.get(id) ?? { reason: text, deferred, keys: [] };
+    group.keys.push(key);
+    groups.set(id, group);
   }
-  for (const [reason, keys] of byReason) {
+  for (const { reason, deferred, keys } of groups.values()) {
     await trx('deltalog')
       .where({ connector_id: connectorId })
       .whereIn('record_key', keys)
       .whereNull('committed_at')
-      .update({ attempts: trx.raw('attempts + 1'), last_error: reason });
+      .update(deferred ? { last_error: reason } : { attempts: trx.raw('attempts + 1'), last_error: reason });
   }
 }
 

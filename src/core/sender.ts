@@ -178,7 +178,12 @@ async function deliver(options: SendOptions, batch: Item[]): Promise<CallResult>
     const reason = `batch refused: ${error.message}`;
     return {
       delivered: unsent,
-      outcome: { rejected: sentKeys.map((key) => ({ key, reason })), apiCalls: 1, rateLimitWaits: 0 },
+      outcome: {
+        rejected: sentKeys.map((key) => ({ key, reason })),
+        apiCalls: error.apiCalls ?? 1,
+        rateLimitWaits: error.rateLimitWaits ?? 0,
+        callsByEndpoint: error.callsByEndpoint,
+      },
       failedCalls: 1,
       skipped,
     };

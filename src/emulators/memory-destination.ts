@@ -29,8 +29,8 @@ export class MemoryDestination implements Destination {
   readonly calls = { add: 0, remove: 0, truncate: 0, list: 0, createList: 0, swapList: 0, deleteList: 0 };
   readonly recordsReceived = { add: 0, remove: 0 };
   faults: MemoryFaults = {};
-  /** A reason to reject a record (not applied), or null to accept it. */
-  reject: (key: string) => string | null = () => null;
+  /** A reason to reject a record (not applied), or null to accept it; deferred: refused for now. */
+  reject: (key: string) => string | { reason: string; deferred: true } | null = () => null;
 
   constructor(
     readonly limits: Destination['limits'] = { recordsPerCall: 100 },
@@ -56,8 +56,9 @@ export class MemoryDestination implements Destination {
   async remove(keys: string[]): Promise<BatchOutcome> {
     return this.mutate('remove', keys.length, (rejected) => {
       for (const key of keys) {
-        const reason = this.reject(key);
-        if (reason) rejected.push({ key, reason });
+        const verdict = this.reject(key);
+        if (verdict)
+          rejected.push(typeof verdict === 'string' ? { key, reason: verdict } : { key, ...verdict });
         else this.members.delete(key);
       }
     });
@@ -113,8 +114,9 @@ export class MemoryDestination implements Destination {
       this.mutate('add', members.length, (rejected) => {
         const list = this.listNamed(listId);
         for (const { key, attributes } of members) {
-          const reason = this.reject(key);
-          if (reason) rejected.push({ key, reason });
+          const verdict = this.reject(key);
+          if (verdict)
+            rejected.push(typeof verdict === 'string' ? { key, reason: verdict } : { key, ...verdict });
           else list.set(key, { ...attributes });
         }
       }),
