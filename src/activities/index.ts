@@ -268,9 +268,15 @@ export function createActivities({ db, destinations, now = Date.now }: ActivityD
     async createList({ connectorId, runId }: RunRef) {
       return failClearlyWhileHeartbeating(async () => {
         const connector = await loadConnector(db, connectorId);
-        const { listId, outcome } = await withDestination(connector, (destination) => {
+        const { pending_list_id: abandoned } = await connectorState(connectorId);
+        const { listId, outcome } = await withDestination(connector, async (destination) => {
           if (!destination.createList) throw new PlanningError('this destination cannot create lists');
-          return destination.createList(`run-${runId}`);
+          const created = await destination.createList(`run-${runId}`);
+          // A list an earlier, failed run left half-built is of no use any more.
+          if (abandoned && abandoned !== created.listId && destination.deleteList) {
+            await countCalls(runId, await destination.deleteList(abandoned), 'deleteList');
+          }
+          return created;
         });
         await countCalls(runId, outcome, 'createList');
         await db('connector_state').where({ connector_id: connectorId }).update({ pending_list_id: listId });
@@ -321,17 +327,20 @@ export function createActivities({ db, destinations, now = Date.now }: ActivityD
         const state = await connectorState(connectorId);
         if (!state.pending_list_id) return { listId: state.remote_list_id ?? null }; // swapped already
         const listId = state.pending_list_id;
-        await withDestination(connector, async (live) => {
-          await countCalls(runId, await live.swapList!(listId), 'swapList');
-          if (state.remote_list_id && state.remote_list_id !== listId) {
+        const liveListId = await withDestination(connector, async (live) => {
+          const swapped = await live.swapList!(listId);
+          await countCalls(runId, swapped, 'swapList');
+          const liveId = swapped.liveListId ?? listId;
+          if (state.remote_list_id && state.remote_list_id !== liveId) {
             await countCalls(runId, await live.deleteList!(state.remote_list_id), 'deleteList');
           }
+          return liveId;
         });
         await commitSwapped(db, connectorId, now());
         await db('connector_state')
           .where({ connector_id: connectorId })
-          .update({ remote_list_id: listId, pending_list_id: null });
-        return { listId };
+          .update({ remote_list_id: liveListId, pending_list_id: null });
+        return { listId: liveListId };
       });
     },
 

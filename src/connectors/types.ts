@@ -84,7 +84,11 @@ export interface Destination {
   createList?(name: string): Promise<{ listId: string; outcome: BatchOutcome }>;
   /** The same destination, writing to another list of the same account. */
   forList?(listId: string): Destination;
-  swapList?(listId: string): Promise<BatchOutcome>;
+  /**
+   * Returns where the live list is now: `liveListId` when a swap moves the new list onto the old
+   * one's id (a rename), otherwise the new list's id is the live one.
+   */
+  swapList?(listId: string): Promise<BatchOutcome & { liveListId?: string }>;
   deleteList?(listId: string): Promise<BatchOutcome>;
   /** Release sockets and pools. */
   close(): Promise<void>;
