@@ -1,0 +1,559 @@
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { after, afterEach, before, describe, test } from 'node:test';
+import {
+  createHubspotListDestination,
+  HUBSPOT_ENDPOINTS,
+  hubspotListConfigSchema,
+  type HubspotListConfigInput,
+} from '../src/connectors/hubspot-list';
+import { HttpDestinationError } from '../src/connectors/http';
+import { createDestinationFactory } from '../src/connectors/registry';
+import { saveConnector } from '../src/connectors/store';
+import { createThrottle, unthrottled } from '../src/connectors/throttle';
+import { DestinationError, type Destination, type Member } from '../src/connectors/types';
+import {
+  startHubspotListEmulator,
+  type HubspotListEmulator,
+  type HubspotListEmulatorOptions,
+} from '../src/emulators/hubspot-list-emulator';
+import { createTestDatabase, type TestDatabase } from './helpers/databases';
+import { startTemporal, type TemporalHarness } from './helpers/temporal';
+
+const token = 'pat-na1-7c1e9a44-0b2f';
+const secrets = (name: string) => {
+  if (name === 'HUBSPOT_TOKEN') return token;
+  throw new Error(`secret '${name}' is not set`);
+};
+
+const open: { close(): Promise<void> }[] = [];
+afterEach(async () => {
+  for (const resource of open.splice(0)) await resource.close();
+});
+
+interface Setup {
+  emu: HubspotListEmulator;
+  dest: Destination;
+  listId: string;
+  /** Every wait the destination asked for (sleep is faked: tests don't wait). */
+  waits: number[];
+}
+
+async function setup(
+  config: Partial<HubspotListConfigInput> = {},
+  emulator: Partial<HubspotListEmulatorOptions> = {},
+  secretResolver = secrets,
+): Promise<Setup> {
+  const emu = await startHubspotListEmulator({ token, ...emulator });
+  const listId = emu.createList({ name: 'VIP customers' });
+  const waits: number[] = [];
+  const dest = createHubspotListDestination(
+    { type: 'hubspot-list', baseUrl: emu.url, listId, tokenSecret: 'HUBSPOT_TOKEN', ...config },
+    secretResolver,
+    { throttle: unthrottled, sleep: async (ms) => void waits.push(ms), random: () => 0.5 },
+  );
+  open.push(emu, dest);
+  return { emu, dest, listId, waits };
+}
+
+function members(...keys: string[]): Member[] {
+  return keys.map((key) => ({ key, attributes: {} }));
+}
+
+function ids(from: number, count: number): string[] {
+  return Array.from({ length: count }, (_, i) => String(from + i));
+}
+
+async function rejection(promise: Promise<unknown>): Promise<DestinationError> {
+  try {
+    await promise;
+  } catch (err) {
+    assert.ok(err instanceof DestinationError, `expected a DestinationError, got ${String(err)}`);
+    return err;
+  }
+  assert.fail('expected the call to fail');
+}
+
+async function allKeys(dest: Destination, pageSize: number) {
+  const keys: string[] = [];
+  let cursor: string | null = null;
+  let pages = 0;
+  do {
+    const page = await dest.listMembers(cursor, pageSize);
+    keys.push(...page.keys);
+    cursor = page.next;
+    pages++;
+  } while (cursor !== null);
+  return { keys, pages };
+}
+
+describe('hubspot-list destination against the emulator', () => {
+  test('add, re-add, remove, truncate and list round trip', async () => {
+    const { emu, dest, listId } = await setup();
+    assert.deepEqual(dest.capabilities, {
+      add: true,
+      remove: true,
+      truncate: true,
+      listMembers: true,
+      updateAttributes: false,
+      createList: false,
+    });
+    const added = await dest.add(members('101', '102', '103'));
+    assert.deepEqual(added, {
+      rejected: [],
+      apiCalls: 1,
+      rateLimitWaits: 0,
+      callsByEndpoint: { [HUBSPOT_ENDPOINTS.add]: 1 },
+    });
+    // Re-adding a member is ignored by HubSpot: safe to repeat after a lost acknowledgement.
+    assert.deepEqual((await dest.add(members('103', '104'))).rejected, []);
+    assert.deepEqual(emu.members(listId), ['101', '102', '103', '104']);
+
+    const removed = await dest.remove(['102', '999']);
+    assert.deepEqual(removed.rejected, [], '999 is not a member: nothing to do, not an error');
+    assert.deepEqual(removed.callsByEndpoint, { [HUBSPOT_ENDPOINTS.remove]: 1 });
+    assert.deepEqual(emu.members(listId), ['101', '103', '104']);
+
+    const truncated = await dest.truncate();
+    assert.deepEqual(truncated.callsByEndpoint, { [HUBSPOT_ENDPOINTS.truncate]: 1 });
+    assert.deepEqual(emu.members(listId), []);
+    assert.deepEqual(emu.stats().calls, { add: 2, remove: 1, addAndRemove: 0, deleteAll: 1, read: 0 });
+  });
+
+  test('pages members in record id order, at most 250 per page', async () => {
+    const { emu, dest, listId } = await setup();
+    const all = ids(1, 620);
+    emu.setMembers(listId, [...all].reverse());
+    const { keys, pages } = await allKeys(dest, 1000);
+    assert.equal(pages, 3, '1000 asked, 250 served per page');
+    assert.deepEqual(keys, all, 'numeric order: 9 before 10');
+    assert.deepEqual((await allKeys(dest, 100)).pages, 7);
+  });
+
+  test('splits large batches into calls of recordsPerCall ids', async () => {
+    const { emu, dest, listId } = await setup({ recordsPerCall: 400 });
+    const outcome = await dest.add(members(...ids(1, 1000)));
+    assert.equal(outcome.apiCalls, 3);
+    assert.deepEqual(outcome.callsByEndpoint, { [HUBSPOT_ENDPOINTS.add]: 3 });
+    assert.equal(emu.stats().recordsReceived.add, 1000);
+    assert.equal(emu.members(listId).length, 1000);
+  });
+
+  test('records HubSpot reports missing are rejected on add, and done on remove', async () => {
+    const { emu, dest, listId } = await setup({}, { recordIds: ids(100, 10) });
+    const added = await dest.add(members('100', '101', '555', '102'));
+    assert.deepEqual(added.rejected, [
+      { key: '555', reason: 'no such HubSpot record (recordIdsMissing): deleted or never created' },
+    ]);
+    assert.deepEqual(emu.members(listId), ['100', '101', '102']);
+
+    // Deleting a record in HubSpot drops it from its lists: its removal is already true.
+    emu.records.delete('101');
+    assert.deepEqual(emu.members(listId), ['100', '102']);
+    const removed = await dest.remove(['101', '102']);
+    assert.deepEqual(removed.rejected, []);
+    assert.deepEqual(emu.members(listId), ['100']);
+  });
+
+  test('keys that are not record ids are rejected locally and never sent', async () => {
+    const { emu, dest, listId } = await setup();
+    const added = await dest.add(members('alice@example.com', '0042', '7'));
+    assert.deepEqual(
+      added.rejected.map((r) => r.key),
+      ['alice@example.com', '0042'],
+    );
+    assert.match(added.rejected[0]!.reason, /record id \(hs_object_id\)/);
+    assert.equal(emu.stats().recordsReceived.add, 1);
+    assert.deepEqual(emu.members(listId), ['7']);
+
+    const onlyBad = await dest.add(members('x'));
+    assert.equal(onlyBad.apiCalls, 0);
+    assert.deepEqual(await dest.remove(['x']), { rejected: [], apiCalls: 0, rateLimitWaits: 0 });
+  });
+
+  test('429 TEN_SECONDLY_ROLLING without Retry-After: backs off from one second, then succeeds', async () => {
+    const { emu, dest, listId, waits } = await setup();
+    emu.faults.set({ rateLimit: { calls: 2 } });
+    const outcome = await dest.add(members('1', '2'));
+    // Full jitter with random() = 0.5: half of 1 s, then half of 2 s.
+    assert.deepEqual(waits, [500, 1000]);
+    assert.equal(outcome.rateLimitWaits, 2);
+    assert.equal(outcome.apiCalls, 3);
+    assert.deepEqual(outcome.callsByEndpoint, { [HUBSPOT_ENDPOINTS.add]: 3 });
+    assert.deepEqual(emu.stats().rateLimited, { TEN_SECONDLY_ROLLING: 2, DAILY: 0 });
+    assert.deepEqual(emu.members(listId), ['1', '2']);
+  });
+
+  test('the 429 body names the policy, and Retry-After is honoured when present', async () => {
+    const { emu, dest, waits } = await setup();
+    emu.faults.set({ rateLimit: { calls: 1, retryAfterSeconds: 7 } });
+    const raw = await fetch(`${emu.url}/crm/v3/lists/1/memberships`, {
+      headers: { authorization: `Bearer ${token}` },
+    });
+    assert.equal(raw.status, 429);
+    const body = (await raw.json()) as Record<string, unknown>;
+    assert.equal(body.policyName, 'TEN_SECONDLY_ROLLING');
+    assert.equal(body.errorType, 'RATE_LIMIT');
+    assert.equal(body.message, 'You have reached your ten_secondly_rolling limit.');
+    assert.equal(raw.headers.get('retry-after'), '7');
+    assert.equal(raw.headers.get('x-hubspot-ratelimit-interval-milliseconds'), '10000');
+
+    emu.faults.set({ rateLimit: { calls: 1, retryAfterSeconds: 3 } });
+    await dest.add(members('1'));
+    assert.deepEqual(waits, [3000]);
+  });
+
+  test('the rolling ten-second window is enforced, and waiting it out succeeds', async () => {
+    let clock = Date.parse('2026-03-02T10:00:00Z');
+    const emu = await startHubspotListEmulator({ token, tenSecondlyLimit: 3, now: () => clock });
+    open.push(emu);
+    const listId = emu.createList();
+    const waits: number[] = [];
+    const dest = createHubspotListDestination(
+      { type: 'hubspot-list', baseUrl: emu.url, listId, tokenSecret: 'HUBSPOT_TOKEN', recordsPerCall: 1 },
+      secrets,
+      // The fake sleep moves the emulator's clock: waiting really waits, instantly.
+      { throttle: unthrottled, random: () => 0.5, sleep: async (ms) => void (waits.push(ms), (clock += ms)) },
+    );
+    const outcome = await dest.add(members('1', '2', '3', '4'));
+    assert.equal(emu.stats().rateLimited.TEN_SECONDLY_ROLLING, outcome.rateLimitWaits);
+    assert.ok(outcome.rateLimitWaits >= 3, `waited ${outcome.rateLimitWaits} times`);
+    assert.ok(
+      waits.reduce((a, b) => a + b, 0) >= 10_000,
+      `the fourth call went through only after the window rolled: ${waits}`,
+    );
+    assert.deepEqual(emu.members(listId), ['1', '2', '3', '4']);
+  });
+
+  test('a DAILY 429 that persists ends as a retryable error', async () => {
+    const { emu, dest } = await setup({}, { dailyLimit: 2 });
+    await dest.add(members('1'));
+    await dest.add(members('2'));
+    const err = await rejection(dest.add(members('3')));
+    assert.equal(err.kind, 'retryable');
+    assert.equal(err.status, 429);
+    assert.ok(err instanceof HttpDestinationError);
+    assert.equal(err.apiCalls, 11, 'the first call and ten waited retries');
+    assert.equal(emu.stats().rateLimited.DAILY, 11);
+  });
+
+  test('a shared throttle at callsPerSecond keeps under the rolling window; without it, 429s', async () => {
+    // A one-second window of 10 calls stands in for HubSpot's ten seconds of 190.
+    const emu = await startHubspotListEmulator({ token, tenSecondlyLimit: 10, rateWindowMs: 1000 });
+    open.push(emu);
+    const lists = [emu.createList(), emu.createList(), emu.createList()];
+    const throttle = createThrottle();
+    const destinations = lists.map((listId) =>
+      createHubspotListDestination(
+        { type: 'hubspot-list', baseUrl: emu.url, listId, tokenSecret: 'HUBSPOT_TOKEN', callsPerSecond: 6 },
+        secrets,
+        { throttle },
+      ),
+    );
+    // Three connectors of one account, five calls each, all at once.
+    await Promise.all(
+      destinations.map((dest, i) =>
+        Promise.all(ids(1, 5).map((id) => dest.add(members(String(i * 100 + Number(id)))))),
+      ),
+    );
+    assert.equal(emu.stats().rateLimited.TEN_SECONDLY_ROLLING, 0, 'the throttle kept under the limit');
+    for (const listId of lists) assert.equal(emu.members(listId).length, 5);
+
+    // The same burst without the throttle runs into the limit.
+    const burst = await Promise.all(
+      ids(1, 15).map(() =>
+        fetch(`${emu.url}/crm/v3/lists/${lists[0]}/memberships`, {
+          headers: { authorization: `Bearer ${token}` },
+        }),
+      ),
+    );
+    assert.ok(burst.filter((r) => r.status === 429).length >= 5);
+  });
+
+  test('retries 5xx with backoff; persistent 5xx becomes retryable', async () => {
+    const { emu, dest, listId, waits } = await setup({}, {});
+    emu.faults.set({ serverError: { calls: 2, status: 502 } });
+    const outcome = await dest.add(members('1'));
+    assert.deepEqual(waits, [500, 1000]);
+    assert.equal(outcome.apiCalls, 3);
+    assert.equal(outcome.rateLimitWaits, 0);
+    assert.deepEqual(emu.members(listId), ['1']);
+
+    emu.faults.set({ serverError: { calls: 100, status: 503 } });
+    const err = await rejection(dest.remove(['1']));
+    assert.equal(err.kind, 'retryable');
+    assert.equal(err.status, 503);
+    assert.ok(err instanceof HttpDestinationError);
+    assert.equal(err.apiCalls, 5);
+    assert.deepEqual(emu.members(listId), ['1'], 'nothing applied');
+  });
+
+  test('applyThenFail: delivered but unacknowledged, the retry re-applies idempotently', async () => {
+    const { emu, dest, listId } = await setup();
+    emu.faults.set({ applyThenFail: { calls: 1 } });
+    const outcome = await dest.add(members('5', '6'));
+    assert.equal(outcome.apiCalls, 2);
+    assert.deepEqual(outcome.rejected, []);
+    assert.deepEqual(emu.members(listId), ['5', '6']);
+  });
+
+  test('too many ids in one call and DYNAMIC lists fail just the batch, with HubSpot’s message', async () => {
+    const { emu, dest } = await setup({ recordsPerCall: 50 }, { maxRecordsPerCall: 20 });
+    const err = await rejection(dest.add(members(...ids(1, 30))));
+    assert.equal(err.kind, 'batch');
+    assert.equal(err.status, 400);
+    assert.match(err.message, /Too many record ids in one request: 30 \(at most 20\)/);
+    assert.equal(emu.stats().calls.add, 1, 'a 400 is not retried');
+
+    const dynamicList = emu.createList({ processingType: 'DYNAMIC' });
+    const dynamic = createHubspotListDestination(
+      { type: 'hubspot-list', baseUrl: emu.url, listId: dynamicList, tokenSecret: 'HUBSPOT_TOKEN' },
+      secrets,
+      { throttle: unthrottled },
+    );
+    const refused = await rejection(dynamic.add(members('1')));
+    assert.equal(refused.kind, 'batch');
+    assert.match(refused.message, /processingType DYNAMIC/);
+  });
+
+  test('401 is fatal, names the secret and never shows the token', async () => {
+    const { dest } = await setup({ tokenSecret: 'OLD_TOKEN' }, {}, (name) =>
+      name === 'OLD_TOKEN' ? 'pat-na1-revoked-0000' : secrets(name),
+    );
+    const err = await rejection(dest.add(members('1')));
+    assert.equal(err.kind, 'fatal');
+    assert.equal(err.status, 401);
+    assert.match(err.message, /^hubspot-list: 401 Unauthorized from PUT http:\/\/.*\/memberships\/add/);
+    assert.match(err.message, /Authentication credentials not found/);
+    assert.match(err.message, /OLD_TOKEN/);
+    assert.doesNotMatch(err.message, /pat-na1-revoked-0000/);
+  });
+
+  test('an unknown list is fatal with a hint; a missing secret is fatal and named', async () => {
+    const { dest } = await setup({ listId: '424242' });
+    const err = await rejection(dest.truncate());
+    assert.equal(err.kind, 'fatal');
+    assert.equal(err.status, 404);
+    assert.match(err.message, /List does not exist with ID 424242/);
+    assert.match(err.message, /check listId/);
+
+    const { dest: unset } = await setup({ tokenSecret: 'NOT_SET' });
+    const missing = await rejection(unset.listMembers(null, 10));
+    assert.equal(missing.kind, 'fatal');
+    assert.match(missing.message, /NOT_SET/);
+  });
+
+  test('a 403 echoing the token does not leak it', async () => {
+    const server = http.createServer((req, res) => {
+      res.writeHead(403, { 'content-type': 'application/json' });
+      res.end(
+        JSON.stringify({
+          status: 'error',
+          message: `This app hasn't been granted all required scopes (token ${req.headers.authorization})`,
+          category: 'MISSING_SCOPES',
+        }),
+      );
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    open.push({ close: () => new Promise((resolve) => server.close(() => resolve())) });
+    const { port } = server.address() as AddressInfo;
+    const dest = createHubspotListDestination(
+      {
+        type: 'hubspot-list',
+        baseUrl: `http://127.0.0.1:${port}`,
+        listId: '1',
+        tokenSecret: 'HUBSPOT_TOKEN',
+      },
+      secrets,
+      { throttle: unthrottled },
+    );
+    const err = await rejection(dest.add(members('1')));
+    assert.equal(err.kind, 'fatal');
+    assert.match(err.message, /crm\.lists\.write/);
+    assert.ok(!err.message.includes(token), err.message);
+  });
+});
+
+describe('hubspot-list wire format and emulator', () => {
+  test('sends exactly the documented requests', async () => {
+    const seen: string[] = [];
+    const server = http.createServer((req, res) => {
+      let body = '';
+      req.on('data', (chunk: Buffer) => (body += chunk.toString()));
+      req.on('end', () => {
+        seen.push(`${req.method} ${req.url} ${body} ${req.headers.authorization}`);
+        if (req.method === 'DELETE') {
+          res.writeHead(204).end();
+          return;
+        }
+        res.writeHead(200, { 'content-type': 'application/json' });
+        const page = req.url!.includes('after=')
+          ? { results: [{ recordId: '9', membershipTimestamp: '2026-01-01T00:00:00Z' }] }
+          : { results: [7, 8], paging: { next: { after: 'AbC' } } };
+        res.end(
+          JSON.stringify(
+            req.method === 'GET' ? page : { recordIdsMissing: [], recordIdsRemoved: [], recordsIdsAdded: [] },
+          ),
+        );
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    open.push({ close: () => new Promise((resolve) => server.close(() => resolve())) });
+    const { port } = server.address() as AddressInfo;
+    const dest = createHubspotListDestination(
+      {
+        type: 'hubspot-list',
+        baseUrl: `http://127.0.0.1:${port}/`,
+        listId: '123',
+        tokenSecret: 'HUBSPOT_TOKEN',
+      },
+      secrets,
+      { throttle: unthrottled },
+    );
+    await dest.add(members('11', '12'));
+    await dest.remove(['11']);
+    await dest.truncate();
+    const first = await dest.listMembers(null, 500);
+    const second = await dest.listMembers(first.next, 500);
+    assert.deepEqual(
+      [first, second],
+      [
+        { keys: ['7', '8'], next: 'AbC' },
+        { keys: ['9'], next: null },
+      ],
+    );
+    assert.deepEqual(seen, [
+      `PUT /crm/v3/lists/123/memberships/add ["11","12"] Bearer ${token}`,
+      `PUT /crm/v3/lists/123/memberships/remove ["11"] Bearer ${token}`,
+      `DELETE /crm/v3/lists/123/memberships  Bearer ${token}`,
+      `GET /crm/v3/lists/123/memberships?limit=250  Bearer ${token}`,
+      `GET /crm/v3/lists/123/memberships?limit=250&after=AbC  Bearer ${token}`,
+    ]);
+  });
+
+  test('add-and-remove, numeric ids, bad bodies and rate limit headers', async () => {
+    const emu = await startHubspotListEmulator({ token, tenSecondlyLimit: 50 });
+    open.push(emu);
+    const listId = emu.createList({ processingType: 'SNAPSHOT' });
+    emu.setMembers(listId, ['1', '2']);
+    const put = (path: string, body: string) =>
+      fetch(`${emu.url}/crm/v3/lists/${listId}/memberships/${path}`, {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body,
+      });
+    const both = await put('add-and-remove', '{"recordIdsToAdd":[3,"4","2"],"recordIdsToRemove":["1","5"]}');
+    assert.equal(both.status, 200);
+    assert.deepEqual(await both.json(), {
+      recordIdsMissing: [],
+      recordIdsRemoved: ['1'],
+      recordsIdsAdded: ['3', '4'],
+    });
+    assert.equal(both.headers.get('x-hubspot-ratelimit-max'), '50');
+    assert.equal(both.headers.get('x-hubspot-ratelimit-remaining'), '49');
+    assert.deepEqual(emu.members(listId), ['2', '3', '4']);
+
+    for (const [body, message] of [
+      ['{nope', /not valid JSON/],
+      ['["abc"]', /is not a record id/],
+      ['{"ids":[1]}', /must be an array/],
+    ] as const) {
+      const answer = await put('add', body);
+      assert.equal(answer.status, 400);
+      const json = (await answer.json()) as { message: string; category: string };
+      assert.match(json.message, message);
+      assert.equal(json.category, 'VALIDATION_ERROR');
+    }
+    emu.faults.set({ serverError: { calls: 1 }, latencyMs: 1 });
+    assert.deepEqual(emu.faults.get(), { serverError: { calls: 1 }, latencyMs: 1 });
+    emu.faults.clear();
+    assert.deepEqual(emu.faults.get(), {});
+  });
+
+  test('config schema: defaults and validation', () => {
+    const parsed = hubspotListConfigSchema.parse({ type: 'hubspot-list', listId: '12', tokenSecret: 'T' });
+    assert.equal(parsed.baseUrl, 'https://api.hubapi.com');
+    assert.equal(parsed.recordsPerCall, 10_000);
+    assert.equal(parsed.callsPerSecond, 10);
+    const bad = hubspotListConfigSchema.safeParse({ ...parsed, listId: 'VIP list', recordsPerCall: 0 });
+    assert.deepEqual(bad.error?.issues.map((i) => i.path.join('.')).sort(), ['listId', 'recordsPerCall']);
+  });
+});
+
+describe('hubspot-list refresh workflow (Temporal dev server, MariaDB)', () => {
+  const TABLE = 'hs_contacts';
+  let temporal: TemporalHarness;
+  let emu: HubspotListEmulator;
+  let t: TestDatabase;
+
+  before(async () => {
+    [temporal, emu, t] = await Promise.all([
+      startTemporal(),
+      startHubspotListEmulator({ token }),
+      createTestDatabase('mysql'),
+    ]);
+    await t.db.schema.createTable(TABLE, (table) => {
+      table.string('record_id', 32).primary().collate('utf8mb4_bin');
+      table.string('lifecycle', 32).notNullable();
+    });
+    await t.db(TABLE).insert(ids(1001, 60).map((record_id) => ({ record_id, lifecycle: 'lead' })));
+  });
+  after(async () => {
+    await Promise.all([emu.close(), t.drop(), temporal.stop()]);
+  });
+
+  async function datasetIds(): Promise<string[]> {
+    const rows = (await t.db(TABLE).select('record_id')) as { record_id: string }[];
+    return rows.map((r) => r.record_id).sort((a, b) => Number(a) - Number(b));
+  }
+
+  test('diff refreshes with a 429 and a 5xx, then truncate + reload, end equal to the dataset', async () => {
+    const listId = emu.createList({ name: 'Synced from the warehouse' });
+    await saveConnector(t.db, {
+      id: 'hubspot-vip',
+      dataset: { table: TABLE, key: 'record_id', attributes: ['lifecycle'] },
+      destination: {
+        type: 'hubspot-list',
+        baseUrl: emu.url,
+        listId,
+        tokenSecret: 'HUBSPOT_TOKEN',
+        recordsPerCall: 25,
+      },
+    });
+    // Built exactly as the worker builds it: catalog, secret resolver, shared throttle.
+    const destinations = createDestinationFactory(secrets);
+
+    await temporal.withWorker({ db: t.db, destinations }, async (client) => {
+      emu.faults.set({ rateLimit: { calls: 1 }, serverError: { calls: 1, status: 503 } });
+      const first = await client.refresh('hubspot-vip');
+      assert.equal(first.status, 'succeeded');
+      assert.deepEqual([first.additions, first.updates, first.deletions], [60, 0, 0]);
+      assert.equal(first.rateLimitWaits, 1);
+      assert.equal(first.apiCalls, 3 + 2, 'three batches of 25, plus the 429 and the 503 retried');
+      assert.deepEqual(emu.members(listId), await datasetIds());
+
+      // Seven new records, five gone, four with a changed attribute (re-added: a no-op in HubSpot).
+      await t.db(TABLE).insert(ids(2001, 7).map((record_id) => ({ record_id, lifecycle: 'lead' })));
+      await t.db(TABLE).whereIn('record_id', ids(1001, 5)).delete();
+      await t.db(TABLE).whereIn('record_id', ids(1050, 4)).update({ lifecycle: 'customer' });
+      emu.faults.set({ rateLimit: { calls: 1 } });
+      const second = await client.refresh('hubspot-vip');
+      assert.equal(second.status, 'succeeded');
+      assert.equal(second.strategy, 'diff');
+      assert.deepEqual([second.additions, second.updates, second.deletions], [7, 4, 5]);
+      assert.equal(second.rejected, 0);
+      assert.deepEqual(emu.members(listId), await datasetIds());
+
+      // Someone added a record by hand in HubSpot: truncate + reload puts the list right.
+      emu.setMembers(listId, [...emu.members(listId), '777777']);
+      emu.resetStats();
+      const reload = await client.refresh('hubspot-vip', { strategy: 'truncate' });
+      assert.equal(reload.status, 'succeeded');
+      assert.equal(reload.strategy, 'truncate');
+      assert.equal(emu.stats().calls.deleteAll, 1);
+      assert.equal(emu.stats().recordsReceived.add, 62, 'the whole dataset re-sent');
+      assert.deepEqual(emu.members(listId), await datasetIds());
+    });
+  });
+});
