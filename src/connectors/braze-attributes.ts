@@ -1,0 +1,275 @@
+import { z } from 'zod';
+import { createThrottle } from './throttle';
+import { HttpDestinationError, requestJson, type JsonRequest, type Sleep } from './http';
+import { defineDestination } from './module';
+import {
+  DestinationError,
+  type AttributeValue,
+  type BatchOutcome,
+  type Capabilities,
+  type Destination,
+  type Limits,
+  type Member,
+  type MemberPage,
+  type Rejection,
+  type SecretResolver,
+  type Throttle,
+} from './types';
+
+/**
+ * `braze-attributes`: Braze has no list-membership API, so "the list" is the set of users whose
+ * membership attribute (one per connector, e.g. `in_deltasync_vip`) is `true`. The dataset key is
+ * the Braze `external_id`. Everything goes through `POST /users/track`, ≤ 75 attribute objects
+ * per request:
+ * - add / update attributes: `{ external_id, ...dataset attributes, [flag]: true }`. Braze
+ *   creates the user if the external_id is new (its default).
+ * - remove: `{ external_id, [flag]: null, _update_existing_only: true }`. Braze documents null as
+ *   the way to remove an attribute, which puts an ex-member back exactly where a never-member is
+ *   (a segment "flag is true" selects members either way), instead of leaving a `false` behind
+ *   on every user that ever left; update-only mode keeps a removal from creating a user. The
+ *   dataset attributes stay on the profile: they are the user's data, not the list's.
+ * The answer `{ message: 'success', errors: [{ type, input_array, index }] }` is partial
+ * success: indexed objects are record-level rejections, the others were accepted.
+ * No truncate, no list members: Braze's REST API cannot find users by attribute (only
+ * `/users/export/segment` exports a dashboard segment, asynchronously, to files — not used here).
+ */
+
+/** Keys of an attributes object that identify the user or steer the request. */
+const RESERVED = ['external_id', 'braze_id', 'user_alias', '_update_existing_only', 'push_token_import'];
+
+export const brazeAttributesConfigSchema = z.object({
+  type: z.literal('braze-attributes'),
+  /** The workspace's REST endpoint, e.g. https://rest.iad-01.braze.com (per Braze instance). */
+  restEndpoint: z.url({ protocol: /^https?$/, error: 'restEndpoint must be an http:// or https:// URL' }),
+  /** Name of the secret holding the REST API key (needs `users.track`), never the key itself. */
+  apiKeySecret: z.string().min(1),
+  /** Custom attribute marking membership; give every connector its own (in_deltasync_<connector>). */
+  membershipAttribute: z
+    .string()
+    .min(1)
+    .max(255)
+    .refine((name) => !name.startsWith('$'), 'custom attribute names cannot start with $')
+    .refine((name) => !RESERVED.includes(name), 'membershipAttribute cannot be an identifier field'),
+  /** Attribute objects per request: 75, or 50 on Monthly Active Users CY 24-25 contracts. */
+  objectsPerRequest: z.number().int().min(1).max(75).default(75),
+  /** /users/track allows 3,000 requests per 3 seconds per workspace. */
+  callsPerSecond: z.number().positive().max(1000).default(1000),
+});
+
+export type BrazeAttributesConfig = z.output<typeof brazeAttributesConfigSchema>;
+export type BrazeAttributesConfigInput = z.input<typeof brazeAttributesConfigSchema>;
+
+/** Knobs for tests and tuning; production uses the defaults. */
+export interface BrazeAttributesOptions {
+  /** The worker-wide limiter per account; without it, this instance limits itself. */
+  throttle?: Throttle;
+  sleep?: Sleep;
+  random?: () => number;
+  maxAttempts?: number;
+  maxRateLimitWaits?: number;
+  baseDelayMs?: number;
+  maxDelayMs?: number;
+  maxWaitMs?: number;
+  timeoutMs?: number;
+}
+
+const ENDPOINT = 'users/track';
+
+const trackResponseSchema = z.object({
+  message: z.string(),
+  attributes_processed: z.number().optional(),
+  errors: z.array(z.unknown()).optional(),
+});
+type TrackResponse = z.output<typeof trackResponseSchema>;
+
+/** A non-fatal error Braze ties to one object of the request. */
+const indexedErrorSchema = z.object({
+  type: z.string(),
+  input_array: z.literal('attributes'),
+  index: z.number().int(),
+});
+
+export function createBrazeAttributesDestination(
+  input: BrazeAttributesConfigInput,
+  secrets: SecretResolver,
+  options: BrazeAttributesOptions = {},
+): Destination {
+  const config = brazeAttributesConfigSchema.parse(input);
+  const restEndpoint = config.restEndpoint.replace(/\/+$/, '');
+  const throttle = options.throttle ?? createThrottle();
+  const limits: Limits = { recordsPerCall: config.objectsPerRequest, callsPerSecond: config.callsPerSecond };
+  // Rate limits are per workspace, and a REST API key belongs to one workspace.
+  const account = `braze:${restEndpoint}:${config.apiKeySecret}`;
+  const flag = config.membershipAttribute;
+  let apiKey: string | undefined;
+
+  function bearer(): string {
+    if (apiKey === undefined) {
+      try {
+        apiKey = secrets(config.apiKeySecret);
+      } catch (err) {
+        throw new DestinationError(
+          `braze-attributes: ${err instanceof Error ? err.message : String(err)}`,
+          'fatal',
+        );
+      }
+    }
+    return `Bearer ${apiKey}`;
+  }
+
+  /** One /users/track request under the workspace's throttle and the shared retry policy. */
+  async function track(objects: Record<string, unknown>[]) {
+    const request: JsonRequest = {
+      ...retryPolicy(options),
+      method: 'POST',
+      url: `${restEndpoint}/users/track`,
+      body: { attributes: objects },
+      service: 'braze-attributes',
+      headers: { authorization: bearer() },
+      hints: {
+        401: `the REST API key was refused — check the secret named in apiKeySecret ('${config.apiKeySecret}')`,
+        403: `the key lacks the users.track permission, or the workspace is inactive — check the key in '${config.apiKeySecret}'`,
+        404: `Braze does not know this REST API key here — check restEndpoint (${restEndpoint}) is the key's instance, and the key in '${config.apiKeySecret}'`,
+      },
+    };
+    const response = await throttle(account, limits, () => requestJson(request));
+    const parsed = trackResponseSchema.safeParse(response.body);
+    if (!parsed.success) {
+      throw new DestinationError(
+        `braze-attributes: unexpected answer from POST ${restEndpoint}/users/track (is restEndpoint a Braze REST endpoint?): ${z.prettifyError(parsed.error)}`,
+        'fatal',
+        response.status,
+      );
+    }
+    return { body: parsed.data, apiCalls: response.apiCalls, rateLimitWaits: response.rateLimitWaits };
+  }
+
+  /** Sends objects in requests of objectsPerRequest; non-fatal errors become rejections. */
+  async function send(keys: string[], objects: Record<string, unknown>[]): Promise<BatchOutcome> {
+    const outcome: BatchOutcome = { rejected: [], apiCalls: 0, rateLimitWaits: 0 };
+    for (let start = 0; start < objects.length; start += config.objectsPerRequest) {
+      const chunkKeys = keys.slice(start, start + config.objectsPerRequest);
+      let result;
+      try {
+        result = await track(objects.slice(start, start + config.objectsPerRequest));
+      } catch (err) {
+        if (err instanceof HttpDestinationError) {
+          outcome.apiCalls += err.apiCalls;
+          outcome.rateLimitWaits += err.rateLimitWaits;
+        }
+        throw err;
+      }
+      outcome.apiCalls += result.apiCalls;
+      outcome.rateLimitWaits += result.rateLimitWaits;
+      outcome.rejected.push(...rejections(result.body, chunkKeys));
+    }
+    return { ...outcome, callsByEndpoint: { [ENDPOINT]: outcome.apiCalls } };
+  }
+
+  function memberObject(member: Member): Record<string, unknown> {
+    for (const name of Object.keys(member.attributes)) {
+      if (RESERVED.includes(name) || name === flag) {
+        throw new DestinationError(
+          `braze-attributes: the dataset attribute '${name}' clashes with ${name === flag ? 'the membershipAttribute' : 'a Braze identifier field'} — rename it in dataset.attributes`,
+          'fatal',
+        );
+      }
+    }
+    const attributes: Record<string, AttributeValue> = { ...member.attributes };
+    return { external_id: member.key, ...attributes, [flag]: true };
+  }
+
+  return {
+    type: 'braze-attributes',
+    capabilities: {
+      add: true,
+      updateAttributes: true,
+      remove: true,
+      truncate: false,
+      listMembers: false,
+      createList: false,
+    } satisfies Capabilities,
+    limits,
+
+    async add(members: Member[]) {
+      return send(
+        members.map((m) => m.key),
+        members.map(memberObject),
+      );
+    },
+
+    async remove(keys: string[]) {
+      return send(
+        keys,
+        keys.map((key) => ({ external_id: key, [flag]: null, _update_existing_only: true })),
+      );
+    },
+
+    async truncate(): Promise<BatchOutcome> {
+      throw new DestinationError('braze-attributes: Braze has no list to empty (no truncate)', 'fatal');
+    },
+
+    async listMembers(): Promise<MemberPage> {
+      throw new DestinationError(
+        'braze-attributes: Braze cannot list users by attribute through its REST API (no list members)',
+        'fatal',
+      );
+    },
+
+    async close() {
+      // fetch's global connection pool needs no closing.
+    },
+  };
+}
+
+/**
+ * The options that tune the shared HTTP layer's retries. Braze sends no Retry-After with its 429s
+ * (only X-RateLimit-Reset, which the shared layer does not read), so rate limits back off from a
+ * 1 s base, about the length of Braze's 3-second window, unless told otherwise.
+ */
+function retryPolicy(options: BrazeAttributesOptions): Partial<JsonRequest> {
+  const {
+    sleep,
+    random,
+    maxAttempts,
+    maxRateLimitWaits,
+    baseDelayMs = 1000,
+    maxDelayMs,
+    maxWaitMs,
+    timeoutMs,
+  } = options;
+  return { sleep, random, maxAttempts, maxRateLimitWaits, baseDelayMs, maxDelayMs, maxWaitMs, timeoutMs };
+}
+
+/**
+ * Record-level rejections from a 2xx answer. `success` (or `queued`, during Braze maintenance)
+ * with indexed errors is partial success; an error that names no object leaves no way to tell
+ * which users were updated, so the whole request counts as refused.
+ */
+function rejections(body: TrackResponse, keys: string[]): Rejection[] {
+  if (body.message !== 'success' && body.message !== 'queued') {
+    throw new DestinationError(`braze-attributes: /users/track answered '${body.message}'`, 'batch');
+  }
+  const rejected: Rejection[] = [];
+  for (const error of body.errors ?? []) {
+    const indexed = indexedErrorSchema.safeParse(error);
+    const key = indexed.success ? keys[indexed.data.index] : undefined;
+    if (!indexed.success || key === undefined) {
+      throw new DestinationError(
+        `braze-attributes: /users/track reported an error for no object: ${JSON.stringify(error)}`,
+        'batch',
+      );
+    }
+    rejected.push({ key, reason: indexed.data.type });
+  }
+  return rejected;
+}
+
+export const brazeAttributesDestination = defineDestination({
+  type: 'braze-attributes',
+  description:
+    'Braze users (external_id) flagged by a membership attribute through /users/track, with the dataset attributes',
+  configSchema: brazeAttributesConfigSchema,
+  create: (config, context) =>
+    createBrazeAttributesDestination(config, context.secrets, { throttle: context.throttle }),
+});
