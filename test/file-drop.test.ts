@@ -1,0 +1,438 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, afterEach, before, describe, test } from 'node:test';
+import { csvFields } from '../src/connectors/file-drop-format';
+import {
+  createFileDropDestination,
+  fileDropConfigSchema,
+  type FileDropConfigInput,
+  type FileDropOptions,
+} from '../src/connectors/file-drop';
+import { createDestinationFactory } from '../src/connectors/registry';
+import { saveConnector } from '../src/connectors/store';
+import { DestinationError, type Destination, type Member } from '../src/connectors/types';
+import { churnCustomers, createCustomersTable, readCustomers, seedCustomers } from '../src/demo/customers';
+import { startFileDropEmulator, type FileDropEmulator } from '../src/emulators/file-drop-emulator';
+import { createTestDatabase, type TestDatabase } from './helpers/databases';
+import { startTemporal, type TemporalHarness } from './helpers/temporal';
+
+/** file-drop against a temporary directory, with the emulator's faulty file operations. */
+
+const open: { close(): Promise<void> }[] = [];
+afterEach(async () => {
+  for (const resource of open.splice(0)) await resource.close();
+});
+
+interface Setup {
+  emu: FileDropEmulator;
+  dest: Destination;
+  file: (name: string) => string;
+}
+
+async function setup(
+  config: Partial<FileDropConfigInput> = {},
+  options: FileDropOptions = {},
+): Promise<Setup> {
+  const emu = await startFileDropEmulator();
+  const dest = createFileDropDestination(
+    { type: 'file-drop', directory: emu.directory, filePrefix: 'audience', ...config },
+    { sleep: async () => undefined, now: () => new Date('2026-11-21T10:00:00Z'), ...options },
+  );
+  open.push(emu, dest);
+  return { emu, dest, file: (name) => fs.readFileSync(path.join(emu.directory, name), 'utf8') };
+}
+
+function members(...keys: string[]): Member[] {
+  return keys.map((key, i) => ({ key, attributes: { rank: i, vip: i % 2 === 0, note: null } }));
+}
+
+/** New list + swap as the engine runs it: create, fill batch by batch, swap, retire the old file. */
+async function refresh(dest: Destination, name: string, batches: Member[][], old?: string) {
+  const { listId } = await dest.createList!(name);
+  for (const batch of batches) await dest.forList!(listId).add(batch);
+  await dest.swapList!(listId);
+  if (old) await dest.deleteList!(old);
+  return listId;
+}
+
+async function rejection(promise: Promise<unknown>): Promise<DestinationError> {
+  try {
+    await promise;
+  } catch (err) {
+    assert.ok(err instanceof DestinationError, `expected a DestinationError, got ${String(err)}`);
+    return err;
+  }
+  assert.fail('expected the call to fail');
+}
+
+async function allKeys(dest: Destination, limit: number) {
+  const keys: string[] = [];
+  let cursor: string | null = null;
+  let pages = 0;
+  do {
+    const page = await dest.listMembers(cursor, limit);
+    keys.push(...page.keys);
+    cursor = page.next;
+    pages++;
+  } while (cursor !== null);
+  return { keys, pages };
+}
+
+describe('file-drop config and capabilities', () => {
+  test('defaults, and a prefix that is a plain file name', () => {
+    const parsed = fileDropConfigSchema.parse({ type: 'file-drop', directory: '/srv/drop' });
+    assert.deepEqual(parsed, {
+      type: 'file-drop',
+      directory: '/srv/drop',
+      format: 'ndjson',
+      filePrefix: 'list',
+      recordsPerCall: 10_000,
+    });
+    assert.equal(fileDropConfigSchema.safeParse({ ...parsed, filePrefix: '../etc' }).success, false);
+    assert.equal(fileDropConfigSchema.safeParse({ ...parsed, format: 'xml' }).success, false);
+  });
+
+  test('the live file is read-only: only new list + swap', async () => {
+    const { dest } = await setup();
+    assert.deepEqual(dest.capabilities, {
+      add: false,
+      remove: false,
+      truncate: false,
+      listMembers: true,
+      updateAttributes: false,
+      createList: true,
+    });
+    for (const call of [() => dest.add(members('a')), () => dest.remove(['a']), () => dest.truncate()]) {
+      const err = await rejection(call());
+      assert.equal(err.kind, 'fatal');
+      assert.match(err.message, /never changed.*newList/);
+    }
+    assert.deepEqual(await dest.listMembers(null, 10), { keys: [], next: null }, 'no manifest yet');
+  });
+});
+
+describe('file-drop new list + swap', () => {
+  test('two refreshes: new file, manifest swapped, old file removed', async () => {
+    const { emu, dest, file } = await setup();
+    const first = await refresh(dest, 'run-1', [members('a', 'b'), members('c')]);
+    assert.equal(first, 'audience-run-1.ndjson');
+    assert.deepEqual(emu.files(), ['audience-run-1.ndjson', 'manifest.json']);
+    assert.equal(
+      file(first),
+      '{"key":"a","attributes":{"rank":0,"vip":true,"note":null}}\n' +
+        '{"key":"b","attributes":{"rank":1,"vip":false,"note":null}}\n' +
+        '{"key":"c","attributes":{"rank":0,"vip":true,"note":null}}\n',
+    );
+    const sha256 = createHash('sha256')
+      .update(fs.readFileSync(path.join(emu.directory, first)))
+      .digest('hex');
+    assert.deepEqual(await emu.manifest(), {
+      current: first,
+      format: 'ndjson',
+      records: 3,
+      sha256,
+      createdAt: '2026-11-21T10:00:00.000Z',
+    });
+
+    const second = await refresh(dest, 'run-2', [members('b', 'd')], first);
+    assert.deepEqual(emu.files(), ['audience-run-2.ndjson', 'manifest.json']);
+    assert.equal((await emu.manifest())?.current, second);
+    assert.deepEqual([...(await emu.members()).keys()], ['b', 'd']);
+    assert.deepEqual((await emu.members()).get('d'), { rank: 1, vip: false, note: null });
+  });
+
+  test('listMembers pages through the current file by byte offset', async () => {
+    const { dest } = await setup();
+    const keys = Array.from({ length: 25 }, (_, i) => `k${String(i).padStart(2, '0')}`);
+    await refresh(dest, 'run-1', [members(...keys)]);
+    const { keys: listed, pages } = await allKeys(dest, 10);
+    assert.equal(pages, 3);
+    assert.deepEqual(listed, keys);
+  });
+
+  test('a swap retried after it landed changes nothing; the current file cannot be deleted', async () => {
+    const { emu, dest } = await setup();
+    const listId = await refresh(dest, 'run-1', [members('a')]);
+    const manifest = await emu.manifest();
+    const again = await dest.swapList!(listId);
+    assert.deepEqual(again.callsByEndpoint, {});
+    assert.deepEqual(await emu.manifest(), manifest);
+    const err = await rejection(dest.deleteList!(listId));
+    assert.equal(err.kind, 'fatal');
+    assert.match(err.message, /manifest.json names it as current/);
+    assert.ok(emu.files().includes(listId));
+  });
+
+  test('a crash between fill and swap leaves the old manifest and file in place', async () => {
+    const { emu, dest } = await setup();
+    const first = await refresh(dest, 'run-1', [members('a', 'b')]);
+    const { listId } = await dest.createList!('run-2');
+    await dest.forList!(listId).add(members('x', 'y'));
+    // The worker dies here: no swap.
+    assert.equal((await emu.manifest())?.current, first);
+    assert.deepEqual([...(await emu.members()).keys()], ['a', 'b']);
+    assert.ok(emu.files().includes('audience-run-2.ndjson.partial'));
+    assert.ok(!emu.files().includes('audience-run-2.ndjson'), 'the new file exists only as .partial');
+    assert.deepEqual((await allKeys(dest, 10)).keys, ['a', 'b'], 'readers see the old list');
+    // The build can be abandoned: deleteList removes the .partial and its side file.
+    await dest.deleteList!(listId);
+    assert.deepEqual(emu.files(), [first, 'manifest.json']);
+  });
+
+  test('the manifest never names a .partial, whatever fails during the swap', async () => {
+    const { emu, dest } = await setup({}, { maxAttempts: 1 });
+    const first = await refresh(dest, 'run-1', [members('a')]);
+    const { listId } = await dest.createList!('run-2');
+    await dest.forList!(listId).add(members('b', 'c'));
+
+    // Renamed, but the rename's answer was lost: the manifest still names the old file.
+    emu.faults.set({ failAfter: { op: 'rename', calls: 1 } });
+    assert.equal((await rejection(dest.swapList!(listId))).kind, 'retryable');
+    assert.equal((await emu.manifest())?.current, first);
+    assert.ok(emu.files().includes(listId));
+
+    // The manifest write fails before anything happened: still the old one, intact.
+    emu.faults.set({ fail: { op: 'replace', calls: 1 } });
+    assert.equal((await rejection(dest.swapList!(listId))).kind, 'retryable');
+    assert.equal((await emu.manifest())?.current, first);
+
+    // The engine retries the swap activity: it completes from where it stopped.
+    const done = await dest.swapList!(listId);
+    assert.deepEqual(done.callsByEndpoint, { manifest: 1 });
+    assert.deepEqual(await emu.manifest(), {
+      current: listId,
+      format: 'ndjson',
+      records: 2,
+      sha256: (await emu.manifest())!.sha256,
+      createdAt: '2026-11-21T10:00:00.000Z',
+    });
+    assert.ok(!emu.files().some((name) => name.includes('.partial')), `${emu.files()}`);
+  });
+});
+
+describe('file-drop resuming a fill', () => {
+  test('createList again for the same run keeps what was appended', async () => {
+    const { dest } = await setup();
+    const { listId } = await dest.createList!('run-1');
+    await dest.forList!(listId).add(members('a', 'b'));
+    assert.equal((await dest.createList!('run-1')).listId, listId);
+    await dest.forList!(listId).add(members('c'));
+    await dest.swapList!(listId);
+    assert.deepEqual((await allKeys(dest, 10)).keys, ['a', 'b', 'c']);
+  });
+
+  test('a batch sent again (its add was not recorded) replaces its first copy', async () => {
+    const { emu, dest } = await setup();
+    const { listId } = await dest.createList!('run-1');
+    const build = dest.forList!(listId);
+    await build.add(members('a', 'b'));
+    await build.add(members('c', 'd', 'e'));
+    // The engine crashed before recording the second add: it sends that batch again, here with
+    // 'c' gone from the dataset meanwhile.
+    const resent = await build.add(members('d', 'e'));
+    assert.deepEqual(resent.callsByEndpoint, { append: 1, truncate: 1 });
+    await build.add(members('f'));
+    await dest.swapList!(listId);
+    assert.deepEqual([...(await emu.members()).keys()], ['a', 'b', 'd', 'e', 'f']);
+    assert.equal((await emu.manifest())?.records, 5);
+  });
+
+  test('a torn write is cut off: on the local retry, or on the engine resending the batch', async () => {
+    const { emu, dest } = await setup();
+    const { listId } = await dest.createList!('run-1');
+    const build = dest.forList!(listId);
+    await build.add(members('a'));
+    emu.faults.set({ tornWrite: { calls: 1 } });
+    await build.add(members('b', 'c'));
+    assert.equal(emu.stats().faults.tornWrite, 1);
+
+    const noRetries = createFileDropDestination(
+      { type: 'file-drop', directory: emu.directory, filePrefix: 'audience' },
+      { io: emu.io, maxAttempts: 1 },
+    );
+    emu.faults.set({ tornWrite: { calls: 1 } });
+    const err = await rejection(noRetries.forList!(listId).add(members('d', 'e', 'f')));
+    assert.equal(err.kind, 'retryable');
+    assert.match(err.message, /EIO/);
+    const partial = fs.readFileSync(path.join(emu.directory, `${listId}.partial`), 'utf8');
+    assert.ok(!partial.endsWith('\n'), 'the file ends in half a record');
+
+    await noRetries.forList!(listId).add(members('d', 'e', 'f'));
+    await noRetries.swapList!(listId);
+    assert.deepEqual([...(await emu.members()).keys()], ['a', 'b', 'c', 'd', 'e', 'f']);
+  });
+});
+
+describe('file-drop CSV', () => {
+  test('header row, RFC 4180 quoting, null versus empty string', async () => {
+    const { emu, dest, file } = await setup({ format: 'csv' });
+    const tricky: Member[] = [
+      { key: 'plain', attributes: { name: 'Ann', note: null, score: 3.5, vip: true } },
+      { key: 'k,2', attributes: { name: 'says "hi"', note: '', score: 0, vip: false } },
+      { key: 'k\n3', attributes: { name: ' padded ', note: 'line1\r\nline2', score: -1, vip: true } },
+      { key: 'ünï', attributes: { name: 'Zoë, Ltd', note: 'ok', score: 1e21, vip: false } },
+    ];
+    const listId = await refresh(dest, 'run-1', [tricky.slice(0, 2), tricky.slice(2)]);
+    assert.equal(listId, 'audience-run-1.csv');
+    assert.equal(
+      file(listId),
+      'key,name,note,score,vip\r\n' +
+        'plain,Ann,,3.5,true\r\n' +
+        '"k,2","says ""hi""","",0,false\r\n' +
+        '"k\n3"," padded ","line1\r\nline2",-1,true\r\n' +
+        'ünï,"Zoë, Ltd",ok,1e+21,false\r\n',
+    );
+    assert.equal((await emu.manifest())?.format, 'csv');
+    assert.equal((await emu.manifest())?.records, 4);
+    const read = await emu.members();
+    assert.deepEqual([...read.keys()], ['plain', 'k,2', 'k\n3', 'ünï']);
+    // CSV has no types: what comes back is text, and null stays null.
+    assert.deepEqual(read.get('plain'), { name: 'Ann', note: null, score: '3.5', vip: 'true' });
+    assert.deepEqual(read.get('k,2'), { name: 'says "hi"', note: '', score: '0', vip: 'false' });
+    assert.deepEqual(read.get('k\n3'), {
+      name: ' padded ',
+      note: 'line1\r\nline2',
+      score: '-1',
+      vip: 'true',
+    });
+    assert.deepEqual((await allKeys(dest, 1)).keys, ['plain', 'k,2', 'k\n3', 'ünï']);
+  });
+
+  test('a record with an attribute outside the header is rejected, the rest written', async () => {
+    const { emu, dest } = await setup({ format: 'csv' });
+    const { listId } = await dest.createList!('run-1');
+    await dest.forList!(listId).add([{ key: 'a', attributes: { email: 'a@x' } }]);
+    const outcome = await dest.forList!(listId).add([
+      { key: 'b', attributes: { email: 'b@x', phone: '+1' } },
+      { key: 'c', attributes: {} },
+    ]);
+    assert.deepEqual(outcome.rejected, [
+      { key: 'b', reason: 'attribute phone is not a column of audience-run-1.csv' },
+    ]);
+    await dest.swapList!(listId);
+    assert.deepEqual(
+      await emu.members(),
+      new Map([
+        ['a', { email: 'a@x' }],
+        ['c', { email: null }],
+      ]),
+    );
+  });
+
+  test('a torn header is rewritten once', async () => {
+    const { emu, dest, file } = await setup({ format: 'csv' }, { maxAttempts: 1 });
+    const { listId } = await dest.createList!('run-1');
+    emu.faults.set({ tornWrite: { calls: 1 } });
+    assert.equal((await rejection(dest.forList!(listId).add(members('a')))).kind, 'retryable');
+    await dest.forList!(listId).add(members('a'));
+    await dest.swapList!(listId);
+    assert.equal(file(listId), 'key,rank,vip,note\r\na,0,true,\r\n');
+  });
+
+  test('the CSV reader handles quotes split across reads', () => {
+    const row = Buffer.from('"a ""quoted"" value",x\r\n');
+    for (let cut = 1; cut < row.length - 1; cut++) {
+      assert.equal(csvFields(row.subarray(0, cut), 0), null, `incomplete at ${cut}`);
+    }
+    assert.deepEqual(csvFields(row, 0), { fields: ['a "quoted" value', 'x'], end: row.length });
+  });
+});
+
+describe('file-drop errors', () => {
+  test('a missing directory is fatal and says what to do', async () => {
+    const directory = path.join(os.tmpdir(), `file-drop-missing-${process.pid}`);
+    const dest = createFileDropDestination({ type: 'file-drop', directory });
+    const err = await rejection(dest.createList!('run-1'));
+    assert.equal(err.kind, 'fatal');
+    assert.match(err.message, /does not exist; create it \(or mount it\)/);
+    assert.equal(fs.existsSync(directory), false, 'not created behind the operator’s back');
+  });
+
+  test('a full disk is fatal; a transient EIO is retried', async () => {
+    const { emu, dest } = await setup();
+    const { listId } = await dest.createList!('run-1');
+    emu.faults.set({ fail: { op: 'append', calls: 1, code: 'ENOSPC' } });
+    const full = await rejection(dest.forList!(listId).add(members('a')));
+    assert.equal(full.kind, 'fatal');
+    assert.match(full.message, /disk is full/);
+
+    emu.faults.set({ fail: { op: 'append', calls: 2, code: 'EIO' } });
+    await dest.forList!(listId).add(members('a'));
+    assert.equal(emu.stats().faults.fail, 3);
+    await dest.swapList!(listId);
+    assert.deepEqual([...(await emu.members()).keys()], ['a']);
+  });
+
+  test('ids that are not this connector’s files are refused', async () => {
+    const { dest } = await setup();
+    assert.throws(() => dest.forList!('../../etc/passwd'), /not a file of this connector/);
+    assert.equal((await rejection(dest.deleteList!('other-run-1.ndjson'))).kind, 'fatal');
+    assert.equal((await rejection(dest.swapList!('audience-run-1.ndjson.partial'))).kind, 'fatal');
+    assert.match((await rejection(dest.swapList!('audience-never.ndjson'))).message, /createList first/);
+  });
+});
+
+describe('file-drop refresh workflow on the real Temporal dev server (mysql)', () => {
+  let temporal: TemporalHarness;
+  let t: TestDatabase;
+  before(async () => {
+    [temporal, t] = await Promise.all([startTemporal(), createTestDatabase('mysql')]);
+    await createCustomersTable(t.db);
+    await seedCustomers(t.db, 300);
+  });
+  after(async () => {
+    await t.drop();
+    await temporal.stop();
+  });
+
+  test('the planner picks new list + swap; failed writes and swaps are retried and resumed', async () => {
+    const emu = await startFileDropEmulator();
+    open.push(emu);
+    await saveConnector(t.db, {
+      id: 'file-drop-customers',
+      dataset: {
+        table: 'demo_customers',
+        key: 'customer_key',
+        attributes: ['email', 'name', 'country', 'segment'],
+      },
+      destination: { type: 'file-drop', directory: emu.directory, format: 'csv', recordsPerCall: 100 },
+    });
+    // Built the way the worker builds it; the emulator's faults apply to its directory.
+    const destinations = createDestinationFactory(() => 'unused');
+    const assertFileEqualsDataset = async () => {
+      assert.deepEqual(await emu.members(), await readCustomers(t.db));
+      const manifest = (await emu.manifest())!;
+      assert.deepEqual(emu.files(), [manifest.current, 'manifest.json']);
+      assert.equal(manifest.records, (await readCustomers(t.db)).size);
+    };
+
+    await temporal.withWorker({ db: t.db, destinations }, async (client) => {
+      // Three failed appends exhaust the destination's own retries: the send activity fails,
+      // Temporal retries it, and it resumes after the last recorded call.
+      emu.faults.set({ fail: { op: 'append', calls: 3, code: 'EIO' } });
+      const first = await client.refresh('file-drop-customers');
+      assert.equal(first.status, 'succeeded');
+      assert.equal(first.strategy, 'newList');
+      assert.equal(emu.stats().faults.fail, 3);
+      await assertFileEqualsDataset();
+      const firstFile = (await emu.manifest())!.current;
+
+      await churnCustomers(t.db, { additions: 20, deletions: 15, changes: 10 });
+      emu.resetStats();
+      emu.faults.set({ tornWrite: { calls: 1 }, failAfter: { op: 'rename', calls: 3 } });
+      const second = await client.refresh('file-drop-customers');
+      assert.equal(second.status, 'succeeded');
+      assert.equal(second.strategy, 'newList');
+      assert.deepEqual(emu.stats().faults, { tornWrite: 1, failAfter: 1 });
+      assert.deepEqual(
+        ['create', 'rename', 'manifest', 'remove'].map((op) => second.callsByEndpoint[op]?.calls),
+        [1, 1, 1, 1],
+      );
+      await assertFileEqualsDataset();
+      assert.notEqual((await emu.manifest())!.current, firstFile, 'a new file, the old one removed');
+    });
+  });
+});

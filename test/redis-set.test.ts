@@ -1,0 +1,451 @@
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { after, afterEach, before, describe, test } from 'node:test';
+import {
+  createRedisSetDestination,
+  redisSetConfigSchema,
+  swapMarkerKey,
+  type RedisSetConfigInput,
+  type RedisSetOptions,
+} from '../src/connectors/redis-set';
+import { createDestinationFactory } from '../src/connectors/registry';
+import { saveConnector } from '../src/connectors/store';
+import { DestinationError, type Destination, type Member } from '../src/connectors/types';
+import { churnCustomers, createCustomersTable, readCustomers, seedCustomers } from '../src/demo/customers';
+import { startRedisSetEmulator, type RedisSetEmulator } from '../src/emulators/redis-set-emulator';
+import { createTestDatabase, type TestDatabase } from './helpers/databases';
+import { startTemporal, type TemporalHarness } from './helpers/temporal';
+
+/**
+ * redis-set against the real Redis on 127.0.0.1:6379, through the fault-injecting proxy. Every
+ * test works under its own key prefix and deletes it afterwards.
+ */
+
+let emu: RedisSetEmulator;
+let counter = 0;
+let prefix = '';
+const open: { close(): Promise<void> }[] = [];
+
+before(async () => {
+  emu = await startRedisSetEmulator();
+});
+after(async () => {
+  await emu.close();
+});
+afterEach(async () => {
+  for (const resource of open.splice(0)) await resource.close();
+  emu.faults.clear();
+  if (prefix) await emu.cleanup(prefix);
+});
+
+function nextPrefix(): string {
+  prefix = `deltasync-test:${process.pid}:${counter++}:`;
+  return prefix;
+}
+
+interface Setup {
+  dest: Destination;
+  key: string;
+  /** Every backoff the destination asked for (sleep is faked: tests don't wait). */
+  waits: number[];
+}
+
+function setup(
+  config: Partial<RedisSetConfigInput> = {},
+  secrets: (name: string) => string = () => emu.url,
+  options: RedisSetOptions = {},
+): Setup {
+  const key = `${nextPrefix()}audience`;
+  emu.resetStats();
+  const waits: number[] = [];
+  const dest = createRedisSetDestination(
+    { type: 'redis-set', urlSecret: 'REDIS_URL', key, ...config } as RedisSetConfigInput,
+    secrets,
+    { sleep: async (ms) => void waits.push(ms), random: () => 0.5, baseDelayMs: 100, ...options },
+  );
+  open.push(dest);
+  return { dest, key, waits };
+}
+
+function members(...keys: string[]): Member[] {
+  return keys.map((key) => ({ key, attributes: { segment: 'loyal' } }));
+}
+
+async function allKeys(dest: Destination, limit: number) {
+  const keys: string[] = [];
+  let cursor: string | null = null;
+  let pages = 0;
+  do {
+    const page = await dest.listMembers(cursor, limit);
+    keys.push(...page.keys);
+    cursor = page.next;
+    pages++;
+  } while (cursor !== null);
+  return { keys, pages };
+}
+
+async function rejection(promise: Promise<unknown>): Promise<DestinationError> {
+  try {
+    await promise;
+  } catch (err) {
+    assert.ok(err instanceof DestinationError, `expected a DestinationError, got ${String(err)}`);
+    return err;
+  }
+  assert.fail('expected the call to fail');
+}
+
+const sorted = (keys: Iterable<string>) => [...keys].sort();
+
+describe('redis-set config', () => {
+  test('needs exactly one of url and urlSecret, and no password in url', () => {
+    const base = { type: 'redis-set', key: 'k' } as const;
+    assert.equal(redisSetConfigSchema.safeParse(base).success, false);
+    assert.equal(
+      redisSetConfigSchema.safeParse({ ...base, url: 'redis://h:6379', urlSecret: 'S' }).success,
+      false,
+    );
+    const withPassword = redisSetConfigSchema.safeParse({ ...base, url: 'redis://u:pw@h:6379' });
+    assert.equal(withPassword.success, false);
+    assert.match(JSON.stringify(withPassword.error?.issues), /store the URL in a secret/);
+    assert.equal(redisSetConfigSchema.safeParse({ ...base, url: 'http://h' }).success, false);
+    const parsed = redisSetConfigSchema.parse({ ...base, url: 'redis://reader@h:6379/2' });
+    assert.equal(parsed.recordsPerCall, 10_000);
+  });
+});
+
+describe('redis-set against the real Redis', () => {
+  test('add, remove, truncate and listMembers; attributes are not stored', async () => {
+    const { dest, key } = setup();
+    assert.deepEqual(dest.capabilities, {
+      add: true,
+      remove: true,
+      truncate: true,
+      listMembers: true,
+      updateAttributes: false,
+      createList: true,
+    });
+    const added = await dest.add(members('c@x', 'a@x', 'b@x', 'a@x'));
+    assert.deepEqual(added, { rejected: [], apiCalls: 1, rateLimitWaits: 0, callsByEndpoint: { SADD: 1 } });
+    assert.deepEqual(sorted(await emu.members(key)), ['a@x', 'b@x', 'c@x']);
+    assert.equal(await emu.redis.type(key), 'set', 'members only: no hash of attributes next to it');
+
+    const removed = await dest.remove(['b@x', 'never@x']);
+    assert.deepEqual(removed.callsByEndpoint, { SREM: 1 });
+    assert.deepEqual(sorted(await emu.members(key)), ['a@x', 'c@x']);
+    assert.deepEqual(sorted((await dest.listMembers(null, 10)).keys), ['a@x', 'c@x']);
+
+    const truncated = await dest.truncate();
+    assert.deepEqual(truncated.callsByEndpoint, { DEL: 1 });
+    assert.equal(await emu.redis.exists(key), 0);
+    assert.deepEqual(await dest.listMembers(null, 10), { keys: [], next: null });
+    assert.deepEqual(await dest.add([]), { rejected: [], apiCalls: 0, rateLimitWaits: 0 });
+  });
+
+  test('splits a batch into SADD commands of recordsPerCall, sent in one pipeline', async () => {
+    const { dest, key } = setup({ recordsPerCall: 3 });
+    emu.resetStats();
+    const outcome = await dest.add(members('a', 'b', 'c', 'd', 'e', 'f', 'g'));
+    assert.equal(outcome.apiCalls, 3);
+    assert.equal(emu.stats().calls.SADD, 3);
+    assert.equal((await emu.members(key)).size, 7);
+  });
+
+  test('SSCAN pages: a cursor per page, every member at least once, no repeats inside a page', async () => {
+    const { dest, key } = setup();
+    const keys = Array.from({ length: 2_500 }, (_, i) => `member-${i}@example.com`);
+    await dest.add(members(...keys));
+    const { keys: listed, pages } = await allKeys(dest, 200);
+    assert.ok(pages > 5, `${pages} pages for 2,500 members at COUNT 200`);
+    assert.deepEqual(sorted(new Set(listed)), sorted(keys));
+    assert.equal(await emu.redis.scard(key), 2_500);
+  });
+
+  test('a closed port: retried with backoff, then retryable, naming host and port only', async () => {
+    const closedPort = await freePort();
+    const { dest, waits } = setup({}, () => `redis://user:pw-not-shown@127.0.0.1:${closedPort}/0`, {
+      maxAttempts: 3,
+    });
+    const err = await rejection(dest.add(members('a')));
+    assert.equal(err.kind, 'retryable');
+    assert.match(err.message, new RegExp(`127\\.0\\.0\\.1:${closedPort}`));
+    assert.match(err.message, /ECONNREFUSED/);
+    assert.match(err.message, /gave up after 3 attempts/);
+    assert.doesNotMatch(err.message, /pw-not-shown/);
+    assert.deepEqual(waits, [50, 100], 'full jitter (random 0.5) on 100 ms, then 200 ms');
+  });
+
+  test('a dropped connection is re-opened and the command sent again', async () => {
+    const { dest, key, waits } = setup();
+    emu.faults.set({ dropConnection: { calls: 1 } });
+    const outcome = await dest.add(members('a', 'b'));
+    assert.equal(outcome.apiCalls, 2, 'the lost SADD and its retry');
+    assert.equal(waits.length, 1);
+    assert.deepEqual(sorted(await emu.members(key)), ['a', 'b']);
+    assert.equal(emu.stats().faults.dropConnection, 1);
+  });
+
+  test('applied but unacknowledged: the repeated SADD changes nothing', async () => {
+    const { dest, key } = setup();
+    emu.faults.set({ applyThenDrop: { calls: 1 } });
+    await dest.add(members('a', 'b'));
+    assert.equal(emu.stats().calls.SADD, 2);
+    assert.deepEqual(sorted(await emu.members(key)), ['a', 'b']);
+  });
+
+  test('LOADING and BUSY answers are waited out', async () => {
+    const { dest, key, waits } = setup();
+    emu.faults.set({ replyError: { calls: 2, message: 'LOADING Redis is loading the dataset in memory' } });
+    const outcome = await dest.remove(['x']);
+    assert.equal(outcome.apiCalls, 3);
+    assert.equal(waits.length, 2);
+    emu.faults.set({ replyError: { calls: 1, message: 'BUSY Redis is busy running a script.' } });
+    await dest.add(members('a'));
+    assert.deepEqual(sorted(await emu.members(key)), ['a']);
+  });
+
+  test('"max number of clients reached" counts as a rate-limit wait', async () => {
+    const { dest, key } = setup();
+    emu.faults.set({ maxClients: { calls: 2 } });
+    const outcome = await dest.add(members('a'));
+    assert.equal(outcome.rateLimitWaits, 2);
+    assert.deepEqual(sorted(await emu.members(key)), ['a']);
+  });
+
+  test('a hung command times out and is retried on a new connection', async () => {
+    const { dest, key } = setup({}, undefined, { commandTimeoutMs: 200 });
+    emu.faults.set({ stall: { calls: 1 } });
+    const outcome = await dest.add(members('a'));
+    assert.equal(outcome.apiCalls, 2);
+    assert.deepEqual(sorted(await emu.members(key)), ['a']);
+  });
+
+  test('persistent LOADING becomes retryable after maxAttempts', async () => {
+    const { dest } = setup({}, undefined, { maxAttempts: 4 });
+    emu.faults.set({ replyError: { calls: 100 } });
+    const err = await rejection(dest.truncate());
+    assert.equal(err.kind, 'retryable');
+    assert.match(err.message, /LOADING/);
+    assert.equal(emu.stats().calls.DEL, 4);
+  });
+
+  test('WRONGTYPE is fatal and names the key', async () => {
+    const { dest, key } = setup();
+    await emu.redis.set(key, 'a string someone else owns');
+    const err = await rejection(dest.add(members('a')));
+    assert.equal(err.kind, 'fatal');
+    assert.match(err.message, /WRONGTYPE/);
+    assert.ok(err.message.includes(`'${key}'`), err.message);
+    assert.equal(await emu.redis.get(key), 'a string someone else owns', 'left alone');
+  });
+
+  test('NOAUTH and WRONGPASS are fatal and name the secret, never the password', async () => {
+    const { dest } = setup();
+    emu.faults.set({ replyError: { calls: 1, message: 'NOAUTH Authentication required.' } });
+    const noauth = await rejection(dest.add(members('a')));
+    assert.equal(noauth.kind, 'fatal');
+    assert.match(noauth.message, /NOAUTH.*secret 'REDIS_URL'/);
+
+    // A user the real server does not know: Redis itself answers WRONGPASS.
+    const proxied = new URL(emu.url);
+    proxied.username = 'nobody';
+    proxied.password = 'hunter2-secret';
+    const wrong = setup({ urlSecret: 'REDIS_WRONG_URL' }, () => proxied.toString());
+    const wrongpass = await rejection(wrong.dest.add(members('a')));
+    assert.equal(wrongpass.kind, 'fatal');
+    assert.match(wrongpass.message, /WRONGPASS.*secret 'REDIS_WRONG_URL'/);
+    assert.doesNotMatch(wrongpass.message, /hunter2/);
+  });
+
+  test('a missing secret or a URL that is not redis:// is fatal', async () => {
+    const missing = setup({ urlSecret: 'NOT_SET' }, (name) => {
+      throw new Error(`secret '${name}' is not set`);
+    });
+    const err = await rejection(missing.dest.add(members('a')));
+    assert.equal(err.kind, 'fatal');
+    assert.match(err.message, /NOT_SET/);
+    const http = setup({}, () => 'http://127.0.0.1:6379');
+    assert.match((await rejection(http.dest.add(members('a')))).message, /secret 'REDIS_URL'.*redis:\/\//);
+  });
+});
+
+describe('redis-set new list + swap', () => {
+  test('build under a temp key, RENAME over the live set, retire nothing', async () => {
+    const { dest, key } = setup();
+    await dest.add(members('old-1', 'old-2', 'kept'));
+    const { listId, outcome } = await dest.createList!('run-7');
+    assert.equal(listId, `${key}:build:run-7`);
+    assert.deepEqual(outcome.callsByEndpoint, { TYPE: 1 });
+
+    const build = dest.forList!(listId);
+    await build.add(members('kept', 'new-1'));
+    // The engine resumes a fill after a crash: createList again must keep what was added.
+    assert.equal((await dest.createList!('run-7')).listId, listId);
+    await build.add(members('new-2'));
+    assert.deepEqual(sorted(await emu.members(key)), ['kept', 'old-1', 'old-2'], 'live set untouched');
+
+    const swapped = await dest.swapList!(listId);
+    assert.equal(swapped.callsByEndpoint?.RENAME, 1);
+    assert.deepEqual(sorted(await emu.members(key)), ['kept', 'new-1', 'new-2']);
+    assert.equal(await emu.redis.exists(listId), 0);
+    assert.equal(await emu.redis.get(swapMarkerKey(key)), listId);
+
+    // The engine retries the swap activity when deleteList or its own commit fails.
+    const again = await dest.swapList!(listId);
+    assert.equal(again.callsByEndpoint?.RENAME, undefined);
+    assert.deepEqual(sorted(await emu.members(key)), ['kept', 'new-1', 'new-2']);
+
+    // Deleting the live key would destroy the set just swapped in: a no-op.
+    assert.equal((await dest.deleteList!(key)).apiCalls, 0);
+    assert.equal((await dest.deleteList!(`${key}:build:run-3`)).apiCalls, 1, 'an older build: DEL');
+    assert.equal((await emu.members(key)).size, 3);
+  });
+
+  test('a swap whose answer was lost is found done on the retry', async () => {
+    const { dest, key } = setup();
+    await dest.add(members('old'));
+    const { listId } = await dest.createList!('run-1');
+    await dest.forList!(listId).add(members('new'));
+    emu.faults.set({ applyThenDrop: { calls: 1 }, commands: ['EXEC'] });
+    const outcome = await dest.swapList!(listId);
+    assert.equal(emu.stats().faults.applyThenDrop, 1);
+    assert.equal(outcome.callsByEndpoint?.RENAME, 1, 'sent once; the retry saw the marker');
+    assert.deepEqual(sorted(await emu.members(key)), ['new']);
+  });
+
+  test('an empty new list empties the live set', async () => {
+    const { dest, key } = setup();
+    await dest.add(members('old'));
+    const { listId } = await dest.createList!('run-2');
+    const outcome = await dest.swapList!(listId);
+    assert.equal(outcome.callsByEndpoint?.DEL, 1);
+    assert.equal(await emu.redis.exists(key), 0);
+    await dest.add(members('later'));
+    await dest.swapList!(listId);
+    assert.deepEqual(sorted(await emu.members(key)), ['later'], 'a repeated swap does not empty it again');
+  });
+
+  test("keys that are not this connector's are refused", async () => {
+    const { dest, key } = setup();
+    await emu.redis.set(`${key}:build:run-9`, 'not a set');
+    assert.equal((await rejection(dest.createList!('run-9'))).kind, 'fatal');
+    assert.throws(() => dest.forList!('someone-elses-key'), /neither the set/);
+    assert.equal((await rejection(dest.swapList!(key))).kind, 'fatal');
+    assert.equal((await rejection(dest.deleteList!('someone-elses-key'))).kind, 'fatal');
+
+    await emu.redis.set(key, 'live key holds a string');
+    const { listId } = await dest.createList!('run-10');
+    await dest.forList!(listId).add(members('a'));
+    const err = await rejection(dest.swapList!(listId));
+    assert.equal(err.kind, 'fatal');
+    assert.match(err.message, /holds a string, not a set/);
+    assert.equal(await emu.redis.get(key), 'live key holds a string', 'RENAME never overwrites it');
+  });
+});
+
+describe('redis-set refresh workflow on the real Temporal dev server (mysql)', () => {
+  let temporal: TemporalHarness;
+  let t: TestDatabase;
+  before(async () => {
+    [temporal, t] = await Promise.all([startTemporal(), createTestDatabase('mysql')]);
+    await createCustomersTable(t.db);
+    await seedCustomers(t.db, 300);
+  });
+  after(async () => {
+    await t.drop();
+    await temporal.stop();
+  });
+
+  test('diff refreshes with faults, then a forced truncate + reload', async () => {
+    const key = `${nextPrefix()}customers`;
+    const destinations = createDestinationFactory((name) => {
+      if (name === 'REDIS_URL') return emu.url;
+      throw new Error(`secret '${name}' is not set`);
+    });
+    await saveConnector(t.db, {
+      id: 'redis-customers',
+      dataset: { table: 'demo_customers', key: 'customer_key', attributes: ['segment'] },
+      destination: { type: 'redis-set', urlSecret: 'REDIS_URL', key, recordsPerCall: 100 },
+    });
+    const expectKeys = async () => sorted((await readCustomers(t.db)).keys());
+
+    await temporal.withWorker({ db: t.db, destinations }, async (client) => {
+      emu.faults.set({ maxClients: { calls: 1 }, replyError: { calls: 1 } });
+      const first = await client.refresh('redis-customers');
+      assert.equal(first.status, 'succeeded');
+      assert.equal(first.strategy, 'diff');
+      assert.equal(first.recordsSent, 300);
+      assert.ok(first.rateLimitWaits >= 1, 'max clients counted as a rate-limit wait');
+      assert.deepEqual(sorted(await emu.members(key)), await expectKeys());
+
+      const churn = await churnCustomers(t.db, { additions: 20, deletions: 15, changes: 10 });
+      emu.faults.set({ replyError: { calls: 1, message: 'BUSY Redis is busy running a script.' } });
+      emu.faults.set({ dropConnection: { calls: 1 } });
+      const second = await client.refresh('redis-customers');
+      assert.equal(second.status, 'succeeded');
+      assert.deepEqual([second.additions, second.updates, second.deletions], [20, 10, 15]);
+      assert.deepEqual(sorted(await emu.members(key)), await expectKeys());
+      for (const gone of churn.deleted) assert.equal(await emu.redis.sismember(key, gone), 0);
+
+      // Someone else added a stray member: a forced truncate + reload drops it.
+      await emu.redis.sadd(key, 'stray-member');
+      const reload = await client.refresh('redis-customers', { strategy: 'truncate' });
+      assert.equal(reload.status, 'succeeded');
+      assert.equal(reload.strategy, 'truncate');
+      assert.deepEqual(sorted(await emu.members(key)), await expectKeys());
+    });
+  });
+
+  test('forced new list + swap: RENAME over the live set; later diffs and a reconcile use it', async () => {
+    const key = `${nextPrefix()}customers`;
+    const destinations = createDestinationFactory(() => emu.url);
+    await saveConnector(t.db, {
+      id: 'redis-newlist',
+      dataset: { table: 'demo_customers', key: 'customer_key', attributes: [] },
+      destination: { type: 'redis-set', urlSecret: 'REDIS_URL', key, recordsPerCall: 100 },
+    });
+    const expectKeys = async () => sorted((await readCustomers(t.db)).keys());
+
+    await temporal.withWorker({ db: t.db, destinations }, async (client) => {
+      await client.refresh('redis-newlist');
+      await emu.redis.sadd(key, 'stray-member');
+      await churnCustomers(t.db, { additions: 5, deletions: 5, changes: 0 });
+      // The swap's answer is lost once: the retry finds the marker and does not RENAME again.
+      emu.faults.set({ applyThenDrop: { calls: 1 }, commands: ['EXEC'] });
+      const swapped = await client.refresh('redis-newlist', { strategy: 'newList' });
+      assert.equal(swapped.status, 'succeeded');
+      assert.equal(swapped.strategy, 'newList');
+      assert.equal(emu.stats().faults.applyThenDrop, 1);
+      assert.equal(swapped.callsByEndpoint.RENAME?.calls, 1);
+      assert.deepEqual(sorted(await emu.members(key)), await expectKeys(), 'the stray member is gone');
+      const builds = await emu.redis.keys(`${key}:build:*`);
+      assert.deepEqual(builds, [], 'the build key was renamed away');
+      assert.match((await emu.redis.get(swapMarkerKey(key))) ?? '', /:build:run-\d+$/);
+
+      // The connector now points at the build id; the set still lives at `key`.
+      const churn = await churnCustomers(t.db, { additions: 3, deletions: 2, changes: 0 });
+      const diff = await client.refresh('redis-newlist');
+      assert.equal(diff.strategy, 'diff');
+      assert.deepEqual(sorted(await emu.members(key)), await expectKeys());
+      for (const added of churn.added) assert.equal(await emu.redis.sismember(key, added), 1);
+
+      // Drift behind our back, found by reading the set back with SSCAN.
+      await emu.redis.sadd(key, 'stray-1', 'stray-2');
+      await emu.redis.srem(key, churn.added[0]!);
+      const reconciled = await client.reconcile('redis-newlist');
+      assert.equal(reconciled.status, 'succeeded');
+      assert.deepEqual([reconciled.drift?.extra, reconciled.drift?.missing], [2, 1]);
+      // listMembers returns no outcome, so the engine books its SSCANs as 'listMembers'.
+      assert.ok((reconciled.callsByEndpoint.listMembers?.calls ?? 0) >= 1);
+      assert.deepEqual(sorted(await emu.members(key)), await expectKeys());
+    });
+  });
+});
+
+/** A port nothing listens on (bound, then released). */
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
