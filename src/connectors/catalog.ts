@@ -1,4 +1,12 @@
+import { brazeAttributesDestination } from './braze-attributes';
+import { fileDropDestination } from './file-drop';
+import { googleCustomerMatchDestination } from './google-customer-match';
 import { httpListDestination } from './http-list';
+import { hubspotListDestination } from './hubspot-list';
+import { klaviyoListDestination } from './klaviyo-list';
+import { mailchimpAudienceDestination } from './mailchimp-audience';
+import { metaCustomAudienceDestination } from './meta-custom-audience';
+import { redisSetDestination } from './redis-set';
 import { sqlTableDestination } from './sql-table';
 
 /**
@@ -8,6 +16,14 @@ import { sqlTableDestination } from './sql-table';
 export const destinationModules = [
   httpListDestination,
   sqlTableDestination,
+  metaCustomAudienceDestination,
+  googleCustomerMatchDestination,
+  hubspotListDestination,
+  mailchimpAudienceDestination,
+  klaviyoListDestination,
+  brazeAttributesDestination,
+  redisSetDestination,
+  fileDropDestination,
   // new destinations: one line each, above this comment
 ] as const;
 
