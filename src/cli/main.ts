@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { DeltasyncClient } from '../client';
+import { destinationModules } from '../connectors/catalog';
 import { InvalidConnectorError } from '../connectors/definition';
 import { listConnectors, saveConnector, UnknownConnectorError } from '../connectors/store';
 import { STRATEGIES } from '../core/plan';
@@ -151,6 +152,22 @@ program
             ];
           }),
         )}\n`,
+    );
+  });
+
+program
+  .command('destinations')
+  .description('List the destination types a connector can use (docs/connectors.md has the details)')
+  .option('--json', 'print JSON for scripts')
+  .action((opts: { json?: boolean }) => {
+    const rows = destinationModules.map((m) => ({ type: m.type, description: m.description }));
+    process.stdout.write(
+      opts.json
+        ? `${JSON.stringify(rows)}\n`
+        : `${table(
+            ['type', 'description'],
+            rows.map((r) => [r.type, r.description]),
+          )}\n`,
     );
   });
 
