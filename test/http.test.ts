@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
-import { HttpDestinationError, requestJson } from '../src/connectors/http';
+import { HttpDestinationError, requestJson, retryPolicy } from '../src/connectors/http';
 
 /** The shared HTTP machinery's destination hook: reading rate limits and errors from the body. */
 
@@ -57,5 +57,76 @@ test('classify can make an answer fatal; undefined falls back to the status poli
   await assert.rejects(requestJson({ method: 'GET', url, classify }), (error: unknown) => {
     assert.equal((error as HttpDestinationError).kind, 'batch', 'an unclassified 400 fails the batch');
     return true;
+  });
+});
+
+test('the error carries the body of the answer that ended the request', async () => {
+  answers.push({ status: 400, body: { error: { code: 190, detail: 'x' } } });
+  await assert.rejects(requestJson({ method: 'GET', url, classify }), (error: unknown) => {
+    assert.ok(error instanceof HttpDestinationError);
+    assert.deepEqual(error.body, { error: { code: 190, detail: 'x' } });
+    return true;
+  });
+  answers.push({ status: 422, body: { errors: [{ code: 'invalid' }] } });
+  await assert.rejects(requestJson({ method: 'GET', url }), (error: unknown) => {
+    assert.deepEqual((error as HttpDestinationError).body, { errors: [{ code: 'invalid' }] });
+    return true;
+  });
+});
+
+test('rate limits back off on their own base; give-ups name the last answer in the service vocabulary', async () => {
+  answers.push(...Array.from({ length: 3 }, () => ({ status: 400, body: { error: { code: 17 } } })));
+  const throttled = ({ body }: { body: unknown }) =>
+    (body as { error?: { code?: number } }).error?.code === 17
+      ? { kind: 'rateLimited' as const, reason: 'code 17: slow down' }
+      : undefined;
+  const waits: number[] = [];
+  await assert.rejects(
+    requestJson({
+      method: 'GET',
+      url,
+      classify: throttled,
+      service: 'meta',
+      rateLimitTerm: 'throttled',
+      maxRateLimitWaits: 2,
+      baseDelayMs: 10,
+      rateLimitBaseDelayMs: 1000,
+      random: () => 0.5,
+      sleep: async (ms) => void waits.push(ms),
+    }),
+    (error: unknown) => {
+      assert.ok(error instanceof HttpDestinationError);
+      assert.equal(error.kind, 'retryable');
+      assert.deepEqual([error.apiCalls, error.rateLimitWaits], [3, 2]);
+      assert.match(error.message, /^meta: GET .*: still throttled after 2 waits: code 17: slow down$/);
+      assert.deepEqual(error.body, { error: { code: 17 } });
+      return true;
+    },
+  );
+  assert.deepEqual(waits, [500, 1000], 'full jitter from rateLimitBaseDelayMs, not baseDelayMs');
+});
+
+test('redactValues keeps credentials outside the authorization header out of messages', async () => {
+  answers.push({ status: 400, body: { message: 'unknown key pk_secret_123 for dev-token-XYZ' } });
+  await assert.rejects(
+    requestJson({
+      method: 'GET',
+      url,
+      headers: { authorization: 'Klaviyo-API-Key pk_secret_123', 'developer-token': 'dev-token-XYZ' },
+      redactValues: ['pk_secret_123', 'dev-token-XYZ'],
+    }),
+    (error: unknown) => {
+      assert.match((error as Error).message, /unknown key \*\*\* for \*\*\*/);
+      return true;
+    },
+  );
+});
+
+test('retryPolicy keeps only the retry knobs, over connector defaults, ignoring undefined', () => {
+  const options = { throttle: () => undefined, listId: 'x', baseDelayMs: undefined, maxAttempts: 3 };
+  assert.deepEqual(retryPolicy(options, { baseDelayMs: 1000, timeoutMs: 5 }), {
+    baseDelayMs: 1000,
+    timeoutMs: 5,
+    maxAttempts: 3,
   });
 });

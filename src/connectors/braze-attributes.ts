@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { createThrottle } from './throttle';
-import { HttpDestinationError, requestJson, type JsonRequest, type Sleep } from './http';
+import { requestJson, retryPolicy, type JsonRequest } from './http';
+import { CallTally, lazySecret, parseAnswer, type HttpConnectorOptions } from './kit';
 import { defineDestination } from './module';
 import {
   DestinationError,
@@ -13,7 +14,6 @@ import {
   type MemberPage,
   type Rejection,
   type SecretResolver,
-  type Throttle,
 } from './types';
 
 /**
@@ -59,19 +59,11 @@ export const brazeAttributesConfigSchema = z.object({
 export type BrazeAttributesConfig = z.output<typeof brazeAttributesConfigSchema>;
 export type BrazeAttributesConfigInput = z.input<typeof brazeAttributesConfigSchema>;
 
-/** Knobs for tests and tuning; production uses the defaults. */
-export interface BrazeAttributesOptions {
-  /** The worker-wide limiter per account; without it, this instance limits itself. */
-  throttle?: Throttle;
-  sleep?: Sleep;
-  random?: () => number;
-  maxAttempts?: number;
-  maxRateLimitWaits?: number;
-  baseDelayMs?: number;
-  maxDelayMs?: number;
-  maxWaitMs?: number;
-  timeoutMs?: number;
-}
+/**
+ * Knobs for tests and tuning; production uses the defaults. Without a throttle, this instance
+ * limits itself.
+ */
+export type BrazeAttributesOptions = HttpConnectorOptions;
 
 const ENDPOINT = 'users/track';
 
@@ -101,31 +93,20 @@ export function createBrazeAttributesDestination(
   // Rate limits are per workspace, and a REST API key belongs to one workspace.
   const account = `braze:${restEndpoint}:${config.apiKeySecret}`;
   const flag = config.membershipAttribute;
-  let apiKey: string | undefined;
-
-  function bearer(): string {
-    if (apiKey === undefined) {
-      try {
-        apiKey = secrets(config.apiKeySecret);
-      } catch (err) {
-        throw new DestinationError(
-          `braze-attributes: ${err instanceof Error ? err.message : String(err)}`,
-          'fatal',
-        );
-      }
-    }
-    return `Bearer ${apiKey}`;
-  }
+  const apiKey = lazySecret(secrets, config.apiKeySecret, 'braze-attributes');
 
   /** One /users/track request under the workspace's throttle and the shared retry policy. */
   async function track(objects: Record<string, unknown>[]) {
     const request: JsonRequest = {
-      ...retryPolicy(options),
+      // Braze sends no Retry-After with its 429s (only X-RateLimit-Reset, which requestJson does
+      // not read), so rate limits back off from a 1 s base, about the length of Braze's 3-second
+      // window, unless told otherwise.
+      ...retryPolicy(options, { baseDelayMs: 1000 }),
       method: 'POST',
       url: `${restEndpoint}/users/track`,
       body: { attributes: objects },
       service: 'braze-attributes',
-      headers: { authorization: bearer() },
+      headers: { authorization: `Bearer ${apiKey()}` },
       hints: {
         401: `the REST API key was refused — check the secret named in apiKeySecret ('${config.apiKeySecret}')`,
         403: `the key lacks the users.track permission, or the workspace is inactive — check the key in '${config.apiKeySecret}'`,
@@ -133,37 +114,25 @@ export function createBrazeAttributesDestination(
       },
     };
     const response = await throttle(account, limits, () => requestJson(request));
-    const parsed = trackResponseSchema.safeParse(response.body);
-    if (!parsed.success) {
-      throw new DestinationError(
-        `braze-attributes: unexpected answer from POST ${restEndpoint}/users/track (is restEndpoint a Braze REST endpoint?): ${z.prettifyError(parsed.error)}`,
-        'fatal',
-        response.status,
-      );
-    }
-    return { body: parsed.data, apiCalls: response.apiCalls, rateLimitWaits: response.rateLimitWaits };
+    const body = parseAnswer(
+      trackResponseSchema,
+      response,
+      `braze-attributes: unexpected answer from POST ${restEndpoint}/users/track (is restEndpoint a Braze REST endpoint?)`,
+    );
+    return { body, apiCalls: response.apiCalls, rateLimitWaits: response.rateLimitWaits };
   }
 
   /** Sends objects in requests of objectsPerRequest; non-fatal errors become rejections. */
   async function send(keys: string[], objects: Record<string, unknown>[]): Promise<BatchOutcome> {
-    const outcome: BatchOutcome = { rejected: [], apiCalls: 0, rateLimitWaits: 0 };
+    const tally = new CallTally();
+    const rejected: Rejection[] = [];
     for (let start = 0; start < objects.length; start += config.objectsPerRequest) {
       const chunkKeys = keys.slice(start, start + config.objectsPerRequest);
-      let result;
-      try {
-        result = await track(objects.slice(start, start + config.objectsPerRequest));
-      } catch (err) {
-        if (err instanceof HttpDestinationError) {
-          outcome.apiCalls += err.apiCalls;
-          outcome.rateLimitWaits += err.rateLimitWaits;
-        }
-        throw err;
-      }
-      outcome.apiCalls += result.apiCalls;
-      outcome.rateLimitWaits += result.rateLimitWaits;
-      outcome.rejected.push(...rejections(result.body, chunkKeys));
+      const chunk = objects.slice(start, start + config.objectsPerRequest);
+      const result = await tally.measure(ENDPOINT, () => track(chunk));
+      rejected.push(...rejections(result.body, chunkKeys));
     }
-    return { ...outcome, callsByEndpoint: { [ENDPOINT]: outcome.apiCalls } };
+    return tally.outcome(rejected);
   }
 
   function memberObject(member: Member): Record<string, unknown> {
@@ -220,25 +189,6 @@ export function createBrazeAttributesDestination(
       // fetch's global connection pool needs no closing.
     },
   };
-}
-
-/**
- * The options that tune the shared HTTP layer's retries. Braze sends no Retry-After with its 429s
- * (only X-RateLimit-Reset, which the shared layer does not read), so rate limits back off from a
- * 1 s base, about the length of Braze's 3-second window, unless told otherwise.
- */
-function retryPolicy(options: BrazeAttributesOptions): Partial<JsonRequest> {
-  const {
-    sleep,
-    random,
-    maxAttempts,
-    maxRateLimitWaits,
-    baseDelayMs = 1000,
-    maxDelayMs,
-    maxWaitMs,
-    timeoutMs,
-  } = options;
-  return { sleep, random, maxAttempts, maxRateLimitWaits, baseDelayMs, maxDelayMs, maxWaitMs, timeoutMs };
 }
 
 /**

@@ -1,16 +1,21 @@
 import { STATUS_CODES } from 'node:http';
-import { fullJitterBackoff, HttpDestinationError, parseRetryAfter, realSleep, type Sleep } from './http';
-import type { DestinationError } from './types';
+import {
+  HttpDestinationError,
+  parseRetryAfter,
+  requestJson,
+  retryPolicy,
+  type Answer,
+  type RetryOptions,
+  type Verdict,
+} from './http';
 
 /**
  * The Google Ads REST transport (googleads.googleapis.com/{version}/…): JSON over HTTPS with a
- * developer token and an OAuth access token. It follows the retry policy of http.ts (429 waits,
- * 5xx and network errors back off with full jitter, credential problems stop the refresh) and
- * reuses its helpers, but reads Google's error body to decide: Google answers most refusals with
- * a generic "Request contains an invalid argument." and puts the real reason in
+ * developer token and an OAuth access token. Requests and retries are the shared `requestJson`'s;
+ * this module tells it how to read Google's error body. Google answers most refusals with a
+ * generic "Request contains an invalid argument." and puts the real reason in
  * `error.details[].errors[].errorCode` (GoogleAdsFailure), and its rate-limit wait in
- * `quotaErrorDetails.retryDelay` rather than a Retry-After header. requestJson in http.ts cannot
- * see that body, hence this small loop of its own.
+ * `quotaErrorDetails.retryDelay` rather than a Retry-After header.
  */
 
 export interface GoogleAdsCredentials {
@@ -18,20 +23,6 @@ export interface GoogleAdsCredentials {
   accessToken: () => string;
   /** Manager account the access token acts through (the `login-customer-id` header). */
   loginCustomerId?: string;
-}
-
-export interface GoogleAdsRetryOptions {
-  sleep?: Sleep;
-  random?: () => number;
-  /** Attempts for 5xx, concurrent-modification and network errors, the first one included. */
-  maxAttempts?: number;
-  /** Times a RESOURCE_EXHAUSTED is waited for before giving up on this request. */
-  maxRateLimitWaits?: number;
-  baseDelayMs?: number;
-  maxDelayMs?: number;
-  /** Cap on any single wait, including a server-requested retryDelay. */
-  maxWaitMs?: number;
-  timeoutMs?: number;
 }
 
 export interface GoogleAdsRequest {
@@ -65,22 +56,18 @@ export interface GoogleAdsErrorItem {
 
 /** An HTTP refusal with Google's error codes, so callers can react to specific ones. */
 export class GoogleAdsApiError extends HttpDestinationError {
-  constructor(
-    message: string,
-    kind: DestinationError['kind'],
-    status: number | undefined,
-    apiCalls: number,
-    rateLimitWaits: number,
-    readonly codes: string[],
-  ) {
-    super(message, kind, status, apiCalls, rateLimitWaits);
+  /** The `errorCode`s of the answer that ended the request, e.g. `databaseError.CONCURRENT_MODIFICATION`. */
+  readonly codes: string[];
+
+  constructor(err: HttpDestinationError) {
+    super(err.message, err.kind, err.status, err.apiCalls, err.rateLimitWaits, err.body);
     this.name = 'GoogleAdsApiError';
+    this.codes = googleAdsErrorsOf(rpcStatusOf(err.body)).map((e) => e.code);
   }
 }
 
-const defaults = {
-  maxAttempts: 5,
-  maxRateLimitWaits: 10,
+/** Longer than requestJson's defaults: one request may carry 100,000 identifiers. */
+const googleRetryDefaults: RetryOptions = {
   baseDelayMs: 1000,
   maxDelayMs: 60_000,
   maxWaitMs: 300_000,
@@ -104,169 +91,73 @@ const FATAL_CODE = [
 /** Transient by nature although not a 5xx: two writers touched the same list at once. */
 const TRANSIENT_CODE = [/^databaseError\.CONCURRENT_MODIFICATION$/, /^internalError\./];
 
-type Attempt =
-  | { done: true; body: unknown }
-  | { done: false; rateLimited: boolean; retryAfterMs?: number; failure: string; status?: number };
-
 /** One logical request, retried per the policy above. */
 export async function googleAdsRequest<T>(
   request: GoogleAdsRequest,
-  retry: GoogleAdsRetryOptions = {},
+  retry: RetryOptions = {},
 ): Promise<GoogleAdsResponse<T>> {
-  const options = { ...defaults, ...definedOnly(retry) };
-  const sleep = retry.sleep ?? realSleep;
-  const random = retry.random ?? Math.random;
-  let apiCalls = 0;
-  let rateLimitWaits = 0;
-  let failedAttempts = 0;
-
-  for (;;) {
-    apiCalls++;
-    let result: Attempt;
-    try {
-      result = await attempt(request, options.timeoutMs);
-    } catch (err) {
-      if (err instanceof RefusedError) {
-        throw new GoogleAdsApiError(err.message, err.kind, err.status, apiCalls, rateLimitWaits, err.codes);
-      }
-      throw err;
-    }
-    if (result.done) return { body: result.body as T, apiCalls, rateLimitWaits };
-
-    let delayMs: number;
-    if (result.rateLimited) {
-      if (rateLimitWaits >= options.maxRateLimitWaits) {
-        throw giveUp(
-          request,
-          `still rate limited after ${rateLimitWaits} waits`,
-          result,
-          apiCalls,
-          rateLimitWaits,
-        );
-      }
-      delayMs =
-        result.retryAfterMs ??
-        fullJitterBackoff(rateLimitWaits, options.baseDelayMs, options.maxDelayMs, random);
-      rateLimitWaits++;
-    } else {
-      failedAttempts++;
-      if (failedAttempts >= options.maxAttempts) {
-        const reason = `${result.failure} (gave up after ${apiCalls} calls)`;
-        throw giveUp(request, reason, result, apiCalls, rateLimitWaits);
-      }
-      delayMs = fullJitterBackoff(failedAttempts - 1, options.baseDelayMs, options.maxDelayMs, random);
-    }
-    await sleep(Math.min(delayMs, options.maxWaitMs));
-  }
-}
-
-/** Thrown inside one attempt for a final refusal; converted to GoogleAdsApiError with the counts. */
-class RefusedError extends Error {
-  constructor(
-    message: string,
-    readonly kind: DestinationError['kind'],
-    readonly status: number,
-    readonly codes: string[],
-  ) {
-    super(message);
-  }
-}
-
-async function attempt(request: GoogleAdsRequest, timeoutMs: number): Promise<Attempt> {
-  // Outside the try: a secret that cannot be read is fatal, not a network error.
-  const headers = headersOf(request.credentials);
-  let response: Response;
-  let text: string;
+  const { credentials } = request;
+  // Read before the request: a secret that cannot be read is fatal, not a network error.
+  const accessToken = credentials.accessToken();
+  const developerToken = credentials.developerToken();
   try {
-    response = await fetch(urlOf(request), {
+    const response = await requestJson<T>({
+      ...retryPolicy(retry, googleRetryDefaults),
       method: 'POST',
-      headers,
-      body: JSON.stringify(request.body),
-      signal: AbortSignal.timeout(timeoutMs),
+      url: `${request.baseUrl.replace(/\/+$/, '')}/${request.apiVersion}/${request.path}`,
+      body: request.body,
+      service: request.service ?? 'google-ads',
+      headers: {
+        authorization: `Bearer ${accessToken}`,
+        'developer-token': developerToken,
+        ...(credentials.loginCustomerId ? { 'login-customer-id': credentials.loginCustomerId } : {}),
+      },
+      redactValues: [developerToken],
+      classify: (answer) => verdictOf(answer, request.hint),
     });
-    text = await response.text();
+    return { body: response.body, apiCalls: response.apiCalls, rateLimitWaits: response.rateLimitWaits };
   } catch (err) {
-    // Refused, reset, DNS, timeout: the request may or may not have arrived.
-    return { done: false, rateLimited: false, failure: `network error: ${networkCause(err)}` };
+    throw err instanceof HttpDestinationError ? new GoogleAdsApiError(err) : err;
   }
-  const { status } = response;
-  if (status >= 200 && status < 300) return { done: true, body: parseBody(request, status, text) };
+}
 
-  const errors = parseGoogleAdsErrors(text);
+/** Google's answer read by its error codes first, its HTTP status second. */
+function verdictOf({ status, headers, body, text }: Answer, hint: string | undefined): Verdict | undefined {
+  // A success; requestJson still checks that it is JSON.
+  if (status >= 200 && status < 300) return undefined;
+  const errors = googleAdsErrorsOf(rpcStatusOf(body));
   const codes = errors.map((e) => e.code);
-  const failure = describe(request, response, text, errors);
+  const what = describe(status, body, text, errors);
   if (status === 429 || codes.some((c) => c.startsWith('quotaError.RESOURCE'))) {
     const retryAfterMs =
       errors.find((e) => e.retryDelayMs !== undefined)?.retryDelayMs ??
-      parseRetryAfter(response.headers.get('retry-after'), Date.now());
-    return { done: false, rateLimited: true, retryAfterMs, failure, status };
+      parseRetryAfter(headers.get('retry-after'), Date.now());
+    return { kind: 'rateLimited', retryAfterMs, reason: `${status} ${what}` };
   }
   if (status >= 500 || status === 408 || codes.some((c) => TRANSIENT_CODE.some((p) => p.test(c)))) {
-    return { done: false, rateLimited: false, failure, status };
+    return { kind: 'retry', reason: `${status} ${what}` };
   }
   const fatal = status === 401 || status === 403 || status === 404 || codes.some(isFatalCode);
-  const message = redact(
-    `${request.service ?? 'google-ads'}: ${failure}${fatal && request.hint ? ` — ${request.hint}` : ''}`,
-    request,
-  );
-  throw new RefusedError(message, fatal ? 'fatal' : 'batch', status, codes);
+  if (!fatal) return { kind: 'batch', message: what };
+  return { kind: 'fatal', message: hint ? `${what} — ${hint}` : what };
 }
 
 function isFatalCode(code: string): boolean {
   return FATAL_CODE.some((pattern) => pattern.test(code));
 }
 
-function urlOf(request: GoogleAdsRequest): string {
-  return `${request.baseUrl.replace(/\/+$/, '')}/${request.apiVersion}/${request.path}`;
-}
-
-function headersOf(credentials: GoogleAdsCredentials): Record<string, string> {
-  return {
-    accept: 'application/json',
-    'content-type': 'application/json',
-    authorization: `Bearer ${credentials.accessToken()}`,
-    'developer-token': credentials.developerToken(),
-    ...(credentials.loginCustomerId ? { 'login-customer-id': credentials.loginCustomerId } : {}),
-  };
-}
-
-function parseBody(request: GoogleAdsRequest, status: number, text: string): unknown {
-  if (text.trim() === '') return {};
-  try {
-    return JSON.parse(text);
-  } catch {
-    const message = `${request.service ?? 'google-ads'}: ${status} from POST ${urlOf(request)} is not JSON (is baseUrl right?): ${text.slice(0, 200)}`;
-    throw new RefusedError(redact(message, request), 'fatal', status, []);
-  }
-}
-
-/** "400 INVALID_ARGUMENT from POST …: offlineUserDataJobError.INVALID_USER_LIST_ID: …". */
-function describe(
-  request: GoogleAdsRequest,
-  response: Response,
-  text: string,
-  errors: GoogleAdsErrorItem[],
-): string {
-  const head = `${response.status} ${statusName(text) ?? response.statusText ?? STATUS_CODES[response.status] ?? ''}`;
+/** "INVALID_ARGUMENT: offlineUserDataJobError.INVALID_USER_LIST_ID: …" */
+function describe(status: number, body: unknown, text: string, errors: GoogleAdsErrorItem[]): string {
+  const rpc = rpcStatusOf(body);
+  const name = rpc?.status ?? STATUS_CODES[status] ?? '';
   const detail =
     errors.length > 0
       ? errors
           .slice(0, 3)
           .map((e) => `${e.code}: ${e.message}`)
           .join('; ')
-      : (topMessage(text) ?? text.trim().slice(0, 200));
-  return `${head.trim()} from POST ${urlOf(request)}${detail ? `: ${detail}` : ''}`;
-}
-
-function giveUp(
-  request: GoogleAdsRequest,
-  reason: string,
-  last: { status?: number },
-  apiCalls: number,
-  rateLimitWaits: number,
-): GoogleAdsApiError {
-  const message = redact(`${request.service ?? 'google-ads'}: POST ${urlOf(request)}: ${reason}`, request);
-  return new GoogleAdsApiError(message, 'retryable', last.status, apiCalls, rateLimitWaits, []);
+      : (rpc?.message ?? text.trim().slice(0, 200));
+  return [name, detail].filter(Boolean).join(': ');
 }
 
 // --- Google's error format ------------------------------------------------------------------------
@@ -312,62 +203,15 @@ function flatten(error: RawError): GoogleAdsErrorItem {
   };
 }
 
-export function parseGoogleAdsErrors(text: string): GoogleAdsErrorItem[] {
-  try {
-    return googleAdsErrorsOf((JSON.parse(text) as { error?: RpcStatus }).error);
-  } catch {
-    return [];
-  }
+/** The google.rpc.Status of an error body (`{"error": Status}`). */
+function rpcStatusOf(body: unknown): RpcStatus | undefined {
+  if (!body || typeof body !== 'object') return undefined;
+  const error = (body as { error?: unknown }).error;
+  return error && typeof error === 'object' ? (error as RpcStatus) : undefined;
 }
 
 /** A protobuf Duration in JSON ("30s", "1.5s") in milliseconds. */
 export function parseDuration(text: string): number | undefined {
   const match = /^(\d+(?:\.\d+)?)s$/.exec(text.trim());
   return match ? Math.round(Number(match[1]) * 1000) : undefined;
-}
-
-function statusName(text: string): string | undefined {
-  try {
-    return (JSON.parse(text) as { error?: RpcStatus }).error?.status;
-  } catch {
-    return undefined;
-  }
-}
-
-function topMessage(text: string): string | undefined {
-  try {
-    return (JSON.parse(text) as { error?: RpcStatus }).error?.message;
-  } catch {
-    return undefined;
-  }
-}
-
-// --- Odds and ends --------------------------------------------------------------------------------
-
-function networkCause(err: unknown): string {
-  if (err instanceof Error) {
-    if (err.name === 'TimeoutError') return 'timed out';
-    const cause = (err as Error & { cause?: unknown }).cause;
-    return cause instanceof Error ? cause.message : err.message;
-  }
-  return String(err);
-}
-
-/** Never let a token come back in a message, even when a server echoes it. */
-function redact(message: string, request: GoogleAdsRequest): string {
-  let result = message;
-  for (const read of [request.credentials.accessToken, request.credentials.developerToken]) {
-    let secret: string;
-    try {
-      secret = read();
-    } catch {
-      continue;
-    }
-    if (secret.length >= 4) result = result.split(secret).join('***');
-  }
-  return result;
-}
-
-function definedOnly<T extends object>(value: T): Partial<T> {
-  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
 }

@@ -6,22 +6,21 @@ import {
   googleAdsErrorsOf,
   googleAdsRequest,
   type GoogleAdsCredentials,
-  type GoogleAdsRetryOptions,
 } from './google-ads-rest';
 import { HttpDestinationError, realSleep } from './http';
+import { CallTally, lazySecret, parseAnswer, type HttpConnectorOptions } from './kit';
 import { defineDestination } from './module';
+import { unthrottled } from './throttle';
 import {
   DestinationError,
   type AttributeValue,
   type Attributes,
-  type BatchOutcome,
   type Capabilities,
   type Destination,
   type Limits,
   type Member,
   type Rejection,
   type SecretResolver,
-  type Throttle,
 } from './types';
 
 /**
@@ -110,10 +109,11 @@ export const googleCustomerMatchConfigSchema = z.object({
 export type GoogleCustomerMatchConfig = z.output<typeof googleCustomerMatchConfigSchema>;
 export type GoogleCustomerMatchConfigInput = z.input<typeof googleCustomerMatchConfigSchema>;
 
-/** Knobs for tests and tuning; production uses the defaults. */
-export interface GoogleCustomerMatchOptions extends GoogleAdsRetryOptions {
-  /** The worker-wide limiter per account; without it, calls go out unthrottled. */
-  throttle?: Throttle;
+/**
+ * Knobs for tests and tuning; production uses the defaults. Without a throttle, calls go out
+ * unthrottled.
+ */
+export interface GoogleCustomerMatchOptions extends HttpConnectorOptions {
   /** The list the connector points at now (after a swap: the job that replaced it). */
   listId?: string;
   now?: () => number;
@@ -362,28 +362,6 @@ class JobFailedError extends HttpDestinationError {
   }
 }
 
-/** Calls made for one batch, by endpoint, retries included. */
-class CallTally {
-  apiCalls = 0;
-  rateLimitWaits = 0;
-  readonly byEndpoint: Partial<Record<CustomerMatchEndpoint, number>> = {};
-
-  count(endpoint: CustomerMatchEndpoint, apiCalls: number, rateLimitWaits: number): void {
-    this.apiCalls += apiCalls;
-    this.rateLimitWaits += rateLimitWaits;
-    this.byEndpoint[endpoint] = (this.byEndpoint[endpoint] ?? 0) + apiCalls;
-  }
-
-  outcome(rejected: Rejection[]): BatchOutcome {
-    return {
-      rejected,
-      apiCalls: this.apiCalls,
-      rateLimitWaits: this.rateLimitWaits,
-      callsByEndpoint: { ...this.byEndpoint },
-    };
-  }
-}
-
 // --- The API calls --------------------------------------------------------------------------------
 
 function createApi(
@@ -393,6 +371,7 @@ function createApi(
   options: GoogleCustomerMatchOptions,
 ) {
   const credentials = credentialsFor(config, secrets);
+  const throttle = options.throttle ?? unthrottled;
   const account = `google-ads:${config.customerId}`;
   const limits = limitsOf(config);
   const sleep = options.sleep ?? realSleep;
@@ -413,23 +392,14 @@ function createApi(
   ): Promise<T> {
     const { baseUrl, apiVersion } = config;
     const request = { baseUrl, apiVersion, path, body, credentials, hint, service: 'google-customer-match' };
-    const send = () => googleAdsRequest<unknown>(request, options);
-    let response;
-    try {
-      response = options.throttle ? await options.throttle(account, limits, send) : await send();
-    } catch (err) {
-      if (err instanceof HttpDestinationError) calls.count(endpoint, err.apiCalls, err.rateLimitWaits);
-      throw err;
-    }
-    calls.count(endpoint, response.apiCalls, response.rateLimitWaits);
-    const parsed = schema.safeParse(response.body);
-    if (!parsed.success) {
-      throw new DestinationError(
-        `google-customer-match: unexpected answer from ${endpoint} (is baseUrl the Google Ads API?): ${z.prettifyError(parsed.error)}`,
-        'fatal',
-      );
-    }
-    return parsed.data;
+    const response = await calls.measure(endpoint, () =>
+      throttle(account, limits, () => googleAdsRequest<unknown>(request, options)),
+    );
+    return parseAnswer(
+      schema,
+      response,
+      `google-customer-match: unexpected answer from ${endpoint} (is baseUrl the Google Ads API?)`,
+    );
   }
 
   async function createJob(calls: CallTally, userList: string, adds: boolean, externalId?: string) {
@@ -566,23 +536,9 @@ function hasCode(err: unknown, code: string): boolean {
 
 // --- Credentials and ids --------------------------------------------------------------------------
 
-/** Secrets are read on first use, inside the activity, so a missing one fails the run that needs it. */
 function credentialsFor(config: GoogleCustomerMatchConfig, secrets: SecretResolver): GoogleAdsCredentials {
-  const cache = new Map<string, string>();
-  const read = (field: 'developerTokenSecret' | 'accessTokenSecret') => () => {
-    const name = config[field];
-    let value = cache.get(name);
-    if (value === undefined) {
-      try {
-        value = secrets(name);
-      } catch (err) {
-        const why = err instanceof Error ? err.message : String(err);
-        throw new DestinationError(`google-customer-match: ${field} '${name}': ${why}`, 'fatal');
-      }
-      cache.set(name, value);
-    }
-    return value;
-  };
+  const read = (field: 'developerTokenSecret' | 'accessTokenSecret') =>
+    lazySecret(secrets, config[field], `google-customer-match: ${field} '${config[field]}'`);
   return {
     developerToken: read('developerTokenSecret'),
     accessToken: read('accessTokenSecret'),

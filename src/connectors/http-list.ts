@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { createCallSpacer, requestJson, type JsonRequest, type Sleep } from './http';
-import type { Throttle } from './types';
+import { createCallSpacer, requestJson, retryPolicy, type JsonRequest } from './http';
+import { lazySecret, parseAnswer, type HttpConnectorOptions } from './kit';
 import { defineDestination } from './module';
 import {
   DestinationError,
@@ -38,18 +38,11 @@ export const httpListConfigSchema = z.object({
 export type HttpListConfig = z.output<typeof httpListConfigSchema>;
 export type HttpListConfigInput = z.input<typeof httpListConfigSchema>;
 
-/** Knobs for tests and tuning; production uses the defaults. */
-export interface HttpListOptions {
-  /** The worker-wide limiter per account; without it, calls are spaced per destination instance. */
-  throttle?: Throttle;
-  sleep?: Sleep;
-  random?: () => number;
-  maxAttempts?: number;
-  baseDelayMs?: number;
-  maxDelayMs?: number;
-  maxWaitMs?: number;
-  timeoutMs?: number;
-}
+/**
+ * Knobs for tests and tuning; production uses the defaults. Without a throttle, calls are spaced
+ * per instance.
+ */
+export type HttpListOptions = HttpConnectorOptions;
 
 const rejectionsSchema = z
   .array(z.object({ key: z.string(), reason: z.string() }))
@@ -74,7 +67,7 @@ export function createHttpListDestination(
       : undefined;
   // Every list behind one base URL and token shares that account's rate budget.
   const account = `http-list:${config.baseUrl}:${config.tokenSecret}`;
-  let token: string | undefined;
+  const token = lazySecret(secrets, config.tokenSecret, 'http-list');
 
   const capabilities: Capabilities = {
     add: supported.has('add'),
@@ -94,26 +87,14 @@ export function createHttpListDestination(
     }
   }
 
-  // Resolved on first use, inside the activity, so a missing secret fails the run that needs it.
-  function bearer(): string {
-    if (token === undefined) {
-      try {
-        token = secrets(config.tokenSecret);
-      } catch (err) {
-        throw new DestinationError(`http-list: ${err instanceof Error ? err.message : String(err)}`, 'fatal');
-      }
-    }
-    return `Bearer ${token}`;
-  }
-
   async function call<T>(method: 'GET' | 'POST', url: string, body: unknown, schema: z.ZodType<T>) {
     const request: JsonRequest = {
-      ...options,
+      ...retryPolicy(options),
       method,
       url,
       body,
       service: 'http-list',
-      headers: { authorization: bearer() },
+      headers: { authorization: `Bearer ${token()}` },
       hints: {
         401: `bad token — check the secret named in tokenSecret ('${config.tokenSecret}')`,
         403: `the token may not use list '${config.listId}' — check the secret named in tokenSecret ('${config.tokenSecret}')`,
@@ -124,15 +105,12 @@ export function createHttpListDestination(
     const response = options.throttle
       ? await options.throttle(account, limits, () => requestJson(request))
       : await requestJson(request);
-    const parsed = schema.safeParse(response.body);
-    if (!parsed.success) {
-      throw new DestinationError(
-        `http-list: unexpected answer from ${method} ${url} (is baseUrl an http-list API?): ${z.prettifyError(parsed.error)}`,
-        'fatal',
-        response.status,
-      );
-    }
-    return { body: parsed.data, apiCalls: response.apiCalls, rateLimitWaits: response.rateLimitWaits };
+    const parsed = parseAnswer(
+      schema,
+      response,
+      `http-list: unexpected answer from ${method} ${url} (is baseUrl an http-list API?)`,
+    );
+    return { body: parsed, apiCalls: response.apiCalls, rateLimitWaits: response.rateLimitWaits };
   }
 
   /** Sends `items` in calls of at most recordsPerCall, adding up what each call reports. */

@@ -5,7 +5,8 @@ import { DestinationError } from './types';
  * Shared HTTP plumbing for destinations that speak JSON over HTTP. It owns the retry policy so
  * every connector behaves the same way: 429 waits as long as the server asks, 5xx and network
  * failures back off exponentially with full jitter, credentials problems stop the refresh, and
- * any other 4xx fails only the batch in hand.
+ * any other 4xx fails only the batch in hand. APIs that say these things in the body instead
+ * (Meta's error codes, Google's quota errors) read their answers through `classify`.
  */
 
 export type Sleep = (ms: number) => Promise<void>;
@@ -28,6 +29,12 @@ export interface JsonRequest {
   maxRateLimitWaits?: number;
   baseDelayMs?: number;
   maxDelayMs?: number;
+  /**
+   * Backoff for a rate limit that comes without a wait (default: baseDelayMs and maxDelayMs).
+   * Some services block for minutes once throttled, where a 5xx passes in a second.
+   */
+  rateLimitBaseDelayMs?: number;
+  rateLimitMaxDelayMs?: number;
   /** Cap on any single wait, including a server-requested Retry-After. */
   maxWaitMs?: number;
   /** Per-attempt timeout; a timed-out attempt counts as a network error. */
@@ -37,6 +44,14 @@ export interface JsonRequest {
   random?: () => number;
   /** Awaited before every attempt, retries included: the hook for a calls-per-second limiter. */
   beforeAttempt?: () => Promise<void>;
+  /**
+   * Credentials that must never appear in a message, besides the values of the authorization
+   * and API-key headers (which are always redacted): a key inside a Basic header, a token under a
+   * scheme or header of the service's own (`Klaviyo-API-Key …`, `developer-token`).
+   */
+  redactValues?: string[];
+  /** The service's own word for a rate limit, in messages (Meta's documentation says 'throttled'). */
+  rateLimitTerm?: string;
   /**
    * The destination's own reading of an answer, before the status-based policy: for APIs that
    * signal rate limits or errors in the body (error codes, retry delays, quota policy names).
@@ -53,10 +68,14 @@ export interface Answer {
   text: string;
 }
 
+/**
+ * What to do with an answer. `reason` describes the answer in the message when retries run out
+ * (default: the status and the server's message); `message` is the whole explanation of a refusal.
+ */
 export type Verdict =
   | { kind: 'ok' }
-  | { kind: 'rateLimited'; retryAfterMs?: number }
-  | { kind: 'retry' }
+  | { kind: 'rateLimited'; retryAfterMs?: number; reason?: string }
+  | { kind: 'retry'; reason?: string }
   | { kind: 'fatal' | 'batch'; message: string };
 
 export interface JsonResponse<T> {
@@ -68,7 +87,11 @@ export interface JsonResponse<T> {
   rateLimitWaits: number;
 }
 
-/** A DestinationError that still reports what the failed request cost, for the run's counters. */
+/**
+ * A DestinationError that still reports what the failed request cost, for the run's counters, and
+ * the parsed JSON body of the answer that ended it (if any), for callers that react to the error
+ * codes a service puts there.
+ */
 export class HttpDestinationError extends DestinationError {
   constructor(
     message: string,
@@ -76,10 +99,49 @@ export class HttpDestinationError extends DestinationError {
     status: number | undefined,
     override readonly apiCalls: number,
     override readonly rateLimitWaits: number,
+    readonly body?: unknown,
   ) {
     super(message, kind, status);
     this.name = 'HttpDestinationError';
   }
+}
+
+/** The knobs of the retry policy, as connectors pass them through for tests and tuning. */
+export type RetryOptions = Pick<
+  JsonRequest,
+  | 'sleep'
+  | 'random'
+  | 'maxAttempts'
+  | 'maxRateLimitWaits'
+  | 'baseDelayMs'
+  | 'maxDelayMs'
+  | 'rateLimitBaseDelayMs'
+  | 'rateLimitMaxDelayMs'
+  | 'maxWaitMs'
+  | 'timeoutMs'
+>;
+
+const retryKeys = [
+  'sleep',
+  'random',
+  'maxAttempts',
+  'maxRateLimitWaits',
+  'baseDelayMs',
+  'maxDelayMs',
+  'rateLimitBaseDelayMs',
+  'rateLimitMaxDelayMs',
+  'maxWaitMs',
+  'timeoutMs',
+] as const satisfies readonly (keyof RetryOptions)[];
+
+/**
+ * The retry knobs among a connector's options (which also hold its throttle, list id, …), over
+ * the connector's own defaults. A knob given as undefined counts as not given.
+ */
+export function retryPolicy(options: RetryOptions, connectorDefaults: RetryOptions = {}): RetryOptions {
+  const policy: Record<string, unknown> = { ...connectorDefaults };
+  for (const key of retryKeys) if (options[key] !== undefined) policy[key] = options[key];
+  return policy as RetryOptions;
 }
 
 const defaults = {
@@ -90,14 +152,23 @@ const defaults = {
   maxDelayMs: 10_000,
   maxWaitMs: 60_000,
   timeoutMs: 30_000,
+  rateLimitTerm: 'rate limited',
 };
 
-/** What one attempt came to: either a final answer or a reason to try again. */
-type AttemptResult =
-  | { done: true; status: number; body: unknown }
-  | { done: false; rateLimited: boolean; retryAfterMs?: number; failure: string; status?: number };
-
 type Options = JsonRequest & typeof defaults;
+
+/** What one attempt came to: the answer, a reason to try again, or a refusal that retrying cannot fix. */
+type AttemptResult =
+  | { outcome: 'done'; status: number; body: unknown }
+  | {
+      outcome: 'again';
+      rateLimited: boolean;
+      retryAfterMs?: number;
+      failure: string;
+      status?: number;
+      body?: unknown;
+    }
+  | { outcome: 'refused'; kind: 'fatal' | 'batch'; message: string; status: number; body: unknown };
 
 /**
  * One logical request, retried as the policy above says. Resolves with the parsed JSON body and
@@ -110,46 +181,45 @@ export async function requestJson<T = unknown>(request: JsonRequest): Promise<Js
   let apiCalls = 0;
   let rateLimitWaits = 0;
   let failedAttempts = 0;
+  const fail = (message: string, kind: DestinationError['kind'], last: { status?: number; body?: unknown }) =>
+    new HttpDestinationError(
+      redact(`${options.service}: ${message}`, options),
+      kind,
+      last.status,
+      apiCalls,
+      rateLimitWaits,
+      last.body,
+    );
 
   for (;;) {
     await request.beforeAttempt?.();
     apiCalls++;
-    let result: AttemptResult;
-    try {
-      result = await attempt(options);
-    } catch (err) {
-      if (err instanceof DestinationError) {
-        throw new HttpDestinationError(err.message, err.kind, err.status, apiCalls, rateLimitWaits);
-      }
-      throw err;
+    const result = await attempt(options);
+    if (result.outcome === 'done') {
+      return { status: result.status, body: result.body as T, apiCalls, rateLimitWaits };
     }
-    if (result.done) return { status: result.status, body: result.body as T, apiCalls, rateLimitWaits };
+    if (result.outcome === 'refused') throw fail(result.message, result.kind, result);
 
     let delayMs: number;
     if (result.rateLimited) {
       if (rateLimitWaits >= options.maxRateLimitWaits) {
-        throw giveUp(
-          options,
-          `still rate limited after ${rateLimitWaits} waits`,
-          result,
-          apiCalls,
-          rateLimitWaits,
-        );
+        const reason = `still ${options.rateLimitTerm} after ${rateLimitWaits} waits: ${result.failure}`;
+        throw fail(`${target(options)}: ${reason}`, 'retryable', result);
       }
       delayMs =
         result.retryAfterMs ??
-        fullJitterBackoff(rateLimitWaits, options.baseDelayMs, options.maxDelayMs, random);
+        fullJitterBackoff(
+          rateLimitWaits,
+          options.rateLimitBaseDelayMs ?? options.baseDelayMs,
+          options.rateLimitMaxDelayMs ?? options.maxDelayMs,
+          random,
+        );
       rateLimitWaits++;
     } else {
       failedAttempts++;
       if (failedAttempts >= options.maxAttempts) {
-        throw giveUp(
-          options,
-          `${result.failure} (gave up after ${apiCalls} calls)`,
-          result,
-          apiCalls,
-          rateLimitWaits,
-        );
+        const reason = `${result.failure} (gave up after ${apiCalls} calls)`;
+        throw fail(`${target(options)}: ${reason}`, 'retryable', result);
       }
       delayMs = fullJitterBackoff(failedAttempts - 1, options.baseDelayMs, options.maxDelayMs, random);
     }
@@ -180,46 +250,55 @@ async function attempt(options: Options): Promise<AttemptResult> {
     text = await response.text();
   } catch (err) {
     // Connection refused or reset, DNS failure, timeout: the request may or may not have arrived.
-    return { done: false, rateLimited: false, failure: `network error: ${networkCause(err)}` };
+    return { outcome: 'again', rateLimited: false, failure: `network error: ${networkCause(err)}` };
   }
 
   const { status } = response;
-  const verdict = options.classify?.({ status, headers: response.headers, body: lenientJson(text), text });
-  if (verdict) return fromVerdict(options, response, text, verdict);
+  const body = lenientJson(text);
+  const verdict = options.classify?.({ status, headers: response.headers, body, text });
+  if (verdict) return fromVerdict(options, response, text, body, verdict);
   if (status === 429) {
     const retryAfterMs = parseRetryAfter(response.headers.get('retry-after'), Date.now());
-    return { done: false, rateLimited: true, retryAfterMs, failure: describeStatus(response, text), status };
+    const failure = describeStatus(response, text);
+    return { outcome: 'again', rateLimited: true, retryAfterMs, failure, status, body };
   }
   // 408 is the server timing out our request: as transient as a 503, despite being a 4xx.
   if (status >= 500 || status === 408) {
-    return { done: false, rateLimited: false, failure: describeStatus(response, text), status };
+    return { outcome: 'again', rateLimited: false, failure: describeStatus(response, text), status, body };
   }
-  if (status >= 400) throw clientError(options, response, text);
-  return { done: true, status, body: parseSuccessBody(options, response, text) };
+  if (status >= 400) return clientError(options, response, text, body);
+  return success(options, response, text, body);
 }
 
-function fromVerdict(options: Options, response: Response, text: string, verdict: Verdict): AttemptResult {
+function fromVerdict(
+  options: Options,
+  response: Response,
+  text: string,
+  body: unknown,
+  verdict: Verdict,
+): AttemptResult {
   const { status } = response;
   switch (verdict.kind) {
     case 'ok':
-      return { done: true, status, body: parseSuccessBody(options, response, text) };
+      return success(options, response, text, body);
     case 'rateLimited':
-      return {
-        done: false,
-        rateLimited: true,
-        retryAfterMs: verdict.retryAfterMs,
-        failure: describeStatus(response, text),
-        status,
-      };
     case 'retry':
-      return { done: false, rateLimited: false, failure: describeStatus(response, text), status };
+      return {
+        outcome: 'again',
+        rateLimited: verdict.kind === 'rateLimited',
+        retryAfterMs: verdict.kind === 'rateLimited' ? verdict.retryAfterMs : undefined,
+        failure: verdict.reason ?? describeStatus(response, text),
+        status,
+        body,
+      };
     default: {
-      const message = `${options.service}: ${verdict.message} (${status} from ${target(options)})`;
-      throw new DestinationError(redact(message, options.headers), verdict.kind, status);
+      const message = `${verdict.message} (${status} from ${target(options)})`;
+      return { outcome: 'refused', kind: verdict.kind, message, status, body };
     }
   }
 }
 
+/** The parsed body, or undefined when it is not JSON (an empty body included). */
 function lenientJson(text: string): unknown {
   try {
     return JSON.parse(text);
@@ -228,41 +307,22 @@ function lenientJson(text: string): unknown {
   }
 }
 
-function clientError(options: Options, response: Response, text: string): DestinationError {
+function clientError(options: Options, response: Response, text: string, body: unknown): AttemptResult {
   const { status } = response;
   // Credentials, permissions and addressing problems won't fix themselves: stop the whole refresh.
   const kind = status === 401 || status === 403 || status === 404 ? 'fatal' : 'batch';
   const hint = options.hints?.[status];
   const message = `${describeStatus(response, text, options)}${hint ? ` — ${hint}` : ''}`;
-  return new DestinationError(redact(`${options.service}: ${message}`, options.headers), kind, status);
+  return { outcome: 'refused', kind, message, status, body };
 }
 
-function parseSuccessBody(options: Options, response: Response, text: string): unknown {
-  if (text.trim() === '') return {};
-  try {
-    return JSON.parse(text);
-  } catch {
-    // A 2xx that is not JSON usually means the URL points at something else (a proxy, a web page).
-    const message = `${options.service}: ${response.status} from ${target(options)} is not JSON (is the base URL right?): ${text.slice(0, 200)}`;
-    throw new DestinationError(redact(message, options.headers), 'fatal', response.status);
-  }
-}
-
-function giveUp(
-  options: Options,
-  reason: string,
-  last: { status?: number },
-  apiCalls: number,
-  rateLimitWaits: number,
-): HttpDestinationError {
-  const message = `${options.service}: ${target(options)}: ${reason}`;
-  return new HttpDestinationError(
-    redact(message, options.headers),
-    'retryable',
-    last.status,
-    apiCalls,
-    rateLimitWaits,
-  );
+function success(options: Options, response: Response, text: string, body: unknown): AttemptResult {
+  const { status } = response;
+  if (text.trim() === '') return { outcome: 'done', status, body: {} };
+  if (body !== undefined) return { outcome: 'done', status, body };
+  // A 2xx that is not JSON usually means the URL points at something else (a proxy, a web page).
+  const message = `${status} from ${target(options)} is not JSON (is the base URL right?): ${text.slice(0, 200)}`;
+  return { outcome: 'refused', kind: 'fatal', message, status, body };
 }
 
 function target(options: Options): string {
@@ -368,13 +428,13 @@ function safeUrl(url: string): string {
 }
 
 /** Belt and braces: never let a credential sent in a header come back in a message. */
-function redact(message: string, headers: Record<string, string> | undefined): string {
-  let result = message;
-  for (const [name, value] of Object.entries(headers ?? {})) {
+function redact(message: string, options: Options): string {
+  const secrets = [...(options.redactValues ?? [])];
+  for (const [name, value] of Object.entries(options.headers ?? {})) {
     if (!/^(authorization|x-api-key|api-key)$/i.test(name)) continue;
-    for (const secret of [value, value.replace(/^(Bearer|Basic|Token)\s+/i, '')]) {
-      if (secret.length >= 4) result = result.split(secret).join('***');
-    }
+    secrets.push(value, value.replace(/^(Bearer|Basic|Token)\s+/i, ''));
   }
+  let result = message;
+  for (const secret of secrets) if (secret.length >= 4) result = result.split(secret).join('***');
   return result;
 }

@@ -1,10 +1,9 @@
 import { z } from 'zod';
-import { requestJson, type JsonRequest, type Sleep } from './http';
+import { requestJson, retryPolicy, type JsonRequest } from './http';
+import { CallTally, lazySecret, parseAnswer, type HttpConnectorOptions } from './kit';
 import { defineDestination } from './module';
 import { createThrottle } from './throttle';
 import {
-  DestinationError,
-  type BatchOutcome,
   type Capabilities,
   type Destination,
   type Limits,
@@ -12,7 +11,6 @@ import {
   type MemberPage,
   type Rejection,
   type SecretResolver,
-  type Throttle,
 } from './types';
 
 /**
@@ -52,19 +50,11 @@ export const hubspotListConfigSchema = z.object({
 export type HubspotListConfig = z.output<typeof hubspotListConfigSchema>;
 export type HubspotListConfigInput = z.input<typeof hubspotListConfigSchema>;
 
-/** Knobs for tests and tuning; production uses the defaults. */
-export interface HubspotListOptions {
-  /** The worker-wide limiter per account; without it, this instance gets a limiter of its own. */
-  throttle?: Throttle;
-  sleep?: Sleep;
-  random?: () => number;
-  maxAttempts?: number;
-  maxRateLimitWaits?: number;
-  baseDelayMs?: number;
-  maxDelayMs?: number;
-  maxWaitMs?: number;
-  timeoutMs?: number;
-}
+/**
+ * Knobs for tests and tuning; production uses the defaults. Without a throttle, this instance gets
+ * its own.
+ */
+export type HubspotListOptions = HttpConnectorOptions;
 
 /** The endpoints, as reported in `callsByEndpoint`. */
 export const HUBSPOT_ENDPOINTS = {
@@ -114,31 +104,16 @@ export function createHubspotListDestination(
   // Limits are per app and account: every connector using the same token shares one budget.
   const account = `hubspot:${config.tokenSecret}@${baseUrl}`;
   const throttle = options.throttle ?? createThrottle();
-  let token: string | undefined;
-
-  function bearer(): string {
-    if (token === undefined) {
-      try {
-        token = secrets(config.tokenSecret);
-      } catch (err) {
-        throw new DestinationError(
-          `${SERVICE}: ${err instanceof Error ? err.message : String(err)}`,
-          'fatal',
-        );
-      }
-    }
-    return `Bearer ${token}`;
-  }
+  const token = lazySecret(secrets, config.tokenSecret, SERVICE);
 
   async function call<T>(request: Pick<JsonRequest, 'method' | 'url' | 'body'>, schema: z.ZodType<T>) {
     const response = await throttle(account, limits, () =>
       requestJson({
         // HubSpot's window is ten seconds: start backing off at a second, not at a quarter of one.
-        baseDelayMs: 1000,
-        ...options,
+        ...retryPolicy(options, { baseDelayMs: 1000 }),
         ...request,
         service: SERVICE,
-        headers: { authorization: bearer() },
+        headers: { authorization: `Bearer ${token()}` },
         hints: {
           401: `the token was refused — check the private app token in the secret named in tokenSecret ('${config.tokenSecret}')`,
           403: `the token may not use lists — give the private app the crm.lists.read and crm.lists.write scopes (secret '${config.tokenSecret}')`,
@@ -146,15 +121,12 @@ export function createHubspotListDestination(
         },
       }),
     );
-    const parsed = schema.safeParse(response.body);
-    if (!parsed.success) {
-      throw new DestinationError(
-        `${SERVICE}: unexpected answer from ${request.method} ${request.url} (is baseUrl HubSpot's API?): ${z.prettifyError(parsed.error)}`,
-        'fatal',
-        response.status,
-      );
-    }
-    return { body: parsed.data, apiCalls: response.apiCalls, rateLimitWaits: response.rateLimitWaits };
+    const body = parseAnswer(
+      schema,
+      response,
+      `${SERVICE}: unexpected answer from ${request.method} ${request.url} (is baseUrl HubSpot's API?)`,
+    );
+    return { body, apiCalls: response.apiCalls, rateLimitWaits: response.rateLimitWaits };
   }
 
   /**
@@ -162,8 +134,7 @@ export function createHubspotListDestination(
    * ids HubSpot reported missing (no such record) along with what the calls cost.
    */
   async function sendIds(endpoint: 'add' | 'remove', ids: string[]) {
-    const name = HUBSPOT_ENDPOINTS[endpoint];
-    const outcome: BatchOutcome = { rejected: [], apiCalls: 0, rateLimitWaits: 0, callsByEndpoint: {} };
+    const tally = new CallTally();
     const missing: string[] = [];
     for (let start = 0; start < ids.length; start += config.recordsPerCall) {
       const chunk = ids.slice(start, start + config.recordsPerCall);
@@ -171,12 +142,10 @@ export function createHubspotListDestination(
         { method: 'PUT', url: `${listUrl}/memberships/${endpoint}`, body: chunk },
         updateResponseSchema,
       );
+      tally.count(HUBSPOT_ENDPOINTS[endpoint], result);
       missing.push(...result.body.recordIdsMissing);
-      outcome.apiCalls += result.apiCalls;
-      outcome.rateLimitWaits += result.rateLimitWaits;
-      outcome.callsByEndpoint![name] = (outcome.callsByEndpoint![name] ?? 0) + result.apiCalls;
     }
-    return { outcome, missing };
+    return { outcome: tally.outcome([]), missing };
   }
 
   const capabilities: Capabilities = {

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { createThrottle } from './throttle';
-import { HttpDestinationError, realSleep, requestJson, type JsonRequest, type Sleep } from './http';
+import { realSleep, requestJson, retryPolicy, type JsonRequest } from './http';
+import { CallTally, lazySecret, parseAnswer, type HttpConnectorOptions } from './kit';
 import { defineDestination } from './module';
 import {
   DestinationError,
@@ -13,7 +14,6 @@ import {
   type MemberPage,
   type Rejection,
   type SecretResolver,
-  type Throttle,
 } from './types';
 
 /**
@@ -80,17 +80,11 @@ export const klaviyoListConfigSchema = z.object({
 export type KlaviyoListConfig = z.output<typeof klaviyoListConfigSchema>;
 export type KlaviyoListConfigInput = z.input<typeof klaviyoListConfigSchema>;
 
-/** Knobs for tests and tuning; production uses the defaults. */
-export interface KlaviyoListOptions {
-  /** The worker-wide limiter per account; without it, this instance limits itself. */
-  throttle?: Throttle;
-  sleep?: Sleep;
-  random?: () => number;
-  maxAttempts?: number;
-  baseDelayMs?: number;
-  maxDelayMs?: number;
-  maxWaitMs?: number;
-  timeoutMs?: number;
+/**
+ * Knobs for tests and tuning; production uses the defaults. Without a throttle, this instance
+ * limits itself.
+ */
+export interface KlaviyoListOptions extends HttpConnectorOptions {
   /** First wait before reading a job's status; later waits double up to maxPollIntervalMs. */
   pollIntervalMs?: number;
   maxPollIntervalMs?: number;
@@ -167,28 +161,6 @@ interface PreparedProfile {
   bytes: number;
 }
 
-/** Calls made for one batch, by endpoint, for BatchOutcome. */
-class Tally {
-  apiCalls = 0;
-  rateLimitWaits = 0;
-  readonly byEndpoint: Record<string, number> = {};
-
-  add(endpoint: Operation, calls: number, waits: number): void {
-    this.apiCalls += calls;
-    this.rateLimitWaits += waits;
-    this.byEndpoint[endpoint] = (this.byEndpoint[endpoint] ?? 0) + calls;
-  }
-
-  outcome(rejected: Rejection[]): BatchOutcome {
-    return {
-      rejected,
-      apiCalls: this.apiCalls,
-      rateLimitWaits: this.rateLimitWaits,
-      callsByEndpoint: this.byEndpoint,
-    };
-  }
-}
-
 export function createKlaviyoListDestination(
   input: KlaviyoListConfigInput,
   secrets: SecretResolver,
@@ -208,23 +180,8 @@ export function createKlaviyoListDestination(
   const readLimits: Limits = { recordsPerCall: LOOKUP_BATCH, callsPerSecond: READ_CALLS_PER_SECOND };
   // Private keys share one quota per Klaviyo account: every list behind the same key does too.
   const account = `klaviyo:${baseUrl}:${config.apiKeySecret}`;
-  let apiKey: string | undefined;
+  const apiKey = lazySecret(secrets, config.apiKeySecret, 'klaviyo-list');
   let listVerified = false;
-
-  // Resolved on first use, inside the activity, so a missing secret fails the run that needs it.
-  function key(): string {
-    if (apiKey === undefined) {
-      try {
-        apiKey = secrets(config.apiKeySecret);
-      } catch (err) {
-        throw new DestinationError(
-          `klaviyo-list: ${err instanceof Error ? err.message : String(err)}`,
-          'fatal',
-        );
-      }
-    }
-    return apiKey;
-  }
 
   const hints = {
     401: `the private API key was refused — check the secret named in apiKeySecret ('${config.apiKeySecret}')`,
@@ -234,13 +191,14 @@ export function createKlaviyoListDestination(
 
   /** One API call under the account's throttle and the shared retry policy. */
   async function call<T>(
-    tally: Tally,
+    tally: CallTally,
     operation: Operation,
     method: JsonRequest['method'],
     path: string,
     schema: z.ZodType<T>,
     body?: unknown,
   ): Promise<T> {
+    const key = apiKey();
     const request: JsonRequest = {
       ...retryPolicy(options),
       method,
@@ -248,7 +206,7 @@ export function createKlaviyoListDestination(
       body,
       service: 'klaviyo-list',
       headers: {
-        authorization: `Klaviyo-API-Key ${key()}`,
+        authorization: `Klaviyo-API-Key ${key}`,
         revision: config.revision,
         accept: 'application/vnd.api+json',
         ...(body === undefined ? {} : { 'content-type': 'application/vnd.api+json' }),
@@ -256,40 +214,19 @@ export function createKlaviyoListDestination(
       hints: JOB_OPERATIONS.has(operation)
         ? { ...hints, 404: 'Klaviyo no longer knows this bulk import job' }
         : hints,
+      // The redaction of the authorization header knows Bearer/Basic/Token prefixes, not Klaviyo's
+      // own `Klaviyo-API-Key` scheme: a server echoing the bare key must not leak it into a message.
+      redactValues: [key],
     };
     const reads = READS.has(operation);
-    let response;
-    try {
-      response = await throttle(reads ? `${account}:reads` : account, reads ? readLimits : limits, () =>
-        requestJson(request),
-      );
-    } catch (err) {
-      if (err instanceof HttpDestinationError) tally.add(operation, err.apiCalls, err.rateLimitWaits);
-      throw withoutKey(err);
-    }
-    tally.add(operation, response.apiCalls, response.rateLimitWaits);
-    const parsed = schema.safeParse(response.body);
-    if (!parsed.success) {
-      throw new DestinationError(
-        `klaviyo-list: unexpected answer from ${method} ${path} (is baseUrl Klaviyo's API, and revision ${config.revision} supported?): ${z.prettifyError(parsed.error)}`,
-        'fatal',
-        response.status,
-      );
-    }
-    return parsed.data;
-  }
-
-  /**
-   * The shared redaction strips the header value and Bearer/Basic/Token prefixes, not Klaviyo's
-   * own `Klaviyo-API-Key` scheme: a server echoing the bare key must not leak it into a message.
-   */
-  function withoutKey(err: unknown): unknown {
-    if (!(err instanceof DestinationError) || apiKey === undefined || !err.message.includes(apiKey))
-      return err;
-    const message = err.message.split(apiKey).join('***');
-    return err instanceof HttpDestinationError
-      ? new HttpDestinationError(message, err.kind, err.status, err.apiCalls, err.rateLimitWaits)
-      : new DestinationError(message, err.kind, err.status);
+    const response = await tally.measure(operation, () =>
+      throttle(reads ? `${account}:reads` : account, reads ? readLimits : limits, () => requestJson(request)),
+    );
+    return parseAnswer(
+      schema,
+      response,
+      `klaviyo-list: unexpected answer from ${method} ${path} (is baseUrl Klaviyo's API, and revision ${config.revision} supported?)`,
+    );
   }
 
   /** A `links.next` from the server, as a path on our base URL: the key only ever goes there. */
@@ -300,7 +237,7 @@ export function createKlaviyoListDestination(
   }
 
   /** A missing list must stop the refresh with a clear message, whatever endpoint would notice. */
-  async function verifyList(tally: Tally): Promise<void> {
+  async function verifyList(tally: CallTally): Promise<void> {
     if (listVerified) return;
     await call(tally, 'get_list', 'GET', listPath, anySchema);
     listVerified = true;
@@ -377,7 +314,7 @@ export function createKlaviyoListDestination(
    * unresolved when it runs out is reported as refused, like any refused batch.
    */
   async function importIsolating(
-    tally: Tally,
+    tally: CallTally,
     chunk: PreparedProfile[],
     budget: { splits: number },
   ): Promise<Rejection[]> {
@@ -409,7 +346,7 @@ export function createKlaviyoListDestination(
     return finished.failed_count ? importErrors(tally, jobId, chunk) : [];
   }
 
-  async function createJob(tally: Tally, chunk: PreparedProfile[]) {
+  async function createJob(tally: CallTally, chunk: PreparedProfile[]) {
     const document = {
       data: {
         type: 'profile-bulk-import-job',
@@ -429,7 +366,7 @@ export function createKlaviyoListDestination(
   }
 
   /** Polls with doubling waits until the job is done or jobTimeoutSeconds of waiting are spent. */
-  async function waitForJob(tally: Tally, jobId: string, initial: JobAttributes): Promise<JobAttributes> {
+  async function waitForJob(tally: CallTally, jobId: string, initial: JobAttributes): Promise<JobAttributes> {
     const budgetMs = config.jobTimeoutSeconds * 1000;
     let interval = options.pollIntervalMs ?? 1000;
     let waited = 0;
@@ -458,7 +395,11 @@ export function createKlaviyoListDestination(
   }
 
   /** The job's per-profile failures, mapped back to keys through their JSON:API pointers. */
-  async function importErrors(tally: Tally, jobId: string, chunk: PreparedProfile[]): Promise<Rejection[]> {
+  async function importErrors(
+    tally: CallTally,
+    jobId: string,
+    chunk: PreparedProfile[],
+  ): Promise<Rejection[]> {
     const rejected: Rejection[] = [];
     let url: string | null = `/api/profile-bulk-import-jobs/${jobId}/import-errors?page%5Bsize%5D=100`;
     while (url !== null) {
@@ -488,7 +429,7 @@ export function createKlaviyoListDestination(
   // --- remove -------------------------------------------------------------------------------------
 
   /** Profile ids of those `emails` that are in the list (absent ones need no removal). */
-  async function memberIds(tally: Tally, emails: string[]): Promise<string[]> {
+  async function memberIds(tally: CallTally, emails: string[]): Promise<string[]> {
     const ids: string[] = [];
     const query = new URLSearchParams({
       filter: `any(email,${JSON.stringify(emails)})`,
@@ -523,7 +464,7 @@ export function createKlaviyoListDestination(
     limits,
 
     async add(members: Member[]) {
-      const tally = new Tally();
+      const tally = new CallTally();
       const rejected: Rejection[] = [];
       const profiles: PreparedProfile[] = [];
       for (const member of members) {
@@ -539,7 +480,7 @@ export function createKlaviyoListDestination(
     },
 
     async remove(keys: string[]) {
-      const tally = new Tally();
+      const tally = new CallTally();
       if (keys.length > 0) await verifyList(tally);
       const ids: string[] = [];
       for (const group of lookupGroups(keys)) ids.push(...(await memberIds(tally, group)));
@@ -571,7 +512,7 @@ export function createKlaviyoListDestination(
       });
       if (cursor !== null) query.set('page[cursor]', cursor);
       const page = await call(
-        new Tally(),
+        new CallTally(),
         'get_profiles_for_list',
         'GET',
         `${listPath}/profiles?${query}`,
@@ -589,12 +530,6 @@ export function createKlaviyoListDestination(
       // fetch's global connection pool needs no closing.
     },
   };
-}
-
-/** The options that tune the shared HTTP layer's retries (the rest are this module's). */
-function retryPolicy(options: KlaviyoListOptions): Partial<JsonRequest> {
-  const { sleep, random, maxAttempts, baseDelayMs, maxDelayMs, maxWaitMs, timeoutMs } = options;
-  return { sleep, random, maxAttempts, baseDelayMs, maxDelayMs, maxWaitMs, timeoutMs };
 }
 
 /** Lookup batches: ≤ 100 e-mails, and a filter short enough for a URL. */
@@ -629,8 +564,10 @@ function keyOfImportError(
 }
 
 /**
- * The JSON:API `detail` of a refusal, for the rejection reason. The shared HTTP layer hands us
- * the start of the error document inside the message, not the document itself.
+ * The JSON:API `detail` of a refusal, for the rejection reason, read from the start of the error
+ * document that the message quotes (cut at 200 characters, hence the '…'; a pointer cut off there
+ * makes importIsolating halve the chunk instead). The whole document is in the error's `body`;
+ * reading it instead would change which refusals are pinned on a profile at once.
  */
 function refusalReason(err: DestinationError): string {
   const match = /"detail":"((?:[^"\\]|\\.)*)("?)/.exec(err.message);

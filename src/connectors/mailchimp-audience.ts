@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { HttpDestinationError, requestJson, type JsonRequest, type Sleep } from './http';
+import { HttpDestinationError, requestJson, retryPolicy, type JsonRequest } from './http';
+import { CallTally, parseAnswer, resolveSecret, type HttpConnectorOptions } from './kit';
 import { defineDestination } from './module';
 import { createThrottle } from './throttle';
 import {
@@ -14,7 +15,6 @@ import {
   type MemberPage,
   type Rejection,
   type SecretResolver,
-  type Throttle,
 } from './types';
 
 /**
@@ -68,19 +68,11 @@ export const mailchimpAudienceConfigSchema = z.object({
 export type MailchimpAudienceConfig = z.output<typeof mailchimpAudienceConfigSchema>;
 export type MailchimpAudienceConfigInput = z.input<typeof mailchimpAudienceConfigSchema>;
 
-/** Knobs for tests and tuning; production uses the defaults. */
-export interface MailchimpAudienceOptions {
-  /** The worker-wide limiter per account; without it, this instance gets a limiter of its own. */
-  throttle?: Throttle;
-  sleep?: Sleep;
-  random?: () => number;
-  maxAttempts?: number;
-  maxRateLimitWaits?: number;
-  baseDelayMs?: number;
-  maxDelayMs?: number;
-  maxWaitMs?: number;
-  timeoutMs?: number;
-}
+/**
+ * Knobs for tests and tuning; production uses the defaults. Without a throttle, this instance gets
+ * its own.
+ */
+export type MailchimpAudienceOptions = HttpConnectorOptions;
 
 /** The endpoints, as reported in `callsByEndpoint`. */
 export const MAILCHIMP_ENDPOINTS = {
@@ -128,12 +120,6 @@ const membersResponseSchema = z.object({
   total_items: z.number(),
 });
 
-interface Calls {
-  apiCalls: number;
-  rateLimitWaits: number;
-  callsByEndpoint: Record<string, number>;
-}
-
 export function createMailchimpAudienceDestination(
   input: MailchimpAudienceConfigInput,
   secrets: SecretResolver,
@@ -149,12 +135,7 @@ export function createMailchimpAudienceDestination(
   /** The key, where it lives and its throttle account; resolved on first use, inside the activity. */
   function connection() {
     if (resolved) return resolved;
-    let apiKey: string;
-    try {
-      apiKey = secrets(config.apiKeySecret);
-    } catch (err) {
-      throw new DestinationError(`${SERVICE}: ${err instanceof Error ? err.message : String(err)}`, 'fatal');
-    }
+    const apiKey = resolveSecret(secrets, config.apiKeySecret, SERVICE);
     const baseUrl = mailchimpBaseUrl(config, apiKey);
     if (!baseUrl) {
       throw new DestinationError(
@@ -175,36 +156,32 @@ export function createMailchimpAudienceDestination(
     endpoint: EndpointName,
     request: Pick<JsonRequest, 'method' | 'url' | 'body'>,
     schema: z.ZodType<T>,
-    calls: Calls,
+    calls: CallTally,
   ): Promise<T> {
     const { apiKey, account } = connection();
-    const response = await throttle(account, limits, () =>
-      requestJson({
-        // A 429 here means connections in flight, which free up within a second or two.
-        baseDelayMs: 500,
-        ...options,
-        ...request,
-        service: SERVICE,
-        headers: { authorization: `Basic ${Buffer.from(`deltasync:${apiKey}`).toString('base64')}` },
-        hints: {
-          401: `the API key was refused — check the secret named in apiKeySecret ('${config.apiKeySecret}') and its data centre`,
-          403: `the API key may not use audience '${config.listId}' — check the secret named in apiKeySecret ('${config.apiKeySecret}')`,
-          404: `no audience '${config.listId}' in this Mailchimp account — check listId`,
-        },
-      }).catch((err: unknown) => {
-        throw withoutKey(err, apiKey, endpoint, calls);
-      }),
+    const response = await calls.measure(endpoint, () =>
+      throttle(account, limits, () =>
+        requestJson({
+          // A 429 here means connections in flight, which free up within a second or two.
+          ...retryPolicy(options, { baseDelayMs: 500 }),
+          ...request,
+          service: SERVICE,
+          headers: { authorization: `Basic ${Buffer.from(`deltasync:${apiKey}`).toString('base64')}` },
+          // The redaction of the Basic header knows its base64, not the key inside it.
+          redactValues: [apiKey],
+          hints: {
+            401: `the API key was refused — check the secret named in apiKeySecret ('${config.apiKeySecret}') and its data centre`,
+            403: `the API key may not use audience '${config.listId}' — check the secret named in apiKeySecret ('${config.apiKeySecret}')`,
+            404: `no audience '${config.listId}' in this Mailchimp account — check listId`,
+          },
+        }),
+      ),
     );
-    count(calls, endpoint, response);
-    const parsed = schema.safeParse(response.body);
-    if (!parsed.success) {
-      throw new DestinationError(
-        `${SERVICE}: unexpected answer from ${request.method} ${request.url} (is baseUrl Mailchimp's API?): ${z.prettifyError(parsed.error)}`,
-        'fatal',
-        response.status,
-      );
-    }
-    return parsed.data;
+    return parseAnswer(
+      schema,
+      response,
+      `${SERVICE}: unexpected answer from ${request.method} ${request.url} (is baseUrl Mailchimp's API?)`,
+    );
   }
 
   /** Merge fields for one member, per the configured (or default) attribute → tag mapping. */
@@ -220,7 +197,7 @@ export function createMailchimpAudienceDestination(
   }
 
   /** One batch call of at most recordsPerCall members; per-member errors become rejections. */
-  async function addChunk(chunk: Member[], calls: Calls): Promise<Rejection[]> {
+  async function addChunk(chunk: Member[], calls: CallTally): Promise<Rejection[]> {
     const { unique, duplicates } = uniqueByAddress(chunk);
     const body = {
       members: unique.map((member) => ({
@@ -246,7 +223,7 @@ export function createMailchimpAudienceDestination(
   }
 
   /** Archives one contact; false when Mailchimp has no such (unarchived) contact. */
-  async function archive(key: string, calls: Calls): Promise<boolean> {
+  async function archive(key: string, calls: CallTally): Promise<boolean> {
     const url = `${listUrl()}/members/${subscriberHash(key)}`;
     try {
       await call(MAILCHIMP_ENDPOINTS.archive, { method: 'DELETE', url }, z.unknown(), calls);
@@ -258,7 +235,7 @@ export function createMailchimpAudienceDestination(
   }
 
   /** A member DELETE answers 404 for a missing contact and for a missing audience alike. */
-  async function ensureAudienceExists(calls: Calls): Promise<void> {
+  async function ensureAudienceExists(calls: CallTally): Promise<void> {
     if (audienceExists) return;
     await call(
       MAILCHIMP_ENDPOINTS.audience,
@@ -284,16 +261,16 @@ export function createMailchimpAudienceDestination(
     limits,
 
     async add(members: Member[]) {
-      const calls = newCalls();
+      const calls = new CallTally();
       const rejected: Rejection[] = [];
       for (let start = 0; start < members.length; start += config.recordsPerCall) {
         rejected.push(...(await addChunk(members.slice(start, start + config.recordsPerCall), calls)));
       }
-      return { rejected, ...calls };
+      return calls.outcome(rejected);
     },
 
     async remove(keys: string[]) {
-      const calls = newCalls();
+      const calls = new CallTally();
       // All at once: the throttle lets maxConcurrent through and queues the rest.
       const results = await Promise.allSettled(keys.map((key) => archive(key, calls)));
       throwFirstFailure(results, calls);
@@ -304,7 +281,7 @@ export function createMailchimpAudienceDestination(
         rejected.push({ key: keys[i]!, reason: (result.reason as Error).message });
       });
       if (results.some((r) => r.status === 'fulfilled' && !r.value)) await ensureAudienceExists(calls);
-      return { rejected, ...calls };
+      return calls.outcome(rejected);
     },
 
     async truncate(): Promise<BatchOutcome> {
@@ -323,7 +300,7 @@ export function createMailchimpAudienceDestination(
         MAILCHIMP_ENDPOINTS.members,
         { method: 'GET', url: `${listUrl()}/members?${query}` },
         membersResponseSchema,
-        newCalls(),
+        new CallTally(),
       );
       const keys = page.members.filter((m) => m.status !== 'archived').map((m) => m.email_address);
       return { keys, next: offset + count < page.total_items ? String(offset + count) : null };
@@ -335,32 +312,8 @@ export function createMailchimpAudienceDestination(
   };
 }
 
-function newCalls(): Calls {
-  return { apiCalls: 0, rateLimitWaits: 0, callsByEndpoint: {} };
-}
-
-function count(calls: Calls, endpoint: EndpointName, cost: { apiCalls: number; rateLimitWaits: number }) {
-  calls.apiCalls += cost.apiCalls;
-  calls.rateLimitWaits += cost.rateLimitWaits;
-  calls.callsByEndpoint[endpoint] = (calls.callsByEndpoint[endpoint] ?? 0) + cost.apiCalls;
-}
-
-/**
- * Counts what a failed request cost, and makes sure the key itself never appears in the message
- * (the shared redaction knows the Basic header, not the key inside it).
- */
-function withoutKey(err: unknown, apiKey: string, endpoint: EndpointName, calls: Calls): unknown {
-  if (!(err instanceof DestinationError)) return err;
-  if (err instanceof HttpDestinationError) count(calls, endpoint, err);
-  const message = apiKey.length >= 4 ? err.message.split(apiKey).join('***') : err.message;
-  if (message === err.message) return err;
-  return err instanceof HttpDestinationError
-    ? new HttpDestinationError(message, err.kind, err.status, err.apiCalls, err.rateLimitWaits)
-    : new DestinationError(message, err.kind, err.status);
-}
-
 /** A fatal or retryable failure of any member fails the batch; 'batch' ones are that member's alone. */
-function throwFirstFailure(results: PromiseSettledResult<boolean>[], calls: Calls): void {
+function throwFirstFailure(results: PromiseSettledResult<boolean>[], calls: CallTally): void {
   const failures = results.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []));
   const worst =
     failures.find((e) => !(e instanceof DestinationError) || e.kind === 'fatal') ??

@@ -1,7 +1,8 @@
 import type { CountryCode } from 'libphonenumber-js';
 import { z } from 'zod';
 import { normalizeEmail, normalizeName, normalizePhone, sha256Hex } from '../core/identifiers';
-import { createGraphClient, MetaGraphError, type GraphResult, type GraphRetryOptions } from './meta-graph';
+import { CallTally, lazySecret, type HttpConnectorOptions } from './kit';
+import { createGraphClient, MetaGraphError } from './meta-graph';
 import { defineDestination } from './module';
 import { createThrottle } from './throttle';
 import {
@@ -14,7 +15,6 @@ import {
   type Member,
   type Rejection,
   type SecretResolver,
-  type Throttle,
 } from './types';
 
 /**
@@ -222,10 +222,10 @@ export function replaceSessionId(audienceId: string, name: string): number {
  */
 const nextBatchSeq = new Map<number, number>();
 
-/** Knobs for tests and tuning; production uses the defaults. */
-export interface MetaCustomAudienceOptions extends GraphRetryOptions {
-  /** The worker-wide limiter per account; without it, one per destination instance. */
-  throttle?: Throttle;
+/**
+ * Knobs for tests and tuning; production uses the defaults. Without a throttle, one per instance.
+ */
+export interface MetaCustomAudienceOptions extends HttpConnectorOptions {
   /** The list the connector points at now (after a swap, `audienceId:sessionId`). */
   listId?: string;
 }
@@ -247,7 +247,7 @@ export function createMetaCustomAudienceDestination(
   const graph = createGraphClient({
     service: META_TYPE,
     baseUrl: `${config.graphUrl.replace(/\/+$/, '')}/${config.apiVersion}`,
-    accessToken: lazySecret(secrets, config.accessTokenSecret),
+    accessToken: lazySecret(secrets, config.accessTokenSecret, META_TYPE),
     schedule: (work) => throttle(account, limits, work),
     credentialsHint: `check the token in the secret named by accessTokenSecret ('${config.accessTokenSecret}'): it must be valid and have ads_management on ${config.adAccountId}`,
     fatalErrors: [
@@ -286,22 +286,25 @@ export function createMetaCustomAudienceDestination(
     members: Member[],
     extra: () => Record<string, unknown> = () => ({}),
   ): Promise<BatchOutcome> {
-    const outcome = emptyOutcome();
+    const tally = new CallTally();
+    const rejected: Rejection[] = [];
     for (const chunk of chunks(members, config.recordsPerCall)) {
-      const { batch, rejected } = encoder.members(chunk);
-      outcome.rejected.push(...rejected);
+      const { batch, rejected: unusable } = encoder.members(chunk);
+      rejected.push(...unusable);
       if (batch.keys.length === 0) continue;
       const result = await graph.request(
         { method: 'POST', path, body: { payload: batch.payload, ...extra() } },
         usersResponseSchema,
       );
-      addUp(outcome, endpoint, result, rejectionsFrom(result.body, batch));
+      tally.count(endpoint, result);
+      rejected.push(...rejectionsFrom(result.body, batch));
     }
-    return outcome;
+    return tally.outcome(rejected);
   }
 
   async function removeFrom(audienceId: string, keys: string[]): Promise<BatchOutcome> {
-    const outcome = emptyOutcome();
+    const tally = new CallTally();
+    const rejected: Rejection[] = [];
     for (const chunk of chunks(keys, config.recordsPerCall)) {
       // A key that does not normalise was never sent, so Meta holds nothing under it: done.
       const batch = encoder.keys(chunk);
@@ -313,22 +316,18 @@ export function createMetaCustomAudienceDestination(
           body: { payload: batch.payload },
         };
         const result = await graph.request(call, usersResponseSchema);
-        addUp(outcome, 'users:remove', result, rejectionsFrom(result.body, batch));
+        tally.count('users:remove', result);
+        rejected.push(...rejectionsFrom(result.body, batch));
       } catch (err) {
         if (!isAudienceTooSmall(err)) throw err;
         // Meta refuses the whole call. The deletions stay pending (the engine counts attempts)
         // and go again on the next run, when additions may have grown the audience.
         const reason = `refused by Meta: audience would fall below its minimum size (error ${err.code}/${err.subcode})`;
-        const refused = batch.keys.map((key) => ({ key, reason }));
-        addUp(
-          outcome,
-          'users:remove',
-          { apiCalls: err.apiCalls, rateLimitWaits: err.rateLimitWaits },
-          refused,
-        );
+        tally.count('users:remove', err);
+        rejected.push(...batch.keys.map((key) => ({ key, reason })));
       }
     }
-    return outcome;
+    return tally.outcome(rejected);
   }
 
   /** The session fields of the next usersreplace call (batch_seq counts from 1 per session). */
@@ -394,7 +393,9 @@ export function createMetaCustomAudienceDestination(
           { method: 'POST', path: `${target.audienceId}/usersreplace`, body },
           usersResponseSchema,
         );
-        return addUp(emptyOutcome(), 'usersreplace', result, []);
+        const tally = new CallTally();
+        tally.count('usersreplace', result);
+        return tally.outcome([]);
       },
 
       // The old and the new list are the same audience: there is nothing to retire.
@@ -498,44 +499,8 @@ function rejectionsFrom(response: UsersResponse, batch: EncodedBatch): Rejection
 
 // --- helpers ----------------------------------------------------------------------------------
 
-function emptyOutcome(): BatchOutcome & { callsByEndpoint: Record<string, number> } {
-  return { rejected: [], apiCalls: 0, rateLimitWaits: 0, callsByEndpoint: {} };
-}
-
-/** Adds one call's cost and rejections to a running outcome. */
-function addUp(
-  outcome: BatchOutcome & { callsByEndpoint: Record<string, number> },
-  endpoint: MetaEndpoint,
-  cost: Pick<GraphResult<unknown>, 'apiCalls' | 'rateLimitWaits'>,
-  rejected: Rejection[],
-): BatchOutcome {
-  outcome.apiCalls += cost.apiCalls;
-  outcome.rateLimitWaits += cost.rateLimitWaits;
-  outcome.callsByEndpoint[endpoint] = (outcome.callsByEndpoint[endpoint] ?? 0) + cost.apiCalls;
-  outcome.rejected.push(...rejected);
-  return outcome;
-}
-
 function chunks<T>(items: T[], size: number): T[][] {
   const result: T[][] = [];
   for (let start = 0; start < items.length; start += size) result.push(items.slice(start, start + size));
   return result;
-}
-
-/** Resolved on first use, inside the activity, so a missing secret fails the run that needs it. */
-function lazySecret(secrets: SecretResolver, name: string): () => string {
-  let value: string | undefined;
-  return () => {
-    if (value === undefined) {
-      try {
-        value = secrets(name);
-      } catch (err) {
-        throw new DestinationError(
-          `${META_TYPE}: ${err instanceof Error ? err.message : String(err)}`,
-          'fatal',
-        );
-      }
-    }
-    return value;
-  };
 }

@@ -1,16 +1,22 @@
+import { STATUS_CODES } from 'node:http';
 import type { z } from 'zod';
-import { fullJitterBackoff, HttpDestinationError, realSleep, type Sleep } from './http';
-import { DestinationError } from './types';
+import {
+  HttpDestinationError,
+  requestJson,
+  retryPolicy,
+  type Answer,
+  type RetryOptions,
+  type Verdict,
+} from './http';
+import type { DestinationError } from './types';
 
 /**
  * A small client for Meta's Graph API (graph.facebook.com), shared by Meta destinations.
  *
- * It exists because Graph does not speak plain HTTP status semantics: throttling arrives as a
- * 400/403 whose JSON body carries error code 4, 17, 32, 613 or 80000-80014 (80003 for custom
- * audiences), and Meta says how long to stay away in the X-Business-Use-Case-Usage header. The
- * shared `requestJson` classifies by status only, so this loop reuses its backoff pieces
- * (full-jitter exponential backoff, HttpDestinationError with the call's cost) around its own
- * classification:
+ * Requests and retries are the shared `requestJson`'s; this module tells it how to read Graph's
+ * answers, which do not follow plain HTTP status semantics: throttling arrives as a 400/403 whose
+ * JSON body carries error code 4, 17, 32, 613 or 80000-80014 (80003 for custom audiences), and
+ * Meta says how long to stay away in the X-Business-Use-Case-Usage header.
  *
  *   throttled (codes above, or 429)     → wait (Meta's estimate, else backoff), count the wait
  *   5xx, is_transient, network error    → back off with jitter, retry, finally 'retryable'
@@ -42,17 +48,26 @@ export interface GraphErrorBody {
 
 /** A Graph API failure, with Meta's code and subcode for callers that react to specific ones. */
 export class MetaGraphError extends HttpDestinationError {
+  readonly code?: number;
+  readonly subcode?: number;
+
   constructor(
     message: string,
     kind: DestinationError['kind'],
     status: number | undefined,
     apiCalls: number,
     rateLimitWaits: number,
-    readonly code?: number,
-    readonly subcode?: number,
+    body?: unknown,
   ) {
-    super(message, kind, status, apiCalls, rateLimitWaits);
+    super(message, kind, status, apiCalls, rateLimitWaits, body);
     this.name = 'MetaGraphError';
+    const error = graphErrorOf(body);
+    this.code = error?.code;
+    this.subcode = error?.error_subcode;
+  }
+
+  static from(err: HttpDestinationError): MetaGraphError {
+    return new MetaGraphError(err.message, err.kind, err.status, err.apiCalls, err.rateLimitWaits, err.body);
   }
 
   is(code: number, subcode?: number): boolean {
@@ -60,30 +75,11 @@ export class MetaGraphError extends HttpDestinationError {
   }
 }
 
-export interface GraphRetryOptions {
-  sleep?: Sleep;
-  /** Source of randomness for jitter, in [0, 1). */
-  random?: () => number;
-  /** Attempts for 5xx, transient and network errors, the first one included. */
-  maxAttempts?: number;
-  /** Throttling answers waited for before giving up on a call. */
-  maxRateLimitWaits?: number;
-  baseDelayMs?: number;
-  maxDelayMs?: number;
-  /** Backoff when throttled and Meta gives no estimate (it blocks for a minute or more). */
-  rateLimitBaseDelayMs?: number;
-  rateLimitMaxDelayMs?: number;
-  /** Cap on any single wait, Meta's own estimate included. */
-  maxWaitMs?: number;
-  /** Per-attempt timeout; a timed-out attempt counts as a network error. */
-  timeoutMs?: number;
-}
-
-const retryDefaults: Required<Omit<GraphRetryOptions, 'sleep' | 'random'>> = {
-  maxAttempts: 5,
-  maxRateLimitWaits: 10,
-  baseDelayMs: 250,
-  maxDelayMs: 10_000,
+/**
+ * Meta blocks for a minute or more once it throttles, so backing off from a quarter of a second
+ * would only spend the allowed waits; its own estimate may be long, hence the larger cap.
+ */
+const graphRetryDefaults: RetryOptions = {
   rateLimitBaseDelayMs: 2_000,
   rateLimitMaxDelayMs: 300_000,
   maxWaitMs: 900_000,
@@ -103,7 +99,7 @@ export interface GraphClientConfig {
   credentialsHint: string;
   /** More errors that stop the refresh, with what to do about them. */
   fatalErrors?: { code: number; subcode?: number; hint: (path: string) => string }[];
-  retry?: GraphRetryOptions;
+  retry?: RetryOptions;
 }
 
 export interface GraphCall {
@@ -122,177 +118,70 @@ export interface GraphResult<T> {
   rateLimitWaits: number;
 }
 
-type Attempt =
-  | { done: true; body: unknown }
-  | { done: false; rateLimited: boolean; waitMs?: number; failure: string; status?: number };
-
 export interface GraphClient {
   /** One logical call, retried per the policy above, its answer checked against `schema`. */
   request<T>(call: GraphCall, schema: z.ZodType<T>): Promise<GraphResult<T>>;
 }
 
 export function createGraphClient(config: GraphClientConfig): GraphClient {
-  const retry = { ...retryDefaults, ...definedOnly(config.retry ?? {}) };
-  const sleep = config.retry?.sleep ?? realSleep;
-  const random = config.retry?.random ?? Math.random;
+  const retry = retryPolicy(config.retry ?? {}, graphRetryDefaults);
 
   async function request<T>(call: GraphCall, schema: z.ZodType<T>): Promise<GraphResult<T>> {
-    const result = await config.schedule(() => withRetries(call));
+    let result: GraphResult<unknown>;
+    try {
+      result = await config.schedule(() =>
+        requestJson({
+          ...retry,
+          method: call.method,
+          url: `${config.baseUrl}/${call.path}`,
+          body: call.body,
+          service: config.service,
+          // A header rather than ?access_token=, so the token stays out of URLs and their logs.
+          headers: { authorization: `Bearer ${config.accessToken()}` },
+          classify: (answer) => verdictOf(call, answer),
+          rateLimitTerm: 'throttled',
+        }),
+      );
+    } catch (err) {
+      throw err instanceof HttpDestinationError ? MetaGraphError.from(err) : err;
+    }
     const parsed = schema.safeParse(result.body);
     if (!parsed.success) {
       const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`);
       throw new MetaGraphError(
-        `${config.service}: unexpected answer from ${target(call)} (is the Graph URL right?): ${issues.join('; ')}`,
+        `${config.service}: unexpected answer from ${call.method} ${config.baseUrl}/${call.path} (is the Graph URL right?): ${issues.join('; ')}`,
         'fatal',
         undefined,
         result.apiCalls,
         result.rateLimitWaits,
       );
     }
-    return { ...result, body: parsed.data };
+    return { body: parsed.data, apiCalls: result.apiCalls, rateLimitWaits: result.rateLimitWaits };
   }
 
-  async function withRetries(call: GraphCall): Promise<GraphResult<unknown>> {
-    let apiCalls = 0;
-    let rateLimitWaits = 0;
-    let failures = 0;
-    for (;;) {
-      apiCalls++;
-      const attempt = await attemptOnce(call).catch((err: unknown) => {
-        // Fatal and batch errors leave at once, carrying what the call cost so far.
-        if (!(err instanceof MetaGraphError)) throw err;
-        throw new MetaGraphError(
-          err.message,
-          err.kind,
-          err.status,
-          apiCalls,
-          rateLimitWaits,
-          err.code,
-          err.subcode,
-        );
-      });
-      if (attempt.done) return { body: attempt.body, apiCalls, rateLimitWaits };
-      let waitMs: number;
-      if (attempt.rateLimited) {
-        if (rateLimitWaits >= retry.maxRateLimitWaits) {
-          throw giveUp(call, `still throttled after ${rateLimitWaits} waits: ${attempt.failure}`, attempt, {
-            apiCalls,
-            rateLimitWaits,
-          });
-        }
-        waitMs =
-          attempt.waitMs ??
-          fullJitterBackoff(rateLimitWaits, retry.rateLimitBaseDelayMs, retry.rateLimitMaxDelayMs, random);
-        rateLimitWaits++;
-      } else {
-        failures++;
-        if (failures >= retry.maxAttempts) {
-          throw giveUp(call, `${attempt.failure} (gave up after ${apiCalls} calls)`, attempt, {
-            apiCalls,
-            rateLimitWaits,
-          });
-        }
-        waitMs = fullJitterBackoff(failures - 1, retry.baseDelayMs, retry.maxDelayMs, random);
-      }
-      await sleep(Math.min(waitMs, retry.maxWaitMs));
-    }
-  }
-
-  async function attemptOnce(call: GraphCall): Promise<Attempt> {
-    let response: Response;
-    let text: string;
-    try {
-      response = await fetch(`${config.baseUrl}/${call.path}`, {
-        method: call.method,
-        headers: {
-          accept: 'application/json',
-          ...(call.body === undefined ? {} : { 'content-type': 'application/json' }),
-          // A header rather than ?access_token=, so the token stays out of URLs and their logs.
-          authorization: `Bearer ${config.accessToken()}`,
-        },
-        body: call.body === undefined ? undefined : JSON.stringify(call.body),
-        signal: AbortSignal.timeout(retry.timeoutMs),
-      });
-      text = await response.text();
-    } catch (err) {
-      if (err instanceof DestinationError) throw err; // the secret could not be resolved
-      // Connection refused or reset, timeout: the request may or may not have arrived.
-      return { done: false, rateLimited: false, failure: `network error: ${networkCause(err)}` };
-    }
-    const { status } = response;
-    const body = parseJson(text);
+  /** Graph's answer read by its error code first, its HTTP status second. */
+  function verdictOf(call: GraphCall, { status, headers, body, text }: Answer): Verdict | undefined {
     const error = graphErrorOf(body);
-    if (status < 400 && !error) {
-      if (body === undefined) throw fail(call, 'fatal', status, `answer is not JSON: ${text.slice(0, 200)}`);
-      return { done: true, body };
-    }
-    const failure = describeFailure(status, error, text);
-    if (status === 429 || (error?.code !== undefined && GRAPH_RATE_LIMIT_CODES.has(error.code))) {
-      return { done: false, rateLimited: true, waitMs: regainAccessMs(response.headers), failure, status };
-    }
-    if (status >= 500 || error?.is_transient === true)
-      return { done: false, rateLimited: false, failure, status };
-    throw classify(call, status, error, failure);
-  }
-
-  /** A refusal that retrying cannot fix: the whole refresh (fatal) or just this call (batch). */
-  function classify(call: GraphCall, status: number, error: GraphErrorBody | undefined, failure: string) {
+    // A success; requestJson still checks that it is JSON.
+    if (status < 400 && !error) return undefined;
+    const what = describeFailure(status, error, text);
+    const reason = `${status} ${what}`;
     const code = error?.code;
-    const subcode = error?.error_subcode;
-    const listed = config.fatalErrors?.find(
-      (f) => f.code === code && (f.subcode === undefined || f.subcode === subcode),
-    );
-    let kind: DestinationError['kind'] = 'batch';
-    let hint: string | undefined;
-    if (listed) [kind, hint] = ['fatal', listed.hint(call.path)];
-    else if (code !== undefined && CREDENTIAL_CODES.has(code))
-      [kind, hint] = ['fatal', config.credentialsHint];
-    else if (status === 401 || status === 403 || status === 404) kind = 'fatal';
-    return fail(call, kind, status, `${failure}${hint ? ` — ${hint}` : ''}`, code, subcode);
-  }
-
-  function fail(
-    call: GraphCall,
-    kind: DestinationError['kind'],
-    status: number | undefined,
-    reason: string,
-    code?: number,
-    subcode?: number,
-  ): MetaGraphError {
-    return new MetaGraphError(
-      redact(`${config.service}: ${target(call)}: ${reason}`),
-      kind,
-      status,
-      1,
-      0,
-      code,
-      subcode,
-    );
-  }
-
-  function giveUp(
-    call: GraphCall,
-    reason: string,
-    last: { status?: number },
-    cost: { apiCalls: number; rateLimitWaits: number },
-  ): MetaGraphError {
-    const message = redact(`${config.service}: ${target(call)}: ${reason}`);
-    return new MetaGraphError(message, 'retryable', last.status, cost.apiCalls, cost.rateLimitWaits);
-  }
-
-  function target(call: GraphCall): string {
-    return `${call.method} ${config.baseUrl}/${call.path}`;
-  }
-
-  /** Belt and braces: never let the token come back in a message, even if the server echoes it. */
-  function redact(message: string): string {
-    let token: string;
-    try {
-      token = config.accessToken();
-    } catch {
-      return message;
+    if (status === 429 || (code !== undefined && GRAPH_RATE_LIMIT_CODES.has(code))) {
+      return { kind: 'rateLimited', retryAfterMs: regainAccessMs(headers), reason };
     }
-    return token.length >= 4 ? message.split(token).join('***') : message;
+    if (status >= 500 || error?.is_transient === true) return { kind: 'retry', reason };
+
+    // A refusal that retrying cannot fix: the whole refresh (fatal) or just this call (batch).
+    const listed = config.fatalErrors?.find(
+      (f) => f.code === code && (f.subcode === undefined || f.subcode === error?.error_subcode),
+    );
+    if (listed) return { kind: 'fatal', message: `${what} — ${listed.hint(call.path)}` };
+    if (code !== undefined && CREDENTIAL_CODES.has(code)) {
+      return { kind: 'fatal', message: `${what} — ${config.credentialsHint}` };
+    }
+    const fatal = status === 401 || status === 403 || status === 404;
+    return { kind: fatal ? 'fatal' : 'batch', message: what };
   }
 
   return { request };
@@ -319,39 +208,17 @@ export function regainAccessMs(headers: Headers): number | undefined {
   }
 }
 
-/** "400 Graph error 613/1487742 (OAuthException): There have been too many calls … [fbtrace_id …]" */
+/** "Graph error 613/1487742 (OAuthException): There have been too many calls … [fbtrace_id …]" */
 function describeFailure(status: number, error: GraphErrorBody | undefined, text: string): string {
-  if (!error) return `${status}: ${text.trim().slice(0, 200)}`;
+  if (!error) return text.trim().slice(0, 200) || (STATUS_CODES[status] ?? 'no details');
   const code = `${error.code ?? '?'}${error.error_subcode ? `/${error.error_subcode}` : ''}`;
   const detail = [error.message, error.error_user_msg].filter(Boolean).join(': ');
   const trace = error.fbtrace_id ? ` [fbtrace_id ${error.fbtrace_id}]` : '';
-  return `${status} Graph error ${code}${error.type ? ` (${error.type})` : ''}: ${detail}${trace}`;
-}
-
-function parseJson(text: string): unknown {
-  if (text.trim() === '') return {};
-  try {
-    return JSON.parse(text) as unknown;
-  } catch {
-    return undefined;
-  }
+  return `Graph error ${code}${error.type ? ` (${error.type})` : ''}: ${detail}${trace}`;
 }
 
 function graphErrorOf(body: unknown): GraphErrorBody | undefined {
   if (!body || typeof body !== 'object') return undefined;
   const error = (body as { error?: unknown }).error;
   return error && typeof error === 'object' ? (error as GraphErrorBody) : undefined;
-}
-
-function networkCause(err: unknown): string {
-  if (err instanceof Error) {
-    if (err.name === 'TimeoutError') return 'timed out';
-    const cause = (err as Error & { cause?: unknown }).cause;
-    return cause instanceof Error ? cause.message : err.message;
-  }
-  return String(err);
-}
-
-function definedOnly<T extends object>(value: T): Partial<T> {
-  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
 }

@@ -1,6 +1,7 @@
 import Redis from 'ioredis';
 import { z } from 'zod';
 import { fullJitterBackoff, realSleep, type Sleep } from './http';
+import { resolveSecret } from './kit';
 import { defineDestination } from './module';
 import { unthrottled } from './throttle';
 import {
@@ -390,12 +391,7 @@ class RedisSession {
   }
 
   private url(): string {
-    let url: string;
-    try {
-      url = this.config.url ?? this.secrets(this.config.urlSecret!);
-    } catch (err) {
-      throw new DestinationError(`redis-set: ${err instanceof Error ? err.message : String(err)}`, 'fatal');
-    }
+    const url = this.config.url ?? resolveSecret(this.secrets, this.config.urlSecret!, 'redis-set');
     if (!/^rediss?:\/\//.test(url) || !URL.canParse(url)) {
       throw new DestinationError(
         `redis-set: the URL in ${this.urlSource()} must be a redis:// or rediss:// URL`,

@@ -2,6 +2,7 @@ import { defineDestination } from './module';
 import knex, { type Knex } from 'knex';
 import { z } from 'zod';
 import { databaseConfig } from '../db';
+import { resolveSecret } from './kit';
 import {
   DestinationError,
   type Attributes,
@@ -172,12 +173,7 @@ export async function readSqlTableMembers(url: string, table: string): Promise<M
 // --- Connection and table -----------------------------------------------------------------------
 
 function resolveUrl(config: SqlTableConfig, secrets: SecretResolver): string {
-  let url: string;
-  try {
-    url = config.url ?? secrets(config.urlSecret!);
-  } catch (err) {
-    throw new DestinationError(`sql-table: ${err instanceof Error ? err.message : String(err)}`, 'fatal');
-  }
+  const url = config.url ?? resolveSecret(secrets, config.urlSecret!, 'sql-table');
   // databaseConfig would fall back to deltasync's own database for an empty URL: never do that.
   if (!urlPrefixes.test(url)) {
     throw new DestinationError(

@@ -1,0 +1,102 @@
+import { z } from 'zod';
+import { HttpDestinationError, type RetryOptions } from './http';
+import {
+  DestinationError,
+  type BatchOutcome,
+  type Rejection,
+  type SecretResolver,
+  type Throttle,
+} from './types';
+
+/**
+ * Plumbing that the destination connectors share: reading secrets, counting what calls cost, and
+ * checking an answer's shape. Each piece is here because several connectors did it the same way.
+ */
+
+/** Knobs for tests and tuning that the HTTP destinations take; production uses the defaults. */
+export interface HttpConnectorOptions extends RetryOptions {
+  /**
+   * The worker-wide limiter per account (see DestinationContext). Each connector says what it
+   * does without one.
+   */
+  throttle?: Throttle;
+}
+
+/**
+ * A secret's value, or a fatal error: without its credentials a destination cannot do anything,
+ * so retrying is pointless. The resolver's message names the secret; `context` starts the
+ * message (the destination type, perhaps with the config field).
+ */
+export function resolveSecret(secrets: SecretResolver, name: string, context: string): string {
+  try {
+    return secrets(name);
+  } catch (err) {
+    throw new DestinationError(`${context}: ${err instanceof Error ? err.message : String(err)}`, 'fatal');
+  }
+}
+
+/**
+ * A secret read on first use, inside the activity, and then kept: a missing secret fails the run
+ * that needs it, not the building of the connector.
+ */
+export function lazySecret(secrets: SecretResolver, name: string, context: string): () => string {
+  let value: string | undefined;
+  return () => (value ??= resolveSecret(secrets, name, context));
+}
+
+/** What requests cost, as `requestJson` and the errors it throws report it. */
+export interface Cost {
+  apiCalls: number;
+  rateLimitWaits: number;
+}
+
+/** The calls one batch made, in total and by endpoint, for its BatchOutcome. */
+export class CallTally {
+  apiCalls = 0;
+  rateLimitWaits = 0;
+  readonly byEndpoint: Record<string, number> = {};
+
+  count(endpoint: string, cost: Cost): void {
+    this.apiCalls += cost.apiCalls;
+    this.rateLimitWaits += cost.rateLimitWaits;
+    this.byEndpoint[endpoint] = (this.byEndpoint[endpoint] ?? 0) + cost.apiCalls;
+  }
+
+  /** Runs one request and counts its cost, also when it fails: a failed request was still made. */
+  async measure<R extends Cost>(endpoint: string, request: () => Promise<R>): Promise<R> {
+    let result: R;
+    try {
+      result = await request();
+    } catch (err) {
+      if (err instanceof HttpDestinationError) this.count(endpoint, err);
+      throw err;
+    }
+    this.count(endpoint, result);
+    return result;
+  }
+
+  outcome(rejected: Rejection[]): BatchOutcome {
+    return {
+      rejected,
+      apiCalls: this.apiCalls,
+      rateLimitWaits: this.rateLimitWaits,
+      callsByEndpoint: { ...this.byEndpoint },
+    };
+  }
+}
+
+/**
+ * A successful answer checked against what the connector expects. Anything else means the base
+ * URL points at something that is not the service (a proxy, another API): fatal, since every call
+ * would find the same. `context` starts the message, e.g. "unexpected answer from GET … (is
+ * baseUrl X?)".
+ */
+export function parseAnswer<T>(
+  schema: z.ZodType<T>,
+  response: { body: unknown; status?: number },
+  context: string,
+): T {
+  const parsed = schema.safeParse(response.body);
+  if (parsed.success) return parsed.data;
+  throw new DestinationError(`${context}: ${z.prettifyError(parsed.error)}`, 'fatal', response.status);
+}
