@@ -1,10 +1,13 @@
-import type http from 'node:http';
 import type { Attributes } from '../connectors/types';
 import {
+  Counters,
   FaultBoard,
   FixedWindowLimiter,
+  parseJson,
   startJsonServer,
+  statsAndFaults,
   type CommonFaults,
+  type EmulatorRequest,
   type Reply,
 } from './emulator-kit';
 
@@ -98,33 +101,27 @@ export async function startBrazeEmulator(options: BrazeEmulatorOptions): Promise
     window && new FixedWindowLimiter([{ limit: window.requests, ms: window.windowSeconds * 1000 }]);
   const users = new Map<string, Attributes>();
   const faults = new FaultBoard<BrazeEmulatorFaults>();
-  let stats = emptyStats();
+  const stats = new Counters(emptyStats);
 
-  async function handle(req: http.IncomingMessage, raw: string): Promise<Reply> {
+  async function handle(req: EmulatorRequest): Promise<Reply> {
     await faults.latency();
-    if (
-      req.method !== 'POST' ||
-      new URL(req.url ?? '/', 'http://emulator').pathname.replace(/\/+$/, '') !== '/users/track'
-    ) {
+    if (req.method !== 'POST' || req.url.pathname.replace(/\/+$/, '') !== '/users/track') {
       return { status: 404, body: { message: 'Not Found' } };
     }
-    stats.calls[BRAZE_ENDPOINT]++;
+    stats.current.calls[BRAZE_ENDPOINT]++;
     if (req.headers.authorization !== `Bearer ${options.apiKey}`) {
       return { status: 401, body: { message: 'Invalid API key' } };
     }
     const limited = rateLimited();
     if (limited) return limited;
-    const serverError = faults.current.serverError;
-    if (serverError && faults.take('serverError')) {
+    const serverError = faults.take('serverError');
+    if (serverError) {
       return withHeaders({ status: serverError.status ?? 500, body: { message: 'Internal Server Error' } });
     }
-    if (faults.down())
-      return withHeaders({
-        status: faults.current.failAfter?.status ?? 503,
-        body: { message: 'Service Unavailable' },
-      });
+    const down = faults.down();
+    if (down) return withHeaders({ status: down.status ?? 503, body: { message: 'Service Unavailable' } });
     try {
-      const reply = track(parseRequest(raw));
+      const reply = track(parseRequest(req.body));
       if (faults.take('applyThenFail'))
         return withHeaders({ status: 500, body: { message: 'Internal Server Error' } });
       faults.succeeded();
@@ -137,8 +134,8 @@ export async function startBrazeEmulator(options: BrazeEmulatorOptions): Promise
   }
 
   function rateLimited(): Reply | undefined {
-    const injected = faults.current.rateLimit;
-    if (injected && faults.take('rateLimit')) {
+    const injected = faults.take('rateLimit');
+    if (injected) {
       const reset = Math.ceil(Date.now() / 1000) + injected.retryAfterSeconds;
       return {
         status: 429,
@@ -174,12 +171,7 @@ export async function startBrazeEmulator(options: BrazeEmulatorOptions): Promise
   }
 
   function parseRequest(raw: string): TrackRequest {
-    let body: unknown;
-    try {
-      body = JSON.parse(raw);
-    } catch {
-      throw new Fatal(400, 'Bad Request: request body is not valid JSON');
-    }
+    const body = parseJson(raw, () => new Fatal(400, 'Bad Request: request body is not valid JSON'));
     const fields = (body && typeof body === 'object' ? body : {}) as Record<string, unknown>;
     const arrays = ['attributes', 'events', 'purchases'].map((name) => fields[name] ?? []);
     if (!arrays.every(Array.isArray) || arrays.every((a) => (a as unknown[]).length === 0)) {
@@ -195,7 +187,7 @@ export async function startBrazeEmulator(options: BrazeEmulatorOptions): Promise
         400,
         `Max Input Length Exceeded: at most ${maxObjects} objects per request, got ${total}`,
       );
-    stats.attributesReceived += attributes!.length;
+    stats.current.attributesReceived += attributes!.length;
     return { attributes: attributes!, others: events!.length + purchases!.length };
   }
 
@@ -240,14 +232,12 @@ export async function startBrazeEmulator(options: BrazeEmulatorOptions): Promise
       if (value === null) delete user[name];
       else user[name] = value as Attributes[string];
     }
-    stats.attributesApplied++;
+    stats.current.attributesApplied++;
     return null;
   }
 
   return {
-    ...(await startJsonServer(options, handle, (status) => {
-      stats.statuses[status] = (stats.statuses[status] ?? 0) + 1;
-    })),
+    ...(await startJsonServer(options, { handle, stats })),
     members: (membershipAttribute) => {
       const result = new Map<string, Attributes>();
       for (const [externalId, attributes] of users) {
@@ -262,15 +252,7 @@ export async function startBrazeEmulator(options: BrazeEmulatorOptions): Promise
       users.clear();
       for (const [id, attributes] of next) users.set(id, { ...attributes });
     },
-    stats: () => structuredClone(stats),
-    resetStats: () => {
-      stats = emptyStats();
-    },
-    faults: {
-      set: (next) => faults.set(next),
-      clear: (name) => faults.clear(name),
-      get: () => faults.snapshot(),
-    },
+    ...statsAndFaults(stats, faults),
   };
 }
 

@@ -1,6 +1,15 @@
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { setTimeout as delay } from 'node:timers/promises';
+import {
+  Counters,
+  FaultBoard,
+  matchRoute,
+  parseJson,
+  startJsonServer,
+  statsAndFaults,
+  zeroCounts,
+  type EmulatorRequest,
+  type Reply,
+  type RouteTable,
+} from './emulator-kit';
 
 /**
  * An in-memory Google Ads API (REST) for Customer Match uploads, for tests, the demo and users'
@@ -128,12 +137,6 @@ export interface CustomerMatchEmulator {
   };
 }
 
-interface Reply {
-  status: number;
-  body: unknown;
-  headers?: Record<string, string>;
-}
-
 type Operation = { kind: 'create' | 'remove'; identifiers: UserIdentifier[] } | { kind: 'removeAll' };
 
 interface Job {
@@ -193,8 +196,8 @@ export async function startGoogleCustomerMatchEmulator(
   const customers = new Map<string, Map<string, UserListStore>>();
   const jobs = new Map<string, Job>();
   let nextJobId = 9_000_001;
-  let faults: CustomerMatchEmulatorFaults = {};
-  let stats = emptyStats();
+  const faults = new FaultBoard<CustomerMatchEmulatorFaults>();
+  const stats = new Counters(emptyStats);
   let log: { endpoint: CustomerMatchEndpoint; body: string }[] = [];
 
   for (const [customerId, lists] of Object.entries(options.userLists ?? {})) {
@@ -220,18 +223,18 @@ export async function startGoogleCustomerMatchEmulator(
     return match ? customers.get(match[1]!)?.get(match[2]!) : undefined;
   }
 
-  async function handle(req: http.IncomingMessage, raw: string): Promise<Reply> {
-    if (faults.latencyMs) await delay(faults.latencyMs);
-    const route = routeOf(req.method ?? 'GET', req.url ?? '/');
+  async function handle(req: EmulatorRequest): Promise<Reply> {
+    await faults.latency();
+    const route = routeOf(req.method, req.url);
     if (!route) return { status: 404, body: rpcError(404, 'v0', []) };
-    stats.calls[route.endpoint]++;
-    log.push({ endpoint: route.endpoint, body: raw });
+    stats.current.calls[route.endpoint]++;
+    log.push({ endpoint: route.endpoint, body: req.body });
     if (log.length > 1000) log = log.slice(-1000);
     try {
       authenticate(req, route);
       const injected = takeInjectedFault(route);
       if (injected) return injected;
-      const body = parseJson(raw);
+      const body = parseBody(req.body);
       return { status: 200, body: dispatch(route, body) };
     } catch (err) {
       if (err instanceof Refusal)
@@ -240,7 +243,7 @@ export async function startGoogleCustomerMatchEmulator(
     }
   }
 
-  function authenticate(req: http.IncomingMessage, route: Route) {
+  function authenticate(req: EmulatorRequest, route: Route) {
     if (req.headers.authorization !== `Bearer ${options.accessToken}`) {
       throw refusal(
         401,
@@ -268,8 +271,11 @@ export async function startGoogleCustomerMatchEmulator(
   }
 
   function takeInjectedFault({ endpoint, version }: Route): Reply | undefined {
-    const rateLimit = faults.rateLimit;
-    if (rateLimit && take('rateLimit', endpoint)) {
+    // A fault aimed at one endpoint is not used up by calls to the others.
+    const aimedHere = (fault: { endpoint?: CustomerMatchEndpoint }) =>
+      fault.endpoint === undefined || fault.endpoint === endpoint;
+    const rateLimit = faults.take('rateLimit', aimedHere);
+    if (rateLimit) {
       const error: AdsError = {
         family: 'quotaError',
         code: 'RESOURCE_TEMPORARILY_EXHAUSTED',
@@ -284,8 +290,8 @@ export async function startGoogleCustomerMatchEmulator(
           : undefined,
       };
     }
-    const serverError = faults.serverError;
-    if (serverError && take('serverError', endpoint)) {
+    const serverError = faults.take('serverError', aimedHere);
+    if (serverError) {
       const status = serverError.status ?? 500;
       const error = {
         family: 'internalError',
@@ -294,7 +300,7 @@ export async function startGoogleCustomerMatchEmulator(
       };
       return { status, body: rpcError(status, version, status === 500 ? [error] : []) };
     }
-    if (faults.concurrentModification && take('concurrentModification', endpoint)) {
+    if (faults.take('concurrentModification', aimedHere)) {
       const error = {
         family: 'databaseError',
         code: 'CONCURRENT_MODIFICATION',
@@ -303,18 +309,6 @@ export async function startGoogleCustomerMatchEmulator(
       return { status: 409, body: rpcError(409, version, [error]) };
     }
     return undefined;
-  }
-
-  /** Uses up one call of a counted fault aimed at this endpoint (or any). */
-  function take(
-    name: 'rateLimit' | 'serverError' | 'concurrentModification',
-    endpoint: CustomerMatchEndpoint,
-  ) {
-    const fault = faults[name];
-    if (!fault || fault.calls <= 0 || (fault.endpoint && fault.endpoint !== endpoint)) return false;
-    fault.calls--;
-    if (fault.calls === 0) delete faults[name];
-    return true;
   }
 
   function dispatch(route: Route, body: Record<string, unknown>): unknown {
@@ -370,7 +364,7 @@ export async function startGoogleCustomerMatchEmulator(
       operations: [],
       pollsLeft: runningPolls,
     });
-    stats.jobs.created++;
+    stats.current.jobs.created++;
     return { resourceName };
   }
 
@@ -401,7 +395,7 @@ export async function startGoogleCustomerMatchEmulator(
     parsed.forEach((op, i) => {
       if (failed.has(i)) return;
       job.operations.push(op);
-      if (op.kind !== 'removeAll') stats.identifiersAccepted += op.identifiers.length;
+      if (op.kind !== 'removeAll') stats.current.identifiersAccepted += op.identifiers.length;
     });
     return errors.length === 0 ? {} : { partialFailureError: rpcStatus(400, version, errors) };
   }
@@ -454,7 +448,7 @@ export async function startGoogleCustomerMatchEmulator(
       return fail('TOO_MANY_USER_IDENTIFIERS', `At most ${maxPerOperation} user identifiers per operation.`);
     }
     for (const identifier of op.identifiers) {
-      const problem = identifierProblem(identifier) ?? faults.reject?.(identifier) ?? null;
+      const problem = identifierProblem(identifier) ?? faults.current.reject?.(identifier) ?? null;
       if (problem) return fail(problem, describeCode(problem));
     }
     return [];
@@ -465,7 +459,7 @@ export async function startGoogleCustomerMatchEmulator(
       throw refusal(400, 'offlineUserDataJobError', 'JOB_ALREADY_STARTED', 'The job has already been run.');
     }
     job.status = 'RUNNING';
-    stats.jobs.run++;
+    stats.current.jobs.run++;
     if (job.pollsLeft <= 0) complete(job);
     return {
       name: `customers/${job.customerId}/operations/${job.id}`,
@@ -477,13 +471,14 @@ export async function startGoogleCustomerMatchEmulator(
 
   /** A job applies all its operations at once, in order: remove_all first, as Google requires. */
   function complete(job: Job) {
-    const failJobs = faults.failJobs;
+    // Counted in jobs, not calls, so not one for faults.take.
+    const failJobs = faults.current.failJobs;
     if (failJobs && failJobs.jobs > 0) {
       failJobs.jobs--;
-      if (failJobs.jobs === 0) delete faults.failJobs;
+      if (failJobs.jobs === 0) faults.clear('failJobs');
       job.status = 'FAILED';
       job.failureReason = failJobs.reason ?? 'UNKNOWN';
-      stats.jobs.failed++;
+      stats.current.jobs.failed++;
       return;
     }
     const list = listOf(job.userList);
@@ -493,7 +488,7 @@ export async function startGoogleCustomerMatchEmulator(
       else list?.remove(op.identifiers);
     }
     job.status = 'SUCCESS';
-    stats.jobs.succeeded++;
+    stats.current.jobs.succeeded++;
   }
 
   function search(route: Route, body: Record<string, unknown>) {
@@ -526,39 +521,13 @@ export async function startGoogleCustomerMatchEmulator(
     };
   }
 
-  const server = http.createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (chunk: Buffer) => chunks.push(chunk));
-    req.on('end', () => {
-      handle(req, Buffer.concat(chunks).toString('utf8'))
-        .catch((err: unknown): Reply => ({
-          status: 500,
-          body: { error: { code: 500, message: String(err) } },
-        }))
-        .then((reply) => {
-          stats.statuses[reply.status] = (stats.statuses[reply.status] ?? 0) + 1;
-          res.writeHead(reply.status, {
-            'content-type': 'application/json; charset=UTF-8',
-            ...reply.headers,
-          });
-          res.end(JSON.stringify(reply.body));
-        });
-    });
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => resolve());
-  });
-  const { port } = server.address() as AddressInfo;
-
   return {
-    url: `http://${options.host ?? '127.0.0.1'}:${port}`,
-    port,
-    close: () =>
-      new Promise<void>((resolve, reject) => {
-        server.close((err) => (err ? reject(err) : resolve()));
-        server.closeAllConnections();
-      }),
+    ...(await startJsonServer(options, {
+      handle,
+      stats,
+      errorReply: (err) => ({ status: 500, body: { error: { code: 500, message: String(err) } } }),
+      contentType: 'application/json; charset=UTF-8',
+    })),
     addUserList,
     members: (userListId) => findList(userListId)?.copy() ?? new Map(),
     setMembers: (userListId, members) => {
@@ -572,20 +541,10 @@ export async function startGoogleCustomerMatchEmulator(
       for (const job of jobs.values()) if (job.status === 'RUNNING') complete(job);
     },
     requests: () => [...log],
-    stats: () => structuredClone(stats),
+    ...statsAndFaults(stats, faults),
     resetStats: () => {
-      stats = emptyStats();
+      stats.reset();
       log = [];
-    },
-    faults: {
-      set: (next) => {
-        faults = { ...faults, ...cloneFaults(next) };
-      },
-      clear: (name) => {
-        if (name) delete faults[name];
-        else faults = {};
-      },
-      get: () => cloneFaults(faults),
     },
   };
 }
@@ -652,33 +611,30 @@ interface Route {
   jobId?: string;
 }
 
-function routeOf(method: string, rawUrl: string): Route | undefined {
-  if (method !== 'POST') return undefined;
-  const path = new URL(rawUrl, 'http://emulator').pathname;
-  const patterns: [RegExp, CustomerMatchEndpoint][] = [
-    [/^\/(v\d+)\/customers\/(\d+)\/offlineUserDataJobs:create$/, 'offlineUserDataJobs:create'],
-    [
-      /^\/(v\d+)\/customers\/(\d+)\/offlineUserDataJobs\/(\d+):addOperations$/,
-      'offlineUserDataJobs:addOperations',
-    ],
-    [/^\/(v\d+)\/customers\/(\d+)\/offlineUserDataJobs\/(\d+):run$/, 'offlineUserDataJobs:run'],
-    [/^\/(v\d+)\/customers\/(\d+)\/googleAds:search$/, 'googleAds:search'],
-  ];
-  for (const [pattern, endpoint] of patterns) {
-    const match = pattern.exec(path);
-    if (match) return { endpoint, version: match[1]!, customerId: match[2]!, jobId: match[3] };
-  }
-  return undefined;
+const routes: RouteTable<CustomerMatchEndpoint> = [
+  ['POST', /^\/(v\d+)\/customers\/(\d+)\/offlineUserDataJobs:create$/, 'offlineUserDataJobs:create'],
+  [
+    'POST',
+    /^\/(v\d+)\/customers\/(\d+)\/offlineUserDataJobs\/(\d+):addOperations$/,
+    'offlineUserDataJobs:addOperations',
+  ],
+  ['POST', /^\/(v\d+)\/customers\/(\d+)\/offlineUserDataJobs\/(\d+):run$/, 'offlineUserDataJobs:run'],
+  ['POST', /^\/(v\d+)\/customers\/(\d+)\/googleAds:search$/, 'googleAds:search'],
+];
+
+function routeOf(method: string, url: URL): Route | undefined {
+  const match = matchRoute(routes, method, url.pathname);
+  if (!match) return undefined;
+  const [version, customerId, jobId] = match.params;
+  return { endpoint: match.endpoint, version: version!, customerId: customerId!, jobId };
 }
 
-function parseJson(raw: string): Record<string, unknown> {
-  try {
-    const value: unknown = JSON.parse(raw === '' ? '{}' : raw);
-    if (value && typeof value === 'object' && !Array.isArray(value)) return value as Record<string, unknown>;
-  } catch {
-    // fall through
-  }
-  throw refusal(400, 'requestError', 'BAD_REQUEST', 'Invalid JSON payload received.');
+/** Google takes an empty body for an empty message; anything else must be a JSON object. */
+function parseBody(raw: string): Record<string, unknown> {
+  const invalid = () => refusal(400, 'requestError', 'BAD_REQUEST', 'Invalid JSON payload received.');
+  const value = parseJson(raw === '' ? '{}' : raw, invalid);
+  if (!value || typeof value !== 'object' || Array.isArray(value)) throw invalid();
+  return value as Record<string, unknown>;
 }
 
 function objectField(value: Record<string, unknown>, field: string): Record<string, unknown> {
@@ -838,14 +794,9 @@ function summarize(job: Job): JobSummary {
 
 function emptyStats(): CustomerMatchEmulatorStats {
   return {
-    calls: Object.fromEntries(ENDPOINTS.map((e) => [e, 0])) as Record<CustomerMatchEndpoint, number>,
+    calls: zeroCounts(ENDPOINTS),
     statuses: {},
     identifiersAccepted: 0,
     jobs: { created: 0, run: 0, succeeded: 0, failed: 0 },
   };
-}
-
-function cloneFaults(f: CustomerMatchEmulatorFaults): CustomerMatchEmulatorFaults {
-  const { reject, ...counted } = f;
-  return { ...structuredClone(counted), ...(reject ? { reject } : {}) };
 }

@@ -1,7 +1,19 @@
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { setTimeout as delay } from 'node:timers/promises';
 import type { AttributeValue, Attributes } from '../connectors/types';
+import {
+  Counters,
+  FaultBoard,
+  decodeCursor,
+  encodeCursor,
+  matchRoute,
+  parseJson,
+  startJsonServer,
+  statsAndFaults,
+  zeroCounts,
+  type CommonFaults,
+  type EmulatorRequest,
+  type Reply,
+  type RouteTable,
+} from './emulator-kit';
 
 /**
  * An in-memory server speaking the http-list contract, for tests, the demo and users' own tests.
@@ -16,19 +28,15 @@ import type { AttributeValue, Attributes } from '../connectors/types';
 
 export type Endpoint = 'add' | 'remove' | 'truncate' | 'list';
 
-export interface EmulatorFaults {
+export interface EmulatorFaults extends CommonFaults {
   /** The next `calls` calls answer 429 with `Retry-After: retryAfterSeconds`. */
   rateLimit?: { calls: number; retryAfterSeconds: number };
   /** The next `calls` calls answer 5xx without applying anything. */
   serverError?: { calls: number; status?: 500 | 503 };
   /** The next `calls` calls apply their change, then answer 500: delivered but unacknowledged. */
   applyThenFail?: { calls: number };
-  /** After `successfulCalls` more successful mutating calls, every mutating call fails until cleared. */
-  failAfter?: { successfulCalls: number; status?: number };
   /** A reason to reject a record (it is then not applied), or null to accept it. */
   reject?: (key: string) => string | null;
-  /** Added before every answer. */
-  latencyMs?: number;
 }
 
 export interface EmulatorStats {
@@ -72,22 +80,16 @@ export interface HttpListEmulator {
   };
 }
 
-/** A reply to send: status, JSON body, extra headers. */
-interface Reply {
-  status: number;
-  body: unknown;
-  headers?: Record<string, string>;
-}
-
 class BadRequest extends Error {}
+const notJson = () => new BadRequest('body is not valid JSON');
 
 const endpoints: Endpoint[] = ['add', 'remove', 'truncate', 'list'];
 
 export async function startHttpListEmulator(options: HttpListEmulatorOptions): Promise<HttpListEmulator> {
   const maxRecords = options.maxRecordsPerCall ?? 10_000;
   const lists = new Map<string, SortedList>();
-  let faults: EmulatorFaults = {};
-  let stats = emptyStats();
+  const faults = new FaultBoard<EmulatorFaults>();
+  const stats = new Counters(emptyStats);
 
   function list(listId: string): SortedList {
     let found = lists.get(listId);
@@ -98,31 +100,43 @@ export async function startHttpListEmulator(options: HttpListEmulatorOptions): P
     return found;
   }
 
-  async function handle(req: http.IncomingMessage, raw: string): Promise<Reply> {
-    if (faults.latencyMs) await delay(faults.latencyMs);
-    const route = routeOf(req.method ?? 'GET', req.url ?? '/');
-    if (!route) return { status: 404, body: { message: `no such endpoint: ${req.method} ${req.url}` } };
-    stats.calls[route.endpoint]++;
+  async function handle(req: EmulatorRequest): Promise<Reply> {
+    await faults.latency();
+    const route = routeOf(req.method, req.url);
+    if (!route) {
+      return {
+        status: 404,
+        body: { message: `no such endpoint: ${req.method} ${req.url.pathname}${req.url.search}` },
+      };
+    }
+    stats.current.calls[route.endpoint]++;
 
     if (req.headers.authorization !== `Bearer ${options.token}`) {
       return { status: 401, body: { message: 'invalid token' } };
     }
     // Parsed before the injected faults only to count what crossed the wire; a real API would
     // rate-limit before looking at the body, so a 429 or 5xx still wins over a 400.
-    const request = parseOrReject(route, raw);
-    if (!(request instanceof BadRequest)) stats.recordsReceived[route.endpoint] += request.records;
-    const injected = takeRateLimitOrServerError();
-    if (injected) return injected;
+    const request = parseOrReject(route, req.body);
+    if (!(request instanceof BadRequest)) stats.current.recordsReceived[route.endpoint] += request.records;
+    const rateLimit = faults.take('rateLimit');
+    if (rateLimit) {
+      return {
+        status: 429,
+        body: { message: 'rate limit exceeded' },
+        headers: { 'retry-after': String(rateLimit.retryAfterSeconds) },
+      };
+    }
+    const serverError = faults.take('serverError');
+    if (serverError) return { status: serverError.status ?? 500, body: { message: 'server error' } };
     if (request instanceof BadRequest) return { status: 400, body: { message: request.message } };
 
     const mutating = route.endpoint !== 'list';
-    if (mutating && failAfterExhausted()) {
-      return { status: faults.failAfter?.status ?? 503, body: { message: 'service unavailable' } };
-    }
+    const down = mutating ? faults.down() : undefined;
+    if (down) return { status: down.status ?? 503, body: { message: 'service unavailable' } };
     const body = apply(list(route.listId), request);
-    stats.recordsApplied[route.endpoint] += request.records;
-    if (takeCount('applyThenFail')) return { status: 500, body: { message: 'internal error' } };
-    if (mutating && faults.failAfter) faults.failAfter.successfulCalls--;
+    stats.current.recordsApplied[route.endpoint] += request.records;
+    if (faults.take('applyThenFail')) return { status: 500, body: { message: 'internal error' } };
+    if (mutating) faults.succeeded();
     return { status: 200, body };
   }
 
@@ -133,35 +147,6 @@ export async function startHttpListEmulator(options: HttpListEmulatorOptions): P
       if (err instanceof BadRequest) return err;
       throw err;
     }
-  }
-
-  function takeRateLimitOrServerError(): Reply | undefined {
-    const rateLimit = faults.rateLimit;
-    if (rateLimit && takeCount('rateLimit')) {
-      return {
-        status: 429,
-        body: { message: 'rate limit exceeded' },
-        headers: { 'retry-after': String(rateLimit.retryAfterSeconds) },
-      };
-    }
-    const serverError = faults.serverError;
-    if (serverError && takeCount('serverError')) {
-      return { status: serverError.status ?? 500, body: { message: 'server error' } };
-    }
-    return undefined;
-  }
-
-  /** Uses up one call of a counted fault; true when the fault applied to this call. */
-  function takeCount(name: 'rateLimit' | 'serverError' | 'applyThenFail'): boolean {
-    const fault = faults[name];
-    if (!fault || fault.calls <= 0) return false;
-    fault.calls--;
-    if (fault.calls === 0) delete faults[name];
-    return true;
-  }
-
-  function failAfterExhausted(): boolean {
-    return faults.failAfter !== undefined && faults.failAfter.successfulCalls <= 0;
   }
 
   function apply(members: SortedList, request: ParsedRequest): unknown {
@@ -191,43 +176,17 @@ export async function startHttpListEmulator(options: HttpListEmulatorOptions): P
 
   function rejections(keys: string[]): Map<string, string> {
     const rejected = new Map<string, string>();
-    if (!faults.reject) return rejected;
+    const reject = faults.current.reject;
+    if (!reject) return rejected;
     for (const key of keys) {
-      const reason = faults.reject(key);
+      const reason = reject(key);
       if (reason !== null) rejected.set(key, reason);
     }
     return rejected;
   }
 
-  const server = http.createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (chunk: Buffer) => chunks.push(chunk));
-    req.on('end', () => {
-      handle(req, Buffer.concat(chunks).toString('utf8'))
-        .catch((err: unknown): Reply => ({ status: 500, body: { message: String(err) } }))
-        .then((reply) => {
-          stats.statuses[reply.status] = (stats.statuses[reply.status] ?? 0) + 1;
-          res.writeHead(reply.status, { 'content-type': 'application/json', ...reply.headers });
-          res.end(JSON.stringify(reply.body));
-        });
-    });
-  });
-
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => resolve());
-  });
-  const { port } = server.address() as AddressInfo;
-
   return {
-    url: `http://${options.host ?? '127.0.0.1'}:${port}`,
-    port,
-    close: () =>
-      new Promise<void>((resolve, reject) => {
-        server.close((err) => (err ? reject(err) : resolve()));
-        // Clients keep sockets alive; drop them so close() doesn't wait for their idle timeout.
-        server.closeAllConnections();
-      }),
+    ...(await startJsonServer(options, { handle, stats })),
     members: (listId) => {
       const copy = new Map<string, Attributes>();
       for (const [key, attributes] of lists.get(listId)?.entries() ?? []) copy.set(key, { ...attributes });
@@ -238,32 +197,17 @@ export async function startHttpListEmulator(options: HttpListEmulatorOptions): P
       for (const [key, attributes] of members) replacement.set(key, { ...attributes });
       lists.set(listId, replacement);
     },
-    stats: () => structuredClone(stats),
-    resetStats: () => {
-      stats = emptyStats();
-    },
-    faults: {
-      // Copies, so the caller's object is not counted down under its feet.
-      set: (next) => {
-        faults = { ...faults, ...structuredCloneFaults(next) };
-      },
-      clear: (name) => {
-        if (name) delete faults[name];
-        else faults = {};
-      },
-      get: () => structuredCloneFaults(faults),
-    },
+    ...statsAndFaults(stats, faults),
   };
 }
 
-function structuredCloneFaults(f: EmulatorFaults): EmulatorFaults {
-  const { reject, ...counted } = f;
-  return { ...structuredClone(counted), ...(reject ? { reject } : {}) };
-}
-
 function emptyStats(): EmulatorStats {
-  const zero = () => Object.fromEntries(endpoints.map((e) => [e, 0])) as Record<Endpoint, number>;
-  return { calls: zero(), recordsReceived: zero(), recordsApplied: zero(), statuses: {} };
+  return {
+    calls: zeroCounts(endpoints),
+    recordsReceived: zeroCounts(endpoints),
+    recordsApplied: zeroCounts(endpoints),
+    statuses: {},
+  };
 }
 
 function listRejections(rejected: Map<string, string>): { key: string; reason: string }[] {
@@ -278,26 +222,26 @@ interface Route {
   query: URLSearchParams;
 }
 
-function routeOf(method: string, rawUrl: string): Route | undefined {
-  const url = new URL(rawUrl, 'http://emulator');
-  // Match on the still-encoded path: an encoded list id cannot contain '/' or ':'.
-  const patterns: [string, RegExp, Endpoint][] = [
-    ['POST', /^\/lists\/([^/:]+)\/members:add$/, 'add'],
-    ['POST', /^\/lists\/([^/:]+)\/members:remove$/, 'remove'],
-    ['POST', /^\/lists\/([^/:]+):truncate$/, 'truncate'],
-    ['GET', /^\/lists\/([^/:]+)\/members$/, 'list'],
-  ];
-  for (const [verb, pattern, endpoint] of patterns) {
-    const match = pattern.exec(url.pathname);
-    if (verb === method && match) {
-      try {
-        return { endpoint, listId: decodeURIComponent(match[1]!), query: url.searchParams };
-      } catch {
-        return undefined;
-      }
-    }
+// Matched on the still-encoded path: an encoded list id cannot contain '/' or ':'.
+const routes: RouteTable<Endpoint> = [
+  ['POST', /^\/lists\/([^/:]+)\/members:add$/, 'add'],
+  ['POST', /^\/lists\/([^/:]+)\/members:remove$/, 'remove'],
+  ['POST', /^\/lists\/([^/:]+):truncate$/, 'truncate'],
+  ['GET', /^\/lists\/([^/:]+)\/members$/, 'list'],
+];
+
+function routeOf(method: string, url: URL): Route | undefined {
+  const match = matchRoute(routes, method, url.pathname);
+  if (!match) return undefined;
+  try {
+    return {
+      endpoint: match.endpoint,
+      listId: decodeURIComponent(match.params[0]!),
+      query: url.searchParams,
+    };
+  } catch {
+    return undefined; // a malformed escape names no list
   }
-  return undefined;
 }
 
 type ParsedRequest = { records: number } & (
@@ -310,11 +254,11 @@ type ParsedRequest = { records: number } & (
 function parseRequest(route: Route, raw: string, maxRecords: number): ParsedRequest {
   switch (route.endpoint) {
     case 'add': {
-      const members = arrayField(parseJson(raw), 'members', maxRecords).map(parseMember);
+      const members = arrayField(parseJson(raw, notJson), 'members', maxRecords).map(parseMember);
       return { kind: 'add', members, records: members.length };
     }
     case 'remove': {
-      const keys = arrayField(parseJson(raw), 'keys', maxRecords).map((key, i) => {
+      const keys = arrayField(parseJson(raw, notJson), 'keys', maxRecords).map((key, i) => {
         if (typeof key !== 'string' || key === '')
           throw new BadRequest(`keys[${i}] must be a non-empty string`);
         return key;
@@ -325,14 +269,6 @@ function parseRequest(route: Route, raw: string, maxRecords: number): ParsedRequ
       return { kind: 'truncate', records: 0 };
     case 'list':
       return { kind: 'list', ...parsePageQuery(route.query, maxRecords), records: 0 };
-  }
-}
-
-function parseJson(raw: string): unknown {
-  try {
-    return JSON.parse(raw);
-  } catch {
-    throw new BadRequest('body is not valid JSON');
   }
 }
 
@@ -372,30 +308,16 @@ function parsePageQuery(query: URLSearchParams, maxRecords: number): { after: st
   const cursor = query.get('cursor');
   let after: string | null = null;
   if (cursor !== null) {
-    after = decodeCursor(cursor);
-    if (after === null) throw new BadRequest('invalid cursor');
+    // Cursors carry the last key returned.
+    const decoded = decodeCursor(cursor);
+    if (typeof decoded !== 'string') throw new BadRequest('invalid cursor');
+    after = decoded;
   }
   // Like most list APIs, an over-large page size is clamped rather than refused.
   return { after, limit: Math.min(limit, maxRecords) };
 }
 
 // --- Storage ------------------------------------------------------------------------------------
-
-/** Cursors are opaque to clients; inside, they are the last key returned. */
-function encodeCursor(lastKey: string): string {
-  return Buffer.from(JSON.stringify({ after: lastKey })).toString('base64url');
-}
-
-function decodeCursor(cursor: string): string | null {
-  try {
-    const decoded: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
-    const after =
-      decoded && typeof decoded === 'object' ? (decoded as Record<string, unknown>).after : undefined;
-    return typeof after === 'string' ? after : null;
-  } catch {
-    return null;
-  }
-}
 
 /** Byte order of the UTF-8 encoding, as a binary database collation sorts keys. */
 function compareKeys(a: string, b: string): number {

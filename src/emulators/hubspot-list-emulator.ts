@@ -1,7 +1,16 @@
 import { randomUUID } from 'node:crypto';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { setTimeout as delay } from 'node:timers/promises';
+import {
+  Counters,
+  FaultBoard,
+  matchRoute,
+  parseJson,
+  startJsonServer,
+  statsAndFaults,
+  zeroCounts,
+  type EmulatorRequest,
+  type Reply,
+  type RouteTable,
+} from './emulator-kit';
 
 /**
  * An in-memory HubSpot CRM Lists v3 server (list memberships only), for tests, demos and users'
@@ -91,12 +100,6 @@ export interface HubspotListEmulator {
   };
 }
 
-interface Reply {
-  status: number;
-  body?: unknown;
-  headers?: Record<string, string>;
-}
-
 interface ListState {
   processingType: ProcessingType;
   /** record id → membership timestamp (ISO). */
@@ -104,6 +107,7 @@ interface ListState {
 }
 
 class BadRequest extends Error {}
+const notJson = () => new BadRequest('Invalid input JSON: the request body is not valid JSON.');
 
 const endpoints: HubspotEndpoint[] = ['add', 'remove', 'addAndRemove', 'deleteAll', 'read'];
 const MAX_PAGE = 250;
@@ -122,19 +126,25 @@ export async function startHubspotListEmulator(
   const recent: number[] = []; // times of calls counted in the rolling window
   let daily = { day: dayOf(now()), calls: 0 };
   let nextListId = 1001;
-  let faults: HubspotFaults = {};
-  let stats = emptyStats();
+  const faults = new FaultBoard<HubspotFaults>();
+  const stats = new Counters(emptyStats);
 
   function recordExists(id: string): boolean {
     if (deletedRecords.has(id)) return false;
     return knownRecords ? knownRecords.has(id) : true;
   }
 
-  async function handle(req: http.IncomingMessage, raw: string): Promise<Reply> {
-    if (faults.latencyMs) await delay(faults.latencyMs);
-    const route = routeOf(req.method ?? 'GET', req.url ?? '/');
-    if (!route) return error(404, `Unable to route ${req.method} ${req.url}`, 'OBJECT_NOT_FOUND');
-    stats.calls[route.endpoint]++;
+  async function handle(req: EmulatorRequest): Promise<Reply> {
+    await faults.latency();
+    const route = routeOf(req.method, req.url);
+    if (!route) {
+      return error(
+        404,
+        `Unable to route ${req.method} ${req.url.pathname}${req.url.search}`,
+        'OBJECT_NOT_FOUND',
+      );
+    }
+    stats.current.calls[route.endpoint]++;
     if (req.headers.authorization !== `Bearer ${options.token}`) {
       return error(
         401,
@@ -144,10 +154,10 @@ export async function startHubspotListEmulator(
     }
     const limited = takeRateLimit();
     if (limited) return limited;
-    const parsed = parseOrReject(route, raw);
-    if (!(parsed instanceof BadRequest)) stats.recordsReceived[route.endpoint] += parsed.records;
-    const serverError = takeServerError();
-    if (serverError) return serverError;
+    const parsed = parseOrReject(route, req.body);
+    if (!(parsed instanceof BadRequest)) stats.current.recordsReceived[route.endpoint] += parsed.records;
+    const serverError = faults.take('serverError');
+    if (serverError) return error(serverError.status ?? 500, 'internal error', 'INTERNAL_ERROR');
     if (parsed instanceof BadRequest) return error(400, parsed.message, 'VALIDATION_ERROR');
 
     const list = lists.get(route.listId);
@@ -160,22 +170,25 @@ export async function startHubspotListEmulator(
       );
     }
     const reply = apply(route.listId, list, parsed);
-    if (parsed.kind !== 'read' && takeCount('applyThenFail')) {
+    if (parsed.kind !== 'read' && faults.take('applyThenFail')) {
       return error(500, 'internal error', 'INTERNAL_ERROR');
     }
     return reply;
   }
 
-  /** HubSpot counts every authenticated call against both budgets; a refused call counts for none. */
+  /**
+   * HubSpot counts every authenticated call against both budgets; a refused call counts for none.
+   * The ten-second window rolls (unlike the fixed windows of the kit's limiter); the daily budget
+   * resets at midnight UTC.
+   */
   function takeRateLimit(): Reply | undefined {
     const t = now();
     while (recent.length > 0 && recent[0]! <= t - windowMs) recent.shift();
     if (daily.day !== dayOf(t)) daily = { day: dayOf(t), calls: 0 };
 
-    const injected = faults.rateLimit;
-    if (injected && takeCount('rateLimit')) {
+    const injected = faults.take('rateLimit');
+    if (injected)
       return rateLimited(injected.policyName ?? 'TEN_SECONDLY_ROLLING', injected.retryAfterSeconds);
-    }
     if (daily.calls >= dailyLimit) return rateLimited('DAILY');
     if (recent.length >= tenSecondlyLimit) return rateLimited('TEN_SECONDLY_ROLLING');
     recent.push(t);
@@ -185,7 +198,7 @@ export async function startHubspotListEmulator(
 
   /** HubSpot's 429: the policy that was hit is named in the body; Retry-After only if injected. */
   function rateLimited(policyName: HubspotRatePolicy, retryAfterSeconds?: number): Reply {
-    stats.rateLimited[policyName]++;
+    stats.current.rateLimited[policyName]++;
     const daily = policyName === 'DAILY';
     return {
       status: 429,
@@ -201,19 +214,14 @@ export async function startHubspotListEmulator(
     };
   }
 
-  function takeServerError(): Reply | undefined {
-    const fault = faults.serverError;
-    if (fault && takeCount('serverError'))
-      return error(fault.status ?? 500, 'internal error', 'INTERNAL_ERROR');
-    return undefined;
-  }
-
-  function takeCount(name: 'rateLimit' | 'serverError' | 'applyThenFail'): boolean {
-    const fault = faults[name];
-    if (!fault || fault.calls <= 0) return false;
-    fault.calls--;
-    if (fault.calls === 0) delete faults[name];
-    return true;
+  function rateLimitHeaders(): Record<string, string> {
+    return {
+      'x-hubspot-ratelimit-max': String(tenSecondlyLimit),
+      'x-hubspot-ratelimit-remaining': String(Math.max(0, tenSecondlyLimit - recent.length)),
+      'x-hubspot-ratelimit-interval-milliseconds': String(windowMs),
+      'x-hubspot-ratelimit-daily': String(dailyLimit),
+      'x-hubspot-ratelimit-daily-remaining': String(Math.max(0, dailyLimit - daily.calls)),
+    };
   }
 
   function parseOrReject(route: Route, raw: string): ParsedRequest | BadRequest {
@@ -255,41 +263,6 @@ export async function startHubspotListEmulator(
     }
   }
 
-  const server = http.createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (chunk: Buffer) => chunks.push(chunk));
-    req.on('end', () => {
-      handle(req, Buffer.concat(chunks).toString('utf8'))
-        .catch((err: unknown): Reply => error(500, String(err), 'INTERNAL_ERROR'))
-        .then((reply) => {
-          stats.statuses[reply.status] = (stats.statuses[reply.status] ?? 0) + 1;
-          res.writeHead(reply.status, {
-            ...(reply.body === undefined ? {} : { 'content-type': 'application/json;charset=utf-8' }),
-            ...rateLimitHeaders(),
-            ...reply.headers,
-          });
-          res.end(reply.body === undefined ? undefined : JSON.stringify(reply.body));
-        });
-    });
-  });
-
-  function rateLimitHeaders(): Record<string, string> {
-    return {
-      'x-hubspot-ratelimit-max': String(tenSecondlyLimit),
-      'x-hubspot-ratelimit-remaining': String(Math.max(0, tenSecondlyLimit - recent.length)),
-      'x-hubspot-ratelimit-interval-milliseconds': String(windowMs),
-      'x-hubspot-ratelimit-daily': String(dailyLimit),
-      'x-hubspot-ratelimit-daily-remaining': String(Math.max(0, dailyLimit - daily.calls)),
-    };
-  }
-
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => resolve());
-  });
-  const { port } = server.address() as AddressInfo;
-  const url = `http://${options.host ?? '127.0.0.1'}:${port}`;
-
   function page(listId: string, list: ListState, after: string | null, limit: number) {
     const ids = [...list.members.keys()].sort(compareRecordIds);
     const start = after === null ? 0 : ids.findIndex((id) => compareRecordIds(id, after) > 0);
@@ -303,7 +276,7 @@ export async function startHubspotListEmulator(
       ...(next
         ? {
             paging: {
-              next: { after: next, link: `${url}/crm/v3/lists/${listId}/memberships?after=${next}` },
+              next: { after: next, link: `${server.url}/crm/v3/lists/${listId}/memberships?after=${next}` },
             },
           }
         : {}),
@@ -311,14 +284,17 @@ export async function startHubspotListEmulator(
     };
   }
 
+  const server = await startJsonServer(options, {
+    handle,
+    stats,
+    errorReply: (err) => error(500, String(err), 'INTERNAL_ERROR'),
+    contentType: 'application/json;charset=utf-8',
+    // HubSpot reports the budgets on every answer, refusals included.
+    everyReply: rateLimitHeaders,
+  });
+
   return {
-    url,
-    port,
-    close: () =>
-      new Promise<void>((resolve, reject) => {
-        server.close((err) => (err ? reject(err) : resolve()));
-        server.closeAllConnections();
-      }),
+    ...server,
     createList: (listOptions = {}) => {
       const listId = String(nextListId++);
       lists.set(listId, { processingType: listOptions.processingType ?? 'MANUAL', members: new Map() });
@@ -346,20 +322,7 @@ export async function startHubspotListEmulator(
       },
       has: recordExists,
     },
-    stats: () => structuredClone(stats),
-    resetStats: () => {
-      stats = emptyStats();
-    },
-    faults: {
-      set: (next) => {
-        faults = { ...faults, ...structuredClone(next) };
-      },
-      clear: (name) => {
-        if (name) delete faults[name];
-        else faults = {};
-      },
-      get: () => structuredClone(faults),
-    },
+    ...statsAndFaults(stats, faults),
   };
 }
 
@@ -369,10 +332,9 @@ function error(status: number, message: string, category: string): Reply {
 }
 
 function emptyStats(): HubspotEmulatorStats {
-  const zero = () => Object.fromEntries(endpoints.map((e) => [e, 0])) as Record<HubspotEndpoint, number>;
   return {
-    calls: zero(),
-    recordsReceived: zero(),
+    calls: zeroCounts(endpoints),
+    recordsReceived: zeroCounts(endpoints),
     rateLimited: { TEN_SECONDLY_ROLLING: 0, DAILY: 0 },
     statuses: {},
   };
@@ -405,20 +367,17 @@ interface Route {
   query: URLSearchParams;
 }
 
-function routeOf(method: string, rawUrl: string): Route | undefined {
-  const url = new URL(rawUrl, 'http://emulator');
-  const patterns: [string, RegExp, HubspotEndpoint][] = [
-    ['PUT', /^\/crm\/v3\/lists\/([^/]+)\/memberships\/add$/, 'add'],
-    ['PUT', /^\/crm\/v3\/lists\/([^/]+)\/memberships\/remove$/, 'remove'],
-    ['PUT', /^\/crm\/v3\/lists\/([^/]+)\/memberships\/add-and-remove$/, 'addAndRemove'],
-    ['DELETE', /^\/crm\/v3\/lists\/([^/]+)\/memberships$/, 'deleteAll'],
-    ['GET', /^\/crm\/v3\/lists\/([^/]+)\/memberships$/, 'read'],
-  ];
-  for (const [verb, pattern, endpoint] of patterns) {
-    const match = pattern.exec(url.pathname);
-    if (verb === method && match) return { endpoint, listId: match[1]!, query: url.searchParams };
-  }
-  return undefined;
+const routes: RouteTable<HubspotEndpoint> = [
+  ['PUT', /^\/crm\/v3\/lists\/([^/]+)\/memberships\/add$/, 'add'],
+  ['PUT', /^\/crm\/v3\/lists\/([^/]+)\/memberships\/remove$/, 'remove'],
+  ['PUT', /^\/crm\/v3\/lists\/([^/]+)\/memberships\/add-and-remove$/, 'addAndRemove'],
+  ['DELETE', /^\/crm\/v3\/lists\/([^/]+)\/memberships$/, 'deleteAll'],
+  ['GET', /^\/crm\/v3\/lists\/([^/]+)\/memberships$/, 'read'],
+];
+
+function routeOf(method: string, url: URL): Route | undefined {
+  const match = matchRoute(routes, method, url.pathname);
+  return match && { endpoint: match.endpoint, listId: match.params[0]!, query: url.searchParams };
 }
 
 type ParsedRequest = { records: number } & (
@@ -430,15 +389,15 @@ type ParsedRequest = { records: number } & (
 function parseRequest(route: Route, raw: string, maxRecords: number): ParsedRequest {
   switch (route.endpoint) {
     case 'add': {
-      const toAdd = recordIds(parseJson(raw), 'request body', maxRecords);
+      const toAdd = recordIds(parseJson(raw, notJson), 'request body', maxRecords);
       return { kind: 'change', toAdd, toRemove: [], records: toAdd.length };
     }
     case 'remove': {
-      const toRemove = recordIds(parseJson(raw), 'request body', maxRecords);
+      const toRemove = recordIds(parseJson(raw, notJson), 'request body', maxRecords);
       return { kind: 'change', toAdd: [], toRemove, records: toRemove.length };
     }
     case 'addAndRemove': {
-      const body = parseJson(raw);
+      const body = parseJson(raw, notJson);
       if (!body || typeof body !== 'object' || Array.isArray(body)) {
         throw new BadRequest('Request body must be an object with recordIdsToAdd and recordIdsToRemove.');
       }
@@ -454,14 +413,6 @@ function parseRequest(route: Route, raw: string, maxRecords: number): ParsedRequ
       return { kind: 'deleteAll', records: 0 };
     case 'read':
       return { kind: 'read', ...pageQuery(route.query), records: 0 };
-  }
-}
-
-function parseJson(raw: string): unknown {
-  try {
-    return JSON.parse(raw);
-  } catch {
-    throw new BadRequest('Invalid input JSON: the request body is not valid JSON.');
   }
 }
 

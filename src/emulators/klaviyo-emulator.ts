@@ -1,16 +1,22 @@
 import { randomUUID } from 'node:crypto';
-import type http from 'node:http';
 import { KLAVIYO_PROFILE_FIELDS } from '../connectors/klaviyo-list';
 import type { AttributeValue, Attributes } from '../connectors/types';
 import {
+  Counters,
   FaultBoard,
   FixedWindowLimiter,
   decodeCursor,
   encodeCursor,
+  matchRoute,
+  parseJson,
   secondsUntil,
   startJsonServer,
+  statsAndFaults,
+  zeroCounts,
   type CommonFaults,
+  type EmulatorRequest,
   type Reply,
+  type RouteTable,
 } from './emulator-kit';
 
 /**
@@ -178,7 +184,7 @@ export async function startKlaviyoEmulator(options: KlaviyoEmulatorOptions): Pro
       ]),
     ]),
   );
-  let stats = emptyStats();
+  const stats = new Counters(emptyStats);
   let sequence = 0;
   for (const id of options.lists ?? []) lists.set(id, new Map());
 
@@ -231,16 +237,15 @@ export async function startKlaviyoEmulator(options: KlaviyoEmulatorOptions): Pro
 
   // --- Requests -----------------------------------------------------------------------------------
 
-  async function handle(req: http.IncomingMessage, raw: string): Promise<Reply> {
+  async function handle(req: EmulatorRequest): Promise<Reply> {
     await faults.latency();
-    const url = new URL(req.url ?? '/', 'http://emulator');
-    const route = routeOf(req.method ?? 'GET', url.pathname);
-    if (!route) return errorReply(notFound(`No route for ${req.method} ${url.pathname}`));
-    stats.calls[route.operation]++;
+    const route = routeOf(req.method, req.url.pathname);
+    if (!route) return errorReply(notFound(`No route for ${req.method} ${req.url.pathname}`));
+    stats.current.calls[route.operation]++;
 
     const refusal = authenticate(req) ?? throttle(route.operation) ?? injectedServerError();
     if (refusal) return refusal;
-    if (Buffer.byteLength(raw) > maxPayloadBytes) {
+    if (Buffer.byteLength(req.body) > maxPayloadBytes) {
       return errorReply(
         new ApiError(
           413,
@@ -251,11 +256,12 @@ export async function startKlaviyoEmulator(options: KlaviyoEmulatorOptions): Pro
       );
     }
     const mutating = MUTATING.has(route.operation);
-    if (mutating && faults.down()) return errorReply(serverError(faults.current.failAfter?.status ?? 503));
+    const down = mutating ? faults.down() : undefined;
+    if (down) return errorReply(serverError(down.status ?? 503));
 
     let reply: Reply;
     try {
-      reply = dispatch(route, url.searchParams, raw, `http://${req.headers.host}`);
+      reply = dispatch(route, req.url.searchParams, req.body, `http://${req.headers.host}`);
     } catch (err) {
       if (err instanceof ApiError) return errorReply(err);
       throw err;
@@ -267,7 +273,7 @@ export async function startKlaviyoEmulator(options: KlaviyoEmulatorOptions): Pro
     return { ...reply, headers: { ...reply.headers, ...rateLimitHeaders(route.operation) } };
   }
 
-  function authenticate(req: http.IncomingMessage): Reply | undefined {
+  function authenticate(req: EmulatorRequest): Reply | undefined {
     const header = req.headers.authorization;
     if (!header) {
       return errorReply(
@@ -297,9 +303,9 @@ export async function startKlaviyoEmulator(options: KlaviyoEmulatorOptions): Pro
   }
 
   function throttle(operation: KlaviyoOperation): Reply | undefined {
-    const injected = faults.current.rateLimit;
+    const injected = faults.take('rateLimit');
     let retryAfter: number | undefined;
-    if (injected && faults.take('rateLimit')) retryAfter = injected.retryAfterSeconds;
+    if (injected) retryAfter = injected.retryAfterSeconds;
     else if (options.rateLimits ?? true) {
       const full = limiters.get(operation)!.take('account');
       if (full) retryAfter = secondsUntil(full.resetAtMs);
@@ -313,8 +319,8 @@ export async function startKlaviyoEmulator(options: KlaviyoEmulatorOptions): Pro
   }
 
   function injectedServerError(): Reply | undefined {
-    const fault = faults.current.serverError;
-    if (fault && faults.take('serverError')) return errorReply(serverError(fault.status ?? 500));
+    const fault = faults.take('serverError');
+    if (fault) return errorReply(serverError(fault.status ?? 500));
     return undefined;
   }
 
@@ -430,7 +436,7 @@ export async function startKlaviyoEmulator(options: KlaviyoEmulatorOptions): Pro
       errors: [],
     };
     jobs.set(job.id, job);
-    stats.jobsCreated++;
+    stats.current.jobsCreated++;
     return job;
   }
 
@@ -453,7 +459,7 @@ export async function startKlaviyoEmulator(options: KlaviyoEmulatorOptions): Pro
       }
       const profile = upsert(item.attributes, item.unset);
       for (const listId of job.listIds) if (lists.has(listId)) join(listId, profile.id);
-      stats.profilesImported++;
+      stats.current.profilesImported++;
     });
     job.completedAt = new Date().toISOString();
   }
@@ -564,9 +570,7 @@ export async function startKlaviyoEmulator(options: KlaviyoEmulatorOptions): Pro
   }
 
   return {
-    ...(await startJsonServer(options, handle, (status) => {
-      stats.statuses[status] = (stats.statuses[status] ?? 0) + 1;
-    })),
+    ...(await startJsonServer(options, { handle, stats })),
     createList: (id = `L${(++sequence).toString(36).toUpperCase()}x`) => {
       if (!lists.has(id)) lists.set(id, new Map());
       return id;
@@ -591,15 +595,7 @@ export async function startKlaviyoEmulator(options: KlaviyoEmulatorOptions): Pro
       const profile = profiles.get(byEmail.get(email) ?? '');
       return profile && { id: profile.id, attributes: flatten(profile) };
     },
-    stats: () => structuredClone(stats),
-    resetStats: () => {
-      stats = emptyStats();
-    },
-    faults: {
-      set: (next) => faults.set(next),
-      clear: (name) => faults.clear(name),
-      get: () => faults.snapshot(),
-    },
+    ...statsAndFaults(stats, faults),
   };
 }
 
@@ -610,26 +606,24 @@ interface Route {
   id: string;
 }
 
+const routes: RouteTable<KlaviyoOperation> = [
+  ['GET', /^\/api\/lists\/([^/]+)$/, 'get_list'],
+  ['GET', /^\/api\/lists\/([^/]+)\/profiles$/, 'get_profiles_for_list'],
+  ['POST', /^\/api\/lists\/([^/]+)\/relationships\/profiles$/, 'add_profiles_to_list'],
+  ['DELETE', /^\/api\/lists\/([^/]+)\/relationships\/profiles$/, 'remove_profiles_from_list'],
+  ['POST', /^\/api\/profile-bulk-import-jobs()$/, 'bulk_import_profiles'],
+  ['GET', /^\/api\/profile-bulk-import-jobs\/([^/]+)$/, 'get_bulk_import_profiles_job'],
+  [
+    'GET',
+    /^\/api\/profile-bulk-import-jobs\/([^/]+)\/import-errors$/,
+    'get_errors_for_bulk_import_profiles_job',
+  ],
+];
+
+/** Klaviyo's own links end in '/', and it accepts paths with or without it. */
 function routeOf(method: string, rawPath: string): Route | undefined {
-  const path = rawPath.replace(/\/+$/, '');
-  const patterns: [string, RegExp, KlaviyoOperation][] = [
-    ['GET', /^\/api\/lists\/([^/]+)$/, 'get_list'],
-    ['GET', /^\/api\/lists\/([^/]+)\/profiles$/, 'get_profiles_for_list'],
-    ['POST', /^\/api\/lists\/([^/]+)\/relationships\/profiles$/, 'add_profiles_to_list'],
-    ['DELETE', /^\/api\/lists\/([^/]+)\/relationships\/profiles$/, 'remove_profiles_from_list'],
-    ['POST', /^\/api\/profile-bulk-import-jobs()$/, 'bulk_import_profiles'],
-    ['GET', /^\/api\/profile-bulk-import-jobs\/([^/]+)$/, 'get_bulk_import_profiles_job'],
-    [
-      'GET',
-      /^\/api\/profile-bulk-import-jobs\/([^/]+)\/import-errors$/,
-      'get_errors_for_bulk_import_profiles_job',
-    ],
-  ];
-  for (const [verb, pattern, operation] of patterns) {
-    const match = pattern.exec(path);
-    if (verb === method && match) return { operation, id: decodeURIComponent(match[1]!) };
-  }
-  return undefined;
+  const match = matchRoute(routes, method, rawPath.replace(/\/+$/, ''));
+  return match && { operation: match.endpoint, id: decodeURIComponent(match.params[0]!) };
 }
 
 function errorReply(error: ApiError): Reply {
@@ -679,11 +673,7 @@ function importError(detail: string, pointer: string, payload: Record<string, un
 }
 
 function parseBody(raw: string): unknown {
-  try {
-    return JSON.parse(raw);
-  } catch {
-    throw invalid('The request body is not valid JSON.', '/');
-  }
+  return parseJson(raw, () => invalid('The request body is not valid JSON.', '/'));
 }
 
 function field(value: unknown, name: string, pointer: string): unknown {
@@ -713,8 +703,9 @@ function pageSize(query: URLSearchParams): number {
 function cursorOf(query: URLSearchParams): number {
   const cursor = query.get('page[cursor]');
   if (cursor === null) return -1;
+  // Cursors carry a position: a join sequence or an index into a job's errors.
   const after = decodeCursor(cursor);
-  if (after === null) throw invalid('Invalid page cursor.', undefined, 'page[cursor]');
+  if (typeof after !== 'number') throw invalid('Invalid page cursor.', undefined, 'page[cursor]');
   return after;
 }
 
@@ -779,7 +770,7 @@ function profileId(): string {
 
 function emptyStats(): KlaviyoEmulatorStats {
   return {
-    calls: Object.fromEntries(klaviyoOperations.map((op) => [op, 0])) as Record<KlaviyoOperation, number>,
+    calls: zeroCounts(klaviyoOperations),
     statuses: {},
     jobsCreated: 0,
     profilesImported: 0,

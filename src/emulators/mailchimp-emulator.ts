@@ -1,7 +1,16 @@
 import { createHash, randomUUID } from 'node:crypto';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { setTimeout as delay } from 'node:timers/promises';
+import {
+  Counters,
+  FaultBoard,
+  matchRoute,
+  parseJson,
+  startJsonServer,
+  statsAndFaults,
+  zeroCounts,
+  type EmulatorRequest,
+  type Reply,
+  type RouteTable,
+} from './emulator-kit';
 
 /**
  * An in-memory Mailchimp Marketing API (audience members only), for tests, demos and users' own
@@ -111,11 +120,6 @@ interface Audience {
   contacts: Map<string, MailchimpContact>;
 }
 
-interface Reply {
-  status: number;
-  body?: unknown;
-}
-
 interface MemberError {
   email_address: string;
   error: string;
@@ -146,9 +150,8 @@ export async function startMailchimpEmulator(options: MailchimpEmulatorOptions):
   const maxConcurrent = options.maxConcurrent ?? 10;
   const maxMembers = options.maxMembersPerCall ?? 500;
   const audiences = new Map<string, Audience>();
-  let inFlight = 0;
-  let faults: MailchimpFaults = {};
-  let stats = emptyStats();
+  const faults = new FaultBoard<MailchimpFaults>();
+  const stats = new Counters(emptyStats);
 
   function audience(listId: string): Audience {
     const found = audiences.get(listId);
@@ -156,10 +159,19 @@ export async function startMailchimpEmulator(options: MailchimpEmulatorOptions):
     return found;
   }
 
-  async function handle(req: http.IncomingMessage, raw: string): Promise<Reply> {
-    const route = routeOf(req.method ?? 'GET', req.url ?? '/');
+  /** Problems thrown from anywhere in here are answered as Mailchimp's problem documents. */
+  async function handle(req: EmulatorRequest): Promise<Reply> {
+    // Mailchimp's one published limit: at most `maxConcurrent` requests in flight per account,
+    // counted from arrival to the end of the answer (what Mailchimp calls connections).
+    stats.current.peakInFlight = Math.max(stats.current.peakInFlight, req.inFlight);
+    await faults.latency();
+    if (req.inFlight > maxConcurrent) {
+      stats.current.tooManyConnections++;
+      throw tooManyRequests();
+    }
+    const route = routeOf(req.method, req.url);
     if (!route) throw new Problem(404, 'Resource Not Found', 'The requested resource could not be found.');
-    stats.calls[route.endpoint]++;
+    stats.current.calls[route.endpoint]++;
     if (!authorized(req.headers.authorization)) {
       throw new Problem(
         401,
@@ -167,11 +179,11 @@ export async function startMailchimpEmulator(options: MailchimpEmulatorOptions):
         "Your API key may be invalid, or you've attempted to access the wrong datacenter.",
       );
     }
-    if (takeCount('rateLimit')) throw tooManyRequests();
-    const parsed = route.endpoint === 'batch' ? parseBatch(raw, maxMembers) : undefined;
-    if (parsed) stats.membersReceived += parsed.members.length;
-    const serverError = faults.serverError;
-    if (serverError && takeCount('serverError')) {
+    if (faults.take('rateLimit')) throw tooManyRequests();
+    const parsed = route.endpoint === 'batch' ? parseBatch(req.body, maxMembers) : undefined;
+    if (parsed) stats.current.membersReceived += parsed.members.length;
+    const serverError = faults.take('serverError');
+    if (serverError) {
       throw new Problem(
         serverError.status ?? 500,
         'Internal Server Error',
@@ -179,7 +191,7 @@ export async function startMailchimpEmulator(options: MailchimpEmulatorOptions):
       );
     }
     const reply = apply(route, parsed);
-    if (route.endpoint !== 'members' && route.endpoint !== 'list' && takeCount('applyThenFail')) {
+    if (route.endpoint !== 'members' && route.endpoint !== 'list' && faults.take('applyThenFail')) {
       throw new Problem(500, 'Internal Server Error', 'An unexpected internal error has occurred.');
     }
     return reply;
@@ -260,7 +272,7 @@ export async function startMailchimpEmulator(options: MailchimpEmulatorOptions):
     if (!looksLikeEmail(member.email_address)) {
       return `${member.email_address} looks fake or invalid, please enter a real email address.`;
     }
-    const injected = faults.reject?.(member.email_address);
+    const injected = faults.current.reject?.(member.email_address);
     if (injected) return injected;
     const existing = list.contacts.get(hash);
     const isNew = !existing || existing.status === 'archived';
@@ -319,63 +331,14 @@ export async function startMailchimpEmulator(options: MailchimpEmulatorOptions):
     };
   }
 
-  function takeCount(name: 'rateLimit' | 'serverError' | 'applyThenFail'): boolean {
-    const fault = faults[name];
-    if (!fault || fault.calls <= 0) return false;
-    fault.calls--;
-    if (fault.calls === 0) delete faults[name];
-    return true;
-  }
-
-  const server = http.createServer((req, res) => {
-    // Counted from arrival to the last byte of the answer: what Mailchimp calls a connection.
-    inFlight++;
-    stats.peakInFlight = Math.max(stats.peakInFlight, inFlight);
-    const overLimit = inFlight > maxConcurrent;
-    res.on('close', () => inFlight--);
-    const chunks: Buffer[] = [];
-    req.on('data', (chunk: Buffer) => chunks.push(chunk));
-    req.on('end', () => {
-      answer(overLimit, req, Buffer.concat(chunks).toString('utf8')).then((reply) => {
-        stats.statuses[reply.status] = (stats.statuses[reply.status] ?? 0) + 1;
-        const type = reply.status >= 400 ? 'application/problem+json' : 'application/json';
-        res.writeHead(
-          reply.status,
-          reply.body === undefined ? {} : { 'content-type': `${type}; charset=utf-8` },
-        );
-        res.end(reply.body === undefined ? undefined : JSON.stringify(reply.body));
-      });
-    });
-  });
-
-  async function answer(overLimit: boolean, req: http.IncomingMessage, raw: string): Promise<Reply> {
-    if (faults.latencyMs) await delay(faults.latencyMs);
-    if (overLimit) {
-      stats.tooManyConnections++;
-      return problemReply(tooManyRequests());
-    }
-    try {
-      return await handle(req, raw);
-    } catch (err) {
-      if (err instanceof Problem) return problemReply(err);
-      return problemReply(new Problem(500, 'Internal Server Error', String(err)));
-    }
-  }
-
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => resolve());
-  });
-  const { port } = server.address() as AddressInfo;
-
   return {
-    url: `http://${options.host ?? '127.0.0.1'}:${port}`,
-    port,
-    close: () =>
-      new Promise<void>((resolve, reject) => {
-        server.close((err) => (err ? reject(err) : resolve()));
-        server.closeAllConnections();
-      }),
+    ...(await startJsonServer(options, {
+      handle,
+      stats,
+      errorReply: (err) =>
+        problemReply(err instanceof Problem ? err : new Problem(500, 'Internal Server Error', String(err))),
+      contentType: 'application/json; charset=utf-8',
+    })),
     createList: (listOptions = {}) => {
       const listId = randomUUID().replace(/-/g, '').slice(0, 10);
       audiences.set(listId, {
@@ -409,24 +372,7 @@ export async function startMailchimpEmulator(options: MailchimpEmulatorOptions):
         });
       }
     },
-    stats: () => structuredClone(stats),
-    resetStats: () => {
-      stats = emptyStats();
-    },
-    faults: {
-      set: (next) => {
-        const { reject, ...counted } = next;
-        faults = { ...faults, ...structuredClone(counted), ...(reject ? { reject } : {}) };
-      },
-      clear: (name) => {
-        if (name) delete faults[name];
-        else faults = {};
-      },
-      get: () => {
-        const { reject, ...counted } = faults;
-        return { ...structuredClone(counted), ...(reject ? { reject } : {}) };
-      },
-    },
+    ...statsAndFaults(stats, faults),
   };
 }
 
@@ -437,6 +383,7 @@ function tooManyRequests(): Problem {
 function problemReply(problem: Problem): Reply {
   return {
     status: problem.status,
+    headers: { 'content-type': 'application/problem+json; charset=utf-8' },
     body: {
       type: 'https://mailchimp.com/developer/marketing/docs/errors/',
       title: problem.title,
@@ -461,8 +408,13 @@ function looksLikeEmail(email: string): boolean {
 }
 
 function emptyStats(): MailchimpEmulatorStats {
-  const zero = () => Object.fromEntries(endpoints.map((e) => [e, 0])) as Record<MailchimpEndpoint, number>;
-  return { calls: zero(), membersReceived: 0, peakInFlight: 0, tooManyConnections: 0, statuses: {} };
+  return {
+    calls: zeroCounts(endpoints),
+    membersReceived: 0,
+    peakInFlight: 0,
+    tooManyConnections: 0,
+    statuses: {},
+  };
 }
 
 function pageNumber(query: URLSearchParams, name: string, fallback: number): number {
@@ -482,22 +434,23 @@ interface Route {
   query: URLSearchParams;
 }
 
-function routeOf(method: string, rawUrl: string): Route | undefined {
-  const url = new URL(rawUrl, 'http://emulator');
-  const patterns: [string, RegExp, MailchimpEndpoint][] = [
-    ['POST', /^\/3\.0\/lists\/([^/]+)$/, 'batch'],
-    ['DELETE', /^\/3\.0\/lists\/([^/]+)\/members\/([^/]+)$/, 'archive'],
-    ['GET', /^\/3\.0\/lists\/([^/]+)\/members$/, 'members'],
-    ['GET', /^\/3\.0\/lists\/([^/]+)$/, 'list'],
-  ];
-  for (const [verb, pattern, endpoint] of patterns) {
-    const match = pattern.exec(url.pathname);
-    if (verb === method && match) {
-      const member = match[2] === undefined ? undefined : decodeURIComponent(match[2]);
-      return { endpoint, listId: match[1]!, member, query: url.searchParams };
-    }
-  }
-  return undefined;
+const routes: RouteTable<MailchimpEndpoint> = [
+  ['POST', /^\/3\.0\/lists\/([^/]+)$/, 'batch'],
+  ['DELETE', /^\/3\.0\/lists\/([^/]+)\/members\/([^/]+)$/, 'archive'],
+  ['GET', /^\/3\.0\/lists\/([^/]+)\/members$/, 'members'],
+  ['GET', /^\/3\.0\/lists\/([^/]+)$/, 'list'],
+];
+
+function routeOf(method: string, url: URL): Route | undefined {
+  const match = matchRoute(routes, method, url.pathname);
+  if (!match) return undefined;
+  const [listId, member] = match.params;
+  return {
+    endpoint: match.endpoint,
+    listId: listId!,
+    member: member === undefined ? undefined : decodeURIComponent(member),
+    query: url.searchParams,
+  };
 }
 
 interface BatchMember {
@@ -514,12 +467,10 @@ interface BatchRequest {
 
 /** Malformed requests fail as a whole (400 Invalid Resource), as at Mailchimp. */
 function parseBatch(raw: string, maxMembers: number): BatchRequest {
-  let body: unknown;
-  try {
-    body = JSON.parse(raw);
-  } catch {
-    throw new Problem(400, 'JSON Parse Error', 'We encountered an unspecified JSON parsing error.');
-  }
+  const body = parseJson(
+    raw,
+    () => new Problem(400, 'JSON Parse Error', 'We encountered an unspecified JSON parsing error.'),
+  );
   const { members, update_existing = false } = (body ?? {}) as Record<string, unknown>;
   if (!Array.isArray(members)) throw invalid('members must be an array of members.');
   if (members.length > maxMembers) {

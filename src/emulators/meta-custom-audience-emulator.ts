@@ -1,7 +1,16 @@
 import { randomBytes } from 'node:crypto';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { setTimeout as delay } from 'node:timers/promises';
+import {
+  Counters,
+  FaultBoard,
+  matchRoute,
+  parseJson,
+  startJsonServer,
+  statsAndFaults,
+  zeroCounts,
+  type EmulatorRequest,
+  type Reply,
+  type RouteTable,
+} from './emulator-kit';
 
 /**
  * An in-memory stand-in for the Meta Marketing API's Custom Audience user edges, for tests, the
@@ -109,12 +118,6 @@ export interface MetaCustomAudienceEmulator {
   };
 }
 
-interface Reply {
-  status: number;
-  body: unknown;
-  headers?: Record<string, string>;
-}
-
 /** A Graph error answer, thrown from anywhere in the handler. */
 class GraphError extends Error {
   constructor(
@@ -179,8 +182,8 @@ export async function startMetaCustomAudienceEmulator(
   let minAudienceSize = options.minAudienceSize ?? 0;
   const audiences = new Map<string, Audience>();
   let nextAudienceId = 23_850_000_000_000_000n;
-  let faults: MetaEmulatorFaults = {};
-  let stats = emptyStats();
+  const faults = new FaultBoard<MetaEmulatorFaults>();
+  const stats = new Counters(emptyStats);
 
   function createAudience(id?: string): string {
     const audienceId = id ?? String(nextAudienceId++);
@@ -189,21 +192,21 @@ export async function startMetaCustomAudienceEmulator(
   }
   for (const id of options.audiences ?? []) createAudience(id);
 
-  async function handle(req: http.IncomingMessage, raw: string): Promise<Reply> {
-    if (faults.latencyMs) await delay(faults.latencyMs);
-    const url = new URL(req.url ?? '/', 'http://emulator');
-    const route = routeOf(req.method ?? 'GET', url.pathname);
-    if (!route) throw new GraphError(400, 100, `(#100) Unknown path components: ${url.pathname}`);
-    stats.calls[route.endpoint]++;
+  /** GraphErrors thrown from anywhere in here are answered as Graph error documents. */
+  async function handle(req: EmulatorRequest): Promise<Reply> {
+    await faults.latency();
+    const route = routeOf(req.method, req.url.pathname);
+    if (!route) throw new GraphError(400, 100, `(#100) Unknown path components: ${req.url.pathname}`);
+    stats.current.calls[route.endpoint]++;
 
-    const params = readParams(req, raw, url);
+    const params = readParams(req);
     authenticate(req, params);
     // Parsed before the injected faults only to count what crossed the wire; Meta throttles
     // before looking at the body, so a throttle or a 5xx still wins over a bad payload.
     let call: ParsedCall | GraphError;
     try {
       call = parseCall(route, params, maxUsers);
-      stats.recordsReceived[route.endpoint] += call.rows.length;
+      stats.current.recordsReceived[route.endpoint] += call.rows.length;
     } catch (err) {
       if (!(err instanceof GraphError)) throw err;
       call = err;
@@ -214,14 +217,13 @@ export async function startMetaCustomAudienceEmulator(
 
     const audience = audiences.get(call.audienceId);
     if (!audience) throw unknownObject(call.audienceId);
-    if (faults.failAfter && faults.failAfter.successfulCalls <= 0) {
-      throw new GraphError(faults.failAfter.status ?? 503, 2, 'Service temporarily unavailable');
-    }
+    const down = faults.down();
+    if (down) throw new GraphError(down.status ?? 503, 2, 'Service temporarily unavailable');
     const { valid, invalid } = validateRows(call.rows);
     apply(audience, call, valid);
-    stats.recordsApplied[call.endpoint] += valid.length;
-    if (takeCount('applyThenFail')) throw new GraphError(500, 1, 'An unknown error occurred');
-    if (faults.failAfter) faults.failAfter.successfulCalls--;
+    stats.current.recordsApplied[call.endpoint] += valid.length;
+    if (faults.take('applyThenFail')) throw new GraphError(500, 1, 'An unknown error occurred');
+    faults.succeeded();
     return {
       status: 200,
       body: {
@@ -234,7 +236,7 @@ export async function startMetaCustomAudienceEmulator(
     };
   }
 
-  function authenticate(req: http.IncomingMessage, params: Record<string, unknown>): void {
+  function authenticate(req: EmulatorRequest, params: Record<string, unknown>): void {
     const header = /^(?:Bearer|OAuth)\s+(.+)$/i.exec(req.headers.authorization ?? '')?.[1];
     const presented = header ?? (typeof params.access_token === 'string' ? params.access_token : undefined);
     if (presented === undefined) {
@@ -250,9 +252,9 @@ export async function startMetaCustomAudienceEmulator(
   }
 
   function takeRateLimitOrServerError(): Reply | undefined {
-    const rateLimit = faults.rateLimit;
-    if (rateLimit && takeCount('rateLimit')) {
-      stats.rateLimited++;
+    const rateLimit = faults.take('rateLimit');
+    if (rateLimit) {
+      stats.current.rateLimited++;
       const code = rateLimit.code ?? 17;
       const spec = rateLimitErrors[code]!;
       const usage = { [adAccount]: [bucUsage(100, rateLimit.regainAccessMinutes ?? 0)] };
@@ -260,19 +262,11 @@ export async function startMetaCustomAudienceEmulator(
         'x-business-use-case-usage': JSON.stringify(usage),
       });
     }
-    const serverError = faults.serverError;
-    if (serverError && takeCount('serverError')) {
+    const serverError = faults.take('serverError');
+    if (serverError) {
       return graphErrorReply(new GraphError(serverError.status ?? 500, 2, 'Service temporarily unavailable'));
     }
     return undefined;
-  }
-
-  function takeCount(name: 'rateLimit' | 'serverError' | 'applyThenFail'): boolean {
-    const fault = faults[name];
-    if (!fault || fault.calls <= 0) return false;
-    fault.calls--;
-    if (fault.calls === 0) delete faults[name];
-    return true;
   }
 
   /** Splits rows into those Meta would take and [sample key, reason] for the invalid ones. */
@@ -287,7 +281,7 @@ export async function startMetaCustomAudienceEmulator(
           ? 'no identifier in this row'
           : badCell
             ? `${badCell[0]} is not a SHA-256 hash in lower-case hex`
-            : (faults.invalidEntry?.(row) ?? null);
+            : (faults.current.invalidEntry?.(row) ?? null);
       if (reason === null) valid.push(row);
       else invalid.push([badCell?.[1] ?? filled[0]?.[1] ?? '', reason]);
     }
@@ -330,42 +324,21 @@ export async function startMetaCustomAudienceEmulator(
     }
   }
 
-  const server = http.createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (chunk: Buffer) => chunks.push(chunk));
-    req.on('end', () => {
-      handle(req, Buffer.concat(chunks).toString('utf8'))
-        .catch((err: unknown): Reply => {
-          if (err instanceof GraphError) return graphErrorReply(err);
-          return graphErrorReply(new GraphError(500, 1, `An unknown error occurred: ${String(err)}`));
-        })
-        .then((reply) => {
-          stats.statuses[reply.status] = (stats.statuses[reply.status] ?? 0) + 1;
-          const usage = JSON.stringify({ [adAccount]: [bucUsage(1, 0)] });
-          res.writeHead(reply.status, {
-            'content-type': 'application/json',
-            'x-business-use-case-usage': usage,
-            ...reply.headers,
-          });
-          res.end(JSON.stringify(reply.body));
-        });
-    });
-  });
-
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => resolve());
-  });
-  const { port } = server.address() as AddressInfo;
-
   return {
-    url: `http://${options.host ?? '127.0.0.1'}:${port}`,
-    port,
-    close: () =>
-      new Promise<void>((resolve, reject) => {
-        server.close((err) => (err ? reject(err) : resolve()));
-        server.closeAllConnections();
+    ...(await startJsonServer(options, {
+      handle,
+      stats,
+      errorReply: (err) =>
+        graphErrorReply(
+          err instanceof GraphError
+            ? err
+            : new GraphError(500, 1, `An unknown error occurred: ${String(err)}`),
+        ),
+      // Meta reports the ad account's usage on every answer; a throttled one overrides it.
+      everyReply: () => ({
+        'x-business-use-case-usage': JSON.stringify({ [adAccount]: [bucUsage(1, 0)] }),
       }),
+    })),
     createAudience,
     members: (listId) => {
       const audience = audiences.get(listId.split(':')[0]!);
@@ -385,64 +358,50 @@ export async function startMetaCustomAudienceEmulator(
     setMinAudienceSize: (size) => {
       minAudienceSize = size;
     },
-    stats: () => structuredClone(stats),
-    resetStats: () => {
-      stats = emptyStats();
-    },
-    faults: {
-      set: (next) => {
-        faults = { ...faults, ...cloneFaults(next) };
-      },
-      clear: (name) => {
-        if (name) delete faults[name];
-        else faults = {};
-      },
-      get: () => cloneFaults(faults),
-    },
+    ...statsAndFaults(stats, faults),
   };
 }
 
 // --- Requests -----------------------------------------------------------------------------------
 
+/** The API version in the path is optional, as in Graph; a trailing slash is tolerated. */
+const routes: RouteTable<MetaEndpoint> = [
+  ['POST', /^\/(?:v\d+\.\d+\/)?(\d+)\/users\/?$/, 'users:add'],
+  ['DELETE', /^\/(?:v\d+\.\d+\/)?(\d+)\/users\/?$/, 'users:remove'],
+  ['POST', /^\/(?:v\d+\.\d+\/)?(\d+)\/usersreplace\/?$/, 'usersreplace'],
+];
+
 function routeOf(
   method: string,
   pathname: string,
 ): { endpoint: MetaEndpoint; audienceId: string } | undefined {
-  const match = /^\/(?:v\d+\.\d+\/)?(\d+)\/(users|usersreplace)\/?$/.exec(pathname);
-  if (!match) return undefined;
-  const [, audienceId, edge] = match;
-  if (edge === 'users' && method === 'POST') return { endpoint: 'users:add', audienceId: audienceId! };
-  if (edge === 'users' && method === 'DELETE') return { endpoint: 'users:remove', audienceId: audienceId! };
-  if (edge === 'usersreplace' && method === 'POST')
-    return { endpoint: 'usersreplace', audienceId: audienceId! };
-  return undefined;
+  const match = matchRoute(routes, method, pathname);
+  return match && { endpoint: match.endpoint, audienceId: match.params[0]! };
 }
 
 /** Graph takes parameters as JSON, as a form, or in the query string; JSON-valued ones as strings. */
-function readParams(req: http.IncomingMessage, raw: string, url: URL): Record<string, unknown> {
+function readParams(req: EmulatorRequest): Record<string, unknown> {
   const params: Record<string, unknown> = {};
-  for (const [name, value] of url.searchParams) params[name] = value;
+  for (const [name, value] of req.url.searchParams) params[name] = value;
   const type = req.headers['content-type'] ?? '';
-  if (raw.trim() !== '') {
+  if (req.body.trim() !== '') {
     if (type.includes('application/x-www-form-urlencoded')) {
-      for (const [name, value] of new URLSearchParams(raw)) params[name] = value;
+      for (const [name, value] of new URLSearchParams(req.body)) params[name] = value;
     } else {
-      let body: unknown;
-      try {
-        body = JSON.parse(raw);
-      } catch {
-        throw new GraphError(400, 100, '(#100) The request body is not valid JSON');
-      }
+      const body = parseJson(
+        req.body,
+        () => new GraphError(400, 100, '(#100) The request body is not valid JSON'),
+      );
       if (body && typeof body === 'object') Object.assign(params, body);
     }
   }
   for (const name of ['payload', 'session']) {
-    if (typeof params[name] === 'string') {
-      try {
-        params[name] = JSON.parse(params[name]);
-      } catch {
-        throw new GraphError(400, 100, `(#100) param ${name} must be a JSON object`);
-      }
+    const value = params[name];
+    if (typeof value === 'string') {
+      params[name] = parseJson(
+        value,
+        () => new GraphError(400, 100, `(#100) param ${name} must be a JSON object`),
+      );
     }
   }
   return params;
@@ -568,12 +527,12 @@ function randomSessionId(): string {
   return String(BigInt(`0x${randomBytes(7).toString('hex')}`));
 }
 
-function cloneFaults(f: MetaEmulatorFaults): MetaEmulatorFaults {
-  const { invalidEntry, ...counted } = f;
-  return { ...structuredClone(counted), ...(invalidEntry ? { invalidEntry } : {}) };
-}
-
 function emptyStats(): MetaEmulatorStats {
-  const zero = () => Object.fromEntries(endpoints.map((e) => [e, 0])) as Record<MetaEndpoint, number>;
-  return { calls: zero(), recordsReceived: zero(), recordsApplied: zero(), rateLimited: 0, statuses: {} };
+  return {
+    calls: zeroCounts(endpoints),
+    recordsReceived: zeroCounts(endpoints),
+    recordsApplied: zeroCounts(endpoints),
+    rateLimited: 0,
+    statuses: {},
+  };
 }
