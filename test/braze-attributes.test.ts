@@ -1,7 +1,5 @@
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { after, afterEach, before, describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import {
   brazeAttributesConfigSchema,
   createBrazeAttributesDestination,
@@ -9,57 +7,51 @@ import {
   type BrazeAttributesOptions,
 } from '../src/connectors/braze-attributes';
 import { HttpDestinationError } from '../src/connectors/http';
-import { createDestinationFactory } from '../src/connectors/registry';
 import { createSecretResolver } from '../src/connectors/secrets';
 import { saveConnector } from '../src/connectors/store';
 import { unthrottled } from '../src/connectors/throttle';
-import { DestinationError, type Attributes, type Destination, type Member } from '../src/connectors/types';
+import type { Member } from '../src/connectors/types';
 import {
   startBrazeEmulator,
   type BrazeEmulator,
   type BrazeEmulatorOptions,
 } from '../src/emulators/braze-emulator';
-import { createTestDatabase, type TestDatabase } from './helpers/databases';
-import { startTemporal, type TemporalHarness } from './helpers/temporal';
+import { datasetMembers, refreshScenario } from './helpers/destination-scenario';
+import {
+  closeAfterEach,
+  type DestinationSetup,
+  fixedSecrets,
+  recordedSleep,
+  rejection,
+  startOfNextSecond,
+} from './helpers/destinations';
+import { startFakeServer } from './helpers/fake-http';
 
 const apiKey = 'braze-rest-7d1f0c2a9e';
 const FLAG = 'in_deltasync_crm';
-const secrets = (name: string) => {
-  if (name === 'BRAZE_KEY') return apiKey;
-  throw new Error(`secret '${name}' is not set`);
-};
-
-interface Setup {
-  emu: BrazeEmulator;
-  dest: Destination;
-  /** Every wait the destination asked for, in milliseconds (sleep is faked: tests don't wait). */
-  waits: number[];
-}
-
-const open: { close(): Promise<void> }[] = [];
-afterEach(async () => {
-  for (const resource of open.splice(0)) await resource.close();
-});
+const secrets = fixedSecrets({ BRAZE_KEY: apiKey });
+const track = closeAfterEach();
 
 async function setup(
   config: Partial<BrazeAttributesConfigInput> = {},
   emulator: Partial<BrazeEmulatorOptions> = {},
   options: BrazeAttributesOptions = {},
-): Promise<Setup> {
-  const emu = await startBrazeEmulator({ apiKey, ...emulator });
-  const waits: number[] = [];
-  const dest = createBrazeAttributesDestination(
-    {
-      type: 'braze-attributes',
-      restEndpoint: emu.url,
-      apiKeySecret: 'BRAZE_KEY',
-      membershipAttribute: FLAG,
-      ...config,
-    },
-    secrets,
-    { throttle: unthrottled, sleep: async (ms) => void waits.push(ms), random: () => 0.5, ...options },
+): Promise<DestinationSetup<BrazeEmulator>> {
+  const emu = track(await startBrazeEmulator({ apiKey, ...emulator }));
+  const { waits, sleep } = recordedSleep();
+  const dest = track(
+    createBrazeAttributesDestination(
+      {
+        type: 'braze-attributes',
+        restEndpoint: emu.url,
+        apiKeySecret: 'BRAZE_KEY',
+        membershipAttribute: FLAG,
+        ...config,
+      },
+      secrets,
+      { throttle: unthrottled, sleep, random: () => 0.5, ...options },
+    ),
   );
-  open.push(emu, dest);
   return { emu, dest, waits };
 }
 
@@ -70,16 +62,6 @@ function users(count: number, from = 0): Member[] {
     key: userId(from + i),
     attributes: { first_name: `U${from + i}`, tier: i % 2 ? 'gold' : 'basic', points: from + i },
   }));
-}
-
-async function rejection(promise: Promise<unknown>): Promise<DestinationError> {
-  try {
-    await promise;
-  } catch (err) {
-    assert.ok(err instanceof DestinationError, `expected a DestinationError, got ${String(err)}`);
-    return err;
-  }
-  assert.fail('expected the call to fail');
 }
 
 describe('braze-attributes destination against the emulator', () => {
@@ -246,24 +228,19 @@ describe('braze-attributes destination against the emulator', () => {
 describe('braze-attributes wire format and answers', () => {
   async function server(answer: (body: unknown) => { status: number; body: unknown }) {
     const seen: { url: string; auth?: string; body: unknown }[] = [];
-    const srv = http.createServer((req, res) => {
-      let raw = '';
-      req.on('data', (chunk: Buffer) => (raw += chunk.toString()));
-      req.on('end', () => {
+    const srv = track(
+      await startFakeServer((req, res, raw) => {
         const body = JSON.parse(raw) as unknown;
         seen.push({ url: req.url!, auth: req.headers.authorization, body });
         const reply = answer(body);
         res.writeHead(reply.status, { 'content-type': 'application/json' });
         res.end(JSON.stringify(reply.body));
-      });
-    });
-    await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-    open.push({ close: () => new Promise((resolve) => srv.close(() => resolve())) });
-    const { port } = srv.address() as AddressInfo;
+      }),
+    );
     const dest = createBrazeAttributesDestination(
       {
         type: 'braze-attributes',
-        restEndpoint: `http://127.0.0.1:${port}/`,
+        restEndpoint: `${srv.url}/`,
         apiKeySecret: 'BRAZE_KEY',
         membershipAttribute: FLAG,
       },
@@ -323,7 +300,7 @@ describe('braze emulator', () => {
     });
 
   test('fixed rate-limit window with X-RateLimit headers (reset in epoch seconds), no Retry-After', async () => {
-    await new Promise((resolve) => setTimeout(resolve, 1000 - (Date.now() % 1000) + 5));
+    await startOfNextSecond();
     const first = await track({ attributes: [{ external_id: 'a', x: 1 }] });
     assert.equal(first.status, 201);
     assert.equal(first.headers.get('x-ratelimit-limit'), '2');
@@ -339,7 +316,7 @@ describe('braze emulator', () => {
   });
 
   test('validates requests the way Braze documents', async () => {
-    await new Promise((resolve) => setTimeout(resolve, 1000 - (Date.now() % 1000) + 5));
+    await startOfNextSecond();
     const empty = await track({ attributes: [] });
     assert.equal(empty.status, 400);
     assert.match(((await empty.json()) as { message: string }).message, /Valid data must be provided/);
@@ -355,7 +332,7 @@ describe('braze emulator', () => {
         },
       ],
     });
-    await new Promise((resolve) => setTimeout(resolve, 1000 - (Date.now() % 1000) + 5));
+    await startOfNextSecond();
     const tooMany = await track({
       attributes: Array.from({ length: 76 }, (_, i) => ({ external_id: `c${i}` })),
     });
@@ -394,50 +371,33 @@ describe('braze-attributes config', () => {
 });
 
 describe('braze-attributes refresh workflow on the Temporal dev server (mysql)', () => {
-  let temporal: TemporalHarness;
-  let emulator: BrazeEmulator;
-  let t: TestDatabase;
-  before(async () => {
-    [temporal, emulator, t] = await Promise.all([
-      startTemporal(),
-      startBrazeEmulator({ apiKey }),
-      createTestDatabase('mysql'),
-    ]);
-    await t.db.schema.createTable('braze_users', (table) => {
-      table.string('external_id', 64).primary().collate('utf8mb4_bin');
-      table.string('first_name', 64).notNullable();
-      table.string('tier', 16).notNullable();
-      table.integer('points').nullable();
-    });
-    await t.db('braze_users').insert(
-      Array.from({ length: 100 }, (_, i) => ({
-        external_id: userId(i),
-        first_name: `U${i}`,
-        tier: 'basic',
-        points: i,
-      })),
-    );
-  });
-  after(async () => {
-    await emulator?.close();
-    await t?.drop();
-    await temporal?.stop();
+  const scenario = refreshScenario({
+    emulator: () => startBrazeEmulator({ apiKey }),
+    dataset: async (db) => {
+      await db.schema.createTable('braze_users', (table) => {
+        table.string('external_id', 64).primary().collate('utf8mb4_bin');
+        table.string('first_name', 64).notNullable();
+        table.string('tier', 16).notNullable();
+        table.integer('points').nullable();
+      });
+      await db('braze_users').insert(
+        Array.from({ length: 100 }, (_, i) => ({
+          external_id: userId(i),
+          first_name: `U${i}`,
+          tier: 'basic',
+          points: i,
+        })),
+      );
+    },
   });
 
   /** The dataset as the flagged users should hold it; a null attribute is absent in Braze. */
-  async function expected(): Promise<Map<string, Attributes>> {
-    const rows = (await t.db('braze_users').select()) as Record<string, string | number | null>[];
-    return new Map(
-      rows.map(({ external_id: key, ...attributes }) => [
-        String(key),
-        Object.fromEntries(Object.entries(attributes).filter(([, value]) => value !== null)) as Attributes,
-      ]),
-    );
-  }
+  const expected = () => datasetMembers(scenario.db, 'braze_users', 'external_id');
 
   test('two refreshes with additions, deletions and updates, through a 429 and a 503, end equal', async () => {
+    const { emu: emulator, db } = scenario;
     emulator.setUsers(new Map([['outsider', { first_name: 'O' }]]));
-    await saveConnector(t.db, {
+    await saveConnector(db, {
       id: 'braze-crm',
       dataset: { table: 'braze_users', key: 'external_id', attributes: ['first_name', 'tier', 'points'] },
       destination: {
@@ -448,8 +408,7 @@ describe('braze-attributes refresh workflow on the Temporal dev server (mysql)',
       },
     });
     // Built the way the worker builds it: catalog, secret resolver, shared throttle.
-    const destinations = createDestinationFactory(createSecretResolver({ BRAZE_KEY: apiKey }, undefined));
-    await temporal.withWorker({ db: t.db, destinations }, async (client) => {
+    await scenario.withWorker(createSecretResolver({ BRAZE_KEY: apiKey }, undefined), async (client) => {
       emulator.faults.set({
         rateLimit: { calls: 1, retryAfterSeconds: 1 },
         serverError: { calls: 1, status: 503 },
@@ -461,21 +420,16 @@ describe('braze-attributes refresh workflow on the Temporal dev server (mysql)',
       assert.equal(first.callsByEndpoint['users/track']?.calls, 4, 'two pages of ≤ 75, one 429, one 503');
       assert.deepEqual(emulator.members(FLAG), await expected());
 
-      await t
-        .db('braze_users')
+      await db('braze_users')
         .whereIn('external_id', [userId(1), userId(2), userId(3)])
         .delete();
-      await t
-        .db('braze_users')
-        .insert(
-          [100, 101].map((i) => ({ external_id: userId(i), first_name: `U${i}`, tier: 'gold', points: i })),
-        );
-      await t
-        .db('braze_users')
+      await db('braze_users').insert(
+        [100, 101].map((i) => ({ external_id: userId(i), first_name: `U${i}`, tier: 'gold', points: i })),
+      );
+      await db('braze_users')
         .whereIn('external_id', [userId(10), userId(11)])
         .update({ tier: 'gold' });
-      await t
-        .db('braze_users')
+      await db('braze_users')
         .where({ external_id: userId(12) })
         .update({ points: null });
       emulator.faults.set({ serverError: { calls: 1, status: 500 } });

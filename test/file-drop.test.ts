@@ -3,7 +3,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { after, afterEach, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { csvFields } from '../src/connectors/file-drop-format';
 import {
   createFileDropDestination,
@@ -11,20 +11,16 @@ import {
   type FileDropConfigInput,
   type FileDropOptions,
 } from '../src/connectors/file-drop';
-import { createDestinationFactory } from '../src/connectors/registry';
 import { saveConnector } from '../src/connectors/store';
-import { DestinationError, type Destination, type Member } from '../src/connectors/types';
-import { churnCustomers, createCustomersTable, readCustomers, seedCustomers } from '../src/demo/customers';
+import type { Destination, Member } from '../src/connectors/types';
+import { churnCustomers, readCustomers } from '../src/demo/customers';
 import { startFileDropEmulator, type FileDropEmulator } from '../src/emulators/file-drop-emulator';
-import { createTestDatabase, type TestDatabase } from './helpers/databases';
-import { startTemporal, type TemporalHarness } from './helpers/temporal';
+import { demoCustomers, refreshScenario } from './helpers/destination-scenario';
+import { allKeys, closeAfterEach, rejection, sampleMembers as members } from './helpers/destinations';
 
 /** file-drop against a temporary directory, with the emulator's faulty file operations. */
 
-const open: { close(): Promise<void> }[] = [];
-afterEach(async () => {
-  for (const resource of open.splice(0)) await resource.close();
-});
+const track = closeAfterEach();
 
 interface Setup {
   emu: FileDropEmulator;
@@ -36,17 +32,14 @@ async function setup(
   config: Partial<FileDropConfigInput> = {},
   options: FileDropOptions = {},
 ): Promise<Setup> {
-  const emu = await startFileDropEmulator();
-  const dest = createFileDropDestination(
-    { type: 'file-drop', directory: emu.directory, filePrefix: 'audience', ...config },
-    { sleep: async () => undefined, now: () => new Date('2026-11-21T10:00:00Z'), ...options },
+  const emu = track(await startFileDropEmulator());
+  const dest = track(
+    createFileDropDestination(
+      { type: 'file-drop', directory: emu.directory, filePrefix: 'audience', ...config },
+      { sleep: async () => undefined, now: () => new Date('2026-11-21T10:00:00Z'), ...options },
+    ),
   );
-  open.push(emu, dest);
   return { emu, dest, file: (name) => fs.readFileSync(path.join(emu.directory, name), 'utf8') };
-}
-
-function members(...keys: string[]): Member[] {
-  return keys.map((key, i) => ({ key, attributes: { rank: i, vip: i % 2 === 0, note: null } }));
 }
 
 /** New list + swap as the engine runs it: create, fill batch by batch, swap, retire the old file. */
@@ -56,29 +49,6 @@ async function refresh(dest: Destination, name: string, batches: Member[][], old
   await dest.swapList!(listId);
   if (old) await dest.deleteList!(old);
   return listId;
-}
-
-async function rejection(promise: Promise<unknown>): Promise<DestinationError> {
-  try {
-    await promise;
-  } catch (err) {
-    assert.ok(err instanceof DestinationError, `expected a DestinationError, got ${String(err)}`);
-    return err;
-  }
-  assert.fail('expected the call to fail');
-}
-
-async function allKeys(dest: Destination, limit: number) {
-  const keys: string[] = [];
-  let cursor: string | null = null;
-  let pages = 0;
-  do {
-    const page = await dest.listMembers(cursor, limit);
-    keys.push(...page.keys);
-    cursor = page.next;
-    pages++;
-  } while (cursor !== null);
-  return { keys, pages };
 }
 
 describe('file-drop config and capabilities', () => {
@@ -376,22 +346,12 @@ describe('file-drop errors', () => {
 });
 
 describe('file-drop refresh workflow on the real Temporal dev server (mysql)', () => {
-  let temporal: TemporalHarness;
-  let t: TestDatabase;
-  before(async () => {
-    [temporal, t] = await Promise.all([startTemporal(), createTestDatabase('mysql')]);
-    await createCustomersTable(t.db);
-    await seedCustomers(t.db, 300);
-  });
-  after(async () => {
-    await t.drop();
-    await temporal.stop();
-  });
+  const scenario = refreshScenario({ dataset: demoCustomers(300) });
 
   test('the planner picks new list + swap; failed writes and swaps are retried and resumed', async () => {
-    const emu = await startFileDropEmulator();
-    open.push(emu);
-    await saveConnector(t.db, {
+    const { db } = scenario;
+    const emu = track(await startFileDropEmulator());
+    await saveConnector(db, {
       id: 'file-drop-customers',
       dataset: {
         table: 'demo_customers',
@@ -400,39 +360,41 @@ describe('file-drop refresh workflow on the real Temporal dev server (mysql)', (
       },
       destination: { type: 'file-drop', directory: emu.directory, format: 'csv', recordsPerCall: 100 },
     });
-    // Built the way the worker builds it; the emulator's faults apply to its directory.
-    const destinations = createDestinationFactory(() => 'unused');
     const assertFileEqualsDataset = async () => {
-      assert.deepEqual(await emu.members(), await readCustomers(t.db));
+      assert.deepEqual(await emu.members(), await readCustomers(db));
       const manifest = (await emu.manifest())!;
       assert.deepEqual(emu.files(), [manifest.current, 'manifest.json']);
-      assert.equal(manifest.records, (await readCustomers(t.db)).size);
+      assert.equal(manifest.records, (await readCustomers(db)).size);
     };
 
-    await temporal.withWorker({ db: t.db, destinations }, async (client) => {
-      // Three failed appends exhaust the destination's own retries: the send activity fails,
-      // Temporal retries it, and it resumes after the last recorded call.
-      emu.faults.set({ fail: { op: 'append', calls: 3, code: 'EIO' } });
-      const first = await client.refresh('file-drop-customers');
-      assert.equal(first.status, 'succeeded');
-      assert.equal(first.strategy, 'newList');
-      assert.equal(emu.stats().faults.fail, 3);
-      await assertFileEqualsDataset();
-      const firstFile = (await emu.manifest())!.current;
+    // Built the way the worker builds it; the emulator's faults apply to its directory.
+    await scenario.withWorker(
+      () => 'unused',
+      async (client) => {
+        // Three failed appends exhaust the destination's own retries: the send activity fails,
+        // Temporal retries it, and it resumes after the last recorded call.
+        emu.faults.set({ fail: { op: 'append', calls: 3, code: 'EIO' } });
+        const first = await client.refresh('file-drop-customers');
+        assert.equal(first.status, 'succeeded');
+        assert.equal(first.strategy, 'newList');
+        assert.equal(emu.stats().faults.fail, 3);
+        await assertFileEqualsDataset();
+        const firstFile = (await emu.manifest())!.current;
 
-      await churnCustomers(t.db, { additions: 20, deletions: 15, changes: 10 });
-      emu.resetStats();
-      emu.faults.set({ tornWrite: { calls: 1 }, failAfter: { op: 'rename', calls: 3 } });
-      const second = await client.refresh('file-drop-customers');
-      assert.equal(second.status, 'succeeded');
-      assert.equal(second.strategy, 'newList');
-      assert.deepEqual(emu.stats().faults, { tornWrite: 1, failAfter: 1 });
-      assert.deepEqual(
-        ['create', 'rename', 'manifest', 'remove'].map((op) => second.callsByEndpoint[op]?.calls),
-        [1, 1, 1, 1],
-      );
-      await assertFileEqualsDataset();
-      assert.notEqual((await emu.manifest())!.current, firstFile, 'a new file, the old one removed');
-    });
+        await churnCustomers(db, { additions: 20, deletions: 15, changes: 10 });
+        emu.resetStats();
+        emu.faults.set({ tornWrite: { calls: 1 }, failAfter: { op: 'rename', calls: 3 } });
+        const second = await client.refresh('file-drop-customers');
+        assert.equal(second.status, 'succeeded');
+        assert.equal(second.strategy, 'newList');
+        assert.deepEqual(emu.stats().faults, { tornWrite: 1, failAfter: 1 });
+        assert.deepEqual(
+          ['create', 'rename', 'manifest', 'remove'].map((op) => second.callsByEndpoint[op]?.calls),
+          [1, 1, 1, 1],
+        );
+        await assertFileEqualsDataset();
+        assert.notEqual((await emu.manifest())!.current, firstFile, 'a new file, the old one removed');
+      },
+    );
   });
 });

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { after, afterEach, before, describe, test } from 'node:test';
+import type http from 'node:http';
+import { describe, test } from 'node:test';
 import type { ConnectorInput } from '../src/connectors/definition';
 import { saveConnector } from '../src/connectors/store';
 import {
@@ -14,7 +13,7 @@ import {
 import { parseDuration } from '../src/connectors/google-ads-rest';
 import { createDestinationFactory } from '../src/connectors/registry';
 import { unthrottled } from '../src/connectors/throttle';
-import { DestinationError, type Attributes, type Member, type SecretResolver } from '../src/connectors/types';
+import type { Attributes, Member, SecretResolver } from '../src/connectors/types';
 import { normalizeEmail, normalizeName, sha256Hex } from '../src/core/identifiers';
 import { listRuns } from '../src/core/runs';
 import {
@@ -22,8 +21,9 @@ import {
   type CustomerMatchEmulator,
   type CustomerMatchEmulatorOptions,
 } from '../src/emulators/google-customer-match-emulator';
-import { createTestDatabase, type TestDatabase } from './helpers/databases';
-import { startTemporal, type TemporalHarness } from './helpers/temporal';
+import { refreshScenario } from './helpers/destination-scenario';
+import { closeAfterEach, fixedSecrets, recordedSleep, rejection } from './helpers/destinations';
+import { freePort, startFakeServer } from './helpers/fake-http';
 
 /**
  * google-customer-match against its emulator: one job per batch, Google's job rules, partial
@@ -35,25 +35,18 @@ const DEV_TOKEN = 'dev-token-QWERTY';
 const ACCESS_TOKEN = 'ya29.secret-access-token';
 const CUSTOMER = '1234567890';
 const LIST = '5550001';
-const secrets: SecretResolver = (name) => {
-  if (name === 'GADS_DEVELOPER_TOKEN') return DEV_TOKEN;
-  if (name === 'GADS_ACCESS_TOKEN') return ACCESS_TOKEN;
-  throw new Error(`secret '${name}' is not set`);
-};
+const secrets = fixedSecrets({ GADS_DEVELOPER_TOKEN: DEV_TOKEN, GADS_ACCESS_TOKEN: ACCESS_TOKEN });
+const track = closeAfterEach();
 
-const open: { close(): Promise<void> }[] = [];
-afterEach(async () => {
-  await Promise.all(open.splice(0).map((o) => o.close()));
-});
-
-function baseConfig(emu: CustomerMatchEmulator): GoogleCustomerMatchConfigInput {
+/** The config for the user list LIST of the API at `url` (the emulator's, or a fake server's). */
+function baseConfig({ url }: { url: string }): GoogleCustomerMatchConfigInput {
   return {
     type: 'google-customer-match',
     customerId: '123-456-7890',
     userListId: LIST,
     developerTokenSecret: 'GADS_DEVELOPER_TOKEN',
     accessTokenSecret: 'GADS_ACCESS_TOKEN',
-    baseUrl: emu.url,
+    baseUrl: url,
     // Polls are not waited for in these tests: their sleeps are 0 and filtered out below.
     pollIntervalMs: 0,
     maxPollIntervalMs: 0,
@@ -65,16 +58,17 @@ async function setup(
   emulatorOptions: Partial<CustomerMatchEmulatorOptions> = {},
   resolver: SecretResolver = secrets,
 ) {
-  const emu = await startGoogleCustomerMatchEmulator({
-    developerToken: DEV_TOKEN,
-    accessToken: ACCESS_TOKEN,
-    userLists: { [CUSTOMER]: [LIST, '5550002'] },
-    ...emulatorOptions,
-  });
-  open.push(emu);
-  const sleeps: number[] = [];
+  const emu = track(
+    await startGoogleCustomerMatchEmulator({
+      developerToken: DEV_TOKEN,
+      accessToken: ACCESS_TOKEN,
+      userLists: { [CUSTOMER]: [LIST, '5550002'] },
+      ...emulatorOptions,
+    }),
+  );
+  const { waits: sleeps, sleep } = recordedSleep();
   const dest = createGoogleCustomerMatchDestination({ ...baseConfig(emu), ...config }, resolver, {
-    sleep: async (ms) => void sleeps.push(ms),
+    sleep,
     random: () => 0.5,
     baseDelayMs: 100,
   });
@@ -87,16 +81,6 @@ const emailHash = (email: string) => sha256Hex(normalizeEmail(email)!);
 const members = (...emails: string[]): Member[] => emails.map((key) => ({ key, attributes: {} }));
 const memberKeys = (emu: CustomerMatchEmulator, list = LIST) => [...emu.members(list).keys()].sort();
 const hashes = (...emails: string[]) => emails.map(emailHash).sort();
-
-async function rejection(promise: Promise<unknown>): Promise<DestinationError> {
-  try {
-    await promise;
-  } catch (err) {
-    assert.ok(err instanceof DestinationError, `expected a DestinationError, got ${String(err)}`);
-    return err;
-  }
-  assert.fail('expected the call to fail');
-}
 
 describe('google-customer-match destination', () => {
   test('one batch is one job: create, addOperations, run, poll until SUCCESS', async () => {
@@ -324,17 +308,9 @@ describe('google-customer-match destination', () => {
   });
 
   test('network errors are retried, then retryable', async () => {
-    const emu = await startGoogleCustomerMatchEmulator({
-      developerToken: DEV_TOKEN,
-      accessToken: ACCESS_TOKEN,
-    });
-    const config = baseConfig(emu);
-    await emu.close();
-    const waits: number[] = [];
-    const dest = createGoogleCustomerMatchDestination(config, secrets, {
-      sleep: async (ms) => void waits.push(ms),
-      maxAttempts: 3,
-    });
+    const config = baseConfig({ url: `http://127.0.0.1:${await freePort()}` });
+    const { waits, sleep } = recordedSleep();
+    const dest = createGoogleCustomerMatchDestination(config, secrets, { sleep, maxAttempts: 3 });
     const err = await rejection(dest.add(members('a@example.com')));
     assert.equal(err.kind, 'retryable');
     assert.match(err.message, /network error.*gave up after 3 calls/);
@@ -388,21 +364,14 @@ describe('google-customer-match destination', () => {
   });
 
   test('a server echoing the tokens does not leak them into the message', async () => {
-    const server = http.createServer((req, res) => {
-      res.writeHead(400, { 'content-type': 'application/json' });
-      const echo = `${req.headers.authorization} / ${String(req.headers['developer-token'])}`;
-      res.end(JSON.stringify({ error: { code: 400, message: echo, status: 'INVALID_ARGUMENT' } }));
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    open.push({ close: () => new Promise((resolve) => server.close(() => resolve())) });
-    const dest = createGoogleCustomerMatchDestination(
-      {
-        ...baseConfig({
-          url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-        } as CustomerMatchEmulator),
-      },
-      secrets,
+    const server = track(
+      await startFakeServer((req, res) => {
+        res.writeHead(400, { 'content-type': 'application/json' });
+        const echo = `${req.headers.authorization} / ${String(req.headers['developer-token'])}`;
+        res.end(JSON.stringify({ error: { code: 400, message: echo, status: 'INVALID_ARGUMENT' } }));
+      }),
     );
+    const dest = createGoogleCustomerMatchDestination(baseConfig(server), secrets);
     const err = await rejection(dest.add(members('a@example.com')));
     assert.equal(err.kind, 'batch');
     assert.ok(!err.message.includes(ACCESS_TOKEN) && !err.message.includes(DEV_TOKEN), err.message);
@@ -541,10 +510,8 @@ describe('google-customer-match wire format', () => {
   test('sends the documented requests, headers and bodies', async () => {
     const seen: { url: string; headers: http.IncomingHttpHeaders; body: unknown }[] = [];
     let polls = 0;
-    const server = http.createServer((req, res) => {
-      let text = '';
-      req.on('data', (chunk: Buffer) => (text += chunk.toString()));
-      req.on('end', () => {
+    const server = track(
+      await startFakeServer((req, res, text) => {
         seen.push({ url: req.url!, headers: req.headers, body: JSON.parse(text) });
         const job = 'customers/1234567890/offlineUserDataJobs/77';
         const answer = req.url!.endsWith(':create')
@@ -560,14 +527,11 @@ describe('google-customer-match wire format', () => {
               : {};
         res.writeHead(200, { 'content-type': 'application/json' });
         res.end(JSON.stringify(answer));
-      });
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    open.push({ close: () => new Promise((resolve) => server.close(() => resolve())) });
-    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      }),
+    );
     const dest = createGoogleCustomerMatchDestination(
       {
-        ...baseConfig({ url } as CustomerMatchEmulator),
+        ...baseConfig(server),
         loginCustomerId: '111-222-3333',
         apiVersion: 'v21',
       },
@@ -639,12 +603,13 @@ describe('google-customer-match emulator', () => {
   const jobPath = (job: string) => job.slice(`customers/${CUSTOMER}/`.length);
 
   test('enforces the job rules of the real API', async () => {
-    const emu = await startGoogleCustomerMatchEmulator({
-      developerToken: DEV_TOKEN,
-      accessToken: ACCESS_TOKEN,
-      userLists: { [CUSTOMER]: [LIST] },
-    });
-    open.push(emu);
+    const emu = track(
+      await startGoogleCustomerMatchEmulator({
+        developerToken: DEV_TOKEN,
+        accessToken: ACCESS_TOKEN,
+        userLists: { [CUSTOMER]: [LIST] },
+      }),
+    );
     const job = jobPath(await newJob(emu));
     const add = (operations: unknown[], enablePartialFailure = true) =>
       raw(emu, `${job}:addOperations`, { operations, enablePartialFailure });
@@ -698,12 +663,13 @@ describe('google-customer-match emulator', () => {
   });
 
   test('429s carry retryDelay in Google format; faults count down and clear', async () => {
-    const emu = await startGoogleCustomerMatchEmulator({
-      developerToken: DEV_TOKEN,
-      accessToken: ACCESS_TOKEN,
-      userLists: { [CUSTOMER]: [LIST] },
-    });
-    open.push(emu);
+    const emu = track(
+      await startGoogleCustomerMatchEmulator({
+        developerToken: DEV_TOKEN,
+        accessToken: ACCESS_TOKEN,
+        userLists: { [CUSTOMER]: [LIST] },
+      }),
+    );
     emu.faults.set({
       rateLimit: { calls: 1, retryDelaySeconds: 12 },
       serverError: { calls: 2, status: 503 },
@@ -775,41 +741,28 @@ function person(n: number): Person {
 }
 
 describe('refresh workflow with google-customer-match (mysql)', () => {
-  let temporal: TemporalHarness;
-  let t: TestDatabase;
-  let emu: CustomerMatchEmulator;
-  let listCounter = 0;
-  // Built the way the worker builds it: the registry, the secret resolver, a shared throttle.
-  const destinations = createDestinationFactory(secrets);
-
-  before(async () => {
-    [temporal, t, emu] = await Promise.all([
-      startTemporal(),
-      createTestDatabase('mysql'),
+  const scenario = refreshScenario({
+    emulator: () =>
       startGoogleCustomerMatchEmulator({
         developerToken: DEV_TOKEN,
         accessToken: ACCESS_TOKEN,
         userLists: {},
       }),
-    ]);
   });
-  after(async () => {
-    await emu.close();
-    await t.drop();
-    await temporal.stop();
-  });
+  let listCounter = 0;
 
   async function connectorWith(
     id: string,
     rows: Person[],
     config: Partial<GoogleCustomerMatchConfigInput> = {},
   ) {
+    const { emu, db } = scenario;
     const table = `people_${id.replace(/-/g, '_')}`;
-    await t.db.schema.createTable(table, (tb) => {
+    await db.schema.createTable(table, (tb) => {
       tb.string('email', 100).primary().collate('utf8mb4_bin');
       for (const column of ['first_name', 'last_name', 'country', 'postal_code']) tb.string(column, 50);
     });
-    await t.db(table).insert(rows);
+    await db(table).insert(rows);
     const userListId = String(7_000_000 + listCounter++);
     emu.addUserList(CUSTOMER, userListId);
     const connector = {
@@ -831,14 +784,14 @@ describe('refresh workflow with google-customer-match (mysql)', () => {
       },
       policy: { batchSize: 10 },
     };
-    await saveConnector(t.db, connector as ConnectorInput);
+    await saveConnector(db, connector as ConnectorInput);
     return { connector, table, userListId };
   }
 
   /** The user list holds exactly the dataset: hashed e-mails, with the current postal codes. */
   async function assertListEqualsDataset(table: string, userListId: string) {
-    const rows = (await t.db(table).select()) as Person[];
-    const listed = emu.members(userListId);
+    const rows = (await scenario.db(table).select()) as Person[];
+    const listed = scenario.emu.members(userListId);
     assert.deepEqual([...listed.keys()].sort(), rows.map((r) => emailHash(r.email)).sort());
     for (const row of rows) {
       const address = listed.get(emailHash(row.email))![1]!.addressInfo!;
@@ -848,6 +801,7 @@ describe('refresh workflow with google-customer-match (mysql)', () => {
   }
 
   test('two refreshes: additions, deletions, attribute updates, a 429 and a 5xx on the way', async () => {
+    const { emu, db } = scenario;
     const { connector, table, userListId } = await connectorWith(
       'gcm-diff',
       Array.from({ length: 25 }, (_, i) => person(i + 1)),
@@ -856,7 +810,7 @@ describe('refresh workflow with google-customer-match (mysql)', () => {
       rateLimit: { calls: 1, retryDelaySeconds: 1, endpoint: 'offlineUserDataJobs:addOperations' },
       serverError: { calls: 1, status: 503, endpoint: 'offlineUserDataJobs:run' },
     });
-    await temporal.withWorker({ db: t.db, destinations }, async (client) => {
+    await scenario.withWorker(secrets, async (client) => {
       const first = await client.refresh(connector.id);
       assert.equal(first.status, 'succeeded');
       assert.deepEqual([first.additions, first.updates, first.deletions], [25, 0, 0]);
@@ -865,8 +819,7 @@ describe('refresh workflow with google-customer-match (mysql)', () => {
       await assertListEqualsDataset(table, userListId);
 
       // Life goes on: 4 people leave, 3 arrive, 2 move house.
-      await t
-        .db(table)
+      await db(table)
         .whereIn('email', [
           'person2@example.com',
           'person9@example.com',
@@ -874,9 +827,8 @@ describe('refresh workflow with google-customer-match (mysql)', () => {
           'person24@example.com',
         ])
         .delete();
-      await t.db(table).insert([person(101), person(102), person(103)]);
-      await t
-        .db(table)
+      await db(table).insert([person(101), person(102), person(103)]);
+      await db(table)
         .whereIn('email', ['person5@example.com', 'person20@example.com'])
         .update({ postal_code: '99999' });
       const jobsBefore = emu.jobs().length;
@@ -889,20 +841,21 @@ describe('refresh workflow with google-customer-match (mysql)', () => {
   });
 
   test('a FAILED job: its batch is not committed, the run fails, the next refresh delivers it', async () => {
+    const { emu, db } = scenario;
     const { connector, table, userListId } = await connectorWith(
       'gcm-failed-job',
       Array.from({ length: 30 }, (_, i) => person(i + 200)),
       { maxJobAttempts: 1 },
     );
     emu.faults.set({ failJobs: { jobs: 1, reason: 'UNKNOWN' } });
-    await temporal.withWorker({ db: t.db, destinations }, async (client) => {
+    await scenario.withWorker(secrets, async (client) => {
       const run = await client.startRefresh(connector.id);
       await assert.rejects(run.result(), (err: Error) => /1 of \d+ API calls failed/.test(String(err.cause)));
-      const [failed] = await listRuns(t.db, connector.id);
+      const [failed] = await listRuns(db, connector.id);
       assert.equal(failed!.status, 'failed');
       assert.equal(failed!.records_sent, 20, 'two of three batches delivered and committed');
       assert.equal(emu.members(userListId).size, 20);
-      const pending = await t.db('deltalog').where({ connector_id: connector.id }).whereNull('committed_at');
+      const pending = await db('deltalog').where({ connector_id: connector.id }).whereNull('committed_at');
       assert.equal(pending.length, 10, 'the failed batch stays pending');
       assert.match(String(pending[0].last_error), /ended FAILED \(failure reason UNKNOWN\)/);
 

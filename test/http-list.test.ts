@@ -1,75 +1,43 @@
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { afterEach, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import {
   createHttpListDestination,
   httpListConfigSchema,
   type HttpListConfigInput,
 } from '../src/connectors/http-list';
 import { HttpDestinationError, parseRetryAfter } from '../src/connectors/http';
-import { DestinationError, type Attributes, type Destination, type Member } from '../src/connectors/types';
+import type { Attributes } from '../src/connectors/types';
 import { startHttpListEmulator, type HttpListEmulator } from '../src/emulators/http-list-emulator';
+import {
+  allKeys,
+  closeAfterEach,
+  type DestinationSetup,
+  fixedSecrets,
+  recordedSleep,
+  rejection,
+  sampleMembers as members,
+} from './helpers/destinations';
+import { freePort, startFakeServer } from './helpers/fake-http';
 
 const token = 'tok-3f9a1c7e5b';
-const secrets = (name: string) => {
-  if (name === 'LIST_TOKEN') return token;
-  throw new Error(`secret '${name}' is not set`);
-};
-
-interface Setup {
-  emu: HttpListEmulator;
-  dest: Destination;
-  /** Every wait the destination asked for, in milliseconds (sleep is faked: tests don't wait). */
-  waits: number[];
-}
-
-const open: { close(): Promise<void> }[] = [];
-afterEach(async () => {
-  for (const resource of open.splice(0)) await resource.close();
-});
+const secrets = fixedSecrets({ LIST_TOKEN: token });
+const track = closeAfterEach();
 
 async function setup(
   config: Partial<HttpListConfigInput> = {},
   emulator: { maxRecordsPerCall?: number } = {},
   secretResolver = secrets,
-): Promise<Setup> {
-  const emu = await startHttpListEmulator({ token, ...emulator });
-  const waits: number[] = [];
-  const dest = createHttpListDestination(
-    { type: 'http-list', baseUrl: emu.url, listId: 'audience', tokenSecret: 'LIST_TOKEN', ...config },
-    secretResolver,
-    { sleep: async (ms) => void waits.push(ms), random: () => 0.5, baseDelayMs: 100 },
+): Promise<DestinationSetup<HttpListEmulator>> {
+  const emu = track(await startHttpListEmulator({ token, ...emulator }));
+  const { waits, sleep } = recordedSleep();
+  const dest = track(
+    createHttpListDestination(
+      { type: 'http-list', baseUrl: emu.url, listId: 'audience', tokenSecret: 'LIST_TOKEN', ...config },
+      secretResolver,
+      { sleep, random: () => 0.5, baseDelayMs: 100 },
+    ),
   );
-  open.push(emu, dest);
   return { emu, dest, waits };
-}
-
-function members(...keys: string[]): Member[] {
-  return keys.map((key, i) => ({ key, attributes: { rank: i, vip: i % 2 === 0, note: null } }));
-}
-
-async function allKeys(dest: Destination, pageSize: number): Promise<{ keys: string[]; pages: number }> {
-  const keys: string[] = [];
-  let cursor: string | null = null;
-  let pages = 0;
-  do {
-    const page = await dest.listMembers(cursor, pageSize);
-    keys.push(...page.keys);
-    cursor = page.next;
-    pages++;
-  } while (cursor !== null);
-  return { keys, pages };
-}
-
-async function rejection(promise: Promise<unknown>): Promise<DestinationError> {
-  try {
-    await promise;
-  } catch (err) {
-    assert.ok(err instanceof DestinationError, `expected a DestinationError, got ${String(err)}`);
-    return err;
-  }
-  assert.fail('expected the call to fail');
 }
 
 describe('http-list destination against the emulator', () => {
@@ -168,14 +136,12 @@ describe('http-list destination against the emulator', () => {
   });
 
   test('network errors are retried, then retryable', async () => {
-    const emu = await startHttpListEmulator({ token });
-    const baseUrl = emu.url;
-    await emu.close();
-    const waits: number[] = [];
+    const baseUrl = `http://127.0.0.1:${await freePort()}`;
+    const { waits, sleep } = recordedSleep();
     const dest = createHttpListDestination(
       { type: 'http-list', baseUrl, listId: 'audience', tokenSecret: 'LIST_TOKEN' },
       secrets,
-      { sleep: async (ms) => void waits.push(ms), maxAttempts: 3 },
+      { sleep, maxAttempts: 3 },
     );
     const err = await rejection(dest.add(members('a@x')));
     assert.equal(err.kind, 'retryable');
@@ -218,15 +184,14 @@ describe('http-list destination against the emulator', () => {
   });
 
   test('a server echoing the token in its error does not leak it into the message', async () => {
-    const server = http.createServer((req, res) => {
-      res.writeHead(403, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ error: `token ${req.headers.authorization} may not write` }));
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    open.push({ close: () => new Promise((resolve) => server.close(() => resolve())) });
-    const { port } = server.address() as AddressInfo;
+    const server = track(
+      await startFakeServer((req, res) => {
+        res.writeHead(403, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ error: `token ${req.headers.authorization} may not write` }));
+      }),
+    );
     const dest = createHttpListDestination(
-      { type: 'http-list', baseUrl: `http://127.0.0.1:${port}`, listId: 'l', tokenSecret: 'LIST_TOKEN' },
+      { type: 'http-list', baseUrl: server.url, listId: 'l', tokenSecret: 'LIST_TOKEN' },
       secrets,
     );
     const err = await rejection(dest.remove(['a']));
@@ -311,10 +276,8 @@ describe('http-list wire format', () => {
       'members:remove': { removed: 1, rejected: [] },
       ':truncate': {},
     };
-    const server = http.createServer((req, res) => {
-      let body = '';
-      req.on('data', (chunk: Buffer) => (body += chunk.toString()));
-      req.on('end', () => {
+    const server = track(
+      await startFakeServer((req, res, body) => {
         seen.push({ method: req.method!, url: req.url!, auth: req.headers.authorization, body });
         const path = req.url!.split('?')[0]!;
         const answer = Object.entries(answers).find(([suffix]) => path.endsWith(suffix))?.[1] ?? {
@@ -323,15 +286,12 @@ describe('http-list wire format', () => {
         };
         res.writeHead(200, { 'content-type': 'application/json' });
         res.end(JSON.stringify(answer));
-      });
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    open.push({ close: () => new Promise((resolve) => server.close(() => resolve())) });
-    const { port } = server.address() as AddressInfo;
+      }),
+    );
     const dest = createHttpListDestination(
       {
         type: 'http-list',
-        baseUrl: `http://127.0.0.1:${port}/v1/`,
+        baseUrl: `${server.url}/v1/`,
         listId: 'a b',
         tokenSecret: 'LIST_TOKEN',
       },

@@ -1,7 +1,5 @@
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { after, afterEach, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import {
   createHubspotListDestination,
   HUBSPOT_ENDPOINTS,
@@ -9,51 +7,46 @@ import {
   type HubspotListConfigInput,
 } from '../src/connectors/hubspot-list';
 import { HttpDestinationError } from '../src/connectors/http';
-import { createDestinationFactory } from '../src/connectors/registry';
 import { saveConnector } from '../src/connectors/store';
 import { createThrottle, unthrottled } from '../src/connectors/throttle';
-import { DestinationError, type Destination, type Member } from '../src/connectors/types';
+import type { Member } from '../src/connectors/types';
 import {
   startHubspotListEmulator,
   type HubspotListEmulator,
   type HubspotListEmulatorOptions,
 } from '../src/emulators/hubspot-list-emulator';
-import { createTestDatabase, type TestDatabase } from './helpers/databases';
-import { startTemporal, type TemporalHarness } from './helpers/temporal';
+import { refreshScenario } from './helpers/destination-scenario';
+import {
+  allKeys,
+  closeAfterEach,
+  fixedSecrets,
+  recordedSleep,
+  rejection,
+  type DestinationSetup,
+} from './helpers/destinations';
+import { startFakeServer } from './helpers/fake-http';
 
 const token = 'pat-na1-7c1e9a44-0b2f';
-const secrets = (name: string) => {
-  if (name === 'HUBSPOT_TOKEN') return token;
-  throw new Error(`secret '${name}' is not set`);
-};
+const secrets = fixedSecrets({ HUBSPOT_TOKEN: token });
+const track = closeAfterEach();
 
-const open: { close(): Promise<void> }[] = [];
-afterEach(async () => {
-  for (const resource of open.splice(0)) await resource.close();
-});
-
-interface Setup {
-  emu: HubspotListEmulator;
-  dest: Destination;
-  listId: string;
-  /** Every wait the destination asked for (sleep is faked: tests don't wait). */
-  waits: number[];
-}
+type Setup = DestinationSetup<HubspotListEmulator> & { listId: string };
 
 async function setup(
   config: Partial<HubspotListConfigInput> = {},
   emulator: Partial<HubspotListEmulatorOptions> = {},
   secretResolver = secrets,
 ): Promise<Setup> {
-  const emu = await startHubspotListEmulator({ token, ...emulator });
+  const emu = track(await startHubspotListEmulator({ token, ...emulator }));
   const listId = emu.createList({ name: 'VIP customers' });
-  const waits: number[] = [];
-  const dest = createHubspotListDestination(
-    { type: 'hubspot-list', baseUrl: emu.url, listId, tokenSecret: 'HUBSPOT_TOKEN', ...config },
-    secretResolver,
-    { throttle: unthrottled, sleep: async (ms) => void waits.push(ms), random: () => 0.5 },
+  const { waits, sleep } = recordedSleep();
+  const dest = track(
+    createHubspotListDestination(
+      { type: 'hubspot-list', baseUrl: emu.url, listId, tokenSecret: 'HUBSPOT_TOKEN', ...config },
+      secretResolver,
+      { throttle: unthrottled, sleep, random: () => 0.5 },
+    ),
   );
-  open.push(emu, dest);
   return { emu, dest, listId, waits };
 }
 
@@ -63,29 +56,6 @@ function members(...keys: string[]): Member[] {
 
 function ids(from: number, count: number): string[] {
   return Array.from({ length: count }, (_, i) => String(from + i));
-}
-
-async function rejection(promise: Promise<unknown>): Promise<DestinationError> {
-  try {
-    await promise;
-  } catch (err) {
-    assert.ok(err instanceof DestinationError, `expected a DestinationError, got ${String(err)}`);
-    return err;
-  }
-  assert.fail('expected the call to fail');
-}
-
-async function allKeys(dest: Destination, pageSize: number) {
-  const keys: string[] = [];
-  let cursor: string | null = null;
-  let pages = 0;
-  do {
-    const page = await dest.listMembers(cursor, pageSize);
-    keys.push(...page.keys);
-    cursor = page.next;
-    pages++;
-  } while (cursor !== null);
-  return { keys, pages };
 }
 
 describe('hubspot-list destination against the emulator', () => {
@@ -206,8 +176,7 @@ describe('hubspot-list destination against the emulator', () => {
 
   test('the rolling ten-second window is enforced, and waiting it out succeeds', async () => {
     let clock = Date.parse('2026-03-02T10:00:00Z');
-    const emu = await startHubspotListEmulator({ token, tenSecondlyLimit: 3, now: () => clock });
-    open.push(emu);
+    const emu = track(await startHubspotListEmulator({ token, tenSecondlyLimit: 3, now: () => clock }));
     const listId = emu.createList();
     const waits: number[] = [];
     const dest = createHubspotListDestination(
@@ -240,8 +209,7 @@ describe('hubspot-list destination against the emulator', () => {
 
   test('a shared throttle at callsPerSecond keeps under the rolling window; without it, 429s', async () => {
     // A one-second window of 10 calls stands in for HubSpot's ten seconds of 190.
-    const emu = await startHubspotListEmulator({ token, tenSecondlyLimit: 10, rateWindowMs: 1000 });
-    open.push(emu);
+    const emu = track(await startHubspotListEmulator({ token, tenSecondlyLimit: 10, rateWindowMs: 1000 }));
     const lists = [emu.createList(), emu.createList(), emu.createList()];
     const throttle = createThrottle();
     const destinations = lists.map((listId) =>
@@ -345,23 +313,22 @@ describe('hubspot-list destination against the emulator', () => {
   });
 
   test('a 403 echoing the token does not leak it', async () => {
-    const server = http.createServer((req, res) => {
-      res.writeHead(403, { 'content-type': 'application/json' });
-      res.end(
-        JSON.stringify({
-          status: 'error',
-          message: `This app hasn't been granted all required scopes (token ${req.headers.authorization})`,
-          category: 'MISSING_SCOPES',
-        }),
-      );
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    open.push({ close: () => new Promise((resolve) => server.close(() => resolve())) });
-    const { port } = server.address() as AddressInfo;
+    const server = track(
+      await startFakeServer((req, res) => {
+        res.writeHead(403, { 'content-type': 'application/json' });
+        res.end(
+          JSON.stringify({
+            status: 'error',
+            message: `This app hasn't been granted all required scopes (token ${req.headers.authorization})`,
+            category: 'MISSING_SCOPES',
+          }),
+        );
+      }),
+    );
     const dest = createHubspotListDestination(
       {
         type: 'hubspot-list',
-        baseUrl: `http://127.0.0.1:${port}`,
+        baseUrl: server.url,
         listId: '1',
         tokenSecret: 'HUBSPOT_TOKEN',
       },
@@ -378,10 +345,8 @@ describe('hubspot-list destination against the emulator', () => {
 describe('hubspot-list wire format and emulator', () => {
   test('sends exactly the documented requests', async () => {
     const seen: string[] = [];
-    const server = http.createServer((req, res) => {
-      let body = '';
-      req.on('data', (chunk: Buffer) => (body += chunk.toString()));
-      req.on('end', () => {
+    const server = track(
+      await startFakeServer((req, res, body) => {
         seen.push(`${req.method} ${req.url} ${body} ${req.headers.authorization}`);
         if (req.method === 'DELETE') {
           res.writeHead(204).end();
@@ -396,15 +361,12 @@ describe('hubspot-list wire format and emulator', () => {
             req.method === 'GET' ? page : { recordIdsMissing: [], recordIdsRemoved: [], recordsIdsAdded: [] },
           ),
         );
-      });
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    open.push({ close: () => new Promise((resolve) => server.close(() => resolve())) });
-    const { port } = server.address() as AddressInfo;
+      }),
+    );
     const dest = createHubspotListDestination(
       {
         type: 'hubspot-list',
-        baseUrl: `http://127.0.0.1:${port}/`,
+        baseUrl: `${server.url}/`,
         listId: '123',
         tokenSecret: 'HUBSPOT_TOKEN',
       },
@@ -433,8 +395,7 @@ describe('hubspot-list wire format and emulator', () => {
   });
 
   test('add-and-remove, numeric ids, bad bodies and rate limit headers', async () => {
-    const emu = await startHubspotListEmulator({ token, tenSecondlyLimit: 50 });
-    open.push(emu);
+    const emu = track(await startHubspotListEmulator({ token, tenSecondlyLimit: 50 }));
     const listId = emu.createList({ processingType: 'SNAPSHOT' });
     emu.setMembers(listId, ['1', '2']);
     const put = (path: string, body: string) =>
@@ -483,34 +444,26 @@ describe('hubspot-list wire format and emulator', () => {
 
 describe('hubspot-list refresh workflow (Temporal dev server, MariaDB)', () => {
   const TABLE = 'hs_contacts';
-  let temporal: TemporalHarness;
-  let emu: HubspotListEmulator;
-  let t: TestDatabase;
-
-  before(async () => {
-    [temporal, emu, t] = await Promise.all([
-      startTemporal(),
-      startHubspotListEmulator({ token }),
-      createTestDatabase('mysql'),
-    ]);
-    await t.db.schema.createTable(TABLE, (table) => {
-      table.string('record_id', 32).primary().collate('utf8mb4_bin');
-      table.string('lifecycle', 32).notNullable();
-    });
-    await t.db(TABLE).insert(ids(1001, 60).map((record_id) => ({ record_id, lifecycle: 'lead' })));
-  });
-  after(async () => {
-    await Promise.all([emu.close(), t.drop(), temporal.stop()]);
+  const scenario = refreshScenario({
+    emulator: () => startHubspotListEmulator({ token }),
+    dataset: async (db) => {
+      await db.schema.createTable(TABLE, (table) => {
+        table.string('record_id', 32).primary().collate('utf8mb4_bin');
+        table.string('lifecycle', 32).notNullable();
+      });
+      await db(TABLE).insert(ids(1001, 60).map((record_id) => ({ record_id, lifecycle: 'lead' })));
+    },
   });
 
   async function datasetIds(): Promise<string[]> {
-    const rows = (await t.db(TABLE).select('record_id')) as { record_id: string }[];
+    const rows = (await scenario.db(TABLE).select('record_id')) as { record_id: string }[];
     return rows.map((r) => r.record_id).sort((a, b) => Number(a) - Number(b));
   }
 
   test('diff refreshes with a 429 and a 5xx, then truncate + reload, end equal to the dataset', async () => {
+    const { emu, db } = scenario;
     const listId = emu.createList({ name: 'Synced from the warehouse' });
-    await saveConnector(t.db, {
+    await saveConnector(db, {
       id: 'hubspot-vip',
       dataset: { table: TABLE, key: 'record_id', attributes: ['lifecycle'] },
       destination: {
@@ -522,9 +475,7 @@ describe('hubspot-list refresh workflow (Temporal dev server, MariaDB)', () => {
       },
     });
     // Built exactly as the worker builds it: catalog, secret resolver, shared throttle.
-    const destinations = createDestinationFactory(secrets);
-
-    await temporal.withWorker({ db: t.db, destinations }, async (client) => {
+    await scenario.withWorker(secrets, async (client) => {
       emu.faults.set({ rateLimit: { calls: 1 }, serverError: { calls: 1, status: 503 } });
       const first = await client.refresh('hubspot-vip');
       assert.equal(first.status, 'succeeded');
@@ -534,9 +485,9 @@ describe('hubspot-list refresh workflow (Temporal dev server, MariaDB)', () => {
       assert.deepEqual(emu.members(listId), await datasetIds());
 
       // Seven new records, five gone, four with a changed attribute (re-added: a no-op in HubSpot).
-      await t.db(TABLE).insert(ids(2001, 7).map((record_id) => ({ record_id, lifecycle: 'lead' })));
-      await t.db(TABLE).whereIn('record_id', ids(1001, 5)).delete();
-      await t.db(TABLE).whereIn('record_id', ids(1050, 4)).update({ lifecycle: 'customer' });
+      await db(TABLE).insert(ids(2001, 7).map((record_id) => ({ record_id, lifecycle: 'lead' })));
+      await db(TABLE).whereIn('record_id', ids(1001, 5)).delete();
+      await db(TABLE).whereIn('record_id', ids(1050, 4)).update({ lifecycle: 'customer' });
       emu.faults.set({ rateLimit: { calls: 1 } });
       const second = await client.refresh('hubspot-vip');
       assert.equal(second.status, 'succeeded');

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { after, afterEach, before, describe, test } from 'node:test';
+import type http from 'node:http';
+import { after, before, describe, test } from 'node:test';
 import { HttpDestinationError } from '../src/connectors/http';
 import {
   createKlaviyoListDestination,
@@ -9,64 +8,46 @@ import {
   type KlaviyoListConfigInput,
   type KlaviyoListOptions,
 } from '../src/connectors/klaviyo-list';
-import { createDestinationFactory } from '../src/connectors/registry';
 import { createSecretResolver } from '../src/connectors/secrets';
 import { saveConnector } from '../src/connectors/store';
 import { unthrottled } from '../src/connectors/throttle';
-import {
-  DestinationError,
-  type Attributes,
-  type Destination,
-  type Limits,
-  type Member,
-} from '../src/connectors/types';
+import type { Attributes, Limits, Member } from '../src/connectors/types';
 import {
   startKlaviyoEmulator,
   type KlaviyoEmulator,
   type KlaviyoEmulatorOptions,
 } from '../src/emulators/klaviyo-emulator';
-import { createTestDatabase, type TestDatabase } from './helpers/databases';
-import { startTemporal, type TemporalHarness } from './helpers/temporal';
+import { datasetMembers, refreshScenario } from './helpers/destination-scenario';
+import {
+  allKeys,
+  closeAfterEach,
+  type DestinationSetup,
+  fixedSecrets,
+  recordedSleep,
+  rejection,
+  startOfNextSecond,
+} from './helpers/destinations';
+import { startFakeServer } from './helpers/fake-http';
 
 const apiKey = 'pk_4c1e9a7b2d5f8e3a';
 const LIST = 'Y6nRLr';
-const secrets = (name: string) => {
-  if (name === 'KLAVIYO_KEY') return apiKey;
-  throw new Error(`secret '${name}' is not set`);
-};
-
-interface Setup {
-  emu: KlaviyoEmulator;
-  dest: Destination;
-  /** Every wait the destination asked for, in milliseconds (sleep is faked: tests don't wait). */
-  waits: number[];
-}
-
-const open: { close(): Promise<void> }[] = [];
-afterEach(async () => {
-  for (const resource of open.splice(0)) await resource.close();
-});
+const secrets = fixedSecrets({ KLAVIYO_KEY: apiKey });
+const track = closeAfterEach();
 
 async function setup(
   config: Partial<KlaviyoListConfigInput> = {},
   emulator: Partial<KlaviyoEmulatorOptions> = {},
   options: KlaviyoListOptions = {},
-): Promise<Setup> {
-  const emu = await startKlaviyoEmulator({ apiKey, lists: [LIST], rateLimits: false, ...emulator });
-  const waits: number[] = [];
-  const dest = createKlaviyoListDestination(
-    { type: 'klaviyo-list', baseUrl: emu.url, listId: LIST, apiKeySecret: 'KLAVIYO_KEY', ...config },
-    secrets,
-    {
-      throttle: unthrottled,
-      sleep: async (ms) => void waits.push(ms),
-      random: () => 0.5,
-      baseDelayMs: 100,
-      pollIntervalMs: 10,
-      ...options,
-    },
+): Promise<DestinationSetup<KlaviyoEmulator>> {
+  const emu = track(await startKlaviyoEmulator({ apiKey, lists: [LIST], rateLimits: false, ...emulator }));
+  const { waits, sleep } = recordedSleep();
+  const dest = track(
+    createKlaviyoListDestination(
+      { type: 'klaviyo-list', baseUrl: emu.url, listId: LIST, apiKeySecret: 'KLAVIYO_KEY', ...config },
+      secrets,
+      { throttle: unthrottled, sleep, random: () => 0.5, baseDelayMs: 100, pollIntervalMs: 10, ...options },
+    ),
   );
-  open.push(emu, dest);
   return { emu, dest, waits };
 }
 
@@ -77,16 +58,6 @@ function people(count: number, from = 0): Member[] {
     key: email(from + i),
     attributes: { first_name: `P${from + i}`, plan: i % 2 ? 'gold' : 'free', score: from + i },
   }));
-}
-
-async function rejection(promise: Promise<unknown>): Promise<DestinationError> {
-  try {
-    await promise;
-  } catch (err) {
-    assert.ok(err instanceof DestinationError, `expected a DestinationError, got ${String(err)}`);
-    return err;
-  }
-  assert.fail('expected the call to fail');
 }
 
 describe('klaviyo-list destination against the emulator', () => {
@@ -169,15 +140,7 @@ describe('klaviyo-list destination against the emulator', () => {
   test('lists members page by page, in join order, with the cursor from links.next', async () => {
     const { emu, dest } = await setup();
     await dest.add(people(25));
-    const keys: string[] = [];
-    let cursor: string | null = null;
-    let pages = 0;
-    do {
-      const page: Awaited<ReturnType<Destination['listMembers']>> = await dest.listMembers(cursor, 10);
-      keys.push(...page.keys);
-      cursor = page.next;
-      pages++;
-    } while (cursor !== null);
+    const { keys, pages } = await allKeys(dest, 10);
     assert.equal(pages, 3);
     assert.deepEqual(
       keys,
@@ -206,7 +169,7 @@ describe('klaviyo-list destination against the emulator', () => {
     const { emu, dest } = await setup({}, { rateLimits: true }, { sleep: undefined });
     emu.setMembers(LIST, new Map(Array.from({ length: 11 }, (_, i) => [email(i), {}])));
     // Start at the top of a second, so the eleven calls share one fixed window.
-    await new Promise((resolve) => setTimeout(resolve, 1000 - (Date.now() % 1000) + 5));
+    await startOfNextSecond();
     let waited = 0;
     for (let i = 0; i < 11; i++) waited += (await dest.remove([email(i)])).rateLimitWaits;
     assert.ok(waited >= 1, 'the eleventh call inside the second waited for Retry-After');
@@ -351,24 +314,23 @@ describe('klaviyo-list destination against the emulator', () => {
   });
 
   test('a server echoing the bare key does not leak it into the message', async () => {
-    const server = http.createServer((req, res) => {
-      const key = String(req.headers.authorization).replace('Klaviyo-API-Key ', '');
-      res.writeHead(403, { 'content-type': 'application/json' });
-      res.end(
-        JSON.stringify({
-          errors: [
-            { id: '1', status: 403, code: 'permission_denied', detail: `key ${key} lacks lists:read` },
-          ],
-        }),
-      );
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    open.push({ close: () => new Promise((resolve) => server.close(() => resolve())) });
-    const { port } = server.address() as AddressInfo;
+    const server = track(
+      await startFakeServer((req, res) => {
+        const key = String(req.headers.authorization).replace('Klaviyo-API-Key ', '');
+        res.writeHead(403, { 'content-type': 'application/json' });
+        res.end(
+          JSON.stringify({
+            errors: [
+              { id: '1', status: 403, code: 'permission_denied', detail: `key ${key} lacks lists:read` },
+            ],
+          }),
+        );
+      }),
+    );
     const dest = createKlaviyoListDestination(
       {
         type: 'klaviyo-list',
-        baseUrl: `http://127.0.0.1:${port}`,
+        baseUrl: server.url,
         listId: LIST,
         apiKeySecret: 'KLAVIYO_KEY',
       },
@@ -416,10 +378,8 @@ describe('klaviyo-list destination against the emulator', () => {
 describe('klaviyo-list wire format', () => {
   test('sends JSON:API documents with the key, revision and content type Klaviyo expects', async () => {
     const seen: { method: string; url: string; headers: http.IncomingHttpHeaders; body: string }[] = [];
-    const server = http.createServer((req, res) => {
-      let body = '';
-      req.on('data', (chunk: Buffer) => (body += chunk.toString()));
-      req.on('end', () => {
+    const server = track(
+      await startFakeServer((req, res, body) => {
         seen.push({ method: req.method!, url: req.url!, headers: req.headers, body });
         const path = req.url!.split('?')[0]!;
         const job = {
@@ -442,15 +402,12 @@ describe('klaviyo-list wire format', () => {
           'content-type': 'application/vnd.api+json',
         });
         res.end(req.method === 'DELETE' ? '' : JSON.stringify(answer));
-      });
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    open.push({ close: () => new Promise((resolve) => server.close(() => resolve())) });
-    const { port } = server.address() as AddressInfo;
+      }),
+    );
     const dest = createKlaviyoListDestination(
       {
         type: 'klaviyo-list',
-        baseUrl: `http://127.0.0.1:${port}/`,
+        baseUrl: `${server.url}/`,
         listId: LIST,
         apiKeySecret: 'KLAVIYO_KEY',
       },
@@ -620,56 +577,38 @@ describe('klaviyo-list config', () => {
 });
 
 describe('klaviyo-list refresh workflow on the Temporal dev server (mysql)', () => {
-  let temporal: TemporalHarness;
-  let emulator: KlaviyoEmulator;
-  let t: TestDatabase;
-  before(async () => {
-    [temporal, emulator, t] = await Promise.all([
-      startTemporal(),
-      startKlaviyoEmulator({ apiKey, lists: [LIST], jobStatusReads: 1 }),
-      createTestDatabase('mysql'),
-    ]);
-    await t.db.schema.createTable('klaviyo_contacts', (table) => {
-      table.string('email', 191).primary().collate('utf8mb4_bin');
-      table.string('first_name', 64).notNullable();
-      table.string('plan', 16).notNullable();
-      table.integer('score').nullable();
-    });
-    await t.db('klaviyo_contacts').insert(
-      Array.from({ length: 30 }, (_, i) => ({
-        email: email(i),
-        first_name: `P${i}`,
-        plan: 'free',
-        score: i,
-      })),
-    );
-  });
-  after(async () => {
-    await emulator?.close();
-    await t?.drop();
-    await temporal?.stop();
+  const scenario = refreshScenario({
+    emulator: () => startKlaviyoEmulator({ apiKey, lists: [LIST], jobStatusReads: 1 }),
+    dataset: async (db) => {
+      await db.schema.createTable('klaviyo_contacts', (table) => {
+        table.string('email', 191).primary().collate('utf8mb4_bin');
+        table.string('first_name', 64).notNullable();
+        table.string('plan', 16).notNullable();
+        table.integer('score').nullable();
+      });
+      await db('klaviyo_contacts').insert(
+        Array.from({ length: 30 }, (_, i) => ({
+          email: email(i),
+          first_name: `P${i}`,
+          plan: 'free',
+          score: i,
+        })),
+      );
+    },
   });
 
   /** The dataset as Klaviyo should hold it; a null custom property is absent there. */
-  async function expected(): Promise<Map<string, Attributes>> {
-    const rows = (await t.db('klaviyo_contacts').select()) as Record<string, string | number | null>[];
-    return new Map(
-      rows.map(({ email: key, ...attributes }) => [
-        String(key),
-        Object.fromEntries(Object.entries(attributes).filter(([, value]) => value !== null)) as Attributes,
-      ]),
-    );
-  }
+  const expected = () => datasetMembers(scenario.db, 'klaviyo_contacts', 'email');
 
   test('two refreshes with additions, deletions and updates, through a 429 and a 503, end equal', async () => {
-    await saveConnector(t.db, {
+    const { emu: emulator, db } = scenario;
+    await saveConnector(db, {
       id: 'klaviyo-crm',
       dataset: { table: 'klaviyo_contacts', key: 'email', attributes: ['first_name', 'plan', 'score'] },
       destination: { type: 'klaviyo-list', baseUrl: emulator.url, listId: LIST, apiKeySecret: 'KLAVIYO_KEY' },
     });
     // Built the way the worker builds it: catalog, secret resolver, shared throttle at 2.5 calls/s.
-    const destinations = createDestinationFactory(createSecretResolver({ KLAVIYO_KEY: apiKey }, undefined));
-    await temporal.withWorker({ db: t.db, destinations }, async (client) => {
+    await scenario.withWorker(createSecretResolver({ KLAVIYO_KEY: apiKey }, undefined), async (client) => {
       emulator.faults.set({
         rateLimit: { calls: 1, retryAfterSeconds: 1 },
         serverError: { calls: 1, status: 503 },
@@ -681,19 +620,16 @@ describe('klaviyo-list refresh workflow on the Temporal dev server (mysql)', () 
       assert.ok(first.callsByEndpoint.bulk_import_profiles, JSON.stringify(first.callsByEndpoint));
       assert.deepEqual(emulator.members(LIST), await expected());
 
-      await t
-        .db('klaviyo_contacts')
+      await db('klaviyo_contacts')
         .whereIn('email', [email(1), email(2), email(3)])
         .delete();
-      await t
-        .db('klaviyo_contacts')
-        .insert([30, 31].map((i) => ({ email: email(i), first_name: `P${i}`, plan: 'gold', score: i })));
-      await t
-        .db('klaviyo_contacts')
+      await db('klaviyo_contacts').insert(
+        [30, 31].map((i) => ({ email: email(i), first_name: `P${i}`, plan: 'gold', score: i })),
+      );
+      await db('klaviyo_contacts')
         .whereIn('email', [email(10), email(11)])
         .update({ plan: 'gold' });
-      await t
-        .db('klaviyo_contacts')
+      await db('klaviyo_contacts')
         .where({ email: email(12) })
         .update({ score: null });
       emulator.faults.set({ serverError: { calls: 1, status: 500 } });

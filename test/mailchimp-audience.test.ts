@@ -1,7 +1,5 @@
 import assert from 'node:assert/strict';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { after, afterEach, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { HttpDestinationError } from '../src/connectors/http';
 import {
   createMailchimpAudienceDestination,
@@ -12,51 +10,46 @@ import {
   subscriberHash,
   type MailchimpAudienceConfigInput,
 } from '../src/connectors/mailchimp-audience';
-import { createDestinationFactory } from '../src/connectors/registry';
 import { saveConnector } from '../src/connectors/store';
 import { createThrottle, unthrottled } from '../src/connectors/throttle';
-import { DestinationError, type Destination, type Member } from '../src/connectors/types';
+import type { Member } from '../src/connectors/types';
 import {
   startMailchimpEmulator,
   type MailchimpEmulator,
   type MailchimpEmulatorOptions,
   type MergeFieldDefinition,
 } from '../src/emulators/mailchimp-emulator';
-import { createTestDatabase, type TestDatabase } from './helpers/databases';
-import { startTemporal, type TemporalHarness } from './helpers/temporal';
+import { refreshScenario } from './helpers/destination-scenario';
+import {
+  closeAfterEach,
+  type DestinationSetup,
+  fixedSecrets,
+  recordedSleep,
+  rejection,
+} from './helpers/destinations';
+import { startFakeServer } from './helpers/fake-http';
 
 const apiKey = '0123456789abcdef0123456789abcdef-us6';
-const secrets = (name: string) => {
-  if (name === 'MAILCHIMP_KEY') return apiKey;
-  throw new Error(`secret '${name}' is not set`);
-};
+const secrets = fixedSecrets({ MAILCHIMP_KEY: apiKey });
+const track = closeAfterEach();
 
-const open: { close(): Promise<void> }[] = [];
-afterEach(async () => {
-  for (const resource of open.splice(0)) await resource.close();
-});
-
-interface Setup {
-  emu: MailchimpEmulator;
-  dest: Destination;
-  listId: string;
-  waits: number[];
-}
+type Setup = DestinationSetup<MailchimpEmulator> & { listId: string };
 
 async function setup(
   config: Partial<MailchimpAudienceConfigInput> = {},
   emulator: Partial<MailchimpEmulatorOptions> & { mergeFields?: MergeFieldDefinition[] } = {},
   secretResolver = secrets,
 ): Promise<Setup> {
-  const emu = await startMailchimpEmulator({ apiKey, ...emulator });
+  const emu = track(await startMailchimpEmulator({ apiKey, ...emulator }));
   const listId = emu.createList({ name: 'Newsletter', mergeFields: emulator.mergeFields });
-  const waits: number[] = [];
-  const dest = createMailchimpAudienceDestination(
-    { type: 'mailchimp-audience', baseUrl: emu.url, listId, apiKeySecret: 'MAILCHIMP_KEY', ...config },
-    secretResolver,
-    { throttle: unthrottled, sleep: async (ms) => void waits.push(ms), random: () => 0.5 },
+  const { waits, sleep } = recordedSleep();
+  const dest = track(
+    createMailchimpAudienceDestination(
+      { type: 'mailchimp-audience', baseUrl: emu.url, listId, apiKeySecret: 'MAILCHIMP_KEY', ...config },
+      secretResolver,
+      { throttle: unthrottled, sleep, random: () => 0.5 },
+    ),
   );
-  open.push(emu, dest);
   return { emu, dest, listId, waits };
 }
 
@@ -69,16 +62,6 @@ function contacts(...emails: string[]): Member[] {
 
 function emails(count: number, domain = 'example.com'): string[] {
   return Array.from({ length: count }, (_, i) => `user${String(i).padStart(4, '0')}@${domain}`);
-}
-
-async function rejection(promise: Promise<unknown>): Promise<DestinationError> {
-  try {
-    await promise;
-  } catch (err) {
-    assert.ok(err instanceof DestinationError, `expected a DestinationError, got ${String(err)}`);
-    return err;
-  }
-  assert.fail('expected the call to fail');
 }
 
 describe('mailchimp-audience destination against the emulator', () => {
@@ -226,8 +209,7 @@ describe('mailchimp-audience destination against the emulator', () => {
   });
 
   test('several connectors of one account, sending at once, never exceed 10 connections', async () => {
-    const emu = await startMailchimpEmulator({ apiKey });
-    open.push(emu);
+    const emu = track(await startMailchimpEmulator({ apiKey }));
     const throttle = createThrottle(); // the worker's: one per process, shared by every activity
     const lists = [emu.createList(), emu.createList(), emu.createList()];
     const destinations = lists.map((listId) =>
@@ -335,18 +317,17 @@ describe('mailchimp-audience destination against the emulator', () => {
   });
 
   test('a server echoing the key in an error does not leak it', async () => {
-    const server = http.createServer((req, res) => {
-      const key = Buffer.from(req.headers.authorization!.slice(6), 'base64').toString().split(':')[1];
-      res.writeHead(400, { 'content-type': 'application/problem+json' });
-      res.end(JSON.stringify({ title: 'Invalid Resource', detail: `key ${key} may not do that` }));
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    open.push({ close: () => new Promise((resolve) => server.close(() => resolve())) });
-    const { port } = server.address() as AddressInfo;
+    const server = track(
+      await startFakeServer((req, res) => {
+        const key = Buffer.from(req.headers.authorization!.slice(6), 'base64').toString().split(':')[1];
+        res.writeHead(400, { 'content-type': 'application/problem+json' });
+        res.end(JSON.stringify({ title: 'Invalid Resource', detail: `key ${key} may not do that` }));
+      }),
+    );
     const dest = createMailchimpAudienceDestination(
       {
         type: 'mailchimp-audience',
-        baseUrl: `http://127.0.0.1:${port}`,
+        baseUrl: server.url,
         listId: 'l1',
         apiKeySecret: 'MAILCHIMP_KEY',
       },
@@ -363,10 +344,8 @@ describe('mailchimp-audience destination against the emulator', () => {
 describe('mailchimp-audience wire format and helpers', () => {
   test('sends exactly the documented requests', async () => {
     const seen: string[] = [];
-    const server = http.createServer((req, res) => {
-      let body = '';
-      req.on('data', (chunk: Buffer) => (body += chunk.toString()));
-      req.on('end', () => {
+    const server = track(
+      await startFakeServer((req, res, body) => {
         seen.push(`${req.method} ${req.url} ${body}`.trim());
         assert.equal(
           req.headers.authorization,
@@ -381,15 +360,12 @@ describe('mailchimp-audience wire format and helpers', () => {
               : { new_members: [], updated_members: [], errors: [], error_count: 0 },
           ),
         );
-      });
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    open.push({ close: () => new Promise((resolve) => server.close(() => resolve())) });
-    const { port } = server.address() as AddressInfo;
+      }),
+    );
     const dest = createMailchimpAudienceDestination(
       {
         type: 'mailchimp-audience',
-        baseUrl: `http://127.0.0.1:${port}/`,
+        baseUrl: `${server.url}/`,
         listId: 'a1b2c3d4e5',
         apiKeySecret: 'MAILCHIMP_KEY',
         mergeFields: { first_name: 'FNAME' },
@@ -440,44 +416,36 @@ describe('mailchimp-audience wire format and helpers', () => {
 
 describe('mailchimp-audience refresh workflow (Temporal dev server, MariaDB)', () => {
   const TABLE = 'mc_subscribers';
-  let temporal: TemporalHarness;
-  let emu: MailchimpEmulator;
-  let t: TestDatabase;
-
-  before(async () => {
-    [temporal, emu, t] = await Promise.all([
-      startTemporal(),
-      startMailchimpEmulator({ apiKey }),
-      createTestDatabase('mysql'),
-    ]);
-    await t.db.schema.createTable(TABLE, (table) => {
-      table.string('email', 255).primary().collate('utf8mb4_bin');
-      table.string('first_name', 64).notNullable();
-      table.string('plan', 16).notNullable();
-    });
-    await t
-      .db(TABLE)
-      .insert(emails(80).map((email, i) => ({ email, first_name: `User ${i}`, plan: 'free' })));
-  });
-  after(async () => {
-    await Promise.all([emu.close(), t.drop(), temporal.stop()]);
+  const scenario = refreshScenario({
+    emulator: () => startMailchimpEmulator({ apiKey }),
+    dataset: async (db) => {
+      await db.schema.createTable(TABLE, (table) => {
+        table.string('email', 255).primary().collate('utf8mb4_bin');
+        table.string('first_name', 64).notNullable();
+        table.string('plan', 16).notNullable();
+      });
+      await db(TABLE).insert(
+        emails(80).map((email, i) => ({ email, first_name: `User ${i}`, plan: 'free' })),
+      );
+    },
   });
 
   async function expected(): Promise<Map<string, Record<string, string>>> {
-    const rows = (await t.db(TABLE).select()) as { email: string; first_name: string; plan: string }[];
+    const rows = (await scenario.db(TABLE).select()) as { email: string; first_name: string; plan: string }[];
     return new Map(rows.map((r) => [r.email, { FNAME: r.first_name, PLAN: r.plan }]));
   }
 
   async function assertAudienceEqualsDataset(listId: string) {
     const want = await expected();
-    const have = emu.members(listId);
+    const have = scenario.emu.members(listId);
     assert.equal(have.size, want.size, 'audience size');
     for (const [email, fields] of want) assert.deepEqual(have.get(email), fields, email);
   }
 
   test('two diff refreshes with a 429 and a 5xx end with the audience equal to the dataset', async () => {
+    const { emu, db } = scenario;
     const listId = emu.createList({ mergeFields: [{ tag: 'FNAME', required: true }, { tag: 'PLAN' }] });
-    await saveConnector(t.db, {
+    await saveConnector(db, {
       id: 'mailchimp-newsletter',
       dataset: { table: TABLE, key: 'email', attributes: ['first_name', 'plan'] },
       destination: {
@@ -489,9 +457,8 @@ describe('mailchimp-audience refresh workflow (Temporal dev server, MariaDB)', (
         recordsPerCall: 30,
       },
     });
-    const destinations = createDestinationFactory(secrets);
 
-    await temporal.withWorker({ db: t.db, destinations }, async (client) => {
+    await scenario.withWorker(secrets, async (client) => {
       emu.faults.set({ rateLimit: { calls: 1 }, serverError: { calls: 1, status: 503 } });
       const first = await client.refresh('mailchimp-newsletter');
       assert.equal(first.status, 'succeeded');
@@ -501,12 +468,12 @@ describe('mailchimp-audience refresh workflow (Temporal dev server, MariaDB)', (
       await assertAudienceEqualsDataset(listId);
 
       // Six sign-ups, eight leavers (archived), five plan changes; one more 429 on the way.
-      await t
-        .db(TABLE)
-        .insert(emails(6, 'new.test').map((email) => ({ email, first_name: 'New', plan: 'free' })));
+      await db(TABLE).insert(
+        emails(6, 'new.test').map((email) => ({ email, first_name: 'New', plan: 'free' })),
+      );
       const leavers = emails(8);
-      await t.db(TABLE).whereIn('email', leavers).delete();
-      await t.db(TABLE).whereIn('email', emails(80).slice(40, 45)).update({ plan: 'pro' });
+      await db(TABLE).whereIn('email', leavers).delete();
+      await db(TABLE).whereIn('email', emails(80).slice(40, 45)).update({ plan: 'pro' });
       emu.faults.set({ rateLimit: { calls: 1 } });
       emu.resetStats();
       const second = await client.refresh('mailchimp-newsletter');

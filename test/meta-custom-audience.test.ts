@@ -1,8 +1,6 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { after, afterEach, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import {
   createMetaCustomAudienceDestination,
   metaCustomAudienceConfigSchema,
@@ -14,10 +12,9 @@ import {
 } from '../src/connectors/meta-custom-audience';
 import { MetaGraphError, regainAccessMs } from '../src/connectors/meta-graph';
 import type { ConnectorInput } from '../src/connectors/definition';
-import { createDestinationFactory } from '../src/connectors/registry';
 import { saveConnector } from '../src/connectors/store';
 import { endpointCalls } from '../src/core/runs';
-import { DestinationError, type Destination, type Member } from '../src/connectors/types';
+import type { Member } from '../src/connectors/types';
 import { dialectOf, type Db } from '../src/db';
 import {
   startMetaCustomAudienceEmulator,
@@ -25,78 +22,54 @@ import {
   type MetaEmulatorOptions,
   type MetaRow,
 } from '../src/emulators/meta-custom-audience-emulator';
-import { createTestDatabase, type TestDatabase } from './helpers/databases';
-import { startTemporal, type TemporalHarness } from './helpers/temporal';
+import { refreshScenario } from './helpers/destination-scenario';
+import {
+  closeAfterEach,
+  type DestinationSetup,
+  fixedSecrets,
+  recordedSleep,
+  rejection,
+} from './helpers/destinations';
+import { freePort, startFakeServer } from './helpers/fake-http';
 
 const TOKEN = 'EAAB-meta-token-5d1c9a';
 const AUDIENCE = '23850000000000001';
 const ACCOUNT = 'act_4242';
-const secrets = (name: string) => {
-  if (name === 'META_TOKEN') return TOKEN;
-  throw new Error(`secret '${name}' is not set`);
-};
+const secrets = fixedSecrets({ META_TOKEN: TOKEN });
+const track = closeAfterEach();
 
 /** Independent of the module under test: SHA-256 hex of an already normalised value. */
 const sha = (text: string) => createHash('sha256').update(text, 'utf8').digest('hex');
 const emailHash = (email: string) => sha(email.trim().toLowerCase());
-
-interface Setup {
-  emu: MetaCustomAudienceEmulator;
-  dest: Destination;
-  /** Every wait the destination asked for, in milliseconds (sleep is faked: tests don't wait). */
-  waits: number[];
-}
-
-const open: { close(): Promise<void> }[] = [];
-afterEach(async () => {
-  for (const resource of open.splice(0)) await resource.close();
-});
 
 async function setup(
   config: Partial<MetaCustomAudienceConfigInput> = {},
   emulator: Partial<MetaEmulatorOptions> = {},
   options: MetaCustomAudienceOptions = {},
   secretResolver = secrets,
-): Promise<Setup> {
-  const emu = await startMetaCustomAudienceEmulator({
-    accessToken: TOKEN,
-    audiences: [AUDIENCE],
-    ...emulator,
-  });
-  const waits: number[] = [];
-  const dest = createMetaCustomAudienceDestination(
-    {
-      type: 'meta-custom-audience',
-      graphUrl: emu.url,
-      adAccountId: ACCOUNT,
-      audienceId: AUDIENCE,
-      accessTokenSecret: 'META_TOKEN',
-      ...config,
-    },
-    secretResolver,
-    {
-      sleep: async (ms) => void waits.push(ms),
-      random: () => 0.5,
-      baseDelayMs: 100,
-      rateLimitBaseDelayMs: 1000,
-      ...options,
-    },
+): Promise<DestinationSetup<MetaCustomAudienceEmulator>> {
+  const emu = track(
+    await startMetaCustomAudienceEmulator({ accessToken: TOKEN, audiences: [AUDIENCE], ...emulator }),
   );
-  open.push(emu, dest);
+  const { waits, sleep } = recordedSleep();
+  const dest = track(
+    createMetaCustomAudienceDestination(
+      {
+        type: 'meta-custom-audience',
+        graphUrl: emu.url,
+        adAccountId: ACCOUNT,
+        audienceId: AUDIENCE,
+        accessTokenSecret: 'META_TOKEN',
+        ...config,
+      },
+      secretResolver,
+      { sleep, random: () => 0.5, baseDelayMs: 100, rateLimitBaseDelayMs: 1000, ...options },
+    ),
+  );
   return { emu, dest, waits };
 }
 
 const people = (...emails: string[]): Member[] => emails.map((key) => ({ key, attributes: {} }));
-
-async function rejection(promise: Promise<unknown>): Promise<DestinationError> {
-  try {
-    await promise;
-  } catch (err) {
-    assert.ok(err instanceof DestinationError, `expected a DestinationError, got ${String(err)}`);
-    return err;
-  }
-  assert.fail('expected the call to fail');
-}
 
 describe('meta-custom-audience destination', () => {
   test('adds people as SHA-256 of normalised identifiers, extra columns from attributes', async () => {
@@ -246,10 +219,8 @@ describe('meta-custom-audience destination', () => {
   });
 
   test('network errors are retried, then retryable', async () => {
-    const emu = await startMetaCustomAudienceEmulator({ accessToken: TOKEN });
-    const graphUrl = emu.url;
-    await emu.close();
-    const waits: number[] = [];
+    const graphUrl = `http://127.0.0.1:${await freePort()}`;
+    const { waits, sleep } = recordedSleep();
     const dest = createMetaCustomAudienceDestination(
       {
         type: 'meta-custom-audience',
@@ -259,7 +230,7 @@ describe('meta-custom-audience destination', () => {
         accessTokenSecret: 'META_TOKEN',
       },
       secrets,
-      { sleep: async (ms) => void waits.push(ms), maxAttempts: 3 },
+      { sleep, maxAttempts: 3 },
     );
     const err = await rejection(dest.add(people('a@x.com')));
     assert.equal(err.kind, 'retryable');
@@ -435,10 +406,8 @@ describe('meta-custom-audience destination', () => {
 describe('meta-custom-audience wire format', () => {
   test('sends exactly the documented requests, with hashes only', async () => {
     const seen: { method: string; url: string; auth?: string; body: string }[] = [];
-    const server = http.createServer((req, res) => {
-      let body = '';
-      req.on('data', (chunk: Buffer) => (body += chunk.toString()));
-      req.on('end', () => {
+    const server = track(
+      await startFakeServer((req, res, body) => {
         seen.push({ method: req.method!, url: req.url!, auth: req.headers.authorization, body });
         res.writeHead(200, { 'content-type': 'application/json' });
         res.end(
@@ -450,11 +419,9 @@ describe('meta-custom-audience wire format', () => {
             invalid_entry_samples: {},
           }),
         );
-      });
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    open.push({ close: () => new Promise((resolve) => server.close(() => resolve())) });
-    const graphUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+      }),
+    );
+    const graphUrl = `${server.url}/`;
     const config = {
       type: 'meta-custom-audience' as const,
       graphUrl,
@@ -513,8 +480,7 @@ describe('meta-custom-audience wire format', () => {
 
 describe('meta-custom-audience emulator', () => {
   test('takes payloads as JSON, form or query string, and the token as access_token', async () => {
-    const emu = await startMetaCustomAudienceEmulator({ accessToken: TOKEN, audiences: [AUDIENCE] });
-    open.push(emu);
+    const emu = track(await startMetaCustomAudienceEmulator({ accessToken: TOKEN, audiences: [AUDIENCE] }));
     const a = emailHash('a@x.com');
     const b = emailHash('b@x.com');
     const form = new URLSearchParams({
@@ -546,8 +512,7 @@ describe('meta-custom-audience emulator', () => {
   });
 
   test('answers what Meta would: invalid entries, bad payloads, missing tokens, unknown paths', async () => {
-    const emu = await startMetaCustomAudienceEmulator({ accessToken: TOKEN, audiences: [AUDIENCE] });
-    open.push(emu);
+    const emu = track(await startMetaCustomAudienceEmulator({ accessToken: TOKEN, audiences: [AUDIENCE] }));
     const post = (path: string, body: unknown, auth = `Bearer ${TOKEN}`) =>
       fetch(`${emu.url}${path}`, {
         method: 'POST',
@@ -782,33 +747,21 @@ function metaConnector(id: string, audienceId: string, graphUrl: string): Connec
 }
 
 describe('refresh workflow with meta-custom-audience (mysql)', () => {
-  let temporal: TemporalHarness;
-  let emu: MetaCustomAudienceEmulator;
-  let t: TestDatabase;
-  before(async () => {
-    [temporal, emu, t] = await Promise.all([
-      startTemporal(),
-      startMetaCustomAudienceEmulator({ accessToken: TOKEN, audiences: [AUDIENCE] }),
-      createTestDatabase('mysql'),
-    ]);
-    await createPeople(t.db, 40);
-  });
-  after(async () => {
-    await emu.close();
-    await t.drop();
-    await temporal.stop();
+  const scenario = refreshScenario({
+    emulator: () => startMetaCustomAudienceEmulator({ accessToken: TOKEN, audiences: [AUDIENCE] }),
+    dataset: (db) => createPeople(db, 40),
   });
 
   test('additions, deletions and identifier updates over throttling and 5xx; too-small removals wait', async () => {
+    const { emu, db } = scenario;
     const connector = metaConnector('meta-crm', AUDIENCE, emu.url);
-    await saveConnector(t.db, connector);
-    // Built exactly as the worker builds it: registry, catalog, secrets by name.
-    const destinations = createDestinationFactory(secrets);
+    await saveConnector(db, connector);
     const assertAudienceIsDataset = async () => {
-      assert.deepEqual(emu.members(AUDIENCE), await expectedAudience(t.db));
+      assert.deepEqual(emu.members(AUDIENCE), await expectedAudience(db));
     };
 
-    await temporal.withWorker({ db: t.db, destinations }, async (client) => {
+    // Built exactly as the worker builds it: registry, catalog, secrets by name.
+    await scenario.withWorker(secrets, async (client) => {
       emu.faults.set({ rateLimit: { calls: 1, code: 80003 }, serverError: { calls: 1, status: 503 } });
       const first = await client.refresh(connector.id);
       assert.equal(first.status, 'succeeded');
@@ -818,8 +771,7 @@ describe('refresh workflow with meta-custom-audience (mysql)', () => {
       // Four pages of valid people; the fifth holds only the invalid e-mail and needs no call.
       assert.equal(first.apiCalls, 4 + 2, 'four add calls, one throttled and one 5xx retry');
       await assertAudienceIsDataset();
-      const reason = (await t
-        .db('deltalog')
+      const reason = (await db('deltalog')
         .where({ connector_id: connector.id, record_key: 'not-an-email' })
         .first()) as {
         last_error: string;
@@ -828,11 +780,10 @@ describe('refresh workflow with meta-custom-audience (mysql)', () => {
 
       // Churn: people leave, arrive, and change phone number or last name.
       const gone = ['Person3@Example.com', 'Person14@Example.com', 'Person27@Example.com'];
-      await t.db(PEOPLE_TABLE).whereIn('email', gone).delete();
-      await t.db(PEOPLE_TABLE).insert([41, 42, 43, 44].map((n) => person(n)));
+      await db(PEOPLE_TABLE).whereIn('email', gone).delete();
+      await db(PEOPLE_TABLE).insert([41, 42, 43, 44].map((n) => person(n)));
       for (const n of [5, 6, 7]) {
-        await t
-          .db(PEOPLE_TABLE)
+        await db(PEOPLE_TABLE)
           .where({ email: person(n).email })
           .update({ phone: person(n, 1).phone, last_name: person(n, 1).last_name });
       }
@@ -847,12 +798,11 @@ describe('refresh workflow with meta-custom-audience (mysql)', () => {
 
       // Meta refuses removals that would shrink the audience too far: they wait, with the reason.
       emu.setMinAudienceSize(emu.members(AUDIENCE).size);
-      await t.db(PEOPLE_TABLE).whereIn('email', ['Person1@Example.com', 'Person2@Example.com']).delete();
+      await db(PEOPLE_TABLE).whereIn('email', ['Person1@Example.com', 'Person2@Example.com']).delete();
       const refused = await client.refresh(connector.id);
       assert.equal(refused.rejected, 2 + 1, 'two refused removals and the invalid e-mail');
       assert.equal(emu.members(AUDIENCE).has(emailHash('Person1@Example.com')), true);
-      const pending = (await t
-        .db('deltalog')
+      const pending = (await db('deltalog')
         .where({ connector_id: connector.id, record_key: 'Person1@Example.com' })
         .first()) as {
         committed_at: unknown;
@@ -872,26 +822,26 @@ describe('refresh workflow with meta-custom-audience (mysql)', () => {
   });
 
   test('forced new list + swap: the audience becomes exactly the dataset through a usersreplace session', async () => {
+    const { emu, db } = scenario;
     const audienceId = emu.createAudience();
     const connector = metaConnector('meta-replace', audienceId, emu.url);
-    await saveConnector(t.db, connector);
-    const destinations = createDestinationFactory(secrets);
+    await saveConnector(db, connector);
     // People the dataset never had: a diff cannot know them, a replace drops them.
     const stray = emailHash('stray@elsewhere.example');
     emu.setMembers(audienceId, new Map([[stray, { EMAIL: stray }]]));
     const state = () =>
-      t.db('connector_state').where({ connector_id: connector.id }).first() as Promise<{
+      db('connector_state').where({ connector_id: connector.id }).first() as Promise<{
         remote_list_id: string | null;
       }>;
 
-    await temporal.withWorker({ db: t.db, destinations }, async (client) => {
+    await scenario.withWorker(secrets, async (client) => {
       emu.faults.set({ rateLimit: { calls: 1, code: 80003 }, serverError: { calls: 1 } });
       const replaced = await client.refresh(connector.id, { strategy: 'newList' });
       assert.equal(replaced.status, 'succeeded');
       assert.equal(replaced.strategy, 'newList');
       assert.equal(replaced.rejected, 1, 'the invalid e-mail stays pending');
       assert.equal(replaced.rateLimitWaits, 1);
-      assert.deepEqual(emu.members(audienceId), await expectedAudience(t.db));
+      assert.deepEqual(emu.members(audienceId), await expectedAudience(db));
       const [session, ...others] = emu.sessions(audienceId);
       assert.equal(others.length, 0);
       assert.equal(session!.finished, true);
@@ -901,27 +851,27 @@ describe('refresh workflow with meta-custom-audience (mysql)', () => {
         Array.from({ length: pages + 1 }, (_, i) => i + 1),
         'fill pages 1..n, then the empty last batch, numbered across activities',
       );
-      const calls = await endpointCalls(t.db, replaced.runId);
+      const calls = await endpointCalls(db, replaced.runId);
       assert.deepEqual(Object.keys(calls), ['usersreplace']);
       assert.equal(calls.usersreplace!.calls, pages + 1 + 2, 'fill, swap, one throttled and one 5xx retry');
       assert.equal((await state()).remote_list_id, `${audienceId}:${session!.sessionId}`);
 
       // The connector now points at audience:session; a diff writes to the audience itself.
-      await t.db(PEOPLE_TABLE).where({ email: 'Person9@Example.com' }).delete();
-      await t.db(PEOPLE_TABLE).insert(person(77));
+      await db(PEOPLE_TABLE).where({ email: 'Person9@Example.com' }).delete();
+      await db(PEOPLE_TABLE).insert(person(77));
       const diff = await client.refresh(connector.id);
       assert.equal(diff.strategy, 'diff');
       assert.equal(diff.status, 'succeeded');
-      assert.deepEqual(emu.members(audienceId), await expectedAudience(t.db));
+      assert.deepEqual(emu.members(audienceId), await expectedAudience(db));
       assert.equal(emu.sessions(audienceId).length, 1, 'no session reopened');
 
       // Another replace: a new session; retiring the old list id touches nothing.
       emu.setMembers(audienceId, new Map([...emu.members(audienceId), [stray, { EMAIL: stray }]]));
       const again = await client.refresh(connector.id, { strategy: 'newList' });
       assert.equal(again.status, 'succeeded');
-      assert.deepEqual(emu.members(audienceId), await expectedAudience(t.db));
+      assert.deepEqual(emu.members(audienceId), await expectedAudience(db));
       assert.equal(emu.sessions(audienceId).length, 2);
-      assert.deepEqual(Object.keys(await endpointCalls(t.db, again.runId)), ['usersreplace']);
+      assert.deepEqual(Object.keys(await endpointCalls(db, again.runId)), ['usersreplace']);
     });
   });
 });

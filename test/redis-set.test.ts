@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { after, afterEach, before, describe, test } from 'node:test';
 import {
   createRedisSetDestination,
@@ -8,13 +7,13 @@ import {
   type RedisSetConfigInput,
   type RedisSetOptions,
 } from '../src/connectors/redis-set';
-import { createDestinationFactory } from '../src/connectors/registry';
 import { saveConnector } from '../src/connectors/store';
-import { DestinationError, type Destination, type Member } from '../src/connectors/types';
-import { churnCustomers, createCustomersTable, readCustomers, seedCustomers } from '../src/demo/customers';
+import type { Destination, Member } from '../src/connectors/types';
+import { churnCustomers, readCustomers } from '../src/demo/customers';
 import { startRedisSetEmulator, type RedisSetEmulator } from '../src/emulators/redis-set-emulator';
-import { createTestDatabase, type TestDatabase } from './helpers/databases';
-import { startTemporal, type TemporalHarness } from './helpers/temporal';
+import { demoCustomers, refreshScenario } from './helpers/destination-scenario';
+import { allKeys, closeAfterEach, fixedSecrets, recordedSleep, rejection } from './helpers/destinations';
+import { freePort } from './helpers/fake-http';
 
 /**
  * redis-set against the real Redis on 127.0.0.1:6379, through the fault-injecting proxy. Every
@@ -24,7 +23,6 @@ import { startTemporal, type TemporalHarness } from './helpers/temporal';
 let emu: RedisSetEmulator;
 let counter = 0;
 let prefix = '';
-const open: { close(): Promise<void> }[] = [];
 
 before(async () => {
   emu = await startRedisSetEmulator();
@@ -32,8 +30,8 @@ before(async () => {
 after(async () => {
   await emu.close();
 });
+const track = closeAfterEach();
 afterEach(async () => {
-  for (const resource of open.splice(0)) await resource.close();
   emu.faults.clear();
   if (prefix) await emu.cleanup(prefix);
 });
@@ -57,41 +55,19 @@ function setup(
 ): Setup {
   const key = `${nextPrefix()}audience`;
   emu.resetStats();
-  const waits: number[] = [];
-  const dest = createRedisSetDestination(
-    { type: 'redis-set', urlSecret: 'REDIS_URL', key, ...config } as RedisSetConfigInput,
-    secrets,
-    { sleep: async (ms) => void waits.push(ms), random: () => 0.5, baseDelayMs: 100, ...options },
+  const { waits, sleep } = recordedSleep();
+  const dest = track(
+    createRedisSetDestination(
+      { type: 'redis-set', urlSecret: 'REDIS_URL', key, ...config } as RedisSetConfigInput,
+      secrets,
+      { sleep, random: () => 0.5, baseDelayMs: 100, ...options },
+    ),
   );
-  open.push(dest);
   return { dest, key, waits };
 }
 
 function members(...keys: string[]): Member[] {
   return keys.map((key) => ({ key, attributes: { segment: 'loyal' } }));
-}
-
-async function allKeys(dest: Destination, limit: number) {
-  const keys: string[] = [];
-  let cursor: string | null = null;
-  let pages = 0;
-  do {
-    const page = await dest.listMembers(cursor, limit);
-    keys.push(...page.keys);
-    cursor = page.next;
-    pages++;
-  } while (cursor !== null);
-  return { keys, pages };
-}
-
-async function rejection(promise: Promise<unknown>): Promise<DestinationError> {
-  try {
-    await promise;
-  } catch (err) {
-    assert.ok(err instanceof DestinationError, `expected a DestinationError, got ${String(err)}`);
-    return err;
-  }
-  assert.fail('expected the call to fail');
 }
 
 const sorted = (keys: Iterable<string>) => [...keys].sort();
@@ -257,9 +233,7 @@ describe('redis-set against the real Redis', () => {
   });
 
   test('a missing secret or a URL that is not redis:// is fatal', async () => {
-    const missing = setup({ urlSecret: 'NOT_SET' }, (name) => {
-      throw new Error(`secret '${name}' is not set`);
-    });
+    const missing = setup({ urlSecret: 'NOT_SET' }, fixedSecrets({}));
     const err = await rejection(missing.dest.add(members('a')));
     assert.equal(err.kind, 'fatal');
     assert.match(err.message, /NOT_SET/);
@@ -343,32 +317,19 @@ describe('redis-set new list + swap', () => {
 });
 
 describe('redis-set refresh workflow on the real Temporal dev server (mysql)', () => {
-  let temporal: TemporalHarness;
-  let t: TestDatabase;
-  before(async () => {
-    [temporal, t] = await Promise.all([startTemporal(), createTestDatabase('mysql')]);
-    await createCustomersTable(t.db);
-    await seedCustomers(t.db, 300);
-  });
-  after(async () => {
-    await t.drop();
-    await temporal.stop();
-  });
+  const scenario = refreshScenario({ dataset: demoCustomers(300) });
 
   test('diff refreshes with faults, then a forced truncate + reload', async () => {
+    const { db } = scenario;
     const key = `${nextPrefix()}customers`;
-    const destinations = createDestinationFactory((name) => {
-      if (name === 'REDIS_URL') return emu.url;
-      throw new Error(`secret '${name}' is not set`);
-    });
-    await saveConnector(t.db, {
+    await saveConnector(db, {
       id: 'redis-customers',
       dataset: { table: 'demo_customers', key: 'customer_key', attributes: ['segment'] },
       destination: { type: 'redis-set', urlSecret: 'REDIS_URL', key, recordsPerCall: 100 },
     });
-    const expectKeys = async () => sorted((await readCustomers(t.db)).keys());
+    const expectKeys = async () => sorted((await readCustomers(db)).keys());
 
-    await temporal.withWorker({ db: t.db, destinations }, async (client) => {
+    await scenario.withWorker(fixedSecrets({ REDIS_URL: emu.url }), async (client) => {
       emu.faults.set({ maxClients: { calls: 1 }, replyError: { calls: 1 } });
       const first = await client.refresh('redis-customers');
       assert.equal(first.status, 'succeeded');
@@ -377,7 +338,7 @@ describe('redis-set refresh workflow on the real Temporal dev server (mysql)', (
       assert.ok(first.rateLimitWaits >= 1, 'max clients counted as a rate-limit wait');
       assert.deepEqual(sorted(await emu.members(key)), await expectKeys());
 
-      const churn = await churnCustomers(t.db, { additions: 20, deletions: 15, changes: 10 });
+      const churn = await churnCustomers(db, { additions: 20, deletions: 15, changes: 10 });
       emu.faults.set({ replyError: { calls: 1, message: 'BUSY Redis is busy running a script.' } });
       emu.faults.set({ dropConnection: { calls: 1 } });
       const second = await client.refresh('redis-customers');
@@ -396,19 +357,19 @@ describe('redis-set refresh workflow on the real Temporal dev server (mysql)', (
   });
 
   test('forced new list + swap: RENAME over the live set; later diffs and a reconcile use it', async () => {
+    const { db } = scenario;
     const key = `${nextPrefix()}customers`;
-    const destinations = createDestinationFactory(() => emu.url);
-    await saveConnector(t.db, {
+    await saveConnector(db, {
       id: 'redis-newlist',
       dataset: { table: 'demo_customers', key: 'customer_key', attributes: [] },
       destination: { type: 'redis-set', urlSecret: 'REDIS_URL', key, recordsPerCall: 100 },
     });
-    const expectKeys = async () => sorted((await readCustomers(t.db)).keys());
+    const expectKeys = async () => sorted((await readCustomers(db)).keys());
 
-    await temporal.withWorker({ db: t.db, destinations }, async (client) => {
+    await scenario.withWorker(fixedSecrets({ REDIS_URL: emu.url }), async (client) => {
       await client.refresh('redis-newlist');
       await emu.redis.sadd(key, 'stray-member');
-      await churnCustomers(t.db, { additions: 5, deletions: 5, changes: 0 });
+      await churnCustomers(db, { additions: 5, deletions: 5, changes: 0 });
       // The swap's answer is lost once: the retry finds the marker and does not RENAME again.
       emu.faults.set({ applyThenDrop: { calls: 1 }, commands: ['EXEC'] });
       const swapped = await client.refresh('redis-newlist', { strategy: 'newList' });
@@ -422,7 +383,7 @@ describe('redis-set refresh workflow on the real Temporal dev server (mysql)', (
       assert.match((await emu.redis.get(swapMarkerKey(key))) ?? '', /:build:run-\d+$/);
 
       // The connector now points at the build id; the set still lives at `key`.
-      const churn = await churnCustomers(t.db, { additions: 3, deletions: 2, changes: 0 });
+      const churn = await churnCustomers(db, { additions: 3, deletions: 2, changes: 0 });
       const diff = await client.refresh('redis-newlist');
       assert.equal(diff.strategy, 'diff');
       assert.deepEqual(sorted(await emu.members(key)), await expectKeys());
@@ -440,12 +401,3 @@ describe('redis-set refresh workflow on the real Temporal dev server (mysql)', (
     });
   });
 });
-
-/** A port nothing listens on (bound, then released). */
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}

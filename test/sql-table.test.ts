@@ -6,39 +6,11 @@ import {
   sqlTableConfigSchema,
   type SqlTableConfigInput,
 } from '../src/connectors/sql-table';
-import { DestinationError, type Destination, type Member } from '../src/connectors/types';
+import type { Destination } from '../src/connectors/types';
 import { createTestDatabase, dialects, mysqlServerUrl, type TestDatabase } from './helpers/databases';
+import { allKeys, fixedSecrets, rejection, sampleMembers as members } from './helpers/destinations';
 
-const noSecrets = (name: string): string => {
-  throw new Error(`secret '${name}' is not set`);
-};
-
-async function rejection(promise: Promise<unknown>): Promise<DestinationError> {
-  try {
-    await promise;
-  } catch (err) {
-    assert.ok(err instanceof DestinationError, `expected a DestinationError, got ${String(err)}`);
-    return err;
-  }
-  assert.fail('expected the call to fail');
-}
-
-function members(...keys: string[]): Member[] {
-  return keys.map((key, i) => ({ key, attributes: { rank: i, vip: i % 2 === 0, note: null } }));
-}
-
-async function allKeys(dest: Destination, pageSize: number): Promise<{ keys: string[]; pages: number }> {
-  const keys: string[] = [];
-  let cursor: string | null = null;
-  let pages = 0;
-  do {
-    const page = await dest.listMembers(cursor, pageSize);
-    keys.push(...page.keys);
-    cursor = page.next;
-    pages++;
-  } while (cursor !== null);
-  return { keys, pages };
-}
+const noSecrets = fixedSecrets({});
 
 for (const dialect of dialects) {
   describe(`sql-table on ${dialect}`, () => {
@@ -61,9 +33,7 @@ for (const dialect of dialects) {
         dialect === 'mysql'
           ? { type: 'sql-table', urlSecret: 'AUDIENCE_DB_URL', table, ...overrides }
           : { type: 'sql-table', url: other.url, table, ...overrides };
-      const dest = createSqlTableDestination(config, (name) =>
-        name === 'AUDIENCE_DB_URL' ? other.url : noSecrets(name),
-      );
+      const dest = createSqlTableDestination(config, fixedSecrets({ AUDIENCE_DB_URL: other.url }));
       destinations.push(dest);
       return { dest, table: config.table };
     }
