@@ -42,6 +42,7 @@ describe('parseConnector', () => {
       retentionDays: 30,
       successThreshold: 0.99,
       maxAttempts: 5,
+      massDeleteGuard: { enabled: true, maxShare: 0.2, onEmptyDataset: true, approvalTimeoutSeconds: 86_400 },
     });
     assert.equal(connector.policy.batchSize, undefined);
     assert.equal(connector.policy.horizonDays, undefined);
@@ -69,6 +70,7 @@ describe('parseConnector', () => {
       retentionDays: 30,
       successThreshold: 0.99,
       maxAttempts: 2,
+      massDeleteGuard: { enabled: true, maxShare: 0.2, onEmptyDataset: true, approvalTimeoutSeconds: 86_400 },
     });
   });
 

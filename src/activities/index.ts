@@ -1,4 +1,7 @@
 import { ApplicationFailure, Context } from '@temporalio/activity';
+import type { Client } from '@temporalio/client';
+import { createAdminActivities } from './admin';
+import { createTriggerActivities } from './triggers';
 import type { Db } from '../db';
 import { loadConnector, UnknownConnectorError } from '../connectors/store';
 import { InvalidConnectorError, type ConnectorDefinition } from '../connectors/definition';
@@ -37,8 +40,10 @@ import {
   recordPlan,
   recordRunDetails,
   recordSnapshot,
+  type RunRow,
   type RunStatus,
 } from '../core/runs';
+import { checkMassDelete, type GuardCheck } from '../core/guard';
 import { batchSizeFor, sendPhase, type SendPhase, type SendProgress } from '../core/sender';
 
 /**
@@ -50,6 +55,9 @@ export interface ActivityDependencies {
   db: Db;
   destinations: DestinationFactory;
   now?: () => number;
+  /** For triggered refreshes (schedules, change triggers): start or attach through Temporal. */
+  temporal?: Client;
+  taskQueue?: string;
 }
 
 export interface RunRef {
@@ -65,8 +73,19 @@ export interface PlanSummary {
   updates: number;
   deletions: number;
   datasetSize: number;
+  /** Keys the deltalog believes the remote list holds before this run. */
+  remoteSize: number;
   batchSize: number;
   estimates: Record<Strategy, Cost | null>;
+  /** The mass-delete guard's verdict: when triggered, the run waits for an operator. */
+  guard: GuardCheck & { approvalTimeoutSeconds: number };
+}
+
+export interface GuardDecision {
+  approved: boolean;
+  /** Who decided (`timeout` when nobody did in time). */
+  by: string;
+  note?: string;
 }
 
 export interface DryRunPlan extends PlanSummary {
@@ -95,6 +114,9 @@ export interface RunSummary {
   rateLimitWaits: number;
   badRows: number;
   drift: DriftReport | null;
+  /** Deletions the mass-delete guard held back (they stay pending), and its decision. */
+  deletionsHeld: number;
+  guard: (GuardCheck & GuardDecision & { decidedAt: number }) | null;
   durationMs: number | null;
   error: string | null;
 }
@@ -102,7 +124,15 @@ export interface RunSummary {
 const HEARTBEAT_EVERY_MS = 10_000;
 const LIST_PAGE_SIZE = 1000;
 
-export function createActivities({ db, destinations, now = Date.now }: ActivityDependencies) {
+export function createActivities(dependencies: ActivityDependencies) {
+  return {
+    ...createRefreshActivities(dependencies),
+    ...createAdminActivities(dependencies),
+    ...createTriggerActivities(dependencies),
+  };
+}
+
+function createRefreshActivities({ db, destinations, now = Date.now }: ActivityDependencies) {
   /** The destination bound to the list the connector points at now. */
   async function liveDestination(connector: ConnectorDefinition): Promise<Destination> {
     const state = await connectorState(connector.id);
@@ -138,6 +168,7 @@ export function createActivities({ db, destinations, now = Date.now }: ActivityD
     const pendingInHorizon =
       since === undefined ? pending : await pendingCounts(store, connector.id, { since, maxAttempts });
     const size = await datasetSize(store, connector.id);
+    const remote = await remoteSize(store, connector.id);
     const batchSize = batchSizeFor(connector, destination);
     const decision = plan({
       capabilities: destination.capabilities,
@@ -146,7 +177,7 @@ export function createActivities({ db, destinations, now = Date.now }: ActivityD
       pending,
       pendingInHorizon,
       datasetSize: size,
-      remoteSize: await remoteSize(store, connector.id),
+      remoteSize: remote,
       ...(await sampleRecordBytes(store, connector.dataset)),
       listPageSize: Math.min(LIST_PAGE_SIZE, destination.limits.recordsPerCall),
       strategy: strategy ?? connector.policy.strategy,
@@ -157,8 +188,17 @@ export function createActivities({ db, destinations, now = Date.now }: ActivityD
       reason: decision.reason,
       ...pending,
       datasetSize: size,
+      remoteSize: remote,
       batchSize,
       estimates: decision.estimates,
+      guard: {
+        ...checkMassDelete(connector.policy.massDeleteGuard, {
+          deletions: decision.needed ? pending.deletions : 0,
+          remoteSize: remote,
+          datasetSize: size,
+        }),
+        approvalTimeoutSeconds: connector.policy.massDeleteGuard.approvalTimeoutSeconds,
+      },
     };
   }
 
@@ -172,9 +212,12 @@ export function createActivities({ db, destinations, now = Date.now }: ActivityD
 
   return {
     /** Open (or, on retry, find) this workflow execution's run record. */
-    async beginRun(input: { connectorId: string; trigger: string }) {
+    async beginRun(input: { connectorId: string; trigger: string; tenant?: string }) {
       return failClearly(async () => {
         const connector = await loadConnector(db, input.connectorId);
+        if (input.tenant && connector.tenant !== input.tenant) {
+          throw new UnknownConnectorError(input.connectorId, input.tenant);
+        }
         const { workflowExecution } = Context.current().info;
         if (!workflowExecution) throw new Error('beginRun must run inside a refresh workflow');
         const runId = await beginRunRow(
@@ -223,6 +266,20 @@ export function createActivities({ db, destinations, now = Date.now }: ActivityD
         });
         return summary;
       });
+    },
+
+    /** The mass-delete guard's decision; rejected deletions stay pending (held, not lost). */
+    async recordGuardDecision({
+      runId,
+      guard,
+      decision,
+    }: RunRef & { guard: GuardCheck; decision: GuardDecision }) {
+      await db('refresh_runs')
+        .where({ id: runId })
+        .update({
+          guard: JSON.stringify({ ...guard, ...decision, decidedAt: now() }),
+          deletions_held: decision.approved ? 0 : guard.deletions,
+        });
     },
 
     /** A dry run: what a refresh would send, by which strategy, in how many calls; changes nothing. */
@@ -393,29 +450,7 @@ export function createActivities({ db, destinations, now = Date.now }: ActivityD
         { status, error, successThreshold: connector.policy.successThreshold },
         now(),
       );
-      return {
-        runId: run.id,
-        connectorId: run.connector_id,
-        status: run.status,
-        strategy: run.strategy,
-        strategyReason: run.strategy_reason,
-        datasetSize: run.dataset_size,
-        additions: run.additions,
-        updates: run.updates,
-        deletions: run.deletions,
-        recordsSent: run.records_sent,
-        bytesSent: run.bytes_sent,
-        rejected: run.rejected,
-        quarantined: run.quarantined,
-        apiCalls: run.api_calls,
-        failedCalls: run.failed_calls,
-        callsByEndpoint: await endpointCalls(db, runId),
-        rateLimitWaits: run.rate_limit_waits,
-        badRows: run.bad_rows ? badRowTotal(JSON.parse(run.bad_rows)) : 0,
-        drift: run.drift ? JSON.parse(run.drift) : null,
-        durationMs: run.finished_at === null ? null : run.finished_at - run.started_at,
-        error: run.error,
-      };
+      return summarizeRun(db, run);
     },
 
     /** The janitor: purge committed deletions older than the retention window. */
@@ -445,19 +480,53 @@ function failClearlyWhileHeartbeating<T>(work: () => Promise<T>): Promise<T> {
   return failClearly(() => keepHeartbeating(work));
 }
 
+/** A run as the client and the workflow report it. */
+export async function summarizeRun(db: Db, run: RunRow): Promise<RunSummary> {
+  return {
+    runId: run.id,
+    connectorId: run.connector_id,
+    status: run.status,
+    strategy: run.strategy,
+    strategyReason: run.strategy_reason,
+    datasetSize: run.dataset_size,
+    additions: run.additions,
+    updates: run.updates,
+    deletions: run.deletions,
+    recordsSent: run.records_sent,
+    bytesSent: run.bytes_sent,
+    rejected: run.rejected,
+    quarantined: run.quarantined,
+    apiCalls: run.api_calls,
+    failedCalls: run.failed_calls,
+    callsByEndpoint: await endpointCalls(db, run.id),
+    rateLimitWaits: run.rate_limit_waits,
+    badRows: run.bad_rows ? badRowTotal(JSON.parse(run.bad_rows)) : 0,
+    drift: run.drift ? JSON.parse(run.drift) : null,
+    deletionsHeld: run.deletions_held,
+    guard: run.guard ? JSON.parse(run.guard) : null,
+    durationMs: run.finished_at === null ? null : run.finished_at - run.started_at,
+    error: run.error,
+  };
+}
+
 /** Errors that retrying cannot fix become non-retryable failures with an operator-readable type. */
-async function failClearly<T>(work: () => Promise<T>): Promise<T> {
+export async function failClearly<T>(work: () => Promise<T>): Promise<T> {
   try {
     return await work();
   } catch (error) {
     if (error instanceof DestinationError && error.kind === 'fatal') {
       throw ApplicationFailure.nonRetryable(error.message, 'DestinationFatal');
     }
-    if (
-      error instanceof PlanningError ||
-      error instanceof InvalidConnectorError ||
-      error instanceof UnknownConnectorError
-    ) {
+    if (error instanceof InvalidConnectorError) {
+      // The problems travel as details, so the client can raise the same error for its caller.
+      throw ApplicationFailure.create({
+        message: error.message,
+        type: error.name,
+        nonRetryable: true,
+        details: [error.problems],
+      });
+    }
+    if (error instanceof PlanningError || error instanceof UnknownConnectorError) {
       throw ApplicationFailure.nonRetryable(error.message, error.name);
     }
     throw error;

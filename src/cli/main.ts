@@ -77,7 +77,8 @@ program
   .action(async (opts: { address: string; taskQueue: string }) => {
     const db = await openDatabase();
     const connection = await NativeConnection.connect({ address: opts.address });
-    const worker = await createWorker({ connection, db, taskQueue: opts.taskQueue });
+    const temporal = (await DeltasyncClient.connect({ address: opts.address })).temporal;
+    const worker = await createWorker({ connection, db, taskQueue: opts.taskQueue, temporal });
     logger.info({ address: opts.address, taskQueue: opts.taskQueue }, 'worker started');
     // The SDK drains in-flight activities on SIGINT/SIGTERM; each committed batch stays committed.
     await worker.run();

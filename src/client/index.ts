@@ -1,20 +1,50 @@
-import { Client, Connection, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
+import {
+  ApplicationFailure,
+  Client,
+  Connection,
+  WorkflowNotFoundError,
+  WorkflowUpdateFailedError,
+  type WorkflowHandle,
+} from '@temporalio/client';
+import { UnknownConnectorError } from '../connectors/store';
 import { defaultPayloadConverter, fromPayloadsAtIndex } from '@temporalio/common';
-import type { DryRunPlan, RunSummary } from '../activities';
+import type { DryRunPlan, GuardDecision, RunSummary } from '../activities';
+import type { AdminOperation, AdminResult } from '../activities/admin';
+import {
+  InvalidConnectorError,
+  parseConnector,
+  type ConnectorDefinition,
+  type ConnectorInput,
+} from '../connectors/definition';
 import type { StrategyChoice } from '../core/plan';
 import type { SendProgress } from '../core/sender';
+import type { manageConnectors } from '../workflows/operations';
 import {
+  approveUpdate,
   progressQuery,
+  rejectUpdate,
+  type DecisionInput,
   type planConnector,
   type RefreshProgress,
   type refreshConnector,
 } from '../workflows/refresh';
 import { refreshWorkflowId, searchAttributes, TASK_QUEUE } from '../workflows/shared';
+import { loadConnectorFile } from './connector-files';
+import { SchedulesClient } from './schedules';
 
-export type { DryRunPlan, RunSummary, RefreshProgress, SendProgress };
+export type {
+  ConnectorDefinition,
+  ConnectorInput,
+  DryRunPlan,
+  GuardDecision,
+  RunSummary,
+  RefreshProgress,
+  SendProgress,
+};
+export { loadConnectorFile };
 
 export interface RefreshOptions {
-  /** Force a strategy for this run (`diff`, `full`, `truncate`); default: the connector's policy. */
+  /** Force a strategy for this run (`diff`, `full`, `truncate`, …); default: the connector's policy. */
   strategy?: StrategyChoice;
   /** Recorded on the run: `manual`, `schedule`, `change`, or your own label. */
   trigger?: string;
@@ -36,30 +66,51 @@ export interface RefreshHandle {
   progress(): Promise<LiveProgress>;
 }
 
+export interface ClientOptions {
+  /** Task queue the deltasync workers poll (default `deltasync`). */
+  taskQueue?: string;
+  /** Every call is scoped to this tenant's connectors (default `default`). */
+  tenant?: string;
+}
+
 /**
- * The typed entry point for platform teams: start or attach to a connector's refresh, follow its
- * progress, await its result.
+ * The typed entry point for platform teams. It needs only a connection to Temporal: the worker
+ * does the database work. Every call is scoped to one tenant.
  *
  * @example
- * const client = await DeltasyncClient.connect({ address: 'localhost:7233' });
+ * const client = await DeltasyncClient.connect({ address: 'localhost:7233', tenant: 'growth' });
+ * await client.connectors.apply(loadConnectorFile('connectors/crm.yaml'));
  * const run = await client.startRefresh('crm-customers');
- * console.log(await run.progress());
+ * for await (const progress of client.watchProgress('crm-customers')) console.log(progress.phase);
  * const summary = await run.result(); // { status: 'succeeded', additions: 120, ... }
  */
 export class DeltasyncClient {
+  readonly taskQueue: string;
+  readonly tenant: string;
+  /** Create, update, delete, list and validate connectors. */
+  readonly connectors: ConnectorsClient;
+  /** Periodic refreshes on Temporal Schedules. */
+  readonly schedules: SchedulesClient;
+
   constructor(
     readonly temporal: Client,
-    readonly taskQueue: string = TASK_QUEUE,
-  ) {}
+    options: ClientOptions | string = {},
+  ) {
+    const settings = typeof options === 'string' ? { taskQueue: options } : options;
+    this.taskQueue = settings.taskQueue ?? TASK_QUEUE;
+    this.tenant = settings.tenant ?? 'default';
+    this.connectors = new ConnectorsClient(this);
+    this.schedules = new SchedulesClient(temporal, this.taskQueue, this.tenant);
+  }
 
   static async connect(
-    options: { address?: string; namespace?: string; taskQueue?: string } = {},
+    options: ClientOptions & { address?: string; namespace?: string } = {},
   ): Promise<DeltasyncClient> {
     const connection = await Connection.connect({
       address: options.address ?? process.env.TEMPORAL_ADDRESS ?? 'localhost:7233',
     });
     const client = new Client({ connection, namespace: options.namespace ?? process.env.TEMPORAL_NAMESPACE });
-    return new DeltasyncClient(client, options.taskQueue);
+    return new DeltasyncClient(client, options);
   }
 
   /**
@@ -72,9 +123,19 @@ export class DeltasyncClient {
     const handle = await this.temporal.workflow.start<typeof refreshConnector>('refreshConnector', {
       workflowId,
       taskQueue: this.taskQueue,
-      args: [{ connectorId, strategy: options.strategy, trigger: options.trigger ?? 'manual' }],
+      args: [
+        {
+          connectorId,
+          strategy: options.strategy,
+          trigger: options.trigger ?? 'manual',
+          tenant: this.tenant,
+        },
+      ],
       workflowIdConflictPolicy: 'USE_EXISTING',
-      typedSearchAttributes: [{ key: searchAttributes.connectorId, value: connectorId }],
+      typedSearchAttributes: [
+        { key: searchAttributes.connectorId, value: connectorId },
+        { key: searchAttributes.tenant, value: this.tenant },
+      ],
       staticSummary: `refresh connector **${connectorId}**`,
     });
     const runId = handle.firstExecutionRunId;
@@ -83,7 +144,9 @@ export class DeltasyncClient {
       workflowId,
       runId,
       attached: wasRunning,
-      result: () => pinned.result(),
+      // A connector of another tenant (or none) fails the run at its first step: say so plainly.
+      result: () =>
+        pinned.result().catch((error: unknown) => Promise.reject(asConnectorError(error, connectorId))),
       progress: () => this.progressOf(pinned),
     };
   }
@@ -106,11 +169,15 @@ export class DeltasyncClient {
    * would cost), without sending anything or changing the deltalog.
    */
   async plan(connectorId: string, options: { strategy?: StrategyChoice } = {}): Promise<DryRunPlan> {
+    await this.connectors.get(connectorId); // tenant check
     return this.temporal.workflow.execute<typeof planConnector>('planConnector', {
       workflowId: `deltasync-plan-${connectorId}-${Date.now().toString(36)}`,
       taskQueue: this.taskQueue,
       args: [{ connectorId, strategy: options.strategy }],
-      typedSearchAttributes: [{ key: searchAttributes.connectorId, value: connectorId }],
+      typedSearchAttributes: [
+        { key: searchAttributes.connectorId, value: connectorId },
+        { key: searchAttributes.tenant, value: this.tenant },
+      ],
       staticSummary: `dry-run plan for **${connectorId}**`,
     });
   }
@@ -118,6 +185,65 @@ export class DeltasyncClient {
   /** Progress of the connector's latest refresh (running or finished). */
   async progress(connectorId: string): Promise<LiveProgress> {
     return this.progressOf(this.temporal.workflow.getHandle(refreshWorkflowId(connectorId)));
+  }
+
+  /** Progress of the running refresh, every `intervalMs`, until it ends. */
+  async *watchProgress(connectorId: string, intervalMs = 500): AsyncGenerator<LiveProgress> {
+    for (;;) {
+      const progress = await this.progress(connectorId);
+      yield progress;
+      if (progress.status !== 'RUNNING') return;
+      await new Promise((resolve) => setTimeout(resolve, intervalMs));
+    }
+  }
+
+  /** Let the deletions of a run waiting at the mass-delete guard go out. */
+  async approve(connectorId: string, decision: DecisionInput = {}): Promise<GuardDecision> {
+    return this.decide(connectorId, true, decision);
+  }
+
+  /** Hold the deletions of a guarded run back; they stay pending and the run sends the rest. */
+  async reject(connectorId: string, decision: DecisionInput = {}): Promise<GuardDecision> {
+    return this.decide(connectorId, false, decision);
+  }
+
+  /** The connector's runs, newest first, with their outcomes. */
+  async runs(connectorId: string, options: { limit?: number } = {}): Promise<RunSummary[]> {
+    const result = await this.admin({
+      kind: 'runs',
+      tenant: this.tenant,
+      id: connectorId,
+      limit: options.limit ?? 20,
+    });
+    return result.kind === 'runs' ? result.runs : [];
+  }
+
+  /** @internal: one connector-management operation, run by a worker. */
+  async admin(operation: AdminOperation): Promise<AdminResult> {
+    try {
+      return await this.temporal.workflow.execute<typeof manageConnectors>('manageConnectors', {
+        workflowId: `deltasync-admin-${operation.kind}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`,
+        taskQueue: this.taskQueue,
+        args: [operation],
+        typedSearchAttributes: [{ key: searchAttributes.tenant, value: this.tenant }],
+      });
+    } catch (error) {
+      throw asConnectorError(error, 'id' in operation ? operation.id : '');
+    }
+  }
+
+  private async decide(connectorId: string, approved: boolean, input: DecisionInput): Promise<GuardDecision> {
+    await this.connectors.get(connectorId); // tenant check
+    const handle = this.temporal.workflow.getHandle(refreshWorkflowId(connectorId));
+    try {
+      return await handle.executeUpdate(approved ? approveUpdate : rejectUpdate, { args: [input] });
+    } catch (error) {
+      // Finished, never started, or running but not at the guard: the same answer for the caller.
+      if (error instanceof WorkflowNotFoundError || error instanceof WorkflowUpdateFailedError) {
+        throw new NothingToApproveError(connectorId);
+      }
+      throw error;
+    }
   }
 
   private async progressOf(handle: WorkflowHandle<typeof refreshConnector>): Promise<LiveProgress> {
@@ -139,5 +265,95 @@ export class DeltasyncClient {
       if (error instanceof WorkflowNotFoundError) return false;
       throw error;
     }
+  }
+}
+
+export class NothingToApproveError extends Error {
+  override name = 'NothingToApproveError';
+  constructor(readonly connectorId: string) {
+    super(`no refresh of '${connectorId}' is waiting for approval`);
+  }
+}
+
+/** The worker's validation errors, raised again as the same error types for the caller. */
+function asConnectorError(error: unknown, connectorId: string): unknown {
+  let cause: unknown = error;
+  while (cause instanceof Error && cause.cause && !(cause instanceof ApplicationFailure)) cause = cause.cause;
+  if (!(cause instanceof ApplicationFailure)) return error;
+  if (cause.type === 'InvalidConnectorError') {
+    return new InvalidConnectorError((cause.details?.[0] as string[] | undefined) ?? [cause.message]);
+  }
+  if (cause.type === 'UnknownConnectorError') {
+    const tenant = /in tenant '([^']+)'/.exec(cause.message)?.[1];
+    return new UnknownConnectorError(connectorId, tenant);
+  }
+  return error;
+}
+
+/** Connector management: validated here, saved by a worker (which also checks the dataset). */
+export class ConnectorsClient {
+  constructor(private readonly client: DeltasyncClient) {}
+
+  /** Validate a definition without saving it; throws InvalidConnectorError naming each bad field. */
+  validate(input: unknown): ConnectorDefinition {
+    return parseConnector(input);
+  }
+
+  /** Create a connector; fails if the id exists. */
+  async create(input: ConnectorInput): Promise<ConnectorDefinition> {
+    return this.save(input, 'create');
+  }
+
+  /** Replace an existing connector's definition; fails if it does not exist. */
+  async update(input: ConnectorInput): Promise<ConnectorDefinition> {
+    return this.save(input, 'update');
+  }
+
+  /** Create or update. */
+  async apply(input: ConnectorInput): Promise<ConnectorDefinition> {
+    return this.save(input, 'upsert');
+  }
+
+  /** Create or update from a YAML or JSON file. */
+  async applyFile(file: string): Promise<ConnectorDefinition> {
+    return this.apply(loadConnectorFile(file));
+  }
+
+  async get(id: string): Promise<ConnectorDefinition> {
+    const result = await this.client.admin({ kind: 'get', tenant: this.client.tenant, id });
+    if (result.kind !== 'connector') throw new Error('unexpected answer');
+    return result.connector;
+  }
+
+  async list(): Promise<ConnectorDefinition[]> {
+    const result = await this.client.admin({ kind: 'list', tenant: this.client.tenant });
+    return result.kind === 'connectors' ? result.connectors : [];
+  }
+
+  /**
+   * Forget a connector (definition, state, deltalog; runs stay for audit) and delete its
+   * schedule. The remote list is left as it is. Refused while a refresh of it runs.
+   */
+  async delete(id: string): Promise<void> {
+    const running = await this.client.progress(id).then(
+      (p) => p.status === 'RUNNING',
+      () => false,
+    );
+    if (running)
+      throw new Error(`connector '${id}' is being refreshed; cancel or wait for the refresh first`);
+    await this.client.admin({ kind: 'delete', tenant: this.client.tenant, id });
+    await this.client.schedules.delete(id).catch(() => undefined);
+  }
+
+  private async save(input: ConnectorInput, mode: 'create' | 'update' | 'upsert') {
+    const connector = parseConnector({ ...input, tenant: input.tenant ?? this.client.tenant });
+    if (connector.tenant !== this.client.tenant) {
+      throw new InvalidConnectorError([
+        `tenant: '${connector.tenant}' is not this client's tenant '${this.client.tenant}'`,
+      ]);
+    }
+    const result = await this.client.admin({ kind: 'save', tenant: this.client.tenant, connector, mode });
+    if (result.kind !== 'connector') throw new Error('unexpected answer');
+    return result.connector;
   }
 }

@@ -35,6 +35,25 @@ export const policySchema = z.object({
   successThreshold: z.number().min(0).max(1).default(0.99),
   /** Rejections of one record before it is quarantined until its attributes change. */
   maxAttempts: z.number().int().positive().default(5),
+  /** Runs that would delete a large share of the list wait for an operator's approval. */
+  massDeleteGuard: z
+    .object({
+      enabled: z.boolean().default(true),
+      maxShare: z.number().min(0).max(1).default(0.2),
+      onEmptyDataset: z.boolean().default(true),
+      /** Seconds to wait for a decision; no decision in time rejects (deletions stay pending). */
+      approvalTimeoutSeconds: z
+        .number()
+        .int()
+        .positive()
+        .default(24 * 3600),
+    })
+    .default(() => ({
+      enabled: true,
+      maxShare: 0.2,
+      onEmptyDataset: true,
+      approvalTimeoutSeconds: 24 * 3600,
+    })),
 });
 
 type DestinationSchema = AnyDestinationModule['configSchema'];

@@ -37,7 +37,10 @@ export async function listConnectors(db: Db): Promise<ConnectorDefinition[]> {
 
 export class UnknownConnectorError extends Error {
   override name = 'UnknownConnectorError';
-  constructor(readonly connectorId: string) {
-    super(`no connector with id '${connectorId}'`);
+  constructor(
+    readonly connectorId: string,
+    readonly tenant?: string,
+  ) {
+    super(`no connector with id '${connectorId}'${tenant ? ` in tenant '${tenant}'` : ''}`);
   }
 }

@@ -32,6 +32,8 @@ export interface RunRow {
   quarantined: number;
   estimates: string | null;
   drift: string | null;
+  guard: string | null;
+  deletions_held: number;
   bad_rows: string | null;
   error: string | null;
 }
@@ -103,6 +105,7 @@ function normaliseRun(row: RunRow): RunRow {
     'rate_limit_waits',
     'bytes_sent',
     'quarantined',
+    'deletions_held',
   ] as const;
   const out = { ...row } as Record<string, unknown>;
   for (const column of numeric) if (out[column] !== null) out[column] = Number(out[column]);

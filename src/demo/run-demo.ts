@@ -55,7 +55,11 @@ export async function runDemo(options: DemoOptions): Promise<number> {
   process.env[TOKEN_SECRET] = randomBytes(16).toString('hex');
   const emulator = await startHttpListEmulator({ token: process.env[TOKEN_SECRET]! });
   const db = await openDatabase();
-  const worker = await createWorker({ connection: server.env.nativeConnection, db });
+  const worker = await createWorker({
+    connection: server.env.nativeConnection,
+    db,
+    temporal: server.env.client,
+  });
   const workerRunning = worker.run();
   const client = new DeltasyncClient(server.env.client);
 

@@ -1,3 +1,4 @@
+import type { Client } from '@temporalio/client';
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import { createActivities } from '../activities';
 import { createDestinationFactory, type DestinationFactory } from '../connectors/registry';
@@ -7,6 +8,8 @@ import { TASK_QUEUE } from '../workflows/shared';
 export interface DeltasyncWorkerOptions {
   connection: NativeConnection;
   db: Db;
+  /** A client of the same cluster, for refreshes started by schedules and change triggers. */
+  temporal?: Client;
   namespace?: string;
   taskQueue?: string;
   /** Defaults to the built-in destinations with secrets from the environment / secrets file. */
@@ -28,6 +31,8 @@ export async function createWorker(options: DeltasyncWorkerOptions): Promise<Wor
     activities: createActivities({
       db: options.db,
       destinations: options.destinations ?? createDestinationFactory(),
+      temporal: options.temporal,
+      taskQueue: options.taskQueue ?? TASK_QUEUE,
     }),
   });
 }

@@ -1,2 +1,3 @@
 // The workflow bundle's entry point: every workflow the worker runs is exported here.
 export { planConnector, refreshConnector } from './refresh';
+export { manageConnectors, triggeredRefresh } from './operations';

@@ -1,14 +1,18 @@
 import {
   ApplicationFailure,
   CancellationScope,
+  condition,
   defineQuery,
+  defineUpdate,
   isCancellation,
+  patched,
   proxyActivities,
   setCurrentDetails,
   setHandler,
+  upsertMemo,
   upsertSearchAttributes,
 } from '@temporalio/workflow';
-import type { Activities, DryRunPlan, PlanSummary, RunSummary } from '../activities';
+import type { Activities, DryRunPlan, GuardDecision, PlanSummary, RunSummary } from '../activities';
 import type { StrategyChoice } from '../core/plan';
 import type { SendPhase, SendProgress } from '../core/sender';
 import { NON_RETRYABLE_ERRORS, searchAttributes } from './shared';
@@ -25,6 +29,8 @@ export interface RefreshInput {
   strategy?: StrategyChoice;
   /** Who asked: manual, schedule, change, … (stored on the run). */
   trigger?: string;
+  /** The caller's tenant: a connector of another tenant is not found. */
+  tenant?: string;
 }
 
 export type RefreshPhase =
@@ -35,6 +41,7 @@ export type RefreshPhase =
   | 'building new list'
   | 'swapping'
   | 'reconciling'
+  | 'awaiting approval'
   | SendPhase
   | 'committing'
   | 'done'
@@ -50,6 +57,16 @@ export interface RefreshProgress {
 }
 
 export const progressQuery = defineQuery<RefreshProgress>('progress');
+
+/** Who decides on a guarded run, and why (shown on the run). */
+export interface DecisionInput {
+  by?: string;
+  note?: string;
+}
+/** Let the deletions of a run waiting at the mass-delete guard go out. */
+export const approveUpdate = defineUpdate<GuardDecision, [DecisionInput]>('approve');
+/** Hold them back: the run sends the rest; the deletions stay pending for a later decision. */
+export const rejectUpdate = defineUpdate<GuardDecision, [DecisionInput]>('reject');
 
 const retry = {
   initialInterval: '1 second',
@@ -83,7 +100,27 @@ export async function refreshConnector(input: RefreshInput): Promise<RunSummary>
     setCurrentDetails(`**${input.connectorId}**: ${phase}`);
   };
 
-  const run = await steps.beginRun({ connectorId: input.connectorId, trigger: input.trigger ?? 'manual' });
+  let decision: GuardDecision | undefined;
+  let awaitingApproval = false;
+  const decide = (approved: boolean) => ({
+    validator: (_input: DecisionInput) => {
+      if (!awaitingApproval) throw new Error('no deletions of this run are waiting for approval');
+    },
+    handler: ({ by, note }: DecisionInput) => {
+      decision = { approved, by: by ?? 'unknown', ...(note ? { note } : {}) };
+      return decision;
+    },
+  });
+  const approve = decide(true);
+  const reject = decide(false);
+  setHandler(approveUpdate, approve.handler, { validator: approve.validator });
+  setHandler(rejectUpdate, reject.handler, { validator: reject.validator });
+
+  const run = await steps.beginRun({
+    connectorId: input.connectorId,
+    trigger: input.trigger ?? 'manual',
+    ...(input.tenant ? { tenant: input.tenant } : {}),
+  });
   progress.runId = run.runId;
   const ref = { connectorId: input.connectorId, runId: run.runId };
   upsertSearchAttributes([
@@ -100,9 +137,28 @@ export async function refreshConnector(input: RefreshInput): Promise<RunSummary>
     const plan = await steps.planRefresh({ ...ref, strategy: input.strategy });
     progress.plan = plan;
     if (!plan.needed || plan.strategy === null) return await finish(ref, 'noop');
-    upsertSearchAttributes([{ key: searchAttributes.strategy, value: plan.strategy }]);
+    let strategy = plan.strategy;
+    let sendDeletions = true;
+    if (plan.guard?.triggered) {
+      enter('awaiting approval');
+      setCurrentDetails(
+        `**${input.connectorId}** is waiting for approval: ${plan.guard.reason}. ` +
+          `Send the update \`approve\` or \`reject\` (no decision within ${plan.guard.approvalTimeoutSeconds} s rejects).`,
+      );
+      awaitingApproval = true;
+      const decided = await condition(() => decision !== undefined, plan.guard.approvalTimeoutSeconds * 1000);
+      awaitingApproval = false;
+      const final = decided ? decision! : { approved: false, by: 'timeout' };
+      await steps.recordGuardDecision({ ...ref, guard: plan.guard, decision: final });
+      if (!final.approved) {
+        // The deletions stay pending; everything else still goes out by a diff.
+        sendDeletions = false;
+        strategy = 'diff';
+      }
+    }
+    upsertSearchAttributes([{ key: searchAttributes.strategy, value: strategy }]);
 
-    switch (plan.strategy) {
+    switch (strategy) {
       case 'truncate':
         enter('truncating');
         await steps.truncateRemote.executeWithOptions(options('truncate the remote list'), [ref]);
@@ -129,7 +185,7 @@ export async function refreshConnector(input: RefreshInput): Promise<RunSummary>
       }
       default:
         await send(ref, 'upserts', plan, plan.additions + plan.updates);
-        await send(ref, 'deletions', plan, plan.deletions);
+        if (sendDeletions) await send(ref, 'deletions', plan, plan.deletions);
     }
 
     enter('committing');
@@ -182,8 +238,25 @@ export async function refreshConnector(input: RefreshInput): Promise<RunSummary>
     progress.phase = 'done';
     setCurrentDetails(`**${input.connectorId}**: ${result.status}`);
     upsertSearchAttributes([{ key: searchAttributes.outcome, value: result.status }]);
+    // Runs recorded before the memo existed replay without it.
+    if (patched('run-summary-memo')) upsertMemo({ summary: memoOf(result) });
     return result;
   }
+}
+
+/** The run's summary for the Web UI's memo: counts only, never records. */
+function memoOf(run: RunSummary) {
+  return {
+    status: run.status,
+    strategy: run.strategy,
+    additions: run.additions,
+    updates: run.updates,
+    deletions: run.deletions,
+    deletionsHeld: run.deletionsHeld,
+    rejected: run.rejected,
+    apiCalls: run.apiCalls,
+    durationMs: run.durationMs,
+  };
 }
 
 function options(summary: string) {

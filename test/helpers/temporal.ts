@@ -41,6 +41,7 @@ export async function startTemporal(): Promise<TemporalHarness> {
         destinations: options.destinations,
         taskQueue,
         workflowBundle: bundle,
+        temporal: server.env.client,
       });
       const client = new DeltasyncClient(server.env.client, taskQueue);
       return worker.runUntil(body(client, worker));

@@ -1,0 +1,33 @@
+import { proxyActivities } from '@temporalio/workflow';
+import type { Activities } from '../activities';
+import type { AdminOperation, AdminResult } from '../activities/admin';
+import { NON_RETRYABLE_ERRORS } from './shared';
+
+/**
+ * Short workflows behind the client: connector management, and the starts that schedules and
+ * change triggers make. They carry definitions, ids and counts, never records.
+ */
+
+const { connectorAdmin, startRefresh } = proxyActivities<Activities>({
+  startToCloseTimeout: '1 minute',
+  retry: { maximumAttempts: 5, nonRetryableErrorTypes: NON_RETRYABLE_ERRORS },
+});
+
+export async function manageConnectors(operation: AdminOperation): Promise<AdminResult> {
+  return connectorAdmin(operation);
+}
+
+export interface TriggerInput {
+  connectorId: string;
+  tenant: string;
+  /** `schedule` or `change`. */
+  trigger: string;
+}
+
+/**
+ * What a Temporal Schedule (or a change trigger) starts: the connector's refresh, or — when one
+ * is running — nothing new: the running refresh already covers this start.
+ */
+export async function triggeredRefresh(input: TriggerInput) {
+  return startRefresh(input);
+}
