@@ -98,15 +98,22 @@ export function createBrazeAttributesDestination(
   /** One /users/track request under the workspace's throttle and the shared retry policy. */
   async function track(objects: Record<string, unknown>[]) {
     const request: JsonRequest = {
-      // Braze sends no Retry-After with its 429s (only X-RateLimit-Reset, which requestJson does
-      // not read), so rate limits back off from a 1 s base, about the length of Braze's 3-second
-      // window, unless told otherwise.
+      // Braze sends no Retry-After with its 429s; without its X-RateLimit-Reset header either,
+      // rate limits back off from a 1 s base, about the length of Braze's 3-second window.
       ...retryPolicy(options, { baseDelayMs: 1000 }),
       method: 'POST',
       url: `${restEndpoint}/users/track`,
       body: { attributes: objects },
       service: 'braze-attributes',
       headers: { authorization: `Bearer ${apiKey()}` },
+      // A 429 says when the window resets (epoch seconds): wait exactly that long.
+      classify: ({ status, headers }) => {
+        if (status !== 429) return undefined;
+        const waitMs = Number(headers.get('x-ratelimit-reset')) * 1000 - Date.now();
+        return Number.isFinite(waitMs) && waitMs > 0
+          ? { kind: 'rateLimited', retryAfterMs: waitMs }
+          : undefined;
+      },
       hints: {
         401: `the REST API key was refused — check the secret named in apiKeySecret ('${config.apiKeySecret}')`,
         403: `the key lacks the users.track permission, or the workspace is inactive — check the key in '${config.apiKeySecret}'`,
