@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One setup for both README commands: npm packages, a Temporal CLI binary, and (with --mysql)
-# a reachable MariaDB/MySQL. Each step is skipped when already satisfied, so re-running is cheap.
+# a reachable MariaDB/MySQL and Redis for the tests. Each step is skipped when already satisfied, so re-running is cheap.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -66,20 +66,29 @@ else
   say "no Temporal CLI and no Go toolchain: the Temporal SDK will try to download its dev server (needs internet)."
 fi
 
-# --- MariaDB / MySQL (tests and benchmarks) -----------------------------------------------------
+# --- Services the tests use: MariaDB/MySQL and Redis ---------------------------------------------
+reachable() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
+wait_for() { for _ in $(seq 1 60); do reachable "$1" "$2" && return 0; sleep 0.5; done; return 1; }
+
 if [ "$need_mysql" = 1 ]; then
   url="${DELTASYNC_TEST_MYSQL_URL:-mysql://root@127.0.0.1:3306/test}"
-  hostport=$(node -e 'const u=new URL(process.argv[1]); console.log(`${u.hostname} ${u.port||3306}`)' "$url")
-  read -r host port <<<"$hostport"
-  reachable() { (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; }
-  if ! reachable; then
+  read -r host port <<<"$(node -e 'const u=new URL(process.argv[1]); console.log(`${u.hostname} ${u.port||3306}`)' "$url")"
+  if ! reachable "$host" "$port"; then
     mariadbd_bin=$(command -v mariadbd || ls /usr/sbin/mariadbd 2>/dev/null || true)
     [ -n "$mariadbd_bin" ] ||
       die "MariaDB/MySQL is not reachable at $host:$port and no mariadbd is installed: install it ('apt-get install mariadb-server') or set DELTASYNC_TEST_MYSQL_URL."
     say "starting the local MariaDB server ($mariadbd_bin)"
     mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true
     start-stop-daemon --start --oknodo --background --exec "$mariadbd_bin" >&2
-    for _ in $(seq 1 60); do reachable && break; sleep 0.5; done
-    reachable || die "MariaDB was started but does not accept connections on $host:$port; see its error log."
+    wait_for "$host" "$port" || die "MariaDB was started but does not accept connections on $host:$port; see its error log."
+  fi
+
+  # The redis-set destination is tested against a real Redis on 127.0.0.1:6379.
+  if ! reachable 127.0.0.1 6379; then
+    command -v redis-server >/dev/null ||
+      die "Redis is not reachable at 127.0.0.1:6379 and no redis-server is installed: install it ('apt-get install redis-server')."
+    say "starting a local Redis server (in memory, nothing saved)"
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >&2
+    wait_for 127.0.0.1 6379 || die "Redis was started but does not accept connections on 127.0.0.1:6379."
   fi
 fi
