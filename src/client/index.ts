@@ -29,6 +29,17 @@ import {
   type refreshConnector,
 } from '../workflows/refresh';
 import { refreshWorkflowId, searchAttributes, TASK_QUEUE } from '../workflows/shared';
+import {
+  datasetChangedSignal,
+  stopWatchSignal,
+  WATCH_DEFAULTS,
+  watchStatusQuery,
+  watchWorkflowId,
+  type watchConnector,
+  type WatchInput,
+  type WatchOptions,
+  type WatchStatus,
+} from '../workflows/watch';
 import { loadConnectorFile } from './connector-files';
 import { SchedulesClient } from './schedules';
 
@@ -40,7 +51,18 @@ export type {
   RunSummary,
   RefreshProgress,
   SendProgress,
+  WatchOptions,
+  WatchStatus,
 };
+
+/** The connector's change watcher, as `watch()` found or started it. */
+export interface WatchHandle {
+  workflowId: string;
+  /** The watcher's first run (it continues as new now and then; the workflow id stays). */
+  runId: string;
+  /** True when a watcher was running already; it keeps its settings (`unwatch` first to change them). */
+  alreadyWatching: boolean;
+}
 export { loadConnectorFile };
 
 export interface RefreshOptions {
@@ -218,6 +240,98 @@ export class DeltasyncClient {
     return result.kind === 'runs' ? result.runs : [];
   }
 
+  /**
+   * Refresh this connector when its dataset changes, besides any schedule: start its watcher.
+   * The watcher reads the dataset's change marker every `pollSeconds` (see the connector policy's
+   * `changeTrigger`) and takes `notifyChange` signals; once `debounceSeconds` pass without a
+   * further change, it starts one refresh (trigger `change`) — or attaches to the running one and
+   * follows up after it, so refreshes of one connector never overlap and no change is missed.
+   * Idempotent: while a watcher runs, this returns it unchanged. Options override the policy.
+   *
+   * @example
+   * await client.watch('crm-customers', { pollSeconds: 30, debounceSeconds: 10 });
+   */
+  async watch(connectorId: string, options: WatchOptions = {}): Promise<WatchHandle> {
+    const input = await this.watcherInput(connectorId, options); // tenant check
+    const workflowId = watchWorkflowId(connectorId);
+    const alreadyWatching = await this.isRunning(workflowId);
+    const handle = await this.temporal.workflow.start<typeof watchConnector>('watchConnector', {
+      ...this.watcherStart(connectorId, input),
+      workflowIdConflictPolicy: 'USE_EXISTING',
+    });
+    return { workflowId, runId: handle.firstExecutionRunId, alreadyWatching };
+  }
+
+  /**
+   * Stop the connector's watcher and wait until it has ended: no change-triggered refresh starts
+   * after this returns (a refresh it started keeps running). False when no watcher was running.
+   */
+  async unwatch(connectorId: string): Promise<boolean> {
+    await this.connectors.get(connectorId); // tenant check
+    const handle = this.temporal.workflow.getHandle<typeof watchConnector>(watchWorkflowId(connectorId));
+    try {
+      await handle.signal(stopWatchSignal);
+    } catch (error) {
+      if (error instanceof WorkflowNotFoundError) return false; // never started, or ended already
+      throw error;
+    }
+    await handle.result();
+    return true;
+  }
+
+  /**
+   * Tell the connector's watcher that its dataset changed (for ingestion processes, right after a
+   * load): a burst of notifications starts one refresh after the debounce. Starts the watcher
+   * with the connector's policy when none runs. `note` is a short label shown in `watchStatus`
+   * (e.g. `'orders import 2024-06-01'`); it is kept in workflow history, so no record data.
+   */
+  async notifyChange(connectorId: string, note?: string): Promise<void> {
+    const workflowId = watchWorkflowId(connectorId);
+    const signalArgs: [string?] = note === undefined ? [] : [note];
+    // Fast path, for frequent notifications: a running watcher of this tenant takes the signal.
+    const running = await this.temporal.workflow
+      .getHandle(workflowId)
+      .describe()
+      .catch((error: unknown) => {
+        if (error instanceof WorkflowNotFoundError) return undefined;
+        throw error;
+      });
+    if (
+      running?.status.name === 'RUNNING' &&
+      running.typedSearchAttributes.get(searchAttributes.tenant) === this.tenant
+    ) {
+      try {
+        await this.temporal.workflow.getHandle(workflowId).signal(datasetChangedSignal, ...signalArgs);
+        return;
+      } catch (error) {
+        if (!(error instanceof WorkflowNotFoundError)) throw error; // it just ended: start it again
+      }
+    }
+    const input = await this.watcherInput(connectorId, {}); // tenant check
+    await this.temporal.workflow.signalWithStart<typeof watchConnector, [string?]>('watchConnector', {
+      ...this.watcherStart(connectorId, input),
+      signal: datasetChangedSignal,
+      signalArgs,
+    });
+  }
+
+  /**
+   * The watcher's state: when it last checked the marker and saw a change, whether a change is
+   * pending, its last refresh start. Null when the connector was never watched (or the watcher's
+   * history has expired); `running` false once it stopped.
+   */
+  async watchStatus(connectorId: string): Promise<(WatchStatus & { running: boolean }) | null> {
+    await this.connectors.get(connectorId); // tenant check
+    const handle = this.temporal.workflow.getHandle<typeof watchConnector>(watchWorkflowId(connectorId));
+    try {
+      const [status, description] = await Promise.all([handle.query(watchStatusQuery), handle.describe()]);
+      return { ...status, running: description.status.name === 'RUNNING' };
+    } catch (error) {
+      if (error instanceof WorkflowNotFoundError) return null;
+      throw error;
+    }
+  }
+
   /** @internal: one connector-management operation, run by a worker. */
   async admin(operation: AdminOperation): Promise<AdminResult> {
     try {
@@ -255,6 +369,39 @@ export class DeltasyncClient {
       ? fromPayloadsAtIndex<SendProgress>(defaultPayloadConverter, 0, pending.heartbeatDetails?.payloads)
       : null;
     return { ...state, status: description.status.name, sending };
+  }
+
+  /** The watcher's settings: options, else the connector's `changeTrigger` policy, else defaults. */
+  private async watcherInput(connectorId: string, options: WatchOptions): Promise<WatchInput> {
+    const policy = (await this.connectors.get(connectorId)).policy.changeTrigger;
+    const maxWaitSeconds = options.maxWaitSeconds ?? policy?.maxWaitSeconds;
+    const input: WatchInput = {
+      connectorId,
+      tenant: this.tenant,
+      pollSeconds: options.pollSeconds ?? policy?.pollSeconds ?? WATCH_DEFAULTS.pollSeconds,
+      debounceSeconds: options.debounceSeconds ?? policy?.debounceSeconds ?? WATCH_DEFAULTS.debounceSeconds,
+      ...(maxWaitSeconds === undefined ? {} : { maxWaitSeconds }),
+    };
+    const bad = [
+      !(input.pollSeconds! >= 1) && 'pollSeconds must be at least 1',
+      !(input.debounceSeconds! >= 0) && 'debounceSeconds must be >= 0',
+      maxWaitSeconds !== undefined && !(maxWaitSeconds > 0) && 'maxWaitSeconds must be > 0',
+    ].filter((problem): problem is string => typeof problem === 'string');
+    if (bad.length > 0) throw new RangeError(`watch ${connectorId}: ${bad.join('; ')}`);
+    return input;
+  }
+
+  private watcherStart(connectorId: string, input: WatchInput) {
+    return {
+      workflowId: watchWorkflowId(connectorId),
+      taskQueue: this.taskQueue,
+      args: [input] as [WatchInput],
+      typedSearchAttributes: [
+        { key: searchAttributes.connectorId, value: connectorId },
+        { key: searchAttributes.tenant, value: this.tenant },
+      ],
+      staticSummary: `refresh connector **${connectorId}** when its dataset changes`,
+    };
   }
 
   private async isRunning(workflowId: string): Promise<boolean> {

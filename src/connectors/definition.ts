@@ -54,6 +54,27 @@ export const policySchema = z.object({
       onEmptyDataset: true,
       approvalTimeoutSeconds: 24 * 3600,
     })),
+  /**
+   * Refresh when the dataset changes (besides schedules): a watcher checks a cheap change marker
+   * every `pollSeconds` and accepts `datasetChanged` signals; a burst of changes starts one
+   * refresh once `debounceSeconds` pass without a further change (but no later than
+   * `maxWaitSeconds` after the first one). Takes effect when the connector is watched
+   * (`client.watch(id)`); absent, a watcher started anyway uses these defaults.
+   */
+  changeTrigger: z
+    .object({
+      pollSeconds: z.number().min(1).default(60),
+      debounceSeconds: z.number().nonnegative().default(30),
+      /** Refresh at the latest this long after the first change of a burst that never goes quiet. */
+      maxWaitSeconds: z.number().positive().optional(),
+      /**
+       * A column that grows with every insert and update (e.g. `updated_at`): the marker becomes
+       * COUNT(*) + MAX(column), cheap with an index. Without it: COUNT(*) + a checksum over every
+       * key and attribute hash (a full scan, computed in the database).
+       */
+      markerColumn: identifier.optional(),
+    })
+    .optional(),
 });
 
 type DestinationSchema = AnyDestinationModule['configSchema'];

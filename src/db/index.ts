@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { crc32 } from 'node:zlib';
 import fs from 'node:fs';
 import path from 'node:path';
 import knex, { type Knex } from 'knex';
@@ -60,6 +61,10 @@ function sqliteConfig(file: string): Knex.Config {
           createHash('md5')
             .update(String(text ?? ''))
             .digest('hex'),
+        );
+        // MySQL's CRC32 (same polynomial, over the UTF-8 bytes), for the dataset change marker.
+        conn.function('crc32', { deterministic: true }, (text: unknown) =>
+          text === null || text === undefined ? null : crc32(String(text)),
         );
         conn.pragma('journal_mode = WAL');
         conn.pragma('busy_timeout = 10000');

@@ -1,3 +1,4 @@
 // The workflow bundle's entry point: every workflow the worker runs is exported here.
 export { planConnector, refreshConnector } from './refresh';
 export { manageConnectors, triggeredRefresh } from './operations';
+export { watchConnector } from './watch';
