@@ -45,6 +45,8 @@ import {
 } from '../core/runs';
 import { checkMassDelete, type GuardCheck } from '../core/guard';
 import { batchSizeFor, sendPhase, type SendPhase, type SendProgress } from '../core/sender';
+import { observeDestination } from '../observability/destination';
+import { safeObserver, sendIncrements, type RefreshObserver } from '../observability/observer';
 
 /**
  * The refresh's activities. They receive ids and return counts: record data moves only between
@@ -58,6 +60,8 @@ export interface ActivityDependencies {
   /** For triggered refreshes (schedules, change triggers): start or attach through Temporal. */
   temporal?: Client;
   taskQueue?: string;
+  /** Metrics: API calls, records sent, rejections, rate-limit waits, run durations. */
+  observer?: RefreshObserver;
 }
 
 export interface RunRef {
@@ -98,6 +102,8 @@ export interface RunSummary {
   runId: number;
   connectorId: string;
   status: RunStatus;
+  /** Who started it: manual, cli, schedule, change, … */
+  trigger: string;
   strategy: string | null;
   strategyReason: string | null;
   datasetSize: number | null;
@@ -132,11 +138,17 @@ export function createActivities(dependencies: ActivityDependencies) {
   };
 }
 
-function createRefreshActivities({ db, destinations, now = Date.now }: ActivityDependencies) {
-  /** The destination bound to the list the connector points at now. */
+function createRefreshActivities(dependencies: ActivityDependencies) {
+  const { db, destinations, now = Date.now } = dependencies;
+  const observer = safeObserver(dependencies.observer);
+
+  /** The destination bound to the list the connector points at now (its calls observed). */
   async function liveDestination(connector: ConnectorDefinition): Promise<Destination> {
     const state = await connectorState(connector.id);
-    return destinations(connector.destination, { listId: state.remote_list_id ?? undefined });
+    return observeDestination(
+      destinations(connector.destination, { listId: state.remote_list_id ?? undefined }),
+      observer,
+    );
   }
 
   async function withDestination<T>(connector: ConnectorDefinition, use: (d: Destination) => Promise<T>) {
@@ -350,6 +362,7 @@ function createRefreshActivities({ db, destinations, now = Date.now }: ActivityD
         // A single call can take long (Google runs jobs for hours): the timer keeps heartbeating
         // with the last cursor, so a retry still resumes where the last recorded call ended.
         let latest: SendProgress | undefined = resumeFrom;
+        const increments = sendIncrements();
         return keepHeartbeating(
           () =>
             withDestination(connector, async (live) => {
@@ -365,6 +378,7 @@ function createRefreshActivities({ db, destinations, now = Date.now }: ActivityD
                 onBatch: (progress) => {
                   latest = progress;
                   context.heartbeat(progress);
+                  observer.onBatch(connector.destination.type, increments(progress));
                 },
                 signal: context.cancellationSignal,
               });
@@ -444,12 +458,18 @@ function createRefreshActivities({ db, destinations, now = Date.now }: ActivityD
       error,
     }: RunRef & { status?: RunStatus; error?: string }): Promise<RunSummary> {
       const connector = await loadConnector(db, connectorId);
+      const finishedAt = now();
       const run = await finishRunRow(
         db,
         runId,
         { status, error, successThreshold: connector.policy.successThreshold },
-        now(),
+        finishedAt,
       );
+      // Observed once, by the call that closed the run (a retried finish returns it unchanged).
+      if (run.finished_at === finishedAt) {
+        const seconds = (finishedAt - run.started_at) / 1000;
+        observer.onRunFinished(connector.destination.type, run.strategy, run.status, seconds);
+      }
       return summarizeRun(db, run);
     },
 
@@ -486,6 +506,7 @@ export async function summarizeRun(db: Db, run: RunRow): Promise<RunSummary> {
     runId: run.id,
     connectorId: run.connector_id,
     status: run.status,
+    trigger: run.trigger,
     strategy: run.strategy,
     strategyReason: run.strategy_reason,
     datasetSize: run.dataset_size,

@@ -1,0 +1,96 @@
+import { collectDefaultMetrics, Counter, Histogram, Registry } from 'prom-client';
+import type { RefreshObserver } from './observer';
+
+/**
+ * The worker's Prometheus metrics, on a registry of its own (not prom-client's global one, so
+ * several workers in one process, as in tests, never share or clash). Labels are destination
+ * types, endpoint names, strategies and statuses: a small, fixed set, never connector data.
+ */
+export interface WorkerMetrics {
+  registry: Registry;
+  /** Feeds the refresh metrics from the activities (createActivities({ observer })). */
+  observer: RefreshObserver;
+  /** The Prometheus text exposition of every metric. */
+  render(): Promise<string>;
+  /** Content-Type of `render()`'s output. */
+  contentType: string;
+}
+
+export const METRIC_NAMES = {
+  recordsSent: 'deltasync_records_sent_total',
+  apiCalls: 'deltasync_api_calls_total',
+  rejections: 'deltasync_rejections_total',
+  rateLimitWaits: 'deltasync_rate_limit_waits_total',
+  refreshDuration: 'deltasync_refresh_duration_seconds',
+} as const;
+
+/** From a few seconds (a no-op) to many hours (a full reload of a large list through slow jobs). */
+const DURATION_BUCKETS = [1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21_600, 86_400];
+
+export function createWorkerMetrics(options: { defaultMetrics?: boolean } = {}): WorkerMetrics {
+  const registry = new Registry();
+  if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry });
+
+  const recordsSent = new Counter({
+    name: METRIC_NAMES.recordsSent,
+    help: 'Records delivered to a destination and committed in the deltalog.',
+    labelNames: ['destination'] as const,
+    registers: [registry],
+  });
+  const apiCalls = new Counter({
+    name: METRIC_NAMES.apiCalls,
+    help: 'API calls made to a destination (retries included), by endpoint and outcome (ok | failed).',
+    labelNames: ['destination', 'endpoint', 'outcome'] as const,
+    registers: [registry],
+  });
+  const rejections = new Counter({
+    name: METRIC_NAMES.rejections,
+    help: 'Records a destination rejected (they stay pending), refused batches included.',
+    labelNames: ['destination'] as const,
+    registers: [registry],
+  });
+  const rateLimitWaits = new Counter({
+    name: METRIC_NAMES.rateLimitWaits,
+    help: 'Times a destination asked us to slow down (429 or equivalent) and the call waited.',
+    labelNames: ['destination'] as const,
+    registers: [registry],
+  });
+  const refreshDuration = new Histogram({
+    name: METRIC_NAMES.refreshDuration,
+    help: 'Duration of finished refresh runs, from begin to finish.',
+    labelNames: ['destination', 'strategy', 'status'] as const,
+    buckets: DURATION_BUCKETS,
+    registers: [registry],
+  });
+
+  /** Counters only go up: a zero, negative or non-number increment is ignored. */
+  const add = (counter: Counter<string>, labels: Record<string, string>, value: number) => {
+    if (Number.isFinite(value) && value > 0) counter.inc(labels, value);
+  };
+
+  const observer: RefreshObserver = {
+    onCall(destination, endpoint, calls, failed) {
+      const failures = Math.min(Math.max(failed, 0), calls);
+      add(apiCalls, { destination, endpoint, outcome: 'ok' }, calls - failures);
+      add(apiCalls, { destination, endpoint, outcome: 'failed' }, failures);
+    },
+    onRateLimitWaits(destination, waits) {
+      add(rateLimitWaits, { destination }, waits);
+    },
+    onBatch(destination, { delivered, rejected }) {
+      add(recordsSent, { destination }, delivered);
+      add(rejections, { destination }, rejected);
+    },
+    onRunFinished(destination, strategy, status, seconds) {
+      if (!Number.isFinite(seconds) || seconds < 0) return;
+      refreshDuration.observe({ destination, strategy: strategy ?? 'none', status }, seconds);
+    },
+  };
+
+  return {
+    registry,
+    observer,
+    render: () => registry.metrics(),
+    contentType: registry.contentType,
+  };
+}

@@ -1,0 +1,224 @@
+import { Client, Connection } from '@temporalio/client';
+import { NativeConnection, type Worker, type WorkerOptions } from '@temporalio/worker';
+import type { DestinationFactory } from '../connectors/registry';
+import { openDatabase, type Db } from '../db';
+import { describeError, logger as defaultLogger, type Logger } from '../logging';
+import { installTemporalLogging } from '../observability/logging';
+import { createWorkerMetrics, type WorkerMetrics } from '../observability/metrics';
+import { startOpsServer, type HealthReport, type OpsServer } from '../observability/server';
+import { TASK_QUEUE } from '../workflows/shared';
+import { createWorker } from './index';
+
+/**
+ * The worker as a long-running service: JSON logs, a Prometheus `/metrics` and a `/healthz`
+ * endpoint, and a graceful shutdown on SIGINT/SIGTERM that lets every running send finish the
+ * destination call in flight and commit it before the process lets go of the database.
+ */
+
+export interface WorkerServiceOptions {
+  /** Temporal frontend, host:port. */
+  address: string;
+  namespace?: string;
+  taskQueue?: string;
+  /** Port of /metrics and /healthz (default 9464; 0 = no endpoint). */
+  metricsPort?: number;
+  /** Interface the endpoint listens on (default 0.0.0.0). */
+  host?: string;
+  /**
+   * On shutdown, how long running activities keep working before they are told to stop; a
+   * send then finishes and commits its call in flight, and stops. Default 30.
+   */
+  shutdownGraceSeconds?: number;
+}
+
+/** For embedding and tests: the pieces the CLI takes from the environment. */
+export interface StartWorkerServiceOptions extends WorkerServiceOptions {
+  /** Default: DELTASYNC_DATABASE_URL, else the embedded SQLite file (see openDatabase). */
+  databaseUrl?: string;
+  destinations?: DestinationFactory;
+  workflowBundle?: WorkerOptions['workflowBundle'];
+  /** Default: the process logger (src/logging.ts). */
+  logger?: Logger;
+}
+
+export interface WorkerService {
+  /** The port /metrics and /healthz answer on; undefined when disabled. */
+  port: number | undefined;
+  worker: Worker;
+  db: Db;
+  metrics: WorkerMetrics;
+  /** The service's health, as /healthz reports it. */
+  health(): Promise<HealthReport>;
+  /**
+   * Shut down gracefully: stop polling, let running activities finish (see shutdownGraceSeconds),
+   * then close the endpoint, the connections and the database. Resolves when all is closed.
+   */
+  stop(): Promise<void>;
+  /** Settles once the service has stopped: after stop(), or when the worker stopped by itself (rejects with its error). */
+  done: Promise<void>;
+}
+
+export const DEFAULT_METRICS_PORT = 9464;
+export const DEFAULT_SHUTDOWN_GRACE_SECONDS = 30;
+/** /healthz answers within this, whatever the database does. */
+const HEALTH_CHECK_TIMEOUT_MS = 2000;
+
+/** Start the worker service and return at once; the caller stops it. */
+export async function startWorkerService(options: StartWorkerServiceOptions): Promise<WorkerService> {
+  const logger = options.logger ?? defaultLogger;
+  const namespace = options.namespace ?? 'default';
+  const taskQueue = options.taskQueue ?? TASK_QUEUE;
+  const graceSeconds = options.shutdownGraceSeconds ?? DEFAULT_SHUTDOWN_GRACE_SECONDS;
+  const metricsPort = options.metricsPort ?? DEFAULT_METRICS_PORT;
+  if (!Number.isInteger(metricsPort) || metricsPort < 0 || metricsPort > 65_535) {
+    throw new RangeError(`metricsPort must be a port number, or 0 for no endpoint (got ${metricsPort})`);
+  }
+  if (!Number.isFinite(graceSeconds) || graceSeconds < 0) {
+    throw new RangeError(`shutdownGraceSeconds must be 0 or more (got ${graceSeconds})`);
+  }
+
+  // Before any connection: the Runtime is created once per process. Signals are ours (see
+  // runWorkerService), so the SDK does not shut the worker down behind the service's back.
+  if (!installTemporalLogging(logger, { shutdownSignals: [] })) {
+    logger.debug('a Temporal Runtime is installed already: SDK logs go to its logger');
+  }
+
+  const metrics = createWorkerMetrics();
+  // Closed in this order: the endpoint, the Temporal connections, the database last.
+  let server: OpsServer | undefined;
+  const opened: { close(): Promise<unknown> }[] = [];
+  const closeAll = async () => {
+    for (const resource of [...(server ? [server] : []), ...opened.splice(0).reverse()]) {
+      await resource
+        .close()
+        .catch((error: unknown) => logger.warn({ error: describeError(error) }, 'closing failed'));
+    }
+    server = undefined;
+  };
+
+  let worker: Worker | undefined;
+  let db: Db | undefined;
+  const health = async (): Promise<HealthReport> => {
+    const state = worker?.getState() ?? 'STARTING';
+    const database = db ? await databaseReachable(db, logger) : false;
+    return {
+      healthy: state === 'RUNNING' && database,
+      details: { worker: state, database: database ? 'ok' : 'unreachable', taskQueue },
+    };
+  };
+
+  try {
+    // The endpoint first: a port in use fails the start before anything else is opened.
+    if (metricsPort > 0) {
+      server = await startOpsServer({
+        port: metricsPort,
+        host: options.host,
+        logger,
+        health,
+        metrics: async () => ({ contentType: metrics.contentType, body: await metrics.render() }),
+      });
+    }
+    const database = await openDatabase(options.databaseUrl);
+    db = database;
+    opened.push({ close: () => database.destroy() });
+    const connection = await NativeConnection.connect({ address: options.address });
+    opened.push(connection);
+    const clientConnection = await Connection.connect({ address: options.address });
+    opened.push(clientConnection);
+    worker = await createWorker({
+      connection,
+      db: database,
+      temporal: new Client({ connection: clientConnection, namespace }),
+      namespace,
+      taskQueue,
+      destinations: options.destinations,
+      workflowBundle: options.workflowBundle,
+      observer: metrics.observer,
+      logger,
+      shutdownGraceTime: graceSeconds * 1000,
+    });
+  } catch (error) {
+    await closeAll();
+    throw error;
+  }
+
+  const running = worker;
+  const done = running.run().then(
+    async () => {
+      await closeAll();
+      logger.info({ taskQueue }, 'worker service stopped');
+    },
+    async (error: unknown) => {
+      logger.error({ error: describeError(error), taskQueue }, 'worker failed; the service stops');
+      await closeAll();
+      throw error;
+    },
+  );
+  // Callers await `done` or stop(); the failure is theirs to see, never an unhandled rejection.
+  done.catch(() => undefined);
+  logger.info(
+    { address: options.address, namespace, taskQueue, metricsPort: server?.port ?? null, graceSeconds },
+    'worker service started',
+  );
+
+  return {
+    port: server?.port,
+    worker: running,
+    db: db!,
+    metrics,
+    health,
+    done,
+    stop() {
+      if (running.getState() === 'RUNNING') {
+        logger.info({ graceSeconds }, 'worker service stopping: running activities finish their calls');
+        running.shutdown();
+      }
+      return done;
+    },
+  };
+}
+
+/**
+ * The worker service for `deltasync worker`: runs until SIGINT or SIGTERM, then shuts down
+ * gracefully (a second signal exits at once). Rejects if the worker fails.
+ */
+export async function runWorkerService(options: WorkerServiceOptions): Promise<void> {
+  const service = await startWorkerService(options);
+  let signalled = false;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (signalled) {
+      defaultLogger.warn({ signal }, 'second signal: exiting without waiting for running activities');
+      process.exit(1);
+    }
+    signalled = true;
+    defaultLogger.info({ signal }, 'shutdown requested');
+    void service.stop().catch(() => undefined);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    await service.done;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+/** `SELECT 1` within HEALTH_CHECK_TIMEOUT_MS. */
+async function databaseReachable(db: Db, logger: Logger): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      db.raw('SELECT 1'),
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error('no answer within 2 s')), HEALTH_CHECK_TIMEOUT_MS);
+      }),
+    ]);
+    return true;
+  } catch (error) {
+    logger.warn({ error: describeError(error) }, 'health check: database unreachable');
+    return false;
+  } finally {
+    clearTimeout(timer);
+  }
+}
