@@ -1,0 +1,125 @@
+import path from 'node:path';
+import { InvalidArgumentError, Option, type Command } from 'commander';
+import { destinationModules } from '../../connectors/catalog';
+import { dataDir } from '../../paths';
+import { globalsOf, positiveInt, positiveNumber, print, printJson } from '../context';
+import { table } from '../format';
+
+/**
+ * Commands that run things here rather than ask a worker: the worker itself, the Temporal dev
+ * server, the demo, the destination catalog. Their heavy modules load only when they run.
+ */
+export function registerLocal(program: Command): void {
+  program
+    .command('worker')
+    .description(
+      'Run a worker: refresh workflows and their activities for every connector ' +
+        '(database: DELTASYNC_DATABASE_URL, secrets: environment or DELTASYNC_SECRETS_FILE)',
+    )
+    .summary('Run a worker (refresh workflows and activities; /metrics, /healthz)')
+    .addOption(
+      new Option('--metrics-port <port>', 'port of /metrics (Prometheus) and /healthz; 0 turns them off')
+        .argParser(port)
+        .env('DELTASYNC_METRICS_PORT')
+        .default(9464),
+    )
+    .addOption(
+      new Option('--host <host>', 'interface /metrics and /healthz listen on (default 0.0.0.0)').env(
+        'DELTASYNC_METRICS_HOST',
+      ),
+    )
+    .addOption(
+      new Option(
+        '--shutdown-grace <seconds>',
+        'on SIGTERM/SIGINT, let running activities finish this long (default 30)',
+      ).argParser(positiveNumber),
+    )
+    .addHelpText(
+      'after',
+      '\nUses the global --address, --namespace and --task-queue. A send in flight resumes after its last\n' +
+        'committed batch on another worker, so stopping a worker loses nothing.',
+    )
+    .action(async (opts: { metricsPort: number; host?: string; shutdownGrace?: number }, cmd: Command) => {
+      const globals = globalsOf(cmd);
+      const { runWorkerService } = await import('../../worker/service.js');
+      // The worker logs as JSON on stdout; a failure to start still ends with one line on stderr
+      // and exit code 3 when Temporal or the database cannot be reached (see errors.ts).
+      await runWorkerService({
+        address: globals.address,
+        namespace: globals.namespace,
+        taskQueue: globals.taskQueue,
+        metricsPort: opts.metricsPort,
+        ...(opts.host ? { host: opts.host } : {}),
+        ...(opts.shutdownGrace !== undefined ? { shutdownGraceSeconds: opts.shutdownGrace } : {}),
+      });
+    });
+
+  program
+    .command('dev-server')
+    .description('Start the Temporal dev server with its Web UI, persisting to the data folder')
+    .addOption(new Option('--port <port>', 'gRPC port').argParser(positiveInt).default(7233))
+    .addOption(new Option('--ui-port <port>', 'Web UI port').argParser(positiveInt).default(8233))
+    .action(async (opts: { port: number; uiPort: number }) => {
+      const [{ DefaultLogger, Runtime }, { startDevServer }] = await Promise.all([
+        import('@temporalio/worker'),
+        import('../../temporal/dev-server.js'),
+      ]);
+      Runtime.install({ logger: new DefaultLogger('WARN') });
+      const server = await startDevServer({
+        ui: true,
+        port: opts.port,
+        uiPort: opts.uiPort,
+        dbFilename: path.join(dataDir(), 'temporal.sqlite'),
+      });
+      print(`Temporal dev server on ${server.address}, Web UI ${server.uiUrl}. Ctrl-C stops it.`);
+      await new Promise((resolve) => {
+        process.once('SIGINT', resolve);
+        process.once('SIGTERM', resolve);
+      });
+      await server.stop();
+    });
+
+  program
+    .command('demo')
+    .description('Run the whole method end to end on a local Temporal dev server, database and list emulator')
+    .summary('The whole method end to end, locally')
+    .addOption(
+      new Option('--customers <n>', 'customers in the demo dataset').argParser(positiveInt).default(100_000),
+    )
+    .option('--keep-running', 'keep the dev server, Web UI and worker up for inspection until Ctrl-C')
+    .addOption(
+      new Option('--port <port>', 'Temporal gRPC port (default 7233, or a free one)').argParser(positiveInt),
+    )
+    .addOption(
+      new Option('--ui-port <port>', 'Temporal Web UI port (default gRPC port + 1000)').argParser(
+        positiveInt,
+      ),
+    )
+    .action(async (opts: { customers: number; keepRunning?: boolean; port?: number; uiPort?: number }) => {
+      const { runDemo } = await import('../../demo/run-demo.js');
+      process.exitCode = await runDemo({ ...opts, keepRunning: Boolean(opts.keepRunning) });
+    });
+
+  program
+    .command('destinations')
+    .description('List the destination types a connector can use (docs/connectors.md has the details)')
+    .summary('Destination types')
+    .option('--json', 'print JSON for scripts')
+    .action((opts: { json?: boolean }) => {
+      const rows = destinationModules.map((m) => ({ type: m.type, description: m.description }));
+      if (opts.json) printJson(rows);
+      else
+        print(
+          table(
+            ['type', 'description'],
+            rows.map((r) => [r.type, r.description]),
+          ),
+        );
+    });
+}
+
+function port(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('must be a port (0-65535)');
+  return n;
+}

@@ -1,0 +1,217 @@
+import os from 'node:os';
+import { WorkflowFailedError, WorkflowNotFoundError } from '@temporalio/client';
+import { Option, type Command } from 'commander';
+import type { RunSummary } from '../../client';
+import { STRATEGIES, type StrategyChoice } from '../../core/plan';
+import { connect, positiveInt, print, printJson } from '../context';
+import { applicationFailure, CliError, EXIT, notFound, rootCause } from '../errors';
+import { followRefresh, PROGRESS_MODES, type ProgressMode } from '../follow';
+import { describeProgress, formatCount, runsTable, table } from '../format';
+
+interface RefreshFlags {
+  strategy?: StrategyChoice;
+  wait?: boolean;
+  follow?: boolean;
+  progress?: ProgressMode;
+  json?: boolean;
+}
+
+/** Refreshes and what surrounds them: plan, progress, runs, the mass-delete guard's decisions. */
+export function registerRefresh(program: Command): void {
+  const refresh = program
+    .command('refresh <connector>')
+    .description('Start a refresh of a connector, or attach to the one running (one per connector)')
+    .addOption(
+      new Option('--strategy <strategy>', 'force a strategy for this run').choices(['auto', ...STRATEGIES]),
+    );
+  addWaitOptions(refresh).action((id: string, opts: RefreshFlags, cmd: Command) => runRefresh(id, opts, cmd));
+
+  const reconcile = program
+    .command('reconcile <connector>')
+    .description(
+      'Read the remote list, correct what drifted behind our back, then send the diff ' +
+        '(refresh --strategy reconcile)',
+    )
+    .summary('Repair drift on the remote list (refresh --strategy reconcile)');
+  addWaitOptions(reconcile).action((id: string, opts: RefreshFlags, cmd: Command) =>
+    runRefresh(id, { ...opts, strategy: 'reconcile' }, cmd),
+  );
+
+  program
+    .command('plan <connector>')
+    .description('Dry run: what a refresh would send, by which strategy, in how many calls (sends nothing)')
+    .addOption(new Option('--strategy <strategy>', 'plan a forced strategy').choices(['auto', ...STRATEGIES]))
+    .option('--json', 'print JSON for scripts')
+    .action(async (id: string, opts: { strategy?: StrategyChoice; json?: boolean }, cmd: Command) => {
+      const ctx = await connect(cmd);
+      const plan = await ctx.withWorker(ctx.client.plan(id, { strategy: opts.strategy }));
+      if (opts.json) return printJson(plan);
+      const verdict = plan.needed ? `would refresh by ${plan.strategy}` : 'nothing to send';
+      print(
+        `${id}: ${verdict} (${plan.reason})\n` +
+          `pending: ${formatCount(plan.additions)} additions, ${formatCount(plan.updates)} updates, ` +
+          `${formatCount(plan.deletions)} deletions; dataset ${formatCount(plan.datasetSize)}, ` +
+          `bad rows ${formatCount(plan.badRows)}, quarantined ${formatCount(plan.quarantined)}\n` +
+          (plan.guard?.triggered ? `guard: ${plan.guard.reason}: the run would wait for approval\n` : '') +
+          `\n${table(
+            ['strategy', 'API calls', 'records', 'bytes'],
+            STRATEGIES.map((s) => {
+              const cost = plan.estimates[s];
+              if (!cost) return [`${s} (not possible)`, '-', '-', '-'];
+              return [s, ...[cost.calls, cost.records, cost.bytes].map(formatCount)];
+            }),
+          )}`,
+      );
+    });
+
+  program
+    .command('progress <connector>')
+    .description("Progress of the connector's latest refresh (running or finished): phase, plan, counters")
+    .option('--watch', 'keep printing until the refresh ends')
+    .option('--json', 'print JSON for scripts (one line per update with --watch)')
+    .action(async (id: string, opts: { watch?: boolean; json?: boolean }, cmd: Command) => {
+      const ctx = await connect(cmd);
+      await ctx.withWorker(ctx.client.connectors.get(id)); // tenant check
+      try {
+        if (!opts.watch) {
+          const progress = await ctx.client.progress(id);
+          return opts.json ? printJson(progress) : print(describeProgress(id, progress));
+        }
+        let last = '';
+        for await (const progress of ctx.client.watchProgress(id)) {
+          const text = opts.json ? JSON.stringify(progress) : describeProgress(id, progress);
+          if (text !== last) print(opts.json ? text : `${text}\n`);
+          last = text;
+        }
+      } catch (error) {
+        if (error instanceof WorkflowNotFoundError) throw notFound(`no refresh of '${id}' has run yet`);
+        throw error;
+      }
+    });
+
+  program
+    .command('runs <connector>')
+    .description("The connector's runs, newest first: outcome, strategy, counts, API calls, duration")
+    .addOption(new Option('--limit <n>', 'how many runs').argParser(positiveInt).default(20))
+    .option('--json', 'print JSON for scripts')
+    .action(async (id: string, opts: { limit: number; json?: boolean }, cmd: Command) => {
+      const ctx = await connect(cmd);
+      const runs = await ctx.withWorker(ctx.client.runs(id, { limit: opts.limit }));
+      if (opts.json) printJson(runs);
+      else if (runs.length === 0) print(`no runs of ${id} yet`);
+      else print(runsTable(runs));
+    });
+
+  for (const approved of [true, false]) {
+    program
+      .command(`${approved ? 'approve' : 'reject'} <connector>`)
+      .description(
+        approved
+          ? 'Let the deletions of a refresh waiting at the mass-delete guard go out'
+          : 'Hold back the deletions of a refresh waiting at the mass-delete guard (they stay pending; the rest is sent)',
+      )
+      .summary(
+        approved
+          ? 'Let a refresh held by the mass-delete guard send its deletions'
+          : 'Keep the deletions of a refresh held by the mass-delete guard pending',
+      )
+      .option('--by <name>', 'who decides (recorded on the run)', currentUser())
+      .option('--note <text>', 'why (recorded on the run)')
+      .option('--json', 'print JSON for scripts')
+      .action(async (id: string, opts: { by: string; note?: string; json?: boolean }, cmd: Command) => {
+        const ctx = await connect(cmd);
+        const input = { by: opts.by, ...(opts.note ? { note: opts.note } : {}) };
+        const decision = await ctx.withWorker(
+          approved ? ctx.client.approve(id, input) : ctx.client.reject(id, input),
+        );
+        if (opts.json) return printJson(decision);
+        print(
+          decision.approved
+            ? `approved: the deletions of ${id}'s refresh go out (by ${decision.by})`
+            : `rejected: ${id}'s refresh sends the rest; its deletions stay pending (by ${decision.by})`,
+        );
+      });
+  }
+}
+
+function addWaitOptions(command: Command): Command {
+  return command
+    .option('--wait', 'wait for the result and print it')
+    .option('--follow', 'wait with a live progress bar (on stderr), then print the result')
+    .addOption(
+      new Option(
+        '--progress <mode>',
+        'implies --follow; bar: a bar even when stderr is not a terminal (a line per second), ' +
+          'lines: a line per phase, none; default: bar on a terminal, else lines',
+      ).choices(PROGRESS_MODES),
+    )
+    .option('--json', 'print JSON for scripts')
+    .addHelpText(
+      'after',
+      '\nWithout --wait or --follow it prints the started run and returns. Exit code 1 when the run failed.',
+    );
+}
+
+async function runRefresh(id: string, opts: RefreshFlags, cmd: Command): Promise<void> {
+  const ctx = await connect(cmd);
+  await ctx.withWorker(ctx.client.connectors.get(id)); // not found → exit 4 before anything starts
+  const strategy = opts.strategy === 'auto' ? undefined : opts.strategy;
+  const handle = await ctx.client.startRefresh(id, { strategy, trigger: 'cli' });
+  const follow = opts.follow || opts.progress !== undefined;
+  if (!opts.wait && !follow) {
+    const started = {
+      connectorId: id,
+      workflowId: handle.workflowId,
+      runId: handle.runId,
+      attached: handle.attached,
+    };
+    if (opts.json) return printJson(started);
+    return print(
+      `${handle.attached ? 'attached to the running' : 'started'} refresh of ${id} ` +
+        `(workflow ${handle.workflowId}, run ${handle.runId})`,
+    );
+  }
+  if (handle.attached && !opts.json) process.stderr.write(`attached to the running refresh of ${id}\n`);
+  let summary: RunSummary;
+  try {
+    summary = follow
+      ? await followRefresh(handle, id, { mode: opts.progress, awaitResult: ctx.withWorker })
+      : await ctx.withWorker(handle.result());
+  } catch (error) {
+    throw refreshFailure(id, error, opts.json);
+  }
+  report(summary, opts.json);
+  if (summary.status === 'failed') {
+    throw new CliError(`refresh of ${id} failed${summary.error ? `: ${summary.error}` : ''}`, EXIT.failed);
+  }
+}
+
+function report(summary: RunSummary, json?: boolean) {
+  if (json) printJson(summary);
+  else print(runsTable([summary]));
+}
+
+/** A run below its success threshold carries its summary: print it, then fail with exit code 1. */
+function refreshFailure(id: string, error: unknown, json?: boolean): unknown {
+  const threshold = applicationFailure(error, 'BelowSuccessThreshold');
+  const summary = threshold?.details?.[0] as RunSummary | undefined;
+  if (threshold && summary) {
+    report(summary, json);
+    return new CliError(`refresh of ${id} failed: ${threshold.message}`, EXIT.failed);
+  }
+  // Anything else that is not the workflow's own failure (no worker, Temporal gone, not found) is
+  // said as it is. The workflow's failure is the refresh's, whatever its cause (a destination's
+  // network error is not our database being down).
+  if (!(error instanceof WorkflowFailedError)) return error;
+  const cause = rootCause(error);
+  const message = cause instanceof Error ? cause.message.split('\n')[0] : String(cause);
+  return new CliError(`refresh of ${id} failed: ${message}`, EXIT.failed);
+}
+
+function currentUser(): string {
+  try {
+    return os.userInfo().username || 'cli';
+  } catch {
+    return process.env.USER ?? 'cli';
+  }
+}

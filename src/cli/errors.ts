@@ -1,0 +1,146 @@
+import {
+  isGrpcServiceError,
+  ScheduleAlreadyRunning,
+  ScheduleNotFoundError,
+  WorkflowFailedError,
+  WorkflowNotFoundError,
+} from '@temporalio/client';
+import { ApplicationFailure, NamespaceNotFoundError } from '@temporalio/common';
+import { CommanderError } from 'commander';
+import { NothingToApproveError } from '../client';
+import { InvalidConnectorError } from '../connectors/definition';
+import { UnknownConnectorError } from '../connectors/store';
+
+/**
+ * Exit codes scripts can rely on (also listed by `deltasync --help`):
+ *
+ * | code | meaning                                                                               |
+ * | ---- | ------------------------------------------------------------------------------------- |
+ * | 0    | ok (a refresh that ran and succeeded, or had nothing to send)                         |
+ * | 1    | the refresh failed (below its success threshold, or a destination refused it), or    |
+ * |      | another operation failed for a reason not listed below                                |
+ * | 2    | bad input: unknown command or option, bad value, invalid connector definition        |
+ * | 3    | unavailable: Temporal unreachable, no worker polling the task queue, or the worker's  |
+ * |      | database unreachable                                                                  |
+ * | 4    | not found: no such connector (in this tenant), schedule, refresh or pending approval  |
+ */
+export const EXIT = { ok: 0, failed: 1, usage: 2, unavailable: 3, notFound: 4 } as const;
+export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
+
+export const EXIT_CODES_HELP = `
+Exit codes:
+  0  ok
+  1  the refresh failed (or another operation failed)
+  2  bad input: usage, option values, invalid connector definition
+  3  unavailable: Temporal unreachable, no worker on the task queue, database unreachable
+  4  not found: connector (in this tenant), schedule, refresh, or nothing awaiting approval`;
+
+/** An error the CLI raises itself, with the exit code it stands for. */
+export class CliError extends Error {
+  override name = 'CliError';
+  constructor(
+    message: string,
+    readonly code: ExitCode,
+  ) {
+    super(message);
+  }
+}
+
+export const usageError = (message: string) => new CliError(message, EXIT.usage);
+export const notFound = (message: string) => new CliError(message, EXIT.notFound);
+export const unavailable = (message: string) => new CliError(message, EXIT.unavailable);
+
+/** Signs, in an error's code or message, that a database could not be reached. */
+const DATABASE_DOWN =
+  /ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ETIMEDOUT|ER_ACCESS_DENIED_ERROR|ER_BAD_DB_ERROR|Access denied for user|Unknown database|SQLITE_CANTOPEN|PROTOCOL_CONNECTION_LOST/;
+
+/** Signs that Temporal could not be reached (the native worker connection's transport errors). */
+const TEMPORAL_DOWN = /tonic::transport|tcp connect error|Failed to connect before the deadline/;
+
+/** gRPC status codes meaning "the server is not there (now)". */
+const GRPC_UNAVAILABLE = 14;
+const GRPC_DEADLINE_EXCEEDED = 4;
+const GRPC_INVALID_ARGUMENT = 3;
+const GRPC_NOT_FOUND = 5;
+
+/**
+ * What to print (one line per entry, each prefixed `deltasync: `) and which exit code to use.
+ * Never a stack trace: these are operators' messages.
+ */
+export function describeFailure(
+  error: unknown,
+  context: { tenant?: string; address?: string } = {},
+): { code: ExitCode; lines: string[] } {
+  if (error instanceof CliError) return { code: error.code, lines: [error.message] };
+  if (error instanceof CommanderError) {
+    // Help and version have been printed already; anything else is a usage error.
+    const printed = ['commander.help', 'commander.helpDisplayed', 'commander.version'].includes(error.code);
+    return {
+      code: error.exitCode === 0 ? EXIT.ok : EXIT.usage,
+      lines: printed ? [] : [error.message.replace(/^error: /, '')],
+    };
+  }
+  if (error instanceof InvalidConnectorError) return { code: EXIT.usage, lines: error.problems };
+  if (error instanceof UnknownConnectorError) {
+    // Say which tenant was searched: the connector may well exist in another one.
+    const tenant = error.tenant ?? context.tenant;
+    const scoped = error.tenant || !tenant ? error.message : `${error.message} in tenant '${tenant}'`;
+    return { code: EXIT.notFound, lines: [scoped] };
+  }
+  if (error instanceof NothingToApproveError) return { code: EXIT.notFound, lines: [error.message] };
+  if (error instanceof ScheduleNotFoundError) return { code: EXIT.notFound, lines: [error.message] };
+  if (error instanceof WorkflowNotFoundError) return { code: EXIT.notFound, lines: [error.message] };
+  if (error instanceof NamespaceNotFoundError) return { code: EXIT.notFound, lines: [error.message] };
+  if (error instanceof ScheduleAlreadyRunning) {
+    return { code: EXIT.usage, lines: [`${error.message}; change it with 'schedules update'`] };
+  }
+  if (isGrpcServiceError(error)) {
+    const code = error.code as number;
+    if (code === GRPC_UNAVAILABLE || code === GRPC_DEADLINE_EXCEEDED) {
+      return {
+        code: EXIT.unavailable,
+        lines: [`Temporal is unavailable: ${error.details || error.message}`],
+      };
+    }
+    if (code === GRPC_INVALID_ARGUMENT) return { code: EXIT.usage, lines: [error.details || error.message] };
+    if (code === GRPC_NOT_FOUND) return { code: EXIT.notFound, lines: [error.details || error.message] };
+  }
+  const innermost = rootCause(error);
+  const text = innermost instanceof Error ? innermost.message : String(innermost);
+  if (TEMPORAL_DOWN.test(text)) {
+    // The worker's native connection reports Rust transport errors: keep the readable part.
+    const reason = /message: "([^"]+)"/.exec(text)?.[1] ?? firstLine(text);
+    const at = context.address ? ` at ${context.address}` : '';
+    return { code: EXIT.unavailable, lines: [`cannot reach Temporal${at} (${reason})`] };
+  }
+  const message = innermost instanceof Error ? innermost.message : String(innermost);
+  const errorCode = (innermost as { code?: unknown } | undefined)?.code;
+  if (DATABASE_DOWN.test(message) || (typeof errorCode === 'string' && DATABASE_DOWN.test(errorCode))) {
+    return { code: EXIT.unavailable, lines: [`database unavailable: ${firstLine(message)}`] };
+  }
+  if (error instanceof WorkflowFailedError) return { code: EXIT.failed, lines: [firstLine(message)] };
+  return { code: EXIT.failed, lines: [firstLine(message)] };
+}
+
+/** The deepest cause: Temporal wraps an activity's error in ActivityFailure in WorkflowFailedError. */
+export function rootCause(error: unknown): unknown {
+  let current = error;
+  for (let depth = 0; depth < 10; depth++) {
+    const cause: unknown = current instanceof Error ? current.cause : undefined;
+    if (!(cause instanceof Error)) break;
+    current = cause;
+  }
+  return current;
+}
+
+/** The ApplicationFailure of this type somewhere in the cause chain, if any. */
+export function applicationFailure(error: unknown, type: string): ApplicationFailure | undefined {
+  let current: unknown = error;
+  for (let depth = 0; depth < 10 && current instanceof Error; depth++) {
+    if (current instanceof ApplicationFailure && current.type === type) return current;
+    current = current.cause;
+  }
+  return undefined;
+}
+
+const firstLine = (text: string) => text.split('\n')[0]!.trim();
