@@ -520,6 +520,17 @@ export async function recordRejections(
   connectorId: string,
   rejections: Rejection[],
 ): Promise<void> {
+  for (const { reason, deferred, keys } of groupRejections(rejections)) {
+    await trx('deltalog')
+      .where({ connector_id: connectorId })
+      .whereIn('record_key', keys)
+      .whereNull('committed_at')
+      .update({ last_error: reason, ...(deferred ? {} : { attempts: trx.raw('attempts + 1') }) });
+  }
+}
+
+/** One statement per distinct reason (and deferral), not one per rejected record. */
+function groupRejections(rejections: Rejection[]) {
   const groups = new Map<string, { reason: string; deferred: boolean; keys: string[] }>();
   for (const { key, reason, deferred = false } of rejections) {
     const text = reason.slice(0, 1000);
@@ -528,13 +539,7 @@ export async function recordRejections(
     group.keys.push(key);
     groups.set(id, group);
   }
-  for (const { reason, deferred, keys } of groups.values()) {
-    await trx('deltalog')
-      .where({ connector_id: connectorId })
-      .whereIn('record_key', keys)
-      .whereNull('committed_at')
-      .update(deferred ? { last_error: reason } : { attempts: trx.raw('attempts + 1'), last_error: reason });
-  }
+  return groups.values();
 }
 
 // --- new list + swap: filling is not committing; the swap commits ---------------------------
@@ -555,20 +560,25 @@ export async function markFilled(trx: Executor, connectorId: string, keys: strin
  * old list held, so they become pending additions with the reason.
  */
 export async function recordFillRejections(trx: Executor, connectorId: string, rejections: Rejection[]) {
-  const byReason = new Map<string, string[]>();
-  for (const { key, reason } of rejections)
-    byReason.set(reason.slice(0, 1000), [...(byReason.get(reason.slice(0, 1000)) ?? []), key]);
-  for (const [reason, keys] of byReason) {
+  for (const { reason, deferred, keys } of groupRejections(rejections)) {
     await trx('deltalog')
       .where({ connector_id: connectorId })
       .whereIn('record_key', keys)
       .update({
         committed_at: null,
         on_remote: false,
-        attempts: trx.raw('attempts + 1'),
         last_error: reason,
+        ...(deferred ? {} : { attempts: trx.raw('attempts + 1') }),
       });
   }
+}
+
+/** The remote list no longer holds anything the dataset lost: those deletions are delivered. */
+async function commitPendingDeletions(trx: Executor, connectorId: string, now: number) {
+  await trx('deltalog')
+    .where({ connector_id: connectorId, in_dataset: false })
+    .whereNull('committed_at')
+    .update({ committed_at: now, on_remote: false, attempts: 0, last_error: null });
 }
 
 /**
@@ -577,10 +587,7 @@ export async function recordFillRejections(trx: Executor, connectorId: string, r
  */
 export async function commitSwapped(db: Db, connectorId: string, now: number): Promise<void> {
   await db.transaction(async (trx) => {
-    await trx('deltalog')
-      .where({ connector_id: connectorId, in_dataset: false })
-      .whereNull('committed_at')
-      .update({ committed_at: now, on_remote: false, attempts: 0, last_error: null });
+    await commitPendingDeletions(trx, connectorId, now);
     await trx('deltalog')
       .where({ connector_id: connectorId, in_dataset: true })
       .whereNull('committed_at')
@@ -735,10 +742,7 @@ export async function sampleRecordBytes(db: Db, dataset: DatasetDefinition, samp
  */
 export async function markRemoteEmptied(db: Db, connectorId: string, now: number): Promise<void> {
   await db.transaction(async (trx) => {
-    await trx('deltalog')
-      .where({ connector_id: connectorId, in_dataset: false })
-      .whereNull('committed_at')
-      .update({ committed_at: now, on_remote: false, attempts: 0, last_error: null });
+    await commitPendingDeletions(trx, connectorId, now);
     await trx('deltalog')
       .where({ connector_id: connectorId, in_dataset: true })
       .update({ committed_at: null, on_remote: false, attempts: 0, last_error: null });
