@@ -189,7 +189,10 @@ async function capture(browser: Browser, server: DevServer, story: Story, emulat
   await ui.shot('ui-running-current-details.png', 'current details = phase; activity summaries');
 
   await ui.open(runPath(running, 'history'));
-  await page.getByText(/sendChanges • send [\d,]+ records \(full push\)/).filter({ visible: true }).waitFor();
+  await page
+    .getByText(/sendChanges • send [\d,]+ records \(full push\)/)
+    .filter({ visible: true })
+    .waitFor();
   await ui.shot('ui-running-history.png', 'the running send in the timeline');
 
   await ui.open(runPath(running, 'query'));
@@ -199,7 +202,10 @@ async function capture(browser: Browser, server: DevServer, story: Story, emulat
 
   // The worker throttles heartbeats (at most one a minute reaches the server): wait for a later one.
   const firstBeat = (await sendHeartbeat(running))?.recordsDone ?? 0;
-  await until(async () => ((await sendHeartbeat(running))?.recordsDone ?? 0) > firstBeat, 'a second heartbeat');
+  await until(
+    async () => ((await sendHeartbeat(running))?.recordsDone ?? 0) > firstBeat,
+    'a second heartbeat',
+  );
   await ui.open(runPath(running, 'pending-activities'));
   await page.getByText('Heartbeat Details').filter({ visible: true }).first().waitFor();
   await ui.shot('ui-pending-activity-heartbeat.png', 'the send cursor and counters');
@@ -221,14 +227,20 @@ async function capture(browser: Browser, server: DevServer, story: Story, emulat
   await dialog.getByTestId('update-select-button').click();
   await dialog.getByRole('option', { name: 'approve', exact: true }).click();
   await dialog.locator('[contenteditable="true"][data-language="json"]').click();
-  await page.keyboard.insertText(JSON.stringify({ by: 'ops@example.com', note: 'the upstream job really removed them' }));
+  await page.keyboard.insertText(
+    JSON.stringify({ by: 'ops@example.com', note: 'the upstream job really removed them' }),
+  );
   await ui.shot('ui-send-update-approve.png', 'Send an Update: approve');
   const answer = page.waitForResponse((r) => r.url().includes('/update/approve'));
   await dialog.getByTestId('confirm-modal-button').click();
   const response = await answer;
-  if (!response.ok()) throw new Error(`the UI's update failed: ${response.status()} ${await response.text()}`);
+  if (!response.ok())
+    throw new Error(`the UI's update failed: ${response.status()} ${await response.text()}`);
   // The page follows the run: the update, the decision, then the held deletions going out.
-  await page.getByText(/sendChanges • send [\d,]+ deletions/).filter({ visible: true }).waitFor();
+  await page
+    .getByText(/sendChanges • send [\d,]+ deletions/)
+    .filter({ visible: true })
+    .waitFor();
   await ui.shot('ui-guard-approved.png', 'the approve update in the timeline');
   const approved = await guarded.result();
   say(`  vip-audience approved from the UI: ${approved.status}, ${approved.deletions} deletions sent`);
@@ -257,7 +269,11 @@ async function capture(browser: Browser, server: DevServer, story: Story, emulat
 
   // The failed run, and a retry by Reset once the token is fixed.
   await ui.open(runPath(failed, 'history'));
-  await page.getByText(/401 Unauthorized/).filter({ visible: true }).first().waitFor();
+  await page
+    .getByText(/401 Unauthorized/)
+    .filter({ visible: true })
+    .first()
+    .waitFor();
   await ui.shot('ui-failed-run.png', 'a failed run and its error');
 
   process.env.DOCS_PARTNER_TOKEN = process.env.DOCS_LIST_TOKEN;
@@ -268,13 +284,10 @@ async function capture(browser: Browser, server: DevServer, story: Story, emulat
   await reset.getByRole('textbox').last().fill('token rotated: DOCS_PARTNER_TOKEN fixed');
   await ui.shot('ui-reset-dialog.png', 'Reset to the first workflow task');
   await reset.getByTestId('confirm-modal-button').click();
-  const retried = await until(
-    async () => {
-      const runs = await story.defaultClient.runs(PARTNER);
-      return runs.length === 2 && runs[0]!.status !== 'running' ? runs : undefined;
-    },
-    'the reset run of partner-export',
-  );
+  const retried = await until(async () => {
+    const runs = await story.defaultClient.runs(PARTNER);
+    return runs.length === 2 && runs[0]!.status !== 'running' ? runs : undefined;
+  }, 'the reset run of partner-export');
   say(`  partner-export after Reset: ${retried.map((r) => `run ${r.runId} ${r.status}`).join(', ')}`);
 
   await ui.open(listPath(`DeltasyncConnectorId="${PARTNER}"`));
@@ -283,17 +296,26 @@ async function capture(browser: Browser, server: DevServer, story: Story, emulat
 
   // A finished diff: activity summaries in the history, the summary in the memo.
   await ui.open(runPath(diff, 'history'));
-  await page.getByText(/sendChanges • send [\d,]+ deletions/).filter({ visible: true }).waitFor();
+  await page
+    .getByText(/sendChanges • send [\d,]+ deletions/)
+    .filter({ visible: true })
+    .waitFor();
   await ui.shot('ui-diff-history.png', 'activity summaries of a diff');
   await ui.open(runPath(diff, 'memo'));
   await page.getByText('"summary"').filter({ visible: true }).waitFor();
   await ui.shot('ui-memo-summary.png', 'the run summary in the memo');
 
   // Tenant and outcome, typed into the query editor.
-  await ui.open(listPath(`WorkflowType="refreshConnector" AND DeltasyncTenant="default" AND DeltasyncOutcome="failed"`));
+  await ui.open(
+    listPath(`WorkflowType="refreshConnector" AND DeltasyncTenant="default" AND DeltasyncOutcome="failed"`),
+  );
   await ui.rows(1);
   await page.getByTestId('toggle-manual-query').click();
-  await page.getByText('DeltasyncOutcome="failed"', { exact: false }).filter({ visible: true }).first().waitFor();
+  await page
+    .getByText('DeltasyncOutcome="failed"', { exact: false })
+    .filter({ visible: true })
+    .first()
+    .waitFor();
   await ui.shot('ui-query-tenant-outcome.png', 'tenant and outcome query');
   await page.close();
 }

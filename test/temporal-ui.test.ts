@@ -209,7 +209,9 @@ describe('operating from the Temporal Web UI', () => {
         assert.equal(execution.type.name, 'refreshConnector', where);
         assert.equal(
           execution.status,
-          run.status === 'failed' ? 'WORKFLOW_EXECUTION_STATUS_FAILED' : 'WORKFLOW_EXECUTION_STATUS_COMPLETED',
+          run.status === 'failed'
+            ? 'WORKFLOW_EXECUTION_STATUS_FAILED'
+            : 'WORKFLOW_EXECUTION_STATUS_COMPLETED',
           where,
         );
         assert.equal(searchAttribute(execution, 'DeltasyncConnectorId'), connectorId, where);
@@ -244,9 +246,13 @@ describe('operating from the Temporal Web UI', () => {
         const upserts = run.additions + run.updates;
         const sends = [
           ...(upserts > 0
-            ? [`send ${upserts.toLocaleString('en-US')} additions and updates in ~${Math.ceil(upserts / BATCH)} calls`]
+            ? [
+                `send ${upserts.toLocaleString('en-US')} additions and updates in ~${Math.ceil(upserts / BATCH)} calls`,
+              ]
             : []),
-          ...(run.deletions > 0 ? [`send ${run.deletions} deletions in ~${Math.ceil(run.deletions / BATCH)} calls`] : []),
+          ...(run.deletions > 0
+            ? [`send ${run.deletions} deletions in ~${Math.ceil(run.deletions / BATCH)} calls`]
+            : []),
         ];
         assert.deepEqual(
           await activitySummaries(execution.execution.workflowId, execution.execution.runId),
