@@ -44,7 +44,7 @@ import {
   type RunStatus,
 } from '../core/runs';
 import { checkMassDelete, type GuardCheck } from '../core/guard';
-import { batchSizeFor, sendPhase, type SendPhase, type SendProgress } from '../core/sender';
+import { batchSizeFor, sendPhase, type SendPhase, type SendProgress, type SendTotals } from '../core/sender';
 import { observeDestination } from '../observability/destination';
 import { safeObserver, sendIncrements, type RefreshObserver } from '../observability/observer';
 
@@ -354,7 +354,7 @@ function createRefreshActivities(dependencies: ActivityDependencies) {
     },
 
     /** Step 3: send one phase, recording every call; resumes from its heartbeat. */
-    async sendChanges({ connectorId, runId, phase }: RunRef & { phase: SendPhase }): Promise<SendProgress> {
+    async sendChanges({ connectorId, runId, phase }: RunRef & { phase: SendPhase }): Promise<SendTotals> {
       return failClearly(async () => {
         const context = Context.current();
         const connector = await loadConnector(db, connectorId);
@@ -363,7 +363,7 @@ function createRefreshActivities(dependencies: ActivityDependencies) {
         // with the last cursor, so a retry still resumes where the last recorded call ended.
         let latest: SendProgress | undefined = resumeFrom;
         const increments = sendIncrements();
-        return keepHeartbeating(
+        const { cursor: _lastKey, ...totals } = await keepHeartbeating(
           () =>
             withDestination(connector, async (live) => {
               const destination = phase === 'fill' ? await pendingList(connectorId, live) : live;
@@ -385,6 +385,7 @@ function createRefreshActivities(dependencies: ActivityDependencies) {
             }),
           () => latest,
         );
+        return totals; // the result goes into the workflow's history: counts only
       });
     },
 

@@ -51,6 +51,9 @@ export interface SendProgress {
   bytesSent: number;
 }
 
+/** What a finished send phase reports to the workflow: its counts, without the cursor (a key). */
+export type SendTotals = Omit<SendProgress, 'cursor'>;
+
 export interface SendOptions {
   db: Db;
   connector: ConnectorDefinition;

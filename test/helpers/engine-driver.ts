@@ -2,7 +2,7 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { createActivities, type Activities } from '../../src/activities';
 import type { Db } from '../../src/db';
 import type { StrategyChoice } from '../../src/core/plan';
-import type { SendPhase, SendProgress } from '../../src/core/sender';
+import type { SendPhase, SendTotals } from '../../src/core/sender';
 import type { MemoryDestination } from '../../src/emulators/memory-destination';
 
 /**
@@ -98,7 +98,7 @@ export function createDriver(db: Db, destination: MemoryDestination) {
     };
 
     /** A send that may die mid-way; on "retry" it runs again with the last heartbeat, like Temporal. */
-    async function sendWithRetry(phase: SendPhase): Promise<SendProgress | typeof FAILED> {
+    async function sendWithRetry(phase: SendPhase): Promise<SendTotals | typeof FAILED> {
       if (interruption.kind !== 'fail-send') return inEnv(() => activities.sendChanges({ ...ref, phase }));
       destination.faults = {
         failAfterCalls: interruption.afterCalls,
@@ -108,7 +108,7 @@ export function createDriver(db: Db, destination: MemoryDestination) {
       const env = new MockActivityEnvironment({ workflowExecution: execution }, { logger: silent });
       env.on('heartbeat', (details: unknown) => (lastHeartbeat = details));
       try {
-        return await env.run((): Promise<SendProgress> => activities.sendChanges({ ...ref, phase }));
+        return await env.run((): Promise<SendTotals> => activities.sendChanges({ ...ref, phase }));
       } catch (error) {
         destination.faults = {};
         if (!interruption.retry) return FAILED;
