@@ -267,6 +267,42 @@ describe('deltasync CLI', () => {
     assert.match(again.stderr, /no refresh of 'cli-guarded' is waiting for approval/);
   });
 
+  test('cancel stops the running refresh and reports what it delivered; with none running, exit 4', async () => {
+    const id = 'cli-cancel';
+    const table = 'cli_cancel_customers';
+    await createCustomersTable(t.db, table);
+    await seedCustomers(t.db, 5000, { table });
+    const definition = YAML.parse(fs.readFileSync(connectorFile({ id }), 'utf8'));
+    definition.dataset.table = table;
+    definition.destination.listId = `${id}-list`;
+    await client.connectors.create(parseConnector(definition));
+    emulator.faults.set({ latencyMs: 200 }); // 50 calls of 100 records: about 10 s
+    try {
+      const handle = await client.startRefresh(id);
+      while (((await handle.progress()).sending?.recordsDone ?? 0) < 300) await sleep(100);
+      const result = await cli(['cancel', id]);
+      assert.equal(result.code, 0, result.stderr);
+      const delivered = emulator.members(`${id}-list`).size;
+      assert.ok(delivered >= 300 && delivered < 5000, `stopped mid-send (${delivered} of 5,000)`);
+      const count = delivered.toLocaleString('en-US');
+      assert.match(
+        result.stdout,
+        new RegExp(`^${id}'s refresh stopped: ${count} records delivered and committed`),
+      );
+      assert.match(result.stdout, /^ *\d+ +failed +diff +5,000 /m);
+      assert.equal(
+        (await client.temporal.workflow.getHandle(handle.workflowId).describe()).status.name,
+        'CANCELLED',
+      );
+
+      const none = await cli(['cancel', id]);
+      assert.equal(none.code, 4);
+      assert.match(none.stderr, /no refresh of 'cli-cancel' is running/);
+    } finally {
+      emulator.faults.clear('latencyMs');
+    }
+  });
+
   test('a refresh that fails prints its run, one line on stderr, and exits with 1', async () => {
     await seedCustomers(t.db, 5, { first: 1000 });
     emulator.faults.set({ failAfter: { successfulCalls: 0, status: 400 } }); // every call refused

@@ -13,7 +13,8 @@ import { saveConnector } from '../src/connectors/store';
 import { listRuns } from '../src/core/runs';
 import { churnCustomers, createCustomersTable, readCustomers, seedCustomers } from '../src/demo/customers';
 import { startHttpListEmulator, type HttpListEmulator } from '../src/emulators/http-list-emulator';
-import { refreshWorkflowId } from '../src/workflows/shared';
+import { refreshWorkflowId, searchAttributes } from '../src/workflows/shared';
+import { NoRunningRefreshError } from '../src/client';
 import { createTestDatabase, dialects, type TestDatabase } from './helpers/databases';
 import { HISTORY_FIXTURES, historyText } from './helpers/histories';
 import { startTemporal, type TemporalHarness } from './helpers/temporal';
@@ -27,6 +28,8 @@ const TOKEN = 'test-token';
 let temporal: TemporalHarness;
 let emulator: HttpListEmulator;
 let listCounter = 0;
+/** The Temporal run id of the cancelled refresh, whose history is replayed below. */
+let cancelledRun: string | undefined;
 
 before(async () => {
   [temporal, emulator] = await Promise.all([startTemporal(), startHttpListEmulator({ token: TOKEN })]);
@@ -180,6 +183,52 @@ describe('refresh workflow: failures, concurrency, determinism (mysql)', () => {
     assert.equal(emulator.members(connector.destination.listId).size, 5000);
   });
 
+  test('a cancelled refresh closes once its send stopped; what it delivered is committed, the next sends the rest', async () => {
+    const connector = connectorFor('cancel', 500);
+    await saveConnector(t.db, connector);
+    const listId = connector.destination.listId;
+    emulator.resetStats();
+    emulator.faults.set({ latencyMs: 300 });
+    try {
+      await temporal.withWorker({ db: t.db, destinations }, async (client) => {
+        const handle = await client.startRefresh(connector.id);
+        await waitFor(
+          async () => ((await handle.progress()).sending?.recordsDone ?? 0) >= 1000,
+          'two batches delivered',
+        );
+        const cancelled = await client.cancel(connector.id);
+        assert.equal(cancelled.runId, handle.runId);
+        cancelledRun = cancelled.runId;
+        const run = await cancelled.stopped();
+        // The run closed only after its send stopped: nothing reaches the destination afterwards.
+        const callsAtClose = emulator.stats().calls.add;
+        const delivered = emulator.members(listId).size;
+        await sleep(1_500);
+        assert.equal(emulator.stats().calls.add, callsAtClose, 'no call after the run closed');
+        assert.ok(delivered >= 1000 && delivered < 5000, `stopped mid-send (${delivered} of 5,000)`);
+
+        assert.ok(run, 'the cancelled run is recorded');
+        assert.equal(run.status, 'failed');
+        assert.match(run.error ?? '', /cancel/i);
+        assert.equal(run.recordsSent, delivered, 'the run counts every batch the destination applied');
+        const wf = client.temporal.workflow.getHandle(handle.workflowId, handle.runId);
+        const description = await wf.describe();
+        assert.equal(description.status.name, 'CANCELLED');
+        assert.deepEqual(description.typedSearchAttributes.get(searchAttributes.outcome), 'cancelled');
+        await assert.rejects(client.cancel(connector.id), NoRunningRefreshError);
+
+        emulator.faults.clear();
+        const next = await client.refresh(connector.id);
+        assert.equal(next.status, 'succeeded');
+        assert.equal(next.additions, 5000 - delivered, 'the next refresh sends only what was left');
+      });
+    } finally {
+      emulator.faults.clear();
+    }
+    await assertListEqualsDataset(t, listId);
+    assert.equal(emulator.stats().recordsApplied.add, 5000, 'no record sent twice');
+  });
+
   test('forced strategies through the workflow: full push + deletes, then truncate + reload', async () => {
     const connector = connectorFor('strategies', 1000);
     await saveConnector(t.db, connector);
@@ -284,24 +333,31 @@ describe('refresh workflow: failures, concurrency, determinism (mysql)', () => {
   });
 
   test('histories of this file replay deterministically, and carry no record data', async () => {
-    const ids = ['resume', 'concurrent', 'strategies', 'progress', 'messy'].map(refreshWorkflowId);
+    const ids = ['resume', 'concurrent', 'cancel', 'strategies', 'progress', 'messy'].map(refreshWorkflowId);
+    // The cancelled run, not the refresh that followed it.
+    const runIdOf = (workflowId: string) =>
+      workflowId === refreshWorkflowId('cancel') ? cancelledRun : undefined;
     const histories = await Promise.all(
       ids.map(async (workflowId) => ({
         workflowId,
-        history: await temporal.server.env.client.workflow.getHandle(workflowId).fetchHistory(),
+        history: await temporal.server.env.client.workflow
+          .getHandle(workflowId, runIdOf(workflowId))
+          .fetchHistory(),
       })),
     );
     const { Worker } = await import('@temporalio/worker');
     for await (const result of Worker.runReplayHistories({ workflowBundle: temporal.bundle }, histories)) {
       assert.equal(result.error, undefined, `${result.workflowId} replays`);
     }
-    if (process.env.DELTASYNC_RECORD_HISTORIES) saveHistoryFixtures(ids);
+    const record = process.env.DELTASYNC_RECORD_HISTORIES; // 1: all of them; or names: cancel,messy
+    const toSave = record === '1' ? ids : (record?.split(',').map(refreshWorkflowId) ?? []);
+    saveHistoryFixtures(toSave.map((workflowId) => ({ workflowId, runId: runIdOf(workflowId) })));
     for (const { workflowId, history } of histories) {
       const text = historyText(history);
       // The decoded payloads are there to search: counts and the connector id, but no records.
       assert.ok(text.includes('"connectorId":"'), `${workflowId}: payloads are decoded`);
       assert.ok(!text.includes('@example.com'), `${workflowId}: no record attributes in history`);
-      assert.ok(!text.includes('cust-0000'), `${workflowId}: no record keys in history`);
+      assert.doesNotMatch(text, /cust-\d{7}/, `${workflowId}: no record keys in history`);
       assert.ok(!text.includes(TOKEN), `${workflowId}: no secrets in history`);
     }
   });
@@ -311,11 +367,12 @@ describe('refresh workflow: failures, concurrency, determinism (mysql)', () => {
  * Refresh the committed fixtures that test/replay.test.ts replays against the current workflow
  * code, exported by the Temporal CLI in the standard JSON history format.
  */
-function saveHistoryFixtures(workflowIds: string[]) {
+function saveHistoryFixtures(runs: { workflowId: string; runId?: string }[]) {
   fs.mkdirSync(HISTORY_FIXTURES, { recursive: true });
-  for (const workflowId of workflowIds) {
+  for (const { workflowId, runId } of runs) {
     const json = execFileSync(findTemporalCli()!, [
       ...['workflow', 'show', '--workflow-id', workflowId, '--output', 'json'],
+      ...(runId ? ['--run-id', runId] : []),
       ...['--address', temporal.server.address],
     ]);
     fs.writeFileSync(path.join(HISTORY_FIXTURES, `${workflowId}.json`), json);

@@ -7,7 +7,7 @@ import {
 } from '@temporalio/client';
 import { ApplicationFailure, NamespaceNotFoundError } from '@temporalio/common';
 import { CommanderError } from 'commander';
-import { NothingToApproveError } from '../client';
+import { NoRunningRefreshError, NothingToApproveError } from '../client';
 import { InvalidConnectorError } from '../connectors/definition';
 import { UnknownConnectorError } from '../connectors/store';
 
@@ -22,7 +22,8 @@ import { UnknownConnectorError } from '../connectors/store';
  * | 2    | bad input: unknown command or option, bad value, invalid connector definition        |
  * | 3    | unavailable: Temporal unreachable, no worker polling the task queue, or the worker's  |
  * |      | database unreachable                                                                  |
- * | 4    | not found: no such connector (in this tenant), schedule, refresh or pending approval  |
+ * | 4    | not found: no such connector (in this tenant), schedule, refresh (or none running to |
+ * |      | cancel) or pending approval                                                           |
  */
 export const EXIT = { ok: 0, failed: 1, usage: 2, unavailable: 3, notFound: 4 } as const;
 export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
@@ -33,7 +34,8 @@ Exit codes:
   1  the refresh failed (or another operation failed)
   2  bad input: usage, option values, invalid connector definition
   3  unavailable: Temporal unreachable, no worker on the task queue, database unreachable
-  4  not found: connector (in this tenant), schedule, refresh, or nothing awaiting approval`;
+  4  not found: connector (in this tenant), schedule, refresh (none running to cancel),
+     or nothing awaiting approval`;
 
 /** An error the CLI raises itself, with the exit code it stands for. */
 export class CliError extends Error {
@@ -87,7 +89,9 @@ export function describeFailure(
     const scoped = error.tenant || !tenant ? error.message : `${error.message} in tenant '${tenant}'`;
     return { code: EXIT.notFound, lines: [scoped] };
   }
-  if (error instanceof NothingToApproveError) return { code: EXIT.notFound, lines: [error.message] };
+  if (error instanceof NothingToApproveError || error instanceof NoRunningRefreshError) {
+    return { code: EXIT.notFound, lines: [error.message] };
+  }
   if (error instanceof ScheduleNotFoundError) return { code: EXIT.notFound, lines: [error.message] };
   if (error instanceof WorkflowNotFoundError) return { code: EXIT.notFound, lines: [error.message] };
   if (error instanceof NamespaceNotFoundError) return { code: EXIT.notFound, lines: [error.message] };

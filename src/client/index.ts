@@ -229,6 +229,43 @@ export class DeltasyncClient {
     return this.decide(connectorId, false, decision);
   }
 
+  /**
+   * Ask the connector's running refresh to stop. The send stops between calls: the call in flight
+   * finishes and is committed, then nothing more goes out. The run closes (workflow status
+   * Canceled, outcome `cancelled`, recorded as failed) only once its activity has stopped, so a
+   * refresh started afterwards never overlaps it. What was not sent stays pending for the next
+   * refresh. Throws {@link NoRunningRefreshError} when no refresh of the connector is running.
+   *
+   * @example
+   * const cancelled = await client.cancel('crm-customers');
+   * const run = await cancelled.stopped(); // { status: 'failed', additions: 3000, error: '… cancelled' }
+   */
+  async cancel(connectorId: string): Promise<CancelledRefresh> {
+    await this.connectors.get(connectorId); // tenant check
+    const workflowId = refreshWorkflowId(connectorId);
+    const handle = this.temporal.workflow.getHandle<typeof refreshConnector>(workflowId);
+    try {
+      const description = await handle.describe();
+      if (description.status.name !== 'RUNNING') throw new NoRunningRefreshError(connectorId);
+      const pinned = this.temporal.workflow.getHandle<typeof refreshConnector>(workflowId, description.runId);
+      await pinned.cancel();
+      return {
+        workflowId,
+        runId: description.runId,
+        stopped: async () => {
+          await pinned.result().catch(() => undefined); // ends in a cancellation (or its own outcome)
+          const { runId } = await pinned.query(progressQuery);
+          const runs = await this.runs(connectorId, { limit: 5 });
+          return runs.find((run) => run.runId === runId) ?? null;
+        },
+      };
+    } catch (error) {
+      // Never started, or ended between the describe and the cancel.
+      if (error instanceof WorkflowNotFoundError) throw new NoRunningRefreshError(connectorId);
+      throw error;
+    }
+  }
+
   /** The connector's runs, newest first, with their outcomes. */
   async runs(connectorId: string, options: { limit?: number } = {}): Promise<RunSummary[]> {
     const result = await this.admin({
@@ -412,6 +449,24 @@ export class DeltasyncClient {
       if (error instanceof WorkflowNotFoundError) return false;
       throw error;
     }
+  }
+}
+
+/** A refresh asked to stop; see {@link DeltasyncClient.cancel}. */
+export interface CancelledRefresh {
+  workflowId: string;
+  runId: string;
+  /**
+   * Resolves once the run has stopped (its send committed the call in flight) with its record:
+   * what it delivered before it stopped. Null if it stopped before it opened a run record.
+   */
+  stopped(): Promise<RunSummary | null>;
+}
+
+export class NoRunningRefreshError extends Error {
+  override name = 'NoRunningRefreshError';
+  constructor(readonly connectorId: string) {
+    super(`no refresh of '${connectorId}' is running`);
   }
 }
 

@@ -1,4 +1,5 @@
 import {
+  ActivityCancellationType,
   ApplicationFailure,
   CancellationScope,
   condition,
@@ -14,7 +15,7 @@ import {
 } from '@temporalio/workflow';
 import type { Activities, DryRunPlan, GuardDecision, PlanSummary, RunSummary } from '../activities';
 import type { StrategyChoice } from '../core/plan';
-import type { SendPhase, SendProgress } from '../core/sender';
+import type { SendPhase, SendTotals } from '../core/sender';
 import { NON_RETRYABLE_ERRORS, searchAttributes } from './shared';
 
 /**
@@ -53,7 +54,7 @@ export interface RefreshProgress {
   phase: RefreshPhase;
   plan: PlanSummary | null;
   /** Totals of the send phases that have finished (live numbers come from the activity heartbeat). */
-  completedPhases: SendProgress[];
+  completedPhases: SendTotals[];
 }
 
 export const progressQuery = defineQuery<RefreshProgress>('progress');
@@ -75,16 +76,25 @@ const retry = {
   nonRetryableErrorTypes: NON_RETRYABLE_ERRORS,
 };
 
-const steps = proxyActivities<Activities>({
-  startToCloseTimeout: '2 hours',
-  heartbeatTimeout: '1 minute',
-  retry,
-});
-const sending = proxyActivities<Activities>({
-  startToCloseTimeout: '24 hours',
-  heartbeatTimeout: '2 minutes',
-  retry,
-});
+const stepOptions = { startToCloseTimeout: '2 hours', heartbeatTimeout: '1 minute', retry };
+const sendOptions = { startToCloseTimeout: '24 hours', heartbeatTimeout: '2 minutes', retry };
+/**
+ * A cancelled run closes only once its running activity has stopped (a send stops between calls,
+ * after committing the call in flight). Otherwise the next refresh of the connector could start
+ * while the cancelled send still delivers and commits, and the run would miss its last batches.
+ */
+const waitForStop = { cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED };
+const activities = {
+  current: {
+    steps: proxyActivities<Activities>({ ...stepOptions, ...waitForStop }),
+    sending: proxyActivities<Activities>({ ...sendOptions, ...waitForStop }),
+  },
+  /** Runs recorded before the change closed at once on cancellation; they replay with this. */
+  beforeWaitingForStop: {
+    steps: proxyActivities<Activities>(stepOptions),
+    sending: proxyActivities<Activities>(sendOptions),
+  },
+};
 
 export async function refreshConnector(input: RefreshInput): Promise<RunSummary> {
   const progress: RefreshProgress = {
@@ -116,6 +126,9 @@ export async function refreshConnector(input: RefreshInput): Promise<RunSummary>
   setHandler(approveUpdate, approve.handler, { validator: approve.validator });
   setHandler(rejectUpdate, reject.handler, { validator: reject.validator });
 
+  const { steps, sending } = patched('cancel-waits-for-activities')
+    ? activities.current
+    : activities.beforeWaitingForStop;
   const run = await steps.beginRun({
     connectorId: input.connectorId,
     trigger: input.trigger ?? 'manual',
@@ -205,9 +218,9 @@ export async function refreshConnector(input: RefreshInput): Promise<RunSummary>
     await CancellationScope.nonCancellable(() =>
       steps.finishRun({ ...ref, status: 'failed', error: describeError(error) }),
     );
-    upsertSearchAttributes([
-      { key: searchAttributes.outcome, value: isCancellation(error) ? 'cancelled' : 'failed' },
-    ]);
+    // A cancelled activity can also end in a timeout (its worker died): still a cancelled run.
+    const cancelled = isCancellation(error) || CancellationScope.current().consideredCancelled;
+    upsertSearchAttributes([{ key: searchAttributes.outcome, value: cancelled ? 'cancelled' : 'failed' }]);
     throw error;
   }
 
@@ -279,5 +292,8 @@ export async function planConnector(input: {
   connectorId: string;
   strategy?: StrategyChoice;
 }): Promise<DryRunPlan> {
-  return steps.previewPlan.executeWithOptions(options(`dry-run plan for ${input.connectorId}`), [input]);
+  return activities.current.steps.previewPlan.executeWithOptions(
+    options(`dry-run plan for ${input.connectorId}`),
+    [input],
+  );
 }

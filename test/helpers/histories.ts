@@ -1,6 +1,9 @@
 import path from 'node:path';
 
-/** Recorded workflow histories (refresh with DELTASYNC_RECORD_HISTORIES=1 npm test). */
+/**
+ * Recorded workflow histories: DELTASYNC_RECORD_HISTORIES=cancel bash scripts/test.sh
+ * test/refresh.test.ts records one (=1 all of them; re-record old ones only on purpose).
+ */
 export const HISTORY_FIXTURES = path.join(__dirname, '..', 'fixtures', 'histories');
 
 /**

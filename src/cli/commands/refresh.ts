@@ -132,6 +132,33 @@ export function registerRefresh(program: Command): void {
         );
       });
   }
+
+  program
+    .command('cancel <connector>')
+    .description(
+      "Stop the connector's running refresh: the call in flight finishes and is committed, nothing " +
+        'more is sent, and what was not sent stays pending for the next refresh',
+    )
+    .summary("Stop the connector's running refresh (what it delivered stays committed)")
+    .option('--no-wait', 'return once the cancellation is requested, without waiting for the run to stop')
+    .option('--json', 'print JSON for scripts')
+    .action(async (id: string, opts: { wait: boolean; json?: boolean }, cmd: Command) => {
+      const ctx = await connect(cmd);
+      const cancelled = await ctx.withWorker(ctx.client.cancel(id));
+      if (!opts.wait) {
+        const requested = { workflowId: cancelled.workflowId, runId: cancelled.runId, stopped: false };
+        return opts.json ? printJson(requested) : print(`cancellation of ${id}'s refresh requested`);
+      }
+      const run = await ctx.withWorker(cancelled.stopped());
+      if (opts.json) return printJson({ workflowId: cancelled.workflowId, runId: cancelled.runId, run });
+      print(
+        run
+          ? `${id}'s refresh stopped: ${formatCount(run.recordsSent)} records delivered and committed ` +
+              `in ${formatCount(run.apiCalls)} calls; the rest stays pending for the next refresh\n` +
+              runsTable([run])
+          : `${id}'s refresh stopped before it started sending`,
+      );
+    });
 }
 
 function addWaitOptions(command: Command): Command {
