@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# One setup for both README commands: npm packages, a Temporal CLI binary, and (with --mysql)
-# a reachable MariaDB/MySQL and Redis for the tests. Each step is skipped when already satisfied, so re-running is cheap.
+# One setup for both README commands: npm packages, the pre-commit hook, a Temporal CLI binary,
+# and (with --mysql) a reachable MariaDB/MySQL and Redis for the tests. Each step is skipped when
+# already satisfied, so re-running is cheap.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,6 +44,12 @@ if ! node -e "new (require('better-sqlite3'))(':memory:').close()" 2>/dev/null; 
   say "building better-sqlite3 for this Node.js"
   npm rebuild better-sqlite3 --loglevel=error >&2 ||
     die "better-sqlite3 could not be built: install a C++ toolchain and Python ('apt-get install build-essential python3')."
+fi
+
+# ESLint, Prettier and tsc before every commit (scripts/git-hooks/pre-commit), unless this clone
+# already uses other hooks.
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1 && [ -z "$(git config core.hooksPath || true)" ]; then
+  git config core.hooksPath scripts/git-hooks
 fi
 
 # --- Temporal CLI (dev server with Web UI and SQLite persistence) -------------------------------
