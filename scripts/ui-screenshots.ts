@@ -5,6 +5,7 @@
  *
  *   npx tsx scripts/ui-screenshots.ts                  # writes docs/images/ui-*.png
  *   npx tsx scripts/ui-screenshots.ts --keep-running   # then leaves everything up to look around
+ *   npx tsx scripts/ui-screenshots.ts --keep-running --no-capture   # the runs only, no pictures
  *
  * Needs Chromium at /usr/bin/chromium (or CHROMIUM_PATH); Playwright never downloads a browser.
  */
@@ -27,6 +28,8 @@ import { startDevServer, type DevServer } from '../src/temporal/dev-server';
 import { createWorker } from '../src/worker';
 
 const IMAGES = path.join(projectRoot, 'docs', 'images');
+/** History pages: tall enough for the header, input/result and the whole timeline. */
+const TALL = { height: 1240 };
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const CHROMIUM_ARGS = [
   '--headless',
@@ -72,8 +75,14 @@ async function main() {
   try {
     say(`Temporal Web UI ${server.uiUrl}, gRPC ${server.address}, data in ${dataDir}`);
     const story = await tellTheStory(server, db, emulator);
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
-    await capture(browser, server, story, emulator);
+    // Ctrl-C is ours: the finally below closes the browser with everything else.
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: CHROMIUM_ARGS,
+      handleSIGINT: false,
+      handleSIGTERM: false,
+    });
+    if (!process.argv.includes('--no-capture')) await capture(browser, server, story, emulator);
     if (keepRunning) {
       say(`Everything stays up: ${server.uiUrl}. Ctrl-C to stop.`);
       await new Promise<void>((resolve) => {
@@ -82,6 +91,7 @@ async function main() {
       });
     }
   } finally {
+    say('Shutting down …');
     await browser?.close();
     worker.shutdown();
     await workerRunning;
@@ -193,7 +203,7 @@ async function capture(browser: Browser, server: DevServer, story: Story, emulat
     .getByText(/sendChanges • send [\d,]+ records \(full push\)/)
     .filter({ visible: true })
     .waitFor();
-  await ui.shot('ui-running-history.png', 'the running send in the timeline');
+  await ui.shot('ui-running-history.png', 'the running send in the timeline', TALL);
 
   await ui.open(runPath(running, 'query'));
   await page.getByRole('button', { name: 'Run Query' }).filter({ visible: true }).click();
@@ -230,6 +240,9 @@ async function capture(browser: Browser, server: DevServer, story: Story, emulat
   await page.keyboard.insertText(
     JSON.stringify({ by: 'ops@example.com', note: 'the upstream job really removed them' }),
   );
+  // Leaving the editor pretty-prints the JSON, which moves the Submit button: leave it first.
+  await dialog.getByTestId('update-id').click();
+  await dialog.locator('.cm-line').filter({ hasText: '"note"' }).waitFor();
   await ui.shot('ui-send-update-approve.png', 'Send an Update: approve');
   const answer = page.waitForResponse((r) => r.url().includes('/update/approve'));
   await dialog.getByTestId('confirm-modal-button').click();
@@ -241,7 +254,7 @@ async function capture(browser: Browser, server: DevServer, story: Story, emulat
     .getByText(/sendChanges • send [\d,]+ deletions/)
     .filter({ visible: true })
     .waitFor();
-  await ui.shot('ui-guard-approved.png', 'the approve update in the timeline');
+  await ui.shot('ui-guard-approved.png', 'the approve update in the timeline', TALL);
   const approved = await guarded.result();
   say(`  vip-audience approved from the UI: ${approved.status}, ${approved.deletions} deletions sent`);
 
@@ -257,14 +270,15 @@ async function capture(browser: Browser, server: DevServer, story: Story, emulat
     () => undefined,
   );
   const closedAfterMs = Date.now() - cancelledAt;
-  const { moreCalls, lastCallAfterMs } = await calls.settle();
+  // A call takes 8 s here: 20 s without one means the send has stopped.
+  const { moreCalls, lastCallAfterMs } = await calls.settle(20_000);
   say(
     `  cancelled from the UI: the workflow closed after ${closedAfterMs} ms; the send made ${moreCalls} ` +
       `more call(s), the last ${lastCallAfterMs} ms after the request`,
   );
   await ui.open(runPath(running, 'history'));
   await page.getByText('Canceled', { exact: true }).filter({ visible: true }).first().waitFor();
-  await ui.shot('ui-cancelled-run.png', 'a cancelled run');
+  await ui.shot('ui-cancelled-run.png', 'a cancelled run', TALL);
   emulator.faults.clear();
 
   // The failed run, and a retry by Reset once the token is fixed.
@@ -274,13 +288,16 @@ async function capture(browser: Browser, server: DevServer, story: Story, emulat
     .filter({ visible: true })
     .first()
     .waitFor();
-  await ui.shot('ui-failed-run.png', 'a failed run and its error');
+  await ui.shot('ui-failed-run.png', 'a failed run and its error', TALL);
 
   process.env.DOCS_PARTNER_TOKEN = process.env.DOCS_LIST_TOKEN;
   await page.getByRole('button', { name: 'Reset' }).filter({ visible: true }).click();
   const reset = ui.dialog('reset');
   await reset.getByTestId('workflow-reset-event-id-select-button').click();
   await reset.getByRole('option').first().click();
+  await reset.getByRole('listbox').waitFor({ state: 'hidden' });
+  // The exclude-signals/updates boxes keep their defaults: a refresh takes no signals, and an
+  // approve or reject re-applied at its start would be refused (no run waits at the guard yet).
   await reset.getByRole('textbox').last().fill('token rotated: DOCS_PARTNER_TOKEN fixed');
   await ui.shot('ui-reset-dialog.png', 'Reset to the first workflow task');
   await reset.getByTestId('confirm-modal-button').click();
@@ -300,22 +317,18 @@ async function capture(browser: Browser, server: DevServer, story: Story, emulat
     .getByText(/sendChanges • send [\d,]+ deletions/)
     .filter({ visible: true })
     .waitFor();
-  await ui.shot('ui-diff-history.png', 'activity summaries of a diff');
+  await ui.shot('ui-diff-history.png', 'activity summaries of a diff', TALL);
   await ui.open(runPath(diff, 'memo'));
   await page.getByText('"summary"').filter({ visible: true }).waitFor();
   await ui.shot('ui-memo-summary.png', 'the run summary in the memo');
 
-  // Tenant and outcome, typed into the query editor.
-  await ui.open(
-    listPath(`WorkflowType="refreshConnector" AND DeltasyncTenant="default" AND DeltasyncOutcome="failed"`),
-  );
-  await ui.rows(1);
+  // Tenant and outcome, in the raw query editor.
+  const query = `WorkflowType="refreshConnector" AND DeltasyncTenant="default" AND DeltasyncOutcome IN ("failed", "cancelled")`;
+  await ui.open(listPath(query));
+  await ui.rows(2);
   await page.getByTestId('toggle-manual-query').click();
-  await page
-    .getByText('DeltasyncOutcome="failed"', { exact: false })
-    .filter({ visible: true })
-    .first()
-    .waitFor();
+  await until(async () => (await page.locator('input#query').inputValue()) === query, 'the raw query');
+  await page.mouse.move(700, 700); // away from the toggle's tooltip
   await ui.shot('ui-query-tenant-outcome.png', 'tenant and outcome query');
   await page.close();
 }
@@ -375,10 +388,13 @@ class Ui {
     return this.page.locator(`dialog[open][data-testid="${kind}-confirmation-modal"]`);
   }
 
-  async shot(file: string, what: string) {
-    // Let transitions and late fetches settle before the picture.
-    await this.page.waitForLoadState('networkidle').catch(() => undefined);
+  async shot(file: string, what: string, size: { height: number } = { height: 900 }) {
+    await this.page.setViewportSize({ width: 1440, height: size.height });
+    // What the picture needs was waited for by the caller; this lets CSS transitions and the
+    // resize settle (the UI polls a running workflow, so the network is never idle to wait for).
+    await this.page.waitForTimeout(400);
     await this.page.screenshot({ path: path.join(IMAGES, file) });
+    await this.page.setViewportSize({ width: 1440, height: 900 });
     say(`  docs/images/${file}: ${what}`);
   }
 }
@@ -406,7 +422,7 @@ function watchCalls(emulator: HttpListEmulator) {
   }, 50);
   return {
     /** Waits until no call came for `quietMs`, then reports. */
-    async settle(quietMs = 5_000) {
+    async settle(quietMs: number) {
       while (Date.now() - last.at < quietMs) await sleep(100);
       clearInterval(timer);
       return { moreCalls: last.calls - start.calls, lastCallAfterMs: last.at - start.at };

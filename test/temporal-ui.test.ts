@@ -81,6 +81,25 @@ async function ui<T>(path: string): Promise<T> {
   return (await response.json()) as T;
 }
 
+/**
+ * A query through the UI server, as its Queries and User Metadata tabs send it (a POST, so with
+ * the CSRF cookie and header the UI's pages carry). Answered by a worker, so one must be running.
+ */
+async function uiQuery(workflowId: string, queryType: string): Promise<unknown> {
+  const settings = await fetch(`${uiUrl}/api/v1/settings`);
+  const csrf = /_csrf=([^;]+)/.exec(settings.headers.get('set-cookie') ?? '')?.[1];
+  assert.ok(csrf, 'the UI server hands out a CSRF cookie');
+  const path = `/workflows/${encodeURIComponent(workflowId)}/query/${queryType}`;
+  const response = await fetch(`${uiUrl}/api/v1/namespaces/default${path}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', cookie: `_csrf=${csrf}`, 'x-csrf-token': csrf },
+    body: JSON.stringify({ execution: { workflowId }, query: { queryType } }),
+  });
+  assert.equal(response.status, 200, `POST ${path}: ${response.status} ${await response.clone().text()}`);
+  const { queryResult } = (await response.json()) as { queryResult: { payloads: Payload[] } };
+  return decode(queryResult.payloads[0]);
+}
+
 interface Payload {
   metadata?: { encoding?: string };
   data?: string;
@@ -171,6 +190,29 @@ describe('operating from the Temporal Web UI', () => {
       );
       assert.equal(adsRetry.additions + adsRetry.updates, crmDiff.additions + crmDiff.updates);
       assert.equal(adsRetry.deletions, crmDiff.deletions, 'the retry sends what the failed run could not');
+
+      // What the UI's User Metadata and Queries tabs load: the current details (the phase, here
+      // the outcome of the finished run), the `progress` query and the approve/reject updates.
+      for (const [id, outcome] of [
+        [CRM, 'noop'],
+        [ADS, 'succeeded'],
+      ] as const) {
+        const metadata = (await uiQuery(refreshWorkflowId(id), '__temporal_workflow_metadata')) as {
+          currentDetails?: string;
+          definition?: { queryDefinitions?: { name: string }[]; updateDefinitions?: { name: string }[] };
+        };
+        assert.equal(metadata.currentDetails, `**${id}**: ${outcome}`);
+        assert.ok(metadata.definition?.queryDefinitions?.some((q) => q.name === 'progress'));
+        assert.deepEqual(metadata.definition?.updateDefinitions?.map((u) => u.name).sort(), [
+          'approve',
+          'reject',
+        ]);
+        const progress = (await uiQuery(refreshWorkflowId(id), 'progress')) as {
+          phase: string;
+          connectorId: string;
+        };
+        assert.deepEqual([progress.connectorId, progress.phase], [id, 'done']);
+      }
       return new Map<number, RunSummary>(
         [...(await defaults.runs(CRM)), ...(await growth.runs(ADS))].map((r) => [r.runId, r]),
       );
@@ -225,23 +267,23 @@ describe('operating from the Temporal Web UI', () => {
 
         const summary = summaries.get(run.id);
         assert.ok(summary, `client.runs reports ${where}`);
-        {
-          assert.deepEqual(
-            decode(execution.memo?.fields?.summary),
-            {
-              status: summary.status,
-              strategy: summary.strategy,
-              additions: summary.additions,
-              updates: summary.updates,
-              deletions: summary.deletions,
-              deletionsHeld: summary.deletionsHeld,
-              rejected: summary.rejected,
-              apiCalls: summary.apiCalls,
-              durationMs: summary.durationMs,
-            },
-            `the memo of ${where} holds its summary`,
-          );
-        }
+        // Every run here ends through finishRun (the failed one below its success threshold), so
+        // every run has its memo.
+        assert.deepEqual(
+          decode(execution.memo?.fields?.summary),
+          {
+            status: summary.status,
+            strategy: summary.strategy,
+            additions: summary.additions,
+            updates: summary.updates,
+            deletions: summary.deletions,
+            deletionsHeld: summary.deletionsHeld,
+            rejected: summary.rejected,
+            apiCalls: summary.apiCalls,
+            durationMs: summary.durationMs,
+          },
+          `the memo of ${where} holds its summary`,
+        );
 
         const upserts = run.additions + run.updates;
         const sends = [
