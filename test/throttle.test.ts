@@ -8,32 +8,44 @@ import { createThrottle } from '../src/connectors/throttle';
 test('calls to one account never exceed its concurrency cap, whoever makes them', async () => {
   const throttle = createThrottle();
   const limits = { recordsPerCall: 1, maxConcurrent: 3 };
-  let inFlight = 0;
+  // Calls end only when the test releases them, so the count in flight does not depend on timing.
+  const inFlight: (() => void)[] = [];
   let peak = 0;
-  const call = async () => {
-    inFlight++;
-    peak = Math.max(peak, inFlight);
-    await sleep(5);
-    inFlight--;
-  };
+  const call = () =>
+    new Promise<void>((resolve) => {
+      inFlight.push(resolve);
+      peak = Math.max(peak, inFlight.length);
+    });
   // Two "activities" (connectors) of the same account, 20 calls each, all at once.
-  await Promise.all(Array.from({ length: 40 }, () => throttle('acme:account-1', limits, call)));
+  const calls = Array.from({ length: 40 }, () => throttle('acme:account-1', limits, call));
+  for (let remaining = 40; remaining > 0; remaining--) {
+    const expected = Math.min(3, remaining);
+    for (let waited = 0; inFlight.length < expected; waited += 5) {
+      assert.ok(waited < 5_000, `${expected} calls in flight (${inFlight.length})`);
+      await sleep(5);
+    }
+    await sleep(5); // room for a fourth call to start, if the limiter let it
+    assert.equal(inFlight.length, expected, 'calls in flight');
+    inFlight.shift()!();
+  }
+  await Promise.all(calls);
   assert.equal(peak, 3);
 });
 
 test('accounts are limited separately', async () => {
   const throttle = createThrottle();
   const limits = { recordsPerCall: 1, maxConcurrent: 1 };
+  // Each call ends only once both are in flight: if the accounts shared a limiter, they never would.
   let inFlight = 0;
-  let peak = 0;
   const call = async () => {
     inFlight++;
-    peak = Math.max(peak, inFlight);
-    await sleep(20);
-    inFlight--;
+    for (let waited = 0; inFlight < 2; waited += 5) {
+      if (waited >= 5_000) throw new Error("the other account's call never started");
+      await sleep(5);
+    }
   };
   await Promise.all([throttle('acme:a', limits, call), throttle('acme:b', limits, call)]);
-  assert.equal(peak, 2, 'one call in flight per account, two accounts');
+  assert.equal(inFlight, 2, 'one call in flight per account, two accounts');
 });
 
 test('calls per second space the starts of calls to one account', async () => {
