@@ -5,6 +5,7 @@ import { saveConnector } from '../src/connectors/store';
 import { DestinationError, type Destination, type Member } from '../src/connectors/types';
 import { pendingCounts, quarantinedCount, updateDeltalog } from '../src/core/deltalog';
 import {
+  ABANDONED,
   beginRun,
   finishRun,
   getRun,
@@ -415,6 +416,11 @@ for (const dialect of dialects) {
         last_run_id: unknown;
       };
       assert.equal(Number(state2.last_run_id), other);
+      const abandoned = await getRun(db, first);
+      assert.equal(abandoned.status, 'failed', 'a run left running by an ended workflow is closed');
+      assert.equal(abandoned.error, ABANDONED);
+      assert.equal(abandoned.finished_at, 3_000);
+      assert.equal((await getRun(db, other)).status, 'running');
     });
   });
 }

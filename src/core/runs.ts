@@ -49,12 +49,26 @@ export interface RunCounters {
 
 type Executor = Db | Knex.Transaction;
 
-/** Create the run for a workflow execution, or return it if a retried activity already did. */
+/** Why a run still marked running is closed when the next one begins. */
+export const ABANDONED =
+  'abandoned: its workflow ended without recording an outcome (terminated, or timed out)';
+
+/**
+ * Create the run for a workflow execution, or return it if a retried activity already did.
+ * Refreshes of one connector never overlap (one workflow id), so any other run of the connector
+ * still marked running belongs to a workflow that ended without finishing it: it is closed as
+ * failed, so run lists never show a ghost run.
+ */
 export async function beginRun(
   db: Db,
   run: { connectorId: string; tenant: string; workflowId: string; workflowRunId: string; trigger: string },
   now: number,
 ): Promise<number> {
+  const abandoned = db('refresh_runs')
+    .where({ connector_id: run.connectorId, status: 'running' })
+    .whereNot({ workflow_run_id: run.workflowRunId });
+  await db('checkpoints').whereIn('run_id', abandoned.clone().select('id')).delete();
+  await abandoned.update({ status: 'failed', error: ABANDONED, finished_at: now });
   await db('refresh_runs')
     .insert({
       connector_id: run.connectorId,
