@@ -113,6 +113,21 @@ function connectorFile(overrides: Record<string, unknown> = {}, name = 'connecto
   return file;
 }
 
+/**
+ * The fixture connector over a customers table of its own (`<id>_customers`, `rows` rows) and a
+ * list of its own (`<id>-list`), created through the client. Returns the table's name.
+ */
+async function customersConnector(id: string, rows: number): Promise<string> {
+  const table = `${id.replace(/-/g, '_')}_customers`;
+  await createCustomersTable(t.db, table);
+  await seedCustomers(t.db, rows, { table });
+  const definition = YAML.parse(fs.readFileSync(connectorFile({ id }), 'utf8'));
+  definition.dataset.table = table;
+  definition.destination.listId = `${id}-list`;
+  await client.connectors.create(parseConnector(definition));
+  return table;
+}
+
 describe('deltasync CLI', () => {
   test('connectors apply -f a YAML file, then list --json; another tenant sees nothing', async () => {
     const applied = await cli(['connectors', 'apply', '-f', connectorFile()]);
@@ -227,13 +242,7 @@ describe('deltasync CLI', () => {
 
   test('approve a refresh held by the mass-delete guard: the deletions go out', async () => {
     const id = 'cli-guarded';
-    const table = 'cli_guarded_customers';
-    await createCustomersTable(t.db, table);
-    await seedCustomers(t.db, 100, { table });
-    const definition = YAML.parse(fs.readFileSync(connectorFile({ id }), 'utf8'));
-    definition.dataset.table = table;
-    definition.destination.listId = `${id}-list`;
-    await client.connectors.create(parseConnector(definition));
+    const table = await customersConnector(id, 100);
     await client.refresh(id);
     await t.db(table).where('customer_key', '<=', 'cust-0000030').delete(); // 30% of the list
 
@@ -269,13 +278,7 @@ describe('deltasync CLI', () => {
 
   test('cancel stops the running refresh and reports what it delivered; with none running, exit 4', async () => {
     const id = 'cli-cancel';
-    const table = 'cli_cancel_customers';
-    await createCustomersTable(t.db, table);
-    await seedCustomers(t.db, 5000, { table });
-    const definition = YAML.parse(fs.readFileSync(connectorFile({ id }), 'utf8'));
-    definition.dataset.table = table;
-    definition.destination.listId = `${id}-list`;
-    await client.connectors.create(parseConnector(definition));
+    await customersConnector(id, 5000);
     emulator.faults.set({ latencyMs: 200 }); // 50 calls of 100 records: about 10 s
     try {
       const handle = await client.startRefresh(id);

@@ -272,13 +272,9 @@ function memoOf(run: RunSummary) {
   };
 }
 
+/** Per-call options with the activity's summary (the send's timeouts, for every step given one). */
 function options(summary: string) {
-  return {
-    startToCloseTimeout: '24 hours',
-    heartbeatTimeout: '2 minutes',
-    retry,
-    summary,
-  } as const;
+  return { ...sendOptions, summary };
 }
 
 function describeError(error: unknown): string {
