@@ -46,6 +46,20 @@ if ! node -e "new (require('better-sqlite3'))(':memory:').close()" 2>/dev/null; 
     die "better-sqlite3 could not be built: install a C++ toolchain and Python ('apt-get install build-essential python3')."
 fi
 
+# The SQLite statement time limit (native/statement-timeout.c), against the SQLite headers
+# better-sqlite3 ships. Without a C compiler the embedded database runs without the limit.
+extension=build/statement-timeout.so
+if [ ! -f "$extension" ] || [ native/statement-timeout.c -nt "$extension" ]; then
+  if command -v cc >/dev/null; then
+    mkdir -p build
+    cc -shared -fPIC -O2 -pthread -Inode_modules/better-sqlite3/deps/sqlite3 \
+      native/statement-timeout.c -o "$extension" >&2 ||
+      say "WARNING: the SQLite statement-timeout extension did not build; SQLite statements will have no time limit"
+  else
+    say "WARNING: no C compiler (cc): SQLite statements will have no time limit ('apt-get install build-essential')"
+  fi
+fi
+
 # ESLint, Prettier and tsc before every commit (scripts/git-hooks/pre-commit), unless this clone
 # already uses other hooks.
 if git rev-parse --is-inside-work-tree >/dev/null 2>&1 && [ -z "$(git config core.hooksPath || true)" ]; then
@@ -89,6 +103,9 @@ if [ "$need_mysql" = 1 ]; then
     start-stop-daemon --start --oknodo --background --exec "$mariadbd_bin" >&2
     wait_for "$host" "$port" || die "MariaDB was started but does not accept connections on $host:$port; see its error log."
   fi
+
+  # The tenancy tests read datasets as each tenant's own database user (test/security.test.ts).
+  npx tsx scripts/create-test-users.ts >&2
 
   # The redis-set destination is tested against a real Redis on 127.0.0.1:6379.
   if ! reachable 127.0.0.1 6379; then

@@ -12,6 +12,7 @@ export type { Logger };
 /** Fields every line logged while an activity runs carries (see withLogContext). */
 export interface LogContext {
   connectorId?: string;
+  tenant?: string;
   runId?: number;
   activity?: string;
   workflowId?: string;

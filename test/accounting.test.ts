@@ -39,8 +39,11 @@ describe('a diff of a 1,000,000-key list with 1% churn (MariaDB, real Temporal)'
       policy: { batchSize: B },
     });
     // The list is in sync: every key delivered before (set-based, no million calls needed).
-    await updateDeltalog(t.db, 'million', { table: 'big', key: 'k', attributes: ['segment'] }, 1);
-    await t.db('deltalog').where({ connector_id: 'million' }).update({ committed_at: 2, on_remote: true });
+    await updateDeltalog(t.db, 'default/million', { table: 'big', key: 'k', attributes: ['segment'] }, 1);
+    await t
+      .db('deltalog')
+      .where({ connector_id: 'default/million' })
+      .update({ committed_at: 2, on_remote: true });
   });
   after(async () => {
     await t.drop();
@@ -125,7 +128,7 @@ describe('auto never makes more calls than the cheapest fixed strategy (SQLite)'
             runs.set(strategy, async () => {
               const result = await refresh(id, strategy, { kind: 'none' }).catch(() => undefined);
               if (!result?.completed) return undefined; // not possible with these capabilities
-              return (await listRuns(t.db, id, 1))[0]!.api_calls;
+              return (await listRuns(t.db, `default/${id}`, 1))[0]!.api_calls;
             });
           }
           const keys = rows.map((r) => r.k);
@@ -151,7 +154,7 @@ describe('auto never makes more calls than the cheapest fixed strategy (SQLite)'
   });
 
   test('every run records its calls per endpoint', async () => {
-    const [run] = await listRuns(t.db, 'acc_0-newlist', 1);
+    const [run] = await listRuns(t.db, 'default/acc_0-newlist', 1);
     const byEndpoint = await endpointCalls(t.db, run!.id);
     const total = Object.values(byEndpoint).reduce((sum, e) => sum + e.calls, 0);
     assert.equal(total, run!.api_calls);

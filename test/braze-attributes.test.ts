@@ -7,7 +7,7 @@ import {
   type BrazeAttributesOptions,
 } from '../src/connectors/braze-attributes';
 import { HttpDestinationError } from '../src/connectors/http';
-import { createSecretResolver } from '../src/connectors/secrets';
+import { createSecretStore } from '../src/tenancy/secrets';
 import { saveConnector } from '../src/connectors/store';
 import { unthrottled } from '../src/connectors/throttle';
 import type { Member } from '../src/connectors/types';
@@ -409,42 +409,45 @@ describe('braze-attributes refresh workflow on the Temporal dev server (mysql)',
       },
     });
     // Built the way the worker builds it: catalog, secret resolver, shared throttle.
-    await scenario.withWorker(createSecretResolver({ BRAZE_KEY: apiKey }, undefined), async (client) => {
-      emulator.faults.set({
-        rateLimit: { calls: 1, retryAfterSeconds: 1 },
-        serverError: { calls: 1, status: 503 },
-      });
-      const first = await client.refresh('braze-crm');
-      assert.equal(first.status, 'succeeded', first.error ?? '');
-      assert.deepEqual([first.additions, first.updates, first.deletions], [100, 0, 0]);
-      assert.equal(first.rateLimitWaits, 1);
-      assert.equal(first.callsByEndpoint['users/track']?.calls, 4, 'two pages of ≤ 75, one 429, one 503');
-      assert.deepEqual(emulator.members(FLAG), await expected());
+    await scenario.withWorker(
+      createSecretStore({ DELTASYNC_SECRET_DEFAULT__BRAZE_KEY: apiKey }, undefined).forTenant('default'),
+      async (client) => {
+        emulator.faults.set({
+          rateLimit: { calls: 1, retryAfterSeconds: 1 },
+          serverError: { calls: 1, status: 503 },
+        });
+        const first = await client.refresh('braze-crm');
+        assert.equal(first.status, 'succeeded', first.error ?? '');
+        assert.deepEqual([first.additions, first.updates, first.deletions], [100, 0, 0]);
+        assert.equal(first.rateLimitWaits, 1);
+        assert.equal(first.callsByEndpoint['users/track']?.calls, 4, 'two pages of ≤ 75, one 429, one 503');
+        assert.deepEqual(emulator.members(FLAG), await expected());
 
-      await db('braze_users')
-        .whereIn('external_id', [userId(1), userId(2), userId(3)])
-        .delete();
-      await db('braze_users').insert(
-        [100, 101].map((i) => ({ external_id: userId(i), first_name: `U${i}`, tier: 'gold', points: i })),
-      );
-      await db('braze_users')
-        .whereIn('external_id', [userId(10), userId(11)])
-        .update({ tier: 'gold' });
-      await db('braze_users')
-        .where({ external_id: userId(12) })
-        .update({ points: null });
-      emulator.faults.set({ serverError: { calls: 1, status: 500 } });
+        await db('braze_users')
+          .whereIn('external_id', [userId(1), userId(2), userId(3)])
+          .delete();
+        await db('braze_users').insert(
+          [100, 101].map((i) => ({ external_id: userId(i), first_name: `U${i}`, tier: 'gold', points: i })),
+        );
+        await db('braze_users')
+          .whereIn('external_id', [userId(10), userId(11)])
+          .update({ tier: 'gold' });
+        await db('braze_users')
+          .where({ external_id: userId(12) })
+          .update({ points: null });
+        emulator.faults.set({ serverError: { calls: 1, status: 500 } });
 
-      const second = await client.refresh('braze-crm');
-      assert.equal(second.status, 'succeeded', second.error ?? '');
-      assert.deepEqual([second.additions, second.updates, second.deletions], [2, 3, 3]);
-      assert.deepEqual(emulator.members(FLAG), await expected());
-      assert.deepEqual(
-        emulator.users().get(userId(1)),
-        { first_name: 'U1', tier: 'basic', points: 1 },
-        'unflagged, kept',
-      );
-      assert.deepEqual(emulator.users().get('outsider'), { first_name: 'O' });
-    });
+        const second = await client.refresh('braze-crm');
+        assert.equal(second.status, 'succeeded', second.error ?? '');
+        assert.deepEqual([second.additions, second.updates, second.deletions], [2, 3, 3]);
+        assert.deepEqual(emulator.members(FLAG), await expected());
+        assert.deepEqual(
+          emulator.users().get(userId(1)),
+          { first_name: 'U1', tier: 'basic', points: 1 },
+          'unflagged, kept',
+        );
+        assert.deepEqual(emulator.users().get('outsider'), { first_name: 'O' });
+      },
+    );
   });
 });

@@ -212,7 +212,10 @@ describe('the watcher', () => {
     workflow_run_id: string;
   }
   const runsOf = async (id: string) =>
-    (await t.db('refresh_runs').where({ connector_id: id }).orderBy('id')) as RunRow[];
+    (await t
+      .db('refresh_runs')
+      .where({ connector_id: `default/${id}` })
+      .orderBy('id')) as RunRow[];
   const changeRuns = async (id: string) => (await runsOf(id)).filter((run) => run.trigger === 'change');
 
   test('a poll sees an insert and starts exactly one refresh, recorded as `change`', async () => {
@@ -224,7 +227,7 @@ describe('the watcher', () => {
       });
 
       const watched = await client.watch(id);
-      assert.equal(watched.workflowId, watchWorkflowId(id));
+      assert.equal(watched.workflowId, watchWorkflowId('default', id));
       assert.equal(watched.alreadyWatching, false);
       const again = await client.watch(id, { pollSeconds: 99 });
       assert.equal(again.alreadyWatching, true, 'a second watch leaves the running watcher');
@@ -362,7 +365,7 @@ describe('the watcher', () => {
       const table = await connector(client, id, 10);
       // Three loop turns per run: the watcher continues as new every second or two.
       const handle = await client.temporal.workflow.start<typeof watchConnector>('watchConnector', {
-        workflowId: watchWorkflowId(id),
+        workflowId: watchWorkflowId('default', id),
         taskQueue: base.taskQueue,
         args: [
           { connectorId: id, tenant: 'default', pollSeconds: 1, debounceSeconds: 1, iterationsPerRun: 3 },
@@ -403,7 +406,7 @@ describe('the watcher', () => {
         'a baseline',
       );
       await client.connectors.delete(id);
-      const ended = client.temporal.workflow.getHandle<typeof watchConnector>(watchWorkflowId(id));
+      const ended = client.temporal.workflow.getHandle<typeof watchConnector>(watchWorkflowId('default', id));
       const final = await ended.result();
       assert.match(final.lastError ?? '', /no connector with id 'watch-stop'/);
       assert.equal((await changeRuns(id)).length, 1);
@@ -416,8 +419,14 @@ describe('the watcher', () => {
  * history holds no record data (markers are a count and a digest). Returns the history as JSON.
  */
 async function replayWatcher(client: DeltasyncClient, connectorId: string): Promise<string> {
-  const history = await client.temporal.workflow.getHandle(watchWorkflowId(connectorId)).fetchHistory();
-  await Worker.runReplayHistory({ workflowBundle: temporal.bundle }, history, watchWorkflowId(connectorId));
+  const history = await client.temporal.workflow
+    .getHandle(watchWorkflowId('default', connectorId))
+    .fetchHistory();
+  await Worker.runReplayHistory(
+    { workflowBundle: temporal.bundle },
+    history,
+    watchWorkflowId('default', connectorId),
+  );
   // Payloads are bytes (base64 in JSON): decode them, so the checks see what they carry.
   const text = JSON.stringify(history, (key, value: unknown) =>
     key === 'data' && typeof value === 'string' ? Buffer.from(value, 'base64').toString('utf8') : value,

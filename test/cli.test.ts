@@ -14,6 +14,7 @@ import { createCustomersTable, seedCustomers } from '../src/demo/customers';
 import { startHttpListEmulator, type HttpListEmulator } from '../src/emulators/http-list-emulator';
 import { refreshWorkflowId } from '../src/workflows/shared';
 import { createTestDatabase, type TestDatabase } from './helpers/databases';
+import { trustedTenants } from './helpers/secrets';
 import { startTemporal, type TemporalHarness } from './helpers/temporal';
 
 /**
@@ -45,11 +46,14 @@ before(async () => {
   // One worker for the whole file; the CLI reaches it through the dev server and its task queue.
   let ready!: () => void;
   const started = new Promise<void>((resolve) => (ready = resolve));
-  workerDone = temporal.withWorker({ db: t.db, destinations }, (c) => {
-    client = c;
-    ready();
-    return new Promise<void>((resolve) => (stopWorker = resolve));
-  });
+  workerDone = temporal.withWorker(
+    { db: t.db, destinations, tenants: trustedTenants('default', 'other') },
+    (c) => {
+      client = c;
+      ready();
+      return new Promise<void>((resolve) => (stopWorker = resolve));
+    },
+  );
   await started;
 });
 after(async () => {
@@ -264,7 +268,7 @@ describe('deltasync CLI', () => {
       await cli(['approve', id, '--by', 'alice', '--note', 'expected cleanup', '--json']),
     );
     assert.deepEqual(decision, { approved: true, by: 'alice', note: 'expected cleanup' });
-    await client.temporal.workflow.getHandle(refreshWorkflowId(id)).result();
+    await client.temporal.workflow.getHandle(refreshWorkflowId('default', id)).result();
     assert.equal(emulator.members(`${id}-list`).size, 70);
 
     const [runs, again] = await Promise.all([cli(['runs', id, '--json']), cli(['approve', id])]);

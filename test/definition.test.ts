@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { InvalidConnectorError, parseConnector } from '../src/connectors/definition';
-import { createSecretResolver } from '../src/connectors/secrets';
+import { createSecretStore } from '../src/tenancy/secrets';
 
 /** Connector definitions (zod, with errors that name the field) and secret resolution. */
 
@@ -136,7 +136,7 @@ describe('parseConnector', () => {
   });
 });
 
-describe('secrets', () => {
+describe('secrets, scoped by tenant', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'deltasync-secrets-'));
   after(() => fs.rmSync(dir, { recursive: true, force: true }));
   let fileCounter = 0;
@@ -146,80 +146,88 @@ describe('secrets', () => {
     return name;
   };
 
-  test('the environment is looked up first', () => {
-    const secretsFile = file(JSON.stringify({ TOKEN: 'from-file', ONLY_FILE: 'file-value' }));
-    const resolve = createSecretResolver({ TOKEN: 'from-env', EMPTY: '' }, secretsFile);
-    assert.equal(resolve('TOKEN'), 'from-env');
-    assert.equal(resolve('ONLY_FILE'), 'file-value');
-    assert.throws(() => resolve('EMPTY'), /secret 'EMPTY' is not set/, 'an empty variable is not a value');
-  });
-
-  test('the secrets file defaults to DELTASYNC_SECRETS_FILE', () => {
-    const secretsFile = file('TOKEN=abc\n');
-    assert.equal(createSecretResolver({ DELTASYNC_SECRETS_FILE: secretsFile })('TOKEN'), 'abc');
-  });
-
-  test('a JSON secrets file', () => {
-    const resolve = createSecretResolver(
-      {},
-      file(`\n  ${JSON.stringify({ LIST_TOKEN: 's3cr3t', DB_URL: 'mysql://u:p@h/db' })}`),
+  test("a tenant's environment variable is looked up first, then its section of the file", () => {
+    const secretsFile = file(
+      JSON.stringify({
+        acme: { TOKEN: 'from-file', ONLY_FILE: 'file-value' },
+        other: { MINE: 'other-value' },
+      }),
     );
-    assert.equal(resolve('LIST_TOKEN'), 's3cr3t');
-    assert.equal(resolve('DB_URL'), 'mysql://u:p@h/db');
-  });
-
-  test('a NAME=value secrets file', () => {
-    const resolve = createSecretResolver(
-      {},
-      file(
-        [
-          '# comment',
-          '',
-          'PLAIN=value',
-          '  SPACED  =  spaced value',
-          'DOUBLE="with # hash"',
-          "SINGLE='single'",
-          'EQUALS=a=b=c',
-          'CRLF=windows\r',
-          'TRAILING=trailing   ',
-          'QUOTED_TRAILING="quoted"  ',
-          'EMPTY=',
-        ].join('\n'),
-      ),
+    const store = createSecretStore(
+      { DELTASYNC_SECRET_ACME__TOKEN: 'from-env', DELTASYNC_SECRET_ACME__EMPTY: '', TOKEN: 'worker-own' },
+      secretsFile,
     );
-    assert.equal(resolve('PLAIN'), 'value');
-    assert.equal(resolve('SPACED'), 'spaced value');
-    assert.equal(resolve('DOUBLE'), 'with # hash');
-    assert.equal(resolve('SINGLE'), 'single');
-    assert.equal(resolve('EQUALS'), 'a=b=c');
-    assert.equal(resolve('CRLF'), 'windows');
-    assert.equal(resolve('TRAILING'), 'trailing', 'trailing blanks are not part of the value');
-    assert.equal(resolve('QUOTED_TRAILING'), 'quoted');
-    assert.equal(resolve('EMPTY'), '');
-    assert.throws(() => resolve('comment'), /secret 'comment' is not set/);
+    const acme = store.forTenant('acme');
+    assert.equal(acme('TOKEN'), 'from-env');
+    assert.equal(acme('ONLY_FILE'), 'file-value');
+    assert.throws(
+      () => acme('EMPTY'),
+      /tenant 'acme' has no secret 'EMPTY'/,
+      'an empty variable is not a value',
+    );
+    assert.throws(() => acme('MINE'), /tenant 'acme' has no secret 'MINE'/, "another tenant's secret");
+    assert.equal(store.forTenant('other')('MINE'), 'other-value');
+    assert.throws(
+      () => store.forTenant('other')('TOKEN'),
+      /no secret 'TOKEN'/,
+      "the worker's own TOKEN is no one's",
+    );
+    assert.equal(store.has('acme', 'TOKEN'), true);
+    assert.equal(store.has('other', 'TOKEN'), false);
   });
 
-  test('a malformed JSON secrets file is reported without quoting its contents', () => {
-    // The value's quotes forgotten: V8's message would quote the text around the error.
-    const resolve = createSecretResolver({}, file('{"LIST_TOKEN": pw-12345}'));
+  test("the worker's own configuration is never a secret of any tenant", () => {
+    const store = createSecretStore({
+      DELTASYNC_DATABASE_URL: 'mysql://root:pw@db/deltasync',
+      HOME: '/root',
+      DELTASYNC_SECRET_B__TOKEN: 'b-token',
+    });
+    for (const name of ['DELTASYNC_DATABASE_URL', 'HOME', 'DELTASYNC_SECRET_B__TOKEN', 'B__TOKEN']) {
+      assert.equal(store.has('a', name), false, name);
+    }
+    assert.equal(store.has('a', '../b/TOKEN'), false, 'not a secret name at all');
+  });
+
+  test('tenant ids with dashes map to underscores in variable names', () => {
+    const store = createSecretStore({ DELTASYNC_SECRET_TENANT_A__LIST_TOKEN: 'a' });
+    assert.equal(store.forTenant('tenant-a')('LIST_TOKEN'), 'a');
+  });
+
+  test('the secrets file defaults to DELTASYNC_SECRETS_FILE and may be YAML', () => {
+    const secretsFile = file('default:\n  TOKEN: abc\n  PORT: 5432\n');
+    const store = createSecretStore({ DELTASYNC_SECRETS_FILE: secretsFile });
+    assert.equal(store.forTenant('default')('TOKEN'), 'abc');
+    assert.equal(store.forTenant('default')('PORT'), '5432');
+  });
+
+  test('a secrets file not grouped by tenant is refused with the expected shape', () => {
+    const store = createSecretStore({}, file(JSON.stringify({ LIST_TOKEN: 's3cr3t' })));
+    assert.throws(() => store.forTenant('default')('LIST_TOKEN'), /must group secrets by tenant/);
+  });
+
+  test('a malformed secrets file is reported without quoting its contents', () => {
+    // The value's quotes forgotten: the parser's message would quote the text around the error.
+    const store = createSecretStore({}, file('{"default": {"LIST_TOKEN": pw-12345'));
     let message = '';
     assert.throws(
-      () => resolve('LIST_TOKEN'),
+      () => store.forTenant('default')('LIST_TOKEN'),
       (error: unknown) => {
         message = error instanceof Error ? error.message : String(error);
         return true;
       },
     );
     assert.ok(!message.includes('pw-12345'), `the error quotes the file: ${message}`);
-    assert.match(message, /secrets file .+ is not valid JSON/);
+    assert.match(message, /secrets file .+ cannot be read/);
   });
 
-  test('a missing secret names itself and never echoes other values', () => {
-    const values = ['env-value-1', 'file-value-2', 'json-value-3'];
-    const envFile = file(`OTHER=${values[1]}\n`);
-    const jsonFile = file(JSON.stringify({ OTHER_JSON: values[2] }));
-    for (const secretsFile of [envFile, jsonFile, undefined]) {
-      const resolve = createSecretResolver({ SOMETHING: values[0] }, secretsFile);
+  test('a missing secret says where to define it and never echoes other values', () => {
+    const values = ['env-value-1', 'json-value-3'];
+    const jsonFile = file(JSON.stringify({ default: { OTHER_JSON: values[1] } }));
+    for (const secretsFile of [jsonFile, undefined]) {
+      const resolve = createSecretStore(
+        { DELTASYNC_SECRET_DEFAULT__SOMETHING: values[0] },
+        secretsFile,
+      ).forTenant('default');
       let message = '';
       assert.throws(
         () => resolve('LIST_TOKEN'),
@@ -228,7 +236,8 @@ describe('secrets', () => {
           return true;
         },
       );
-      assert.match(message, /secret 'LIST_TOKEN' is not set/);
+      assert.match(message, /tenant 'default' has no secret 'LIST_TOKEN'/);
+      assert.match(message, /DELTASYNC_SECRET_DEFAULT__LIST_TOKEN/);
       assert.match(message, /DELTASYNC_SECRETS_FILE/);
       for (const value of values) assert.ok(!message.includes(value), `message echoes ${value}`);
     }

@@ -160,7 +160,9 @@ for (const dialect of dialects) {
             }
             // Lists built by new list + swap are retired: only the configured list, the live one
             // and the one being built (left by an interrupted run) may exist.
-            const state = await db('connector_state').where({ connector_id: connectorId }).first();
+            const state = await db('connector_state')
+              .where({ connector_id: `default/${connectorId}` })
+              .first();
             const allowed = new Set(['main', remote.liveListId, state?.pending_list_id]);
             for (const list of remote.lists.keys()) assert.ok(allowed.has(list), `list ${list} left behind`);
           },

@@ -458,9 +458,15 @@ describe('google-customer-match destination', () => {
 
   test('capabilities, listMembers and the list a swapped connector points at', async () => {
     const { emu } = await setup();
-    const factory = createDestinationFactory(secrets, unthrottled);
+    const factory = createDestinationFactory(
+      { forTenant: () => secrets, has: () => true, hint: () => '' },
+      unthrottled,
+    );
     const config = googleCustomerMatchConfigSchema.parse(baseConfig(emu));
-    const afterSwap = factory(config, { listId: `customers/${CUSTOMER}/offlineUserDataJobs/42` });
+    const afterSwap = factory(config, {
+      tenant: 'default',
+      listId: `customers/${CUSTOMER}/offlineUserDataJobs/42`,
+    });
     assert.deepEqual(afterSwap.capabilities, {
       add: true,
       remove: true,
@@ -475,13 +481,13 @@ describe('google-customer-match destination', () => {
       address: { firstName: 'f', lastName: 'l', countryCode: 'c', postalCode: 'z' },
     };
     assert.equal(
-      factory(withAddress).capabilities.updateAttributes,
+      factory(withAddress, { tenant: 'default' }).capabilities.updateAttributes,
       true,
       'the address is kept and updatable',
     );
     await afterSwap.add(members('a@example.com'));
     assert.equal(emu.members(LIST).size, 1, 'after a swap the connector still writes the configured list');
-    const other = factory(config, { listId: '5550002' });
+    const other = factory(config, { tenant: 'default', listId: '5550002' });
     await other.add(members('b@example.com'));
     assert.equal(emu.members('5550002').size, 1);
     assert.equal((await rejection(afterSwap.listMembers(null, 10))).kind, 'fatal');
@@ -851,11 +857,13 @@ describe('refresh workflow with google-customer-match (mysql)', () => {
     await scenario.withWorker(secrets, async (client) => {
       const run = await client.startRefresh(connector.id);
       await assert.rejects(run.result(), (err: Error) => /1 of \d+ API calls failed/.test(String(err.cause)));
-      const [failed] = await listRuns(db, connector.id);
+      const [failed] = await listRuns(db, `default/${connector.id}`);
       assert.equal(failed!.status, 'failed');
       assert.equal(failed!.records_sent, 20, 'two of three batches delivered and committed');
       assert.equal(emu.members(userListId).size, 20);
-      const pending = await db('deltalog').where({ connector_id: connector.id }).whereNull('committed_at');
+      const pending = await db('deltalog')
+        .where({ connector_id: `default/${connector.id}` })
+        .whereNull('committed_at');
       assert.equal(pending.length, 10, 'the failed batch stays pending');
       assert.match(String(pending[0].last_error), /ended FAILED \(failure reason UNKNOWN\)/);
 

@@ -8,7 +8,7 @@ import {
   type KlaviyoListConfigInput,
   type KlaviyoListOptions,
 } from '../src/connectors/klaviyo-list';
-import { createSecretResolver } from '../src/connectors/secrets';
+import { createSecretStore } from '../src/tenancy/secrets';
 import { saveConnector } from '../src/connectors/store';
 import { unthrottled } from '../src/connectors/throttle';
 import type { Attributes, Limits, Member } from '../src/connectors/types';
@@ -608,38 +608,41 @@ describe('klaviyo-list refresh workflow on the Temporal dev server (mysql)', () 
       destination: { type: 'klaviyo-list', baseUrl: emulator.url, listId: LIST, apiKeySecret: 'KLAVIYO_KEY' },
     });
     // Built the way the worker builds it: catalog, secret resolver, shared throttle at 2.5 calls/s.
-    await scenario.withWorker(createSecretResolver({ KLAVIYO_KEY: apiKey }, undefined), async (client) => {
-      emulator.faults.set({
-        rateLimit: { calls: 1, retryAfterSeconds: 1 },
-        serverError: { calls: 1, status: 503 },
-      });
-      const first = await client.refresh('klaviyo-crm');
-      assert.equal(first.status, 'succeeded', first.error ?? '');
-      assert.deepEqual([first.additions, first.updates, first.deletions], [30, 0, 0]);
-      assert.ok(first.rateLimitWaits >= 1, 'the 429 was waited for');
-      assert.ok(first.callsByEndpoint.bulk_import_profiles, JSON.stringify(first.callsByEndpoint));
-      assert.deepEqual(emulator.members(LIST), await expected());
+    await scenario.withWorker(
+      createSecretStore({ DELTASYNC_SECRET_DEFAULT__KLAVIYO_KEY: apiKey }, undefined).forTenant('default'),
+      async (client) => {
+        emulator.faults.set({
+          rateLimit: { calls: 1, retryAfterSeconds: 1 },
+          serverError: { calls: 1, status: 503 },
+        });
+        const first = await client.refresh('klaviyo-crm');
+        assert.equal(first.status, 'succeeded', first.error ?? '');
+        assert.deepEqual([first.additions, first.updates, first.deletions], [30, 0, 0]);
+        assert.ok(first.rateLimitWaits >= 1, 'the 429 was waited for');
+        assert.ok(first.callsByEndpoint.bulk_import_profiles, JSON.stringify(first.callsByEndpoint));
+        assert.deepEqual(emulator.members(LIST), await expected());
 
-      await db('klaviyo_contacts')
-        .whereIn('email', [email(1), email(2), email(3)])
-        .delete();
-      await db('klaviyo_contacts').insert(
-        [30, 31].map((i) => ({ email: email(i), first_name: `P${i}`, plan: 'gold', score: i })),
-      );
-      await db('klaviyo_contacts')
-        .whereIn('email', [email(10), email(11)])
-        .update({ plan: 'gold' });
-      await db('klaviyo_contacts')
-        .where({ email: email(12) })
-        .update({ score: null });
-      emulator.faults.set({ serverError: { calls: 1, status: 500 } });
+        await db('klaviyo_contacts')
+          .whereIn('email', [email(1), email(2), email(3)])
+          .delete();
+        await db('klaviyo_contacts').insert(
+          [30, 31].map((i) => ({ email: email(i), first_name: `P${i}`, plan: 'gold', score: i })),
+        );
+        await db('klaviyo_contacts')
+          .whereIn('email', [email(10), email(11)])
+          .update({ plan: 'gold' });
+        await db('klaviyo_contacts')
+          .where({ email: email(12) })
+          .update({ score: null });
+        emulator.faults.set({ serverError: { calls: 1, status: 500 } });
 
-      const second = await client.refresh('klaviyo-crm');
-      assert.equal(second.status, 'succeeded', second.error ?? '');
-      assert.deepEqual([second.additions, second.updates, second.deletions], [2, 3, 3]);
-      assert.ok(second.callsByEndpoint.remove_profiles_from_list, JSON.stringify(second.callsByEndpoint));
-      assert.deepEqual(emulator.members(LIST), await expected());
-      assert.ok(emulator.profile(email(1)), 'removed from the list, not deleted');
-    });
+        const second = await client.refresh('klaviyo-crm');
+        assert.equal(second.status, 'succeeded', second.error ?? '');
+        assert.deepEqual([second.additions, second.updates, second.deletions], [2, 3, 3]);
+        assert.ok(second.callsByEndpoint.remove_profiles_from_list, JSON.stringify(second.callsByEndpoint));
+        assert.deepEqual(emulator.members(LIST), await expected());
+        assert.ok(emulator.profile(email(1)), 'removed from the list, not deleted');
+      },
+    );
   });
 });

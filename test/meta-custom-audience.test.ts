@@ -772,7 +772,7 @@ describe('refresh workflow with meta-custom-audience (mysql)', () => {
       assert.equal(first.apiCalls, 4 + 2, 'four add calls, one throttled and one 5xx retry');
       await assertAudienceIsDataset();
       const reason = (await db('deltalog')
-        .where({ connector_id: connector.id, record_key: 'not-an-email' })
+        .where({ connector_id: `default/${connector.id}`, record_key: 'not-an-email' })
         .first()) as {
         last_error: string;
       };
@@ -803,7 +803,7 @@ describe('refresh workflow with meta-custom-audience (mysql)', () => {
       assert.equal(refused.rejected, 2 + 1, 'two refused removals and the invalid e-mail');
       assert.equal(emu.members(AUDIENCE).has(emailHash('Person1@Example.com')), true);
       const pending = (await db('deltalog')
-        .where({ connector_id: connector.id, record_key: 'Person1@Example.com' })
+        .where({ connector_id: `default/${connector.id}`, record_key: 'Person1@Example.com' })
         .first()) as {
         committed_at: unknown;
         attempts: number;
@@ -830,7 +830,9 @@ describe('refresh workflow with meta-custom-audience (mysql)', () => {
     const stray = emailHash('stray@elsewhere.example');
     emu.setMembers(audienceId, new Map([[stray, { EMAIL: stray }]]));
     const state = () =>
-      db('connector_state').where({ connector_id: connector.id }).first() as Promise<{
+      db('connector_state')
+        .where({ connector_id: `default/${connector.id}` })
+        .first() as Promise<{
         remote_list_id: string | null;
       }>;
 

@@ -34,7 +34,11 @@ for (const dialect of dialects) {
       const remote = new MemoryDestination({ recordsPerCall: 2 });
       return { table, id, remote, refresh: createDriver(t.db, remote) };
     }
-    const state = (id: string) => t.db('connector_state').where({ connector_id: id }).first();
+    const state = (id: string) =>
+      t
+        .db('connector_state')
+        .where({ connector_id: `default/${id}` })
+        .first();
 
     test('the list is built aside, swapped in, and the previous one retired', async () => {
       const { table, id, remote, refresh } = await setup(['a', 'b', 'c']);
@@ -49,7 +53,11 @@ for (const dialect of dialects) {
       assert.equal(remote.lists.has(first), false, 'the previous list was retired');
       assert.equal(remote.lists.has('main'), true, 'the configured list is never deleted');
       assert.equal((await state(id)).remote_list_id, remote.liveListId);
-      assert.deepEqual(await pendingCounts(t.db, id), { additions: 0, updates: 0, deletions: 0 });
+      assert.deepEqual(await pendingCounts(t.db, `default/${id}`), {
+        additions: 0,
+        updates: 0,
+        deletions: 0,
+      });
     });
 
     test('a run that dies while filling leaves the live list alone; the next run retires its half-built list', async () => {
@@ -78,7 +86,11 @@ for (const dialect of dialects) {
       const run = await refresh(id, 'newList', { kind: 'none' });
       assert.equal(run.rejected, 1);
       assert.deepEqual([...remote.members.keys()].sort(), ['a', 'c']);
-      assert.deepEqual(await pendingCounts(t.db, id), { additions: 1, updates: 0, deletions: 0 });
+      assert.deepEqual(await pendingCounts(t.db, `default/${id}`), {
+        additions: 1,
+        updates: 0,
+        deletions: 0,
+      });
       remote.reject = () => null;
       await refresh(id, 'diff', { kind: 'none' });
       assert.deepEqual([...remote.members.keys()].sort(), ['a', 'b', 'c']);

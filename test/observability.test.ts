@@ -37,7 +37,7 @@ import { freePort } from './helpers/fake-http';
 
 const TOKEN = 'obs-token-5d1e9b';
 const CUSTOMERS = 1000;
-process.env.OBS_LIST_TOKEN = TOKEN;
+process.env.DELTASYNC_SECRET_DEFAULT__OBS_LIST_TOKEN = TOKEN;
 
 /** Every line the service, its activities and the Temporal SDK logged, as written. */
 const logLines: string[] = [];
@@ -167,7 +167,7 @@ async function waitFor(check: () => boolean | Promise<boolean>, what: string, ti
 async function committedKeys(connectorId: string): Promise<Set<string>> {
   const rows = (await t
     .db('deltalog')
-    .where({ connector_id: connectorId })
+    .where({ connector_id: `default/${connectorId}` })
     .whereNotNull('committed_at')
     .select('record_key')) as { record_key: string }[];
   return new Set(rows.map((r) => r.record_key));
@@ -286,7 +286,7 @@ describe('worker service: metrics, health, logs, graceful shutdown', () => {
     // the SDK logs "Activity started" before the arguments reach the interceptor.
     const inActivities = lines.filter(
       (l) =>
-        l.workflowId === refreshWorkflowId(connector.id) &&
+        l.workflowId === refreshWorkflowId('default', connector.id) &&
         (l.activity !== undefined || l.activityType !== undefined),
     );
     const sdkLines = inActivities.filter((l) => l.temporal === true && l.msg === 'Activity completed');
@@ -328,7 +328,7 @@ describe('worker service: metrics, health, logs, graceful shutdown', () => {
     );
 
     await service.stop();
-    assert.equal(service.worker.getState(), 'STOPPED');
+    assert.equal(service.workers[0]!.getState(), 'STOPPED');
     await assert.rejects(fetch(`http://127.0.0.1:${service.port}/healthz`), 'the endpoint is closed');
   });
 
@@ -362,7 +362,7 @@ describe('worker service: metrics, health, logs, graceful shutdown', () => {
     assert.deepEqual(committedNotApplied, [], 'no committed record the destination lacks');
     // The call in flight when the activity was told to stop finished and was committed too.
     assert.deepEqual(appliedNotCommitted, [], 'every call the destination answered is committed');
-    const [run] = await listRuns(t.db, connector.id);
+    const [run] = await listRuns(t.db, `default/${connector.id}`);
     assert.ok(run);
     assert.equal(run.status, 'running');
     assert.equal(run.records_sent, committed.size, 'run counters committed with each call');

@@ -14,6 +14,7 @@ import { pendingCounts } from '../src/core/deltalog';
 import { createCustomersTable, seedCustomers } from '../src/demo/customers';
 import { startHttpListEmulator, type HttpListEmulator } from '../src/emulators/http-list-emulator';
 import { createTestDatabase, type TestDatabase } from './helpers/databases';
+import { trustedTenants } from './helpers/secrets';
 import { startTemporal, type TemporalHarness } from './helpers/temporal';
 
 /**
@@ -25,6 +26,8 @@ const TOKEN = 'ops-token';
 let temporal: TemporalHarness;
 let emulator: HttpListEmulator;
 let t: TestDatabase;
+/** Tenants of this file, in the one namespace of the dev server. */
+const tenants = trustedTenants('default', 'growth', 'finance', 'ops');
 const destinations: DestinationFactory = (config) => {
   if (config.type !== 'http-list') throw new Error('http-list only');
   return createHttpListDestination(config, () => TOKEN, { baseDelayMs: 5, maxDelayMs: 20 });
@@ -57,7 +60,7 @@ function connectorFile(overrides: Record<string, unknown> = {}): string {
 
 describe('connectors from YAML files, scoped by tenant', () => {
   test('create from a file, read, update, list; another tenant sees nothing', async () => {
-    await temporal.withWorker({ db: t.db, destinations }, async (base) => {
+    await temporal.withWorker({ db: t.db, destinations, tenants }, async (base) => {
       const growth = new DeltasyncClient(base.temporal, { taskQueue: base.taskQueue, tenant: 'growth' });
       const created = await growth.connectors.create(loadConnectorFile(connectorFile()));
       assert.equal(created.tenant, 'growth', 'a file without a tenant takes the client tenant');
@@ -107,7 +110,7 @@ describe('connectors from YAML files, scoped by tenant', () => {
     fs.writeFileSync(broken, 'id: [unclosed\n');
     assert.throws(() => loadConnectorFile(broken), /broken\.yaml: .* at line 2, column 1/);
     // Valid as a definition, but the dataset is not there: the worker says so.
-    await temporal.withWorker({ db: t.db, destinations }, async (base) => {
+    await temporal.withWorker({ db: t.db, destinations, tenants }, async (base) => {
       const client = new DeltasyncClient(base.temporal, { taskQueue: base.taskQueue });
       const definition = parseConnector(loadConnectorFile(connectorFile({ id: 'missing-table' })));
       await assert.rejects(
@@ -147,7 +150,7 @@ describe('the mass-delete guard', () => {
 
   test('a run deleting more than 20% waits; approve lets the deletions go', async () => {
     const { table, definition } = await guardedScenario('guard-approve');
-    await temporal.withWorker({ db: t.db, destinations }, async (base) => {
+    await temporal.withWorker({ db: t.db, destinations, tenants }, async (base) => {
       const client = new DeltasyncClient(base.temporal, { taskQueue: base.taskQueue, tenant: 'default' });
       await client.connectors.create(definition);
       await client.refresh(definition.id);
@@ -173,7 +176,7 @@ describe('the mass-delete guard', () => {
 
   test('reject holds the deletions back (pending) and sends the rest; no decision in time rejects', async () => {
     const { table, definition } = await guardedScenario('guard-reject', 2);
-    await temporal.withWorker({ db: t.db, destinations }, async (base) => {
+    await temporal.withWorker({ db: t.db, destinations, tenants }, async (base) => {
       const client = new DeltasyncClient(base.temporal, { taskQueue: base.taskQueue, tenant: 'default' });
       await client.connectors.create(definition);
       await client.refresh(definition.id);
@@ -191,7 +194,11 @@ describe('the mass-delete guard', () => {
         105,
         'additions went out, deletions did not',
       );
-      assert.equal((await pendingCounts(t.db, definition.id)).deletions, 50, 'held deletions stay pending');
+      assert.equal(
+        (await pendingCounts(t.db, `default/${definition.id}`)).deletions,
+        50,
+        'held deletions stay pending',
+      );
 
       // The next run asks again; nobody answers within 2 s, which rejects.
       const timedOut = await client.refresh(definition.id);
@@ -203,7 +210,7 @@ describe('the mass-delete guard', () => {
 
   test('an emptied dataset always waits for approval', async () => {
     const { table, definition } = await guardedScenario('guard-empty', 1);
-    await temporal.withWorker({ db: t.db, destinations }, async (base) => {
+    await temporal.withWorker({ db: t.db, destinations, tenants }, async (base) => {
       const client = new DeltasyncClient(base.temporal, { taskQueue: base.taskQueue, tenant: 'default' });
       await client.connectors.create({
         ...definition,
@@ -231,7 +238,7 @@ describe('schedules', () => {
       const loaded = parseConnector(loadConnectorFile(connectorFile({ id: 'scheduled' })));
       return { definition: { ...loaded, dataset: { ...loaded.dataset, table } } };
     })();
-    await temporal.withWorker({ db: t.db, destinations }, async (base) => {
+    await temporal.withWorker({ db: t.db, destinations, tenants }, async (base) => {
       const client = new DeltasyncClient(base.temporal, { taskQueue: base.taskQueue, tenant: 'ops' });
       await client.connectors.create({ ...definition, tenant: 'ops' });
       const schedule = await client.schedules.create('scheduled', { every: '2s', jitter: '100ms' });

@@ -108,7 +108,7 @@ for (const dialect of dialects) {
         assert.equal(third.apiCalls, 0);
         assert.equal(emulator.stats().calls.add + emulator.stats().calls.remove, 0, 'a no-op sends nothing');
 
-        const runs = await listRuns(t.db, connector.id);
+        const runs = await listRuns(t.db, `default/${connector.id}`);
         assert.deepEqual(
           runs.map((r) => r.status),
           ['noop', 'succeeded', 'succeeded'],
@@ -178,7 +178,7 @@ describe('refresh workflow: failures, concurrency, determinism (mysql)', () => {
     } finally {
       emulator.faults.clear();
     }
-    const runs = await listRuns(t.db, connector.id);
+    const runs = await listRuns(t.db, `default/${connector.id}`);
     assert.equal(runs.length, 1, 'one run recorded');
     assert.equal(emulator.members(connector.destination.listId).size, 5000);
   });
@@ -250,7 +250,7 @@ describe('refresh workflow: failures, concurrency, determinism (mysql)', () => {
       assert.equal(truncate.strategy, 'truncate');
       assert.equal(truncate.apiCalls, 1 + Math.ceil(5010 / 1000), 'one truncate, then the reload');
       await assertListEqualsDataset(t, listId);
-      const handle = client.temporal.workflow.getHandle(refreshWorkflowId(connector.id));
+      const handle = client.temporal.workflow.getHandle(refreshWorkflowId('default', connector.id));
       const { searchAttributes: attrs } = await handle.describe();
       assert.deepEqual(attrs.DeltasyncStrategy, ['truncate']);
       assert.deepEqual(attrs.DeltasyncConnectorId, [connector.id]);
@@ -319,7 +319,7 @@ describe('refresh workflow: failures, concurrency, determinism (mysql)', () => {
       assert.equal(summary.status, 'succeeded');
       assert.equal(summary.badRows, 4, 'null key, empty key, oversized key, one duplicated key');
     });
-    const [run] = await listRuns(t.db, connector.id);
+    const [run] = await listRuns(t.db, `default/${connector.id}`);
     const report = JSON.parse(run!.bad_rows!);
     assert.equal(report.duplicateKeys, 1);
     assert.deepEqual(report.samples.duplicateKey, ['dup']);
@@ -333,10 +333,12 @@ describe('refresh workflow: failures, concurrency, determinism (mysql)', () => {
   });
 
   test('histories of this file replay deterministically, and carry no record data', async () => {
-    const ids = ['resume', 'concurrent', 'cancel', 'strategies', 'progress', 'messy'].map(refreshWorkflowId);
+    const ids = ['resume', 'concurrent', 'cancel', 'strategies', 'progress', 'messy'].map((id) =>
+      refreshWorkflowId('default', id),
+    );
     // The cancelled run, not the refresh that followed it.
     const runIdOf = (workflowId: string) =>
-      workflowId === refreshWorkflowId('cancel') ? cancelledRun : undefined;
+      workflowId === refreshWorkflowId('default', 'cancel') ? cancelledRun : undefined;
     const histories = await Promise.all(
       ids.map(async (workflowId) => ({
         workflowId,
@@ -350,7 +352,8 @@ describe('refresh workflow: failures, concurrency, determinism (mysql)', () => {
       assert.equal(result.error, undefined, `${result.workflowId} replays`);
     }
     const record = process.env.DELTASYNC_RECORD_HISTORIES; // 1: all of them; or names: cancel,messy
-    const toSave = record === '1' ? ids : (record?.split(',').map(refreshWorkflowId) ?? []);
+    const toSave =
+      record === '1' ? ids : (record?.split(',').map((id) => refreshWorkflowId('default', id)) ?? []);
     saveHistoryFixtures(toSave.map((workflowId) => ({ workflowId, runId: runIdOf(workflowId) })));
     for (const { workflowId, history } of histories) {
       const text = historyText(history);

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import type { ConnectorDefinition, ConnectorInput } from '../src/connectors/definition';
+import { connectorKey, type ConnectorDefinition, type ConnectorInput } from '../src/connectors/definition';
 import { saveConnector } from '../src/connectors/store';
 import { DestinationError, type Destination, type Member } from '../src/connectors/types';
 import { pendingCounts, quarantinedCount, updateDeltalog } from '../src/core/deltalog';
@@ -57,6 +57,11 @@ async function lastSucceededAt(db: Db, connectorId: string): Promise<number | nu
   return row.last_succeeded_at === null ? null : Number(row.last_succeeded_at);
 }
 
+/** The connector's rows in the deltalog, as the activities key them. */
+function keyOf(connector: ConnectorDefinition): string {
+  return connectorKey(connector.tenant, connector.id);
+}
+
 /** A destination that advertises a larger batch than the list behind it accepts. */
 function overstatingLimit(remote: MemoryDestination, advertised: number): Destination {
   return {
@@ -103,7 +108,7 @@ for (const dialect of dialects) {
         },
         policy,
       });
-      await updateDeltalog(db, id, connector.dataset, 1_000);
+      await updateDeltalog(db, keyOf(connector), connector.dataset, 1_000);
       return { connector, table };
     }
 
@@ -112,9 +117,9 @@ for (const dialect of dialects) {
       return beginRun(
         db,
         {
-          connectorId: connector.id,
+          connectorId: keyOf(connector),
           tenant: connector.tenant,
-          workflowId: `wf-${connector.id}`,
+          workflowId: `wf-${keyOf(connector)}`,
           workflowRunId: `run-${dialect}-${runCounter++}`,
           trigger: 'test',
         },
@@ -126,25 +131,26 @@ for (const dialect of dialects) {
       const { connector, table } = await setup(10, { batchSize: 3 });
       const remote = new MemoryDestination({ recordsPerCall: 100 });
       const runId = await newRun(connector);
-      const seen: { cursor: string; pending: string[]; checkpoint: unknown }[] = [];
+      const seen: { records: number; pending: string[]; checkpoint: unknown }[] = [];
       const progress = await sendPhase({
         db,
         connector,
+        connectorKey: keyOf(connector),
         destination: remote,
         runId,
         phase: 'upserts',
         now: () => 2_000,
         onBatch: async (p) => {
           seen.push({
-            cursor: p.cursor,
-            pending: await pendingKeys(db, connector.id),
+            records: p.recordsDone,
+            pending: await pendingKeys(db, keyOf(connector)),
             checkpoint: await loadCheckpoint(db, runId, 'upserts'),
           });
         },
       });
       assert.deepEqual(
-        seen.map((s) => s.cursor),
-        [key(2), key(5), key(8), key(9)],
+        seen.map((s) => s.records),
+        [3, 6, 9, 10],
       );
       assert.deepEqual(
         seen.map((s) => s.checkpoint),
@@ -172,20 +178,27 @@ for (const dialect of dialects) {
       const run = await getRun(db, runId);
       assert.equal(run.records_sent, 10);
       assert.equal(run.api_calls, 4);
-      assert.equal((await logRow(db, connector.id, key(0))).committed_at, 2_000);
+      assert.equal((await logRow(db, keyOf(connector), key(0))).committed_at, 2_000);
 
       // Deletions: only keys go out, in batches as well.
       await db(table)
         .whereIn('email', [key(1), key(4), key(7), key(8)])
         .delete();
-      await updateDeltalog(db, connector.id, connector.dataset, 3_000);
-      const deletions = await sendPhase({ db, connector, destination: remote, runId, phase: 'deletions' });
+      await updateDeltalog(db, keyOf(connector), connector.dataset, 3_000);
+      const deletions = await sendPhase({
+        db,
+        connector,
+        connectorKey: keyOf(connector),
+        destination: remote,
+        runId,
+        phase: 'deletions',
+      });
       assert.equal(deletions.batches, 2);
       assert.equal(deletions.delivered, 4);
       assert.equal(remote.calls.remove, 2);
       assert.deepEqual([...remote.members.keys()].sort(), [key(0), key(2), key(3), key(5), key(6), key(9)]);
       assert.deepEqual(await loadCheckpoint(db, runId, 'deletions'), { cursor: key(8), recordsDone: 4 });
-      assert.deepEqual(await pendingCounts(db, connector.id), { additions: 0, updates: 0, deletions: 0 });
+      assert.deepEqual(await pendingCounts(db, keyOf(connector)), { additions: 0, updates: 0, deletions: 0 });
     });
 
     test('a send that dies resumes after the last committed page', async () => {
@@ -198,6 +211,7 @@ for (const dialect of dialects) {
         sendPhase({
           db,
           connector,
+          connectorKey: keyOf(connector),
           destination: remote,
           runId,
           phase: 'full',
@@ -207,16 +221,15 @@ for (const dialect of dialects) {
         }),
         (error) => error instanceof DestinationError && error.kind === 'retryable',
       );
-      assert.deepEqual(heartbeat && { cursor: heartbeat.cursor, recordsDone: heartbeat.recordsDone }, {
-        cursor: key(5),
-        recordsDone: 6,
-      });
+      assert.equal(heartbeat?.recordsDone, 6);
+      assert.ok(!('cursor' in heartbeat!), 'progress carries counts only: a cursor is a record key');
       assert.deepEqual(await loadCheckpoint(db, runId, 'full'), { cursor: key(5), recordsDone: 6 });
-      assert.deepEqual(await pendingKeys(db, connector.id), range(10).slice(6));
+      assert.deepEqual(await pendingKeys(db, keyOf(connector)), range(10).slice(6));
       assert.deepEqual([...remote.members.keys()].sort(), range(6));
 
-      // Resuming from the heartbeat: the full push goes on after k005 (a full push re-reads the
-      // whole dataset, so only the cursor keeps the first two pages from going out again).
+      // Resuming: the database's checkpoint decides. The full push goes on after k005 (a full push
+      // re-reads the whole dataset, so only the checkpoint keeps the first two pages from going
+      // out again).
       remote.faults = {};
       const sent: string[][] = [];
       const watching: Destination = {
@@ -229,30 +242,28 @@ for (const dialect of dialects) {
       const resumed = await sendPhase({
         db,
         connector,
+        connectorKey: keyOf(connector),
         destination: watching,
         runId,
         phase: 'full',
-        resumeFrom: heartbeat!,
       });
       assert.deepEqual(sent, [range(10).slice(6, 9), [key(9)]]);
       assert.equal(resumed.recordsDone, 10);
       assert.equal(resumed.batches, 2);
-      assert.deepEqual(await pendingKeys(db, connector.id), []);
+      assert.deepEqual(await pendingKeys(db, keyOf(connector)), []);
       assert.equal(remote.members.size, 10);
 
-      // Without a heartbeat, the saved checkpoint decides; an explicit resumeFrom overrides it.
+      // Once done, a retry finds the checkpoint at the end of the dataset and sends nothing.
       sent.length = 0;
-      await sendPhase({ db, connector, destination: watching, runId, phase: 'full' });
-      assert.deepEqual(sent, [], 'the checkpoint is at the end of the dataset');
       await sendPhase({
         db,
         connector,
+        connectorKey: keyOf(connector),
         destination: watching,
         runId,
         phase: 'full',
-        resumeFrom: { cursor: key(7), recordsDone: 8 },
       });
-      assert.deepEqual(sent, [[key(8), key(9)]]);
+      assert.deepEqual(sent, [], 'the checkpoint is at the end of the dataset');
     });
 
     test('a batch refused as a whole stays pending with attempts + 1 and counts a failed call', async () => {
@@ -263,6 +274,7 @@ for (const dialect of dialects) {
       const progress = await sendPhase({
         db,
         connector,
+        connectorKey: keyOf(connector),
         destination: overstatingLimit(remote, 3),
         runId,
         phase: 'upserts',
@@ -273,13 +285,13 @@ for (const dialect of dialects) {
       assert.equal(progress.delivered, 1);
       assert.equal(progress.rejected, 6);
       assert.deepEqual([...remote.members.keys()], [key(6)]);
-      assert.deepEqual(await pendingKeys(db, connector.id), range(6));
+      assert.deepEqual(await pendingKeys(db, keyOf(connector)), range(6));
       for (const k of range(6)) {
-        const row = await logRow(db, connector.id, k);
+        const row = await logRow(db, keyOf(connector), k);
         assert.equal(row.attempts, 1, k);
         assert.match(row.last_error ?? '', /^batch refused: 3 records exceed the limit of 2/);
       }
-      assert.equal((await logRow(db, connector.id, key(6))).attempts, 0);
+      assert.equal((await logRow(db, keyOf(connector), key(6))).attempts, 0);
       const run = await getRun(db, runId);
       assert.equal(run.api_calls, 3);
       assert.equal(run.failed_calls, 2);
@@ -298,19 +310,26 @@ for (const dialect of dialects) {
 
       for (let attempt = 1; attempt <= 3; attempt++) {
         const runId = await newRun(connector);
-        const progress = await sendPhase({ db, connector, destination: remote, runId, phase: 'upserts' });
+        const progress = await sendPhase({
+          db,
+          connector,
+          connectorKey: keyOf(connector),
+          destination: remote,
+          runId,
+          phase: 'upserts',
+        });
         assert.equal(progress.rejected, 1, `run ${attempt}`);
         assert.equal(progress.delivered, attempt === 1 ? 4 : 0);
         assert.equal(progress.failedCalls, 0, 'a record rejection is not a failed call');
-        const row = await logRow(db, connector.id, key(2));
+        const row = await logRow(db, keyOf(connector), key(2));
         assert.equal(row.attempts, attempt);
         assert.equal(row.last_error, 'invalid e-mail');
         assert.equal(row.committed_at, null);
         assert.equal((await getRun(db, runId)).rejected, 1);
       }
       assert.equal(remote.recordsReceived.add, 5 + 1 + 1);
-      assert.equal(await quarantinedCount(db, connector.id, 3), 1);
-      assert.deepEqual(await pendingCounts(db, connector.id, { maxAttempts: 3 }), {
+      assert.equal(await quarantinedCount(db, keyOf(connector), 3), 1);
+      assert.deepEqual(await pendingCounts(db, keyOf(connector), { maxAttempts: 3 }), {
         additions: 0,
         updates: 0,
         deletions: 0,
@@ -318,10 +337,17 @@ for (const dialect of dialects) {
 
       // The fourth run leaves it alone.
       const runId = await newRun(connector);
-      const progress = await sendPhase({ db, connector, destination: remote, runId, phase: 'upserts' });
+      const progress = await sendPhase({
+        db,
+        connector,
+        connectorKey: keyOf(connector),
+        destination: remote,
+        runId,
+        phase: 'upserts',
+      });
       assert.equal(progress.batches, 0);
       assert.equal(remote.recordsReceived.add, 7);
-      assert.deepEqual(await pendingKeys(db, connector.id), [key(2)]);
+      assert.deepEqual(await pendingKeys(db, keyOf(connector)), [key(2)]);
       assert.equal(remote.members.has(key(2)), false);
     });
 
@@ -337,7 +363,7 @@ for (const dialect of dialects) {
           return remote.add(members);
         },
       };
-      const before = await lastSucceededAt(db, connector.id);
+      const before = await lastSucceededAt(db, keyOf(connector));
       assert.equal(before, null);
 
       const failing = await newRun(connector);
@@ -348,7 +374,14 @@ for (const dialect of dialects) {
         duplicateKeys: 0,
         samples: { nullOrEmptyKey: [], oversizedKey: [], duplicateKey: [] },
       });
-      await sendPhase({ db, connector, destination, runId: failing, phase: 'upserts' });
+      await sendPhase({
+        db,
+        connector,
+        connectorKey: keyOf(connector),
+        destination,
+        runId: failing,
+        phase: 'upserts',
+      });
       let run = await getRun(db, failing);
       assert.equal(run.api_calls, 50);
       assert.equal(run.failed_calls, 1);
@@ -360,13 +393,13 @@ for (const dialect of dialects) {
       assert.equal(run.status, 'failed');
       assert.equal(run.finished_at, 5_000);
       assert.equal(run.error, '1 of 50 API calls failed (threshold 99% success)');
-      assert.equal(await lastSucceededAt(db, connector.id), null, 'a failed run does not advance it');
+      assert.equal(await lastSucceededAt(db, keyOf(connector)), null, 'a failed run does not advance it');
       assert.equal(await loadCheckpoint(db, failing, 'upserts'), undefined, 'checkpoints are cleared');
       // A retried finish changes nothing.
       const again = await finishRun(db, failing, { successThreshold: 0 }, 6_000);
       assert.equal(again.status, 'failed');
       assert.equal(again.finished_at, 5_000);
-      assert.equal(await lastSucceededAt(db, connector.id), null);
+      assert.equal(await lastSucceededAt(db, keyOf(connector)), null);
 
       // The next run delivers the refused record and passes: last_succeeded_at = its snapshot.
       refuse = null;
@@ -378,19 +411,30 @@ for (const dialect of dialects) {
         duplicateKeys: 0,
         samples: { nullOrEmptyKey: [], oversizedKey: [], duplicateKey: [] },
       });
-      const progress = await sendPhase({ db, connector, destination, runId: passing, phase: 'upserts' });
+      const progress = await sendPhase({
+        db,
+        connector,
+        connectorKey: keyOf(connector),
+        destination,
+        runId: passing,
+        phase: 'upserts',
+      });
       assert.equal(progress.delivered, 1);
       run = await finishRun(db, passing, { successThreshold: 0.99 }, 8_000);
       assert.equal(run.status, 'succeeded');
       assert.equal(run.error, null);
-      assert.equal(await lastSucceededAt(db, connector.id), 7_000, 'the snapshot time, not the finish time');
+      assert.equal(
+        await lastSucceededAt(db, keyOf(connector)),
+        7_000,
+        'the snapshot time, not the finish time',
+      );
       assert.equal(remote.members.size, 50);
     });
 
     test('beginRun is idempotent per workflow run id', async () => {
       const { connector } = await setup(0);
       const run = {
-        connectorId: connector.id,
+        connectorId: keyOf(connector),
         tenant: connector.tenant,
         workflowId: 'wf',
         workflowRunId: `same-${dialect}`,
@@ -405,14 +449,18 @@ for (const dialect of dialects) {
       assert.equal(row.status, 'running');
       assert.equal(row.started_at, 1_000, 'the first begin is kept');
       assert.equal(row.trigger, 'schedule');
-      const state = (await db('connector_state').where({ connector_id: connector.id }).first()) as {
+      const state = (await db('connector_state')
+        .where({ connector_id: keyOf(connector) })
+        .first()) as {
         last_run_id: unknown;
       };
       assert.equal(Number(state.last_run_id), first);
 
       const other = await beginRun(db, { ...run, workflowRunId: `other-${dialect}` }, 3_000);
       assert.notEqual(other, first);
-      const state2 = (await db('connector_state').where({ connector_id: connector.id }).first()) as {
+      const state2 = (await db('connector_state')
+        .where({ connector_id: keyOf(connector) })
+        .first()) as {
         last_run_id: unknown;
       };
       assert.equal(Number(state2.last_run_id), other);

@@ -51,7 +51,7 @@ for (const dialect of dialects) {
       assert.equal(result.status, 'succeeded');
       assert.equal(remote.calls.add, 5, '10 records, two per call');
       assert.equal(remote.members.size, 10);
-      const [run] = await listRuns(t.db, id);
+      const [run] = await listRuns(t.db, `default/${id}`);
       assert.deepEqual(await endpointCalls(t.db, run!.id), { add: { calls: 5, failed: 0 } });
       assert.equal(run!.api_calls, 5);
       assert.equal(run!.bytes_sent, 10 * recordBytes);
@@ -65,7 +65,7 @@ for (const dialect of dialects) {
       await t.db(table).delete();
       remote.reject = () => ({ reason: 'audience would fall below its minimum size', deferred: true });
       for (let i = 0; i < 7; i++) await refresh(id, 'diff', { kind: 'none' }); // maxAttempts is 5
-      const rows = (await t.db('deltalog').where({ connector_id: id })) as {
+      const rows = (await t.db('deltalog').where({ connector_id: `default/${id}` })) as {
         attempts: number;
         last_error: string;
       }[];
@@ -76,7 +76,11 @@ for (const dialect of dialects) {
       remote.reject = () => null;
       await refresh(id, 'diff', { kind: 'none' });
       assert.equal(remote.members.size, 0, 'delivered once the destination accepts');
-      assert.deepEqual(await pendingCounts(t.db, id), { additions: 0, updates: 0, deletions: 0 });
+      assert.deepEqual(await pendingCounts(t.db, `default/${id}`), {
+        additions: 0,
+        updates: 0,
+        deletions: 0,
+      });
     });
 
     test('attribute changes cost nothing on a destination that keeps no attributes', async () => {
@@ -100,7 +104,11 @@ for (const dialect of dialects) {
       const second = await refresh(id, 'auto', { kind: 'none' });
       assert.equal(second.status, 'succeeded');
       assert.equal(remote.recordsReceived.add, 7, 'only the new key was sent');
-      assert.deepEqual(await pendingCounts(t.db, id), { additions: 0, updates: 0, deletions: 0 });
+      assert.deepEqual(await pendingCounts(t.db, `default/${id}`), {
+        additions: 0,
+        updates: 0,
+        deletions: 0,
+      });
     });
   });
 }

@@ -11,7 +11,9 @@ import { listRuns, type RunRow } from '../src/core/runs';
 import { churnCustomers, createCustomersTable, CUSTOMERS_TABLE, seedCustomers } from '../src/demo/customers';
 import { startHttpListEmulator, type HttpListEmulator } from '../src/emulators/http-list-emulator';
 import { startDevServer, type DevServer } from '../src/temporal/dev-server';
+import { createTenancy } from '../src/tenancy';
 import { createWorker } from '../src/worker';
+import { anySecret, trustedTenants } from './helpers/secrets';
 import { refreshWorkflowId } from '../src/workflows/shared';
 import { createTestDatabase, type TestDatabase } from './helpers/databases';
 
@@ -155,6 +157,11 @@ describe('operating from the Temporal Web UI', () => {
     const worker = await createWorker({
       connection: server.env.nativeConnection,
       db: database.db,
+      tenancy: createTenancy({
+        db: database.db,
+        directory: trustedTenants('default', 'growth'),
+        secrets: anySecret(),
+      }),
       destinations,
       taskQueue,
       workflowBundle: bundle,
@@ -193,11 +200,11 @@ describe('operating from the Temporal Web UI', () => {
 
       // What the UI's User Metadata and Queries tabs load: the current details (the phase, here
       // the outcome of the finished run), the `progress` query and the approve/reject updates.
-      for (const [id, outcome] of [
-        [CRM, 'noop'],
-        [ADS, 'succeeded'],
+      for (const [id, tenant, outcome] of [
+        [CRM, 'default', 'noop'],
+        [ADS, 'growth', 'succeeded'],
       ] as const) {
-        const metadata = (await uiQuery(refreshWorkflowId(id), '__temporal_workflow_metadata')) as {
+        const metadata = (await uiQuery(refreshWorkflowId(tenant, id), '__temporal_workflow_metadata')) as {
           currentDetails?: string;
           definition?: { queryDefinitions?: { name: string }[]; updateDefinitions?: { name: string }[] };
         };
@@ -207,7 +214,7 @@ describe('operating from the Temporal Web UI', () => {
           'approve',
           'reject',
         ]);
-        const progress = (await uiQuery(refreshWorkflowId(id), 'progress')) as {
+        const progress = (await uiQuery(refreshWorkflowId(tenant, id), 'progress')) as {
           phase: string;
           connectorId: string;
         };
@@ -219,8 +226,8 @@ describe('operating from the Temporal Web UI', () => {
     });
 
     const expected: Record<string, { tenant: string; runs: RunRow[] }> = {
-      [CRM]: { tenant: 'default', runs: await listRuns(database.db, CRM) },
-      [ADS]: { tenant: 'growth', runs: await listRuns(database.db, ADS) },
+      [CRM]: { tenant: 'default', runs: await listRuns(database.db, `default/${CRM}`) },
+      [ADS]: { tenant: 'growth', runs: await listRuns(database.db, `growth/${ADS}`) },
     };
     assert.deepEqual(
       expected[CRM]!.runs.map((r) => r.status),
@@ -247,7 +254,7 @@ describe('operating from the Temporal Web UI', () => {
       for (const run of runs) {
         const execution = listed.find((e) => e.execution.runId === run.workflow_run_id)!;
         const where = `${connectorId} run ${run.id} (${run.status})`;
-        assert.equal(execution.execution.workflowId, refreshWorkflowId(connectorId), where);
+        assert.equal(execution.execution.workflowId, refreshWorkflowId(tenant, connectorId), where);
         assert.equal(execution.type.name, 'refreshConnector', where);
         assert.equal(
           execution.status,

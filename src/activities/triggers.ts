@@ -1,31 +1,45 @@
-import type { Client } from '@temporalio/client';
+import { Context } from '@temporalio/activity';
+import { Client } from '@temporalio/client';
 import { DeltasyncClient } from '../client';
-import { loadConnector, UnknownConnectorError } from '../connectors/store';
+import { loadConnector } from '../connectors/store';
 import { changeMarker } from '../core/change-marker';
-import type { Db } from '../db';
-import { failClearly } from '.';
+import { callerTenant, failClearly, type ActivityDependencies } from './support';
 
 /**
  * Schedules and change triggers start refreshes through this activity: start the connector's
  * refresh workflow, or attach to the one running. Starts of one connector from any source
- * (schedule, change, code, CLI) thus never run two refreshes at once.
+ * (schedule, change, code, CLI) thus never run two refreshes at once. The refresh starts in the
+ * namespace the trigger runs in, for the tenant that namespace serves.
  */
 export function createTriggerActivities({
   db,
+  tenancy,
   temporal,
   taskQueue,
-}: {
-  db: Db;
-  temporal?: Client;
-  taskQueue?: string;
-}) {
+}: Pick<ActivityDependencies, 'db' | 'tenancy' | 'temporal' | 'taskQueue'>) {
+  const clients = new Map<string, Client>();
+  const clientIn = (namespace: string) => {
+    if (!temporal) throw new Error('this worker was built without a Temporal client for triggered refreshes');
+    let client = clients.get(namespace);
+    if (!client) {
+      client = new Client({ connection: temporal.connection, namespace });
+      clients.set(namespace, client);
+    }
+    return client;
+  };
+
   return {
     async startRefresh(input: { connectorId: string; tenant: string; trigger: string }) {
-      if (!temporal)
-        throw new Error('this worker was built without a Temporal client for triggered refreshes');
-      const client = new DeltasyncClient(temporal, { taskQueue, tenant: input.tenant });
-      const handle = await client.startRefresh(input.connectorId, { trigger: input.trigger });
-      return { workflowId: handle.workflowId, runId: handle.runId, attached: handle.attached };
+      return failClearly(async () => {
+        const tenant = callerTenant(tenancy, input.tenant);
+        await loadConnector(db, tenant.id, input.connectorId); // this tenant's, or not found
+        const client = new DeltasyncClient(clientIn(Context.current().info.namespace), {
+          taskQueue,
+          tenant: tenant.id,
+        });
+        const handle = await client.startRefresh(input.connectorId, { trigger: input.trigger });
+        return { workflowId: handle.workflowId, runId: handle.runId, attached: handle.attached };
+      });
     },
 
     /**
@@ -39,13 +53,11 @@ export function createTriggerActivities({
       previous: string | null;
     }): Promise<{ marker: string; changed: boolean }> {
       return failClearly(async () => {
-        const connector = await loadConnector(db, input.connectorId);
-        if (connector.tenant !== input.tenant)
-          throw new UnknownConnectorError(input.connectorId, input.tenant);
-        const marker = await changeMarker(
-          db,
-          connector.dataset,
-          connector.policy.changeTrigger?.markerColumn,
+        const tenant = callerTenant(tenancy, input.tenant);
+        const connector = await loadConnector(db, tenant.id, input.connectorId);
+        const reader = await tenancy.datasets.reader(tenant, connector);
+        const marker = await reader.read((executor) =>
+          changeMarker(executor, reader.dataset, connector.policy.changeTrigger?.markerColumn),
         );
         return { marker, changed: input.previous !== null && marker !== input.previous };
       });

@@ -8,7 +8,6 @@ import {
 } from '@temporalio/client';
 import { UnknownConnectorError } from '../connectors/store';
 import { defaultPayloadConverter, fromPayloadsAtIndex } from '@temporalio/common';
-import type { DryRunPlan, GuardDecision, RunSummary } from '../activities';
 import type { AdminOperation, AdminResult } from '../activities/admin';
 import {
   InvalidConnectorError,
@@ -17,6 +16,7 @@ import {
   type ConnectorInput,
 } from '../connectors/definition';
 import type { StrategyChoice } from '../core/plan';
+import type { DryRunPlan, GuardDecision, RunSummary } from '../core/summaries';
 import type { SendProgress } from '../core/sender';
 import type { manageConnectors } from '../workflows/operations';
 import {
@@ -122,7 +122,9 @@ export class DeltasyncClient {
     this.taskQueue = settings.taskQueue ?? TASK_QUEUE;
     this.tenant = settings.tenant ?? 'default';
     this.connectors = new ConnectorsClient(this);
-    this.schedules = new SchedulesClient(temporal, this.taskQueue, this.tenant);
+    this.schedules = new SchedulesClient(temporal, this.taskQueue, this.tenant, (id) =>
+      this.connectors.get(id),
+    );
   }
 
   static async connect(
@@ -140,7 +142,7 @@ export class DeltasyncClient {
    * connector means two callers never run two refreshes of one list at once.
    */
   async startRefresh(connectorId: string, options: RefreshOptions = {}): Promise<RefreshHandle> {
-    const workflowId = refreshWorkflowId(connectorId);
+    const workflowId = this.refreshId(connectorId);
     const wasRunning = await this.isRunning(workflowId);
     const handle = await this.temporal.workflow.start<typeof refreshConnector>('refreshConnector', {
       workflowId,
@@ -193,9 +195,9 @@ export class DeltasyncClient {
   async plan(connectorId: string, options: { strategy?: StrategyChoice } = {}): Promise<DryRunPlan> {
     await this.connectors.get(connectorId); // tenant check
     return this.temporal.workflow.execute<typeof planConnector>('planConnector', {
-      workflowId: `deltasync-plan-${connectorId}-${Date.now().toString(36)}`,
+      workflowId: `deltasync-plan-${connectorId}@${this.tenant}-${Date.now().toString(36)}`,
       taskQueue: this.taskQueue,
-      args: [{ connectorId, strategy: options.strategy }],
+      args: [{ connectorId, tenant: this.tenant, strategy: options.strategy }],
       typedSearchAttributes: [
         { key: searchAttributes.connectorId, value: connectorId },
         { key: searchAttributes.tenant, value: this.tenant },
@@ -206,7 +208,7 @@ export class DeltasyncClient {
 
   /** Progress of the connector's latest refresh (running or finished). */
   async progress(connectorId: string): Promise<LiveProgress> {
-    return this.progressOf(this.temporal.workflow.getHandle(refreshWorkflowId(connectorId)));
+    return this.progressOf(this.temporal.workflow.getHandle(this.refreshId(connectorId)));
   }
 
   /** Progress of the running refresh, every `intervalMs`, until it ends. */
@@ -242,7 +244,7 @@ export class DeltasyncClient {
    */
   async cancel(connectorId: string): Promise<CancelledRefresh> {
     await this.connectors.get(connectorId); // tenant check
-    const workflowId = refreshWorkflowId(connectorId);
+    const workflowId = this.refreshId(connectorId);
     const handle = this.temporal.workflow.getHandle<typeof refreshConnector>(workflowId);
     try {
       const description = await handle.describe();
@@ -266,15 +268,31 @@ export class DeltasyncClient {
     }
   }
 
-  /** The connector's runs, newest first, with their outcomes. */
-  async runs(connectorId: string, options: { limit?: number } = {}): Promise<RunSummary[]> {
-    const result = await this.admin({
-      kind: 'runs',
-      tenant: this.tenant,
-      id: connectorId,
-      limit: options.limit ?? 20,
-    });
-    return result.kind === 'runs' ? result.runs : [];
+  /**
+   * The connector's runs, newest first, with their outcomes: `limit` of them (default 20), before
+   * run `beforeRunId` for the next page.
+   */
+  async runs(
+    connectorId: string,
+    options: { limit?: number; beforeRunId?: number } = {},
+  ): Promise<RunSummary[]> {
+    const limit = options.limit ?? 20;
+    const runs: RunSummary[] = [];
+    let beforeRunId = options.beforeRunId;
+    while (runs.length < limit) {
+      const result = await this.admin({
+        kind: 'runs',
+        tenant: this.tenant,
+        id: connectorId,
+        limit: Math.min(limit - runs.length, RUNS_PAGE),
+        ...(beforeRunId === undefined ? {} : { beforeRunId }),
+      });
+      const page = result.kind === 'runs' ? result.runs : [];
+      runs.push(...page);
+      if (page.length < RUNS_PAGE) break;
+      beforeRunId = page[page.length - 1]!.runId;
+    }
+    return runs;
   }
 
   /**
@@ -290,7 +308,7 @@ export class DeltasyncClient {
    */
   async watch(connectorId: string, options: WatchOptions = {}): Promise<WatchHandle> {
     const input = await this.watcherInput(connectorId, options); // tenant check
-    const workflowId = watchWorkflowId(connectorId);
+    const workflowId = this.watchId(connectorId);
     const alreadyWatching = await this.isRunning(workflowId);
     const handle = await this.temporal.workflow.start<typeof watchConnector>('watchConnector', {
       ...this.watcherStart(connectorId, input),
@@ -305,7 +323,7 @@ export class DeltasyncClient {
    */
   async unwatch(connectorId: string): Promise<boolean> {
     await this.connectors.get(connectorId); // tenant check
-    const handle = this.temporal.workflow.getHandle<typeof watchConnector>(watchWorkflowId(connectorId));
+    const handle = this.temporal.workflow.getHandle<typeof watchConnector>(this.watchId(connectorId));
     try {
       await handle.signal(stopWatchSignal);
     } catch (error) {
@@ -323,7 +341,7 @@ export class DeltasyncClient {
    * (e.g. `'orders import 2024-06-01'`); it is kept in workflow history, so no record data.
    */
   async notifyChange(connectorId: string, note?: string): Promise<void> {
-    const workflowId = watchWorkflowId(connectorId);
+    const workflowId = this.watchId(connectorId);
     const signalArgs: [string?] = note === undefined ? [] : [note];
     // Fast path, for frequent notifications: a running watcher of this tenant takes the signal.
     const running = await this.temporal.workflow
@@ -359,7 +377,7 @@ export class DeltasyncClient {
    */
   async watchStatus(connectorId: string): Promise<(WatchStatus & { running: boolean }) | null> {
     await this.connectors.get(connectorId); // tenant check
-    const handle = this.temporal.workflow.getHandle<typeof watchConnector>(watchWorkflowId(connectorId));
+    const handle = this.temporal.workflow.getHandle<typeof watchConnector>(this.watchId(connectorId));
     try {
       const [status, description] = await Promise.all([handle.query(watchStatusQuery), handle.describe()]);
       return { ...status, running: description.status.name === 'RUNNING' };
@@ -385,7 +403,7 @@ export class DeltasyncClient {
 
   private async decide(connectorId: string, approved: boolean, input: DecisionInput): Promise<GuardDecision> {
     await this.connectors.get(connectorId); // tenant check
-    const handle = this.temporal.workflow.getHandle(refreshWorkflowId(connectorId));
+    const handle = this.temporal.workflow.getHandle(this.refreshId(connectorId));
     try {
       return await handle.executeUpdate(approved ? approveUpdate : rejectUpdate, { args: [input] });
     } catch (error) {
@@ -430,7 +448,7 @@ export class DeltasyncClient {
 
   private watcherStart(connectorId: string, input: WatchInput) {
     return {
-      workflowId: watchWorkflowId(connectorId),
+      workflowId: this.watchId(connectorId),
       taskQueue: this.taskQueue,
       args: [input] as [WatchInput],
       typedSearchAttributes: [
@@ -439,6 +457,15 @@ export class DeltasyncClient {
       ],
       staticSummary: `refresh connector **${connectorId}** when its dataset changes`,
     };
+  }
+
+  /** This tenant's refresh workflow of a connector (ids are unique per tenant). */
+  private refreshId(connectorId: string): string {
+    return refreshWorkflowId(this.tenant, connectorId);
+  }
+
+  private watchId(connectorId: string): string {
+    return watchWorkflowId(this.tenant, connectorId);
   }
 
   private async isRunning(workflowId: string): Promise<boolean> {
@@ -451,6 +478,10 @@ export class DeltasyncClient {
     }
   }
 }
+
+/** Connectors and runs are read from the worker in pages of these (activity results stay small). */
+const CONNECTORS_PAGE = 500;
+const RUNS_PAGE = 100;
 
 /** A refresh asked to stop; see {@link DeltasyncClient.cancel}. */
 export interface CancelledRefresh {
@@ -488,6 +519,11 @@ function asConnectorError(error: unknown, connectorId: string): unknown {
   if (cause.type === 'UnknownConnectorError') {
     const tenant = /in tenant '([^']+)'/.exec(cause.message)?.[1];
     return new UnknownConnectorError(connectorId, tenant);
+  }
+  if (cause.type === 'TenantNotServedError') {
+    // The worker serves no such tenant in this namespace: nothing of it exists for the caller.
+    const tenant = /^tenant '([^']+)'/.exec(cause.message)?.[1];
+    return new UnknownConnectorError(connectorId, tenant, cause.message);
   }
   return error;
 }
@@ -527,9 +563,28 @@ export class ConnectorsClient {
     return result.connector;
   }
 
+  /** Every connector of the tenant, in id order (read from the worker a page at a time). */
   async list(): Promise<ConnectorDefinition[]> {
-    const result = await this.client.admin({ kind: 'list', tenant: this.client.tenant });
-    return result.kind === 'connectors' ? result.connectors : [];
+    const all: ConnectorDefinition[] = [];
+    for await (const page of this.pages()) all.push(...page);
+    return all;
+  }
+
+  /** The tenant's connectors a page at a time, in id order: for tenants with many thousands. */
+  async *pages(pageSize = CONNECTORS_PAGE): AsyncGenerator<ConnectorDefinition[]> {
+    let afterId: string | undefined;
+    for (;;) {
+      const result = await this.client.admin({
+        kind: 'list',
+        tenant: this.client.tenant,
+        limit: pageSize,
+        ...(afterId === undefined ? {} : { afterId }),
+      });
+      const page = result.kind === 'connectors' ? result.connectors : [];
+      if (page.length > 0) yield page;
+      if (page.length < pageSize) return;
+      afterId = page[page.length - 1]!.id;
+    }
   }
 
   /**

@@ -7,7 +7,7 @@ import {
   type ScheduleOptions,
 } from '@temporalio/client';
 import type { TriggerInput, triggeredRefresh } from '../workflows/operations';
-import { searchAttributes } from '../workflows/shared';
+import { connectorOfId, searchAttributes } from '../workflows/shared';
 
 /**
  * Periodic refreshes on Temporal Schedules, one schedule per connector. A schedule starts a
@@ -38,8 +38,9 @@ export interface ConnectorSchedule {
   recentRuns: Date[];
 }
 
-export function scheduleIdOf(connectorId: string): string {
-  return `deltasync-schedule-${connectorId}`;
+/** A tenant's schedule of a connector (ids are unique per tenant, so the id names both). */
+export function scheduleIdOf(tenant: string, connectorId: string): string {
+  return `deltasync-schedule-${connectorId}@${tenant}`;
 }
 
 export class SchedulesClient {
@@ -47,14 +48,17 @@ export class SchedulesClient {
     private readonly temporal: Client,
     private readonly taskQueue: string,
     private readonly tenant: string,
+    /** Throws unless the tenant has this connector (asked of a worker, which checks the tenant). */
+    private readonly ensureConnector: (connectorId: string) => Promise<unknown>,
   ) {}
 
-  /** Refresh `connectorId` on this spec. */
+  /** Refresh `connectorId` on this spec. Only a connector of this tenant can have a schedule. */
   async create(
     connectorId: string,
     spec: ScheduleSpecInput,
     options: { paused?: boolean; note?: string } = {},
   ): Promise<ConnectorSchedule> {
+    await this.ensureConnector(connectorId);
     await this.temporal.schedule.create(this.options(connectorId, spec, options));
     return this.describe(connectorId);
   }
@@ -100,24 +104,21 @@ export class SchedulesClient {
     };
   }
 
-  /** This tenant's schedules. */
+  /** This tenant's schedules (Temporal lists them a page at a time). */
   async list(): Promise<ConnectorSchedule[]> {
     const schedules: ConnectorSchedule[] = [];
     for await (const summary of this.temporal.schedule.list()) {
-      if (!summary.scheduleId.startsWith('deltasync-schedule-')) continue;
-      const connectorId = summary.scheduleId.slice('deltasync-schedule-'.length);
-      const description = await this.handle(connectorId)
-        .describe()
-        .catch(() => undefined);
-      const tenant = description?.typedSearchAttributes.get(searchAttributes.tenant);
-      if (description && tenant === this.tenant) schedules.push(await this.describe(connectorId));
+      const named = connectorOfId('deltasync-schedule', summary.scheduleId);
+      if (named?.tenant !== this.tenant) continue;
+      const schedule = await this.describe(named.connectorId).catch(() => undefined);
+      if (schedule) schedules.push(schedule);
     }
     return schedules;
   }
 
   /** The schedule of one of this tenant's connectors (another tenant's does not exist here). */
   private handle(connectorId: string) {
-    const handle = this.temporal.schedule.getHandle(scheduleIdOf(connectorId));
+    const handle = this.temporal.schedule.getHandle(scheduleIdOf(this.tenant, connectorId));
     const tenant = this.tenant;
     const checked = async () => {
       const description = await handle.describe();
@@ -150,14 +151,14 @@ export class SchedulesClient {
   ): ScheduleOptions {
     const input: TriggerInput = { connectorId, tenant: this.tenant, trigger: 'schedule' };
     return {
-      scheduleId: scheduleIdOf(connectorId),
+      scheduleId: scheduleIdOf(this.tenant, connectorId),
       spec: toSpec(spec),
       action: {
         type: 'startWorkflow',
         workflowType: 'triggeredRefresh' satisfies (typeof triggeredRefresh)['name'],
         args: [input],
         taskQueue: this.taskQueue,
-        workflowId: `deltasync-scheduled-${connectorId}`,
+        workflowId: `deltasync-scheduled-${connectorId}@${this.tenant}`,
         typedSearchAttributes: [
           { key: searchAttributes.connectorId, value: connectorId },
           { key: searchAttributes.tenant, value: this.tenant },

@@ -1,7 +1,15 @@
 import { z } from 'zod';
 import { createThrottle } from './throttle';
 import { requestJson, retryPolicy, type JsonRequest } from './http';
-import { CallTally, lazySecret, parseAnswer, type HttpConnectorOptions } from './kit';
+import {
+  CallTally,
+  httpTarget,
+  lazySecret,
+  parseAnswer,
+  secretName,
+  serviceUrl,
+  type HttpConnectorOptions,
+} from './kit';
 import { defineDestination } from './module';
 import {
   DestinationError,
@@ -40,9 +48,9 @@ const RESERVED = ['external_id', 'braze_id', 'user_alias', '_update_existing_onl
 export const brazeAttributesConfigSchema = z.object({
   type: z.literal('braze-attributes'),
   /** The workspace's REST endpoint, e.g. https://rest.iad-01.braze.com (per Braze instance). */
-  restEndpoint: z.url({ protocol: /^https?$/, error: 'restEndpoint must be an http:// or https:// URL' }),
+  restEndpoint: serviceUrl('restEndpoint'),
   /** Name of the secret holding the REST API key (needs `users.track`), never the key itself. */
-  apiKeySecret: z.string().min(1),
+  apiKeySecret: secretName,
   /** Custom attribute marking membership; give every connector its own (in_deltasync_<connector>). */
   membershipAttribute: z
     .string()
@@ -229,4 +237,5 @@ export const brazeAttributesDestination = defineDestination({
   configSchema: brazeAttributesConfigSchema,
   create: (config, context) =>
     createBrazeAttributesDestination(config, context.secrets, { throttle: context.throttle }),
+  targets: (config) => [httpTarget('destination.restEndpoint', config.restEndpoint)],
 });

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { STRATEGIES } from '../core/plan';
+import { tenantIdSchema } from '../tenancy/policy';
 import { destinationModules, type AnyDestinationModule } from './catalog';
 
 /**
@@ -87,7 +88,7 @@ export const connectorSchema = z.object({
   id: z
     .string()
     .regex(/^[a-z0-9][a-z0-9_.-]{0,127}$/, 'lower-case letters, digits, _, . and -; at most 128 characters'),
-  tenant: z.string().min(1).max(64).default('default'),
+  tenant: tenantIdSchema.default('default'),
   dataset: datasetSchema,
   destination: destinationSchema,
   policy: policySchema.default(() => policySchema.parse({})),
@@ -97,6 +98,19 @@ export type ConnectorDefinition = z.output<typeof connectorSchema>;
 export type ConnectorInput = z.input<typeof connectorSchema>;
 export type DestinationConfig = z.output<typeof destinationSchema>;
 export type RefreshPolicy = z.output<typeof policySchema>;
+
+/**
+ * How a connector is keyed in the database: ids are unique per tenant, so two tenants may both
+ * have a `crm` connector and neither learns of the other's.
+ */
+export function connectorKey(tenant: string, id: string): string {
+  return `${tenant}/${id}`;
+}
+
+/** The public id back from a key (`acme/crm` → `crm`). */
+export function idOfKey(key: string): string {
+  return key.slice(key.indexOf('/') + 1);
+}
 
 /** Validate a connector, with messages that name the bad field (`destination.baseUrl: …`). */
 export function parseConnector(input: unknown): ConnectorDefinition {

@@ -54,7 +54,10 @@ const lastAddSuffix = '.last-add';
 export const fileDropConfigSchema = z.object({
   type: z.literal('file-drop'),
   /** An existing directory the worker can write to (not created: a missing mount must not go unnoticed). */
-  directory: z.string().min(1),
+  directory: z
+    .string()
+    .min(1)
+    .refine((dir) => path.isAbsolute(dir), 'directory must be an absolute path'),
   format: z.enum(fileFormats).default('ndjson'),
   filePrefix: z
     .string()
@@ -710,4 +713,5 @@ export const fileDropDestination = defineDestination({
     'files in a directory (ndjson or csv): every refresh writes a new file and manifest.json names the current one (new list + swap only)',
   configSchema: fileDropConfigSchema,
   create: (config, context) => createFileDropDestination(config, { throttle: context.throttle }),
+  targets: (config) => [{ kind: 'file', field: 'destination.directory', path: config.directory }],
 });

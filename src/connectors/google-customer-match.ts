@@ -8,7 +8,15 @@ import {
   type GoogleAdsCredentials,
 } from './google-ads-rest';
 import { HttpDestinationError, realSleep } from './http';
-import { CallTally, lazySecret, parseAnswer, type HttpConnectorOptions } from './kit';
+import {
+  CallTally,
+  httpTarget,
+  lazySecret,
+  parseAnswer,
+  secretName,
+  serviceUrl,
+  type HttpConnectorOptions,
+} from './kit';
 import { defineDestination } from './module';
 import { unthrottled } from './throttle';
 import {
@@ -57,9 +65,9 @@ export const googleCustomerMatchConfigSchema = z.object({
   /** Manager account the OAuth user acts through, when the list's account is a client of it. */
   loginCustomerId: customerIdSchema.optional(),
   /** Name of the secret holding the developer token, never the token itself. */
-  developerTokenSecret: z.string().min(1),
+  developerTokenSecret: secretName,
   /** Name of the secret holding an OAuth 2.0 access token with the adwords scope. */
-  accessTokenSecret: z.string().min(1),
+  accessTokenSecret: secretName,
   /** What the dataset key is: an e-mail address or a phone number. */
   keyType: z.enum(['email', 'phone']).default('email'),
   /** Country for phone numbers written without +country code (ISO 3166 alpha-2). */
@@ -78,7 +86,7 @@ export const googleCustomerMatchConfigSchema = z.object({
     .optional(),
   /** Consent for the uploaded data, set on jobs that add members (Google asks for it since v15). */
   consent: z.object({ adUserData: consentStatus, adPersonalization: consentStatus }).optional(),
-  baseUrl: z.url({ protocol: /^https?$/ }).default(GOOGLE_ADS_BASE_URL),
+  baseUrl: serviceUrl('baseUrl').default(GOOGLE_ADS_BASE_URL),
   /** REST version. Paths checked against the v17 service definition; request fields unchanged through v26. */
   apiVersion: z
     .string()
@@ -729,4 +737,5 @@ export const googleCustomerMatchDestination = defineDestination({
       throttle: context.throttle,
       listId: context.listId,
     }),
+  targets: (config) => [httpTarget('destination.baseUrl', config.baseUrl)],
 });

@@ -1,6 +1,14 @@
 import { z } from 'zod';
 import { createCallSpacer, requestJson, retryPolicy, type JsonRequest } from './http';
-import { lazySecret, parseAnswer, type HttpConnectorOptions } from './kit';
+import {
+  httpTarget,
+  lazySecret,
+  parseAnswer,
+  pathSegment,
+  secretName,
+  serviceUrl,
+  type HttpConnectorOptions,
+} from './kit';
 import { defineDestination } from './module';
 import {
   DestinationError,
@@ -23,10 +31,10 @@ export type HttpListOperation = (typeof httpListOperations)[number];
 
 export const httpListConfigSchema = z.object({
   type: z.literal('http-list'),
-  baseUrl: z.url({ protocol: /^https?$/, error: 'baseUrl must be an http:// or https:// URL' }),
-  listId: z.string().min(1),
+  baseUrl: serviceUrl('baseUrl'),
+  listId: pathSegment,
   /** Name of the secret holding the bearer token, never the token itself. */
-  tokenSecret: z.string().min(1),
+  tokenSecret: secretName,
   supports: z
     .array(z.enum(httpListOperations))
     .min(1)
@@ -178,4 +186,5 @@ export const httpListDestination = defineDestination({
     createHttpListDestination({ ...config, listId: context.listId ?? config.listId }, context.secrets, {
       throttle: context.throttle,
     }),
+  targets: (config) => [httpTarget('destination.baseUrl', config.baseUrl)],
 });

@@ -1,4 +1,5 @@
 import { STATUS_CODES } from 'node:http';
+import { checkEgress, EgressRefusedError } from '../tenancy/egress';
 import { DestinationError } from './types';
 
 /**
@@ -191,6 +192,13 @@ export async function requestJson<T = unknown>(request: JsonRequest): Promise<Js
       last.body,
     );
 
+  try {
+    // The tenants policy decides which hosts a refresh may call.
+    checkEgress(options.url);
+  } catch (error) {
+    if (error instanceof EgressRefusedError) throw fail(error.message, 'fatal', {});
+    throw error;
+  }
   for (;;) {
     await request.beforeAttempt?.();
     apiCalls++;
@@ -238,6 +246,8 @@ async function attempt(options: Options): Promise<AttemptResult> {
   let text: string;
   try {
     response = await fetch(options.url, {
+      // A redirect could lead anywhere (another host, the worker's own endpoints): never follow one.
+      redirect: 'manual',
       method: options.method,
       headers: {
         accept: 'application/json',
@@ -254,6 +264,10 @@ async function attempt(options: Options): Promise<AttemptResult> {
   }
 
   const { status } = response;
+  if (status >= 300 && status < 400) {
+    const message = `${status} from ${target(options)}: redirects are not followed (to ${redirectOrigin(response)}); set the destination's URL to the address that answers`;
+    return { outcome: 'refused', kind: 'fatal', message, status, body: undefined };
+  }
   const body = lenientJson(text);
   const verdict = options.classify?.({ status, headers: response.headers, body, text });
   if (verdict) return fromVerdict(options, response, text, body, verdict);
@@ -413,6 +427,17 @@ function networkCause(err: unknown): string {
     return err.message;
   }
   return String(err);
+}
+
+/** Where a redirect points, as an origin only (its path and query could carry anything). */
+function redirectOrigin(response: Response): string {
+  const location = response.headers.get('location');
+  if (!location) return 'nowhere given';
+  try {
+    return new URL(location, response.url || undefined).origin;
+  } catch {
+    return 'an unparsable location';
+  }
 }
 
 /** The URL without any user:password part, safe for messages. */

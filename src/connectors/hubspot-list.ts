@@ -1,6 +1,14 @@
 import { z } from 'zod';
 import { requestJson, retryPolicy, type JsonRequest } from './http';
-import { CallTally, lazySecret, parseAnswer, type HttpConnectorOptions } from './kit';
+import {
+  CallTally,
+  httpTarget,
+  lazySecret,
+  parseAnswer,
+  secretName,
+  serviceUrl,
+  type HttpConnectorOptions,
+} from './kit';
 import { defineDestination } from './module';
 import { createThrottle } from './throttle';
 import {
@@ -37,10 +45,8 @@ export const hubspotListConfigSchema = z.object({
   /** The ILS list id (the list's Details in HubSpot), not the legacy v1 list id. */
   listId: z.string().regex(/^\d+$/, 'listId must be the numeric ILS list id (see the list’s Details)'),
   /** Name of the secret holding the private app's access token, never the token itself. */
-  tokenSecret: z.string().min(1),
-  baseUrl: z
-    .url({ protocol: /^https?$/, error: 'baseUrl must be an http:// or https:// URL' })
-    .default('https://api.hubapi.com'),
+  tokenSecret: secretName,
+  baseUrl: serviceUrl('baseUrl').default('https://api.hubapi.com'),
   /** HubSpot publishes no limit for membership calls; 10,000 ids is about 110 kB of JSON. */
   recordsPerCall: z.number().int().min(1).max(100_000).default(10_000),
   /** Spacing of calls for this account (shared by every connector using the same token). */
@@ -225,4 +231,5 @@ export const hubspotListDestination = defineDestination({
     createHubspotListDestination({ ...config, listId: context.listId ?? config.listId }, context.secrets, {
       throttle: context.throttle,
     }),
+  targets: (config) => [httpTarget('destination.baseUrl', config.baseUrl)],
 });

@@ -1,10 +1,12 @@
 import { z } from 'zod';
+import { SECRET_NAME } from '../tenancy/secret-names';
 import { HttpDestinationError, type RetryOptions } from './http';
 import {
   DestinationError,
   type BatchOutcome,
   type Rejection,
   type SecretResolver,
+  type Target,
   type Throttle,
 } from './types';
 
@@ -12,6 +14,44 @@ import {
  * Plumbing that the destination connectors share: reading secrets, counting what calls cost, and
  * checking an answer's shape. Each piece is here because several connectors did it the same way.
  */
+
+/** The name of a secret (never its value): upper-case letters, digits and _. */
+export const secretName = z
+  .string()
+  .regex(
+    SECRET_NAME,
+    'must name a secret: upper-case letters, digits and _ (e.g. CRM_TOKEN), not the secret itself',
+  );
+
+/**
+ * The root URL of a service: http(s), and nothing that could change where a request goes or
+ * carry a credential: no user:password (secrets go by name), no query and no fragment (appending
+ * a path to `…/metrics?` or `…#` would call another endpoint).
+ */
+export function serviceUrl(field: string) {
+  return z
+    .url({ protocol: /^https?$/, error: `${field} must be an http:// or https:// URL` })
+    .refine((url) => {
+      const u = new URL(url);
+      return u.username === '' && u.password === '';
+    }, `${field} must not contain a user or password: put credentials in a secret and name it`)
+    .refine((url) => !url.includes('?') && !url.includes('#'), `${field} must not contain ? or #`);
+}
+
+/**
+ * An id that becomes one segment of a request path: percent-encoded where used, and never `.` or
+ * `..`, which URL parsing would resolve to another path.
+ */
+export const pathSegment = z
+  .string()
+  .min(1)
+  .max(255)
+  .refine((id) => id !== '.' && id !== '..', 'must not be . or ..');
+
+/** An HTTP target for the tenants policy. */
+export function httpTarget(field: string, url: string): Target {
+  return { kind: 'http', field, url };
+}
 
 /** Knobs for tests and tuning that the HTTP destinations take; production uses the defaults. */
 export interface HttpConnectorOptions extends RetryOptions {

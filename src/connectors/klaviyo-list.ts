@@ -1,7 +1,16 @@
 import { z } from 'zod';
 import { createThrottle } from './throttle';
 import { realSleep, requestJson, retryPolicy, type JsonRequest } from './http';
-import { CallTally, lazySecret, parseAnswer, type HttpConnectorOptions } from './kit';
+import {
+  CallTally,
+  httpTarget,
+  lazySecret,
+  parseAnswer,
+  pathSegment,
+  secretName,
+  serviceUrl,
+  type HttpConnectorOptions,
+} from './kit';
 import { defineDestination } from './module';
 import {
   DestinationError,
@@ -52,12 +61,10 @@ export const KLAVIYO_PROFILE_FIELDS = [
 export const klaviyoListConfigSchema = z.object({
   type: z.literal('klaviyo-list'),
   /** The list's id (six characters, e.g. `Y6nRLr`), from the list's URL or GET /api/lists. */
-  listId: z.string().min(1),
+  listId: pathSegment,
   /** Name of the secret holding the private API key (`pk_…`), never the key itself. */
-  apiKeySecret: z.string().min(1),
-  baseUrl: z
-    .url({ protocol: /^https?$/, error: 'baseUrl must be an http:// or https:// URL' })
-    .default('https://a.klaviyo.com'),
+  apiKeySecret: secretName,
+  baseUrl: serviceUrl('baseUrl').default('https://a.klaviyo.com'),
   /** API revision sent in the `revision` header; the contract this destination was written for. */
   revision: z
     .string()
@@ -585,4 +592,5 @@ export const klaviyoListDestination = defineDestination({
     createKlaviyoListDestination({ ...config, listId: context.listId ?? config.listId }, context.secrets, {
       throttle: context.throttle,
     }),
+  targets: (config) => [httpTarget('destination.baseUrl', config.baseUrl)],
 });

@@ -1,7 +1,15 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { HttpDestinationError, requestJson, retryPolicy, type JsonRequest } from './http';
-import { CallTally, parseAnswer, resolveSecret, type HttpConnectorOptions } from './kit';
+import {
+  CallTally,
+  httpTarget,
+  parseAnswer,
+  resolveSecret,
+  secretName,
+  serviceUrl,
+  type HttpConnectorOptions,
+} from './kit';
 import { defineDestination } from './module';
 import { createThrottle } from './throttle';
 import {
@@ -45,14 +53,14 @@ export const mailchimpAudienceConfigSchema = z.object({
   /** The audience id (Audience > Settings > Audience name and defaults). */
   listId: z.string().regex(/^[0-9a-z]+$/i, 'listId must be the audience id, e.g. a1b2c3d4e5'),
   /** Name of the secret holding the API key (`…-us6`), never the key itself. */
-  apiKeySecret: z.string().min(1),
+  apiKeySecret: secretName,
   /** The data centre (`us6`); by default the suffix of the API key. */
   dataCenter: z
     .string()
     .regex(/^[a-z]+\d+$/, 'dataCenter looks like us6')
     .optional(),
   /** Overrides https://{dataCenter}.api.mailchimp.com (a proxy, or the emulator in tests). */
-  baseUrl: z.url({ protocol: /^https?$/, error: 'baseUrl must be an http:// or https:// URL' }).optional(),
+  baseUrl: serviceUrl('baseUrl').optional(),
   /** Dataset attribute → merge tag. Without it, each attribute goes to its upper-cased name. */
   mergeFields: z
     .record(z.string(), z.string().regex(/^[A-Z][A-Z0-9_]*$/, 'merge tags are upper case, e.g. FNAME'))
@@ -378,4 +386,12 @@ export const mailchimpAudienceDestination = defineDestination({
         throttle: context.throttle,
       },
     ),
+  // Without baseUrl or dataCenter, the data centre is the API key's suffix: read the key.
+  targets: (config, secrets) => {
+    const url =
+      config.baseUrl || config.dataCenter
+        ? mailchimpBaseUrl(config, '')
+        : mailchimpBaseUrl(config, resolveSecret(secrets, config.apiKeySecret, `${SERVICE}: apiKeySecret`));
+    return url ? [httpTarget(config.baseUrl ? 'destination.baseUrl' : 'destination.dataCenter', url)] : [];
+  },
 });

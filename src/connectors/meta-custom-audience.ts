@@ -1,7 +1,7 @@
 import type { CountryCode } from 'libphonenumber-js';
 import { z } from 'zod';
 import { normalizeEmail, normalizeName, normalizePhone, sha256Hex } from '../core/identifiers';
-import { CallTally, lazySecret, type HttpConnectorOptions } from './kit';
+import { CallTally, httpTarget, lazySecret, secretName, serviceUrl, type HttpConnectorOptions } from './kit';
 import { createGraphClient, MetaGraphError } from './meta-graph';
 import { defineDestination } from './module';
 import { createThrottle } from './throttle';
@@ -60,9 +60,7 @@ export const metaCustomAudienceConfigSchema = z
   .object({
     type: z.literal(META_TYPE),
     /** Graph API root; only tests and proxies change it. */
-    graphUrl: z
-      .url({ protocol: /^https?$/, error: 'graphUrl must be an http:// or https:// URL' })
-      .default('https://graph.facebook.com'),
+    graphUrl: serviceUrl('graphUrl').default('https://graph.facebook.com'),
     apiVersion: z
       .string()
       .regex(/^v\d+\.\d+$/, 'apiVersion looks like v25.0')
@@ -71,7 +69,7 @@ export const metaCustomAudienceConfigSchema = z
     adAccountId: z.string().regex(/^act_\d+$/, 'adAccountId looks like act_1234567890'),
     audienceId: z.string().regex(/^\d+$/, 'audienceId is the numeric id of the Custom Audience'),
     /** Name of the secret holding a (system-user) access token with ads_management. */
-    accessTokenSecret: z.string().min(1),
+    accessTokenSecret: secretName,
     /** What the dataset key is. */
     keyType: z.enum(['email', 'phone']).default('email'),
     /** Country for phone numbers written without a country code (ISO 3166-1 alpha-2, e.g. DE). */
@@ -420,6 +418,7 @@ export const metaCustomAudienceDestination = defineDestination({
       throttle: context.throttle,
       listId: context.listId,
     }),
+  targets: (config) => [httpTarget('destination.graphUrl', config.graphUrl)],
 });
 
 // --- Encoding ---------------------------------------------------------------------------------

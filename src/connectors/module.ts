@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import type { Destination, DestinationContext } from './types';
+import type { Destination, DestinationContext, SecretResolver, Target } from './types';
 
 /**
  * Everything deltasync needs to know about a destination type: its config schema (validated when
@@ -12,6 +12,12 @@ export interface DestinationModule<Schema extends z.ZodObject<{ type: z.ZodLiter
   description: string;
   configSchema: Schema;
   create(config: z.output<Schema>, context: DestinationContext): Destination;
+  /**
+   * Everything a connector with this config writes to (origins, directories, tables, keys), for
+   * the tenants policy. `secrets` sees only the connector's tenant's secrets; a target that lives
+   * in a secret (a database URL) is read from it.
+   */
+  targets(config: z.output<Schema>, secrets: SecretResolver): Target[];
 }
 
 export function defineDestination<Schema extends z.ZodObject<{ type: z.ZodLiteral<string> }>>(

@@ -1,7 +1,7 @@
 import Redis from 'ioredis';
 import { z } from 'zod';
 import { fullJitterBackoff, realSleep, type Sleep } from './http';
-import { resolveSecret } from './kit';
+import { resolveSecret, secretName } from './kit';
 import { defineDestination } from './module';
 import { unthrottled } from './throttle';
 import {
@@ -13,6 +13,7 @@ import {
   type MemberPage,
   type SecretResolver,
   type Throttle,
+  type Target,
 } from './types';
 
 /**
@@ -38,7 +39,7 @@ export const redisSetConfigSchema = z
   .object({
     type: z.literal('redis-set'),
     /** Name of a secret holding the redis:// or rediss:// URL (use it whenever there is a password). */
-    urlSecret: z.string().min(1).optional(),
+    urlSecret: secretName.optional(),
     /** The URL itself, allowed only without a password (e.g. redis://127.0.0.1:6379/0). */
     url: z
       .string()
@@ -512,4 +513,18 @@ export const redisSetDestination = defineDestination({
   configSchema: redisSetConfigSchema,
   create: (config, context) =>
     createRedisSetDestination(config, context.secrets, { throttle: context.throttle }),
+  targets: (config, secrets) => [redisTarget(config, secrets)],
 });
+
+/** The set and the keys beside it (`<key>:build:…`, `<key>:swapped`), for the tenants policy. */
+function redisTarget(config: RedisSetConfig, secrets: SecretResolver): Target {
+  const url = new URL(config.url ?? resolveSecret(secrets, config.urlSecret!, 'redis-set: urlSecret'));
+  return {
+    kind: 'redis',
+    field: 'destination.key',
+    host: url.hostname,
+    port: Number(url.port || 6379),
+    db: Number(url.pathname.replace(/^\//, '') || 0),
+    keys: [config.key],
+  };
+}

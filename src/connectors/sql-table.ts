@@ -1,8 +1,9 @@
-import { defineDestination } from './module';
+import path from 'node:path';
 import knex, { type Knex } from 'knex';
 import { z } from 'zod';
 import { databaseConfig } from '../db';
-import { resolveSecret } from './kit';
+import { resolveSecret, secretName } from './kit';
+import { defineDestination } from './module';
 import {
   DestinationError,
   type Attributes,
@@ -12,6 +13,7 @@ import {
   type MemberPage,
   type Rejection,
   type SecretResolver,
+  type Target,
 } from './types';
 
 /**
@@ -29,7 +31,7 @@ export const sqlTableConfigSchema = z
   .object({
     type: z.literal('sql-table'),
     /** Name of a secret holding the database URL (use this whenever the URL has a password). */
-    urlSecret: z.string().min(1).optional(),
+    urlSecret: secretName.optional(),
     url: z
       .string()
       .regex(urlPrefixes, 'url must start with mysql://, mariadb:// or sqlite:')
@@ -324,4 +326,24 @@ export const sqlTableDestination = defineDestination({
   description: 'a table in another database (knex): upsert, delete, truncate and list members',
   configSchema: sqlTableConfigSchema,
   create: (config, context) => createSqlTableDestination(config, context.secrets),
+  targets: (config, secrets) => [sqlTableTarget(config, secrets)],
 });
+
+/** The table written, for the tenants policy: on a MySQL server, or in an SQLite file's folder. */
+function sqlTableTarget(config: SqlTableConfig, secrets: SecretResolver): Target {
+  const field = config.urlSecret ? 'destination.urlSecret' : 'destination.url';
+  const url = resolveUrl(config, secrets);
+  if (url.startsWith('sqlite:')) {
+    const file = url.replace(/^sqlite:(\/\/)?/, '');
+    return { kind: 'file', field, path: file === ':memory:' ? file : path.dirname(path.resolve(file)) };
+  }
+  const u = new URL(url.replace(/^mariadb:/, 'mysql:'));
+  return {
+    kind: 'mysql',
+    field,
+    host: u.hostname,
+    port: Number(u.port || 3306),
+    database: decodeURIComponent(u.pathname.replace(/^\//, '')),
+    table: config.table,
+  };
+}

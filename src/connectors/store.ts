@@ -1,7 +1,10 @@
 import type { Db } from '../db';
-import { parseConnector, type ConnectorDefinition, type ConnectorInput } from './definition';
+import { connectorKey, parseConnector, type ConnectorDefinition, type ConnectorInput } from './definition';
 
-/** Connectors live in our database; definitions are validated on the way in and on the way out. */
+/**
+ * Connectors live in our database, keyed by `<tenant>/<id>` (see connectorKey); definitions are
+ * validated on the way in and on the way out. Every read names the tenant.
+ */
 
 export async function saveConnector(
   db: Db,
@@ -9,8 +12,9 @@ export async function saveConnector(
   now = Date.now(),
 ): Promise<ConnectorDefinition> {
   const connector = parseConnector(input);
+  const key = connectorKey(connector.tenant, connector.id);
   const row = {
-    id: connector.id,
+    id: key,
     tenant: connector.tenant,
     destination_type: connector.destination.type,
     definition: JSON.stringify(connector),
@@ -20,19 +24,42 @@ export async function saveConnector(
     .insert({ ...row, created_at: now })
     .onConflict('id')
     .merge(row);
-  await db('connector_state').insert({ connector_id: connector.id }).onConflict('connector_id').ignore();
+  await db('connector_state').insert({ connector_id: key }).onConflict('connector_id').ignore();
   return connector;
 }
 
-export async function loadConnector(db: Db, id: string): Promise<ConnectorDefinition> {
-  const row = (await db('connectors').where({ id }).first()) as { definition: string } | undefined;
-  if (!row) throw new UnknownConnectorError(id);
+export async function loadConnector(db: Db, tenant: string, id: string): Promise<ConnectorDefinition> {
+  const row = (await db('connectors')
+    .where({ id: connectorKey(tenant, id) })
+    .first()) as { definition: string } | undefined;
+  if (!row) throw new UnknownConnectorError(id, tenant);
   return parseConnector(JSON.parse(row.definition));
 }
 
-export async function listConnectors(db: Db): Promise<ConnectorDefinition[]> {
-  const rows = (await db('connectors').orderBy('id')) as { definition: string }[];
+/** A tenant's connectors, in id order, `limit` at a time after `afterId`. */
+export async function listConnectors(
+  db: Db,
+  tenant: string,
+  page: { afterId?: string; limit?: number } = {},
+): Promise<ConnectorDefinition[]> {
+  const query = db('connectors').where({ tenant }).orderBy('id');
+  if (page.afterId !== undefined) query.where('id', '>', connectorKey(tenant, page.afterId));
+  if (page.limit !== undefined) query.limit(page.limit);
+  const rows = (await query) as { definition: string }[];
   return rows.map((row) => parseConnector(JSON.parse(row.definition)));
+}
+
+/**
+ * Forget a connector: its definition, state and deltalog (the remote list is left as it is).
+ * Its run history stays for audit.
+ */
+export async function deleteConnector(db: Db, tenant: string, id: string): Promise<void> {
+  const key = connectorKey(tenant, id);
+  await db.transaction(async (trx) => {
+    await trx('deltalog').where({ connector_id: key }).delete();
+    await trx('connector_state').where({ connector_id: key }).delete();
+    await trx('connectors').where({ id: key }).delete();
+  });
 }
 
 export class UnknownConnectorError extends Error {
@@ -40,7 +67,11 @@ export class UnknownConnectorError extends Error {
   constructor(
     readonly connectorId: string,
     readonly tenant?: string,
+    /** Why, when more can be said (the tenant is not served where the caller asked). */
+    readonly reason?: string,
   ) {
-    super(`no connector with id '${connectorId}'${tenant ? ` in tenant '${tenant}'` : ''}`);
+    super(
+      `no connector with id '${connectorId}'${tenant ? ` in tenant '${tenant}'` : ''}${reason ? `: ${reason}` : ''}`,
+    );
   }
 }

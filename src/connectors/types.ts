@@ -131,3 +131,14 @@ export class DestinationError extends Error {
 
 /** Looks up a credential by name; connectors store names, never values. */
 export type SecretResolver = (name: string) => string;
+
+/**
+ * Something a destination writes to, as its module declares it: the tenants policy must allow
+ * every target before a connector is saved or a refresh sends anything. `field` names the setting
+ * it comes from, for error messages.
+ */
+export type Target =
+  | { kind: 'http'; field: string; url: string }
+  | { kind: 'file'; field: string; path: string }
+  | { kind: 'mysql'; field: string; host: string; port: number; database: string; table: string }
+  | { kind: 'redis'; field: string; host: string; port: number; db: number; keys: string[] };

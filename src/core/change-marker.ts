@@ -1,3 +1,4 @@
+import type { Knex } from 'knex';
 import { createHash } from 'node:crypto';
 import { dialectOf, type Db } from '../db';
 import { attributeHash, sourceFrom, type DatasetDefinition, type Fragment } from './dataset';
@@ -19,11 +20,11 @@ import { attributeHash, sourceFrom, type DatasetDefinition, type Fragment } from
  * Nothing changed → the same marker, whatever order the rows come in.
  */
 export async function changeMarker(
-  db: Db,
+  db: Db | Knex.Transaction,
   dataset: DatasetDefinition,
   markerColumn?: string,
 ): Promise<string> {
-  const dialect = dialectOf(db);
+  const dialect = dialectOf(db as Db);
   const text = dialect === 'mysql' ? 'CHAR' : 'TEXT';
   const source = sourceFrom(dataset);
   let aggregate: Fragment;

@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import type { Dialect } from '../db';
+import type { Db, Dialect } from '../db';
 
 /**
  * Where a connector's records come from: a table or view, or any SELECT, in our database. The key
@@ -15,6 +15,34 @@ export interface DatasetDefinition {
   key: string;
   /** Columns sent to the destination as the record's attributes. */
   attributes: string[];
+}
+
+/** How a column of the dataset's key compares, which decides how cheaply duplicates are ruled out. */
+export interface KeyTraits {
+  /** A single-column primary or unique key: no key can repeat. */
+  unique: boolean;
+  /** Compared byte for byte already (a _bin collation, or SQLite's default). */
+  binary: boolean;
+}
+
+/**
+ * How the engine reads a connector's dataset. Every statement that touches the dataset runs
+ * inside `read`: where a tenant's data is read through a view of its own database user, `read`
+ * first checks the view still runs with that user's rights and bounds the statements' time
+ * (src/tenancy/datasets.ts); for a dataset read directly, it just runs them.
+ */
+export interface DatasetReader {
+  /** The dataset as the engine's statements name it (a tenant's view, or the dataset itself). */
+  dataset: DatasetDefinition;
+  /** Known in advance (from the base table's catalog); otherwise read from `dataset`'s. */
+  traits?: KeyTraits;
+  /** Run statements that read the dataset. `executor` may be a transaction; use only it. */
+  read<T>(work: (executor: Db | Knex.Transaction) => Promise<T>): Promise<T>;
+}
+
+/** A reader that runs the engine's statements on `db` as they are. */
+export function directReader(db: Db, dataset: DatasetDefinition): DatasetReader {
+  return { dataset, read: (work) => work(db) };
 }
 
 /** Longest key the deltalog stores; longer keys are reported as bad rows, never truncated. */

@@ -7,10 +7,13 @@ import {
   comparableKey,
   keyColumn,
   MAX_KEY_LENGTH,
+  directReader,
   sourceFrom,
   validKey,
   type DatasetDefinition,
+  type DatasetReader,
   type Fragment,
+  type KeyTraits,
 } from './dataset';
 
 /**
@@ -54,18 +57,34 @@ export function badRowTotal(report: BadRowReport): number {
 export async function updateDeltalog(
   db: Db,
   connectorId: string,
-  dataset: DatasetDefinition,
+  source: DatasetDefinition | DatasetReader,
   now: number,
 ): Promise<BadRowReport> {
-  const traits = await keyTraits(db, dataset);
-  const report = await inspectDataset(db, dataset, traits);
-  await inCompareTransaction(db, (trx) => applyFullCompare(trx, connectorId, dataset, now, report, traits));
-  return report;
+  const reader = readerOf(db, source);
+  return reader.read(async (executor) => {
+    const traits = reader.traits ?? (await keyTraits(executor, reader.dataset));
+    const report = await inspectDataset(executor, reader.dataset, traits);
+    await inCompareTransaction(executor, (trx) =>
+      applyFullCompare(trx, connectorId, reader.dataset, now, report, traits),
+    );
+    return report;
+  });
 }
 
-/** READ COMMITTED: reading the dataset must not lock the rows other processes are writing. */
-function inCompareTransaction<T>(db: Db, work: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
-  return db.transaction(work, dialectOf(db) === 'mysql' ? { isolationLevel: 'read committed' } : undefined);
+function readerOf(db: Db, source: DatasetDefinition | DatasetReader): DatasetReader {
+  return 'read' in source ? source : directReader(db, source);
+}
+
+/**
+ * READ COMMITTED: reading the dataset must not lock the rows other processes are writing. A
+ * reader that already opened a transaction (a guarded read) set it up so: the compare joins it.
+ */
+function inCompareTransaction<T>(db: Executor, work: (trx: Knex.Transaction) => Promise<T>): Promise<T> {
+  if (db.isTransaction) return work(db as Knex.Transaction);
+  return db.transaction(
+    work,
+    dialectOf(db as Db) === 'mysql' ? { isolationLevel: 'read committed' } : undefined,
+  );
 }
 
 async function applyFullCompare(
@@ -90,21 +109,29 @@ async function applyFullCompare(
 export async function previewUpdate<T>(
   db: Db,
   connectorId: string,
-  dataset: DatasetDefinition,
+  source: DatasetDefinition | DatasetReader,
   now: number,
   read: (trx: Db, report: BadRowReport) => Promise<T>,
 ): Promise<T> {
-  const traits = await keyTraits(db, dataset);
-  const report = await inspectDataset(db, dataset, traits);
-  let result: T | undefined;
-  await inCompareTransaction(db, async (trx) => {
-    await applyFullCompare(trx, connectorId, dataset, now, report, traits);
-    result = await read(trx as unknown as Db, report);
-    await trx.rollback(ROLLED_BACK);
-  }).catch((error: unknown) => {
-    if (error !== ROLLED_BACK) throw error;
+  const reader = readerOf(db, source);
+  return reader.read(async (executor) => {
+    const traits = reader.traits ?? (await keyTraits(executor, reader.dataset));
+    const report = await inspectDataset(executor, reader.dataset, traits);
+    let result: T | undefined;
+    // Inside a guarded read this is a savepoint: only the compare's changes are rolled back.
+    const preview = (trx: Knex.Transaction) =>
+      applyFullCompare(trx, connectorId, reader.dataset, now, report, traits).then(async () => {
+        result = await read(trx as unknown as Db, report);
+        await trx.rollback(ROLLED_BACK);
+      });
+    const inTransaction = executor.isTransaction
+      ? executor.transaction(preview)
+      : inCompareTransaction(executor, preview);
+    await inTransaction.catch((error: unknown) => {
+      if (error !== ROLLED_BACK) throw error;
+    });
+    return result as T;
   });
-  return result as T;
 }
 const ROLLED_BACK = new Error('preview rolled back');
 
@@ -181,23 +208,17 @@ async function markRemoved(
 
 const SAMPLE_SIZE = 5;
 
-/** How the dataset's key column compares, which decides how cheaply duplicates are ruled out. */
-export interface KeyTraits {
-  /** A single-column primary or unique key: no key can repeat. */
-  unique: boolean;
-  /** Compared byte for byte already (a _bin collation, or SQLite's default). */
-  binary: boolean;
-}
+export type { KeyTraits };
 
 /**
  * Read from the catalog for table datasets; a SELECT dataset promises nothing. Grouping by an
  * expression (a collation cast) cannot use the key's index: on a million rows that is the
  * difference between half a second and half a minute, so the cast is used only when needed.
  */
-export async function keyTraits(db: Db, dataset: DatasetDefinition): Promise<KeyTraits> {
+export async function keyTraits(db: Executor, dataset: DatasetDefinition): Promise<KeyTraits> {
   if (dataset.table === undefined) return { unique: false, binary: false };
   const [schema, table] = dataset.table.includes('.') ? dataset.table.split('.', 2) : [null, dataset.table];
-  if (dialectOf(db) === 'mysql') {
+  if (dialectOf(db as Db) === 'mysql') {
     const [column] = await rows<{ collation: string | null }>(
       db,
       text(
@@ -250,11 +271,11 @@ function duplicateKey(dialect: Dialect, dataset: DatasetDefinition, traits: KeyT
 
 /** Count (and sample) the rows the deltalog cannot take as they are: they are reported, not lost. */
 export async function inspectDataset(
-  db: Db,
+  db: Executor,
   dataset: DatasetDefinition,
   traits?: KeyTraits,
 ): Promise<BadRowReport> {
-  const dialect = dialectOf(db);
+  const dialect = dialectOf(db as Db);
   const k = keyColumn(dataset);
   const length = dialect === 'mysql' ? 'CHAR_LENGTH' : 'LENGTH';
   const key = traits ?? (await keyTraits(db, dataset));
@@ -451,7 +472,7 @@ export async function readChangesetPage(
 
 /** Current attributes of the given keys, straight from the dataset. Keys gone since are absent. */
 export async function fetchAttributes(
-  db: Db,
+  db: Executor,
   dataset: DatasetDefinition,
   keys: string[],
 ): Promise<Map<string, Attributes>> {
@@ -717,7 +738,7 @@ export async function remoteSize(db: Db, connectorId: string): Promise<number> {
 }
 
 /** Average JSON size of a record (key + attributes) and of a key, from a sample of the dataset. */
-export async function sampleRecordBytes(db: Db, dataset: DatasetDefinition, sample = 200) {
+export async function sampleRecordBytes(db: Executor, dataset: DatasetDefinition, sample = 200) {
   const columns = [dataset.key, ...dataset.attributes];
   const query = join(
     text(`SELECT ${columns.map(() => '??').join(', ')} FROM`, ...columns.map((c) => `src.${c}`)),

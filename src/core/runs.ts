@@ -94,12 +94,16 @@ export async function getRun(db: Executor, runId: number): Promise<RunRow> {
   return normaliseRun(row);
 }
 
-export async function listRuns(db: Db, connectorId: string, limit = 20): Promise<RunRow[]> {
-  const rows = (await db('refresh_runs')
-    .where({ connector_id: connectorId })
-    .orderBy('id', 'desc')
-    .limit(limit)) as RunRow[];
-  return rows.map(normaliseRun);
+/** A connector's runs, newest first, `limit` at a time (before `beforeRunId` for the next page). */
+export async function listRuns(
+  db: Db,
+  connectorId: string,
+  limit = 20,
+  beforeRunId?: number,
+): Promise<RunRow[]> {
+  const query = db('refresh_runs').where({ connector_id: connectorId }).orderBy('id', 'desc').limit(limit);
+  if (beforeRunId !== undefined) query.where('id', '<', beforeRunId);
+  return ((await query) as RunRow[]).map(normaliseRun);
 }
 
 /** mysql2 and better-sqlite3 disagree on numeric types; callers get plain numbers. */

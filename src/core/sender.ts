@@ -2,6 +2,7 @@ import type { Db } from '../db';
 import type { ConnectorDefinition } from '../connectors/definition';
 import { DestinationError, type BatchOutcome, type Destination, type Member } from '../connectors/types';
 import { jsonBytes, splitByLimits } from './batching';
+import { directReader, type DatasetReader } from './dataset';
 import {
   commitDelivered,
   fetchAttributes,
@@ -17,8 +18,10 @@ import { incrementEndpointCalls, incrementRunCounters, loadCheckpoint, saveCheck
 /**
  * Sending: walk a changeset in key order, page by page; split each page into calls that fit the
  * destination's record and byte limits; after every call, record its outcome in the same
- * transaction as the cursor. A retried or restarted send resumes after the last recorded call,
- * so at most the call in flight is sent twice.
+ * transaction as the cursor. A retried or restarted send resumes after the last recorded call
+ * (the database's checkpoint, never a heartbeat that may lag it), so at most the call in flight is
+ * sent twice. Progress reports carry counts only: the cursor is a record key, and what an activity
+ * heartbeats can end up in workflow history.
  */
 
 /**
@@ -36,8 +39,6 @@ const changesetOf: Record<SendPhase, ChangesetKind> = {
 
 export interface SendProgress {
   phase: SendPhase;
-  /** Last key of the last recorded call; the next call starts after it. */
-  cursor: string;
   /** Records handled in this phase so far (delivered, rejected or failed), across retries. */
   recordsDone: number;
   batches: number;
@@ -51,17 +52,19 @@ export interface SendProgress {
   bytesSent: number;
 }
 
-/** What a finished send phase reports to the workflow: its counts, without the cursor (a key). */
-export type SendTotals = Omit<SendProgress, 'cursor'>;
+/** What a finished send phase reports to the workflow: its counts. */
+export type SendTotals = SendProgress;
 
 export interface SendOptions {
   db: Db;
   connector: ConnectorDefinition;
+  /** The connector's rows in the deltalog (`<tenant>/<id>`; see connectorKey). */
+  connectorKey: string;
   destination: Destination;
   runId: number;
   phase: SendPhase;
-  /** Where a previous attempt got to (from its heartbeat); otherwise the saved checkpoint. */
-  resumeFrom?: { cursor: string; recordsDone: number };
+  /** How to read the dataset's attributes (default: straight from `connector.dataset`). */
+  source?: DatasetReader;
   now?: () => number;
   /** Called after every recorded call (heartbeat here). */
   onBatch?: (progress: SendProgress) => void | Promise<void>;
@@ -84,11 +87,10 @@ interface Item {
 
 export async function sendPhase(options: SendOptions): Promise<SendProgress> {
   const { db, connector, destination, runId, phase } = options;
-  const start = options.resumeFrom ??
-    (await loadCheckpoint(db, runId, phase)) ?? { cursor: '', recordsDone: 0 };
+  const start = (await loadCheckpoint(db, runId, phase)) ?? { cursor: '', recordsDone: 0 };
+  let cursor = start.cursor;
   const progress: SendProgress = {
     phase,
-    cursor: start.cursor,
     recordsDone: start.recordsDone,
     batches: 0,
     delivered: 0,
@@ -107,9 +109,9 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
   for (;;) {
     const page = await readChangesetPage(
       db,
-      connector.id,
+      options.connectorKey,
       changesetOf[phase],
-      progress.cursor,
+      cursor,
       maxRecords,
       connector.policy.maxAttempts,
     );
@@ -120,7 +122,7 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
       const result = await deliver(options, batch);
       const bytes = batch.reduce((sum, item) => sum + sizeOf(item), 0);
       await record(options, batch, result, bytes, progress.recordsDone + batch.length);
-      progress.cursor = batch[batch.length - 1]!.key;
+      cursor = batch[batch.length - 1]!.key;
       progress.recordsDone += batch.length;
       progress.batches += 1;
       progress.delivered += result.delivered.length;
@@ -141,7 +143,8 @@ async function itemsOf(options: SendOptions, page: ChangesetRow[]): Promise<Item
   // A destination that keeps no attributes already holds a key that is on it: nothing to send.
   const skipUpdates = options.phase === 'upserts' && !options.destination.capabilities.updateAttributes;
   const toFetch = page.filter((row) => !(skipUpdates && row.on_remote)).map((row) => row.record_key);
-  const attributes = await fetchAttributes(options.db, options.connector.dataset, toFetch);
+  const source = options.source ?? directReader(options.db, options.connector.dataset);
+  const attributes = await source.read((executor) => fetchAttributes(executor, source.dataset, toFetch));
   return page.map(({ record_key: key, on_remote }) => {
     if (skipUpdates && on_remote) return { key, nothingToSend: true };
     const found = attributes.get(key);
@@ -201,16 +204,17 @@ async function record(
   bytes: number,
   recordsDone: number,
 ) {
-  const { db, connector, runId, phase } = options;
+  const { db, runId, phase } = options;
+  const key = options.connectorKey;
   const now = (options.now ?? Date.now)();
   const operation = phase === 'deletions' ? 'remove' : 'add';
   await db.transaction(async (trx) => {
     if (phase === 'fill') {
-      await markFilled(trx, connector.id, result.delivered);
-      await recordFillRejections(trx, connector.id, result.outcome.rejected);
+      await markFilled(trx, key, result.delivered);
+      await recordFillRejections(trx, key, result.outcome.rejected);
     } else {
-      await commitDelivered(trx, connector.id, result.delivered, now);
-      await recordRejections(trx, connector.id, result.outcome.rejected);
+      await commitDelivered(trx, key, result.delivered, now);
+      await recordRejections(trx, key, result.outcome.rejected);
     }
     await incrementRunCounters(trx, runId, {
       records_sent: result.delivered.length,

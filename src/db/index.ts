@@ -9,13 +9,25 @@ import { dataDir, projectRoot } from '../paths';
 export type Db = Knex;
 export type Dialect = 'mysql' | 'sqlite';
 
+export interface DatabaseOptions {
+  /**
+   * Every statement on these connections is stopped after this long (MariaDB
+   * max_statement_time, MySQL max_execution_time for SELECTs, SQLite through the
+   * statement-timeout extension). Dataset SQL is tenants' SQL: none may hold the worker forever.
+   */
+  statementTimeoutMs?: number;
+}
+
 /**
  * Knex settings for a database URL: `mysql://user:pass@host:port/db` (production) or
  * `sqlite:///abs/path.db` / `sqlite:relative.db`. Without a URL, the embedded SQLite file under the
  * project's data folder, so a newcomer needs no database server.
  */
-export function databaseConfig(url: string | undefined = process.env.DELTASYNC_DATABASE_URL): Knex.Config {
-  if (!url) return sqliteConfig(path.join(dataDir(), 'deltasync.sqlite'));
+export function databaseConfig(
+  url: string | undefined = process.env.DELTASYNC_DATABASE_URL,
+  options: DatabaseOptions = {},
+): Knex.Config {
+  if (!url) return sqliteConfig(path.join(dataDir(), 'deltasync.sqlite'), options);
   if (url.startsWith('mysql://') || url.startsWith('mariadb://')) {
     const u = new URL(url.replace(/^mariadb:/, 'mysql:'));
     return {
@@ -32,19 +44,71 @@ export function databaseConfig(url: string | undefined = process.env.DELTASYNC_D
         // Epoch-millisecond BIGINTs fit a double exactly; keep them numbers, not strings.
         bigNumberStrings: false,
       },
-      pool: { min: 0, max: 8 },
+      pool: {
+        min: 0,
+        max: 8,
+        afterCreate(conn: MysqlConnection, done: (err: Error | null, conn: unknown) => void) {
+          if (options.statementTimeoutMs === undefined) return done(null, conn);
+          limitStatementTime(conn, options.statementTimeoutMs).then(
+            () => done(null, conn),
+            (error: Error) => done(error, conn),
+          );
+        },
+      },
     };
   }
   if (url.startsWith('sqlite:')) {
     const file = url.replace(/^sqlite:(\/\/)?/, '');
-    return sqliteConfig(file === ':memory:' ? file : path.resolve(file));
+    return sqliteConfig(file === ':memory:' ? file : path.resolve(file), options);
   }
   throw new Error(
     `DELTASYNC_DATABASE_URL must start with mysql://, mariadb:// or sqlite: (got '${url.split(':')[0]}:…')`,
   );
 }
 
-function sqliteConfig(file: string): Knex.Config {
+/** The one call of a mysql2 connection this module makes. */
+interface MysqlConnection {
+  query(sql: string, callback: (error: Error | null, rows: unknown) => void): void;
+}
+
+function query(conn: MysqlConnection, sql: string): Promise<unknown> {
+  return new Promise((resolve, reject) =>
+    conn.query(sql, (error, rows) => (error ? reject(error) : resolve(rows))),
+  );
+}
+
+/** Whether a MySQL-family server is MariaDB (the two name their statement time limits differently). */
+export async function isMariaDb(conn: MysqlConnection): Promise<boolean> {
+  const rows = (await query(conn, 'SELECT VERSION() AS v')) as { v: string }[];
+  return /mariadb/i.test(rows[0]?.v ?? '');
+}
+
+/**
+ * The session's statement time limit. MariaDB bounds every statement; MySQL's
+ * max_execution_time bounds read-only SELECTs only (its INSERT … SELECT has no limit).
+ */
+export async function limitStatementTime(conn: MysqlConnection, ms: number): Promise<void> {
+  const limit = Math.max(0, Math.round(ms));
+  await query(
+    conn,
+    (await isMariaDb(conn))
+      ? `SET SESSION max_statement_time = ${(limit / 1000).toFixed(3)}`
+      : `SET SESSION max_execution_time = ${limit}`,
+  );
+}
+
+/**
+ * The SQLite extension that gives statements a time limit (native/statement-timeout.c), built by
+ * scripts/setup.sh. Without it (no C compiler) statements on the embedded database are not
+ * bounded; the worker says so when it starts.
+ */
+export const statementTimeoutExtension = path.join(projectRoot, 'build', 'statement-timeout.so');
+
+export function sqliteStatementTimeoutAvailable(): boolean {
+  return fs.existsSync(statementTimeoutExtension);
+}
+
+function sqliteConfig(file: string, options: DatabaseOptions): Knex.Config {
   if (file !== ':memory:') fs.mkdirSync(path.dirname(file), { recursive: true });
   return {
     client: 'better-sqlite3',
@@ -66,6 +130,10 @@ function sqliteConfig(file: string): Knex.Config {
         conn.function('crc32', { deterministic: true }, (text: unknown) =>
           text === null || text === undefined ? null : crc32(String(text)),
         );
+        if (options.statementTimeoutMs !== undefined && sqliteStatementTimeoutAvailable()) {
+          conn.loadExtension(statementTimeoutExtension);
+          conn.prepare('SELECT deltasync_statement_timeout(?)').get(Math.round(options.statementTimeoutMs));
+        }
         conn.pragma('journal_mode = WAL');
         conn.pragma('busy_timeout = 10000');
         conn.pragma('synchronous = NORMAL');
@@ -81,10 +149,20 @@ export function dialectOf(db: Db): Dialect {
 }
 
 /** Open a database and bring its schema up to date. */
-export async function openDatabase(url?: string): Promise<Db> {
-  const db = knex(databaseConfig(url));
-  await migrateToLatest(db);
-  return db;
+export async function openDatabase(url?: string, options: DatabaseOptions = {}): Promise<Db> {
+  if (options.statementTimeoutMs === undefined) {
+    const db = knex(databaseConfig(url));
+    await migrateToLatest(db);
+    return db;
+  }
+  // A migration may rebuild a large table: it runs without the statement time limit.
+  const migrator = knex(databaseConfig(url));
+  try {
+    await migrateToLatest(migrator);
+  } finally {
+    await migrator.destroy();
+  }
+  return knex(databaseConfig(url, options));
 }
 
 export async function migrateToLatest(db: Db): Promise<void> {

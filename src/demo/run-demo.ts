@@ -12,6 +12,7 @@ import { openDatabase, type Db } from '../db';
 import { startHttpListEmulator } from '../emulators/http-list-emulator';
 import { dataDir } from '../paths';
 import { startDevServer } from '../temporal/dev-server';
+import { secretEnvName } from '../tenancy/secret-names';
 import { createWorker } from '../worker';
 import { refreshWorkflowId } from '../workflows/shared';
 import {
@@ -52,8 +53,10 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     dbFilename: path.join(dataDir(), 'temporal.sqlite'),
   });
   // The emulator checks a bearer token; the connector names the secret, the worker resolves it.
-  process.env[TOKEN_SECRET] = randomBytes(16).toString('hex');
-  const emulator = await startHttpListEmulator({ token: process.env[TOKEN_SECRET]! });
+  // The demo's one tenant, `default`, holds the emulator's token as a secret of its own.
+  const token = randomBytes(16).toString('hex');
+  process.env[secretEnvName('default', TOKEN_SECRET)] = token;
+  const emulator = await startHttpListEmulator({ token });
   const db = await openDatabase();
   const worker = await createWorker({
     connection: server.env.nativeConnection,
@@ -119,7 +122,9 @@ export async function runDemo(options: DemoOptions): Promise<number> {
     say(
       `Inspect the runs: ${server.uiUrl}/namespaces/default/workflows?query=${encodeURIComponent(`DeltasyncConnectorId="${CONNECTOR_ID}"`)}`,
     );
-    say(`Latest run:       ${server.uiUrl}/namespaces/default/workflows/${refreshWorkflowId(CONNECTOR_ID)}`);
+    say(
+      `Latest run:       ${server.uiUrl}/namespaces/default/workflows/${refreshWorkflowId('default', CONNECTOR_ID)}`,
+    );
 
     if (options.keepRunning) {
       say('\nEverything stays up for inspection (--keep-running). Press Ctrl-C to stop.');

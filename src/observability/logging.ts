@@ -8,7 +8,7 @@ import {
   type LogMetadata,
 } from '@temporalio/worker';
 import { describeError, withLogContext, type LogContext, type Logger } from '../logging';
-import { refreshWorkflowId } from '../workflows/shared';
+import { connectorOfId } from '../workflows/shared';
 
 /**
  * Temporal's logs as deltasync's JSON lines: the SDK's own (worker, workflow and activity
@@ -169,10 +169,8 @@ export function activityLogging(
 }
 
 function connectorOfWorkflow(workflowId: string | undefined): LogContext {
-  const prefix = refreshWorkflowId('');
-  return workflowId?.startsWith(prefix) && workflowId.length > prefix.length
-    ? { connectorId: workflowId.slice(prefix.length) }
-    : {};
+  const named = workflowId === undefined ? undefined : connectorOfId('deltasync-refresh', workflowId);
+  return named ? { connectorId: named.connectorId, tenant: named.tenant } : {};
 }
 
 /** Connector and run ids from an activity's argument (every refresh activity takes them). */

@@ -16,7 +16,10 @@ export interface HealthReport {
 
 export interface OpsServerOptions {
   port: number;
-  /** Default 0.0.0.0 (all interfaces), so Prometheus and probes can reach it in a container. */
+  /**
+   * Default 127.0.0.1: metrics name tenants and connectors, so exposing them beyond the machine is
+   * the operator's choice (e.g. 0.0.0.0 in a container, behind a network policy).
+   */
   host?: string;
   metrics: () => Promise<{ contentType: string; body: string }>;
   health: () => Promise<HealthReport>;
@@ -45,7 +48,7 @@ export async function startOpsServer(options: OpsServerOptions): Promise<OpsServ
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(options.port, options.host ?? '0.0.0.0', () => {
+    server.listen(options.port, options.host ?? '127.0.0.1', () => {
       server.off('error', reject);
       resolve();
     });

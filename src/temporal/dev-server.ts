@@ -12,6 +12,8 @@ export interface DevServerOptions {
   /** Serve the Web UI (on `uiPort`, default gRPC port + 1000). */
   ui?: boolean;
   uiPort?: number;
+  /** Namespaces to create besides `default` (one per tenant, see docs/security.md). */
+  namespaces?: string[];
 }
 
 export interface DevServer {
@@ -39,6 +41,9 @@ export async function startDevServer(options: DevServerOptions = {}): Promise<De
       dbFilename: options.dbFilename,
       searchAttributes: Object.values(searchAttributes),
       log: { format: 'pretty', level: 'error' },
+      extraArgs: (options.namespaces ?? [])
+        .filter((namespace) => namespace !== 'default')
+        .flatMap((namespace) => ['--namespace', namespace]),
     },
   });
   const address = env.address;

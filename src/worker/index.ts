@@ -3,10 +3,11 @@ import type { Duration } from '@temporalio/common';
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import { createActivities } from '../activities';
 import { createDestinationFactory, type DestinationFactory } from '../connectors/registry';
-import type { Db } from '../db';
+import { dialectOf, type Db } from '../db';
 import type { Logger } from '../logging';
 import { activityLogging } from '../observability/logging';
 import type { RefreshObserver } from '../observability/observer';
+import { createTenancy, TenantDirectory, type Tenancy } from '../tenancy';
 import { TASK_QUEUE } from '../workflows/shared';
 
 export interface DeltasyncWorkerOptions {
@@ -14,9 +15,18 @@ export interface DeltasyncWorkerOptions {
   db: Db;
   /** A client of the same cluster, for refreshes started by schedules and change triggers. */
   temporal?: Client;
+  /**
+   * The namespace of a single-tenant worker (default `default`). With a tenants policy, the
+   * worker polls every namespace the policy names instead.
+   */
   namespace?: string;
   taskQueue?: string;
-  /** Defaults to the built-in destinations with secrets from the environment / secrets file. */
+  /**
+   * Tenants, their secrets, dataset access and allowlists. Default: DELTASYNC_TENANTS_FILE (or
+   * one tenant, `default`, in `namespace`), secrets from the environment and DELTASYNC_SECRETS_FILE.
+   */
+  tenancy?: Tenancy;
+  /** The built-in destinations with each tenant's secrets, unless given. */
   destinations?: DestinationFactory;
   /** A pre-built workflow bundle (tests build it once); otherwise bundled from src/workflows. */
   workflowBundle?: WorkerOptions['workflowBundle'];
@@ -35,32 +45,66 @@ export interface DeltasyncWorkerOptions {
   shutdownGraceTime?: Duration;
 }
 
-/** A worker that runs refresh workflows and their activities for every connector. */
-export async function createWorker(options: DeltasyncWorkerOptions): Promise<Worker> {
+/**
+ * Workers that run refresh workflows and their activities: one per Temporal namespace the tenants
+ * policy names (a tenant's boundary is its namespace), all sharing one set of activities that take
+ * the caller's tenant from the namespace each task comes from.
+ */
+export async function createWorkers(options: DeltasyncWorkerOptions): Promise<Worker[]> {
+  const tenancy =
+    options.tenancy ??
+    createTenancy({ db: options.db, directory: TenantDirectory.load({ namespace: options.namespace }) });
+  const { directory } = tenancy;
+  if (dialectOf(options.db) === 'sqlite' && directory.tenants.length > 1) {
+    throw new Error(
+      `the embedded SQLite database is single-tenant; ${directory.source} names ${directory.tenants.length} tenants: ` +
+        'set DELTASYNC_DATABASE_URL to a MySQL/MariaDB database',
+    );
+  }
+  const taskQueue = options.taskQueue ?? TASK_QUEUE;
+  const activities = createActivities({
+    db: options.db,
+    tenancy,
+    destinations: options.destinations ?? createDestinationFactory(tenancy.secrets),
+    temporal: options.temporal,
+    taskQueue,
+    observer: options.observer,
+  });
   const workflows = options.workflowBundle
     ? { workflowBundle: options.workflowBundle }
     : { workflowsPath: require.resolve('../workflows') };
-  return Worker.create({
-    connection: options.connection,
-    namespace: options.namespace ?? 'default',
-    taskQueue: options.taskQueue ?? TASK_QUEUE,
-    // Heartbeats carry the send's live progress (records done, cursor): pass them on within a
-    // second instead of the SDK's default of up to a minute, so progress bars move.
-    maxHeartbeatThrottleInterval: '1 second',
-    defaultHeartbeatThrottleInterval: '1 second',
-    ...workflows,
-    activities: createActivities({
-      db: options.db,
-      destinations: options.destinations ?? createDestinationFactory(),
-      temporal: options.temporal,
-      taskQueue: options.taskQueue ?? TASK_QUEUE,
-      observer: options.observer,
-    }),
-    ...(options.logger
-      ? { interceptors: { activity: [activityLogging(options.logger, { runIdOf: runIdOf(options.db) })] } }
-      : {}),
-    ...(options.shutdownGraceTime === undefined ? {} : { shutdownGraceTime: options.shutdownGraceTime }),
-  });
+  return Promise.all(
+    directory.namespaces().map((namespace) =>
+      Worker.create({
+        connection: options.connection,
+        namespace,
+        taskQueue,
+        // Heartbeats carry the send's live progress (records done): pass them on within a second
+        // instead of the SDK's default of up to a minute, so progress bars move.
+        maxHeartbeatThrottleInterval: '1 second',
+        defaultHeartbeatThrottleInterval: '1 second',
+        ...workflows,
+        activities,
+        ...(options.logger
+          ? {
+              interceptors: { activity: [activityLogging(options.logger, { runIdOf: runIdOf(options.db) })] },
+            }
+          : {}),
+        ...(options.shutdownGraceTime === undefined ? {} : { shutdownGraceTime: options.shutdownGraceTime }),
+      }),
+    ),
+  );
+}
+
+/** The worker of a deployment with one namespace (every test and the demo). */
+export async function createWorker(options: DeltasyncWorkerOptions): Promise<Worker> {
+  const workers = await createWorkers(options);
+  if (workers.length !== 1) {
+    throw new Error(
+      `createWorker serves one namespace; the tenants policy names ${workers.length}: use createWorkers`,
+    );
+  }
+  return workers[0]!;
 }
 
 /** The run record of a refresh workflow run, for log lines of activities not given its id. */

@@ -1,13 +1,14 @@
 import { Client, Connection } from '@temporalio/client';
 import { NativeConnection, type Worker, type WorkerOptions } from '@temporalio/worker';
 import type { DestinationFactory } from '../connectors/registry';
-import { openDatabase, type Db } from '../db';
+import { dialectOf, openDatabase, sqliteStatementTimeoutAvailable, type Db } from '../db';
 import { describeError, logger as defaultLogger, type Logger } from '../logging';
 import { installTemporalLogging } from '../observability/logging';
 import { createWorkerMetrics, type WorkerMetrics } from '../observability/metrics';
 import { startOpsServer, type HealthReport, type OpsServer } from '../observability/server';
+import { createTenancy, TenantDirectory, type Tenancy } from '../tenancy';
 import { TASK_QUEUE } from '../workflows/shared';
-import { createWorker } from './index';
+import { createWorkers } from './index';
 
 /**
  * The worker as a long-running service: JSON logs, a Prometheus `/metrics` and a `/healthz`
@@ -18,11 +19,17 @@ import { createWorker } from './index';
 export interface WorkerServiceOptions {
   /** Temporal frontend, host:port. */
   address: string;
+  /** The namespace of a single-tenant worker; with a tenants policy, the policy's namespaces. */
   namespace?: string;
+  /** The tenants policy file (default DELTASYNC_TENANTS_FILE; none: one tenant, `default`). */
+  tenantsFile?: string;
   taskQueue?: string;
   /** Port of /metrics and /healthz (default 9464; 0 = no endpoint). */
   metricsPort?: number;
-  /** Interface the endpoint listens on (default 0.0.0.0). */
+  /**
+   * Interface the endpoint listens on (default 127.0.0.1: metrics name connectors and tenants;
+   * expose them deliberately, e.g. 0.0.0.0 behind a network policy).
+   */
   host?: string;
   /**
    * On shutdown, how long running activities keep working before they are told to stop; a
@@ -36,6 +43,8 @@ export interface StartWorkerServiceOptions extends WorkerServiceOptions {
   /** Default: DELTASYNC_DATABASE_URL, else the embedded SQLite file (see openDatabase). */
   databaseUrl?: string;
   destinations?: DestinationFactory;
+  /** Default: from tenantsFile, the environment and DELTASYNC_SECRETS_FILE. */
+  tenants?: TenantDirectory;
   workflowBundle?: WorkerOptions['workflowBundle'];
   /** Default: the process logger (src/logging.ts). */
   logger?: Logger;
@@ -44,7 +53,8 @@ export interface StartWorkerServiceOptions extends WorkerServiceOptions {
 export interface WorkerService {
   /** The port /metrics and /healthz answer on; undefined when disabled. */
   port: number | undefined;
-  worker: Worker;
+  /** One per namespace the worker serves. */
+  workers: Worker[];
   db: Db;
   metrics: WorkerMetrics;
   /** The service's health, as /healthz reports it. */
@@ -96,10 +106,12 @@ export async function startWorkerService(options: StartWorkerServiceOptions): Pr
     server = undefined;
   };
 
-  let worker: Worker | undefined;
+  let workers: Worker[] = [];
   let db: Db | undefined;
+  let tenancy: Tenancy | undefined;
   const health = async (): Promise<HealthReport> => {
-    const state = worker?.getState() ?? 'STARTING';
+    const states = workers.map((w) => w.getState());
+    const state = states.length === 0 ? 'STARTING' : (states.find((s) => s !== 'RUNNING') ?? 'RUNNING');
     const database = db ? await databaseReachable(db, logger) : false;
     return {
       healthy: state === 'RUNNING' && database,
@@ -112,22 +124,37 @@ export async function startWorkerService(options: StartWorkerServiceOptions): Pr
     if (metricsPort > 0) {
       server = await startOpsServer({
         port: metricsPort,
-        host: options.host,
+        host: options.host ?? '127.0.0.1',
         logger,
         health,
         metrics: async () => ({ contentType: metrics.contentType, body: await metrics.render() }),
       });
     }
-    const database = await openDatabase(options.databaseUrl);
+    const directory =
+      options.tenants ?? TenantDirectory.load({ file: options.tenantsFile, namespace: options.namespace });
+    // Every statement of the worker is bounded; tenants' dataset reads by their own limits.
+    const statementTimeoutSeconds = Math.max(...directory.tenants.map((t) => t.statementTimeoutSeconds));
+    const database = await openDatabase(options.databaseUrl, {
+      statementTimeoutMs: statementTimeoutSeconds * 1000,
+    });
     db = database;
     opened.push({ close: () => database.destroy() });
+    if (dialectOf(database) === 'sqlite' && !sqliteStatementTimeoutAvailable()) {
+      logger.warn(
+        'the SQLite statement-timeout extension is not built (run `npm run setup`, which needs a C compiler): statements on the embedded database have no time limit',
+      );
+    }
+    const tenants = createTenancy({ db: database, directory });
+    tenancy = tenants;
+    opened.push({ close: () => tenants.datasets.close() });
     const connection = await NativeConnection.connect({ address: options.address });
     opened.push(connection);
     const clientConnection = await Connection.connect({ address: options.address });
     opened.push(clientConnection);
-    worker = await createWorker({
+    workers = await createWorkers({
       connection,
       db: database,
+      tenancy: tenants,
       temporal: new Client({ connection: clientConnection, namespace }),
       namespace,
       taskQueue,
@@ -142,8 +169,16 @@ export async function startWorkerService(options: StartWorkerServiceOptions): Pr
     throw error;
   }
 
-  const running = worker;
-  const done = running.run().then(
+  const running = workers;
+  // One worker failing stops the service: the others are shut down gracefully with it.
+  const done = Promise.all(
+    running.map((w) =>
+      w.run().catch((error: unknown) => {
+        for (const other of running) if (other.getState() === 'RUNNING') other.shutdown();
+        throw error;
+      }),
+    ),
+  ).then(
     async () => {
       await closeAll();
       logger.info({ taskQueue }, 'worker service stopped');
@@ -157,21 +192,29 @@ export async function startWorkerService(options: StartWorkerServiceOptions): Pr
   // Callers await `done` or stop(); the failure is theirs to see, never an unhandled rejection.
   done.catch(() => undefined);
   logger.info(
-    { address: options.address, namespace, taskQueue, metricsPort: server?.port ?? null, graceSeconds },
+    {
+      address: options.address,
+      namespaces: tenancy!.directory.namespaces(),
+      tenants: tenancy!.directory.tenants.map((t) => t.id),
+      taskQueue,
+      metricsPort: server?.port ?? null,
+      graceSeconds,
+    },
     'worker service started',
   );
 
   return {
     port: server?.port,
-    worker: running,
+    workers: running,
     db: db!,
     metrics,
     health,
     done,
     stop() {
-      if (running.getState() === 'RUNNING') {
+      const live = running.filter((w) => w.getState() === 'RUNNING');
+      if (live.length > 0) {
         logger.info({ graceSeconds }, 'worker service stopping: running activities finish their calls');
-        running.shutdown();
+        for (const w of live) w.shutdown();
       }
       return done;
     },

@@ -30,7 +30,10 @@ export interface RefreshInput {
   strategy?: StrategyChoice;
   /** Who asked: manual, schedule, change, … (stored on the run). */
   trigger?: string;
-  /** The caller's tenant: a connector of another tenant is not found. */
+  /**
+   * The caller's tenant. The worker takes the tenant from the namespace the workflow runs in;
+   * this only chooses among a namespace's tenants (and may not name one it does not serve).
+   */
   tenant?: string;
 }
 
@@ -135,7 +138,7 @@ export async function refreshConnector(input: RefreshInput): Promise<RunSummary>
     ...(input.tenant ? { tenant: input.tenant } : {}),
   });
   progress.runId = run.runId;
-  const ref = { connectorId: input.connectorId, runId: run.runId };
+  const ref = { connectorId: input.connectorId, tenant: run.tenant, runId: run.runId };
   upsertSearchAttributes([
     { key: searchAttributes.connectorId, value: input.connectorId },
     { key: searchAttributes.destination, value: run.destinationType },
@@ -203,7 +206,7 @@ export async function refreshConnector(input: RefreshInput): Promise<RunSummary>
 
     enter('committing');
     const result = await finish(ref);
-    await steps.runJanitor({ connectorId: input.connectorId });
+    await steps.runJanitor({ connectorId: input.connectorId, tenant: run.tenant });
     if (result.status === 'failed') {
       throw ApplicationFailure.nonRetryable(
         result.error ?? 'refresh failed',
@@ -225,7 +228,7 @@ export async function refreshConnector(input: RefreshInput): Promise<RunSummary>
   }
 
   async function send(
-    ref: { connectorId: string; runId: number },
+    ref: { connectorId: string; tenant: string; runId: number },
     phase: SendPhase,
     plan: PlanSummary,
     records: number,
@@ -246,7 +249,7 @@ export async function refreshConnector(input: RefreshInput): Promise<RunSummary>
     progress.completedPhases.push(done);
   }
 
-  async function finish(ref: { connectorId: string; runId: number }, status?: 'noop') {
+  async function finish(ref: { connectorId: string; tenant: string; runId: number }, status?: 'noop') {
     const result = await steps.finishRun({ ...ref, status });
     progress.phase = 'done';
     setCurrentDetails(`**${input.connectorId}**: ${result.status}`);
@@ -286,6 +289,7 @@ function describeError(error: unknown): string {
 /** A dry run: what a refresh would send now, by which strategy, in how many calls. Sends nothing. */
 export async function planConnector(input: {
   connectorId: string;
+  tenant?: string;
   strategy?: StrategyChoice;
 }): Promise<DryRunPlan> {
   return activities.current.steps.previewPlan.executeWithOptions(

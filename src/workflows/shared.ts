@@ -7,9 +7,22 @@ import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/commo
 
 export const TASK_QUEUE = 'deltasync';
 
-/** One workflow id per connector: a second start while one runs attaches to the running one. */
-export function refreshWorkflowId(connectorId: string): string {
-  return `deltasync-refresh-${connectorId}`;
+/**
+ * One workflow id per connector: a second start while one runs attaches to the running one.
+ * Connector ids are unique per tenant, so the id names both: `deltasync-refresh-crm@acme`
+ * (neither part may contain `@`).
+ */
+export function refreshWorkflowId(tenant: string, connectorId: string): string {
+  return `deltasync-refresh-${connectorId}@${tenant}`;
+}
+
+/** The tenant and connector a deltasync workflow or schedule id names (`<prefix>-<id>@<tenant>`). */
+export function connectorOfId(
+  prefix: string,
+  id: string,
+): { tenant: string; connectorId: string } | undefined {
+  const match = new RegExp(`^${prefix}-(.+)@([^@]+)$`).exec(id);
+  return match ? { connectorId: match[1]!, tenant: match[2]! } : undefined;
 }
 
 /** Custom search attributes: find a connector's runs in the Temporal Web UI with these. */

@@ -25,8 +25,8 @@ import { NON_RETRYABLE_ERRORS, searchAttributes } from './shared';
  * connector never overlap. History holds markers, times and counts, never records.
  */
 
-export function watchWorkflowId(connectorId: string): string {
-  return `deltasync-watch-${connectorId}`;
+export function watchWorkflowId(tenant: string, connectorId: string): string {
+  return `deltasync-watch-${connectorId}@${tenant}`;
 }
 
 export const WATCH_DEFAULTS = { pollSeconds: 60, debounceSeconds: 30 } as const;

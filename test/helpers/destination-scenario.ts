@@ -5,6 +5,7 @@ import { createDestinationFactory } from '../../src/connectors/registry';
 import type { Attributes, SecretResolver } from '../../src/connectors/types';
 import type { Db } from '../../src/db';
 import { createCustomersTable, seedCustomers } from '../../src/demo/customers';
+import type { SecretStore } from '../../src/tenancy/secrets';
 import { createTestDatabase, type TestDatabase } from './databases';
 import type { Closable } from './destinations';
 import { startTemporal, type TemporalHarness } from './temporal';
@@ -73,8 +74,9 @@ export function refreshScenario<E extends Closable | undefined = undefined>(setu
       return emu as E;
     },
     withWorker(secrets, body) {
-      const destinations = createDestinationFactory(secrets);
-      return started(temporal).withWorker({ db: started(database).db, destinations }, body);
+      const store = secretStoreOf(secrets);
+      const destinations = createDestinationFactory(store);
+      return started(temporal).withWorker({ db: started(database).db, destinations, secrets: store }, body);
     },
   };
 }
@@ -99,4 +101,17 @@ export async function datasetMembers(db: Db, table: string, key: string): Promis
       Object.fromEntries(Object.entries(attributes).filter(([, value]) => value !== null)) as Attributes,
     ]),
   );
+}
+
+/** Every tenant sees the same secrets (these scenarios have one tenant). */
+function secretStoreOf(secrets: SecretResolver): SecretStore {
+  const has = (name: string) => {
+    try {
+      secrets(name);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  return { forTenant: () => secrets, has: (_tenant, name) => has(name), hint: () => 'set it in the test' };
 }

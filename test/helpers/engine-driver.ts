@@ -4,6 +4,8 @@ import type { Db } from '../../src/db';
 import type { StrategyChoice } from '../../src/core/plan';
 import type { SendPhase, SendTotals } from '../../src/core/sender';
 import type { MemoryDestination } from '../../src/emulators/memory-destination';
+import { createTenancy, TenantDirectory } from '../../src/tenancy';
+import { anySecret } from './secrets';
 
 /**
  * Runs a refresh the way the workflow sequences it, by calling the real activities inside the
@@ -28,7 +30,8 @@ export interface DriverResult {
 let runCounter = 0;
 
 export function createDriver(db: Db, destination: MemoryDestination) {
-  const activities: Activities = createActivities({ db, destinations: () => destination });
+  const tenancy = createTenancy({ db, directory: TenantDirectory.singleTenant(), secrets: anySecret() });
+  const activities: Activities = createActivities({ db, tenancy, destinations: () => destination });
   const workflowExecution = () => ({ workflowId: 'wf', runId: `run-${process.pid}-${runCounter++}` });
 
   return async function refresh(
@@ -39,9 +42,10 @@ export function createDriver(db: Db, destination: MemoryDestination) {
     const execution = workflowExecution();
     const steps: string[] = [];
     const inEnv = <T>(fn: () => Promise<T>, heartbeatDetails?: unknown): Promise<T> =>
-      new MockActivityEnvironment({ workflowExecution: execution, heartbeatDetails }, { logger: silent }).run(
-        fn,
-      );
+      new MockActivityEnvironment(
+        { ...inDefault, workflowExecution: execution, heartbeatDetails },
+        { logger: silent },
+      ).run(fn);
     const step = async <T>(name: string, fn: () => Promise<T>): Promise<T | typeof STOP> => {
       if (interruption.kind === 'stop-after-step' && steps.length >= interruption.step) return STOP;
       const result = await inEnv(fn);
@@ -105,7 +109,10 @@ export function createDriver(db: Db, destination: MemoryDestination) {
         applyBeforeFailing: interruption.applyBeforeFailing,
       };
       let lastHeartbeat: unknown;
-      const env = new MockActivityEnvironment({ workflowExecution: execution }, { logger: silent });
+      const env = new MockActivityEnvironment(
+        { ...inDefault, workflowExecution: execution },
+        { logger: silent },
+      );
       env.on('heartbeat', (details: unknown) => (lastHeartbeat = details));
       try {
         return await env.run((): Promise<SendTotals> => activities.sendChanges({ ...ref, phase }));
@@ -122,6 +129,8 @@ export function createDriver(db: Db, destination: MemoryDestination) {
 }
 
 const STOP = Symbol('stop');
+/** Activities take their tenant from the namespace: the single tenant `default` lives in `default`. */
+const inDefault = { namespace: 'default' };
 const quiet = () => undefined;
 /** Injected failures are the point of these tests; the SDK's warnings about them are noise. */
 const silent = { log: quiet, trace: quiet, debug: quiet, info: quiet, warn: quiet, error: quiet };

@@ -1,10 +1,14 @@
+import { Client } from '@temporalio/client';
 import { bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
 import { DeltasyncClient } from '../../src/client';
 import type { DestinationFactory } from '../../src/connectors/registry';
 import type { Db } from '../../src/db';
+import { createTenancy, TenantDirectory } from '../../src/tenancy';
+import type { SecretStore } from '../../src/tenancy/secrets';
 import { startDevServer, type DevServer } from '../../src/temporal/dev-server';
-import { createWorker } from '../../src/worker';
+import { createWorkers } from '../../src/worker';
+import { anySecret } from './secrets';
 
 /**
  * A real Temporal dev server (the CLI binary scripts/setup.sh provides) plus one workflow bundle,
@@ -13,21 +17,27 @@ import { createWorker } from '../../src/worker';
 export interface TemporalHarness {
   server: DevServer;
   bundle: WorkflowBundleWithSourceMap;
-  /** Run `body` with a worker on a fresh task queue and a client for that queue. */
+  /**
+   * Run `body` with workers on a fresh task queue (one per namespace of `tenants`; default: one
+   * tenant, `default`, in the namespace `default`) and a client of the `default` namespace.
+   * Secrets: `secrets`, else any name resolves (for tests that are not about secrets).
+   */
   withWorker<T>(
-    options: { db: Db; destinations: DestinationFactory },
+    options: { db: Db; destinations: DestinationFactory; tenants?: TenantDirectory; secrets?: SecretStore },
     body: (client: DeltasyncClient, worker: Worker) => Promise<T>,
   ): Promise<T>;
+  /** A client of the dev server in another namespace. */
+  clientIn(namespace: string): Client;
   stop(): Promise<void>;
 }
 
 let queueCounter = 0;
 
-export async function startTemporal(): Promise<TemporalHarness> {
+export async function startTemporal(options: { namespaces?: string[] } = {}): Promise<TemporalHarness> {
   // Worker lifecycle chatter drowns the test report; warnings and errors still show.
   Runtime.install({ logger: new DefaultLogger('WARN') });
   const [server, bundle] = await Promise.all([
-    startDevServer(),
+    startDevServer({ namespaces: options.namespaces }),
     bundleWorkflowCode({ workflowsPath: require.resolve('../../src/workflows'), logger: quietLogger }),
   ]);
   return {
@@ -35,17 +45,32 @@ export async function startTemporal(): Promise<TemporalHarness> {
     bundle,
     async withWorker(options, body) {
       const taskQueue = `test-${process.pid}-${queueCounter++}`;
-      const worker = await createWorker({
+      const tenancy = createTenancy({
+        db: options.db,
+        directory: options.tenants ?? TenantDirectory.singleTenant(),
+        secrets: options.secrets ?? anySecret(),
+      });
+      const workers = await createWorkers({
         connection: server.env.nativeConnection,
         db: options.db,
+        tenancy,
         destinations: options.destinations,
         taskQueue,
         workflowBundle: bundle,
         temporal: server.env.client,
       });
       const client = new DeltasyncClient(server.env.client, taskQueue);
-      return worker.runUntil(body(client, worker));
+      const [first, ...others] = workers;
+      const running = others.map((w) => w.run());
+      try {
+        return await first!.runUntil(body(client, first!));
+      } finally {
+        for (const w of others) w.shutdown();
+        await Promise.all(running);
+        await tenancy.datasets.close();
+      }
     },
+    clientIn: (namespace) => new Client({ connection: server.env.client.connection, namespace }),
     stop: () => server.stop(),
   };
 }

@@ -14,7 +14,7 @@ export function registerLocal(program: Command): void {
     .command('worker')
     .description(
       'Run a worker: refresh workflows and their activities for every connector ' +
-        '(database: DELTASYNC_DATABASE_URL, secrets: environment or DELTASYNC_SECRETS_FILE)',
+        '(database: DELTASYNC_DATABASE_URL, tenants: DELTASYNC_TENANTS_FILE, secrets: environment or DELTASYNC_SECRETS_FILE)',
     )
     .summary('Run a worker (refresh workflows and activities; /metrics, /healthz)')
     .addOption(
@@ -24,9 +24,17 @@ export function registerLocal(program: Command): void {
         .default(9464),
     )
     .addOption(
-      new Option('--host <host>', 'interface /metrics and /healthz listen on (default 0.0.0.0)').env(
-        'DELTASYNC_METRICS_HOST',
-      ),
+      new Option(
+        '--host <host>',
+        'interface /metrics and /healthz listen on (default 127.0.0.1; 0.0.0.0 for every interface)',
+      ).env('DELTASYNC_METRICS_HOST'),
+    )
+    .addOption(
+      new Option(
+        '--tenants-file <file>',
+        'tenants policy: namespaces, dataset access and allowed destinations per tenant (docs/security.md); ' +
+          'without it the worker serves one tenant, default, in --namespace',
+      ).env('DELTASYNC_TENANTS_FILE'),
     )
     .addOption(
       new Option(
@@ -39,20 +47,26 @@ export function registerLocal(program: Command): void {
       '\nUses the global --address, --namespace and --task-queue. A send in flight resumes after its last\n' +
         'committed batch on another worker, so stopping a worker loses nothing.',
     )
-    .action(async (opts: { metricsPort: number; host?: string; shutdownGrace?: number }, cmd: Command) => {
-      const globals = globalsOf(cmd);
-      const { runWorkerService } = await import('../../worker/service.js');
-      // The worker logs as JSON on stdout; a failure to start still ends with one line on stderr
-      // and exit code 3 when Temporal or the database cannot be reached (see errors.ts).
-      await runWorkerService({
-        address: globals.address,
-        namespace: globals.namespace,
-        taskQueue: globals.taskQueue,
-        metricsPort: opts.metricsPort,
-        ...(opts.host ? { host: opts.host } : {}),
-        ...(opts.shutdownGrace !== undefined ? { shutdownGraceSeconds: opts.shutdownGrace } : {}),
-      });
-    });
+    .action(
+      async (
+        opts: { metricsPort: number; host?: string; shutdownGrace?: number; tenantsFile?: string },
+        cmd: Command,
+      ) => {
+        const globals = globalsOf(cmd);
+        const { runWorkerService } = await import('../../worker/service.js');
+        // The worker logs as JSON on stdout; a failure to start still ends with one line on stderr
+        // and exit code 3 when Temporal or the database cannot be reached (see errors.ts).
+        await runWorkerService({
+          address: globals.address,
+          namespace: globals.namespace,
+          taskQueue: globals.taskQueue,
+          metricsPort: opts.metricsPort,
+          ...(opts.tenantsFile ? { tenantsFile: opts.tenantsFile } : {}),
+          ...(opts.host ? { host: opts.host } : {}),
+          ...(opts.shutdownGrace !== undefined ? { shutdownGraceSeconds: opts.shutdownGrace } : {}),
+        });
+      },
+    );
 
   program
     .command('dev-server')
@@ -65,7 +79,13 @@ export function registerLocal(program: Command): void {
         import('../../temporal/dev-server.js'),
       ]);
       Runtime.install({ logger: new DefaultLogger('WARN') });
+      // A namespace per tenant of the tenants policy, when one is set.
+      const { TenantDirectory } = await import('../../tenancy/policy.js');
+      const namespaces = process.env.DELTASYNC_TENANTS_FILE
+        ? TenantDirectory.fromFile(process.env.DELTASYNC_TENANTS_FILE).namespaces()
+        : [];
       const server = await startDevServer({
+        namespaces,
         ui: true,
         port: opts.port,
         uiPort: opts.uiPort,

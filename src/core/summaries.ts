@@ -1,0 +1,111 @@
+import { idOfKey } from '../connectors/definition';
+import type { Db } from '../db';
+import { badRowTotal } from './deltalog';
+import type { GuardCheck } from './guard';
+import type { Cost, Strategy } from './plan';
+import { endpointCalls, type RunRow, type RunStatus } from './runs';
+
+/**
+ * What a refresh reports to its workflow, its client and the Temporal UI. These travel through
+ * workflow history, so they hold counts and ids only: never a record key, an attribute, or a
+ * sample (samples of bad rows and drift stay on the run record in the database).
+ */
+
+export interface PlanSummary {
+  needed: boolean;
+  strategy: Strategy | null;
+  reason: string;
+  additions: number;
+  updates: number;
+  deletions: number;
+  datasetSize: number;
+  /** Keys the deltalog believes the remote list holds before this run. */
+  remoteSize: number;
+  batchSize: number;
+  estimates: Record<Strategy, Cost | null>;
+  /** The mass-delete guard's verdict: when triggered, the run waits for an operator. */
+  guard: GuardCheck & { approvalTimeoutSeconds: number };
+}
+
+export interface GuardDecision {
+  approved: boolean;
+  /** Who decided (`timeout` when nobody did in time). */
+  by: string;
+  note?: string;
+}
+
+export interface DryRunPlan extends PlanSummary {
+  connectorId: string;
+  badRows: number;
+  quarantined: number;
+}
+
+/** What a reconcile found, as counts (the keys stay in the database). */
+export interface DriftCounts {
+  /** On the remote list, though the deltalog did not believe so. */
+  extra: number;
+  /** Believed on the remote list, but not there. */
+  missing: number;
+}
+
+export interface RunSummary {
+  runId: number;
+  connectorId: string;
+  tenant: string;
+  status: RunStatus;
+  /** Who started it: manual, cli, schedule, change, … */
+  trigger: string;
+  strategy: string | null;
+  strategyReason: string | null;
+  datasetSize: number | null;
+  additions: number;
+  updates: number;
+  deletions: number;
+  recordsSent: number;
+  bytesSent: number;
+  rejected: number;
+  quarantined: number;
+  apiCalls: number;
+  failedCalls: number;
+  callsByEndpoint: Record<string, { calls: number; failed: number }>;
+  rateLimitWaits: number;
+  badRows: number;
+  drift: DriftCounts | null;
+  /** Deletions the mass-delete guard held back (they stay pending), and its decision. */
+  deletionsHeld: number;
+  guard: (GuardCheck & GuardDecision & { decidedAt: number }) | null;
+  durationMs: number | null;
+  error: string | null;
+}
+
+/** A run as the client and the workflow report it. */
+export async function summarizeRun(db: Db, run: RunRow): Promise<RunSummary> {
+  const drift = run.drift ? (JSON.parse(run.drift) as DriftCounts) : null;
+  return {
+    runId: run.id,
+    connectorId: idOfKey(run.connector_id),
+    tenant: run.tenant,
+    status: run.status,
+    trigger: run.trigger,
+    strategy: run.strategy,
+    strategyReason: run.strategy_reason,
+    datasetSize: run.dataset_size,
+    additions: run.additions,
+    updates: run.updates,
+    deletions: run.deletions,
+    recordsSent: run.records_sent,
+    bytesSent: run.bytes_sent,
+    rejected: run.rejected,
+    quarantined: run.quarantined,
+    apiCalls: run.api_calls,
+    failedCalls: run.failed_calls,
+    callsByEndpoint: await endpointCalls(db, run.id),
+    rateLimitWaits: run.rate_limit_waits,
+    badRows: run.bad_rows ? badRowTotal(JSON.parse(run.bad_rows)) : 0,
+    drift: drift && { extra: drift.extra, missing: drift.missing },
+    deletionsHeld: run.deletions_held,
+    guard: run.guard ? JSON.parse(run.guard) : null,
+    durationMs: run.finished_at === null ? null : run.finished_at - run.started_at,
+    error: run.error,
+  };
+}
