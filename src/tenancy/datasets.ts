@@ -161,7 +161,9 @@ class TenantViews {
         [conn.schema, view, ...columns.map((c) => `src.${c}`), ...source.bindings],
       );
     } catch (error) {
-      return [`dataset: cannot read it with tenant '${tenant.id}''s database access: ${firstLine(error)}`];
+      return [
+        `dataset: cannot read it with tenant '${tenant.id}''s database access: ${databaseMessage(error)}`,
+      ];
     }
     this.traits.delete(connectorKey(tenant.id, connector.id)); // the table may have changed
     try {
@@ -369,6 +371,18 @@ async function translateTimeout<T>(tenant: TenantPolicy, work: () => Promise<T>)
 
 function rowsOf<T>(result: unknown): T[] {
   return Array.isArray(result) && Array.isArray(result[0]) ? (result[0] as T[]) : (result as T[]);
+}
+
+/**
+ * What the database said, without the statement (knex puts it first). A view over something the
+ * user may not read fails with 1356, which says "invalid … or lack rights": it never tells a table
+ * that does not exist from one the user may not see, so neither does this.
+ */
+function databaseMessage(error: unknown): string {
+  const { sqlMessage, errno } = (error ?? {}) as { sqlMessage?: string; errno?: number };
+  if (errno === 1356)
+    return 'it selects a table, column or function this user has no rights to (or that does not exist)';
+  return sqlMessage ?? firstLine(error);
 }
 
 function firstLine(error: unknown): string {
