@@ -1,3 +1,4 @@
+import { InvalidTenantsPolicyError } from '../tenancy/policy';
 import {
   isGrpcServiceError,
   ScheduleAlreadyRunning,
@@ -83,6 +84,8 @@ export function describeFailure(
     };
   }
   if (error instanceof InvalidConnectorError) return { code: EXIT.usage, lines: error.problems };
+  if (error instanceof InvalidTenantsPolicyError)
+    return { code: EXIT.usage, lines: error.message.split('\n') };
   if (error instanceof UnknownConnectorError) {
     // Say which tenant was searched: the connector may well exist in another one.
     const tenant = error.tenant ?? context.tenant;

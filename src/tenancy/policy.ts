@@ -88,8 +88,18 @@ export const tenantPolicySchema = z.object({
 });
 
 export const tenantsFileSchema = z.object({
-  tenants: z.record(tenantIdSchema, tenantPolicySchema).refine((t) => Object.keys(t).length > 0, {
-    message: 'list at least one tenant',
+  tenants: z.record(z.string(), tenantPolicySchema).superRefine((tenants, ctx) => {
+    if (Object.keys(tenants).length === 0)
+      ctx.addIssue({ code: 'custom', message: 'list at least one tenant' });
+    for (const id of Object.keys(tenants)) {
+      if (!TENANT_ID.test(id)) {
+        ctx.addIssue({
+          code: 'custom',
+          path: [id],
+          message: 'tenant ids are lower-case letters, digits and inner dashes, at most 40 characters',
+        });
+      }
+    }
   }),
   /** Statement time limit of dataset reads for tenants that set none. */
   statementTimeoutSeconds: z.number().positive().max(86_400).default(DEFAULT_STATEMENT_TIMEOUT_SECONDS),
