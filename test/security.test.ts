@@ -396,6 +396,31 @@ describe('datasets: what a tenant reads is decided by its own database grants', 
     assert.ok(!keys.some((k) => k.includes('top-secret')), 'the server file never reached the list');
   });
 
+  test('a tenant database user that would not be a boundary is refused, saying what to fix', async () => {
+    const problemsWith = async (url: string) => {
+      const access = createDatasetAccess({ db: workerDb, secretsOf: () => () => url });
+      try {
+        return await access.prepare(tenants.get('a')!, parseConnector({ ...legitA('probe'), tenant: 'a' }));
+      } finally {
+        await access.close();
+      }
+    };
+    assert.match((await problemsWith(urlFor('worker', DB.aViews)))[0]!, /database user is deltasync's own/);
+    assert.match(
+      (await problemsWith(urlFor('worker', DB.deltasync)))[0]!,
+      /database user is deltasync's own|views would be created in deltasync's own database/,
+    );
+    await admin.raw(`GRANT SELECT ON ??.* TO ?@'%'`, [DB.deltasync, TEST_USERS.c.user]);
+    try {
+      assert.match(
+        (await problemsWith(urlFor('c', DB.cViews)))[0]!,
+        /can read deltasync's own tables .*: revoke its grants there/,
+      );
+    } finally {
+      await admin.raw(`REVOKE SELECT ON ??.* FROM ?@'%'`, [DB.deltasync, TEST_USERS.c.user]);
+    }
+  });
+
   test('a dataset that is not a SELECT is refused, and changes nothing', async () => {
     const error = await creationError(a, {
       ...legitA('writer'),

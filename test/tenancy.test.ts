@@ -8,8 +8,11 @@ import { parseConnector } from '../src/connectors/definition';
 import { updateDeltalog } from '../src/core/deltalog';
 import { databaseConfig, migrateToLatest, sqliteStatementTimeoutAvailable, type Db } from '../src/db';
 import { createTenancy, StatementTimeoutError, TenantDirectory } from '../src/tenancy';
-import { disallowedTargets } from '../src/tenancy/egress';
+import { disallowedTargets, withEgressPolicy } from '../src/tenancy/egress';
+import { requestJson } from '../src/connectors/http';
+import { DestinationError } from '../src/connectors/types';
 import { InvalidTenantsPolicyError, TenantNotServedError } from '../src/tenancy/policy';
+import { describeFailure } from '../src/cli/errors';
 import { createWorkers } from '../src/worker';
 import { dialects, mysqlServerUrl } from './helpers/databases';
 import { anySecret } from './helpers/secrets';
@@ -203,5 +206,39 @@ describe('the embedded SQLite database is single-tenant', () => {
     } finally {
       await db.destroy();
     }
+  });
+});
+
+describe('HTTP requests while a refresh runs', () => {
+  test('every request is held to the tenant’s origins, whatever URL the destination builds', async () => {
+    const allowlist = { origins: ['http://127.0.0.1:9'], fileRoots: [], sqlTables: [], redisKeys: [] };
+    const attempt = (url: string) =>
+      withEgressPolicy('a', allowlist, () =>
+        requestJson({ service: 'test', method: 'GET', url, maxAttempts: 1 }),
+      );
+    await assert.rejects(attempt('http://169.254.169.254/latest/meta-data'), (error: unknown) => {
+      assert.ok(error instanceof DestinationError);
+      assert.equal(error.kind, 'fatal');
+      assert.match(
+        error.message,
+        /refused to call http:\/\/169\.254\.169\.254: not among the origins tenant 'a' may call/,
+      );
+      return true;
+    });
+    // An allowed origin is called (nothing listens on port 9: a network error, not a refusal).
+    await assert.rejects(
+      attempt('http://127.0.0.1:9/x'),
+      (error: unknown) => !/refused to call/.test(String(error)),
+    );
+  });
+});
+
+describe('the CLI on a tenant its namespace does not serve', () => {
+  test('exit 4 with the tenant, the namespace and what to check', () => {
+    const { code, lines } = describeFailure(new TenantNotServedError('b', 'sec-a', ['a']));
+    assert.equal(code, 4);
+    assert.deepEqual(lines, [
+      "tenant 'b' is not served in Temporal namespace 'sec-a' (it serves: a): check --tenant and --namespace",
+    ]);
   });
 });

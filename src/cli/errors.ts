@@ -1,4 +1,4 @@
-import { InvalidTenantsPolicyError } from '../tenancy/policy';
+import { InvalidTenantsPolicyError, TenantNotServedError } from '../tenancy/policy';
 import {
   isGrpcServiceError,
   ScheduleAlreadyRunning,
@@ -91,6 +91,9 @@ export function describeFailure(
     const tenant = error.tenant ?? context.tenant;
     const scoped = error.tenant || !tenant ? error.message : `${error.message} in tenant '${tenant}'`;
     return { code: EXIT.notFound, lines: [scoped] };
+  }
+  if (error instanceof TenantNotServedError) {
+    return { code: EXIT.notFound, lines: [`${error.message}: check --tenant and --namespace`] };
   }
   if (error instanceof NothingToApproveError || error instanceof NoRunningRefreshError) {
     return { code: EXIT.notFound, lines: [error.message] };

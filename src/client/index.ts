@@ -40,6 +40,7 @@ import {
   type WatchOptions,
   type WatchStatus,
 } from '../workflows/watch';
+import { TenantNotServedError } from '../tenancy/policy';
 import { loadConnectorFile } from './connector-files';
 import { SchedulesClient } from './schedules';
 
@@ -63,7 +64,7 @@ export interface WatchHandle {
   /** True when a watcher was running already; it keeps its settings (`unwatch` first to change them). */
   alreadyWatching: boolean;
 }
-export { loadConnectorFile };
+export { loadConnectorFile, TenantNotServedError };
 
 export interface RefreshOptions {
   /** Force a strategy for this run (`diff`, `full`, `truncate`, …); default: the connector's policy. */
@@ -522,8 +523,11 @@ function asConnectorError(error: unknown, connectorId: string): unknown {
   }
   if (cause.type === 'TenantNotServedError') {
     // The worker serves no such tenant in this namespace: nothing of it exists for the caller.
-    const tenant = /^tenant '([^']+)'/.exec(cause.message)?.[1];
-    return new UnknownConnectorError(connectorId, tenant, cause.message);
+    const [, tenant = '?', namespace = '?', served = ''] =
+      /^tenant '([^']*)' is not served in Temporal namespace '([^']*)' \(it serves: (.*)\)$/.exec(
+        cause.message,
+      ) ?? [];
+    return new TenantNotServedError(tenant, namespace, served === 'none' ? [] : served.split(', '));
   }
   return error;
 }

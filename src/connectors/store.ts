@@ -67,11 +67,7 @@ export class UnknownConnectorError extends Error {
   constructor(
     readonly connectorId: string,
     readonly tenant?: string,
-    /** Why, when more can be said (the tenant is not served where the caller asked). */
-    readonly reason?: string,
   ) {
-    super(
-      `no connector with id '${connectorId}'${tenant ? ` in tenant '${tenant}'` : ''}${reason ? `: ${reason}` : ''}`,
-    );
+    super(`no connector with id '${connectorId}'${tenant ? ` in tenant '${tenant}'` : ''}`);
   }
 }
