@@ -25,7 +25,9 @@ import { churnCustomers, createCustomersTable, CUSTOMERS_TABLE, seedCustomers } 
 import { startHttpListEmulator, type HttpListEmulator } from '../src/emulators/http-list-emulator';
 import { projectRoot } from '../src/paths';
 import { startDevServer, type DevServer } from '../src/temporal/dev-server';
+import { secretEnvName } from '../src/tenancy/secret-names';
 import { createWorker } from '../src/worker';
+import { refreshWorkflowId } from '../src/workflows/shared';
 
 const IMAGES = path.join(projectRoot, 'docs', 'images');
 /** History pages: tall enough for the header, input/result and the whole timeline. */
@@ -42,11 +44,19 @@ const CHROMIUM_ARGS = [
   '--disable-sync',
 ];
 
-/** The connectors of the story the docs tell. */
-const NEWSLETTER = 'crm-newsletter'; // tenant default: first push, diff, no-op, a long full push
-const VIP = 'vip-audience'; // tenant growth: a run waiting at the mass-delete guard
-const PARTNER = 'partner-export'; // tenant default: a run failing on a bad token
+/**
+ * The connectors of the story the docs tell, all of tenant `default`: the worker runs without a
+ * tenants policy (one tenant, `default`, in the namespace `default`), as the embedded SQLite
+ * database requires.
+ */
+const TENANT = 'default';
+const NEWSLETTER = 'crm-newsletter'; // first push, diff, no-op, a long full push
+const VIP = 'vip-audience'; // a run waiting at the mass-delete guard
+const PARTNER = 'partner-export'; // a run failing on a bad token
 const VIP_TABLE = 'vip_customers';
+/** Secrets of tenant `default`, as a worker resolves them: DELTASYNC_SECRET_DEFAULT__<NAME>. */
+const LIST_TOKEN = secretEnvName(TENANT, 'DOCS_LIST_TOKEN');
+const PARTNER_TOKEN = secretEnvName(TENANT, 'DOCS_PARTNER_TOKEN');
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
 
@@ -56,15 +66,16 @@ async function main() {
   Runtime.install({ logger: new DefaultLogger('ERROR'), shutdownSignals: [] });
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'deltasync-ui-'));
   process.env.DELTASYNC_DATA_DIR = dataDir;
-  // Secrets by name, as a worker resolves them; the partner's token is wrong on purpose.
+  // The tenant's secrets, as a worker resolves them; the partner's token is wrong on purpose.
   const token = randomBytes(16).toString('hex');
-  process.env.DOCS_LIST_TOKEN = token;
-  process.env.DOCS_PARTNER_TOKEN = 'expired-token';
+  process.env[LIST_TOKEN] = token;
+  process.env[PARTNER_TOKEN] = 'expired-token';
 
   const port = await freePort();
   const server = await startDevServer({ ui: true, port, uiPort: await freePort() });
   const emulator = await startHttpListEmulator({ token });
   const db = await openDatabase();
+  // No tenancy given: one tenant, `default`, in the namespace `default`, secrets from the environment.
   const worker = await createWorker({
     connection: server.env.nativeConnection,
     db,
@@ -103,8 +114,7 @@ async function main() {
 }
 
 interface Story {
-  defaultClient: DeltasyncClient;
-  growthClient: DeltasyncClient;
+  client: DeltasyncClient;
   /** The long full push of the newsletter connector, still running. */
   running: RefreshHandle;
   /** The VIP audience's run, waiting for approval. */
@@ -117,8 +127,7 @@ interface Story {
 
 /** Real refreshes, so the UI has something true to show. */
 async function tellTheStory(server: DevServer, db: Db, emulator: HttpListEmulator): Promise<Story> {
-  const defaultClient = new DeltasyncClient(server.env.client);
-  const growthClient = new DeltasyncClient(server.env.client, { tenant: 'growth' });
+  const client = new DeltasyncClient(server.env.client, { tenant: TENANT });
 
   await createCustomersTable(db);
   await seedCustomers(db, 60_000);
@@ -137,38 +146,37 @@ async function tellTheStory(server: DevServer, db: Db, emulator: HttpListEmulato
     tokenSecret,
     recordsPerCall: 1000,
   });
-  await defaultClient.connectors.apply({
+  await client.connectors.apply({
     id: NEWSLETTER,
     dataset: dataset(CUSTOMERS_TABLE),
     destination: httpList('newsletter'),
   } satisfies ConnectorInput);
-  await defaultClient.connectors.apply({
+  await client.connectors.apply({
     id: PARTNER,
     dataset: dataset(CUSTOMERS_TABLE),
     destination: httpList('partner', 'DOCS_PARTNER_TOKEN'),
   });
-  await growthClient.connectors.apply({
+  await client.connectors.apply({
     id: VIP,
-    tenant: 'growth',
     dataset: dataset(VIP_TABLE),
     destination: httpList('vip'),
   });
 
   say('newsletter: first push, a diff, a no-op');
-  await defaultClient.refresh(NEWSLETTER);
+  await client.refresh(NEWSLETTER);
   await churnCustomers(db, { additions: 1_200, deletions: 450, changes: 800 });
-  const diff = await defaultClient.startRefresh(NEWSLETTER);
+  const diff = await client.startRefresh(NEWSLETTER);
   await diff.result();
-  await defaultClient.refresh(NEWSLETTER);
+  await client.refresh(NEWSLETTER);
 
   say('vip audience: first push, then 40% of the dataset disappears: the run waits at the guard');
-  await growthClient.refresh(VIP);
+  await client.refresh(VIP);
   await db(VIP_TABLE).where('customer_key', '<=', 'cust-0002000').delete();
-  const guarded = await growthClient.startRefresh(VIP);
+  const guarded = await client.startRefresh(VIP);
   await until(async () => (await guarded.progress()).phase === 'awaiting approval', 'the guard');
 
   say('partner export: a bad token fails the run');
-  const failed = await defaultClient.startRefresh(PARTNER);
+  const failed = await client.startRefresh(PARTNER);
   await failed.result().then(
     () => Promise.reject(new Error('the partner export was expected to fail')),
     () => undefined,
@@ -176,9 +184,9 @@ async function tellTheStory(server: DevServer, db: Db, emulator: HttpListEmulato
 
   say('newsletter: a full push slowed down to ~8 s per call, left running');
   emulator.faults.set({ latencyMs: 8000 });
-  const running = await defaultClient.startRefresh(NEWSLETTER, { strategy: 'full' });
+  const running = await client.startRefresh(NEWSLETTER, { strategy: 'full' });
   await until(async () => (await running.progress()).sending !== null, 'the first heartbeat');
-  return { defaultClient, growthClient, running, guarded, failed, diff };
+  return { client, running, guarded, failed, diff };
 }
 
 async function capture(browser: Browser, server: DevServer, story: Story, emulator: HttpListEmulator) {
@@ -194,43 +202,47 @@ async function capture(browser: Browser, server: DevServer, story: Story, emulat
   await ui.shot('ui-runs-of-a-connector.png', 'The runs of crm-newsletter, newest first');
 
   // The running full push: phase, summaries, the progress query, the pending send.
-  await ui.open(runPath(running, 'user-metadata'));
+  await ui.open(runPath(NEWSLETTER, running, 'user-metadata'));
   await ui.markdown(`${NEWSLETTER}**: full`);
   await ui.shot('ui-running-current-details.png', 'current details = phase; activity summaries');
 
-  await ui.open(runPath(running, 'history'));
+  await ui.open(runPath(NEWSLETTER, running, 'history'));
   await page
     .getByText(/sendChanges • send [\d,]+ records \(full push\)/)
     .filter({ visible: true })
     .waitFor();
   await ui.shot('ui-running-history.png', 'the running send in the timeline', TALL);
 
-  await ui.open(runPath(running, 'query'));
+  await ui.open(runPath(NEWSLETTER, running, 'query'));
   await page.getByRole('button', { name: 'Run Query' }).filter({ visible: true }).click();
   await page.getByText('"completedPhases"').filter({ visible: true }).waitFor();
   await ui.shot('ui-progress-query.png', 'the progress query');
 
-  // The worker throttles heartbeats (at most one a minute reaches the server): wait for a later one.
+  // Wait for a heartbeat after the first one, so the tab shows counters that have moved.
   const firstBeat = (await sendHeartbeat(running))?.recordsDone ?? 0;
   await until(
     async () => ((await sendHeartbeat(running))?.recordsDone ?? 0) > firstBeat,
     'a second heartbeat',
   );
-  await ui.open(runPath(running, 'pending-activities'));
+  await ui.open(runPath(NEWSLETTER, running, 'pending-activities'));
   await page.getByText('Heartbeat Details').filter({ visible: true }).first().waitFor();
-  await ui.shot('ui-pending-activity-heartbeat.png', 'the send cursor and counters');
+  await page.getByText('"recordsDone"').filter({ visible: true }).first().waitFor();
+  // The heartbeat carries counts only: no record key may show up in it.
+  if ((await page.getByText('"cursor"').count()) > 0 || (await page.getByText(/cust-\d/).count()) > 0)
+    throw new Error('the pending send shows a record key in its heartbeat details');
+  await ui.shot('ui-pending-activity-heartbeat.png', 'the send counters');
 
-  await ui.open(runPath(running, 'history'));
+  await ui.open(runPath(NEWSLETTER, running, 'history'));
   await ui.openActionsMenu();
   await ui.shot('ui-actions-menu.png', 'Request Cancellation, Reset, Send an Update, Terminate');
   await page.keyboard.press('Escape');
 
   // The guarded run: what it waits for, and the approve update sent from the UI.
-  await ui.open(runPath(guarded, 'user-metadata'));
+  await ui.open(runPath(VIP, guarded, 'user-metadata'));
   await ui.markdown('is waiting for approval');
   await ui.shot('ui-guard-waiting.png', 'a run waiting at the mass-delete guard');
 
-  await ui.open(runPath(guarded, 'history'));
+  await ui.open(runPath(VIP, guarded, 'history'));
   await ui.openActionsMenu();
   await page.getByText('Send an Update', { exact: true }).filter({ visible: true }).click();
   const dialog = ui.dialog('update');
@@ -259,7 +271,7 @@ async function capture(browser: Browser, server: DevServer, story: Story, emulat
   say(`  vip-audience approved from the UI: ${approved.status}, ${approved.deletions} deletions sent`);
 
   // Cancel the running full push from the UI.
-  await ui.open(runPath(running, 'history'));
+  await ui.open(runPath(NEWSLETTER, running, 'history'));
   await page.getByRole('button', { name: 'Request Cancellation' }).filter({ visible: true }).click();
   await ui.shot('ui-cancel-confirm.png', 'Cancel Workflow');
   const calls = watchCalls(emulator);
@@ -276,13 +288,13 @@ async function capture(browser: Browser, server: DevServer, story: Story, emulat
     `  cancelled from the UI: the workflow closed after ${closedAfterMs} ms; the send made ${moreCalls} ` +
       `more call(s), the last ${lastCallAfterMs} ms after the request`,
   );
-  await ui.open(runPath(running, 'history'));
+  await ui.open(runPath(NEWSLETTER, running, 'history'));
   await page.getByText('Canceled', { exact: true }).filter({ visible: true }).first().waitFor();
   await ui.shot('ui-cancelled-run.png', 'a cancelled run', TALL);
   emulator.faults.clear();
 
   // The failed run, and a retry by Reset once the token is fixed.
-  await ui.open(runPath(failed, 'history'));
+  await ui.open(runPath(PARTNER, failed, 'history'));
   await page
     .getByText(/401 Unauthorized/)
     .filter({ visible: true })
@@ -290,7 +302,7 @@ async function capture(browser: Browser, server: DevServer, story: Story, emulat
     .waitFor();
   await ui.shot('ui-failed-run.png', 'a failed run and its error', TALL);
 
-  process.env.DOCS_PARTNER_TOKEN = process.env.DOCS_LIST_TOKEN;
+  process.env[PARTNER_TOKEN] = process.env[LIST_TOKEN];
   await page.getByRole('button', { name: 'Reset' }).filter({ visible: true }).click();
   const reset = ui.dialog('reset');
   await reset.getByTestId('workflow-reset-event-id-select-button').click();
@@ -302,7 +314,7 @@ async function capture(browser: Browser, server: DevServer, story: Story, emulat
   await ui.shot('ui-reset-dialog.png', 'Reset to the first workflow task');
   await reset.getByTestId('confirm-modal-button').click();
   const retried = await until(async () => {
-    const runs = await story.defaultClient.runs(PARTNER);
+    const runs = await story.client.runs(PARTNER);
     return runs.length === 2 && runs[0]!.status !== 'running' ? runs : undefined;
   }, 'the reset run of partner-export');
   say(`  partner-export after Reset: ${retried.map((r) => `run ${r.runId} ${r.status}`).join(', ')}`);
@@ -312,13 +324,13 @@ async function capture(browser: Browser, server: DevServer, story: Story, emulat
   await ui.shot('ui-retried-by-reset.png', 'the failed run and its reset');
 
   // A finished diff: activity summaries in the history, the summary in the memo.
-  await ui.open(runPath(diff, 'history'));
+  await ui.open(runPath(NEWSLETTER, diff, 'history'));
   await page
     .getByText(/sendChanges • send [\d,]+ deletions/)
     .filter({ visible: true })
     .waitFor();
   await ui.shot('ui-diff-history.png', 'activity summaries of a diff', TALL);
-  await ui.open(runPath(diff, 'memo'));
+  await ui.open(runPath(NEWSLETTER, diff, 'memo'));
   await page.getByText('"summary"').filter({ visible: true }).waitFor();
   await ui.shot('ui-memo-summary.png', 'the run summary in the memo');
 
@@ -403,8 +415,12 @@ function listPath(query: string) {
   return `/namespaces/default/workflows?query=${encodeURIComponent(query)}`;
 }
 
-function runPath(run: RefreshHandle, tab: string) {
-  return `/namespaces/default/workflows/${encodeURIComponent(run.workflowId)}/${run.runId}/${tab}`;
+/** A run's page: its workflow id (`deltasync-refresh-<id>@<tenant>`, `@` → `%40`) in the path. */
+function runPath(connectorId: string, run: RefreshHandle, tab: string) {
+  const workflowId = refreshWorkflowId(TENANT, connectorId);
+  if (run.workflowId !== workflowId)
+    throw new Error(`${run.workflowId} is not the refresh of ${connectorId}`);
+  return `/namespaces/default/workflows/${encodeURIComponent(workflowId)}/${encodeURIComponent(run.runId)}/${tab}`;
 }
 
 /** The send activity's last heartbeat as the server holds it (what the Pending Activities tab shows). */

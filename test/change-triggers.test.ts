@@ -13,6 +13,7 @@ import { createCustomersTable, seedCustomers } from '../src/demo/customers';
 import { startHttpListEmulator, type HttpListEmulator } from '../src/emulators/http-list-emulator';
 import { watchWorkflowId, type watchConnector } from '../src/workflows/watch';
 import { createTestDatabase, dialects, type TestDatabase } from './helpers/databases';
+import { trustedTenants } from './helpers/secrets';
 import { startTemporal, type TemporalHarness } from './helpers/temporal';
 
 /**
@@ -219,57 +220,60 @@ describe('the watcher', () => {
   const changeRuns = async (id: string) => (await runsOf(id)).filter((run) => run.trigger === 'change');
 
   test('a poll sees an insert and starts exactly one refresh, recorded as `change`', async () => {
-    await temporal.withWorker({ db: t.db, destinations }, async (base) => {
-      const client = new DeltasyncClient(base.temporal, { taskQueue: base.taskQueue });
-      const id = 'watch-insert';
-      const table = await connector(client, id, 10, {
-        changeTrigger: { pollSeconds: 1, debounceSeconds: 1 },
-      });
+    await temporal.withWorker(
+      { db: t.db, destinations, tenants: trustedTenants('default', 'other') },
+      async (base) => {
+        const client = new DeltasyncClient(base.temporal, { taskQueue: base.taskQueue });
+        const id = 'watch-insert';
+        const table = await connector(client, id, 10, {
+          changeTrigger: { pollSeconds: 1, debounceSeconds: 1 },
+        });
 
-      const watched = await client.watch(id);
-      assert.equal(watched.workflowId, watchWorkflowId('default', id));
-      assert.equal(watched.alreadyWatching, false);
-      const again = await client.watch(id, { pollSeconds: 99 });
-      assert.equal(again.alreadyWatching, true, 'a second watch leaves the running watcher');
-      assert.equal(again.runId, watched.runId);
-      await waitFor(async () => (await client.watchStatus(id))?.marker !== null, 'the baseline marker');
-      const baseline = (await client.watchStatus(id))!;
-      assert.equal(baseline.pollSeconds, 1, 'settings from the policy, not the second call');
-      assert.equal(baseline.debounceSeconds, 1);
-      assert.match(baseline.marker!, /^10:/);
-      assert.equal(baseline.pending, false);
+        const watched = await client.watch(id);
+        assert.equal(watched.workflowId, watchWorkflowId('default', id));
+        assert.equal(watched.alreadyWatching, false);
+        const again = await client.watch(id, { pollSeconds: 99 });
+        assert.equal(again.alreadyWatching, true, 'a second watch leaves the running watcher');
+        assert.equal(again.runId, watched.runId);
+        await waitFor(async () => (await client.watchStatus(id))?.marker !== null, 'the baseline marker');
+        const baseline = (await client.watchStatus(id))!;
+        assert.equal(baseline.pollSeconds, 1, 'settings from the policy, not the second call');
+        assert.equal(baseline.debounceSeconds, 1);
+        assert.match(baseline.marker!, /^10:/);
+        assert.equal(baseline.pending, false);
 
-      await sleep(1500); // polls that find nothing changed start nothing
-      assert.deepEqual(await changeRuns(id), []);
+        await sleep(1500); // polls that find nothing changed start nothing
+        assert.deepEqual(await changeRuns(id), []);
 
-      await seedCustomers(t.db, 3, { table, first: 100 });
-      await waitFor(
-        async () => (await changeRuns(id)).some((run) => run.status !== 'running'),
-        'a change run',
-      );
-      await sleep(2000); // several more polls and debounce windows
-      const runs = await changeRuns(id);
-      assert.equal(runs.length, 1, 'exactly one change-triggered refresh');
-      assert.equal(runs[0]!.status, 'succeeded');
-      assert.equal(emulator.members(`${id}-list`).size, 13);
-      const status = (await client.watchStatus(id))!;
-      assert.equal(status.triggers, 1);
-      assert.equal(status.pending, false);
-      assert.equal(status.lastTrigger?.attached, false);
-      assert.equal(status.lastTrigger?.runId, runs[0]!.workflow_run_id);
-      assert.match(status.marker!, /^13:/);
-      assert.equal(status.running, true);
+        await seedCustomers(t.db, 3, { table, first: 100 });
+        await waitFor(
+          async () => (await changeRuns(id)).some((run) => run.status !== 'running'),
+          'a change run',
+        );
+        await sleep(2000); // several more polls and debounce windows
+        const runs = await changeRuns(id);
+        assert.equal(runs.length, 1, 'exactly one change-triggered refresh');
+        assert.equal(runs[0]!.status, 'succeeded');
+        assert.equal(emulator.members(`${id}-list`).size, 13);
+        const status = (await client.watchStatus(id))!;
+        assert.equal(status.triggers, 1);
+        assert.equal(status.pending, false);
+        assert.equal(status.lastTrigger?.attached, false);
+        assert.equal(status.lastTrigger?.runId, runs[0]!.workflow_run_id);
+        assert.match(status.marker!, /^13:/);
+        assert.equal(status.running, true);
 
-      // Another tenant's client sees no such connector.
-      const other = new DeltasyncClient(base.temporal, { taskQueue: base.taskQueue, tenant: 'other' });
-      await assert.rejects(other.watch(id), UnknownConnectorError);
-      await assert.rejects(other.notifyChange(id), UnknownConnectorError);
-      await assert.rejects(other.watchStatus(id), UnknownConnectorError);
-      await assert.rejects(other.unwatch(id), UnknownConnectorError);
-      assert.equal((await client.watchStatus(id))!.signals, 0);
+        // Another tenant's client sees no such connector.
+        const other = new DeltasyncClient(base.temporal, { taskQueue: base.taskQueue, tenant: 'other' });
+        await assert.rejects(other.watch(id), UnknownConnectorError);
+        await assert.rejects(other.notifyChange(id), UnknownConnectorError);
+        await assert.rejects(other.watchStatus(id), UnknownConnectorError);
+        await assert.rejects(other.unwatch(id), UnknownConnectorError);
+        assert.equal((await client.watchStatus(id))!.signals, 0);
 
-      assert.equal(await client.unwatch(id), true);
-    });
+        assert.equal(await client.unwatch(id), true);
+      },
+    );
   });
 
   test('a burst of five signals within the debounce window starts one refresh', async () => {
