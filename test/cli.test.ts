@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -323,4 +324,58 @@ describe('deltasync CLI', () => {
       emulator.faults.clear('failAfter');
     }
   });
+
+  test('dev-server stays up until it is stopped, then exits 0', async () => {
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'ds-dev-server-'));
+    const [port, uiPort] = [await freePort(), await freePort()];
+    const child = spawn(
+      process.execPath,
+      [
+        '--import',
+        'tsx',
+        'src/cli/main.ts',
+        'dev-server',
+        '--port',
+        String(port),
+        '--ui-port',
+        String(uiPort),
+      ],
+      { cwd: ROOT, env: { ...cliEnv, DELTASYNC_DATA_DIR: dataDir }, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
+    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+    try {
+      let output = '';
+      child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+      const deadline = Date.now() + 60_000;
+      while (!output.includes('Ctrl-C stops it') && Date.now() < deadline) await sleep(100);
+      assert.match(output, new RegExp(`Temporal dev server on 127\\.0\\.0\\.1:${port}`));
+      await sleep(6_000); // it used to exit about 4 s after saying it runs
+      assert.equal(child.exitCode, null, 'still running');
+      assert.ok(await accepts(port), 'the gRPC port answers');
+      assert.ok(await accepts(uiPort), 'the Web UI answers');
+    } finally {
+      child.kill('SIGINT');
+    }
+    assert.equal(await exited, 0, 'Ctrl-C stops it cleanly');
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  });
 });
+
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(false));
+  });
+}

@@ -92,10 +92,14 @@ export function registerLocal(program: Command): void {
         dbFilename: path.join(dataDir(), 'temporal.sqlite'),
       });
       print(`Temporal dev server on ${server.address}, Web UI ${server.uiUrl}. Ctrl-C stops it.`);
+      // The server is a child of the Temporal SDK's native runtime, which holds nothing open on
+      // Node's event loop: without a handle of our own, Node would exit (and take the server along).
+      const keepAlive = setInterval(() => undefined, 60_000);
       await new Promise((resolve) => {
         process.once('SIGINT', resolve);
         process.once('SIGTERM', resolve);
       });
+      clearInterval(keepAlive);
       await server.stop();
     });
 
