@@ -13,7 +13,7 @@ import {
 } from '../src/connectors/file-drop';
 import { saveConnector } from '../src/connectors/store';
 import type { Destination, Member } from '../src/connectors/types';
-import { churnCustomers, readCustomers } from '../src/demo/customers';
+import { churnCustomers, readCustomers, seedCustomers } from '../src/demo/customers';
 import { startFileDropEmulator, type FileDropEmulator } from '../src/emulators/file-drop-emulator';
 import { demoCustomers, refreshScenario } from './helpers/destination-scenario';
 import { allKeys, closeAfterEach, rejection, sampleMembers as members } from './helpers/destinations';
@@ -394,6 +394,49 @@ describe('file-drop refresh workflow on the real Temporal dev server (mysql)', (
         );
         await assertFileEqualsDataset();
         assert.notEqual((await emu.manifest())!.current, firstFile, 'a new file, the old one removed');
+      },
+    );
+  });
+
+  test('a held mass deletion on a list that can only be replaced sends nothing, and says so', async () => {
+    const { db } = scenario;
+    const emu = track(await startFileDropEmulator());
+    await db.raw('CREATE TABLE guarded_customers AS SELECT * FROM demo_customers');
+    await saveConnector(db, {
+      id: 'file-drop-guarded',
+      dataset: { table: 'guarded_customers', key: 'customer_key', attributes: ['email'] },
+      destination: { type: 'file-drop', directory: emu.directory, recordsPerCall: 100 },
+      policy: { massDeleteGuard: { maxShare: 0.2, approvalTimeoutSeconds: 1 } },
+    });
+    await scenario.withWorker(
+      () => 'unused',
+      async (client) => {
+        const first = await client.refresh('file-drop-guarded');
+        assert.equal(first.strategy, 'newList');
+        const before = await emu.manifest();
+        // A third of the list would go, and 5 customers are new; nobody approves within a
+        // second, which rejects. The additions alone cannot go out: the list is replaced whole.
+        const gone = (await db('guarded_customers')
+          .select('customer_key')
+          .orderBy('customer_key')
+          .limit(100)) as {
+          customer_key: string;
+        }[];
+        await db('guarded_customers')
+          .whereIn(
+            'customer_key',
+            gone.map((row) => row.customer_key),
+          )
+          .delete();
+        await seedCustomers(db, 5, { table: 'guarded_customers', first: 5000 });
+        const held = await client.refresh('file-drop-guarded');
+        assert.equal(held.status, 'noop', held.error ?? '');
+        assert.equal(held.strategy, null, 'the run record says nothing ran');
+        assert.match(held.strategyReason ?? '', /can only replace the whole list, so nothing was sent/);
+        assert.equal(held.deletionsHeld, 100);
+        assert.equal(held.guard?.by, 'timeout');
+        assert.deepEqual(await emu.manifest(), before, 'the list was not replaced');
+        assert.equal(held.apiCalls, 0);
       },
     );
   });

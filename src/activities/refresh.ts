@@ -161,6 +161,8 @@ export function createRefreshActivities(dependencies: ActivityDependencies) {
         }),
         approvalTimeoutSeconds: connector.policy.massDeleteGuard.approvalTimeoutSeconds,
       },
+      withDeletionsHeld:
+        pending.additions + pending.updates === 0 || destination.capabilities.add ? 'diff' : null,
     };
   }
 
@@ -247,17 +249,31 @@ export function createRefreshActivities(dependencies: ActivityDependencies) {
       });
     },
 
-    /** The mass-delete guard's decision; rejected deletions stay pending (held, not lost). */
+    /**
+     * The mass-delete guard's decision; rejected deletions stay pending (held, not lost). The run
+     * record then names what runs instead (`strategy`: a diff without them, or nothing at all).
+     */
     async recordGuardDecision({
       runId,
       guard,
       decision,
-    }: RunRef & { guard: GuardCheck; decision: GuardDecision }) {
+      strategy,
+    }: RunRef & { guard: GuardCheck; decision: GuardDecision; strategy?: string | null }) {
+      const held = !decision.approved;
       await db('refresh_runs')
         .where({ id: runId })
         .update({
           guard: JSON.stringify({ ...guard, ...decision, decidedAt: now() }),
-          deletions_held: decision.approved ? 0 : guard.deletions,
+          deletions_held: held ? guard.deletions : 0,
+          ...(held && strategy !== undefined
+            ? {
+                strategy,
+                strategy_reason:
+                  strategy === null
+                    ? 'deletions held by the mass-delete guard; this destination can only replace the whole list, so nothing was sent'
+                    : 'deletions held by the mass-delete guard: additions and updates only',
+              }
+            : {}),
         });
     },
 

@@ -25,6 +25,11 @@ export interface PlanSummary {
   estimates: Record<Strategy, Cost | null>;
   /** The mass-delete guard's verdict: when triggered, the run waits for an operator. */
   guard: GuardCheck & { approvalTimeoutSeconds: number };
+  /**
+   * What runs if the guard's deletions are held: a diff without them where the destination can
+   * add in place, nothing where it can only replace the whole list (a new list would drop them).
+   */
+  withDeletionsHeld: 'diff' | null;
 }
 
 export interface GuardDecision {

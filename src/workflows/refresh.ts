@@ -165,11 +165,19 @@ export async function refreshConnector(input: RefreshInput): Promise<RunSummary>
       const decided = await condition(() => decision !== undefined, plan.guard.approvalTimeoutSeconds * 1000);
       awaitingApproval = false;
       const final = decided ? decision! : { approved: false, by: 'timeout' };
-      await steps.recordGuardDecision({ ...ref, guard: plan.guard, decision: final });
+      // Rejected: the deletions stay pending. What else can go out depends on the destination:
+      // a diff without them where it can add in place; nothing where it can only replace the
+      // whole list (a new list would drop the held keys). Runs recorded before this field: diff.
+      const heldRuns = final.approved
+        ? strategy
+        : plan.withDeletionsHeld === undefined
+          ? 'diff'
+          : plan.withDeletionsHeld;
+      await steps.recordGuardDecision({ ...ref, guard: plan.guard, decision: final, strategy: heldRuns });
       if (!final.approved) {
-        // The deletions stay pending; everything else still goes out by a diff.
         sendDeletions = false;
-        strategy = 'diff';
+        if (heldRuns === null) return await finish(ref, 'noop');
+        strategy = heldRuns;
       }
     }
     upsertSearchAttributes([{ key: searchAttributes.strategy, value: strategy }]);
