@@ -128,6 +128,61 @@ describe('connectors from YAML files, scoped by tenant', () => {
   });
 });
 
+describe('listings at scale', () => {
+  test('20,000 connectors of a tenant and 250 runs of one are read a page at a time', async () => {
+    const template = parseConnector({
+      ...loadConnectorFile(connectorFile({ id: 'bulk-00000' })),
+      tenant: 'finance',
+    });
+    const rows = Array.from({ length: 20_000 }, (_, i) => {
+      const id = `bulk-${String(i).padStart(5, '0')}`;
+      return {
+        id: `finance/${id}`,
+        tenant: 'finance',
+        destination_type: template.destination.type,
+        definition: JSON.stringify({ ...template, id }),
+        created_at: 1,
+        updated_at: 1,
+      };
+    });
+    await t.db.batchInsert('connectors', rows, 1000);
+    const runs = Array.from({ length: 250 }, (_, i) => ({
+      connector_id: 'finance/bulk-00007',
+      tenant: 'finance',
+      workflow_id: 'bulk',
+      workflow_run_id: `bulk-run-${i}`,
+      status: 'succeeded',
+      started_at: i,
+      finished_at: i + 1,
+    }));
+    await t.db.batchInsert('refresh_runs', runs, 250);
+    await temporal.withWorker({ db: t.db, destinations, tenants }, async (base) => {
+      const finance = new DeltasyncClient(base.temporal, { taskQueue: base.taskQueue, tenant: 'finance' });
+      const listed = await finance.connectors.list();
+      assert.equal(listed.length, 20_000);
+      assert.equal(listed[0]!.id, 'bulk-00000');
+      assert.equal(listed[19_999]!.id, 'bulk-19999');
+      assert.ok(
+        listed.every((c, i) => i === 0 || c.id > listed[i - 1]!.id),
+        'in id order, none twice',
+      );
+
+      const all = await finance.runs('bulk-00007', { limit: 1000 });
+      assert.equal(all.length, 250);
+      assert.equal(new Set(all.map((r) => r.runId)).size, 250);
+      assert.ok(
+        all.every((r, i) => i === 0 || r.runId < all[i - 1]!.runId),
+        'newest first',
+      );
+      const next = await finance.runs('bulk-00007', { limit: 10, beforeRunId: all[99]!.runId });
+      assert.deepEqual(
+        next.map((r) => r.runId),
+        all.slice(100, 110).map((r) => r.runId),
+      );
+    });
+  });
+});
+
 describe('the mass-delete guard', () => {
   async function guardedScenario(id: string, approvalTimeoutSeconds = 60) {
     const table = `guarded_${id.replace(/-/g, '_')}`;
