@@ -68,7 +68,8 @@ export async function failClearly<T>(work: () => Promise<T>): Promise<T> {
   }
 }
 
-const HEARTBEAT_EVERY_MS = 10_000;
+/** Well inside the send's 20 s heartbeat timeout, while one long call or statement runs. */
+const HEARTBEAT_EVERY_MS = 5_000;
 
 /**
  * Long single statements and long destination calls cannot heartbeat from inside; a timer does it

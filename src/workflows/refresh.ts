@@ -80,7 +80,16 @@ const retry = {
 };
 
 const stepOptions = { startToCloseTimeout: '2 hours', heartbeatTimeout: '1 minute', retry };
-const sendOptions = { startToCloseTimeout: '24 hours', heartbeatTimeout: '2 minutes', retry };
+/**
+ * Sends and destination calls heartbeat after every batch and every 5 s while one call runs: a
+ * worker that died is noticed within 20 s and another takes over, resuming from the database.
+ */
+const sendOptions = { startToCloseTimeout: '24 hours', heartbeatTimeout: '20 seconds', retry };
+/**
+ * The compare is one long statement; on SQLite it holds the worker's event loop, so heartbeats
+ * stop while it runs. It gets a longer heartbeat timeout.
+ */
+const statementOptions = { ...sendOptions, heartbeatTimeout: '2 minutes' };
 /**
  * A cancelled run closes only once its running activity has stopped (a send stops between calls,
  * after committing the call in flight). Otherwise the next refresh of the connector could start
@@ -147,7 +156,10 @@ export async function refreshConnector(input: RefreshInput): Promise<RunSummary>
 
   try {
     enter('updating deltalog');
-    await steps.updateDeltalog.executeWithOptions(options('update the deltalog (full compare)'), [ref]);
+    await steps.updateDeltalog.executeWithOptions(
+      options('update the deltalog (full compare)', statementOptions),
+      [ref],
+    );
 
     enter('planning');
     const plan = await steps.planRefresh({ ...ref, strategy: input.strategy });
@@ -283,9 +295,9 @@ function memoOf(run: RunSummary) {
   };
 }
 
-/** Per-call options with the activity's summary (the send's timeouts, for every step given one). */
-function options(summary: string) {
-  return { ...sendOptions, summary };
+/** Per-call options with the activity's summary (the send's timeouts unless told otherwise). */
+function options(summary: string, timeouts: typeof sendOptions = sendOptions) {
+  return { ...timeouts, summary };
 }
 
 function describeError(error: unknown): string {
@@ -301,7 +313,7 @@ export async function planConnector(input: {
   strategy?: StrategyChoice;
 }): Promise<DryRunPlan> {
   return activities.current.steps.previewPlan.executeWithOptions(
-    options(`dry-run plan for ${input.connectorId}`),
+    options(`dry-run plan for ${input.connectorId}`, statementOptions),
     [input],
   );
 }

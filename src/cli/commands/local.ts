@@ -2,7 +2,7 @@ import path from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { destinationModules } from '../../connectors/catalog';
 import { dataDir } from '../../paths';
-import { globalsOf, positiveInt, positiveNumber, print, printJson } from '../context';
+import { globalsOf, nonNegativeNumber, positiveInt, print, printJson } from '../context';
 import { table } from '../format';
 
 /**
@@ -39,8 +39,8 @@ export function registerLocal(program: Command): void {
     .addOption(
       new Option(
         '--shutdown-grace <seconds>',
-        'on SIGTERM/SIGINT, let running activities finish this long (default 30)',
-      ).argParser(positiveNumber),
+        'on SIGTERM/SIGINT, let running activities finish this long (default 30; 0: stop them at once)',
+      ).argParser(nonNegativeNumber),
     )
     .addHelpText(
       'after',
