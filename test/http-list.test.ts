@@ -268,6 +268,43 @@ describe('http-list destination against the emulator', () => {
   });
 });
 
+describe('http-list acknowledgements', () => {
+  test('records an answer does not acknowledge stay pending, not delivered', async () => {
+    const answers = [
+      { accepted: 3, rejected: [] },
+      { accepted: 1, rejected: [] },
+      { accepted: 1, rejected: [{ key: 'b', reason: 'invalid e-mail' }] },
+    ];
+    const server = track(
+      await startFakeServer((_req, res) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(answers.shift()));
+      }),
+    );
+    const dest = createHttpListDestination(
+      { type: 'http-list', baseUrl: server.url, listId: 'l', tokenSecret: 'LIST_TOKEN' },
+      secrets,
+    );
+    assert.deepEqual((await dest.add(members('a', 'b', 'c'))).rejected, [], 'all three taken');
+    const short = await dest.add(members('a', 'b', 'c'));
+    assert.deepEqual(
+      short.rejected.map((r) => r.key),
+      ['a', 'b', 'c'],
+      'one of three taken, and which one is not said: none counts as delivered',
+    );
+    assert.match(short.rejected[0]!.reason, /^not acknowledged: the list took 1 of the 3 records/);
+    const mixed = await dest.add(members('a', 'b', 'c'));
+    assert.deepEqual(
+      mixed.rejected.map((r) => [r.key, r.reason.split(':')[0]]),
+      [
+        ['b', 'invalid e-mail'],
+        ['a', 'not acknowledged'],
+        ['c', 'not acknowledged'],
+      ],
+    );
+  });
+});
+
 describe('http-list wire format', () => {
   test('sends exactly the documented requests', async () => {
     const seen: { method: string; url: string; auth: string | undefined; body: string }[] = [];

@@ -121,17 +121,38 @@ export function createHttpListDestination(
     return { body: parsed, apiCalls: response.apiCalls, rateLimitWaits: response.rateLimitWaits };
   }
 
-  /** Sends `items` in calls of at most recordsPerCall, adding up what each call reports. */
+  /**
+   * Sends `items` in calls of at most recordsPerCall, adding up what each call reports.
+   *
+   * Acknowledgements: a call's answer lists the records it rejected (each stays pending with the
+   * list's reason), and an addition's answer counts the ones it took (`accepted`; a removal's
+   * `removed` counts only keys that were there, so it acknowledges nothing). A count short of what was sent less what was rejected means some records were
+   * neither taken nor refused, and the answer does not say which: every record of that call
+   * not explicitly rejected stays pending ("not acknowledged"), to go out again. Re-sending is
+   * safe (adds and removes are idempotent); committing an unconfirmed record is not.
+   */
   async function inBatches<T>(
     items: T[],
-    send: (
-      chunk: T[],
-    ) => Promise<{ body: { rejected: BatchOutcome['rejected'] }; apiCalls: number; rateLimitWaits: number }>,
+    keyOf: (item: T) => string,
+    send: (chunk: T[]) => Promise<{
+      body: { rejected: BatchOutcome['rejected']; taken: number | undefined };
+      apiCalls: number;
+      rateLimitWaits: number;
+    }>,
   ): Promise<BatchOutcome> {
     const outcome: BatchOutcome = { rejected: [], apiCalls: 0, rateLimitWaits: 0 };
     for (let start = 0; start < items.length; start += config.recordsPerCall) {
-      const result = await send(items.slice(start, start + config.recordsPerCall));
-      outcome.rejected.push(...result.body.rejected);
+      const chunk = items.slice(start, start + config.recordsPerCall);
+      const result = await send(chunk);
+      const { rejected, taken } = result.body;
+      outcome.rejected.push(...rejected);
+      const expected = chunk.length - rejected.length;
+      if (taken !== undefined && taken < expected) {
+        const refused = new Set(rejected.map((r) => r.key));
+        const reason = `not acknowledged: the list took ${taken} of the ${expected} records sent and not rejected`;
+        for (const item of chunk)
+          if (!refused.has(keyOf(item))) outcome.rejected.push({ key: keyOf(item), reason });
+      }
       outcome.apiCalls += result.apiCalls;
       outcome.rateLimitWaits += result.rateLimitWaits;
     }
@@ -145,15 +166,31 @@ export function createHttpListDestination(
 
     async add(members: Member[]) {
       ensureSupported('add');
-      return inBatches(members, (chunk) =>
-        call('POST', `${listUrl}/members:add`, { members: chunk }, addResponseSchema),
+      return inBatches(
+        members,
+        (member) => member.key,
+        async (chunk) => {
+          const result = await call('POST', `${listUrl}/members:add`, { members: chunk }, addResponseSchema);
+          return { ...result, body: { rejected: result.body.rejected, taken: result.body.accepted } };
+        },
       );
     },
 
     async remove(keys: string[]) {
       ensureSupported('remove');
-      return inBatches(keys, (chunk) =>
-        call('POST', `${listUrl}/members:remove`, { keys: chunk }, removeResponseSchema),
+      return inBatches(
+        keys,
+        (key) => key,
+        async (chunk) => {
+          const result = await call(
+            'POST',
+            `${listUrl}/members:remove`,
+            { keys: chunk },
+            removeResponseSchema,
+          );
+          // `removed` counts the keys that were there: removing one already gone is no failure.
+          return { ...result, body: { rejected: result.body.rejected, taken: undefined } };
+        },
       );
     },
 
