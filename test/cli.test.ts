@@ -192,8 +192,11 @@ describe('deltasync CLI', () => {
       /^yaml-customers done +\|█+\| 300\/300 records · 3 batches · 0 rejected · 0 rate-limit waits$/,
     );
     const lines = result.stdout.trimEnd().split('\n');
-    assert.match(lines[0]!, /^run +status +strategy +additions +deletions +updates +API calls +duration/);
-    assert.match(lines.at(-1)!, /^ *\d+ +succeeded +diff +300 +0 +0 +3 /);
+    assert.match(
+      lines[0]!,
+      /^run +status +strategy +additions +deletions +updates +rejected +quarantined +API calls +duration/,
+    );
+    assert.match(lines.at(-1)!, /^ *\d+ +succeeded +diff +300 +0 +0 +0 +0 +3 /);
     assert.equal(emulator.members('yaml-list').size, 300);
 
     const runs = json<{ status: string; additions: number; apiCalls: number }[]>(

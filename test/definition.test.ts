@@ -41,6 +41,7 @@ describe('parseConnector', () => {
       strategy: 'auto',
       retentionDays: 30,
       successThreshold: 0.99,
+      recordSuccessThreshold: 0.95,
       maxAttempts: 5,
       massDeleteGuard: { enabled: true, maxShare: 0.2, onEmptyDataset: true, approvalTimeoutSeconds: 86_400 },
     });
@@ -69,6 +70,7 @@ describe('parseConnector', () => {
       horizonDays: 7,
       retentionDays: 30,
       successThreshold: 0.99,
+      recordSuccessThreshold: 0.95,
       maxAttempts: 2,
       massDeleteGuard: { enabled: true, maxShare: 0.2, onEmptyDataset: true, approvalTimeoutSeconds: 86_400 },
     });

@@ -742,7 +742,8 @@ function metaConnector(id: string, audienceId: string, graphUrl: string): Connec
       attributeMap: { PHONE: 'phone', FN: 'first_name', LN: 'last_name' },
       recordsPerCall: 10,
     },
-    policy: { batchSize: 10 },
+    // Records are refused on purpose here, some runs refuse all they send: judged by calls only.
+    policy: { batchSize: 10, recordSuccessThreshold: 0 },
   };
 }
 

@@ -195,7 +195,10 @@ describe('worker service: metrics, health, logs, graceful shutdown', () => {
       reject: (key) => (key === rejectedKey ? 'invalid e-mail' : null),
       failAfter: { successfulCalls: 9, status: 400 },
     });
-    const connector = connectorFor('obs-metrics', emu, 100, { successThreshold: 0.5 });
+    const connector = connectorFor('obs-metrics', emu, 100, {
+      successThreshold: 0.5,
+      recordSuccessThreshold: 0.5,
+    });
     await saveConnector(t.db, connector);
     const taskQueue = `obs-${process.pid}-${queueCounter++}`;
     const service = await startService(taskQueue);

@@ -334,6 +334,40 @@ describe('refresh workflow: failures, concurrency, determinism (mysql)', () => {
     ]);
   });
 
+  test('outcomes: every record rejected fails the run; a reconcile says what quarantine keeps off the list', async () => {
+    await temporal.withWorker({ db: t.db, destinations }, async (client) => {
+      const refused = connectorFor('all-refused', 250);
+      await saveConnector(t.db, refused);
+      emulator.faults.set({ reject: () => 'invalid e-mail' });
+      try {
+        const run = await client.refresh(refused.id).catch((error: unknown) => error);
+        assert.ok(run instanceof Error, 'the run failed');
+        const [record] = await listRuns(t.db, `default/${refused.id}`);
+        assert.equal(record!.status, 'failed');
+        assert.equal(record!.failed_calls, 0, 'every call worked');
+        assert.match(record!.error ?? '', /^(\d+) of \1 records were rejected \(threshold 95% delivered\)$/);
+      } finally {
+        emulator.faults.clear('reject');
+      }
+
+      // One key refused every time, quarantined after one attempt; the rest goes out.
+      const stubborn = { ...connectorFor('stubborn', 500), policy: { batchSize: 500, maxAttempts: 1 } };
+      await saveConnector(t.db, stubborn);
+      emulator.faults.set({ reject: (key) => (key === 'cust-0000007' ? 'invalid e-mail' : null) });
+      try {
+        const first = await client.refresh(stubborn.id);
+        assert.equal(first.status, 'succeeded', 'one record in 5,010 is within the threshold');
+        assert.equal(first.rejected, 1);
+        const reconciled = await client.reconcile(stubborn.id);
+        assert.deepEqual(reconciled.drift, { extra: 0, missing: 0, quarantined: 1 });
+        assert.equal(reconciled.quarantined, 1);
+        assert.equal(emulator.members(stubborn.destination.listId).has('cust-0000007'), false);
+      } finally {
+        emulator.faults.clear('reject');
+      }
+    });
+  });
+
   test('histories of this file replay deterministically, and carry no record data', async () => {
     const ids = ['resume', 'concurrent', 'cancel', 'strategies', 'progress', 'messy'].map((id) =>
       refreshWorkflowId('default', id),

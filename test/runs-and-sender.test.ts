@@ -9,6 +9,7 @@ import {
   beginRun,
   finishRun,
   getRun,
+  incrementRunCounters,
   loadCheckpoint,
   meetsThreshold,
   recordSnapshot,
@@ -349,6 +350,21 @@ for (const dialect of dialects) {
       assert.equal(remote.recordsReceived.add, 7);
       assert.deepEqual(await pendingKeys(db, keyOf(connector)), [key(2)]);
       assert.equal(remote.members.has(key(2)), false);
+    });
+
+    test('finishRun: the record threshold counts rejections, not deferred ones', async () => {
+      const { connector } = await setup(0);
+      const judged = async (counters: { records_sent: number; rejected: number; deferred: number }) => {
+        const runId = await newRun(connector);
+        await incrementRunCounters(db, runId, { api_calls: 1, ...counters });
+        return finishRun(db, runId, { successThreshold: 0.99, recordSuccessThreshold: 0.95 }, 5_000);
+      };
+      const refused = await judged({ records_sent: 90, rejected: 10, deferred: 0 });
+      assert.equal(refused.status, 'failed');
+      assert.equal(refused.error, '10 of 100 records were rejected (threshold 95% delivered)');
+      assert.equal((await judged({ records_sent: 96, rejected: 4, deferred: 0 })).status, 'succeeded');
+      const waiting = await judged({ records_sent: 0, rejected: 10, deferred: 10 });
+      assert.equal(waiting.status, 'succeeded', 'refused for now, not the records’ fault');
     });
 
     test('finishRun: below the success threshold fails and keeps last_succeeded_at', async () => {

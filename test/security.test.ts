@@ -608,7 +608,11 @@ describe('nothing personal or secret leaks', () => {
     const run: RunSummary = await a.reconcile('drifting');
     assert.equal(run.drift?.extra, 1);
     assert.equal(run.badRows, 1);
-    assert.deepEqual(Object.keys(run.drift!).sort(), ['extra', 'missing'], 'counts, no samples');
+    assert.deepEqual(
+      Object.keys(run.drift!).sort(),
+      ['extra', 'missing', 'quarantined'],
+      'counts, no samples',
+    );
     const history = await temporal
       .clientIn('sec-a')
       .workflow.getHandle(refreshWorkflowId('a', 'drifting'))

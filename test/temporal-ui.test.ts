@@ -286,6 +286,7 @@ describe('operating from the Temporal Web UI', () => {
             deletions: summary.deletions,
             deletionsHeld: summary.deletionsHeld,
             rejected: summary.rejected,
+            quarantined: summary.quarantined,
             apiCalls: summary.apiCalls,
             durationMs: summary.durationMs,
           },

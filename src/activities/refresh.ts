@@ -11,6 +11,7 @@ import {
   pendingCounts,
   previewUpdate,
   purgeCommittedDeletions,
+  quarantinedAbsent,
   quarantinedCount,
   reconcileWithRemote,
   remoteSize,
@@ -161,6 +162,7 @@ export function createRefreshActivities(dependencies: ActivityDependencies) {
         }),
         approvalTimeoutSeconds: connector.policy.massDeleteGuard.approvalTimeoutSeconds,
       },
+      quarantined: await quarantinedCount(store, key, maxAttempts),
       withDeletionsHeld:
         pending.additions + pending.updates === 0 || destination.capabilities.add ? 'diff' : null,
     };
@@ -431,11 +433,18 @@ export function createRefreshActivities(dependencies: ActivityDependencies) {
     async reconcileDeltalog(ref: RunRef) {
       return failClearly(async () => {
         const { connector, key } = await open(ref);
-        const drift = await reconcileWithRemote(db, key, ref.runId, now());
+        const { maxAttempts } = connector.policy;
+        const found = await reconcileWithRemote(db, key, ref.runId, now());
+        // Quarantined keys are not drift (the deltalog knows they are not there), but a list
+        // without drift still lacks them: say how many.
+        const drift = { ...found, quarantined: await quarantinedAbsent(db, key, maxAttempts) };
         await recordRunDetails(db, ref.runId, { drift });
-        const pending = await pendingCounts(db, key, { maxAttempts: connector.policy.maxAttempts });
+        const pending = await pendingCounts(db, key, { maxAttempts });
         // Counts only: the drift's sample keys stay on the run record.
-        return { drift: { extra: drift.extra, missing: drift.missing }, ...pending };
+        return {
+          drift: { extra: drift.extra, missing: drift.missing, quarantined: drift.quarantined },
+          ...pending,
+        };
       });
     },
 
@@ -446,7 +455,12 @@ export function createRefreshActivities(dependencies: ActivityDependencies) {
       const run = await finishRunRow(
         db,
         ref.runId,
-        { status: ref.status, error: ref.error, successThreshold: connector.policy.successThreshold },
+        {
+          status: ref.status,
+          error: ref.error,
+          successThreshold: connector.policy.successThreshold,
+          recordSuccessThreshold: connector.policy.recordSuccessThreshold,
+        },
         finishedAt,
       );
       // Observed once, by the call that closed the run (a retried finish returns it unchanged).

@@ -44,8 +44,8 @@ export function runTable(runs: { label: string; summary: RunSummary }[]): string
 /** A connector's runs, as `deltasync runs` and `refresh --wait` show them. */
 export function runsTable(runs: RunSummary[]): string {
   const withTrigger = runs.some((r) => triggerOf(r) !== undefined);
-  const headers = ['run', 'status', 'strategy', 'additions', 'deletions', 'updates', 'API calls'];
-  headers.push('duration', 'held deletions', ...(withTrigger ? ['trigger'] : []));
+  const headers = ['run', 'status', 'strategy', 'additions', 'deletions', 'updates', 'rejected'];
+  headers.push('quarantined', 'API calls', 'duration', 'held deletions', ...(withTrigger ? ['trigger'] : []));
   return table(
     headers,
     runs.map((s) => [
@@ -55,6 +55,8 @@ export function runsTable(runs: RunSummary[]): string {
       formatCount(s.additions),
       formatCount(s.deletions),
       formatCount(s.updates),
+      formatCount(s.rejected),
+      formatCount(s.quarantined),
       formatCount(s.apiCalls),
       formatDuration(s.durationMs),
       formatCount(s.deletionsHeld),
@@ -179,7 +181,8 @@ export function describeProgress(connectorId: string, p: LiveProgress): string {
     lines.push(
       `plan:    ${p.plan.strategy ?? 'nothing to send'}: ${formatCount(p.plan.additions)} additions, ` +
         `${formatCount(p.plan.updates)} updates, ${formatCount(p.plan.deletions)} deletions ` +
-        `(dataset ${formatCount(p.plan.datasetSize)}, list ${formatCount(p.plan.remoteSize)})`,
+        `(dataset ${formatCount(p.plan.datasetSize)}, list ${formatCount(p.plan.remoteSize)})` +
+        (p.plan.quarantined ? `; ${formatCount(p.plan.quarantined)} quarantined, not sent` : ''),
     );
     if (p.plan.guard?.triggered) {
       lines.push(

@@ -34,6 +34,8 @@ export const policySchema = z.object({
   retentionDays: z.number().nonnegative().default(30),
   /** Share of API calls that must succeed for the run to count as succeeded. */
   successThreshold: z.number().min(0).max(1).default(0.99),
+  /** Share of the records sent that must be delivered (not rejected) for the run to succeed. */
+  recordSuccessThreshold: z.number().min(0).max(1).default(0.95),
   /** Rejections of one record before it is quarantined until its attributes change. */
   maxAttempts: z.number().int().positive().default(5),
   /** Runs that would delete a large share of the list wait for an operator's approval. */

@@ -423,6 +423,19 @@ export async function datasetSize(db: Db, connectorId: string): Promise<number> 
   return Number(row?.n ?? 0);
 }
 
+/**
+ * Keys of the dataset the list does not hold because they are quarantined: a reconcile that finds
+ * no drift must still say the list lacks them.
+ */
+export async function quarantinedAbsent(db: Db, connectorId: string, maxAttempts: number): Promise<number> {
+  const [row] = (await db('deltalog')
+    .where({ connector_id: connectorId, in_dataset: true, on_remote: false })
+    .whereNull('committed_at')
+    .where('attempts', '>=', maxAttempts)
+    .count({ n: '*' })) as { n: unknown }[];
+  return Number(row?.n ?? 0);
+}
+
 /** Rows held back after too many rejections, until their attributes change. */
 export async function quarantinedCount(db: Db, connectorId: string, maxAttempts: number): Promise<number> {
   const [row] = (await db('deltalog')

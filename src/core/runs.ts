@@ -25,6 +25,8 @@ export interface RunRow {
   updates: number;
   records_sent: number;
   rejected: number;
+  /** Of `rejected`, those the destination deferred (not the record's fault). */
+  deferred: number;
   api_calls: number;
   failed_calls: number;
   rate_limit_waits: number;
@@ -41,6 +43,7 @@ export interface RunRow {
 export interface RunCounters {
   records_sent?: number;
   rejected?: number;
+  deferred?: number;
   api_calls?: number;
   failed_calls?: number;
   rate_limit_waits?: number;
@@ -118,6 +121,7 @@ function normaliseRun(row: RunRow): RunRow {
     'updates',
     'records_sent',
     'rejected',
+    'deferred',
     'api_calls',
     'failed_calls',
     'rate_limit_waits',
@@ -212,23 +216,24 @@ export async function incrementRunCounters(db: Executor, runId: number, counters
 }
 
 /**
- * Close the run. A run succeeds when the share of API calls that succeeded meets the threshold;
- * only then does the connector's `last_succeeded_at` advance (to the run's snapshot time).
+ * Close the run. A run succeeds when the share of API calls that succeeded meets the call
+ * threshold and the share of records delivered (of those sent: delivered or rejected) meets the
+ * record threshold; only then does the connector's `last_succeeded_at` advance (to the run's
+ * snapshot time). A run whose every call worked but whose records were all refused has failed.
  */
 export async function finishRun(
   db: Db,
   runId: number,
-  outcome: { status?: RunStatus; error?: string; successThreshold: number },
+  outcome: { status?: RunStatus; error?: string; successThreshold: number; recordSuccessThreshold?: number },
   now: number,
 ): Promise<RunRow> {
   const run = await getRun(db, runId);
   if (run.status !== 'running') return run; // a retried finish: already done
-  const status = outcome.status ?? (meetsThreshold(run, outcome.successThreshold) ? 'succeeded' : 'failed');
-  const error =
-    outcome.error ??
-    (status === 'failed'
-      ? `${run.failed_calls} of ${run.api_calls} API calls failed (threshold ${+(outcome.successThreshold * 100).toFixed(2)}% success)`
-      : null);
+  const verdict = outcome.status
+    ? undefined
+    : judge(run, outcome.successThreshold, outcome.recordSuccessThreshold ?? 0);
+  const status = outcome.status ?? (verdict ? 'failed' : 'succeeded');
+  const error = outcome.error ?? verdict ?? null;
   await db.transaction(async (trx) => {
     await trx('refresh_runs').where({ id: runId }).update({ status, error, finished_at: now });
     if (status === 'succeeded' || status === 'noop') {
@@ -241,9 +246,32 @@ export async function finishRun(
   return getRun(db, runId);
 }
 
+/** Why the run falls short of its thresholds, or undefined when it meets both. */
+function judge(run: RunRow, callThreshold: number, recordThreshold: number): string | undefined {
+  const percent = (share: number) => `${+(share * 100).toFixed(2)}%`;
+  if (!meetsThreshold(run, callThreshold)) {
+    return `${run.failed_calls} of ${run.api_calls} API calls failed (threshold ${percent(callThreshold)} success)`;
+  }
+  if (!meetsRecordThreshold(run, recordThreshold)) {
+    const refused = run.rejected - run.deferred;
+    return `${refused} of ${run.records_sent + refused} records were rejected (threshold ${percent(recordThreshold)} delivered)`;
+  }
+  return undefined;
+}
+
 export function meetsThreshold(run: Pick<RunRow, 'api_calls' | 'failed_calls'>, threshold: number): boolean {
   if (run.api_calls === 0) return true;
   return (run.api_calls - run.failed_calls) / run.api_calls >= threshold;
+}
+
+/** Deferred rejections (the destination's "not now", not the record's fault) count neither way. */
+export function meetsRecordThreshold(
+  run: Pick<RunRow, 'records_sent' | 'rejected' | 'deferred'>,
+  threshold: number,
+): boolean {
+  const handled = run.records_sent + run.rejected - run.deferred;
+  if (handled === 0) return true;
+  return run.records_sent / handled >= threshold;
 }
 
 // --- checkpoints: the cursor of a send phase, saved with every committed batch ---------------

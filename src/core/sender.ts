@@ -219,6 +219,7 @@ async function record(
     await incrementRunCounters(trx, runId, {
       records_sent: result.delivered.length,
       rejected: result.outcome.rejected.length,
+      deferred: result.outcome.rejected.filter((r) => r.deferred).length,
       api_calls: result.outcome.apiCalls,
       failed_calls: result.failedCalls,
       rate_limit_waits: result.outcome.rateLimitWaits,

@@ -1,6 +1,8 @@
 import { idOfKey } from '../connectors/definition';
 import type { Db } from '../db';
 import { badRowTotal } from './deltalog';
+
+type DriftReportCounts = { extra: number; missing: number };
 import type { GuardCheck } from './guard';
 import type { Cost, Strategy } from './plan';
 import { endpointCalls, type RunRow, type RunStatus } from './runs';
@@ -30,6 +32,8 @@ export interface PlanSummary {
    * add in place, nothing where it can only replace the whole list (a new list would drop them).
    */
   withDeletionsHeld: 'diff' | null;
+  /** Records held back after `maxAttempts` rejections (not sent until their attributes change). */
+  quarantined: number;
 }
 
 export interface GuardDecision {
@@ -51,6 +55,8 @@ export interface DriftCounts {
   extra: number;
   /** Believed on the remote list, but not there. */
   missing: number;
+  /** In the dataset but not on the list because quarantined (rejected `maxAttempts` times). */
+  quarantined: number;
 }
 
 export interface RunSummary {
@@ -85,7 +91,7 @@ export interface RunSummary {
 
 /** A run as the client and the workflow report it. */
 export async function summarizeRun(db: Db, run: RunRow): Promise<RunSummary> {
-  const drift = run.drift ? (JSON.parse(run.drift) as DriftCounts) : null;
+  const drift = run.drift ? (JSON.parse(run.drift) as Partial<DriftCounts> & DriftReportCounts) : null;
   return {
     runId: run.id,
     connectorId: idOfKey(run.connector_id),
@@ -107,7 +113,7 @@ export async function summarizeRun(db: Db, run: RunRow): Promise<RunSummary> {
     callsByEndpoint: await endpointCalls(db, run.id),
     rateLimitWaits: run.rate_limit_waits,
     badRows: run.bad_rows ? badRowTotal(JSON.parse(run.bad_rows)) : 0,
-    drift: drift && { extra: drift.extra, missing: drift.missing },
+    drift: drift && { extra: drift.extra, missing: drift.missing, quarantined: drift.quarantined ?? 0 },
     deletionsHeld: run.deletions_held,
     guard: run.guard ? JSON.parse(run.guard) : null,
     durationMs: run.finished_at === null ? null : run.finished_at - run.started_at,

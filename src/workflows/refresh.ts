@@ -290,6 +290,7 @@ function memoOf(run: RunSummary) {
     deletions: run.deletions,
     deletionsHeld: run.deletionsHeld,
     rejected: run.rejected,
+    quarantined: run.quarantined,
     apiCalls: run.apiCalls,
     durationMs: run.durationMs,
   };
