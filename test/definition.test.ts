@@ -42,6 +42,7 @@ describe('parseConnector', () => {
       retentionDays: 30,
       successThreshold: 0.99,
       recordSuccessThreshold: 0.95,
+      failureBudgetSeconds: 600,
       maxAttempts: 5,
       massDeleteGuard: { enabled: true, maxShare: 0.2, onEmptyDataset: true, approvalTimeoutSeconds: 86_400 },
     });
@@ -71,6 +72,7 @@ describe('parseConnector', () => {
       retentionDays: 30,
       successThreshold: 0.99,
       recordSuccessThreshold: 0.95,
+      failureBudgetSeconds: 600,
       maxAttempts: 2,
       massDeleteGuard: { enabled: true, maxShare: 0.2, onEmptyDataset: true, approvalTimeoutSeconds: 86_400 },
     });

@@ -15,6 +15,7 @@ import { churnCustomers, createCustomersTable, readCustomers, seedCustomers } fr
 import { startHttpListEmulator, type HttpListEmulator } from '../src/emulators/http-list-emulator';
 import { refreshWorkflowId, searchAttributes } from '../src/workflows/shared';
 import { NoRunningRefreshError } from '../src/client';
+import { freePort } from './helpers/fake-http';
 import { createTestDatabase, dialects, type TestDatabase } from './helpers/databases';
 import { HISTORY_FIXTURES, historyText } from './helpers/histories';
 import { startTemporal, type TemporalHarness } from './helpers/temporal';
@@ -365,6 +366,51 @@ describe('refresh workflow: failures, concurrency, determinism (mysql)', () => {
       } finally {
         emulator.faults.clear('reject');
       }
+    });
+  });
+
+  test('a destination that keeps refusing connections fails the run after its budget, saying why', async () => {
+    const port = await freePort();
+    const unreachable = {
+      ...connectorFor('refusing', 500),
+      destination: { ...connectorFor('refusing', 500).destination, baseUrl: `http://127.0.0.1:${port}` },
+      policy: { batchSize: 500, failureBudgetSeconds: 4 },
+    };
+    await saveConnector(t.db, unreachable);
+    await temporal.withWorker({ db: t.db, destinations }, async (client) => {
+      const started = Date.now();
+      const run = await client.startRefresh(unreachable.id);
+      // While it retries, progress says what the last attempt met.
+      let retrying: Awaited<ReturnType<typeof run.progress>>['retrying'] = null;
+      await waitFor(async () => (retrying = (await run.progress()).retrying) !== null, 'a retried send');
+      assert.equal(retrying!.activity, 'sendChanges');
+      assert.match(retrying!.lastFailure, /ECONNREFUSED/);
+      const error: Error = await run.result().then(
+        () => assert.fail('the run should fail'),
+        (failure: unknown) => failure as Error,
+      );
+      assert.ok(
+        Date.now() - started < 60_000,
+        `failed after ${Date.now() - started} ms, not retried forever`,
+      );
+      assert.match(
+        String((error.cause as Error | undefined)?.cause ?? error.cause),
+        /nothing was delivered for \d+ s over \d+ attempts \(failureBudgetSeconds 4\); last error: .*ECONNREFUSED/,
+      );
+      const [record] = await listRuns(t.db, `default/${unreachable.id}`);
+      assert.equal(record!.status, 'failed');
+      assert.match(record!.error ?? '', /ECONNREFUSED/, 'the cause is kept on the run');
+    });
+
+    // Cancelled while it retries: the run still says what the send met.
+    const cancelled = { ...unreachable, id: 'refusing-cancelled', policy: { batchSize: 500 } };
+    await saveConnector(t.db, cancelled);
+    await temporal.withWorker({ db: t.db, destinations }, async (client) => {
+      const run = await client.startRefresh(cancelled.id);
+      await waitFor(async () => (await run.progress()).retrying !== null, 'a retried send');
+      const stopped = await (await client.cancel(cancelled.id)).stopped();
+      assert.equal(stopped?.status, 'failed');
+      assert.match(stopped?.error ?? '', /cancel.*last error while retrying: .*ECONNREFUSED/is);
     });
   });
 

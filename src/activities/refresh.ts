@@ -1,7 +1,7 @@
 import { Context } from '@temporalio/activity';
 import { connectorKey, InvalidConnectorError, type ConnectorDefinition } from '../connectors/definition';
 import { loadConnector } from '../connectors/store';
-import type { BatchOutcome, Destination } from '../connectors/types';
+import { DestinationError, type BatchOutcome, type Destination } from '../connectors/types';
 import type { DatasetReader } from '../core/dataset';
 import {
   badRowTotal,
@@ -27,7 +27,10 @@ import {
   finishRun as finishRunRow,
   incrementEndpointCalls,
   incrementRunCounters,
+  getRun,
+  lastProgressAt,
   loadCheckpoint,
+  recordFailure,
   recordPlan,
   recordRunDetails,
   recordSnapshot,
@@ -48,6 +51,7 @@ import { safeObserver, sendIncrements } from '../observability/observer';
 import { connectorProblems, withEgressPolicy, type TenantPolicy } from '../tenancy';
 import {
   callerTenant,
+  FailureBudgetExceeded,
   failClearly,
   failClearlyWhileHeartbeating,
   keepHeartbeating,
@@ -174,6 +178,38 @@ export function createRefreshActivities(dependencies: ActivityDependencies) {
       rate_limit_waits: outcome.rateLimitWaits,
     });
     await incrementEndpointCalls(db, runId, outcome.callsByEndpoint ?? { [endpoint]: outcome.apiCalls });
+  }
+
+  /**
+   * `work` (an attempt of an activity that talks to the destination), held to the connector's
+   * failure budget: a retry that finds nothing committed since the activity was first scheduled
+   * (or since its last committed batch) for longer than `failureBudgetSeconds` fails the run with
+   * the last error, instead of retrying forever. Each failed attempt leaves its error on the run.
+   */
+  async function withinFailureBudget<T>(
+    ref: RunRef,
+    connector: ConnectorDefinition,
+    step: string,
+    work: () => Promise<T>,
+  ) {
+    const info = Context.current().info;
+    if (info.attempt > 1) {
+      const since = Math.max(info.scheduledTimestampMs, (await lastProgressAt(db, ref.runId, step)) ?? 0);
+      const budget = connector.policy.failureBudgetSeconds;
+      if (now() - since > budget * 1000) {
+        const { last_failure } = await getRun(db, ref.runId);
+        throw new FailureBudgetExceeded(
+          `${step}: nothing was delivered for ${Math.round((now() - since) / 1000)} s over ${info.attempt - 1} ` +
+            `attempts (failureBudgetSeconds ${budget}); last error: ${last_failure ?? 'none recorded'}`,
+        );
+      }
+    }
+    try {
+      return await work();
+    } catch (error) {
+      if (isRetriedFailure(error)) await recordFailure(db, ref.runId, describeFailure(error), now());
+      throw error;
+    }
   }
 
   /** The list being built by new list + swap, written through the live destination's account. */
@@ -344,25 +380,27 @@ export function createRefreshActivities(dependencies: ActivityDependencies) {
         const increments = sendIncrements();
         return keepHeartbeating(
           () =>
-            withDestination(tenant, connector, async (live) => {
-              const destination = ref.phase === 'fill' ? await pendingList(key, live) : live;
-              return sendPhase({
-                db,
-                connector,
-                connectorKey: key,
-                destination,
-                source,
-                runId: ref.runId,
-                phase: ref.phase,
-                now,
-                onBatch: (progress) => {
-                  latest = progress;
-                  context.heartbeat(progress);
-                  observer.onBatch(connector.destination.type, increments(progress));
-                },
-                signal: context.cancellationSignal,
-              });
-            }),
+            withinFailureBudget(ref, connector, ref.phase, () =>
+              withDestination(tenant, connector, async (live) => {
+                const destination = ref.phase === 'fill' ? await pendingList(key, live) : live;
+                return sendPhase({
+                  db,
+                  connector,
+                  connectorKey: key,
+                  destination,
+                  source,
+                  runId: ref.runId,
+                  phase: ref.phase,
+                  now,
+                  onBatch: (progress) => {
+                    latest = progress;
+                    context.heartbeat(progress);
+                    observer.onBatch(connector.destination.type, increments(progress));
+                  },
+                  signal: context.cancellationSignal,
+                });
+              }),
+            ),
           () => latest,
         );
       });
@@ -486,3 +524,17 @@ export function createRefreshActivities(dependencies: ActivityDependencies) {
 
 /** A snapshot checkpoint whose last page has been read. */
 const DONE = '\u0000done';
+
+/** An error Temporal will retry the activity for (not a refusal that ends the run, not a cancel). */
+function isRetriedFailure(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  if (error instanceof DestinationError) return error.kind !== 'fatal';
+  return !['CancelledFailure', 'AbortError', 'FailureBudgetExceeded'].includes(error.name);
+}
+
+/** The error's message, with its cause's (a network error's code sits there). */
+function describeFailure(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  const cause = error.cause instanceof Error ? ` (${error.cause.message})` : '';
+  return `${error.message}${cause}`;
+}

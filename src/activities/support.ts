@@ -38,6 +38,11 @@ export function callerTenant(tenancy: Tenancy, claimed?: string): TenantPolicy {
   return tenancy.directory.resolve(Context.current().info.namespace, claimed);
 }
 
+/** A send kept failing, without committing a batch, for longer than its connector's budget. */
+export class FailureBudgetExceeded extends Error {
+  override name = 'FailureBudgetExceeded';
+}
+
 /** Errors that retrying cannot fix become non-retryable failures with an operator-readable type. */
 export async function failClearly<T>(work: () => Promise<T>): Promise<T> {
   try {
@@ -60,6 +65,7 @@ export async function failClearly<T>(work: () => Promise<T>): Promise<T> {
       error instanceof UnknownConnectorError ||
       error instanceof TenantNotServedError ||
       error instanceof StatementTimeoutError ||
+      error instanceof FailureBudgetExceeded ||
       error instanceof DatasetAccessError
     ) {
       throw ApplicationFailure.nonRetryable(error.message, error.name);

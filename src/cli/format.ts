@@ -194,6 +194,11 @@ export function describeProgress(connectorId: string, p: LiveProgress): string {
       );
     }
   }
+  if (p.retrying) {
+    lines.push(
+      `retrying: ${p.retrying.activity}, attempt ${p.retrying.attempt}; last error: ${p.retrying.lastFailure}`,
+    );
+  }
   const phases = [...p.completedPhases, ...(p.sending ? [p.sending] : [])];
   for (const s of phases) {
     lines.push(

@@ -78,6 +78,8 @@ export interface LiveProgress extends RefreshProgress {
   status: string;
   /** Counters of the send phase in flight, from its heartbeat (null between phases). */
   sending: SendProgress | null;
+  /** The running step is being retried: its attempt and the error the last attempt met. */
+  retrying: { activity: string; attempt: number; lastFailure: string } | null;
 }
 
 export interface RefreshHandle {
@@ -424,7 +426,17 @@ export class DeltasyncClient {
     const sending = pending
       ? fromPayloadsAtIndex<SendProgress>(defaultPayloadConverter, 0, pending.heartbeatDetails?.payloads)
       : null;
-    return { ...state, status: description.status.name, sending };
+    const failing = description.raw.pendingActivities?.find(
+      (a) => (a.attempt ?? 1) > 1 && a.lastFailure?.message,
+    );
+    const retrying = failing
+      ? {
+          activity: failing.activityType?.name ?? '?',
+          attempt: failing.attempt ?? 0,
+          lastFailure: failing.lastFailure!.message!,
+        }
+      : null;
+    return { ...state, status: description.status.name, sending, retrying };
   }
 
   /** The watcher's settings: options, else the connector's `changeTrigger` policy, else defaults. */

@@ -36,6 +36,11 @@ export const policySchema = z.object({
   successThreshold: z.number().min(0).max(1).default(0.99),
   /** Share of the records sent that must be delivered (not rejected) for the run to succeed. */
   recordSuccessThreshold: z.number().min(0).max(1).default(0.95),
+  /**
+   * How long a send may keep failing without committing a batch (a destination refusing
+   * connections, answering 5xx) before the run fails with the cause, instead of retrying forever.
+   */
+  failureBudgetSeconds: z.number().positive().default(600),
   /** Rejections of one record before it is quarantined until its attributes change. */
   maxAttempts: z.number().int().positive().default(5),
   /** Runs that would delete a large share of the list wait for an operator's approval. */

@@ -38,6 +38,9 @@ export interface RunRow {
   deletions_held: number;
   bad_rows: string | null;
   error: string | null;
+  /** The last error an activity of the run met while it was retried (see recordFailure). */
+  last_failure: string | null;
+  last_failure_at: number | null;
 }
 
 export interface RunCounters {
@@ -128,6 +131,7 @@ function normaliseRun(row: RunRow): RunRow {
     'bytes_sent',
     'quarantined',
     'deletions_held',
+    'last_failure_at',
   ] as const;
   const out = { ...row } as Record<string, unknown>;
   for (const column of numeric) if (out[column] !== null) out[column] = Number(out[column]);
@@ -215,6 +219,20 @@ export async function incrementRunCounters(db: Executor, runId: number, counters
   if (Object.keys(nonZero).length > 0) await db('refresh_runs').where({ id: runId }).increment(nonZero);
 }
 
+/** Keep the error an attempt failed with on the run: a retry may succeed, or the run end without it. */
+export async function recordFailure(db: Db, runId: number, message: string, now: number): Promise<void> {
+  await db('refresh_runs')
+    .where({ id: runId })
+    .update({ last_failure: message.slice(0, 2000), last_failure_at: now });
+}
+
+/** When the run's `phase` last committed a batch (undefined: never). */
+export async function lastProgressAt(db: Db, runId: number, phase: string): Promise<number | undefined> {
+  const row = (await db('checkpoints').where({ run_id: runId, phase }).first('updated_at')) as
+    { updated_at: unknown } | undefined;
+  return row ? Number(row.updated_at) : undefined;
+}
+
 /**
  * Close the run. A run succeeds when the share of API calls that succeeded meets the call
  * threshold and the share of records delivered (of those sent: delivered or rejected) meets the
@@ -233,7 +251,16 @@ export async function finishRun(
     ? undefined
     : judge(run, outcome.successThreshold, outcome.recordSuccessThreshold ?? 0);
   const status = outcome.status ?? (verdict ? 'failed' : 'succeeded');
-  const error = outcome.error ?? verdict ?? null;
+  // A run that failed or was cancelled while an activity was being retried: say what it met.
+  const retrying =
+    status === 'failed' &&
+    outcome.error !== undefined &&
+    run.last_failure &&
+    !outcome.error.includes(run.last_failure);
+  const error =
+    [outcome.error ?? verdict, retrying ? `last error while retrying: ${run.last_failure}` : undefined]
+      .filter(Boolean)
+      .join('; ') || null;
   await db.transaction(async (trx) => {
     await trx('refresh_runs').where({ id: runId }).update({ status, error, finished_at: now });
     if (status === 'succeeded' || status === 'noop') {

@@ -40,4 +40,5 @@ export const NON_RETRYABLE_ERRORS = [
   'PlanningError',
   'InvalidConnectorError',
   'UnknownConnectorError',
+  'FailureBudgetExceeded',
 ];
