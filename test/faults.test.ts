@@ -128,6 +128,25 @@ async function assertListEqualsDataset(id: string, table: string) {
   }
 }
 
+/** The connector, with its list brought in sync by a first refresh on a worker of its own. */
+async function syncedConnector(id: string) {
+  const created = await connector(id);
+  const w = await worker();
+  await client.refresh(id);
+  w.kill('SIGTERM');
+  await w.exited;
+  return created;
+}
+
+/** The refresh succeeded, re-sent at most one batch, and was taken over within the heartbeat timeout's reach. */
+function assertAtMostOneBatchResent(what: string, result: KillResult & { status: string }, expected: number) {
+  assert.equal(result.status, 'succeeded');
+  const resent = result.received - expected;
+  measured.push(`${what}: ${resent} re-sent, taken over after ${result.takeoverMs} ms`);
+  assert.ok(resent >= 0 && resent <= BATCH, `${resent} records re-sent (at most one batch of ${BATCH})`);
+  assert.ok(result.takeoverMs < 35_000, `taken over after ${result.takeoverMs} ms`);
+}
+
 /** Measured figures, printed at the end for docs/reliability.md. */
 const measured: string[] = [];
 after(() => {
@@ -139,49 +158,26 @@ describe('kill -9 of the worker mid-send: at most the batch in flight arrives tw
   test('a diff: its additions', async () => {
     const { table } = await connector('kill-diff');
     const result = await refreshThroughAKill('kill-diff', 'add', 800);
-    assert.equal(result.status, 'succeeded');
-    const resent = result.received - CUSTOMERS;
-    measured.push(`diff additions: ${resent} re-sent, taken over after ${result.takeoverMs} ms`);
-    assert.ok(resent >= 0 && resent <= BATCH, `${resent} records re-sent (at most one batch of ${BATCH})`);
-    assert.ok(result.takeoverMs < 35_000, `taken over after ${result.takeoverMs} ms`);
+    assertAtMostOneBatchResent('diff additions', result, CUSTOMERS);
     await assertListEqualsDataset('kill-diff', table);
   });
 
   test('a full push', async () => {
-    const { table } = await connector('kill-full');
-    const w = await worker();
-    await client.refresh('kill-full');
-    w.kill('SIGTERM');
-    await w.exited;
+    const { table } = await syncedConnector('kill-full');
     const result = await refreshThroughAKill('kill-full', 'add', 1_500, 'full');
-    assert.equal(result.status, 'succeeded');
-    const resent = result.received - CUSTOMERS;
-    measured.push(`full push: ${resent} re-sent, taken over after ${result.takeoverMs} ms`);
-    assert.ok(resent >= 0 && resent <= BATCH, `${resent} records re-sent (at most one batch of ${BATCH})`);
-    assert.ok(result.takeoverMs < 35_000, `taken over after ${result.takeoverMs} ms`);
+    assertAtMostOneBatchResent('full push', result, CUSTOMERS);
     await assertListEqualsDataset('kill-full', table);
   });
 
   test('a truncate and reload', async () => {
-    const { table } = await connector('kill-truncate');
-    const w = await worker();
-    await client.refresh('kill-truncate');
-    w.kill('SIGTERM');
-    await w.exited;
+    const { table } = await syncedConnector('kill-truncate');
     const result = await refreshThroughAKill('kill-truncate', 'add', 1_200, 'truncate');
-    assert.equal(result.status, 'succeeded');
-    const resent = result.received - CUSTOMERS;
-    measured.push(`truncate + reload: ${resent} re-sent, taken over after ${result.takeoverMs} ms`);
-    assert.ok(resent >= 0 && resent <= BATCH, `${resent} records re-sent (at most one batch of ${BATCH})`);
+    assertAtMostOneBatchResent('truncate + reload', result, CUSTOMERS);
     await assertListEqualsDataset('kill-truncate', table);
   });
 
   test('a diff: its deletions', async () => {
-    const { table } = await connector('kill-deletions');
-    const w = await worker();
-    await client.refresh('kill-deletions');
-    w.kill('SIGTERM');
-    await w.exited;
+    const { table } = await syncedConnector('kill-deletions');
     const gone = 2_000;
     const keys = (await t.db(table).select('customer_key').orderBy('customer_key').limit(gone)) as {
       customer_key: string;
@@ -195,10 +191,7 @@ describe('kill -9 of the worker mid-send: at most the batch in flight arrives tw
       .delete();
     // Forced: for two thirds of the list, truncate + reload would be cheaper.
     const result = await refreshThroughAKill('kill-deletions', 'remove', 700, 'diff');
-    assert.equal(result.status, 'succeeded');
-    const resent = result.received - gone;
-    measured.push(`diff deletions: ${resent} re-sent, taken over after ${result.takeoverMs} ms`);
-    assert.ok(resent >= 0 && resent <= BATCH, `${resent} keys re-sent (at most one batch of ${BATCH})`);
+    assertAtMostOneBatchResent('diff deletions', result, gone);
     await assertListEqualsDataset('kill-deletions', table);
   });
 
