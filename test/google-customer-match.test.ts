@@ -458,10 +458,7 @@ describe('google-customer-match destination', () => {
 
   test('capabilities, listMembers and the list a swapped connector points at', async () => {
     const { emu } = await setup();
-    const factory = createDestinationFactory(
-      { forTenant: () => secrets, has: () => true, hint: () => '' },
-      unthrottled,
-    );
+    const factory = createDestinationFactory(() => secrets, unthrottled);
     const config = googleCustomerMatchConfigSchema.parse(baseConfig(emu));
     const afterSwap = factory(config, {
       tenant: 'default',

@@ -168,7 +168,7 @@ before(async () => {
   let ready!: () => void;
   const started = new Promise<void>((resolve) => (ready = resolve));
   workerDone = temporal.withWorker(
-    { db: workerDb, destinations: createDestinationFactory(secrets), tenants, secrets },
+    { db: workerDb, destinations: createDestinationFactory(secrets.forTenant), tenants, secrets },
     (base) => {
       taskQueue = base.taskQueue;
       ready();

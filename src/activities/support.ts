@@ -60,10 +60,19 @@ export async function failClearly<T>(work: () => Promise<T>): Promise<T> {
         details: [error.problems],
       });
     }
+    if (error instanceof TenantNotServedError) {
+      // Who asked where travels as details, so the client raises the same error for its caller.
+      const { tenant, namespace, served } = error;
+      throw ApplicationFailure.create({
+        message: error.message,
+        type: error.name,
+        nonRetryable: true,
+        details: [{ tenant, namespace, served }],
+      });
+    }
     if (
       error instanceof PlanningError ||
       error instanceof UnknownConnectorError ||
-      error instanceof TenantNotServedError ||
       error instanceof StatementTimeoutError ||
       error instanceof FailureBudgetExceeded ||
       error instanceof DatasetAccessError

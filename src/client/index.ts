@@ -535,11 +535,8 @@ function asConnectorError(error: unknown, connectorId: string): unknown {
   }
   if (cause.type === 'TenantNotServedError') {
     // The worker serves no such tenant in this namespace: nothing of it exists for the caller.
-    const [, tenant = '?', namespace = '?', served = ''] =
-      /^tenant '([^']*)' is not served in Temporal namespace '([^']*)' \(it serves: (.*)\)$/.exec(
-        cause.message,
-      ) ?? [];
-    return new TenantNotServedError(tenant, namespace, served === 'none' ? [] : served.split(', '));
+    const asked = cause.details?.[0] as { tenant: string; namespace: string; served: string[] } | undefined;
+    if (asked) return new TenantNotServedError(asked.tenant, asked.namespace, asked.served);
   }
   return error;
 }

@@ -1,12 +1,17 @@
 import { z } from 'zod';
 import { STRATEGIES } from '../core/plan';
-import { tenantIdSchema } from '../tenancy/policy';
 import { destinationModules, type AnyDestinationModule } from './catalog';
 
 /**
  * A connector: one dataset wired to one list in one destination, with its refresh policy.
  * Destination settings carry secret *names* (`tokenSecret`, `urlSecret`), never secret values.
  */
+
+/** Lower-case letters, digits and inner dashes, at most 40: fits environment names and ids. */
+export const TENANT_ID = /^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$/;
+export const tenantIdSchema = z
+  .string()
+  .regex(TENANT_ID, 'tenant ids are lower-case letters, digits and inner dashes, at most 40 characters');
 
 const identifier = z
   .string()

@@ -1,9 +1,9 @@
 import { z } from 'zod';
-import { SECRET_NAME } from '../tenancy/secret-names';
 import { HttpDestinationError, type RetryOptions } from './http';
 import {
   DestinationError,
   type BatchOutcome,
+  SECRET_NAME,
   type Rejection,
   type SecretResolver,
   type Target,

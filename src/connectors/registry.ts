@@ -1,14 +1,12 @@
-import type { SecretStore } from '../tenancy/secrets';
-import { createSecretStore } from '../tenancy/secrets';
 import { destinationModules } from './catalog';
 import type { DestinationConfig } from './definition';
 import { createThrottle } from './throttle';
-import type { Destination, DestinationContext, Throttle } from './types';
+import type { Destination, DestinationContext, SecretResolver, Throttle } from './types';
 
 /**
  * Builds the destination a connector's config describes. Runs in the worker: secrets are resolved
- * here, among the connector's tenant's secrets only, and every destination of the worker shares
- * one throttle per account (accounts of different tenants never share a budget).
+ * here, among the connector's tenant's secrets only (`secretsOf`), and every destination of the
+ * worker shares one throttle per account (accounts of different tenants never share a budget).
  */
 export type DestinationFactory = (
   config: DestinationConfig,
@@ -16,12 +14,12 @@ export type DestinationFactory = (
 ) => Destination;
 
 export function createDestinationFactory(
-  secrets: SecretStore = createSecretStore(),
+  secretsOf: (tenant: string) => SecretResolver,
   throttle: Throttle = createThrottle(),
 ): DestinationFactory {
   return (config, options) => {
     const context: DestinationContext = {
-      secrets: secrets.forTenant(options.tenant),
+      secrets: secretsOf(options.tenant),
       throttle: (account, limits, call) => throttle(`${options.tenant}|${account}`, limits, call),
       listId: options.listId,
     };

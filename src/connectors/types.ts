@@ -129,6 +129,12 @@ export class DestinationError extends Error {
   }
 }
 
+/**
+ * A secret's name as connectors write it (`tokenSecret: CRM_TOKEN`): upper-case letters, digits
+ * and _. The worker looks a name up among the connector's tenant's secrets only.
+ */
+export const SECRET_NAME = /^[A-Z][A-Z0-9_]{0,127}$/;
+
 /** Looks up a credential by name; connectors store names, never values. */
 export type SecretResolver = (name: string) => string;
 

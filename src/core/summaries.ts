@@ -1,8 +1,6 @@
 import { idOfKey } from '../connectors/definition';
 import type { Db } from '../db';
 import { badRowTotal } from './deltalog';
-
-type DriftReportCounts = { extra: number; missing: number };
 import type { GuardCheck } from './guard';
 import type { Cost, Strategy } from './plan';
 import { endpointCalls, type RunRow, type RunStatus } from './runs';
@@ -91,7 +89,10 @@ export interface RunSummary {
 
 /** A run as the client and the workflow report it. */
 export async function summarizeRun(db: Db, run: RunRow): Promise<RunSummary> {
-  const drift = run.drift ? (JSON.parse(run.drift) as Partial<DriftCounts> & DriftReportCounts) : null;
+  // Runs recorded before quarantined keys were counted lack the field.
+  const drift = run.drift
+    ? (JSON.parse(run.drift) as Omit<DriftCounts, 'quarantined'> & { quarantined?: number })
+    : null;
   return {
     runId: run.id,
     connectorId: idOfKey(run.connector_id),

@@ -213,45 +213,43 @@ class TenantViews {
     work: (executor: Knex.Transaction) => Promise<T>,
   ): Promise<T> {
     const worker = await this.worker();
-    const limit = (seconds: number) =>
-      worker.mariaDb
-        ? `SET SESSION max_statement_time = ${seconds.toFixed(3)}`
-        : `SET SESSION max_execution_time = ${Math.round(seconds * 1000)}`;
+    const variable = worker.mariaDb ? 'max_statement_time' : 'max_execution_time';
+    const limit = worker.mariaDb
+      ? tenant.statementTimeoutSeconds.toFixed(3)
+      : String(Math.round(tenant.statementTimeoutSeconds * 1000));
     return this.options.db.transaction(
       async (trx) => {
-        const [before] = rowsOf<{ limit: number | string }>(
-          await trx.raw(
-            worker.mariaDb
-              ? 'SELECT @@max_statement_time AS `limit`'
-              : 'SELECT @@max_execution_time / 1000 AS `limit`',
-          ),
-        );
-        await trx.raw(limit(tenant.statementTimeoutSeconds));
+        // One statement keeps the session's limit and sets the tenant's (assignments run in order).
+        await trx.raw(`SET @deltasync_limit = @@SESSION.${variable}, SESSION ${variable} = ${limit}`);
         try {
+          // One statement opens the view, taking its metadata lock until the transaction ends
+          // (so it cannot be replaced meanwhile), and reads the view's definition under that lock.
+          let row: { security: string | null; definer: string | null } | undefined;
           try {
-            await trx.raw('SELECT 1 FROM ??.?? WHERE 1 = 0', [conn.schema, view]);
+            [row] = rowsOf(
+              await trx.raw(
+                `SELECT (SELECT COUNT(*) FROM ??.?? WHERE 1 = 0) AS probe,
+                        (SELECT SECURITY_TYPE FROM information_schema.VIEWS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?) AS security,
+                        (SELECT DEFINER FROM information_schema.VIEWS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?) AS definer`,
+                [conn.schema, view, conn.schema, view, conn.schema, view],
+              ),
+            );
           } catch (error) {
             throw new DatasetAccessError(
               `deltasync's database user cannot read ${conn.schema}.${view} (${firstLine(error)}): ` +
                 `create the connector again, or GRANT SELECT ON \`${conn.schema}\`.* to deltasync's user`,
             );
           }
-          const [row] = rowsOf<{ security: string; definer: string }>(
-            await trx.raw(
-              'SELECT SECURITY_TYPE AS security, DEFINER AS definer FROM information_schema.VIEWS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?',
-              [conn.schema, view],
-            ),
-          );
-          if (!row || row.security !== 'DEFINER' || row.definer !== conn.user) {
+          if (row?.security !== 'DEFINER' || row.definer !== conn.user) {
             throw new DatasetAccessError(
               `the view ${conn.schema}.${view} no longer runs with tenant '${tenant.id}''s own rights ` +
-                `(${row ? `SQL SECURITY ${row.security}, definer ${row.definer}` : 'not found'}): nothing was read; ` +
+                `(${row?.security ? `SQL SECURITY ${row.security}, definer ${row.definer}` : 'not found'}): nothing was read; ` +
                 `save the connector again to re-create it`,
             );
           }
           return await work(trx);
         } finally {
-          await trx.raw(limit(Number(before?.limit ?? 0)));
+          await trx.raw(`SET SESSION ${variable} = @deltasync_limit`);
         }
       },
       { isolationLevel: 'read committed' },

@@ -1,6 +1,6 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
 import fs from 'node:fs';
 import path from 'node:path';
+import { withRequestGuard } from '../connectors/request-guard';
 import type { Target } from '../connectors/types';
 import type { DestinationAllowlist } from './policy';
 
@@ -8,7 +8,7 @@ import type { DestinationAllowlist } from './policy';
  * What a tenant may write: every destination declares its targets (origins it calls, directories,
  * tables, Redis keys), and each target must be on the tenant's allowlist in the tenants policy.
  * Checked when a connector is saved and again before a refresh sends anything; HTTP requests are
- * also checked one by one while a refresh runs (see `checkEgress`), so an answer that points
+ * also checked one by one while a refresh runs (see `withEgressPolicy`), so an answer that points
  * elsewhere (a redirect, a polling URL) cannot take a request off the allowed hosts.
  */
 
@@ -96,36 +96,15 @@ function isInside(root: string, candidate: string): boolean {
 // Per-request checks while a refresh runs
 // ---------------------------------------------------------------------------------------------
 
-interface EgressScope {
-  tenant: string;
-  allowlist: DestinationAllowlist | 'any';
-}
-
-const egressScope = new AsyncLocalStorage<EgressScope>();
-
 /** Run `work` (an activity's destination calls) with every HTTP request held to `tenant`'s allowlist. */
 export function withEgressPolicy<T>(
   tenant: string,
   allowlist: DestinationAllowlist | 'any',
   work: () => Promise<T>,
 ): Promise<T> {
-  return egressScope.run({ tenant, allowlist }, work);
-}
-
-export class EgressRefusedError extends Error {
-  override name = 'EgressRefusedError';
-}
-
-/**
- * Throws unless the current tenant may call `url`. Outside a refresh (a destination used on its
- * own, as the contract tests do) there is no tenant and nothing to check.
- */
-export function checkEgress(url: string): void {
-  const scope = egressScope.getStore();
-  if (!scope || scope.allowlist === 'any') return;
-  const parsed = new URL(url);
-  if (scope.allowlist.origins.some((pattern) => originMatches(pattern, parsed))) return;
-  throw new EgressRefusedError(
-    `refused to call ${parsed.origin}: not among the origins tenant '${scope.tenant}' may call (tenants policy destinations.origins)`,
-  );
+  if (allowlist === 'any') return work();
+  return withRequestGuard((url) => {
+    if (allowlist.origins.some((pattern) => originMatches(pattern, url))) return undefined;
+    return `refused to call ${url.origin}: not among the origins tenant '${tenant}' may call (tenants policy destinations.origins)`;
+  }, work);
 }

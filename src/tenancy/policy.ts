@@ -2,7 +2,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import { z } from 'zod';
-import { SECRET_NAME } from './secret-names';
+import { TENANT_ID } from '../connectors/definition';
+import { SECRET_NAME } from '../connectors/types';
 
 /**
  * The tenants policy: which tenants a worker serves, in which Temporal namespace each one's callers
@@ -10,12 +11,6 @@ import { SECRET_NAME } from './secret-names';
  * file the worker loads, DELTASYNC_TENANTS_FILE); tenants never change it. docs/security.md
  * explains every field and why it is there.
  */
-
-/** Lower-case letters, digits and inner dashes, at most 40: fits environment names and ids. */
-export const TENANT_ID = /^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$/;
-export const tenantIdSchema = z
-  .string()
-  .regex(TENANT_ID, 'tenant ids are lower-case letters, digits and inner dashes, at most 40 characters');
 
 /** Default statement time limit of dataset reads: long enough for a 50M-row compare, short enough for a stuck one. */
 export const DEFAULT_STATEMENT_TIMEOUT_SECONDS = 300;

@@ -65,7 +65,7 @@ export async function createWorkers(options: DeltasyncWorkerOptions): Promise<Wo
   const activities = createActivities({
     db: options.db,
     tenancy,
-    destinations: options.destinations ?? createDestinationFactory(tenancy.secrets),
+    destinations: options.destinations ?? createDestinationFactory(tenancy.secrets.forTenant),
     temporal: options.temporal,
     taskQueue,
     observer: options.observer,

@@ -75,7 +75,7 @@ export function refreshScenario<E extends Closable | undefined = undefined>(setu
     },
     withWorker(secrets, body) {
       const store = secretStoreOf(secrets);
-      const destinations = createDestinationFactory(store);
+      const destinations = createDestinationFactory(store.forTenant);
       return started(temporal).withWorker({ db: started(database).db, destinations, secrets: store }, body);
     },
   };
