@@ -202,6 +202,41 @@ for (const dialect of dialects) {
       assert.deepEqual(await pendingCounts(db, keyOf(connector)), { additions: 0, updates: 0, deletions: 0 });
     });
 
+    test('a row edited mid-send is sent as it is now, and not again by the next refresh', async () => {
+      const { connector, table } = await setup(6, { batchSize: 2 });
+      const remote = new MemoryDestination({ recordsPerCall: 100 });
+      const runId = await newRun(connector);
+      // Edited after the deltalog update read the dataset, before the send reads these rows.
+      await db(table)
+        .where({ email: key(4) })
+        .update({ name: 'edited mid-send' });
+      await sendPhase({
+        db,
+        connector,
+        connectorKey: keyOf(connector),
+        destination: remote,
+        runId,
+        phase: 'upserts',
+        onBatch: async (p) => {
+          if (p.batches === 1)
+            await db(table)
+              .where({ email: key(5) })
+              .update({ score: 99 });
+        },
+      });
+      assert.equal(remote.members.get(key(4))?.name, 'edited mid-send');
+      assert.equal(remote.members.get(key(5))?.score, 99);
+      // The destination already holds both edits: the next update finds nothing to send.
+      await updateDeltalog(db, keyOf(connector), connector.dataset, 5_000);
+      assert.deepEqual(await pendingKeys(db, keyOf(connector)), []);
+      // An edit after the send read the row is still a change.
+      await db(table)
+        .where({ email: key(5) })
+        .update({ score: 100 });
+      await updateDeltalog(db, keyOf(connector), connector.dataset, 6_000);
+      assert.deepEqual(await pendingKeys(db, keyOf(connector)), [key(5)]);
+    });
+
     test('a send that dies resumes after the last committed page', async () => {
       const { connector } = await setup(10, { batchSize: 3 });
       const remote = new MemoryDestination({ recordsPerCall: 100 });

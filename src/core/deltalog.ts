@@ -456,6 +456,8 @@ export type ChangesetKind = 'upserts' | 'deletions' | 'dataset';
 export interface ChangesetRow {
   record_key: string;
   on_remote: boolean;
+  /** The attribute hash the last deltalog update saw (null for keys that left the dataset). */
+  attr_hash: string | null;
 }
 
 /** The next page of keys after `afterKey`, in key order. */
@@ -468,7 +470,7 @@ export async function readChangesetPage(
   maxAttempts: number,
 ): Promise<ChangesetRow[]> {
   const query = db('deltalog')
-    .select('record_key', 'on_remote')
+    .select('record_key', 'on_remote', 'attr_hash')
     .where({ connector_id: connectorId })
     .where('record_key', '>', afterKey)
     .orderBy('record_key')
@@ -479,24 +481,41 @@ export async function readChangesetPage(
       .whereNull('committed_at')
       .where({ in_dataset: kind === 'upserts' })
       .where('attempts', '<', maxAttempts);
-  const found = (await query) as { record_key: string; on_remote: unknown }[];
-  return found.map((r) => ({ record_key: r.record_key, on_remote: Boolean(r.on_remote) }));
+  const found = (await query) as { record_key: string; on_remote: unknown; attr_hash: string | null }[];
+  return found.map((r) => ({
+    record_key: r.record_key,
+    on_remote: Boolean(r.on_remote),
+    attr_hash: r.attr_hash ?? null,
+  }));
 }
 
-/** Current attributes of the given keys, straight from the dataset. Keys gone since are absent. */
-export async function fetchAttributes(
+/** A record as read for sending: its attributes, and their hash as the deltalog update computes it. */
+export interface FetchedRecord {
+  attributes: Attributes;
+  hash: string;
+}
+
+/**
+ * Current attributes of the given keys, straight from the dataset, with the hash of exactly what
+ * was read: a row edited since the deltalog update is sent as it is now, and committing its new
+ * hash keeps the next refresh from sending it again. Keys gone since are absent.
+ */
+export async function fetchRecords(
   db: Executor,
   dataset: DatasetDefinition,
   keys: string[],
-): Promise<Map<string, Attributes>> {
-  const found = new Map<string, Attributes>();
+): Promise<Map<string, FetchedRecord>> {
+  const found = new Map<string, FetchedRecord>();
+  const hash = attributeHash(dialectOf(db as Db), dataset);
   const chunkSize = 5000; // stays under SQLite's bound-parameter limit
   for (let i = 0; i < keys.length; i += chunkSize) {
     const chunk = keys.slice(i, i + chunkSize);
     const columns = [dataset.key, ...dataset.attributes].map(() => '??').join(', ');
     const source = sourceFrom(dataset);
     const query = join(
-      text(`SELECT ${columns} FROM`, ...[dataset.key, ...dataset.attributes].map((c) => `src.${c}`)),
+      text(`SELECT ${columns},`, ...[dataset.key, ...dataset.attributes].map((c) => `src.${c}`)),
+      hash,
+      text(`AS ${HASH_COLUMN} FROM`),
       source,
       text('WHERE'),
       keyColumn(dataset),
@@ -504,11 +523,25 @@ export async function fetchAttributes(
     );
     for (const row of await rows<Record<string, unknown>>(db, query)) {
       const key = String(row[dataset.key]);
-      if (found.has(key)) continue; // a duplicate key: the first row wins (reported as a bad row)
-      found.set(key, pickAttributes(row, dataset.attributes));
+      const record = { attributes: pickAttributes(row, dataset.attributes), hash: String(row[HASH_COLUMN]) };
+      // A duplicated key (reported as a bad row): the row with the smallest hash, the one the
+      // deltalog update keeps, so that sending it settles the key instead of flipping it.
+      const seen = found.get(key);
+      if (seen === undefined || record.hash < seen.hash) found.set(key, record);
     }
   }
   return found;
+}
+const HASH_COLUMN = '__deltasync_hash';
+
+/** Current attributes of the given keys, straight from the dataset. Keys gone since are absent. */
+export async function fetchAttributes(
+  db: Executor,
+  dataset: DatasetDefinition,
+  keys: string[],
+): Promise<Map<string, Attributes>> {
+  const records = await fetchRecords(db, dataset, keys);
+  return new Map([...records].map(([key, record]) => [key, record.attributes]));
 }
 
 function pickAttributes(row: Record<string, unknown>, columns: string[]): Attributes {
@@ -545,6 +578,21 @@ export async function commitDelivered(
       .whereIn('record_key', keys.slice(i, i + chunkSize))
       .whereNull('committed_at')
       .update({ committed_at: now, on_remote: trx.raw('in_dataset'), attempts: 0, last_error: null });
+  }
+}
+
+/**
+ * Keys sent with attributes that changed after the deltalog update read them: record the hash of
+ * what was sent, so the next update does not see a change the destination already has. Rare (a
+ * row edited mid-send), hence one statement per key.
+ */
+export async function recordSentHashes(
+  trx: Executor,
+  connectorId: string,
+  sent: { key: string; hash: string }[],
+): Promise<void> {
+  for (const { key, hash } of sent) {
+    await trx('deltalog').where({ connector_id: connectorId, record_key: key }).update({ attr_hash: hash });
   }
 }
 

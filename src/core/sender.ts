@@ -5,11 +5,12 @@ import { jsonBytes, splitByLimits } from './batching';
 import { directReader, type DatasetReader } from './dataset';
 import {
   commitDelivered,
-  fetchAttributes,
+  fetchRecords,
   markFilled,
   readChangesetPage,
   recordFillRejections,
   recordRejections,
+  recordSentHashes,
   type ChangesetKind,
   type ChangesetRow,
 } from './deltalog';
@@ -83,6 +84,8 @@ interface Item {
   member?: Member;
   /** Delivered without a call: an attribute change for a destination that keeps no attributes. */
   nothingToSend?: boolean;
+  /** Set when the row changed after the deltalog update read it: the hash of what is sent now. */
+  newHash?: string;
 }
 
 export async function sendPhase(options: SendOptions): Promise<SendProgress> {
@@ -144,11 +147,13 @@ async function itemsOf(options: SendOptions, page: ChangesetRow[]): Promise<Item
   const skipUpdates = options.phase === 'upserts' && !options.destination.capabilities.updateAttributes;
   const toFetch = page.filter((row) => !(skipUpdates && row.on_remote)).map((row) => row.record_key);
   const source = options.source ?? directReader(options.db, options.connector.dataset);
-  const attributes = await source.read((executor) => fetchAttributes(executor, source.dataset, toFetch));
-  return page.map(({ record_key: key, on_remote }) => {
+  const records = await source.read((executor) => fetchRecords(executor, source.dataset, toFetch));
+  return page.map(({ record_key: key, on_remote, attr_hash }) => {
     if (skipUpdates && on_remote) return { key, nothingToSend: true };
-    const found = attributes.get(key);
-    return found ? { key, member: { key, attributes: found } } : { key };
+    const found = records.get(key);
+    if (!found) return { key };
+    const member = { key, attributes: found.attributes };
+    return found.hash === attr_hash ? { key, member } : { key, member, newHash: found.hash };
   });
 }
 
@@ -216,6 +221,13 @@ async function record(
       await commitDelivered(trx, key, result.delivered, now);
       await recordRejections(trx, key, result.outcome.rejected);
     }
+    const delivered = new Set(result.delivered);
+    const changed = batch.filter((item) => item.newHash !== undefined && delivered.has(item.key));
+    await recordSentHashes(
+      trx,
+      key,
+      changed.map((item) => ({ key: item.key, hash: item.newHash! })),
+    );
     await incrementRunCounters(trx, runId, {
       records_sent: result.delivered.length,
       rejected: result.outcome.rejected.length,
