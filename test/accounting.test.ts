@@ -65,8 +65,8 @@ describe('a diff of a 1,000,000-key list with 1% churn (MariaDB, real Temporal)'
     assert.equal(expected, 7 + 4);
     assert.equal(summary.apiCalls, expected);
     assert.deepEqual(summary.callsByEndpoint, {
-      add: { calls: Math.ceil((4321 + 2469) / B), failed: 0 },
-      remove: { calls: Math.ceil(3210 / B), failed: 0 },
+      add: { calls: Math.ceil((4321 + 2469) / B), failed: 0, rateLimited: 0, retried: 0 },
+      remove: { calls: Math.ceil(3210 / B), failed: 0, rateLimited: 0, retried: 0 },
     });
     assert.equal(remote.calls.add + remote.calls.remove, expected, 'the destination saw the same');
   });

@@ -1,3 +1,4 @@
+import type { EndpointTally } from '../src/core/api-calls';
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -220,9 +221,13 @@ describe('worker service: metrics, health, logs, graceful shutdown', () => {
     assert.equal(sample('deltasync_records_sent_total', dest), summary.recordsSent);
     assert.equal(sample('deltasync_rejections_total', dest), summary.rejected);
     assert.equal(sample('deltasync_rate_limit_waits_total', dest), summary.rateLimitWaits);
-    assert.equal(sample('deltasync_api_calls_total', { ...dest, endpoint: 'add', outcome: 'ok' }), 10);
-    assert.equal(sample('deltasync_api_calls_total', { ...dest, endpoint: 'add', outcome: 'failed' }), 1);
-    assert.deepEqual(summary.callsByEndpoint, { add: { calls: 11, failed: 1 } });
+    // Each call counted once, by its outcome: the 429 was waited for and tried again.
+    const calls = (outcome: string) =>
+      sample('deltasync_api_calls_total', { ...dest, endpoint: 'add', outcome });
+    assert.equal(calls('ok'), 9);
+    assert.equal(calls('rate_limited'), 1);
+    assert.equal(calls('failed'), 1);
+    assert.deepEqual(summary.callsByEndpoint, { add: { calls: 11, failed: 1, rateLimited: 1, retried: 0 } });
     const run = { ...dest, strategy: 'diff', status: 'succeeded' };
     assert.equal(sample('deltasync_refresh_duration_seconds_count', run), 1);
     const seconds = sample('deltasync_refresh_duration_seconds_sum', run)!;
@@ -241,7 +246,7 @@ describe('worker service: metrics, health, logs, graceful shutdown', () => {
     const later = await scrape(service);
     assert.equal(later.sample('deltasync_records_sent_total', dest), CUSTOMERS);
     assert.equal(later.sample('deltasync_rejections_total', dest), 101, 'unchanged');
-    assert.equal(later.sample('deltasync_api_calls_total', { ...dest, endpoint: 'add', outcome: 'ok' }), 12);
+    assert.equal(later.sample('deltasync_api_calls_total', { ...dest, endpoint: 'add', outcome: 'ok' }), 11);
     assert.equal(later.sample('deltasync_refresh_duration_seconds_count', run), 2);
     assert.equal(
       later.sample('deltasync_refresh_duration_seconds_count', { ...dest, strategy: 'none', status: 'noop' }),
@@ -398,6 +403,14 @@ describe('worker service: metrics, health, logs, graceful shutdown', () => {
 });
 
 describe('observing destinations and sends (no server)', () => {
+  const tally = (calls: number, of: Partial<EndpointTally> = {}): EndpointTally => ({
+    calls,
+    failed: 0,
+    rateLimited: 0,
+    retried: 0,
+    ...of,
+  });
+
   /** Every observer call, in order. */
   function recorder() {
     const calls: unknown[][] = [];
@@ -461,20 +474,21 @@ describe('observing destinations and sends (no server)', () => {
 
     assert.deepEqual(calls, [
       // A refused batch whose failing call was not at the operation's own endpoint: the last one.
-      ['call', 'fake', 'jobs:create', 1, 0],
-      ['call', 'fake', 'jobs:run', 2, 1],
+      ['call', 'fake', 'jobs:create', tally(1)],
+      ['call', 'fake', 'jobs:run', tally(2, { failed: 1 })],
       ['waits', 'fake', 2],
-      ['call', 'fake', 'remove', 2, 0],
+      // Without a breakdown by endpoint, the waits were the operation's own calls.
+      ['call', 'fake', 'remove', tally(2, { rateLimited: 1 })],
       ['waits', 'fake', 1],
-      // An error that knows nothing of its cost: one failed call.
-      ['call', 'fake', 'truncate', 1, 1],
+      // An error that knows nothing of its cost: one call, failed, to be tried again.
+      ['call', 'fake', 'truncate', tally(1, { retried: 1 })],
       ['waits', 'fake', 0],
-      ['call', 'fake', 'listMembers', 1, 0],
+      ['call', 'fake', 'listMembers', tally(1)],
       ['waits', 'fake', 0],
-      ['call', 'fake', 'createList', 1, 0],
+      ['call', 'fake', 'createList', tally(1)],
       ['waits', 'fake', 0],
       // A destination for another list is observed too.
-      ['call', 'fake:other', 'remove', 2, 0],
+      ['call', 'fake:other', 'remove', tally(2, { rateLimited: 1 })],
       ['waits', 'fake:other', 1],
     ]);
   });
@@ -491,7 +505,7 @@ describe('observing destinations and sends (no server)', () => {
   test('Prometheus observer: counters never go down; a failing observer never fails the caller', async () => {
     const metrics = createWorkerMetrics({ defaultMetrics: false });
     metrics.observer.onBatch('x', { delivered: 5, rejected: -1 });
-    metrics.observer.onCall('x', 'add', 2, 5);
+    metrics.observer.onCall('x', 'add', { calls: 2, failed: 5, rateLimited: 0, retried: 0 });
     metrics.observer.onRunFinished('x', null, 'noop', Number.NaN);
     const text = await metrics.render();
     assert.match(text, /^deltasync_records_sent_total\{destination="x"\} 5$/m);

@@ -10,7 +10,7 @@ import type { ConnectorInput } from '../src/connectors/definition';
 import { createHttpListDestination } from '../src/connectors/http-list';
 import type { DestinationFactory } from '../src/connectors/registry';
 import { saveConnector } from '../src/connectors/store';
-import { listRuns } from '../src/core/runs';
+import { endpointCalls, listRuns } from '../src/core/runs';
 import { churnCustomers, createCustomersTable, readCustomers, seedCustomers } from '../src/demo/customers';
 import { startHttpListEmulator, type HttpListEmulator } from '../src/emulators/http-list-emulator';
 import { refreshWorkflowId, searchAttributes } from '../src/workflows/shared';
@@ -150,6 +150,15 @@ describe('refresh workflow: failures, concurrency, determinism (mysql)', () => {
       emulator.faults.clear();
       const summary = await handle.result();
       assert.equal(summary.status, 'succeeded');
+      // Every call the receiver saw is on the run: those of the failed attempts, 5xx retried
+      // inside a call, and the calls that went through. The outage made no call fail for good.
+      const received = emulator.stats().calls.add;
+      assert.equal(summary.apiCalls, received, `the receiver counted ${received} calls`);
+      const add = summary.callsByEndpoint.add!;
+      assert.equal(add.calls, received);
+      assert.ok(add.retried >= 2, `retried ${add.retried}: every 503 was tried again`);
+      assert.equal(add.failed, 0);
+      assert.equal(add.calls - add.retried, 10, 'ten calls of 500 went through');
     });
     await assertListEqualsDataset(t, listId);
     const applied = emulator.stats().recordsApplied.add;
@@ -400,6 +409,27 @@ describe('refresh workflow: failures, concurrency, determinism (mysql)', () => {
       const [record] = await listRuns(t.db, `default/${unreachable.id}`);
       assert.equal(record!.status, 'failed');
       assert.match(record!.error ?? '', /ECONNREFUSED/, 'the cause is kept on the run');
+    });
+
+    // Every step that calls the destination keeps the budget, not only the send, and the run
+    // counts the calls its failed attempts made.
+    const truncating = { ...unreachable, id: 'refusing-truncate' };
+    await saveConnector(t.db, truncating);
+    await temporal.withWorker({ db: t.db, destinations }, async (client) => {
+      const run = await client.startRefresh(truncating.id, { strategy: 'truncate' });
+      const error: Error = await run.result().then(
+        () => assert.fail('the run should fail'),
+        (failure: unknown) => failure as Error,
+      );
+      assert.match(
+        String((error.cause as Error | undefined)?.cause ?? error.cause),
+        /truncate: nothing was delivered for \d+ s over \d+ attempts \(failureBudgetSeconds 4\)/,
+      );
+      const [record] = await listRuns(t.db, `default/${truncating.id}`);
+      const calls = await endpointCalls(t.db, record!.id);
+      assert.ok(calls.truncate!.calls >= 2, `${calls.truncate!.calls} truncate calls counted`);
+      assert.equal(calls.truncate!.retried, calls.truncate!.calls, 'each refused connection was retried');
+      assert.equal(record!.api_calls, calls.truncate!.calls);
     });
 
     // Cancelled while it retries: the run still says what the send met.

@@ -52,7 +52,9 @@ for (const dialect of dialects) {
       assert.equal(remote.calls.add, 5, '10 records, two per call');
       assert.equal(remote.members.size, 10);
       const [run] = await listRuns(t.db, `default/${id}`);
-      assert.deepEqual(await endpointCalls(t.db, run!.id), { add: { calls: 5, failed: 0 } });
+      assert.deepEqual(await endpointCalls(t.db, run!.id), {
+        add: { calls: 5, failed: 0, rateLimited: 0, retried: 0 },
+      });
       assert.equal(run!.api_calls, 5);
       assert.equal(run!.bytes_sent, 10 * recordBytes);
     });

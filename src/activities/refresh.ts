@@ -2,6 +2,7 @@ import { Context } from '@temporalio/activity';
 import { connectorKey, InvalidConnectorError, type ConnectorDefinition } from '../connectors/definition';
 import { loadConnector } from '../connectors/store';
 import { DestinationError, type BatchOutcome, type Destination } from '../connectors/types';
+import { isCallFailure, talliesOfFailure, talliesOfOutcome } from '../core/api-calls';
 import type { DatasetReader } from '../core/dataset';
 import {
   badRowTotal,
@@ -29,6 +30,7 @@ import {
   incrementRunCounters,
   getRun,
   lastProgressAt,
+  recordFailedCalls,
   loadCheckpoint,
   recordFailure,
   recordPlan,
@@ -177,7 +179,7 @@ export function createRefreshActivities(dependencies: ActivityDependencies) {
       api_calls: outcome.apiCalls,
       rate_limit_waits: outcome.rateLimitWaits,
     });
-    await incrementEndpointCalls(db, runId, outcome.callsByEndpoint ?? { [endpoint]: outcome.apiCalls });
+    await incrementEndpointCalls(db, runId, talliesOfOutcome(outcome, endpoint));
   }
 
   /**
@@ -189,17 +191,20 @@ export function createRefreshActivities(dependencies: ActivityDependencies) {
   async function withinFailureBudget<T>(
     ref: RunRef,
     connector: ConnectorDefinition,
-    step: string,
+    step: { name: string; endpoint: string },
     work: () => Promise<T>,
   ) {
     const info = Context.current().info;
     if (info.attempt > 1) {
-      const since = Math.max(info.scheduledTimestampMs, (await lastProgressAt(db, ref.runId, step)) ?? 0);
+      const since = Math.max(
+        info.scheduledTimestampMs,
+        (await lastProgressAt(db, ref.runId, step.name)) ?? 0,
+      );
       const budget = connector.policy.failureBudgetSeconds;
       if (now() - since > budget * 1000) {
         const { last_failure } = await getRun(db, ref.runId);
         throw new FailureBudgetExceeded(
-          `${step}: nothing was delivered for ${Math.round((now() - since) / 1000)} s over ${info.attempt - 1} ` +
+          `${step.name}: nothing was delivered for ${Math.round((now() - since) / 1000)} s over ${info.attempt - 1} ` +
             `attempts (failureBudgetSeconds ${budget}); last error: ${last_failure ?? 'none recorded'}`,
         );
       }
@@ -207,7 +212,13 @@ export function createRefreshActivities(dependencies: ActivityDependencies) {
     try {
       return await work();
     } catch (error) {
-      if (isRetriedFailure(error)) await recordFailure(db, ref.runId, describeFailure(error), now());
+      // The calls of a failed attempt were made all the same: the run counts them. The database
+      // may be what failed, so a write that fails here does not hide the error.
+      await Promise.all([
+        isCallFailure(error) &&
+          recordFailedCalls(db, ref.runId, talliesOfFailure(error, step.endpoint), rateLimitWaitsOf(error)),
+        isRetriedFailure(error) && recordFailure(db, ref.runId, describeFailure(error), now()),
+      ]).catch(() => undefined);
       throw error;
     }
   }
@@ -339,7 +350,12 @@ export function createRefreshActivities(dependencies: ActivityDependencies) {
     async truncateRemote(ref: RunRef) {
       return failClearlyWhileHeartbeating(async () => {
         const { tenant, connector, key } = await open(ref);
-        const outcome = await withDestination(tenant, connector, (destination) => destination.truncate());
+        const outcome = await withinFailureBudget(
+          ref,
+          connector,
+          { name: 'truncate', endpoint: 'truncate' },
+          () => withDestination(tenant, connector, (destination) => destination.truncate()),
+        );
         await countCalls(ref.runId, outcome, 'truncate');
         await markRemoteEmptied(db, key, now());
       });
@@ -350,15 +366,18 @@ export function createRefreshActivities(dependencies: ActivityDependencies) {
       return failClearlyWhileHeartbeating(async () => {
         const { tenant, connector, key } = await open(ref);
         const { pending_list_id: abandoned } = await connectorState(key);
-        const { listId, outcome } = await withDestination(tenant, connector, async (destination) => {
-          if (!destination.createList) throw new PlanningError('this destination cannot create lists');
-          const created = await destination.createList(`run-${ref.runId}`);
-          // A list an earlier, failed run left half-built is of no use any more.
-          if (abandoned && abandoned !== created.listId && destination.deleteList) {
-            await countCalls(ref.runId, await destination.deleteList(abandoned), 'deleteList');
-          }
-          return created;
-        });
+        const budget = { name: 'createList', endpoint: 'createList' };
+        const { listId, outcome } = await withinFailureBudget(ref, connector, budget, () =>
+          withDestination(tenant, connector, async (destination) => {
+            if (!destination.createList) throw new PlanningError('this destination cannot create lists');
+            const created = await destination.createList(`run-${ref.runId}`);
+            // A list an earlier, failed run left half-built is of no use any more.
+            if (abandoned && abandoned !== created.listId && destination.deleteList) {
+              await countCalls(ref.runId, await destination.deleteList(abandoned), 'deleteList');
+            }
+            return created;
+          }),
+        );
         await countCalls(ref.runId, outcome, 'createList');
         await db('connector_state').where({ connector_id: key }).update({ pending_list_id: listId });
         return { listId };
@@ -380,7 +399,7 @@ export function createRefreshActivities(dependencies: ActivityDependencies) {
         const increments = sendIncrements();
         return keepHeartbeating(
           () =>
-            withinFailureBudget(ref, connector, ref.phase, () =>
+            withinFailureBudget(ref, connector, { name: ref.phase, endpoint: operationOf(ref.phase) }, () =>
               withDestination(tenant, connector, async (live) => {
                 const destination = ref.phase === 'fill' ? await pendingList(key, live) : live;
                 return sendPhase({
@@ -416,17 +435,20 @@ export function createRefreshActivities(dependencies: ActivityDependencies) {
         const state = await connectorState(key);
         if (!state.pending_list_id) return { listId: state.remote_list_id ?? null }; // swapped already
         const listId = state.pending_list_id;
-        const liveListId = await withDestination(tenant, connector, async (live) => {
-          if (!live.swapList || !live.deleteList)
-            throw new PlanningError('this destination cannot swap lists');
-          const swapped = await live.swapList(listId);
-          await countCalls(ref.runId, swapped, 'swapList');
-          const liveId = swapped.liveListId ?? listId;
-          if (state.remote_list_id && state.remote_list_id !== liveId) {
-            await countCalls(ref.runId, await live.deleteList(state.remote_list_id), 'deleteList');
-          }
-          return liveId;
-        });
+        const budget = { name: 'swapList', endpoint: 'swapList' };
+        const liveListId = await withinFailureBudget(ref, connector, budget, () =>
+          withDestination(tenant, connector, async (live) => {
+            if (!live.swapList || !live.deleteList)
+              throw new PlanningError('this destination cannot swap lists');
+            const swapped = await live.swapList(listId);
+            await countCalls(ref.runId, swapped, 'swapList');
+            const liveId = swapped.liveListId ?? listId;
+            if (state.remote_list_id && state.remote_list_id !== liveId) {
+              await countCalls(ref.runId, await live.deleteList(state.remote_list_id), 'deleteList');
+            }
+            return liveId;
+          }),
+        );
         await commitSwapped(db, key, now());
         await db('connector_state')
           .where({ connector_id: key })
@@ -448,21 +470,24 @@ export function createRefreshActivities(dependencies: ActivityDependencies) {
         if (saved?.cursor === DONE) return { keys: saved.recordsDone };
         let cursor: string | null = saved ? saved.cursor : null;
         let keys = saved?.recordsDone ?? 0;
-        await withDestination(tenant, connector, async (destination) => {
-          const limit = Math.min(LIST_PAGE_SIZE, destination.limits.recordsPerCall);
-          do {
-            const page = await destination.listMembers(cursor, limit);
-            cursor = page.next;
-            keys += page.keys.length;
-            const checkpoint = { cursor: cursor ?? DONE, recordsDone: keys };
-            await db.transaction(async (trx) => {
-              await saveRemoteKeys(trx, ref.runId, page.keys);
-              await saveCheckpoint(trx, ref.runId, 'snapshot', checkpoint, now());
-            });
-            await countCalls(ref.runId, { rejected: [], apiCalls: 1, rateLimitWaits: 0 }, 'listMembers');
-            context.heartbeat({ keys });
-          } while (cursor !== null);
-        });
+        const budget = { name: 'snapshot', endpoint: 'listMembers' };
+        await withinFailureBudget(ref, connector, budget, () =>
+          withDestination(tenant, connector, async (destination) => {
+            const limit = Math.min(LIST_PAGE_SIZE, destination.limits.recordsPerCall);
+            do {
+              const page = await destination.listMembers(cursor, limit);
+              cursor = page.next;
+              keys += page.keys.length;
+              const checkpoint = { cursor: cursor ?? DONE, recordsDone: keys };
+              await db.transaction(async (trx) => {
+                await saveRemoteKeys(trx, ref.runId, page.keys);
+                await saveCheckpoint(trx, ref.runId, 'snapshot', checkpoint, now());
+              });
+              await countCalls(ref.runId, { rejected: [], apiCalls: 1, rateLimitWaits: 0 }, 'listMembers');
+              context.heartbeat({ keys });
+            } while (cursor !== null);
+          }),
+        );
         return { keys };
       });
     },
@@ -537,4 +562,13 @@ function describeFailure(error: unknown): string {
   if (!(error instanceof Error)) return String(error);
   const cause = error.cause instanceof Error ? ` (${error.cause.message})` : '';
   return `${error.message}${cause}`;
+}
+
+/** The destination operation a send phase calls. */
+function operationOf(phase: SendPhase): string {
+  return phase === 'deletions' ? 'remove' : 'add';
+}
+
+function rateLimitWaitsOf(error: unknown): number {
+  return (error as { rateLimitWaits?: number } | null)?.rateLimitWaits ?? 0;
 }

@@ -13,6 +13,7 @@ import { defineDestination } from './module';
 import {
   DestinationError,
   type BatchOutcome,
+  type CallRetries,
   type Capabilities,
   type Destination,
   type Member,
@@ -118,7 +119,12 @@ export function createHttpListDestination(
       response,
       `http-list: unexpected answer from ${method} ${url} (is baseUrl an http-list API?)`,
     );
-    return { body: parsed, apiCalls: response.apiCalls, rateLimitWaits: response.rateLimitWaits };
+    return {
+      body: parsed,
+      apiCalls: response.apiCalls,
+      rateLimitWaits: response.rateLimitWaits,
+      retriedCalls: response.retriedCalls,
+    };
   }
 
   /**
@@ -132,14 +138,17 @@ export function createHttpListDestination(
    * safe (adds and removes are idempotent); committing an unconfirmed record is not.
    */
   async function inBatches<T>(
+    endpoint: 'add' | 'remove',
     items: T[],
     keyOf: (item: T) => string,
     send: (chunk: T[]) => Promise<{
       body: { rejected: BatchOutcome['rejected']; taken: number | undefined };
       apiCalls: number;
       rateLimitWaits: number;
+      retriedCalls: number;
     }>,
   ): Promise<BatchOutcome> {
+    const retries = { rateLimited: 0, retried: 0 };
     const outcome: BatchOutcome = { rejected: [], apiCalls: 0, rateLimitWaits: 0 };
     for (let start = 0; start < items.length; start += config.recordsPerCall) {
       const chunk = items.slice(start, start + config.recordsPerCall);
@@ -155,8 +164,10 @@ export function createHttpListDestination(
       }
       outcome.apiCalls += result.apiCalls;
       outcome.rateLimitWaits += result.rateLimitWaits;
+      retries.rateLimited += result.rateLimitWaits;
+      retries.retried += result.retriedCalls;
     }
-    return outcome;
+    return withRetries(outcome, endpoint, retries);
   }
 
   return {
@@ -167,6 +178,7 @@ export function createHttpListDestination(
     async add(members: Member[]) {
       ensureSupported('add');
       return inBatches(
+        'add',
         members,
         (member) => member.key,
         async (chunk) => {
@@ -179,6 +191,7 @@ export function createHttpListDestination(
     async remove(keys: string[]) {
       ensureSupported('remove');
       return inBatches(
+        'remove',
         keys,
         (key) => key,
         async (chunk) => {
@@ -197,7 +210,11 @@ export function createHttpListDestination(
     async truncate() {
       ensureSupported('truncate');
       const result = await call('POST', `${listUrl}:truncate`, undefined, z.object({}));
-      return { rejected: [], apiCalls: result.apiCalls, rateLimitWaits: result.rateLimitWaits };
+      const outcome = { rejected: [], apiCalls: result.apiCalls, rateLimitWaits: result.rateLimitWaits };
+      return withRetries(outcome, 'truncate', {
+        rateLimited: result.rateLimitWaits,
+        retried: result.retriedCalls,
+      });
     },
 
     async listMembers(cursor: string | null, limit: number): Promise<MemberPage> {
@@ -213,6 +230,12 @@ export function createHttpListDestination(
       // fetch's global connection pool needs no closing.
     },
   };
+}
+
+/** The outcome, saying which of its calls were retried (when any were). */
+function withRetries(outcome: BatchOutcome, endpoint: string, retries: CallRetries): BatchOutcome {
+  if (retries.rateLimited + retries.retried === 0) return outcome;
+  return { ...outcome, retriesByEndpoint: { [endpoint]: retries } };
 }
 
 export const httpListDestination = defineDestination({

@@ -86,6 +86,8 @@ export interface JsonResponse<T> {
   apiCalls: number;
   /** 429 answers that were waited for. */
   rateLimitWaits: number;
+  /** Calls that failed (5xx, network, timeout) and were tried again. */
+  retriedCalls: number;
 }
 
 /**
@@ -101,6 +103,8 @@ export class HttpDestinationError extends DestinationError {
     override readonly apiCalls: number,
     override readonly rateLimitWaits: number,
     readonly body?: unknown,
+    /** Calls before the last that failed and were tried again. */
+    readonly retriedCalls = 0,
   ) {
     super(message, kind, status);
     this.name = 'HttpDestinationError';
@@ -182,7 +186,13 @@ export async function requestJson<T = unknown>(request: JsonRequest): Promise<Js
   let apiCalls = 0;
   let rateLimitWaits = 0;
   let failedAttempts = 0;
-  const fail = (message: string, kind: DestinationError['kind'], last: { status?: number; body?: unknown }) =>
+  // The call that ends in an error is the failed one; failures before it were retried.
+  const fail = (
+    message: string,
+    kind: DestinationError['kind'],
+    last: { status?: number; body?: unknown },
+    retriedCalls = failedAttempts,
+  ) =>
     new HttpDestinationError(
       redact(`${options.service}: ${message}`, options),
       kind,
@@ -190,6 +200,7 @@ export async function requestJson<T = unknown>(request: JsonRequest): Promise<Js
       apiCalls,
       rateLimitWaits,
       last.body,
+      retriedCalls,
     );
 
   // Whoever runs this call (the worker, for a tenant) may hold it to the hosts it may reach.
@@ -200,7 +211,13 @@ export async function requestJson<T = unknown>(request: JsonRequest): Promise<Js
     apiCalls++;
     const result = await attempt(options);
     if (result.outcome === 'done') {
-      return { status: result.status, body: result.body as T, apiCalls, rateLimitWaits };
+      return {
+        status: result.status,
+        body: result.body as T,
+        apiCalls,
+        rateLimitWaits,
+        retriedCalls: failedAttempts,
+      };
     }
     if (result.outcome === 'refused') throw fail(result.message, result.kind, result);
 
@@ -223,7 +240,7 @@ export async function requestJson<T = unknown>(request: JsonRequest): Promise<Js
       failedAttempts++;
       if (failedAttempts >= options.maxAttempts) {
         const reason = `${result.failure} (gave up after ${apiCalls} calls)`;
-        throw fail(`${target(options)}: ${reason}`, 'retryable', result);
+        throw fail(`${target(options)}: ${reason}`, 'retryable', result, failedAttempts - 1);
       }
       delayMs = fullJitterBackoff(failedAttempts - 1, options.baseDelayMs, options.maxDelayMs, random);
     }

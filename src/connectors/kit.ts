@@ -3,6 +3,7 @@ import { HttpDestinationError, type RetryOptions } from './http';
 import {
   DestinationError,
   type BatchOutcome,
+  type CallRetries,
   SECRET_NAME,
   type Rejection,
   type SecretResolver,
@@ -88,6 +89,8 @@ export function lazySecret(secrets: SecretResolver, name: string, context: strin
 export interface Cost {
   apiCalls: number;
   rateLimitWaits: number;
+  /** Calls that failed and were tried again (absent: none). */
+  retriedCalls?: number;
 }
 
 /** The calls one batch made, in total and by endpoint, for its BatchOutcome. */
@@ -95,11 +98,18 @@ export class CallTally {
   apiCalls = 0;
   rateLimitWaits = 0;
   readonly byEndpoint: Record<string, number> = {};
+  readonly retriesByEndpoint: Record<string, CallRetries> = {};
 
   count(endpoint: string, cost: Cost): void {
     this.apiCalls += cost.apiCalls;
     this.rateLimitWaits += cost.rateLimitWaits;
     this.byEndpoint[endpoint] = (this.byEndpoint[endpoint] ?? 0) + cost.apiCalls;
+    const retried = cost.retriedCalls ?? 0;
+    if (cost.rateLimitWaits > 0 || retried > 0) {
+      const seen = (this.retriesByEndpoint[endpoint] ??= { rateLimited: 0, retried: 0 });
+      seen.rateLimited += cost.rateLimitWaits;
+      seen.retried += retried;
+    }
   }
 
   /** Runs one request and counts its cost, also when it fails: a failed request was still made. */
@@ -121,6 +131,9 @@ export class CallTally {
       apiCalls: this.apiCalls,
       rateLimitWaits: this.rateLimitWaits,
       callsByEndpoint: { ...this.byEndpoint },
+      ...(Object.keys(this.retriesByEndpoint).length > 0
+        ? { retriesByEndpoint: structuredClone(this.retriesByEndpoint) }
+        : {}),
     };
   }
 }
@@ -139,4 +152,19 @@ export function parseAnswer<T>(
   const parsed = schema.safeParse(response.body);
   if (parsed.success) return parsed.data;
   throw new DestinationError(`${context}: ${z.prettifyError(parsed.error)}`, 'fatal', response.status);
+}
+
+/**
+ * Rejections for the records an answer does not acknowledge: every key of `keys` that `rejected`
+ * does not already refuse, with the same "not acknowledged: …" reason. The engine keeps them
+ * pending and sends them again; re-sending is safe, committing an unconfirmed record is not.
+ */
+export function notAcknowledged(
+  keys: Iterable<string>,
+  rejected: readonly Rejection[],
+  why: string,
+): Rejection[] {
+  const refused = new Set(rejected.map((r) => r.key));
+  const reason = `not acknowledged: ${why}`;
+  return [...keys].filter((key) => !refused.has(key)).map((key) => ({ key, reason }));
 }

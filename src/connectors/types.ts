@@ -58,8 +58,19 @@ export interface BatchOutcome {
    * kind of call; without it, all calls count for the operation (`add`, `remove`, `truncate`).
    */
   callsByEndpoint?: Record<string, number>;
+  /**
+   * Of those calls, by endpoint, the ones retried inside the batch: answered 429 (or equivalent)
+   * and waited for, or failed (5xx, network) and tried again. The rest of the calls succeeded.
+   */
+  retriesByEndpoint?: Record<string, CallRetries>;
   /** Times the destination told us to slow down (429 or equivalent) while sending this batch. */
   rateLimitWaits: number;
+}
+
+/** Calls of one endpoint that were retried: rate-limited ones, and failed ones tried again. */
+export interface CallRetries {
+  rateLimited: number;
+  retried: number;
 }
 
 export interface MemberPage {
@@ -118,6 +129,7 @@ export class DestinationError extends Error {
   apiCalls?: number;
   rateLimitWaits?: number;
   callsByEndpoint?: Record<string, number>;
+  retriesByEndpoint?: Record<string, CallRetries>;
 
   constructor(
     message: string,

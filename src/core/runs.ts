@@ -1,5 +1,6 @@
 import type { Knex } from 'knex';
 import type { Db } from '../db';
+import { totalOf, type EndpointTallies } from './api-calls';
 import type { BadRowReport } from './deltalog';
 
 /** The run record: one row per refresh, written as the run goes so operators can follow it. */
@@ -169,36 +170,68 @@ export async function recordPlan(
 }
 
 /** API calls of one destination call, by endpoint (`users:add`, `jobs:run`, …), and failures. */
-export async function incrementEndpointCalls(
-  db: Executor,
-  runId: number,
-  calls: Record<string, number>,
-  failed: Record<string, number> = {},
-) {
-  for (const endpoint of new Set([...Object.keys(calls), ...Object.keys(failed)])) {
-    const add = { calls: calls[endpoint] ?? 0, failed: failed[endpoint] ?? 0 };
-    if (add.calls === 0 && add.failed === 0) continue;
+export async function incrementEndpointCalls(db: Executor, runId: number, tallies: EndpointTallies) {
+  for (const [endpoint, tally] of Object.entries(tallies)) {
+    if (tally.calls === 0 && tally.failed === 0) continue;
+    const add = {
+      calls: tally.calls,
+      failed: tally.failed,
+      rate_limited: tally.rateLimited,
+      retried: tally.retried,
+    };
     await db('run_api_calls')
       .insert({ run_id: runId, endpoint: endpoint.slice(0, 64), ...add })
       .onConflict(['run_id', 'endpoint'])
-      .merge({
-        calls: db.raw('run_api_calls.calls + ?', [add.calls]),
-        failed: db.raw('run_api_calls.failed + ?', [add.failed]),
-      });
+      .merge(
+        Object.fromEntries(
+          Object.entries(add).map(([column, value]) => [
+            column,
+            db.raw(`run_api_calls.${column} + ?`, [value]),
+          ]),
+        ),
+      );
   }
 }
 
-export async function endpointCalls(
+/**
+ * The run's calls and what its failed calls cost, in one go: for an operation that ended in an
+ * error, whose batch transaction never ran. The calls were made all the same.
+ */
+export async function recordFailedCalls(
   db: Db,
   runId: number,
-): Promise<Record<string, { calls: number; failed: number }>> {
+  tallies: EndpointTallies,
+  rateLimitWaits: number,
+) {
+  const total = totalOf(tallies);
+  await db.transaction(async (trx) => {
+    await incrementRunCounters(trx, runId, {
+      api_calls: total.calls,
+      failed_calls: total.failed,
+      rate_limit_waits: rateLimitWaits,
+    });
+    await incrementEndpointCalls(trx, runId, tallies);
+  });
+}
+
+export async function endpointCalls(db: Db, runId: number): Promise<EndpointTallies> {
   const rows = (await db('run_api_calls').where({ run_id: runId }).orderBy('endpoint')) as {
     endpoint: string;
     calls: number;
     failed: number;
+    rate_limited: number;
+    retried: number;
   }[];
   return Object.fromEntries(
-    rows.map((r) => [r.endpoint, { calls: Number(r.calls), failed: Number(r.failed) }]),
+    rows.map((r) => [
+      r.endpoint,
+      {
+        calls: Number(r.calls),
+        failed: Number(r.failed),
+        rateLimited: Number(r.rate_limited),
+        retried: Number(r.retried),
+      },
+    ]),
   );
 }
 

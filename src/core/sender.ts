@@ -14,6 +14,7 @@ import {
   type ChangesetKind,
   type ChangesetRow,
 } from './deltalog';
+import { talliesOfFailure, talliesOfOutcome, totalOf, type EndpointTallies } from './api-calls';
 import { incrementEndpointCalls, incrementRunCounters, loadCheckpoint, saveCheckpoint } from './runs';
 
 /**
@@ -124,7 +125,9 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
       options.signal?.throwIfAborted();
       const result = await deliver(options, batch);
       const bytes = batch.reduce((sum, item) => sum + sizeOf(item), 0);
-      await record(options, batch, result, bytes, progress.recordsDone + batch.length);
+      await whileDatabaseUnavailable(options.signal, () =>
+        record(options, batch, result, bytes, progress.recordsDone + batch.length),
+      );
       cursor = batch[batch.length - 1]!.key;
       progress.recordsDone += batch.length;
       progress.batches += 1;
@@ -161,6 +164,8 @@ interface CallResult {
   delivered: string[];
   outcome: BatchOutcome;
   failedCalls: number;
+  /** What the call cost, by endpoint and outcome. */
+  tallies: EndpointTallies;
   skipped: number;
 }
 
@@ -177,25 +182,29 @@ async function deliver(options: SendOptions, batch: Item[]): Promise<CallResult>
   const sentKeys = phase === 'deletions' ? batch.map((item) => item.key) : members.map((m) => m.key);
   const unsent = batch.filter((item) => item.nothingToSend).map((item) => item.key);
   const skipped = batch.length - sentKeys.length - unsent.length;
-  if (sentKeys.length === 0) return { delivered: unsent, outcome: NO_CALL, failedCalls: 0, skipped };
+  const operation = phase === 'deletions' ? 'remove' : 'add';
+  if (sentKeys.length === 0)
+    return { delivered: unsent, outcome: NO_CALL, failedCalls: 0, tallies: {}, skipped };
   try {
     const outcome =
       phase === 'deletions' ? await destination.remove(sentKeys) : await destination.add(members);
     const rejected = new Set(outcome.rejected.map((r) => r.key));
     const delivered = [...unsent, ...sentKeys.filter((k) => !rejected.has(k))];
-    return { delivered, outcome, failedCalls: 0, skipped };
+    return { delivered, outcome, failedCalls: 0, tallies: talliesOfOutcome(outcome, operation), skipped };
   } catch (error) {
     if (!(error instanceof DestinationError) || error.kind !== 'batch') throw error;
     const reason = `batch refused: ${error.message}`;
+    const tallies = talliesOfFailure(error, operation);
+    const total = totalOf(tallies);
     return {
       delivered: unsent,
       outcome: {
         rejected: sentKeys.map((key) => ({ key, reason })),
-        apiCalls: error.apiCalls ?? 1,
+        apiCalls: total.calls,
         rateLimitWaits: error.rateLimitWaits ?? 0,
-        callsByEndpoint: error.callsByEndpoint,
       },
-      failedCalls: 1,
+      failedCalls: total.failed,
+      tallies,
       skipped,
     };
   }
@@ -212,7 +221,6 @@ async function record(
   const { db, runId, phase } = options;
   const key = options.connectorKey;
   const now = (options.now ?? Date.now)();
-  const operation = phase === 'deletions' ? 'remove' : 'add';
   await db.transaction(async (trx) => {
     if (phase === 'fill') {
       await markFilled(trx, key, result.delivered);
@@ -237,12 +245,51 @@ async function record(
       rate_limit_waits: result.outcome.rateLimitWaits,
       bytes_sent: result.outcome.apiCalls > 0 ? bytes : 0,
     });
-    await incrementEndpointCalls(
-      trx,
-      runId,
-      result.outcome.callsByEndpoint ?? { [operation]: result.outcome.apiCalls },
-      result.failedCalls > 0 ? { [operation]: result.failedCalls } : {},
-    );
+    await incrementEndpointCalls(trx, runId, result.tallies);
     await saveCheckpoint(trx, runId, phase, { cursor: batch[batch.length - 1]!.key, recordsDone }, now);
   });
+}
+
+/**
+ * Runs `write` (recording a call that was made), trying again while the database is briefly
+ * unreachable (a restart, a failover, a dropped connection): the batch is delivered, and giving
+ * up now would send it again on the retry. Past the deadline the error goes up and the activity's
+ * retry resends at most this batch. A write whose commit went through but whose answer was lost
+ * is repeated harmlessly, except that the run's counters may count the call twice.
+ */
+async function whileDatabaseUnavailable(signal: AbortSignal | undefined, write: () => Promise<void>) {
+  const deadline = Date.now() + DATABASE_RETRY_MS;
+  for (let delayMs = 500; ; delayMs = Math.min(delayMs * 2, 5_000)) {
+    try {
+      return await write();
+    } catch (error) {
+      if (!isTransientDatabaseError(error) || Date.now() + delayMs > deadline) throw error;
+      signal?.throwIfAborted();
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+    }
+  }
+}
+const DATABASE_RETRY_MS = 120_000;
+
+const TRANSIENT_CODES = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'PROTOCOL_CONNECTION_LOST',
+  'ER_SERVER_SHUTDOWN',
+  'ER_CON_COUNT_ERROR',
+  'ER_LOCK_DEADLOCK',
+  'ER_LOCK_WAIT_TIMEOUT',
+  'SQLITE_BUSY',
+]);
+
+/** A connection-level or contention error that a moment later may well not happen again. */
+export function isTransientDatabaseError(error: unknown): boolean {
+  if (!(error instanceof Error)) return false;
+  const { code, fatal } = error as { code?: unknown; fatal?: unknown };
+  if (typeof code === 'string' && TRANSIENT_CODES.has(code)) return true;
+  // mysql2 marks errors that closed the connection `fatal`; knex's pool times out while the
+  // server is gone.
+  return fatal === true || error.name === 'KnexTimeoutError';
 }

@@ -1,3 +1,4 @@
+import type { EndpointTallies } from './api-calls';
 import { idOfKey } from '../connectors/definition';
 import type { Db } from '../db';
 import { badRowTotal } from './deltalog';
@@ -76,7 +77,8 @@ export interface RunSummary {
   quarantined: number;
   apiCalls: number;
   failedCalls: number;
-  callsByEndpoint: Record<string, { calls: number; failed: number }>;
+  /** Calls by endpoint and outcome (see core/api-calls.ts). */
+  callsByEndpoint: EndpointTallies;
   rateLimitWaits: number;
   badRows: number;
   drift: DriftCounts | null;

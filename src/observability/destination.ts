@@ -1,40 +1,34 @@
 import type { BatchOutcome, Destination } from '../connectors/types';
+import { talliesOfFailure, talliesOfOutcome, type EndpointTallies } from '../core/api-calls';
 import type { RefreshObserver } from './observer';
 
 /**
  * A destination that reports every operation's API calls and rate-limit waits to an observer,
  * and otherwise behaves exactly like the one it wraps: same results, same errors, same `this`.
  *
- * Calls are counted the way the run records them (`run_api_calls`): every HTTP call of an
- * operation counts, retries included; an operation that ends in an error counts one failed call
- * (at its own endpoint when it called it, otherwise at the last endpoint it called). Unlike the
- * run's counters, the metrics also count operations whose error fails the activity (retries run
- * out, fatal errors): the destination was called, and the call failed.
+ * Calls are counted the way the run records them (`run_api_calls`, see core/api-calls.ts): every
+ * HTTP call of an operation counts once, by endpoint and outcome (ok, rate_limited, retried,
+ * failed); an operation that ends in an error counts one failed call (at its own endpoint when it
+ * called it, otherwise at the last endpoint it called).
  */
 export function observeDestination(destination: Destination, observer: RefreshObserver): Destination {
   const type = destination.type;
 
   function succeeded(endpoint: string, outcome: BatchOutcome | undefined): void {
     if (!outcome) return;
-    for (const [name, calls] of Object.entries(outcome.callsByEndpoint ?? { [endpoint]: outcome.apiCalls })) {
-      observer.onCall(type, name, calls, 0);
-    }
-    observer.onRateLimitWaits(type, outcome.rateLimitWaits);
+    report(talliesOfOutcome(outcome, endpoint), outcome.rateLimitWaits);
   }
 
   function failed(endpoint: string, error: unknown): void {
-    const cost = (error ?? {}) as Partial<
-      Pick<BatchOutcome, 'apiCalls' | 'rateLimitWaits' | 'callsByEndpoint'>
-    >;
-    // A copy: the sender reads the same error's counts afterwards.
-    const byEndpoint = { ...(cost.callsByEndpoint ?? { [endpoint]: cost.apiCalls ?? 1 }) };
-    const names = Object.keys(byEndpoint);
-    const failedAt = names.length === 0 || names.includes(endpoint) ? endpoint : names[names.length - 1]!;
-    byEndpoint[failedAt] = Math.max(byEndpoint[failedAt] ?? 0, 1);
-    for (const [name, calls] of Object.entries(byEndpoint)) {
-      observer.onCall(type, name, calls, name === failedAt ? 1 : 0);
-    }
-    observer.onRateLimitWaits(type, cost.rateLimitWaits ?? 0);
+    report(
+      talliesOfFailure(error, endpoint),
+      (error as { rateLimitWaits?: number } | null)?.rateLimitWaits ?? 0,
+    );
+  }
+
+  function report(tallies: EndpointTallies, rateLimitWaits: number): void {
+    for (const [name, tally] of Object.entries(tallies)) observer.onCall(type, name, tally);
+    observer.onRateLimitWaits(type, rateLimitWaits);
   }
 
   /** An operation resolving to a BatchOutcome (or carrying one, like createList). */

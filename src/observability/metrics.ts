@@ -39,7 +39,9 @@ export function createWorkerMetrics(options: { defaultMetrics?: boolean } = {}):
   });
   const apiCalls = new Counter({
     name: METRIC_NAMES.apiCalls,
-    help: 'API calls made to a destination (retries included), by endpoint and outcome (ok | failed).',
+    help:
+      'API calls made to a destination, each counted once, by endpoint and outcome: ok, rate_limited ' +
+      '(answered 429, waited and retried), retried (failed, tried again), failed (ended the operation in an error).',
     labelNames: ['destination', 'endpoint', 'outcome'] as const,
     registers: [registry],
   });
@@ -69,10 +71,19 @@ export function createWorkerMetrics(options: { defaultMetrics?: boolean } = {}):
   };
 
   const observer: RefreshObserver = {
-    onCall(destination, endpoint, calls, failed) {
-      const failures = Math.min(Math.max(failed, 0), calls);
-      add(apiCalls, { destination, endpoint, outcome: 'ok' }, calls - failures);
-      add(apiCalls, { destination, endpoint, outcome: 'failed' }, failures);
+    onCall(destination, endpoint, tally) {
+      // Each call has one outcome: the parts never add up to more than the calls.
+      let left = Math.max(tally.calls, 0);
+      const take = (count: number) => {
+        const taken = Math.min(Math.max(count, 0), left);
+        left -= taken;
+        return taken;
+      };
+      const labels = (outcome: string) => ({ destination, endpoint, outcome });
+      add(apiCalls, labels('failed'), take(tally.failed));
+      add(apiCalls, labels('rate_limited'), take(tally.rateLimited));
+      add(apiCalls, labels('retried'), take(tally.retried));
+      add(apiCalls, labels('ok'), left);
     },
     onRateLimitWaits(destination, waits) {
       add(rateLimitWaits, { destination }, waits);

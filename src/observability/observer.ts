@@ -1,3 +1,4 @@
+import type { EndpointTally } from '../core/api-calls';
 import { describeError, logger } from '../logging';
 
 /**
@@ -9,9 +10,9 @@ import { describeError, logger } from '../logging';
 export interface RefreshObserver {
   /**
    * API calls one destination operation made at `endpoint` (`add`, `users:add`, `jobs:run`, …),
-   * retries included; `failed` of them ended the operation in an error.
+   * retries included, and what became of them (see core/api-calls.ts).
    */
-  onCall(destination: string, endpoint: string, calls: number, failed: number): void;
+  onCall(destination: string, endpoint: string, tally: EndpointTally): void;
   /** Times the destination told us to slow down (429 or equivalent) and we waited. */
   onRateLimitWaits(destination: string, waits: number): void;
   /** One recorded send call: records delivered (committed) and records rejected. */
