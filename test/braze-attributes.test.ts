@@ -147,6 +147,30 @@ describe('braze-attributes destination against the emulator', () => {
     assert.equal(emu.members(FLAG).has(userId(80)), false, 'the index is mapped within its own request');
   });
 
+  test('objects attributes_processed does not cover stay pending, the rest of the batch is delivered', async () => {
+    const { emu, dest } = await setup({ objectsPerRequest: 3 });
+    // The first request refuses u-0001 and silently drops u-0002: it processes 1 of the 2 objects
+    // it did not refuse, and does not say which. The second request is acknowledged in full.
+    emu.faults.set({ shortAck: { calls: 1 }, reject: (id) => (id === userId(1) ? 'invalid' : null) });
+    const outcome = await dest.add(users(6));
+    const notAcknowledged =
+      'not acknowledged: Braze processed 1 of the 2 attribute objects it did not refuse';
+    assert.deepEqual(outcome.rejected, [
+      { key: userId(1), reason: 'invalid' },
+      { key: userId(0), reason: notAcknowledged },
+      { key: userId(2), reason: notAcknowledged },
+    ]);
+    assert.deepEqual([...emu.members(FLAG).keys()].sort(), [userId(0), userId(3), userId(4), userId(5)]);
+
+    emu.faults.set({ shortAck: { calls: 1 } });
+    const removal = await dest.remove([userId(3), userId(4)]);
+    assert.deepEqual(
+      removal.rejected.map((r) => r.key),
+      [userId(3), userId(4)],
+      'removals are counted the same way',
+    );
+  });
+
   test('429: waits until X-RateLimit-Reset (Braze sends no Retry-After) and counts the waits', async () => {
     const { emu, dest, waits } = await setup();
     emu.faults.set({ rateLimit: { calls: 2, retryAfterSeconds: 3 } });
@@ -283,6 +307,23 @@ describe('braze-attributes wire format and answers', () => {
     const err = await rejection(vague.dest.add(users(2)));
     assert.equal(err.kind, 'batch');
     assert.match(err.message, /error for no object/);
+  });
+
+  test('a success without attributes_processed acknowledges no object', async () => {
+    const { dest } = await server(() => ({ status: 201, body: { message: 'success' } }));
+    const outcome = await dest.add(users(2));
+    assert.deepEqual(outcome.rejected, [
+      {
+        key: userId(0),
+        reason:
+          'not acknowledged: no attributes_processed count for the 2 attribute objects Braze did not refuse',
+      },
+      {
+        key: userId(1),
+        reason:
+          'not acknowledged: no attributes_processed count for the 2 attribute objects Braze did not refuse',
+      },
+    ]);
   });
 });
 

@@ -234,6 +234,30 @@ describe('file-drop resuming a fill', () => {
     await noRetries.swapList!(listId);
     assert.deepEqual([...(await emu.members()).keys()], ['a', 'b', 'c', 'd', 'e', 'f']);
   });
+
+  test('a write whose fsync fails acknowledges nothing; the batch sent again is written once', async () => {
+    const { emu } = await setup();
+    const dest = createFileDropDestination(
+      { type: 'file-drop', directory: emu.directory, filePrefix: 'audience' },
+      { io: emu.io, maxAttempts: 1 },
+    );
+    const { listId } = await dest.createList!('run-1');
+    const build = dest.forList!(listId);
+    await build.add(members('a'));
+    // The bytes reach the file, but the write (its fsync) reports EIO: the call must fail, not
+    // return an outcome the engine would commit.
+    emu.faults.set({ failAfter: { op: 'append', calls: 1 } });
+    const err = await rejection(build.add(members('b', 'c')));
+    assert.equal(err.kind, 'retryable');
+    assert.match(err.message, /EIO/);
+    const partial = fs.readFileSync(path.join(emu.directory, `${listId}.partial`), 'utf8');
+    assert.equal(partial.split('\n').filter(Boolean).length, 3, 'written, yet not acknowledged');
+
+    assert.deepEqual((await build.add(members('b', 'c'))).rejected, []);
+    await dest.swapList!(listId);
+    assert.deepEqual([...(await emu.members()).keys()], ['a', 'b', 'c']);
+    assert.equal((await emu.manifest())?.records, 3);
+  });
 });
 
 describe('file-drop CSV', () => {

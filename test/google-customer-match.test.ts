@@ -226,6 +226,38 @@ describe('google-customer-match destination', () => {
     assert.equal(emu.stats().calls['offlineUserDataJobs:run'], 0, 'a job with nothing valid is not run');
   });
 
+  test('a partial failure that names no operation leaves its whole request unacknowledged', async () => {
+    const { emu, dest } = await setup({ identifiersPerRequest: 2 });
+    const bad = emailHash('bad@example.com');
+    emu.faults.set({
+      reject: (id) => (id.hashedEmail === bad ? 'INVALID_SHA256_FORMAT' : null),
+      unnamedPartialFailures: { calls: 1 },
+    });
+    // Two addOperations requests: [a, bad] fails one operation without saying which; [c, d] is clean.
+    const outcome = await dest.add(
+      members('a@example.com', 'bad@example.com', 'c@example.com', 'd@example.com'),
+    );
+    assert.deepEqual(
+      outcome.rejected.map((r) => r.key),
+      ['a@example.com', 'bad@example.com'],
+    );
+    for (const { reason } of outcome.rejected) {
+      assert.match(
+        reason,
+        /^not acknowledged: addOperations reported a partial failure \(3 .+\) without naming the operations$/,
+      );
+    }
+    // The job ran for what Google took: 'a' is on the list, delivered but not acknowledged.
+    assert.deepEqual(memberKeys(emu), hashes('a@example.com', 'c@example.com', 'd@example.com'));
+
+    const again = await dest.add(members('a@example.com', 'bad@example.com'));
+    assert.deepEqual(
+      again.rejected.map((r) => r.key),
+      ['bad@example.com'],
+      'sent again, the named failure is the only rejection',
+    );
+  });
+
   test('a FAILED job is retried once with a new job, then succeeds', async () => {
     const { emu, dest } = await setup();
     emu.faults.set({ failJobs: { jobs: 1, reason: 'UNKNOWN' } });

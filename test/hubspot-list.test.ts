@@ -126,6 +126,31 @@ describe('hubspot-list destination against the emulator', () => {
     assert.deepEqual(emu.members(listId), ['100']);
   });
 
+  test('an answer without its id lists acknowledges no id of that call', async () => {
+    const { emu, dest, listId } = await setup({ recordsPerCall: 2 }, { recordIds: ids(100, 10) });
+    // Two calls: ['100', '555'] is answered `{}`, so the missing '555' is not reported either;
+    // ['101', '102'] is answered in full.
+    emu.faults.set({ bareAnswer: { calls: 1 } });
+    const added = await dest.add(members('100', '555', '101', '102'));
+    const reason =
+      "not acknowledged: HubSpot's answer does not carry both recordIdsMissing and recordsIdsAdded";
+    assert.deepEqual(added.rejected, [
+      { key: '100', reason },
+      { key: '555', reason },
+    ]);
+    assert.deepEqual(emu.members(listId), ['100', '101', '102'], "'100' was added, just not confirmed");
+
+    emu.faults.set({ bareAnswer: { calls: 1 } });
+    const removed = await dest.remove(['100', '101', '102']);
+    assert.deepEqual(
+      removed.rejected.map((r) => [r.key, r.reason.split(':')[0]]),
+      [
+        ['100', 'not acknowledged'],
+        ['101', 'not acknowledged'],
+      ],
+    );
+  });
+
   test('keys that are not record ids are rejected locally and never sent', async () => {
     const { emu, dest, listId } = await setup();
     const added = await dest.add(members('alice@example.com', '0042', '7'));

@@ -240,6 +240,32 @@ describe('klaviyo-list destination against the emulator', () => {
     );
   });
 
+  test('profiles a job neither imported nor named as failed stay pending, with the job', async () => {
+    const { emu, dest } = await setup({ profilesPerJob: 3 });
+    // The first job fails person0001 by name and silently skips person0002: completed_count is 1
+    // of the 2 profiles it named no failure for, and which one is not said. The second job is whole.
+    emu.faults.set({
+      shortAck: { jobs: 1 },
+      reject: (e) => (e === email(1) ? 'Email address is suppressed' : null),
+    });
+    const outcome = await dest.add(people(6));
+    assert.deepEqual(
+      outcome.rejected.map((r) => [r.key, r.reason.replace(/job \w+/, 'job J')]),
+      [
+        [email(1), 'Email address is suppressed (invalid)'],
+        [
+          email(0),
+          'not acknowledged: bulk import job J completed 1 of the 2 profiles it named no failure for (failed_count 1, 1 named)',
+        ],
+        [
+          email(2),
+          'not acknowledged: bulk import job J completed 1 of the 2 profiles it named no failure for (failed_count 1, 1 named)',
+        ],
+      ],
+    );
+    assert.deepEqual([...emu.members(LIST).keys()], [email(0), email(3), email(4), email(5)]);
+  });
+
   test('a synchronous 400 pointing at a profile sets that profile aside and imports the rest', async () => {
     const { emu, dest } = await setup();
     emu.faults.set({ refuse: (e) => (e === email(5) ? 'Blocked.' : null) });
@@ -386,7 +412,7 @@ describe('klaviyo-list wire format', () => {
           data: {
             type: 'profile-bulk-import-job',
             id: 'J1',
-            attributes: { status: 'complete', failed_count: 0 },
+            attributes: { status: 'complete', total_count: 1, completed_count: 1, failed_count: 0 },
           },
         };
         const profiles = {

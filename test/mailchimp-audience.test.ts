@@ -181,6 +181,30 @@ describe('mailchimp-audience destination against the emulator', () => {
     );
   });
 
+  test('members the batch answer does not mention stay pending; the ones it lists are delivered', async () => {
+    const { emu, dest, listId } = await setup();
+    emu.faults.set({
+      unlisted: (email) => email === 'b@example.com' || email === 'c@example.com',
+      reject: (email) => (email === 'c@example.com' ? 'compliance state: cannot be subscribed' : null),
+    });
+    const outcome = await dest.add(
+      contacts('a@example.com', 'b@example.com', 'c@example.com', 'd@example.com'),
+    );
+    assert.deepEqual(outcome.rejected, [
+      { key: 'c@example.com', reason: 'compliance state: cannot be subscribed [ERROR_GENERIC]' },
+      {
+        key: 'b@example.com',
+        reason:
+          "not acknowledged: Mailchimp's answer lists it neither in new_members, updated_members nor errors",
+      },
+    ]);
+    assert.deepEqual([...emu.members(listId).keys()], ['a@example.com', 'b@example.com', 'd@example.com']);
+
+    emu.faults.clear();
+    const again = await dest.add(contacts('a@example.com', 'b@example.com'));
+    assert.deepEqual(again.rejected, [], 'existing contacts come back as updated_members');
+  });
+
   test('429 TooManyRequests carries no Retry-After: exponential backoff, then success', async () => {
     const { emu, dest, listId, waits } = await setup();
     emu.faults.set({ rateLimit: { calls: 2 } });
@@ -357,7 +381,12 @@ describe('mailchimp-audience wire format and helpers', () => {
           JSON.stringify(
             req.method === 'GET'
               ? { members: [{ email_address: 'a@x.com', status: 'subscribed' }], total_items: 1 }
-              : { new_members: [], updated_members: [], errors: [], error_count: 0 },
+              : {
+                  new_members: [{ email_address: 'a@x.com' }],
+                  updated_members: [],
+                  errors: [],
+                  error_count: 0,
+                },
           ),
         );
       }),
@@ -373,7 +402,12 @@ describe('mailchimp-audience wire format and helpers', () => {
       secrets,
       { throttle: unthrottled },
     );
-    await dest.add([{ key: 'A@x.com', attributes: { first_name: 'Ann', ignored: 'x' } }]);
+    const added = await dest.add([{ key: 'A@x.com', attributes: { first_name: 'Ann', ignored: 'x' } }]);
+    assert.deepEqual(
+      added.rejected,
+      [],
+      'new_members names it (Mailchimp compares addresses case-insensitively)',
+    );
     await dest.remove(['A@x.com']);
     assert.deepEqual(await dest.listMembers(null, 5000), { keys: ['a@x.com'], next: null });
     assert.deepEqual(seen, [

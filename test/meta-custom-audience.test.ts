@@ -155,13 +155,45 @@ describe('meta-custom-audience destination', () => {
     const bad = new Set([emailHash('bad1@x.com'), emailHash('bad2@x.com')]);
     const { emu, dest } = await setup({}, { invalidSampleLimit: 1 });
     emu.faults.set({ invalidEntry: (row) => (bad.has(row.EMAIL!) ? 'Invalid email' : null) });
-    const outcome = await dest.add(people('good@x.com', 'bad1@x.com', 'bad2@x.com'));
-    // Meta names one sample of the two invalid entries: that one is rejected, the other cannot
-    // be told apart from the valid ones and counts as delivered.
-    assert.deepEqual(outcome.rejected, [
+    const named = await dest.add(people('good@x.com', 'bad1@x.com'));
+    assert.deepEqual(named.rejected, [
       { key: 'bad1@x.com', reason: 'Meta rejected the entry: Invalid email' },
     ]);
+
+    // Meta names one sample of the two invalid entries: the other hides among the rest, so no
+    // person of the call but the named one is acknowledged (nor counted delivered).
+    const sampled = await dest.add(people('good@x.com', 'bad1@x.com', 'bad2@x.com'));
+    const reason = 'not acknowledged: Meta counted 2 invalid entries and named 1';
+    assert.deepEqual(sampled.rejected, [
+      { key: 'bad1@x.com', reason: 'Meta rejected the entry: Invalid email' },
+      { key: 'good@x.com', reason },
+      { key: 'bad2@x.com', reason },
+    ]);
     assert.deepEqual([...emu.members(AUDIENCE).keys()], [emailHash('good@x.com')]);
+  });
+
+  test('people Meta did not receive leave the rest of their call unacknowledged', async () => {
+    const { emu, dest } = await setup({ recordsPerCall: 2 });
+    // Two calls: [a, b] loses b on the way (num_received 1 of 2, and which one is not said); [c] is whole.
+    emu.faults.set({ shortAck: { calls: 1 } });
+    const added = await dest.add(people('a@x.com', 'b@x.com', 'c@x.com'));
+    const reason = 'not acknowledged: Meta received 1 of the 2 people sent';
+    assert.deepEqual(added.rejected, [
+      { key: 'a@x.com', reason },
+      { key: 'b@x.com', reason },
+    ]);
+    assert.deepEqual(
+      [...emu.members(AUDIENCE).keys()].sort(),
+      [emailHash('a@x.com'), emailHash('c@x.com')].sort(),
+    );
+
+    emu.faults.set({ shortAck: { calls: 1 } });
+    const removed = await dest.remove(['a@x.com', 'c@x.com']);
+    assert.deepEqual(
+      removed.rejected.map((r) => r.key),
+      ['a@x.com', 'c@x.com'],
+      'removals are counted the same way',
+    );
   });
 
   for (const code of [17, 613, 80003, 4] as const) {

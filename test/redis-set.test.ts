@@ -168,6 +168,27 @@ describe('redis-set against the real Redis', () => {
     assert.deepEqual(sorted(await emu.members(key)), ['a', 'b']);
   });
 
+  test('a SADD counting fewer members acknowledges them all; an error to one command fails the call', async () => {
+    const { dest, key } = setup({ recordsPerCall: 2 });
+    await dest.add(members('a', 'b'));
+    // SADD answers 1 (only 'c' is new): 'a' was already there, which is what was asked.
+    assert.deepEqual((await dest.add(members('a', 'c'))).rejected, []);
+
+    // Two SADDs in one pipeline; the first is refused, the second applies. The call as a whole is
+    // not acknowledged: it fails, so the engine commits none of its members.
+    emu.faults.set({
+      replyError: { calls: 1, message: 'OOM command not allowed when used memory > maxmemory' },
+    });
+    const err = await rejection(dest.add(members('d', 'e', 'f', 'g')));
+    assert.equal(err.kind, 'fatal');
+    assert.match(err.message, /OOM/);
+    assert.deepEqual(
+      sorted(await emu.members(key)),
+      ['a', 'b', 'c', 'f', 'g'],
+      'applied, yet not acknowledged',
+    );
+  });
+
   test('LOADING and BUSY answers are waited out', async () => {
     const { dest, key, waits } = setup();
     emu.faults.set({ replyError: { calls: 2, message: 'LOADING Redis is loading the dataset in memory' } });

@@ -121,6 +121,27 @@ for (const dialect of dialects) {
       assert.match(err.message, /has no 'member_key' column/);
     });
 
+    test('an upsert is acknowledged by its statement: every row or, when it fails, none', async () => {
+      const table = `checked_${tableCounter++}`;
+      await other.db.schema.createTable(table, (t) => {
+        t.string('member_key', 255).primary();
+        t.text('attributes').notNullable();
+        t.check("member_key <> 'refused@x'");
+      });
+      const { dest } = destination({ table });
+      await dest.add(members('a@x'));
+      // Unchanged on the second upsert (MySQL counts it 0 affected rows): confirmed all the same.
+      assert.deepEqual((await dest.add(members('a@x'))).rejected, []);
+
+      const err = await rejection(dest.add(members('b@x', 'refused@x', 'c@x')));
+      assert.match(err.message, /constraint/i);
+      assert.deepEqual(
+        [...(await readSqlTableMembers(other.url, table)).keys()],
+        ['a@x'],
+        'the failed statement wrote neither b@x nor c@x, and reported none delivered',
+      );
+    });
+
     test('recreates a table dropped between calls after a retryable error', async () => {
       const { dest, table } = destination();
       await dest.add(members('a'));

@@ -5,6 +5,7 @@ import {
   CallTally,
   httpTarget,
   lazySecret,
+  notAcknowledged,
   parseAnswer,
   secretName,
   serviceUrl,
@@ -36,10 +37,15 @@ import {
  *   (a segment "flag is true" selects members either way), instead of leaving a `false` behind
  *   on every user that ever left; update-only mode keeps a removal from creating a user. The
  *   dataset attributes stay on the profile: they are the user's data, not the list's.
- * The answer `{ message: 'success', errors: [{ type, input_array, index }] }` is partial
- * success: indexed objects are record-level rejections, the others were accepted.
+ * The answer `{ message: 'success', attributes_processed, errors: [{ type, input_array, index }] }`
+ * is partial success: indexed objects are record-level rejections (see Acknowledgement below).
  * No truncate, no list members: Braze's REST API cannot find users by attribute (only
  * `/users/export/segment` exports a dashboard segment, asynchronously, to files — not used here).
+ *
+ * Acknowledgement: Braze names the objects it refuses (`errors`, by index) but only counts the
+ * ones it queued (`attributes_processed`), so a count short of the objects sent less the refused
+ * ones, or no count on a `success`, leaves every unrefused object of that request pending ("not
+ * acknowledged"). `queued` (maintenance) carries no counts: Braze took the request whole.
  */
 
 /** Keys of an attributes object that identify the user or steer the request. */
@@ -209,7 +215,8 @@ export function createBrazeAttributesDestination(
 /**
  * Record-level rejections from a 2xx answer. `success` (or `queued`, during Braze maintenance)
  * with indexed errors is partial success; an error that names no object leaves no way to tell
- * which users were updated, so the whole request counts as refused.
+ * which users were updated, so the whole request counts as refused. Objects neither refused nor
+ * covered by `attributes_processed` are not acknowledged (see the top of the file).
  */
 function rejections(body: TrackResponse, keys: string[]): Rejection[] {
   if (body.message !== 'success' && body.message !== 'queued') {
@@ -226,6 +233,16 @@ function rejections(body: TrackResponse, keys: string[]): Rejection[] {
       );
     }
     rejected.push({ key, reason: indexed.data.type });
+  }
+  if (body.message === 'queued') return rejected;
+  const expected = keys.length - new Set(rejected.map((r) => r.key)).size;
+  const processed = body.attributes_processed;
+  if (processed === undefined || processed < expected) {
+    const why =
+      processed === undefined
+        ? `no attributes_processed count for the ${expected} attribute objects Braze did not refuse`
+        : `Braze processed ${processed} of the ${expected} attribute objects it did not refuse`;
+    rejected.push(...notAcknowledged(keys, rejected, why));
   }
   return rejected;
 }

@@ -46,6 +46,11 @@ import {
  * looks at the records written from there: if they share a key with the new batch (the engine is
  * sending that batch again) or end in a torn record (a crash mid-write), they are cut off first.
  * Keys of recorded calls never come again (the cursor moves past them), so nothing else is cut.
+ *
+ * Acknowledgement: the file system's. An add() returns only after every byte of the call is
+ * written (short writes are continued, never taken for whole ones) and fsync'ed; a failed write
+ * or fsync throws, so no record of that call counts as delivered. No partial answer exists to
+ * misread: the records a call returns are the CSV ones refused before writing, by name.
  */
 
 export const MANIFEST = 'manifest.json';

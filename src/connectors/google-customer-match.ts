@@ -12,6 +12,7 @@ import {
   CallTally,
   httpTarget,
   lazySecret,
+  notAcknowledged,
   parseAnswer,
   secretName,
   serviceUrl,
@@ -45,6 +46,11 @@ import {
  * New list + swap uses `remove_all`: createList starts a job whose first operation empties the
  * list, forList(job).add appends the dataset to that job, swapList runs it. When it succeeds the
  * user list holds exactly the uploaded members, in one step.
+ *
+ * Acknowledgement: per operation, then per job. addOperations (partial failure mode) pins each
+ * refused operation by index; a partialFailureError that pins none leaves its whole request
+ * unacknowledged. What it took counts once the job ends SUCCESS, which applies all of it (Google
+ * reports no per-record result); a FAILED job applies nothing and fails the batch.
  */
 
 export const GOOGLE_ADS_BASE_URL = 'https://googleads.googleapis.com';
@@ -704,14 +710,29 @@ export function chunksByIdentifiers<T extends { operation: JobOperation }>(items
   return chunks;
 }
 
-/** partialFailureError → one rejection per failed operation, with Google's codes as the reason. */
+/**
+ * partialFailureError → one rejection per failed operation, with Google's codes as the reason.
+ * A failure that names no operation (no GoogleAdsFailure errors in its details) says some
+ * operations failed but not which: none of the request's records is acknowledged.
+ */
 function partialFailures(
   status: z.output<typeof addOperationsResponse>['partialFailureError'],
   chunk: Prepared[],
 ): Rejection[] {
-  if (!status || !status.details || status.details.length === 0) return [];
+  if (!status) return [];
+  const errors = googleAdsErrorsOf(status);
+  if (errors.length === 0) {
+    const failed = (status.code ?? 0) !== 0 || (status.details?.length ?? 0) > 0 || !!status.message;
+    if (!failed) return [];
+    const what = [status.code, status.message].filter((part) => part !== undefined).join(' ');
+    const why = `addOperations reported a partial failure (${what || 'no detail'}) without naming the operations`;
+    // remove_all stands for no record: whether it was taken decides the whole job.
+    const keys = chunk.map((p) => p.key);
+    if (keys.includes(null)) throw new DestinationError(`google-customer-match: ${why}`, 'batch');
+    return notAcknowledged(keys as string[], [], why);
+  }
   const reasons = new Map<string, string[]>();
-  for (const error of googleAdsErrorsOf(status)) {
+  for (const error of errors) {
     const key = error.operationIndex === undefined ? undefined : chunk[error.operationIndex]?.key;
     if (key === undefined || key === null) {
       // An error we cannot pin on a record: refuse the whole request rather than guess.

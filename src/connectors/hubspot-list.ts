@@ -4,6 +4,7 @@ import {
   CallTally,
   httpTarget,
   lazySecret,
+  notAcknowledged,
   parseAnswer,
   secretName,
   serviceUrl,
@@ -38,6 +39,11 @@ import {
  * rolling ten seconds. The default of 10 calls per second fits every tier; raise `callsPerSecond`
  * to 19 on Professional/Enterprise. A 429 (body `policyName: TEN_SECONDLY_ROLLING` or `DAILY`)
  * is waited out: Retry-After when HubSpot sends one, otherwise exponential backoff from 1 s.
+ *
+ * Acknowledgement: per record id, from the synchronous answer's lists. HubSpot names the ids it
+ * added or removed and the ones it has no record of (`recordIdsMissing`); an id in neither was
+ * already in (or out of) the list, which is the state asked for, as with Redis's SADD. An answer
+ * without those lists confirms nothing: every id of that call stays pending.
  */
 
 export const hubspotListConfigSchema = z.object({
@@ -76,10 +82,8 @@ const RECORD_ID = /^[1-9]\d*$/;
 /** HubSpot documents 250 as the largest memberships page. */
 const MAX_PAGE = 250;
 
-const recordIdList = z
-  .array(z.union([z.string(), z.number()]).transform(String))
-  .optional()
-  .default([]);
+// Optional, without a default: an answer that lacks a list must not read as an empty one.
+const recordIdList = z.array(z.union([z.string(), z.number()]).transform(String)).optional();
 const updateResponseSchema = z.object({
   recordIdsMissing: recordIdList,
   recordIdsRemoved: recordIdList,
@@ -137,11 +141,14 @@ export function createHubspotListDestination(
 
   /**
    * Sends record ids to a membership endpoint in calls of at most recordsPerCall ids. Returns the
-   * ids HubSpot reported missing (no such record) along with what the calls cost.
+   * ids HubSpot reported missing (no such record), the ids of calls whose answer acknowledged
+   * nothing (see the top of the file), and what the calls cost.
    */
   async function sendIds(endpoint: 'add' | 'remove', ids: string[]) {
     const tally = new CallTally();
     const missing: string[] = [];
+    const unacknowledged: Rejection[] = [];
+    const doneList = endpoint === 'add' ? 'recordsIdsAdded' : 'recordIdsRemoved';
     for (let start = 0; start < ids.length; start += config.recordsPerCall) {
       const chunk = ids.slice(start, start + config.recordsPerCall);
       const result = await call(
@@ -149,9 +156,15 @@ export function createHubspotListDestination(
         updateResponseSchema,
       );
       tally.count(HUBSPOT_ENDPOINTS[endpoint], result);
-      missing.push(...result.body.recordIdsMissing);
+      const { recordIdsMissing } = result.body;
+      if (recordIdsMissing === undefined || result.body[doneList] === undefined) {
+        const why = `HubSpot's answer does not carry both recordIdsMissing and ${doneList}`;
+        unacknowledged.push(...notAcknowledged(chunk, [], why));
+        continue;
+      }
+      missing.push(...recordIdsMissing);
     }
-    return { outcome: tally.outcome([]), missing };
+    return { outcome: tally.outcome([]), missing, unacknowledged };
   }
 
   const capabilities: Capabilities = {
@@ -179,11 +192,11 @@ export function createHubspotListDestination(
           reason: 'not a HubSpot record id: the dataset key must be the record id (hs_object_id)',
         }));
       if (ids.length === 0) return { rejected, apiCalls: 0, rateLimitWaits: 0 };
-      const { outcome, missing } = await sendIds('add', ids);
+      const { outcome, missing, unacknowledged } = await sendIds('add', ids);
       for (const key of new Set(missing)) {
         rejected.push({ key, reason: 'no such HubSpot record (recordIdsMissing): deleted or never created' });
       }
-      return { ...outcome, rejected };
+      return { ...outcome, rejected: [...rejected, ...unacknowledged] };
     },
 
     /**
@@ -193,7 +206,8 @@ export function createHubspotListDestination(
     async remove(keys: string[]) {
       const ids = keys.filter((key) => RECORD_ID.test(key));
       if (ids.length === 0) return { rejected: [], apiCalls: 0, rateLimitWaits: 0 };
-      return (await sendIds('remove', ids)).outcome;
+      const { outcome, unacknowledged } = await sendIds('remove', ids);
+      return { ...outcome, rejected: unacknowledged };
     },
 
     async truncate() {

@@ -5,6 +5,7 @@ import {
   CallTally,
   httpTarget,
   lazySecret,
+  notAcknowledged,
   parseAnswer,
   pathSegment,
   secretName,
@@ -44,6 +45,11 @@ import {
  * - list members: the list's profiles, 100 per page, cursor from `links.next`.
  * No truncate (Klaviyo has no "empty this list"), and no new-list-and-swap: a new list gets a new
  * id, which every flow, segment and campaign that targets the old list would silently lose.
+ *
+ * Acknowledgement: a bulk import job names the profiles that failed but only counts the ones it
+ * imported (`completed_count`, `failed_count`). Unless its named failures match failed_count and
+ * completed_count covers every profile not named, which profiles made it is unknown: all the
+ * job's unnamed ones stay pending. A removal's 2xx is its acknowledgement (no per-profile answer).
  */
 
 /** Klaviyo profile attributes besides `email` that are top-level strings, not custom properties. */
@@ -133,6 +139,7 @@ const jobSchema = z.object({
     id: z.string(),
     attributes: z.object({
       status: z.enum(['queued', 'processing', 'complete', 'cancelled']),
+      completed_count: z.number().nullable().optional(),
       failed_count: z.number().nullable().optional(),
     }),
   }),
@@ -350,7 +357,25 @@ export function createKlaviyoListDestination(
     if (finished.status === 'cancelled') {
       throw new DestinationError(`klaviyo-list: bulk import job ${jobId} was cancelled in Klaviyo`, 'batch');
     }
-    return finished.failed_count ? importErrors(tally, jobId, chunk) : [];
+    const rejected = finished.failed_count ? await importErrors(tally, jobId, chunk) : [];
+    return [...rejected, ...unconfirmed(jobId, finished, chunk, rejected)];
+  }
+
+  /** The profiles of a finished job that its counts do not confirm (see the top of the file). */
+  function unconfirmed(
+    jobId: string,
+    job: JobAttributes,
+    chunk: PreparedProfile[],
+    rejected: Rejection[],
+  ): Rejection[] {
+    const named = new Set(rejected.map((r) => r.key)).size;
+    const failed = job.failed_count ?? 0;
+    const completed = job.completed_count ?? 0;
+    const expected = chunk.length - named;
+    if (failed <= named && completed >= expected) return [];
+    const why = `bulk import job ${jobId} completed ${completed} of the ${expected} profiles it named no failure for (failed_count ${failed}, ${named} named)`;
+    const keys = chunk.map((p) => p.key);
+    return notAcknowledged(keys, rejected, why);
   }
 
   async function createJob(tally: CallTally, chunk: PreparedProfile[]) {

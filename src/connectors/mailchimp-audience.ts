@@ -4,6 +4,7 @@ import { HttpDestinationError, requestJson, retryPolicy, type JsonRequest } from
 import {
   CallTally,
   httpTarget,
+  notAcknowledged,
   parseAnswer,
   resolveSecret,
   secretName,
@@ -44,6 +45,11 @@ import {
  * account, answered with 429 and neither Retry-After nor rate-limit headers: `limits.maxConcurrent`
  * makes the worker's shared throttle hold every connector of the account under it, and a 429
  * that still happens is backed off exponentially.
+ *
+ * Acknowledgement: per member. The batch answer lists every member it took, as `new_members` or
+ * `updated_members` (with update_existing, an existing contact counts as updated), and every one
+ * it refused, in `errors`; a member in none of them is not confirmed and stays pending. An archive
+ * is one call per member, so its 204 (or 404: not there) is that member's own answer.
  */
 
 const SETTABLE_STATUS = ['subscribed', 'pending', 'transactional'] as const;
@@ -117,7 +123,14 @@ export function mergeValue(value: AttributeValue): string | number {
   return String(value);
 }
 
+/** A member the batch took; absent lists read as empty, so their members stay unacknowledged. */
+const takenMembers = z
+  .array(z.object({ email_address: z.string() }).loose())
+  .optional()
+  .default([]);
 const batchResponseSchema = z.object({
+  new_members: takenMembers,
+  updated_members: takenMembers,
   errors: z
     .array(z.object({ email_address: z.string().optional(), error: z.string().optional() }).loose())
     .optional()
@@ -204,7 +217,10 @@ export function createMailchimpAudienceDestination(
     return fields;
   }
 
-  /** One batch call of at most recordsPerCall members; per-member errors become rejections. */
+  /**
+   * One batch call of at most recordsPerCall members; per-member errors become rejections, and
+   * members the answer does not mention are not acknowledged (see the top of the file).
+   */
   async function addChunk(chunk: Member[], calls: CallTally): Promise<Rejection[]> {
     const { unique, duplicates } = uniqueByAddress(chunk);
     const body = {
@@ -227,6 +243,12 @@ export function createMailchimpAudienceDestination(
       const key = byAddress.get((error.email_address ?? '').toLowerCase());
       if (key !== undefined) rejected.push({ key, reason: describeMemberError(error) });
     }
+    const taken = new Set(
+      [...response.new_members, ...response.updated_members].map((m) => m.email_address.toLowerCase()),
+    );
+    const unmentioned = unique.filter((member) => !taken.has(member.key.toLowerCase())).map((m) => m.key);
+    const why = "Mailchimp's answer lists it neither in new_members, updated_members nor errors";
+    rejected.push(...notAcknowledged(unmentioned, rejected, why));
     return rejected;
   }
 

@@ -1,7 +1,15 @@
 import type { CountryCode } from 'libphonenumber-js';
 import { z } from 'zod';
 import { normalizeEmail, normalizeName, normalizePhone, sha256Hex } from '../core/identifiers';
-import { CallTally, httpTarget, lazySecret, secretName, serviceUrl, type HttpConnectorOptions } from './kit';
+import {
+  CallTally,
+  httpTarget,
+  lazySecret,
+  notAcknowledged,
+  secretName,
+  serviceUrl,
+  type HttpConnectorOptions,
+} from './kit';
 import { createGraphClient, MetaGraphError } from './meta-graph';
 import { defineDestination } from './module';
 import { createThrottle } from './throttle';
@@ -30,6 +38,11 @@ import {
  * more identifier columns (phone, first name, …) come from the record's attributes.
  *
  * Requests, retries and Meta's throttling signals are handled by ./meta-graph.ts.
+ *
+ * Acknowledgement: per call, by count. Meta counts what it received (`num_received`) and how much
+ * of it was invalid (`num_invalid_entries`) but names only a sample of the invalid entries. When
+ * it received fewer than were sent, or names fewer invalid entries than it counts, which people it
+ * took is unknown: every person of that call not named as invalid stays pending.
  */
 
 export const META_TYPE = 'meta-custom-audience';
@@ -480,7 +493,11 @@ function createEncoder(config: MetaCustomAudienceConfig) {
   };
 }
 
-/** Meta's verdict on single entries becomes record-level rejections where its samples name them. */
+/**
+ * Meta's verdict on one call: record-level rejections where its samples name invalid entries,
+ * and, when its counts do not add up to what was sent, every other person of the call as not
+ * acknowledged (see the top of the file).
+ */
 function rejectionsFrom(response: UsersResponse, batch: EncodedBatch): Rejection[] {
   const samples: [string, string][] = Array.isArray(response.invalid_entry_samples)
     ? response.invalid_entry_samples.map((value) => [value, 'invalid entry'])
@@ -489,11 +506,19 @@ function rejectionsFrom(response: UsersResponse, batch: EncodedBatch): Rejection
   for (const [value, reason] of samples) {
     for (const key of batch.owners.get(value) ?? []) rejected.set(key, `Meta rejected the entry: ${reason}`);
   }
-  // Meta returns only samples of the invalid entries (num_invalid_entries counts them all). The
-  // ones it does not name cannot be told apart from valid ones, so they count as delivered:
-  // re-sending the same hashes would not change Meta's verdict, and every identifier was
-  // validated and normalised here before hashing.
-  return [...rejected].map(([key, reason]) => ({ key, reason }));
+  const named = [...rejected].map(([key, reason]) => ({ key, reason }));
+  const sent = batch.keys.length;
+  const invalid = response.num_invalid_entries;
+  if (response.num_received < sent) {
+    const why = `Meta received ${response.num_received} of the ${sent} people sent`;
+    return [...named, ...notAcknowledged(batch.keys, named, why)];
+  }
+  // Invalid entries Meta counts but does not name hide among the others: none of them is confirmed.
+  if (invalid > named.length) {
+    const why = `Meta counted ${invalid} invalid entries and named ${named.length}`;
+    return [...named, ...notAcknowledged(batch.keys, named, why)];
+  }
+  return named;
 }
 
 // --- helpers ----------------------------------------------------------------------------------

@@ -31,6 +31,11 @@ import {
  * SADD, SREM and DEL are idempotent, so a command whose answer was lost is simply sent again.
  * RENAME is not (the second one fails with "no such key"); swapList records the build it swapped
  * in `${key}:swapped` in the same MULTI, and a repeated swap of that build is a no-op.
+ *
+ * Acknowledgement: every command's own reply. SADD/SREM count the members they changed; fewer is
+ * no short acknowledgement, the others were already in (out of) the set, the state asked for.
+ * A batch counts only when every reply of its pipeline came back without an error: one error,
+ * or a lost connection, fails the whole call, and nothing of it is committed.
  */
 
 const maxMembersPerCommand = 100_000;

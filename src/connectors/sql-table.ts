@@ -20,6 +20,11 @@ import {
  * `sql-table`: the list is a table in another database (MySQL/MariaDB or SQLite), one row per
  * member: `member_key VARCHAR(255) PRIMARY KEY, attributes TEXT` (JSON). Keys compare byte for
  * byte (utf8mb4_bin on MySQL, SQLite's default BINARY), as the deltalog does.
+ *
+ * Acknowledgement: the statement's success. Each call is one auto-committed upsert (or DELETE),
+ * atomic on the InnoDB or SQLite table made here: it writes every row or throws, and a failed one
+ * counts nothing. Affected-row counts are not read: they count changes, not receipt (MySQL counts
+ * an unchanged upsert 0, and deleting an absent key is 0, as it should be).
  */
 
 const maxKeyLength = 255;

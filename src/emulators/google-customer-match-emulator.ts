@@ -73,6 +73,12 @@ export interface CustomerMatchEmulatorFaults {
   failJobs?: { jobs: number; reason?: string };
   /** An OfflineUserDataJobError code to refuse one identifier with (partial failure), or null. */
   reject?: (identifier: UserIdentifier) => string | null;
+  /**
+   * The next `calls` addOperations requests with partial failures answer a partialFailureError
+   * without its GoogleAdsFailure details: the failed operations are left out as usual, but the
+   * answer does not say which.
+   */
+  unnamedPartialFailures?: { calls: number };
   /** Added before every answer. */
   latencyMs?: number;
 }
@@ -397,7 +403,11 @@ export async function startGoogleCustomerMatchEmulator(
       job.operations.push(op);
       if (op.kind !== 'removeAll') stats.current.identifiersAccepted += op.identifiers.length;
     });
-    return errors.length === 0 ? {} : { partialFailureError: rpcStatus(400, version, errors) };
+    if (errors.length === 0) return {};
+    const partialFailureError = rpcStatus(400, version, errors);
+    if (faults.take('unnamedPartialFailures'))
+      return { partialFailureError: { ...partialFailureError, details: [] } };
+    return { partialFailureError };
   }
 
   /** Request-wide rules: the whole request is refused, nothing is added. */

@@ -43,6 +43,11 @@ export interface HubspotFaults {
   serverError?: { calls: number; status?: 500 | 502 | 503 | 504 };
   /** The next `calls` mutating calls apply their change, then answer 500: delivered but unacknowledged. */
   applyThenFail?: { calls: number };
+  /**
+   * The next `calls` membership changes apply, then answer 200 `{}`: nothing says which ids were
+   * added, removed or missing. An incomplete acknowledgement, for the destination to see.
+   */
+  bareAnswer?: { calls: number };
   /** Added before every answer. */
   latencyMs?: number;
 }
@@ -173,6 +178,7 @@ export async function startHubspotListEmulator(
     if (parsed.kind !== 'read' && faults.take('applyThenFail')) {
       return error(500, 'internal error', 'INTERNAL_ERROR');
     }
+    if (parsed.kind === 'change' && faults.take('bareAnswer')) return { status: 200, body: {} };
     return reply;
   }
 

@@ -56,6 +56,11 @@ export interface MailchimpFaults {
   applyThenFail?: { calls: number };
   /** A reason to refuse a member in a batch (per-member error, not applied), or null to accept. */
   reject?: (email: string) => string | null;
+  /**
+   * Members a batch answer leaves out of new_members, updated_members and errors alike (they are
+   * applied all the same): an incomplete acknowledgement, for the destination to see.
+   */
+  unlisted?: (email: string) => boolean;
   /** Added before every answer: keeps requests in flight long enough to overlap. */
   latencyMs?: number;
 }
@@ -248,6 +253,7 @@ export async function startMailchimpEmulator(options: MailchimpEmulatorOptions):
         continue;
       }
       const result = upsert(listId, list, member, hash);
+      if (faults.current.unlisted?.(member.email_address)) continue;
       (result.created ? created : updated).push(structuredClone(result.contact));
     }
     return {

@@ -47,6 +47,11 @@ export interface MetaEmulatorFaults {
   failAfter?: { successfulCalls: number; status?: number };
   /** A reason to count a row (schema key → value as sent) as an invalid entry, or null. */
   invalidEntry?: (row: Record<string, string>) => string | null;
+  /**
+   * The next `calls` calls lose their last row on the way: it is neither applied nor counted in
+   * num_received. A short acknowledgement, for the destination to see.
+   */
+  shortAck?: { calls: number };
   /** Added before every answer. */
   latencyMs?: number;
 }
@@ -219,7 +224,8 @@ export async function startMetaCustomAudienceEmulator(
     if (!audience) throw unknownObject(call.audienceId);
     const down = faults.down();
     if (down) throw new GraphError(down.status ?? 503, 2, 'Service temporarily unavailable');
-    const { valid, invalid } = validateRows(call.rows);
+    const rows = faults.take('shortAck') ? call.rows.slice(0, -1) : call.rows;
+    const { valid, invalid } = validateRows(rows);
     apply(audience, call, valid);
     stats.current.recordsApplied[call.endpoint] += valid.length;
     if (faults.take('applyThenFail')) throw new GraphError(500, 1, 'An unknown error occurred');
@@ -229,7 +235,7 @@ export async function startMetaCustomAudienceEmulator(
       body: {
         audience_id: call.audienceId,
         session_id: call.session?.sessionId ?? randomSessionId(),
-        num_received: call.rows.length,
+        num_received: rows.length,
         num_invalid_entries: invalid.length,
         invalid_entry_samples: Object.fromEntries(invalid.slice(0, sampleLimit)),
       },
