@@ -4,14 +4,15 @@ import fc from 'fast-check';
 import { saveConnector } from '../src/connectors/store';
 import type { Attributes } from '../src/connectors/types';
 import { MemoryDestination } from '../src/emulators/memory-destination';
-import { createDriver, type Interruption } from './helpers/engine-driver';
+import { createDriver, type GuardAnswer, type Interruption } from './helpers/engine-driver';
 import { createTestDatabase, dialects, type TestDatabase } from './helpers/databases';
 
 /**
  * The brief's invariant, checked against a tiny reference model: after a successful refresh with
  * no rejections, the remote list equals the dataset as of that refresh's deltalog update, whatever
  * crashed, timed out or was retried before. Random dataset edits, refreshes by every strategy,
- * partial deliveries, and interruptions between any two steps.
+ * partial deliveries, interruptions between any two steps, and the mass-delete guard approved,
+ * rejected or left to time out. The refresh runs the workflow's own sequence (refresh-steps.ts).
  */
 
 type Row = { a: string; b: number | null };
@@ -25,6 +26,8 @@ type Action =
       strategy: 'auto' | 'diff' | 'full' | 'truncate' | 'newList' | 'reconcile';
       interruption: Interruption;
       rejectKey: number | null;
+      /** If the mass-delete guard holds the run's deletions. */
+      guardAnswer: GuardAnswer;
     };
 
 const KEYS = 25;
@@ -77,6 +80,12 @@ const actionArb: fc.Arbitrary<Action> = fc.oneof(
       ),
       interruption: interruptionArb,
       rejectKey: fc.option(fc.nat(KEYS - 1), { freq: 5 }),
+      // Weighted, not constantFrom: fast-check biases that towards its first value.
+      guardAnswer: fc.oneof(
+        { weight: 2, arbitrary: fc.constant<GuardAnswer>('approve') },
+        { weight: 1, arbitrary: fc.constant<GuardAnswer>('reject') },
+        { weight: 1, arbitrary: fc.constant<GuardAnswer>('timeout') },
+      ),
     }),
   },
 );
@@ -100,7 +109,8 @@ for (const dialect of dialects) {
         fc.asyncProperty(
           fc.array(actionArb, { minLength: 1, maxLength: 30 }),
           fc.boolean(),
-          async (actions, purgeAtOnce) => {
+          fc.boolean(),
+          async (actions, purgeAtOnce, strictGuard) => {
             const connectorId = `model-${scenario++}`;
             const db = t.db;
             await db('ds_model').delete();
@@ -114,7 +124,13 @@ for (const dialect of dialects) {
                 tokenSecret: 'UNUSED',
               },
               // Quarantine is tested on its own; here rejected keys must stay eligible.
-              policy: { batchSize: 3, maxAttempts: 1000, retentionDays: purgeAtOnce ? 0 : 30 },
+              // A strict guard holds nearly every run that deletes; the default one, few of them.
+              policy: {
+                batchSize: 3,
+                maxAttempts: 1000,
+                retentionDays: purgeAtOnce ? 0 : 30,
+                massDeleteGuard: { maxShare: strictGuard ? 0.01 : 0.2 },
+              },
             });
             const remote = new MemoryDestination({ recordsPerCall: 3 });
             const refresh = createDriver(db, remote);
@@ -138,16 +154,27 @@ for (const dialect of dialects) {
                 // Membership drift: a stray key appears, or a member disappears. (A changed
                 // attribute on a present key is invisible to a reconcile, which compares keys;
                 // a full push, truncate or new list repairs that.)
-                const key = keyName(action.key);
-                if (action.add && !remote.members.has(key)) remote.members.set(key, { a: 'stray', b: null });
-                else remote.members.delete(key);
+                // Strays take keys the dataset never has: a stray on a dataset key, removed and
+                // added back with other attributes, would be the attribute drift just described.
+                if (action.add) remote.members.set(keyName(KEYS + (action.key % 5)), { a: 'stray', b: null });
+                else remote.members.delete(keyName(action.key));
                 drifted = true;
               } else {
                 const rejected = action.rejectKey === null ? null : keyName(action.rejectKey);
                 remote.reject = (key) => (key === rejected ? 'invalid e-mail' : null);
                 const snapshot = new Map(model);
-                const result = await refresh(connectorId, action.strategy, action.interruption);
-                const clean = result.completed && result.status !== 'failed' && result.rejected === 0;
+                const result = await refresh(
+                  connectorId,
+                  action.strategy,
+                  action.interruption,
+                  action.guardAnswer,
+                );
+                // Deletions the guard held back stay pending: the list keeps them until approved.
+                const clean =
+                  result.completed &&
+                  result.status !== 'failed' &&
+                  result.rejected === 0 &&
+                  (result.deletionsHeld ?? 0) === 0;
                 // A diff or full push cannot see drift; the invariant holds once a repair ran.
                 if (clean && drifted && REPAIRS.has(result.strategy ?? '')) drifted = false;
                 if (clean && !drifted)
@@ -170,6 +197,43 @@ for (const dialect of dialects) {
         { numRuns: dialect === 'mysql' ? 60 : 300 },
       );
     });
+
+    // Random scenarios rarely delete enough at once to meet the guard: its three answers, here.
+    test('the guard holds deletions on reject and on timeout, and lets them go once approved', async () => {
+      const db = t.db;
+      const connectorId = `guarded-${dialect}`;
+      await db('ds_model').delete();
+      await db('ds_model').insert([...Array(10).keys()].map((n) => ({ k: keyName(n), a: 'x', b: n })));
+      await saveConnector(db, {
+        id: connectorId,
+        dataset: { table: 'ds_model', key: 'k', attributes: ['a', 'b'] },
+        destination: {
+          type: 'http-list',
+          baseUrl: 'http://unused.invalid',
+          listId: 'l',
+          tokenSecret: 'UNUSED',
+        },
+        policy: { batchSize: 3 },
+      });
+      const remote = new MemoryDestination({ recordsPerCall: 3 });
+      const refresh = createDriver(db, remote);
+      assert.equal((await refresh(connectorId, 'auto', { kind: 'none' })).status, 'succeeded');
+      // Half the dataset goes, one row changes: over the default 20 % share.
+      await db('ds_model').where('k', '<', keyName(5)).delete();
+      await db('ds_model')
+        .where({ k: keyName(9) })
+        .update({ a: 'y' });
+      for (const answer of ['reject', 'timeout'] as const) {
+        const held = await refresh(connectorId, 'auto', { kind: 'none' }, answer);
+        assert.ok(held.steps.includes('guard'), `${answer}: the guard's decision is recorded`);
+        assert.equal(held.deletionsHeld, 5, `${answer}: the five deletions are held`);
+        assert.equal(remote.members.size, 10, `${answer}: nothing was removed`);
+        assert.equal(remote.members.get(keyName(9))?.a, 'y', `${answer}: the rest went out`);
+      }
+      const approved = await refresh(connectorId, 'auto', { kind: 'none' }, 'approve');
+      assert.equal(approved.deletionsHeld, 0);
+      assert.deepEqual([...remote.members.keys()].sort(), [5, 6, 7, 8, 9].map(keyName));
+    });
   });
 }
 
@@ -181,12 +245,14 @@ const finalReconcile: Action = {
   strategy: 'reconcile',
   interruption: { kind: 'none' },
   rejectKey: null,
+  guardAnswer: 'approve',
 };
 const finalCleanRefresh: Action = {
   kind: 'refresh',
   strategy: 'auto',
   interruption: { kind: 'none' },
   rejectKey: null,
+  guardAnswer: 'approve',
 };
 
 function toAttributes(model: Map<string, Row>): Map<string, Attributes> {

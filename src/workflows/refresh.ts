@@ -16,12 +16,17 @@ import {
 import type { Activities, DryRunPlan, GuardDecision, PlanSummary, RunSummary } from '../activities';
 import type { StrategyChoice } from '../core/plan';
 import type { SendPhase, SendTotals } from '../core/sender';
+import { runRefresh, type RefreshPhase } from './refresh-steps';
 import { NON_RETRYABLE_ERRORS, searchAttributes } from './shared';
+
+export type { RefreshPhase } from './refresh-steps';
 
 /**
  * One refresh of one connector, step by step as in the method: update the deltalog, plan, send
- * (by the planned strategy), commit, janitor. Every step is an activity; this function only
- * sequences them, so it stays deterministic and its history holds ids and counts, never records.
+ * (by the planned strategy), commit, janitor. Every step is an activity; their order lives in
+ * refresh-steps.ts (which the engine's property test runs too), and this file gives it Temporal:
+ * timeouts, summaries, the progress query, the approval updates, search attributes and memo. It
+ * stays deterministic, and its history holds ids and counts, never records.
  */
 
 export interface RefreshInput {
@@ -36,20 +41,6 @@ export interface RefreshInput {
    */
   tenant?: string;
 }
-
-export type RefreshPhase =
-  | 'starting'
-  | 'updating deltalog'
-  | 'planning'
-  | 'truncating'
-  | 'building new list'
-  | 'swapping'
-  | 'reconciling'
-  | 'awaiting approval'
-  | SendPhase
-  | 'committing'
-  | 'done'
-  | 'failed';
 
 export interface RefreshProgress {
   connectorId: string;
@@ -141,144 +132,96 @@ export async function refreshConnector(input: RefreshInput): Promise<RunSummary>
   const { steps, sending } = patched('cancel-waits-for-activities')
     ? activities.current
     : activities.beforeWaitingForStop;
-  const run = await steps.beginRun({
-    connectorId: input.connectorId,
-    trigger: input.trigger ?? 'manual',
-    ...(input.tenant ? { tenant: input.tenant } : {}),
-  });
-  progress.runId = run.runId;
-  const ref = { connectorId: input.connectorId, tenant: run.tenant, runId: run.runId };
-  upsertSearchAttributes([
-    { key: searchAttributes.connectorId, value: input.connectorId },
-    { key: searchAttributes.destination, value: run.destinationType },
-    { key: searchAttributes.tenant, value: run.tenant },
-  ]);
 
-  try {
-    enter('updating deltalog');
-    await steps.updateDeltalog.executeWithOptions(
-      options('update the deltalog (full compare)', statementOptions),
-      [ref],
-    );
-
-    enter('planning');
-    const plan = await steps.planRefresh({ ...ref, strategy: input.strategy });
-    progress.plan = plan;
-    if (!plan.needed || plan.strategy === null) return await finish(ref, 'noop');
-    let strategy = plan.strategy;
-    let sendDeletions = true;
-    if (plan.guard?.triggered) {
-      enter('awaiting approval');
-      setCurrentDetails(
-        `**${input.connectorId}** is waiting for approval: ${plan.guard.reason}. ` +
-          `Send the update \`approve\` or \`reject\` (no decision within ${plan.guard.approvalTimeoutSeconds} s rejects).`,
-      );
-      awaitingApproval = true;
-      const decided = await condition(() => decision !== undefined, plan.guard.approvalTimeoutSeconds * 1000);
-      awaitingApproval = false;
-      const final = decided ? decision! : { approved: false, by: 'timeout' };
-      // Rejected: the deletions stay pending. What else can go out depends on the destination:
-      // a diff without them where it can add in place; nothing where it can only replace the
-      // whole list (a new list would drop the held keys). Runs recorded before this field: diff.
-      const heldRuns = final.approved
-        ? strategy
-        : plan.withDeletionsHeld === undefined
-          ? 'diff'
-          : plan.withDeletionsHeld;
-      await steps.recordGuardDecision({ ...ref, guard: plan.guard, decision: final, strategy: heldRuns });
-      if (!final.approved) {
-        sendDeletions = false;
-        if (heldRuns === null) return await finish(ref, 'noop');
-        strategy = heldRuns;
-      }
-    }
-    upsertSearchAttributes([{ key: searchAttributes.strategy, value: strategy }]);
-
-    switch (strategy) {
-      case 'truncate':
-        enter('truncating');
-        await steps.truncateRemote.executeWithOptions(options('truncate the remote list'), [ref]);
-        await send(ref, 'upserts', plan, plan.datasetSize);
-        break;
-      case 'full':
-        await send(ref, 'full', plan, plan.datasetSize);
-        await send(ref, 'deletions', plan, plan.deletions);
-        break;
-      case 'newList':
-        enter('building new list');
-        await steps.createList.executeWithOptions(options('create a new remote list'), [ref]);
-        await send(ref, 'fill', plan, plan.datasetSize);
-        enter('swapping');
-        await steps.swapList.executeWithOptions(options('swap the new list in, retire the old one'), [ref]);
-        break;
-      case 'reconcile': {
-        enter('reconciling');
-        await sending.snapshotRemote.executeWithOptions(options('read the remote list'), [ref]);
-        const fixed = await steps.reconcileDeltalog(ref);
-        await send(ref, 'upserts', plan, fixed.additions + fixed.updates);
-        await send(ref, 'deletions', plan, fixed.deletions);
-        break;
-      }
-      default:
-        await send(ref, 'upserts', plan, plan.additions + plan.updates);
-        if (sendDeletions) await send(ref, 'deletions', plan, plan.deletions);
-    }
-
-    enter('committing');
-    const result = await finish(ref);
-    await steps.runJanitor({ connectorId: input.connectorId, tenant: run.tenant });
-    if (result.status === 'failed') {
-      throw ApplicationFailure.nonRetryable(
-        result.error ?? 'refresh failed',
-        'BelowSuccessThreshold',
-        result,
-      );
-    }
-    return result;
-  } catch (error) {
-    progress.phase = 'failed';
-    // Record the failure on the run even when the workflow is being cancelled.
-    await CancellationScope.nonCancellable(() =>
-      steps.finishRun({ ...ref, status: 'failed', error: describeError(error) }),
-    );
-    // A cancelled activity can also end in a timeout (its worker died): still a cancelled run.
-    const cancelled = isCancellation(error) || CancellationScope.current().consideredCancelled;
-    upsertSearchAttributes([{ key: searchAttributes.outcome, value: cancelled ? 'cancelled' : 'failed' }]);
-    throw error;
-  }
-
-  async function send(
-    ref: { connectorId: string; tenant: string; runId: number },
-    phase: SendPhase,
-    plan: PlanSummary,
-    records: number,
-  ) {
-    if (records === 0 && phase !== 'full' && phase !== 'fill') return;
-    enter(phase);
-    const calls = Math.ceil(records / plan.batchSize);
-    const what = {
-      upserts: 'additions and updates',
-      deletions: 'deletions',
-      full: 'records (full push)',
-      fill: 'records into the new list',
-    }[phase];
-    const done = await sending.sendChanges.executeWithOptions(
-      options(`send ${records.toLocaleString('en-US')} ${what} in ~${calls} calls`),
-      [{ ...ref, phase }],
-    );
-    progress.completedPhases.push(done);
-  }
-
-  async function finish(ref: { connectorId: string; tenant: string; runId: number }, status?: 'noop') {
-    const result = await steps.finishRun({ ...ref, status });
-    progress.phase = 'done';
-    setCurrentDetails(`**${input.connectorId}**: ${result.status}`);
-    upsertSearchAttributes([{ key: searchAttributes.outcome, value: result.status }]);
-    // Runs recorded before the memo existed replay without it.
-    if (patched('run-summary-memo')) upsertMemo({ summary: memoOf(result) });
-    return result;
-  }
+  return runRefresh(
+    input,
+    {
+      beginRun: (request) => steps.beginRun(request),
+      updateDeltalog: (ref) =>
+        steps.updateDeltalog.executeWithOptions(
+          options('update the deltalog (full compare)', statementOptions),
+          [ref],
+        ),
+      planRefresh: (request) => steps.planRefresh(request),
+      recordGuardDecision: (request) => steps.recordGuardDecision(request),
+      truncateRemote: (ref) =>
+        steps.truncateRemote.executeWithOptions(options('truncate the remote list'), [ref]),
+      createList: (ref) => steps.createList.executeWithOptions(options('create a new remote list'), [ref]),
+      swapList: (ref) =>
+        steps.swapList.executeWithOptions(options('swap the new list in, retire the old one'), [ref]),
+      snapshotRemote: (ref) =>
+        sending.snapshotRemote.executeWithOptions(options('read the remote list'), [ref]),
+      reconcileDeltalog: (ref) => steps.reconcileDeltalog(ref),
+      sendChanges: (ref, { phase, records, batchSize }) =>
+        sending.sendChanges.executeWithOptions(
+          options(
+            `send ${records.toLocaleString('en-US')} ${WHAT_IS_SENT[phase]} in ~${Math.ceil(records / batchSize)} calls`,
+          ),
+          [{ ...ref, phase }],
+        ),
+      finishRun: (request) => steps.finishRun(request),
+      runJanitor: (ref) => steps.runJanitor(ref),
+    },
+    {
+      enter,
+      started(run) {
+        progress.runId = run.runId;
+        upsertSearchAttributes([
+          { key: searchAttributes.connectorId, value: input.connectorId },
+          { key: searchAttributes.destination, value: run.destinationType },
+          { key: searchAttributes.tenant, value: run.tenant },
+        ]);
+      },
+      planned(plan) {
+        progress.plan = plan;
+      },
+      async awaitDecision(guard) {
+        setCurrentDetails(
+          `**${input.connectorId}** is waiting for approval: ${guard.reason}. ` +
+            `Send the update \`approve\` or \`reject\` (no decision within ${guard.approvalTimeoutSeconds} s rejects).`,
+        );
+        awaitingApproval = true;
+        const decided = await condition(() => decision !== undefined, guard.approvalTimeoutSeconds * 1000);
+        awaitingApproval = false;
+        return decided ? decision : undefined;
+      },
+      strategyChosen(strategy) {
+        upsertSearchAttributes([{ key: searchAttributes.strategy, value: strategy }]);
+      },
+      sent(totals) {
+        progress.completedPhases.push(totals);
+      },
+      finished(result) {
+        progress.phase = 'done';
+        setCurrentDetails(`**${input.connectorId}**: ${result.status}`);
+        upsertSearchAttributes([{ key: searchAttributes.outcome, value: result.status }]);
+        // Runs recorded before the memo existed replay without it.
+        if (patched('run-summary-memo')) upsertMemo({ summary: memoOf(result) });
+      },
+      belowThreshold: (result) =>
+        ApplicationFailure.nonRetryable(result.error ?? 'refresh failed', 'BelowSuccessThreshold', result),
+      async failed(ref, error) {
+        progress.phase = 'failed';
+        // Record the failure on the run even when the workflow is being cancelled.
+        await CancellationScope.nonCancellable(() =>
+          steps.finishRun({ ...ref, status: 'failed', error: describeError(error) }),
+        );
+        // A cancelled activity can also end in a timeout (its worker died): still a cancelled run.
+        const cancelled = isCancellation(error) || CancellationScope.current().consideredCancelled;
+        upsertSearchAttributes([
+          { key: searchAttributes.outcome, value: cancelled ? 'cancelled' : 'failed' },
+        ]);
+      },
+    },
+  );
 }
+
+const WHAT_IS_SENT: Record<SendPhase, string> = {
+  upserts: 'additions and updates',
+  deletions: 'deletions',
+  full: 'records (full push)',
+  fill: 'records into the new list',
+};
 
 /** The run's summary for the Web UI's memo: counts only, never records. */
 function memoOf(run: RunSummary) {
