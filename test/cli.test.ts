@@ -7,16 +7,21 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import YAML from 'yaml';
-import type { DeltasyncClient } from '../src/client';
+import { ServiceError, WorkflowFailedError } from '@temporalio/client';
+import { ActivityFailure, ApplicationFailure, RetryState } from '@temporalio/common';
+import { describeFailure } from '../src/cli/errors';
+import { ADMIN_TIMEOUT_MS, WorkerTimeoutError, type DeltasyncClient } from '../src/client';
 import { parseConnector } from '../src/connectors/definition';
 import { createHttpListDestination } from '../src/connectors/http-list';
 import type { DestinationFactory } from '../src/connectors/registry';
 import { createCustomersTable, seedCustomers } from '../src/demo/customers';
 import { startHttpListEmulator, type HttpListEmulator } from '../src/emulators/http-list-emulator';
+import { startDevServer } from '../src/temporal/dev-server';
 import { refreshWorkflowId } from '../src/workflows/shared';
 import { createTestDatabase, type TestDatabase } from './helpers/databases';
 import { trustedTenants } from './helpers/secrets';
 import { startTemporal, type TemporalHarness } from './helpers/temporal';
+import { startWorkerProcess } from './helpers/worker-process';
 
 /**
  * The `deltasync` CLI as people and scripts use it: the real CLI in a child process, against a
@@ -79,10 +84,23 @@ interface CliResult {
   stderr: string;
 }
 
+interface CliOptions {
+  /** False: no --address and --task-queue (the test passes its own, or needs none). */
+  global?: boolean;
+  address?: string;
+  taskQueue?: string;
+  /**
+   * Kill the CLI after this long (default 2 minutes): a test of "nothing hangs" then fails with a
+   * message instead of waiting for the test runner's own timeout.
+   */
+  killAfterMs?: number;
+}
+
 /** Run the CLI against this file's dev server and worker queue (stderr is a pipe, not a TTY). */
-function cli(args: string[], options: { global?: boolean } = {}): Promise<CliResult> {
-  const globals =
-    options.global === false ? [] : ['--address', temporal.server.address, '--task-queue', client.taskQueue];
+function cli(args: string[], options: CliOptions = {}): Promise<CliResult & { ms: number }> {
+  const address = options.address ?? temporal.server.address;
+  const taskQueue = options.taskQueue ?? client.taskQueue;
+  const globals = options.global === false ? [] : ['--address', address, '--task-queue', taskQueue];
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...globals, ...args], {
       cwd: ROOT,
@@ -95,10 +113,16 @@ function cli(args: string[], options: { global?: boolean } = {}): Promise<CliRes
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
     child.on('error', reject);
     const startedAt = Date.now();
+    const limit = options.killAfterMs ?? 120_000;
+    const killer = setTimeout(() => {
+      stderr += `[test: killed after ${limit} ms: the CLI hung]\n`;
+      child.kill('SIGKILL');
+    }, limit);
     child.on('close', (code) => {
-      if (process.env.CLI_TEST_DEBUG)
-        console.log(`${Date.now() - startedAt} ms: deltasync ${args.join(' ')}`);
-      resolve({ code, stdout, stderr });
+      clearTimeout(killer);
+      const ms = Date.now() - startedAt;
+      if (process.env.CLI_TEST_DEBUG) console.log(`${ms} ms: deltasync ${args.join(' ')}\n${stderr}`);
+      resolve({ code, stdout, stderr, ms });
     });
   });
 }
@@ -381,4 +405,187 @@ function accepts(port: number): Promise<boolean> {
     });
     socket.once('error', () => resolve(false));
   });
+}
+
+/**
+ * Issue 9, requirement 6: nothing hangs, every error named. A worker killed with SIGKILL stays
+ * listed as a poller of its task queue for minutes, Temporal can be gone before or during a
+ * command, and a worker can be alive but slow: each ends (or keeps waiting) with its own message.
+ */
+describe('deltasync CLI: nothing hangs, every error named', () => {
+  test('after kill -9 of the only worker, progress, runs and refresh --wait end with exit 3 and leave no admin workflow running', async () => {
+    const taskQueue = `cli-dead-worker-${process.pid}`;
+    const worker = await startWorkerProcess({
+      address: temporal.server.address,
+      taskQueue,
+      databaseUrl: t.url,
+    });
+    try {
+      const listed = await cli(['connectors', 'list', '--json'], { taskQueue });
+      assert.equal(listed.code, 0, `the worker answers before it is killed: ${listed.stderr}`);
+    } finally {
+      worker.kill('SIGKILL');
+    }
+    assert.equal(await worker.exited, 'SIGKILL');
+
+    const results = await Promise.all(
+      [
+        ['progress', 'yaml-customers'],
+        ['runs', 'yaml-customers'],
+        ['refresh', 'yaml-customers', '--wait'],
+      ].map((args) => cli(args, { taskQueue, killAfterMs: 90_000 })),
+    );
+    for (const result of results) {
+      assert.ok(result.ms < 30_000, `ended in ${result.ms} ms (bounded): ${result.stderr}`);
+      assert.equal(result.code, 3, result.stderr);
+      assert.equal(result.stderr.trimEnd().split('\n').length, 1, result.stderr);
+      assert.match(result.stderr, new RegExp(`worker on task queue '${taskQueue}' stopped polling`));
+      assert.doesNotMatch(result.stderr, /database/);
+    }
+
+    // Every admin workflow these commands started has ended: the CLI withdrew what it gave up on.
+    const admin = await eventually(async () => {
+      const found: { workflowId: string; runId: string }[] = [];
+      for await (const w of client.temporal.workflow.list({ query: 'WorkflowType = "manageConnectors"' })) {
+        if (w.taskQueue === taskQueue) found.push(w);
+      }
+      return found.length >= 4 ? found : undefined; // the list before the kill, then one per command
+    });
+    for (const w of admin) {
+      const { status, raw } = await client.temporal.workflow.getHandle(w.workflowId, w.runId).describe();
+      assert.notEqual(status.name, 'RUNNING', `admin workflow ${w.workflowId} is left running`);
+      // And had it not been withdrawn, Temporal would have closed it: it has an execution timeout.
+      assert.equal(Number(raw.executionConfig?.workflowExecutionTimeout?.seconds), ADMIN_TIMEOUT_MS / 1000);
+    }
+  });
+
+  test('Temporal stopped, before or during a command: exit 3 naming Temporal and its address, never the database', async () => {
+    const server = await startDevServer();
+    const taskQueue = `cli-temporal-gone-${process.pid}`;
+    let stopped = false;
+    try {
+      // A poller that takes the CLI's workflow task and never answers: the CLI is then waiting on
+      // Temporal for the result when Temporal goes away.
+      const taken = (async () => {
+        for (;;) {
+          // Temporal wants a deadline on a long poll; it answers empty after 60 s without a task.
+          const task = await server.env.client.connection.withDeadline(Date.now() + 70_000, () =>
+            server.env.client.workflowService.pollWorkflowTaskQueue({
+              namespace: 'default',
+              taskQueue: { name: taskQueue },
+              identity: 'test-poller-that-never-answers',
+            }),
+          );
+          if (task.taskToken?.length) return;
+        }
+      })();
+      const during = cli(['runs', 'yaml-customers'], {
+        address: server.address,
+        taskQueue,
+        killAfterMs: 90_000,
+      });
+      await taken;
+      await server.stop();
+      stopped = true;
+      const stoppedAt = Date.now();
+      const result = await during;
+      const afterStop = Date.now() - stoppedAt;
+      if (process.env.CLI_TEST_DEBUG) console.log(`the CLI ended ${afterStop} ms after Temporal stopped`);
+      assert.ok(afterStop < 60_000, `ended ${afterStop} ms after Temporal stopped: ${result.stderr}`);
+      assert.equal(result.code, 3, result.stderr);
+      assert.equal(result.stderr.trimEnd().split('\n').length, 1, result.stderr);
+      assert.match(result.stderr, new RegExp(`Temporal at ${server.address}`));
+      assert.doesNotMatch(result.stderr, /database/);
+    } finally {
+      if (!stopped) await server.stop();
+    }
+
+    const before = await cli(['--connect-timeout', '2', 'runs', 'yaml-customers'], {
+      address: server.address,
+      taskQueue,
+    });
+    assert.equal(before.code, 3, before.stderr);
+    assert.match(before.stderr, new RegExp(`^deltasync: cannot reach Temporal at ${server.address}`));
+    assert.doesNotMatch(before.stderr, /database/);
+  });
+
+  test('a Temporal connection error is named as Temporal; a database error from the worker as the database', () => {
+    const refused = 'No connection established. Last error: connect ECONNREFUSED 127.0.0.1:7233';
+    const grpc = Object.assign(new Error(`14 UNAVAILABLE: ${refused}`), {
+      code: 14,
+      details: refused,
+      metadata: {},
+    });
+    const temporalDown = describeFailure(
+      new ServiceError('Failed to get Workflow execution history', { cause: grpc }),
+      {
+        address: '127.0.0.1:7233',
+      },
+    );
+    assert.equal(temporalDown.code, 3);
+    assert.match(temporalDown.lines.join('\n'), /Temporal at 127\.0\.0\.1:7233/);
+    assert.doesNotMatch(temporalDown.lines.join('\n'), /database/);
+
+    const dbDown = new WorkflowFailedError(
+      'Workflow execution failed',
+      new ActivityFailure(
+        'Activity task failed',
+        'connectorAdmin',
+        '1',
+        RetryState.MAXIMUM_ATTEMPTS_REACHED,
+        'worker@host',
+        ApplicationFailure.create({ message: 'connect ECONNREFUSED 127.0.0.1:3306', type: 'Error' }),
+      ),
+      RetryState.NON_RETRYABLE_FAILURE,
+    );
+    const database = describeFailure(dbDown, { address: '127.0.0.1:7233' });
+    assert.equal(database.code, 3);
+    assert.match(database.lines.join('\n'), /^database unavailable/);
+    assert.doesNotMatch(database.lines.join('\n'), /Temporal/);
+
+    const busy = describeFailure(new WorkerTimeoutError("connector operation 'runs'", 'deltasync', 120_000));
+    assert.equal(busy.code, 3);
+    assert.deepEqual(busy.lines, [
+      "connector operation 'runs': no worker on task queue 'deltasync' completed it within 120 s: " +
+        'the worker is stuck or overloaded',
+    ]);
+  });
+
+  test('a slow worker (alive, its database busy) is waited for, not reported as dead', async () => {
+    const id = 'cli-slow-worker';
+    await customersConnector(id, 10);
+    // The worker's `runs` query blocks on a table lock for longer than a dead worker is given.
+    const connection = await t.db.client.acquireConnection();
+    let unlocked = false;
+    const unlock = async () => {
+      if (unlocked) return;
+      unlocked = true;
+      await t.db.raw('UNLOCK TABLES').connection(connection);
+      t.db.client.releaseConnection(connection);
+    };
+    try {
+      await t.db.raw('LOCK TABLES refresh_runs WRITE').connection(connection);
+      const running = cli(['runs', id, '--json'], { killAfterMs: 90_000 });
+      await sleep(20_000);
+      await unlock();
+      const result = await running;
+      assert.equal(result.code, 0, result.stderr);
+      assert.ok(Array.isArray(JSON.parse(result.stdout)));
+      assert.match(result.stderr, /waiting for the worker on task queue '.+': it is alive/);
+      assert.doesNotMatch(result.stderr, /stopped polling/);
+    } finally {
+      await unlock();
+    }
+  });
+});
+
+/** Ask until `probe` answers (visibility catches up within seconds), at most 20 s. */
+async function eventually<T>(probe: () => Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const answer = await probe();
+    if (answer !== undefined) return answer;
+    if (Date.now() > deadline) throw new Error('not within 20 s');
+    await sleep(500);
+  }
 }

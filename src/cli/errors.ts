@@ -3,28 +3,29 @@ import {
   isGrpcServiceError,
   ScheduleAlreadyRunning,
   ScheduleNotFoundError,
-  WorkflowFailedError,
+  ServiceError,
   WorkflowNotFoundError,
 } from '@temporalio/client';
-import { ApplicationFailure, NamespaceNotFoundError } from '@temporalio/common';
+import { ApplicationFailure, NamespaceNotFoundError, TemporalFailure } from '@temporalio/common';
 import { CommanderError } from 'commander';
-import { NoRunningRefreshError, NothingToApproveError } from '../client';
+import { NoRunningRefreshError, NothingToApproveError, WorkerTimeoutError } from '../client';
 import { InvalidConnectorError } from '../connectors/definition';
 import { UnknownConnectorError } from '../connectors/store';
 
 /**
  * Exit codes scripts can rely on (also listed by `deltasync --help`):
  *
- * | code | meaning                                                                               |
- * | ---- | ------------------------------------------------------------------------------------- |
- * | 0    | ok (a refresh that ran and succeeded, or had nothing to send)                         |
+ * | code | meaning                                                                              |
+ * | ---- | ------------------------------------------------------------------------------------ |
+ * | 0    | ok (a refresh that ran and succeeded, or had nothing to send)                        |
  * | 1    | the refresh failed (below its success threshold, or a destination refused it), or    |
- * |      | another operation failed for a reason not listed below                                |
+ * |      | another operation failed for a reason not listed below                               |
  * | 2    | bad input: unknown command or option, bad value, invalid connector definition        |
- * | 3    | unavailable: Temporal unreachable, no worker polling the task queue, or the worker's  |
- * |      | database unreachable                                                                  |
+ * | 3    | unavailable: Temporal unreachable (named with its address), no worker polling the    |
+ * |      | task queue, the worker stopped polling (dead) or did not finish in time, or the      |
+ * |      | worker's database unreachable                                                        |
  * | 4    | not found: no such connector (in this tenant), schedule, refresh (or none running to |
- * |      | cancel) or pending approval                                                           |
+ * |      | cancel) or pending approval                                                          |
  */
 export const EXIT = { ok: 0, failed: 1, usage: 2, unavailable: 3, notFound: 4 } as const;
 export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
@@ -34,7 +35,7 @@ Exit codes:
   0  ok
   1  the refresh failed (or another operation failed)
   2  bad input: usage, option values, invalid connector definition
-  3  unavailable: Temporal unreachable, no worker on the task queue, database unreachable
+  3  unavailable: Temporal, a worker (none polls, or it stopped polling) or its database
   4  not found: connector (in this tenant), schedule, refresh (none running to cancel),
      or nothing awaiting approval`;
 
@@ -53,7 +54,12 @@ export const usageError = (message: string) => new CliError(message, EXIT.usage)
 export const notFound = (message: string) => new CliError(message, EXIT.notFound);
 export const unavailable = (message: string) => new CliError(message, EXIT.unavailable);
 
-/** Signs, in an error's code or message, that a database could not be reached. */
+/**
+ * Signs, in an error's code or message, that a database could not be reached. Only read on
+ * failures a worker reported (or on errors of this process's own database, for `worker` and
+ * `demo`): the same words (ECONNREFUSED) describe a refused Temporal connection, which is
+ * recognised by its type first.
+ */
 const DATABASE_DOWN =
   /ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ETIMEDOUT|ER_ACCESS_DENIED_ERROR|ER_BAD_DB_ERROR|Access denied for user|Unknown database|SQLITE_CANTOPEN|PROTOCOL_CONNECTION_LOST/;
 
@@ -104,32 +110,69 @@ export function describeFailure(
   if (error instanceof ScheduleAlreadyRunning) {
     return { code: EXIT.usage, lines: [`${error.message}; change it with 'schedules update'`] };
   }
-  if (isGrpcServiceError(error)) {
-    const code = error.code as number;
-    if (code === GRPC_UNAVAILABLE || code === GRPC_DEADLINE_EXCEEDED) {
-      return {
-        code: EXIT.unavailable,
-        lines: [`Temporal is unavailable: ${error.details || error.message}`],
-      };
-    }
-    if (code === GRPC_INVALID_ARGUMENT) return { code: EXIT.usage, lines: [error.details || error.message] };
-    if (code === GRPC_NOT_FOUND) return { code: EXIT.notFound, lines: [error.details || error.message] };
+  if (error instanceof WorkerTimeoutError) {
+    return { code: EXIT.unavailable, lines: [`${error.message}: the worker is stuck or overloaded`] };
   }
-  const innermost = rootCause(error);
-  const text = innermost instanceof Error ? innermost.message : String(innermost);
-  if (TEMPORAL_DOWN.test(text)) {
+  const at = context.address ? ` at ${context.address}` : '';
+  const chain = causeChain(error);
+  // What this process's Temporal client raised (a gRPC status, wrapped by the SDK in a
+  // ServiceError), as opposed to failures a worker reported through Temporal (TemporalFailure).
+  const clientSide = chain.slice(
+    0,
+    firstIndex(chain, (e) => e instanceof TemporalFailure),
+  );
+  const grpc = clientSide.find(isGrpcServiceError);
+  if (grpc) {
+    const code = grpc.code as number;
+    const reason = grpc.details || grpc.message;
+    if (code === GRPC_UNAVAILABLE || code === GRPC_DEADLINE_EXCEEDED) {
+      return { code: EXIT.unavailable, lines: [`Temporal${at} is unavailable: ${firstLine(reason)}`] };
+    }
+    if (code === GRPC_INVALID_ARGUMENT) return { code: EXIT.usage, lines: [reason] };
+    if (code === GRPC_NOT_FOUND) return { code: EXIT.notFound, lines: [reason] };
+    return { code: EXIT.failed, lines: [`Temporal${at} refused the call: ${firstLine(reason)}`] };
+  }
+  const transport = clientSide.find(
+    (e) => e instanceof Error && (e.name === 'TransportError' || TEMPORAL_DOWN.test(e.message)),
+  );
+  if (transport instanceof Error) {
     // The worker's native connection reports Rust transport errors: keep the readable part.
-    const reason = /message: "([^"]+)"/.exec(text)?.[1] ?? firstLine(text);
-    const at = context.address ? ` at ${context.address}` : '';
+    const reason = /message: "([^"]+)"/.exec(transport.message)?.[1] ?? firstLine(transport.message);
     return { code: EXIT.unavailable, lines: [`cannot reach Temporal${at} (${reason})`] };
   }
+  const innermost = rootCause(error);
   const message = innermost instanceof Error ? innermost.message : String(innermost);
+  // A ServiceError whose cause is not a gRPC status still came from talking to Temporal: its
+  // connection words are about Temporal's connection.
+  const fromTemporalClient = clientSide.some((e) => e instanceof ServiceError);
   const errorCode = (innermost as { code?: unknown } | undefined)?.code;
-  if (DATABASE_DOWN.test(message) || (typeof errorCode === 'string' && DATABASE_DOWN.test(errorCode))) {
-    return { code: EXIT.unavailable, lines: [`database unavailable: ${firstLine(message)}`] };
+  const databaseDown =
+    DATABASE_DOWN.test(message) || (typeof errorCode === 'string' && DATABASE_DOWN.test(errorCode));
+  if (fromTemporalClient) {
+    return databaseDown
+      ? { code: EXIT.unavailable, lines: [`Temporal${at} is unavailable: ${firstLine(message)}`] }
+      : { code: EXIT.failed, lines: [`Temporal${at}: ${firstLine(message)}`] };
   }
-  if (error instanceof WorkflowFailedError) return { code: EXIT.failed, lines: [firstLine(message)] };
+  if (databaseDown) {
+    const reported = chain.some((e) => e instanceof TemporalFailure) ? ' (reported by the worker)' : '';
+    return { code: EXIT.unavailable, lines: [`database unavailable${reported}: ${firstLine(message)}`] };
+  }
   return { code: EXIT.failed, lines: [firstLine(message)] };
+}
+
+/** The error and its causes, outermost first. */
+function causeChain(error: unknown): unknown[] {
+  const chain: unknown[] = [error];
+  for (let current = error; chain.length < 10 && current instanceof Error && current.cause;) {
+    current = current.cause;
+    chain.push(current);
+  }
+  return chain;
+}
+
+function firstIndex<T>(items: T[], test: (item: T) => boolean): number {
+  const index = items.findIndex(test);
+  return index === -1 ? items.length : index;
 }
 
 /** The deepest cause: Temporal wraps an activity's error in ActivityFailure in WorkflowFailedError. */
@@ -153,4 +196,9 @@ export function applicationFailure(error: unknown, type: string): ApplicationFai
   return undefined;
 }
 
-const firstLine = (text: string) => text.split('\n')[0]!.trim();
+/** The first line, without grpc-js's trailing "Resolution note: …" about name resolution. */
+const firstLine = (text: string) =>
+  text
+    .split('\n')[0]!
+    .replace(/\s*Resolution note:.*$/, '')
+    .trim();

@@ -15,16 +15,13 @@ export interface FollowOptions {
   stream?: NodeJS.WriteStream;
   /** How often to ask the workflow (default 250 ms). */
   pollMs?: number;
-  /**
-   * Await the result (the CLI wraps it to fail early when no worker polls). Default: as it is.
-   */
-  awaitResult?: <T>(work: Promise<T>) => Promise<T>;
 }
 
 /**
  * Await a refresh while showing its progress, fed by the workflow's `progress` query (phase, plan,
  * finished send phases) and the running send activity's heartbeat (records, batches, rejections,
- * rate-limit waits). Resolves with the run's summary; rejects as `handle.result()` does.
+ * rate-limit waits). Resolves with the run's summary; rejects as `handle.result()` does. It waits
+ * as long as the run: the CLI bounds it by watching the worker (context.ts `withWorker`).
  */
 export async function followRefresh(
   handle: RefreshHandle,
@@ -64,7 +61,7 @@ export async function followRefresh(
   };
 
   try {
-    await (options.awaitResult ?? (<T>(work: Promise<T>) => work))(Promise.all([follow(), result]));
+    await Promise.all([follow(), result]);
     return await result;
   } finally {
     done = true;

@@ -2,12 +2,15 @@ import {
   ApplicationFailure,
   Client,
   Connection,
+  isGrpcDeadlineError,
+  WorkflowFailedError,
   WorkflowNotFoundError,
   WorkflowUpdateFailedError,
+  WorkflowUpdateRPCTimeoutOrCancelledError,
   type WorkflowHandle,
 } from '@temporalio/client';
 import { UnknownConnectorError } from '../connectors/store';
-import { defaultPayloadConverter, fromPayloadsAtIndex } from '@temporalio/common';
+import { defaultPayloadConverter, fromPayloadsAtIndex, TimeoutFailure } from '@temporalio/common';
 import type { AdminOperation, AdminResult } from '../activities/admin';
 import {
   InvalidConnectorError,
@@ -96,7 +99,28 @@ export interface ClientOptions {
   taskQueue?: string;
   /** Every call is scoped to this tenant's connectors (default `default`). */
   tenant?: string;
+  /**
+   * How long a query or an update (progress, approve, reject, watch status) waits for a worker's
+   * answer before failing with {@link WorkerTimeoutError} (default 30 s).
+   */
+  answerTimeoutMs?: number;
 }
+
+/**
+ * Connector operations (save, get, list, delete, runs) are short workflows run by a worker. This
+ * is their workflow execution timeout: Temporal closes one no worker finished in this time, so
+ * none is left waiting for a worker that is gone, and a caller's wait for it ends. It leaves the
+ * operation's activity its own retries (5 attempts, each at most 1 minute, 90 s in all), so a
+ * database the worker cannot reach is still reported as such.
+ */
+export const ADMIN_TIMEOUT_MS = 2 * 60_000;
+/** A dry run reads the dataset once; a large one takes minutes, never this long. */
+export const PLAN_TIMEOUT_MS = 60 * 60_000;
+const ANSWER_TIMEOUT_MS = 30_000;
+/** How long after a workflow's execution timeout the client still waits to hear it closed. */
+const CLOSE_MARGIN_MS = 15_000;
+/** Terminating a withdrawn operation is one short call to Temporal. */
+const TERMINATE_TIMEOUT_MS = 5_000;
 
 /**
  * The typed entry point for platform teams. It needs only a connection to Temporal: the worker
@@ -112,10 +136,13 @@ export interface ClientOptions {
 export class DeltasyncClient {
   readonly taskQueue: string;
   readonly tenant: string;
+  readonly answerTimeoutMs: number;
   /** Create, update, delete, list and validate connectors. */
   readonly connectors: ConnectorsClient;
   /** Periodic refreshes on Temporal Schedules. */
   readonly schedules: SchedulesClient;
+  /** The short workflows (connector operations, dry runs) this client waits for. */
+  private readonly pending = new Set<WorkflowHandle>();
 
   constructor(
     readonly temporal: Client,
@@ -124,6 +151,7 @@ export class DeltasyncClient {
     const settings = typeof options === 'string' ? { taskQueue: options } : options;
     this.taskQueue = settings.taskQueue ?? TASK_QUEUE;
     this.tenant = settings.tenant ?? 'default';
+    this.answerTimeoutMs = settings.answerTimeoutMs ?? ANSWER_TIMEOUT_MS;
     this.connectors = new ConnectorsClient(this);
     this.schedules = new SchedulesClient(temporal, this.taskQueue, this.tenant, (id) =>
       this.connectors.get(id),
@@ -197,19 +225,25 @@ export class DeltasyncClient {
    */
   async plan(connectorId: string, options: { strategy?: StrategyChoice } = {}): Promise<DryRunPlan> {
     await this.connectors.get(connectorId); // tenant check
-    return this.temporal.workflow.execute<typeof planConnector>('planConnector', {
-      workflowId: `deltasync-plan-${connectorId}@${this.tenant}-${Date.now().toString(36)}`,
-      taskQueue: this.taskQueue,
-      args: [{ connectorId, tenant: this.tenant, strategy: options.strategy }],
-      typedSearchAttributes: [
-        { key: searchAttributes.connectorId, value: connectorId },
-        { key: searchAttributes.tenant, value: this.tenant },
-      ],
-      staticSummary: `dry-run plan for **${connectorId}**`,
-    });
+    return this.untilClosed<DryRunPlan>(`the dry run of '${connectorId}'`, PLAN_TIMEOUT_MS, () =>
+      this.temporal.workflow.start<typeof planConnector>('planConnector', {
+        workflowId: `deltasync-plan-${connectorId}@${this.tenant}-${Date.now().toString(36)}`,
+        taskQueue: this.taskQueue,
+        args: [{ connectorId, tenant: this.tenant, strategy: options.strategy }],
+        workflowExecutionTimeout: PLAN_TIMEOUT_MS,
+        typedSearchAttributes: [
+          { key: searchAttributes.connectorId, value: connectorId },
+          { key: searchAttributes.tenant, value: this.tenant },
+        ],
+        staticSummary: `dry-run plan for **${connectorId}**`,
+      }),
+    );
   }
 
-  /** Progress of the connector's latest refresh (running or finished). */
+  /**
+   * Progress of the connector's latest refresh (running or finished). A worker answers it; throws
+   * {@link WorkerTimeoutError} when none does within `answerTimeoutMs`.
+   */
   async progress(connectorId: string): Promise<LiveProgress> {
     return this.progressOf(this.temporal.workflow.getHandle(this.refreshId(connectorId)));
   }
@@ -333,7 +367,8 @@ export class DeltasyncClient {
       if (error instanceof WorkflowNotFoundError) return false; // never started, or ended already
       throw error;
     }
-    await handle.result();
+    // The watcher ends once a worker hands it the signal: a short wait, with a deadline.
+    await this.answered(`the watcher of '${connectorId}' to stop`, ADMIN_TIMEOUT_MS, () => handle.result());
     return true;
   }
 
@@ -382,7 +417,12 @@ export class DeltasyncClient {
     await this.connectors.get(connectorId); // tenant check
     const handle = this.temporal.workflow.getHandle<typeof watchConnector>(this.watchId(connectorId));
     try {
-      const [status, description] = await Promise.all([handle.query(watchStatusQuery), handle.describe()]);
+      const [status, description] = await Promise.all([
+        this.answered(`the status query of '${connectorId}''s watcher`, this.answerTimeoutMs, () =>
+          handle.query(watchStatusQuery),
+        ),
+        handle.describe(),
+      ]);
       return { ...status, running: description.status.name === 'RUNNING' };
     } catch (error) {
       if (error instanceof WorkflowNotFoundError) return null;
@@ -390,17 +430,85 @@ export class DeltasyncClient {
     }
   }
 
-  /** @internal: one connector-management operation, run by a worker. */
+  /**
+   * @internal: one connector-management operation, run by a worker. Throws
+   * {@link WorkerTimeoutError} when no worker finished it within {@link ADMIN_TIMEOUT_MS}.
+   */
   async admin(operation: AdminOperation): Promise<AdminResult> {
     try {
-      return await this.temporal.workflow.execute<typeof manageConnectors>('manageConnectors', {
-        workflowId: `deltasync-admin-${operation.kind}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`,
-        taskQueue: this.taskQueue,
-        args: [operation],
-        typedSearchAttributes: [{ key: searchAttributes.tenant, value: this.tenant }],
-      });
+      return await this.untilClosed<AdminResult>(
+        `connector operation '${operation.kind}'`,
+        ADMIN_TIMEOUT_MS,
+        () =>
+          this.temporal.workflow.start<typeof manageConnectors>('manageConnectors', {
+            workflowId: `deltasync-admin-${operation.kind}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`,
+            taskQueue: this.taskQueue,
+            args: [operation],
+            workflowExecutionTimeout: ADMIN_TIMEOUT_MS,
+            typedSearchAttributes: [{ key: searchAttributes.tenant, value: this.tenant }],
+          }),
+      );
     } catch (error) {
       throw asConnectorError(error, 'id' in operation ? operation.id : '');
+    }
+  }
+
+  /**
+   * Withdraw the connector operations and dry runs this client is waiting for, because the caller
+   * gave up on them (no worker polls the task queue): their workflows are terminated, so none
+   * runs later by surprise or stays open. Refreshes are never withdrawn. The calls waiting for
+   * them fail with a `WorkflowFailedError` (terminated).
+   */
+  async withdrawPending(reason: string): Promise<number> {
+    const pending = [...this.pending];
+    this.pending.clear();
+    await Promise.all(
+      pending.map(
+        (handle) =>
+          this.temporal.connection
+            .withDeadline(Date.now() + TERMINATE_TIMEOUT_MS, () => handle.terminate(reason))
+            .catch(() => undefined), // ended meanwhile, or Temporal is gone: its timeout ends it
+      ),
+    );
+    return pending.length;
+  }
+
+  /**
+   * Start a short workflow and wait for its result. Temporal closes it at `timeoutMs` (its
+   * execution timeout), so the wait ends too; the deadline a little later covers a close that
+   * never reaches us.
+   */
+  private async untilClosed<R>(
+    what: string,
+    timeoutMs: number,
+    start: () => Promise<WorkflowHandle>,
+  ): Promise<R> {
+    const handle = await start();
+    this.pending.add(handle);
+    try {
+      return (await this.temporal.connection.withDeadline(Date.now() + timeoutMs + CLOSE_MARGIN_MS, () =>
+        handle.result(),
+      )) as R;
+    } catch (error) {
+      const timedOut = error instanceof WorkflowFailedError && error.cause instanceof TimeoutFailure;
+      if (timedOut || isGrpcDeadlineError(error)) {
+        throw new WorkerTimeoutError(what, this.taskQueue, timeoutMs);
+      }
+      throw error;
+    } finally {
+      this.pending.delete(handle);
+    }
+  }
+
+  /** Wait at most `timeoutMs` for what only a worker can answer (a query, an update, a close). */
+  private async answered<R>(what: string, timeoutMs: number, call: () => Promise<R>): Promise<R> {
+    try {
+      return await this.temporal.connection.withDeadline(Date.now() + timeoutMs, call);
+    } catch (error) {
+      if (isGrpcDeadlineError(error) || error instanceof WorkflowUpdateRPCTimeoutOrCancelledError) {
+        throw new WorkerTimeoutError(what, this.taskQueue, timeoutMs);
+      }
+      throw error;
     }
   }
 
@@ -408,7 +516,11 @@ export class DeltasyncClient {
     await this.connectors.get(connectorId); // tenant check
     const handle = this.temporal.workflow.getHandle(this.refreshId(connectorId));
     try {
-      return await handle.executeUpdate(approved ? approveUpdate : rejectUpdate, { args: [input] });
+      return await this.answered(
+        `the ${approved ? 'approval' : 'rejection'} of '${connectorId}'`,
+        this.answerTimeoutMs,
+        () => handle.executeUpdate(approved ? approveUpdate : rejectUpdate, { args: [input] }),
+      );
     } catch (error) {
       // Finished, never started, or running but not at the guard: the same answer for the caller.
       if (error instanceof WorkflowNotFoundError || error instanceof WorkflowUpdateFailedError) {
@@ -419,7 +531,12 @@ export class DeltasyncClient {
   }
 
   private async progressOf(handle: WorkflowHandle<typeof refreshConnector>): Promise<LiveProgress> {
-    const [state, description] = await Promise.all([handle.query(progressQuery), handle.describe()]);
+    const [state, description] = await Promise.all([
+      this.answered(`the progress query of ${handle.workflowId}`, this.answerTimeoutMs, () =>
+        handle.query(progressQuery),
+      ),
+      handle.describe(),
+    ]);
     const pending = description.raw.pendingActivities?.find(
       (a) => a.activityType?.name === 'sendChanges' && a.heartbeatDetails?.payloads?.length,
     );
@@ -511,6 +628,23 @@ export class NoRunningRefreshError extends Error {
   override name = 'NoRunningRefreshError';
   constructor(readonly connectorId: string) {
     super(`no refresh of '${connectorId}' is running`);
+  }
+}
+
+/**
+ * What only a worker can do (a connector operation, a dry run, a query, an update) was not done
+ * within its time limit, although Temporal answered: the workers are gone, stuck or overloaded.
+ */
+export class WorkerTimeoutError extends Error {
+  override name = 'WorkerTimeoutError';
+  constructor(
+    readonly what: string,
+    readonly taskQueue: string,
+    readonly timeoutMs: number,
+  ) {
+    super(
+      `${what}: no worker on task queue '${taskQueue}' completed it within ${Math.round(timeoutMs / 1000)} s`,
+    );
   }
 }
 

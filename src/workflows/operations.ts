@@ -8,8 +8,14 @@ import { NON_RETRYABLE_ERRORS } from './shared';
  * change triggers make. They carry definitions, ids and counts, never records.
  */
 
+/**
+ * All attempts together end within 90 s: before the 2-minute execution timeout the client gives
+ * a connector operation (ADMIN_TIMEOUT_MS in src/client), so the caller hears the activity's own
+ * last failure (e.g. the database it could not reach) rather than only "timed out".
+ */
 const { connectorAdmin, startRefresh } = proxyActivities<Activities>({
   startToCloseTimeout: '1 minute',
+  scheduleToCloseTimeout: '90 seconds',
   retry: { maximumAttempts: 5, nonRetryableErrorTypes: NON_RETRYABLE_ERRORS },
 });
 

@@ -45,7 +45,7 @@ export function registerConnectors(program: Command): void {
         const ctx = await connect(cmd);
         const saved: ConnectorDefinition[] = [];
         for (const { input } of definitions) {
-          saved.push(await ctx.withWorker(ctx.client.connectors[verb](input)));
+          saved.push(await ctx.withWorker(() => ctx.client.connectors[verb](input)));
         }
         if (opts.json) printJson(saved);
         else {
@@ -83,7 +83,7 @@ export function registerConnectors(program: Command): void {
     .option('--json', 'print JSON for scripts')
     .action(async (id: string, opts: { json?: boolean }, cmd: Command) => {
       const ctx = await connect(cmd);
-      const connector = await ctx.withWorker(ctx.client.connectors.get(id));
+      const connector = await ctx.withWorker(() => ctx.client.connectors.get(id));
       if (opts.json) printJson(connector);
       else print(YAML.stringify(connector));
     });
@@ -94,7 +94,7 @@ export function registerConnectors(program: Command): void {
     .option('--json', 'print JSON for scripts')
     .action(async (opts: { json?: boolean }, cmd: Command) => {
       const ctx = await connect(cmd);
-      const all = await ctx.withWorker(ctx.client.connectors.list());
+      const all = await ctx.withWorker(() => ctx.client.connectors.list());
       if (opts.json) printJson(all);
       else if (all.length === 0) print(`no connectors in tenant '${ctx.options.tenant}'`);
       else print(connectorsTable(all));
@@ -109,7 +109,7 @@ export function registerConnectors(program: Command): void {
     .summary('Forget a connector (the remote list is left as it is)')
     .action(async (id: string, _opts: unknown, cmd: Command) => {
       const ctx = await connect(cmd);
-      await ctx.withWorker(ctx.client.connectors.delete(id));
+      await ctx.withWorker(() => ctx.client.connectors.delete(id));
       print(`deleted connector ${id} (the remote list is left as it is)`);
     });
 }

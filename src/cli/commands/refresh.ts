@@ -1,4 +1,5 @@
 import os from 'node:os';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { WorkflowFailedError, WorkflowNotFoundError } from '@temporalio/client';
 import { Option, type Command } from 'commander';
 import type { RunSummary } from '../../client';
@@ -44,7 +45,7 @@ export function registerRefresh(program: Command): void {
     .option('--json', 'print JSON for scripts')
     .action(async (id: string, opts: { strategy?: StrategyChoice; json?: boolean }, cmd: Command) => {
       const ctx = await connect(cmd);
-      const plan = await ctx.withWorker(ctx.client.plan(id, { strategy: opts.strategy }));
+      const plan = await ctx.withWorker(() => ctx.client.plan(id, { strategy: opts.strategy }));
       if (opts.json) return printJson(plan);
       const verdict = plan.needed ? `would refresh by ${plan.strategy}` : 'nothing to send';
       print(
@@ -71,17 +72,22 @@ export function registerRefresh(program: Command): void {
     .option('--json', 'print JSON for scripts (one line per update with --watch)')
     .action(async (id: string, opts: { watch?: boolean; json?: boolean }, cmd: Command) => {
       const ctx = await connect(cmd);
-      await ctx.withWorker(ctx.client.connectors.get(id)); // tenant check
+      await ctx.withWorker(() => ctx.client.connectors.get(id)); // tenant check
       try {
+        // Each answer comes from a worker (a query): each is watched, so a worker that dies while
+        // the CLI watches ends the command instead of hanging it.
         if (!opts.watch) {
-          const progress = await ctx.client.progress(id);
+          const progress = await ctx.withWorker(() => ctx.client.progress(id));
           return opts.json ? printJson(progress) : print(describeProgress(id, progress));
         }
         let last = '';
-        for await (const progress of ctx.client.watchProgress(id)) {
+        for (;;) {
+          const progress = await ctx.withWorker(() => ctx.client.progress(id));
           const text = opts.json ? JSON.stringify(progress) : describeProgress(id, progress);
           if (text !== last) print(opts.json ? text : `${text}\n`);
           last = text;
+          if (progress.status !== 'RUNNING') break;
+          await sleep(WATCH_EVERY_MS);
         }
       } catch (error) {
         if (error instanceof WorkflowNotFoundError) throw notFound(`no refresh of '${id}' has run yet`);
@@ -96,7 +102,7 @@ export function registerRefresh(program: Command): void {
     .option('--json', 'print JSON for scripts')
     .action(async (id: string, opts: { limit: number; json?: boolean }, cmd: Command) => {
       const ctx = await connect(cmd);
-      const runs = await ctx.withWorker(ctx.client.runs(id, { limit: opts.limit }));
+      const runs = await ctx.withWorker(() => ctx.client.runs(id, { limit: opts.limit }));
       if (opts.json) printJson(runs);
       else if (runs.length === 0) print(`no runs of ${id} yet`);
       else print(runsTable(runs));
@@ -121,7 +127,7 @@ export function registerRefresh(program: Command): void {
       .action(async (id: string, opts: { by: string; note?: string; json?: boolean }, cmd: Command) => {
         const ctx = await connect(cmd);
         const input = { by: opts.by, ...(opts.note ? { note: opts.note } : {}) };
-        const decision = await ctx.withWorker(
+        const decision = await ctx.withWorker(() =>
           approved ? ctx.client.approve(id, input) : ctx.client.reject(id, input),
         );
         if (opts.json) return printJson(decision);
@@ -144,12 +150,18 @@ export function registerRefresh(program: Command): void {
     .option('--json', 'print JSON for scripts')
     .action(async (id: string, opts: { wait: boolean; json?: boolean }, cmd: Command) => {
       const ctx = await connect(cmd);
-      const cancelled = await ctx.withWorker(ctx.client.cancel(id));
+      const cancelled = await ctx.withWorker(() => ctx.client.cancel(id));
       if (!opts.wait) {
         const requested = { workflowId: cancelled.workflowId, runId: cancelled.runId, stopped: false };
         return opts.json ? printJson(requested) : print(`cancellation of ${id}'s refresh requested`);
       }
-      const run = await ctx.withWorker(cancelled.stopped());
+      // Stopping waits for the send's call in flight: nothing new is queued, so only a worker that
+      // stopped polling altogether ends this wait early.
+      const run = await ctx.withWorker(() => cancelled.stopped(), {
+        queuesWork: false,
+        notice: false,
+        leftBehind: `; ${id}'s refresh stops once a worker polls again`,
+      });
       if (opts.json) return printJson({ workflowId: cancelled.workflowId, runId: cancelled.runId, run });
       print(
         run
@@ -160,6 +172,9 @@ export function registerRefresh(program: Command): void {
       );
     });
 }
+
+/** How often `progress --watch` asks. */
+const WATCH_EVERY_MS = 500;
 
 function addWaitOptions(command: Command): Command {
   return command
@@ -181,11 +196,11 @@ function addWaitOptions(command: Command): Command {
 
 async function runRefresh(id: string, opts: RefreshFlags, cmd: Command): Promise<void> {
   const ctx = await connect(cmd);
-  await ctx.withWorker(ctx.client.connectors.get(id)); // not found → exit 4 before anything starts
+  await ctx.withWorker(() => ctx.client.connectors.get(id)); // not found → exit 4 before anything starts
   const strategy = opts.strategy === 'auto' ? undefined : opts.strategy;
-  const handle = await ctx.client.startRefresh(id, { strategy, trigger: 'cli' });
   const follow = opts.follow || opts.progress !== undefined;
   if (!opts.wait && !follow) {
+    const handle = await ctx.client.startRefresh(id, { strategy, trigger: 'cli' });
     const started = {
       connectorId: id,
       workflowId: handle.workflowId,
@@ -198,12 +213,24 @@ async function runRefresh(id: string, opts: RefreshFlags, cmd: Command): Promise
         `(workflow ${handle.workflowId}, run ${handle.runId})`,
     );
   }
-  if (handle.attached && !opts.json) process.stderr.write(`attached to the running refresh of ${id}\n`);
   let summary: RunSummary;
+  // The start and the wait are watched as one: a new refresh puts a workflow task on the queue,
+  // which a live worker takes at once; joining a running refresh queues nothing.
+  let attached: boolean | undefined;
   try {
-    summary = follow
-      ? await followRefresh(handle, id, { mode: opts.progress, awaitResult: ctx.withWorker })
-      : await ctx.withWorker(handle.result());
+    summary = await ctx.withWorker(
+      async () => {
+        const handle = await ctx.client.startRefresh(id, { strategy, trigger: 'cli' });
+        attached = handle.attached;
+        if (handle.attached && !opts.json) process.stderr.write(`attached to the running refresh of ${id}\n`);
+        return follow ? followRefresh(handle, id, { mode: opts.progress }) : handle.result();
+      },
+      {
+        queuesWork: () => attached !== true,
+        notice: false, // a refresh takes as long as it takes; --follow shows its progress
+        leftBehind: `; the refresh of ${id} stays queued and goes on once a worker polls again`,
+      },
+    );
   } catch (error) {
     throw refreshFailure(id, error, opts.json);
   }

@@ -58,7 +58,7 @@ export function registerSchedules(program: Command): void {
       ) => {
         const spec = specOf(opts);
         const ctx = await connect(cmd);
-        await ctx.withWorker(ctx.client.connectors.get(id)); // only the tenant's own connectors
+        await ctx.withWorker(() => ctx.client.connectors.get(id)); // only the tenant's own connectors
         const schedule = await scheduleCall(id, ctx.options.tenant, () =>
           ctx.client.schedules.create(id, spec, { paused: opts.paused, note: opts.note }),
         );

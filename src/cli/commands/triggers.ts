@@ -47,11 +47,11 @@ export function registerTriggers(program: Command): void {
       ) => {
         const ctx = await connect(cmd);
         if (opts.status) {
-          const status = await ctx.withWorker(ctx.client.watchStatus(id));
+          const status = await ctx.withWorker(() => ctx.client.watchStatus(id));
           if (!status) throw notFound(`connector ${id} has never been watched`);
           return opts.json ? printJson(status) : print(describeWatch(status));
         }
-        const handle = await ctx.withWorker(
+        const handle = await ctx.withWorker(() =>
           ctx.client.watch(id, {
             ...(opts.pollSeconds !== undefined ? { pollSeconds: opts.pollSeconds } : {}),
             ...(opts.debounceSeconds !== undefined ? { debounceSeconds: opts.debounceSeconds } : {}),
@@ -73,7 +73,7 @@ export function registerTriggers(program: Command): void {
     .option('--json', 'print JSON for scripts')
     .action(async (id: string, opts: { json?: boolean }, cmd: Command) => {
       const ctx = await connect(cmd);
-      const stopped = await ctx.withWorker(ctx.client.unwatch(id));
+      const stopped = await ctx.withWorker(() => ctx.client.unwatch(id));
       if (opts.json) return printJson({ connectorId: id, stopped });
       print(stopped ? `stopped watching ${id}` : `${id} was not being watched`);
     });
@@ -88,7 +88,7 @@ export function registerTriggers(program: Command): void {
     .option('--note <text>', "a short label, e.g. 'orders import 2026-03-01' (no record data)")
     .action(async (id: string, opts: { note?: string }, cmd: Command) => {
       const ctx = await connect(cmd);
-      await ctx.withWorker(ctx.client.notifyChange(id, opts.note));
+      await ctx.withWorker(() => ctx.client.notifyChange(id, opts.note));
       print(`notified the watcher of ${id}`);
     });
 }
