@@ -173,6 +173,10 @@ describe('deltasync CLI', () => {
       [['yaml-customers', 'default']],
     );
     assert.deepEqual(json(other), [], 'another tenant sees nothing');
+    assert.equal(json<{ lastSucceededAt: number | null }[]>(listed)[0]!.lastSucceededAt, null);
+    const table = await cli(['connectors', 'list']);
+    assert.match(table.stdout, /last success/);
+    assert.match(table.stdout, /yaml-customers .* never$/m, 'never refreshed');
   });
 
   test('bad input, unknown connectors and an unreachable Temporal: one line, documented exit codes', async () => {

@@ -11,6 +11,7 @@ import {
   loadConnector,
   saveConnector,
   UnknownConnectorError,
+  type ListedConnector,
 } from '../connectors/store';
 import { listRuns } from '../core/runs';
 import { summarizeRun, type RunSummary } from '../core/summaries';
@@ -33,7 +34,7 @@ export type AdminOperation =
 
 export type AdminResult =
   | { kind: 'connector'; connector: ConnectorDefinition }
-  | { kind: 'connectors'; connectors: ConnectorDefinition[] }
+  | { kind: 'connectors'; connectors: ListedConnector[] }
   | { kind: 'deleted'; id: string }
   | { kind: 'runs'; runs: RunSummary[] };
 

@@ -1,5 +1,6 @@
 import type { ConnectorSchedule } from '../client/schedules';
-import type { ConnectorDefinition, LiveProgress, RunSummary } from '../client';
+import type { LiveProgress, RunSummary } from '../client';
+import type { ListedConnector } from '../connectors/store';
 
 /** Plain-text tables and numbers for people; scripts use --json instead. */
 
@@ -71,15 +72,16 @@ function triggerOf(run: RunSummary): string | undefined {
   return typeof value === 'string' ? value : undefined;
 }
 
-export function connectorsTable(connectors: ConnectorDefinition[]): string {
+export function connectorsTable(connectors: ListedConnector[]): string {
   return table(
-    ['id', 'destination', 'dataset', 'key', 'strategy'],
+    ['id', 'destination', 'dataset', 'key', 'strategy', 'last success'],
     connectors.map((c) => [
       c.id,
       c.destination.type,
       c.dataset.table ?? 'sql',
       c.dataset.key,
       c.policy.strategy,
+      c.lastSucceededAt === null ? 'never' : new Date(c.lastSucceededAt).toISOString(),
     ]),
   );
 }

@@ -9,7 +9,7 @@ import {
   WorkflowUpdateRPCTimeoutOrCancelledError,
   type WorkflowHandle,
 } from '@temporalio/client';
-import { UnknownConnectorError } from '../connectors/store';
+import { UnknownConnectorError, type ListedConnector } from '../connectors/store';
 import { defaultPayloadConverter, fromPayloadsAtIndex, TimeoutFailure } from '@temporalio/common';
 import type { AdminOperation, AdminResult } from '../activities/admin';
 import {
@@ -49,6 +49,7 @@ import { SchedulesClient } from './schedules';
 
 export type {
   ConnectorDefinition,
+  ListedConnector,
   ConnectorInput,
   DryRunPlan,
   GuardDecision,
@@ -711,14 +712,14 @@ export class ConnectorsClient {
   }
 
   /** Every connector of the tenant, in id order (read from the worker a page at a time). */
-  async list(): Promise<ConnectorDefinition[]> {
-    const all: ConnectorDefinition[] = [];
+  async list(): Promise<ListedConnector[]> {
+    const all: ListedConnector[] = [];
     for await (const page of this.pages()) all.push(...page);
     return all;
   }
 
   /** The tenant's connectors a page at a time, in id order: for tenants with many thousands. */
-  async *pages(pageSize = CONNECTORS_PAGE): AsyncGenerator<ConnectorDefinition[]> {
+  async *pages(pageSize = CONNECTORS_PAGE): AsyncGenerator<ListedConnector[]> {
     let afterId: string | undefined;
     for (;;) {
       const result = await this.client.admin({

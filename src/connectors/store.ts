@@ -37,16 +37,30 @@ export async function loadConnector(db: Db, tenant: string, id: string): Promise
 }
 
 /** A tenant's connectors, in id order, `limit` at a time after `afterId`. */
+/**
+ * A connector as listed: its definition, and when the dataset it last delivered in full was read
+ * (`last_succeeded_at`: the snapshot of its last run that met the thresholds; null: never). A
+ * mark that stops advancing is a connector that stopped delivering.
+ */
+export type ListedConnector = ConnectorDefinition & { lastSucceededAt: number | null };
+
 export async function listConnectors(
   db: Db,
   tenant: string,
   page: { afterId?: string; limit?: number } = {},
-): Promise<ConnectorDefinition[]> {
-  const query = db('connectors').where({ tenant }).orderBy('id');
-  if (page.afterId !== undefined) query.where('id', '>', connectorKey(tenant, page.afterId));
+): Promise<ListedConnector[]> {
+  const query = db('connectors')
+    .leftJoin('connector_state', 'connector_state.connector_id', 'connectors.id')
+    .where('connectors.tenant', tenant)
+    .orderBy('connectors.id')
+    .select('connectors.definition', 'connector_state.last_succeeded_at');
+  if (page.afterId !== undefined) query.where('connectors.id', '>', connectorKey(tenant, page.afterId));
   if (page.limit !== undefined) query.limit(page.limit);
-  const rows = (await query) as { definition: string }[];
-  return rows.map((row) => parseConnector(JSON.parse(row.definition)));
+  const rows = (await query) as { definition: string; last_succeeded_at: unknown }[];
+  return rows.map((row) => ({
+    ...parseConnector(JSON.parse(row.definition)),
+    lastSucceededAt: row.last_succeeded_at === null ? null : Number(row.last_succeeded_at),
+  }));
 }
 
 /**
