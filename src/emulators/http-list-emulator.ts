@@ -37,6 +37,12 @@ export interface EmulatorFaults extends CommonFaults {
   applyThenFail?: { calls: number };
   /** A reason to reject a record (it is then not applied), or null to accept it. */
   reject?: (key: string) => string | null;
+  /**
+   * The next `calls` additions take only their first `accepted` records (those not rejected) and
+   * answer `{"accepted": <that many>, "rejected": […]}`: a short acknowledgement, which does not
+   * say which records were left out.
+   */
+  shortAcknowledgement?: { calls: number; accepted: number };
 }
 
 export interface EmulatorStats {
@@ -44,7 +50,10 @@ export interface EmulatorStats {
   calls: Record<Endpoint, number>;
   /** Records carried in well-formed, authenticated request bodies, per endpoint (faulted calls included). */
   recordsReceived: Record<Endpoint, number>;
-  /** Records in calls whose change was applied to the list (apply-then-fail calls included). */
+  /**
+   * Records in calls whose change was applied to the list (apply-then-fail calls included; of a
+   * short acknowledgement, only the records it took).
+   */
   recordsApplied: Record<Endpoint, number>;
   /** Answers by HTTP status. */
   statuses: Record<number, number>;
@@ -133,8 +142,8 @@ export async function startHttpListEmulator(options: HttpListEmulatorOptions): P
     const mutating = route.endpoint !== 'list';
     const down = mutating ? faults.down() : undefined;
     if (down) return { status: down.status ?? 503, body: { message: 'service unavailable' } };
-    const body = apply(list(route.listId), request);
-    stats.current.recordsApplied[route.endpoint] += request.records;
+    const { body, applied } = apply(list(route.listId), request);
+    stats.current.recordsApplied[route.endpoint] += applied;
     if (faults.take('applyThenFail')) return { status: 500, body: { message: 'internal error' } };
     if (mutating) faults.succeeded();
     return { status: 200, body };
@@ -149,14 +158,20 @@ export async function startHttpListEmulator(options: HttpListEmulatorOptions): P
     }
   }
 
-  function apply(members: SortedList, request: ParsedRequest): unknown {
+  /** The answer's body, and how many of the request's records changed the list (for the stats). */
+  function apply(members: SortedList, request: ParsedRequest): { body: unknown; applied: number } {
     switch (request.kind) {
       case 'add': {
         const rejected = rejections(request.members.map((m) => m.key));
-        for (const member of request.members) {
-          if (!rejected.has(member.key)) members.set(member.key, member.attributes);
-        }
-        return { accepted: request.members.length - rejected.size, rejected: listRejections(rejected) };
+        const taken = request.members.filter((member) => !rejected.has(member.key));
+        const short = faults.take('shortAcknowledgement');
+        const applied = short ? taken.slice(0, Math.max(0, short.accepted)) : taken;
+        for (const member of applied) members.set(member.key, member.attributes);
+        return {
+          body: { accepted: applied.length, rejected: listRejections(rejected) },
+          // Stats count every record of an applied call; of a short one, only the part taken.
+          applied: short ? applied.length : request.records,
+        };
       }
       case 'remove': {
         const rejected = rejections(request.keys);
@@ -164,13 +179,13 @@ export async function startHttpListEmulator(options: HttpListEmulatorOptions): P
         for (const key of request.keys) {
           if (!rejected.has(key) && members.delete(key)) removed++;
         }
-        return { removed, rejected: listRejections(rejected) };
+        return { body: { removed, rejected: listRejections(rejected) }, applied: request.records };
       }
       case 'truncate':
         members.clear();
-        return {};
+        return { body: {}, applied: request.records };
       case 'list':
-        return members.page(request.after, request.limit);
+        return { body: members.page(request.after, request.limit), applied: request.records };
     }
   }
 

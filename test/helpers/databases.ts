@@ -19,8 +19,14 @@ export interface TestDatabase {
 
 let counter = 0;
 
-/** A fresh, migrated, throw-away database of the given dialect. */
-export async function createTestDatabase(dialect: Dialect): Promise<TestDatabase> {
+/**
+ * A fresh, migrated, throw-away database of the given dialect; MySQL ones on the shared server,
+ * or on `options.mysqlServer` (a server URL without a database, e.g. a private MariaDB's).
+ */
+export async function createTestDatabase(
+  dialect: Dialect,
+  options: { mysqlServer?: string } = {},
+): Promise<TestDatabase> {
   const name = `ds_test_${process.pid}_${Date.now().toString(36)}_${counter++}`;
   if (dialect === 'sqlite') {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'deltasync-'));
@@ -37,10 +43,11 @@ export async function createTestDatabase(dialect: Dialect): Promise<TestDatabase
       },
     };
   }
-  const admin = knex(databaseConfig(mysqlServerUrl));
+  const serverUrl = options.mysqlServer ?? mysqlServerUrl;
+  const admin = knex(databaseConfig(serverUrl));
   await admin.raw(`CREATE DATABASE \`${name}\` CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci`);
   await admin.destroy();
-  const server = new URL(mysqlServerUrl);
+  const server = new URL(serverUrl);
   server.pathname = `/${name}`;
   const url = server.toString();
   const db = knex(databaseConfig(url));

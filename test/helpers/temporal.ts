@@ -1,4 +1,7 @@
-import { Client } from '@temporalio/client';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Client, Connection } from '@temporalio/client';
 import { bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
 import { DeltasyncClient } from '../../src/client';
@@ -6,7 +9,12 @@ import type { DestinationFactory } from '../../src/connectors/registry';
 import type { Db } from '../../src/db';
 import { createTenancy, TenantDirectory } from '../../src/tenancy';
 import type { SecretStore } from '../../src/tenancy/secrets';
-import { startDevServer, type DevServer } from '../../src/temporal/dev-server';
+import {
+  startDevServer,
+  startDevServerProcess,
+  type DevServer,
+  type DevServerProcess,
+} from '../../src/temporal/dev-server';
 import { createWorkers } from '../../src/worker';
 import { anySecret } from './secrets';
 
@@ -77,3 +85,29 @@ export async function startTemporal(options: { namespaces?: string[] } = {}): Pr
 
 const quiet = () => undefined;
 const quietLogger = { log: quiet, trace: quiet, debug: quiet, info: quiet, warn: quiet, error: quiet };
+
+/**
+ * A dev server that can be killed and started again on the same port and state file (a SQLite
+ * file in a temporary folder), with a client whose connection reconnects after a restart. For
+ * tests of a Temporal outage; workers run in processes of their own (test/helpers/worker-process).
+ */
+export interface RestartableTemporal {
+  server: DevServerProcess;
+  client: Client;
+  stop(): Promise<void>;
+}
+
+export async function startRestartableTemporal(): Promise<RestartableTemporal> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'deltasync-temporal-'));
+  const server = await startDevServerProcess({ dbFilename: path.join(dir, 'temporal.sqlite') });
+  const connection = await Connection.connect({ address: server.address });
+  return {
+    server,
+    client: new Client({ connection }),
+    async stop() {
+      await connection.close();
+      await server.stop();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
