@@ -2,7 +2,7 @@ import { Context } from '@temporalio/activity';
 import { connectorKey, InvalidConnectorError, type ConnectorDefinition } from '../connectors/definition';
 import { loadConnector } from '../connectors/store';
 import { DestinationError, type BatchOutcome, type Destination } from '../connectors/types';
-import { isCallFailure, talliesOfFailure, talliesOfOutcome } from '../core/api-calls';
+import { isCallFailure, rateLimitWaitsOf, talliesOfFailure, talliesOfOutcome } from '../core/api-calls';
 import type { DatasetReader } from '../core/dataset';
 import {
   badRowTotal,
@@ -26,11 +26,9 @@ import { planRefresh as plan, PlanningError, type StrategyChoice } from '../core
 import {
   beginRun as beginRunRow,
   finishRun as finishRunRow,
-  incrementEndpointCalls,
-  incrementRunCounters,
   getRun,
   lastProgressAt,
-  recordFailedCalls,
+  recordCalls,
   loadCheckpoint,
   recordFailure,
   recordPlan,
@@ -39,7 +37,14 @@ import {
   saveCheckpoint,
   type RunStatus,
 } from '../core/runs';
-import { batchSizeFor, sendPhase, type SendPhase, type SendProgress, type SendTotals } from '../core/sender';
+import {
+  batchSizeFor,
+  operationOf,
+  sendPhase,
+  type SendPhase,
+  type SendProgress,
+  type SendTotals,
+} from '../core/sender';
 import {
   summarizeRun,
   type DryRunPlan,
@@ -175,11 +180,7 @@ export function createRefreshActivities(dependencies: ActivityDependencies) {
   }
 
   async function countCalls(runId: number, outcome: BatchOutcome, endpoint: string) {
-    await incrementRunCounters(db, runId, {
-      api_calls: outcome.apiCalls,
-      rate_limit_waits: outcome.rateLimitWaits,
-    });
-    await incrementEndpointCalls(db, runId, talliesOfOutcome(outcome, endpoint));
+    await recordCalls(db, runId, talliesOfOutcome(outcome, endpoint), outcome.rateLimitWaits);
   }
 
   /**
@@ -216,7 +217,7 @@ export function createRefreshActivities(dependencies: ActivityDependencies) {
       // may be what failed, so a write that fails here does not hide the error.
       await Promise.all([
         isCallFailure(error) &&
-          recordFailedCalls(db, ref.runId, talliesOfFailure(error, step.endpoint), rateLimitWaitsOf(error)),
+          recordCalls(db, ref.runId, talliesOfFailure(error, step.endpoint), rateLimitWaitsOf(error)),
         isRetriedFailure(error) && recordFailure(db, ref.runId, describeFailure(error), now()),
       ]).catch(() => undefined);
       throw error;
@@ -562,13 +563,4 @@ function describeFailure(error: unknown): string {
   if (!(error instanceof Error)) return String(error);
   const cause = error.cause instanceof Error ? ` (${error.cause.message})` : '';
   return `${error.message}${cause}`;
-}
-
-/** The destination operation a send phase calls. */
-function operationOf(phase: SendPhase): string {
-  return phase === 'deletions' ? 'remove' : 'add';
-}
-
-function rateLimitWaitsOf(error: unknown): number {
-  return (error as { rateLimitWaits?: number } | null)?.rateLimitWaits ?? 0;
 }

@@ -56,6 +56,11 @@ function failureStands(error: unknown): boolean {
   return error instanceof DestinationError && error.kind !== 'retryable';
 }
 
+/** The 429 waits an error says its operation went through (0 when it does not say). */
+export function rateLimitWaitsOf(error: unknown): number {
+  return (error as { rateLimitWaits?: number } | null)?.rateLimitWaits ?? 0;
+}
+
 /** Does the error say it comes from a destination call (rather than from our database, say)? */
 export function isCallFailure(error: unknown): boolean {
   const apiCalls = (error as { apiCalls?: unknown } | undefined)?.apiCalls;

@@ -194,15 +194,11 @@ export async function incrementEndpointCalls(db: Executor, runId: number, tallie
 }
 
 /**
- * The run's calls and what its failed calls cost, in one go: for an operation that ended in an
- * error, whose batch transaction never ran. The calls were made all the same.
+ * Calls made outside a send's batch transaction (truncate, create, swap, list; an operation that
+ * ended in an error, whose batch transaction never ran): the run's totals and its endpoints, in
+ * one go.
  */
-export async function recordFailedCalls(
-  db: Db,
-  runId: number,
-  tallies: EndpointTallies,
-  rateLimitWaits: number,
-) {
+export async function recordCalls(db: Db, runId: number, tallies: EndpointTallies, rateLimitWaits: number) {
   const total = totalOf(tallies);
   await db.transaction(async (trx) => {
     await incrementRunCounters(trx, runId, {

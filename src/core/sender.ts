@@ -74,6 +74,11 @@ export interface SendOptions {
   signal?: AbortSignal;
 }
 
+/** The destination operation a send phase calls (and the endpoint its calls count at). */
+export function operationOf(phase: SendPhase): 'add' | 'remove' {
+  return phase === 'deletions' ? 'remove' : 'add';
+}
+
 export function batchSizeFor(connector: ConnectorDefinition, destination: Destination): number {
   const limit = destination.limits.recordsPerCall;
   return Math.max(1, Math.min(connector.policy.batchSize ?? limit, limit));
@@ -182,7 +187,7 @@ async function deliver(options: SendOptions, batch: Item[]): Promise<CallResult>
   const sentKeys = phase === 'deletions' ? batch.map((item) => item.key) : members.map((m) => m.key);
   const unsent = batch.filter((item) => item.nothingToSend).map((item) => item.key);
   const skipped = batch.length - sentKeys.length - unsent.length;
-  const operation = phase === 'deletions' ? 'remove' : 'add';
+  const operation = operationOf(phase);
   if (sentKeys.length === 0)
     return { delivered: unsent, outcome: NO_CALL, failedCalls: 0, tallies: {}, skipped };
   try {

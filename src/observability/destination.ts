@@ -1,5 +1,10 @@
 import type { BatchOutcome, Destination } from '../connectors/types';
-import { talliesOfFailure, talliesOfOutcome, type EndpointTallies } from '../core/api-calls';
+import {
+  rateLimitWaitsOf,
+  talliesOfFailure,
+  talliesOfOutcome,
+  type EndpointTallies,
+} from '../core/api-calls';
 import type { RefreshObserver } from './observer';
 
 /**
@@ -20,10 +25,7 @@ export function observeDestination(destination: Destination, observer: RefreshOb
   }
 
   function failed(endpoint: string, error: unknown): void {
-    report(
-      talliesOfFailure(error, endpoint),
-      (error as { rateLimitWaits?: number } | null)?.rateLimitWaits ?? 0,
-    );
+    report(talliesOfFailure(error, endpoint), rateLimitWaitsOf(error));
   }
 
   function report(tallies: EndpointTallies, rateLimitWaits: number): void {
