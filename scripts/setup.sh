@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One setup for both README commands: npm packages, the pre-commit hook, a Temporal CLI binary,
-# and (with --mysql) a reachable MariaDB/MySQL and Redis for the tests. Each step is skipped when
+# One setup for both README commands: npm packages, the compiled CLI (dist/), the pre-commit hook,
+# a Temporal CLI binary, and (with --mysql) a reachable MariaDB/MySQL and Redis for the tests. Each step is skipped when
 # already satisfied, so re-running is cheap.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -59,6 +59,10 @@ if [ ! -f "$extension" ] || [ native/statement-timeout.c -nt "$extension" ]; the
     say "WARNING: no C compiler (cc): SQLite statements will have no time limit ('apt-get install build-essential')"
   fi
 fi
+
+# The CLI and the worker run compiled (bin/deltasync runs dist/ with plain node): build them, again
+# whenever a source changed since the last build (bin/build --if-stale, a quick check otherwise).
+bin/build --if-stale || die "the TypeScript build (bin/build) failed: see the errors above."
 
 # ESLint, Prettier and tsc before every commit (scripts/git-hooks/pre-commit), unless this clone
 # already uses other hooks.

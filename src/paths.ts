@@ -1,7 +1,13 @@
 import path from 'node:path';
 
-/** Repository root, so data and migrations are found whatever the working directory. */
-export const projectRoot = path.resolve(__dirname, '..');
+/**
+ * The root of the code that runs: the repository (sources through tsx), or dist/ (the compiled
+ * build, dist/src/paths.js). Its migrations/ are the ones this code can load.
+ */
+export const codeRoot = path.resolve(__dirname, '..');
+
+/** Repository root, so data and migrations are found whatever the working directory (and build). */
+export const projectRoot = path.basename(codeRoot) === 'dist' ? path.dirname(codeRoot) : codeRoot;
 
 /** Project-local folder for the embedded database and the Temporal dev server's state. */
 export function dataDir(): string {

@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
-import { saveConnector } from '../src/connectors/store';
-import type { Capabilities } from '../src/connectors/types';
+import { saveConnector } from '../src/core/connector-store';
+import type { Capabilities } from '../src/core/destination';
 import { updateDeltalog } from '../src/core/deltalog';
 import { endpointCalls, listRuns } from '../src/core/runs';
 import type { Strategy } from '../src/core/plan';
-import { MemoryDestination } from '../src/emulators/memory-destination';
+import { MemoryDestination } from './helpers/memory-destination';
 import { createDriver } from './helpers/engine-driver';
 import { createTestDatabase, type TestDatabase } from './helpers/databases';
 import { startTemporal, type TemporalHarness } from './helpers/temporal';

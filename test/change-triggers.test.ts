@@ -3,14 +3,16 @@ import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Worker } from '@temporalio/worker';
 import { DeltasyncClient, type ConnectorInput } from '../src/client';
-import { InvalidConnectorError, parseConnector } from '../src/connectors/definition';
-import { createHttpListDestination } from '../src/connectors/http-list';
+import { validateConnector } from '../src/connectors/catalog';
+import { InvalidConnectorError } from '../src/core/connector';
+import { createHttpListDestination, httpListConfigSchema } from '../src/connectors/http-list/index';
+import { createDestinationContext } from '../src/connectors/kit/module';
 import type { DestinationFactory } from '../src/connectors/registry';
-import { UnknownConnectorError } from '../src/connectors/store';
+import { UnknownConnectorError } from '../src/core/connector-store';
 import { changeMarker } from '../src/core/change-marker';
 import type { DatasetDefinition } from '../src/core/dataset';
 import { createCustomersTable, seedCustomers } from '../src/demo/customers';
-import { startHttpListEmulator, type HttpListEmulator } from '../src/emulators/http-list-emulator';
+import { startHttpListEmulator, type HttpListEmulator } from '../src/connectors/http-list/emulator';
 import { watchWorkflowId, type watchConnector } from '../src/workflows/watch';
 import { createTestDatabase, dialects, type TestDatabase } from './helpers/databases';
 import { trustedTenants } from './helpers/secrets';
@@ -27,14 +29,17 @@ test('policy: changeTrigger is optional; its defaults and limits', () => {
     dataset: { table: 'customers', key: 'email', attributes: [] },
     destination: { type: 'http-list', baseUrl: 'http://127.0.0.1:1', listId: 'l', tokenSecret: 'T' },
   };
-  assert.equal(parseConnector(base).policy.changeTrigger, undefined, 'no trigger unless asked for');
-  assert.deepEqual(parseConnector({ ...base, policy: { changeTrigger: {} } }).policy.changeTrigger, {
+  assert.equal(validateConnector(base).policy.changeTrigger, undefined, 'no trigger unless asked for');
+  assert.deepEqual(validateConnector({ ...base, policy: { changeTrigger: {} } }).policy.changeTrigger, {
     pollSeconds: 60,
     debounceSeconds: 30,
   });
   assert.throws(
     () =>
-      parseConnector({ ...base, policy: { changeTrigger: { pollSeconds: 0.5, markerColumn: 'x; drop' } } }),
+      validateConnector({
+        ...base,
+        policy: { changeTrigger: { pollSeconds: 0.5, markerColumn: 'x; drop' } },
+      }),
     (error: unknown) => {
       assert.ok(error instanceof InvalidConnectorError, 'an InvalidConnectorError');
       assert.match(error.message, /policy\.changeTrigger\.pollSeconds/);
@@ -159,9 +164,14 @@ const TOKEN = 'watch-token';
 let temporal: TemporalHarness;
 let emulator: HttpListEmulator;
 let t: TestDatabase;
-const destinations: DestinationFactory = (config) => {
+const destinations: DestinationFactory = (config, { listId }) => {
   if (config.type !== 'http-list') throw new Error('http-list only');
-  return createHttpListDestination(config, () => TOKEN, { baseDelayMs: 5, maxDelayMs: 20 });
+  const context = createDestinationContext({
+    secrets: () => TOKEN,
+    listId,
+    retry: { baseDelayMs: 5, maxDelayMs: 20 },
+  });
+  return createHttpListDestination(httpListConfigSchema.parse(config), context);
 };
 
 describe('the watcher', () => {

@@ -11,13 +11,14 @@ import { ServiceError, WorkflowFailedError } from '@temporalio/client';
 import { ActivityFailure, ApplicationFailure, RetryState } from '@temporalio/common';
 import { describeFailure } from '../src/cli/errors';
 import { ADMIN_TIMEOUT_MS, WorkerTimeoutError, type DeltasyncClient } from '../src/client';
-import { parseConnector } from '../src/connectors/definition';
-import { createHttpListDestination } from '../src/connectors/http-list';
+import { parseConnector } from '../src/core/connector';
+import { destinationModule } from '../src/connectors/catalog';
+import { createDestinationContext } from '../src/connectors/kit/module';
 import type { DestinationFactory } from '../src/connectors/registry';
 import { createCustomersTable, seedCustomers } from '../src/demo/customers';
-import { startHttpListEmulator, type HttpListEmulator } from '../src/emulators/http-list-emulator';
+import { startHttpListEmulator, type HttpListEmulator } from '../src/connectors/http-list/emulator';
 import { startDevServer } from '../src/temporal/dev-server';
-import { refreshWorkflowId } from '../src/workflows/shared';
+import { refreshWorkflowId } from '../src/temporal/names';
 import { createTestDatabase, type TestDatabase } from './helpers/databases';
 import { trustedTenants } from './helpers/secrets';
 import { startTemporal, type TemporalHarness } from './helpers/temporal';
@@ -30,15 +31,24 @@ import { startWorkerProcess } from './helpers/worker-process';
 
 const ROOT = path.join(__dirname, '..');
 const TOKEN = 'cli-token';
+/** A secret name whose value the emulator refuses (for `validate --online`). */
+const WRONG_TOKEN_SECRET = 'CLI_WRONG_TOKEN';
 let temporal: TemporalHarness;
 let emulator: HttpListEmulator;
 let t: TestDatabase;
 let client: DeltasyncClient;
 let stopWorker: () => void;
 let workerDone: Promise<unknown>;
-const destinations: DestinationFactory = (config) => {
-  if (config.type !== 'http-list') throw new Error('http-list only');
-  return createHttpListDestination(config, () => TOKEN, { baseDelayMs: 5, maxDelayMs: 20 });
+/** http-list as the worker builds it (every secret is the emulator's token but one), short backoffs. */
+const destinations: DestinationFactory = (config, { listId }) => {
+  const module = destinationModule(config.type);
+  if (config.type !== 'http-list' || !module) throw new Error('http-list only');
+  const context = createDestinationContext({
+    secrets: (name) => (name === WRONG_TOKEN_SECRET ? 'not-the-token' : TOKEN),
+    listId,
+    retry: { baseDelayMs: 5, maxDelayMs: 20 },
+  });
+  return module.create(module.configSchema.parse(config), context);
 };
 
 before(async () => {
@@ -94,19 +104,41 @@ interface CliOptions {
    * message instead of waiting for the test runner's own timeout.
    */
   killAfterMs?: number;
+  /** Record the modules the CLI process loaded (its require cache when it exits). */
+  recordModules?: boolean;
 }
 
+/** Writes the require cache's file names, one a line, to $LOADED_MODULES_FILE as the process exits. */
+const MODULE_RECORDER = `
+process.on('exit', () => {
+  require('node:fs').writeFileSync(process.env.LOADED_MODULES_FILE, Object.keys(require.cache).join('\\n'));
+});
+`;
+
 /** Run the CLI against this file's dev server and worker queue (stderr is a pipe, not a TTY). */
-function cli(args: string[], options: CliOptions = {}): Promise<CliResult & { ms: number }> {
+function cli(
+  args: string[],
+  options: CliOptions = {},
+): Promise<CliResult & { ms: number; modules: string[] }> {
   const address = options.address ?? temporal.server.address;
   const taskQueue = options.taskQueue ?? client.taskQueue;
   const globals = options.global === false ? [] : ['--address', address, '--task-queue', taskQueue];
+  const recording = options.recordModules
+    ? fs.mkdtempSync(path.join(os.tmpdir(), 'ds-cli-modules-'))
+    : undefined;
+  const record = recording
+    ? {
+        args: ['--require', path.join(recording, 'record-modules.cjs')],
+        env: { LOADED_MODULES_FILE: path.join(recording, 'loaded.txt') },
+      }
+    : { args: [], env: {} };
+  if (recording) fs.writeFileSync(path.join(recording, 'record-modules.cjs'), MODULE_RECORDER);
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/cli/main.ts', ...globals, ...args], {
-      cwd: ROOT,
-      env: cliEnv,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      [...record.args, '--import', 'tsx', 'src/cli/main.ts', ...globals, ...args],
+      { cwd: ROOT, env: { ...cliEnv, ...record.env }, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
@@ -122,7 +154,12 @@ function cli(args: string[], options: CliOptions = {}): Promise<CliResult & { ms
       clearTimeout(killer);
       const ms = Date.now() - startedAt;
       if (process.env.CLI_TEST_DEBUG) console.log(`${ms} ms: deltasync ${args.join(' ')}\n${stderr}`);
-      resolve({ code, stdout, stderr, ms });
+      let modules: string[] = [];
+      if (recording) {
+        modules = fs.readFileSync(path.join(recording, 'loaded.txt'), 'utf8').split('\n');
+        fs.rmSync(recording, { recursive: true, force: true });
+      }
+      resolve({ code, stdout, stderr, ms, modules });
     });
   });
 }
@@ -133,10 +170,15 @@ const json = <T>(result: CliResult): T => {
 };
 
 /** The fixture connector, pointed at this test's emulator, as a file the CLI can read. */
-function connectorFile(overrides: Record<string, unknown> = {}, name = 'connector.yaml'): string {
+function connectorFile(
+  overrides: Record<string, unknown> = {},
+  name = 'connector.yaml',
+  destination: Record<string, unknown> = {},
+): string {
   const definition = YAML.parse(fs.readFileSync(path.join(__dirname, 'fixtures', 'connector.yaml'), 'utf8'));
   definition.destination.baseUrl = emulator.url;
   Object.assign(definition, overrides);
+  Object.assign(definition.destination, destination);
   const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ds-cli-')), name);
   fs.writeFileSync(file, YAML.stringify(definition));
   return file;
@@ -207,6 +249,87 @@ describe('deltasync CLI', () => {
     assert.equal(help.code, 0);
     assert.match(help.stdout, /Exit codes:\n {2}0 {2}ok\n {2}1 .*\n {2}2 .*\n {2}3 .*\n {2}4 {2}not found/);
     assert.match(help.stdout, /--tenant <name>/);
+  });
+
+  test('connectors validate --online: the worker checks the tenant and calls the destination, one line each', async () => {
+    const good = connectorFile({ id: 'online-ok' }, 'online-ok.yaml');
+    const refused = connectorFile({ id: 'online-refused' }, 'online-refused.yaml', {
+      tokenSecret: WRONG_TOKEN_SECRET,
+    });
+    const [ok, wrongToken, saved, unknown, asJson] = await Promise.all([
+      cli(['connectors', 'validate', '--online', '-f', good]),
+      cli(['connectors', 'validate', '--online', '-f', refused]),
+      cli(['connectors', 'validate', '--online', 'yaml-customers']), // saved by the first test
+      cli(['connectors', 'validate', '--online', 'no-such-connector']),
+      cli(['connectors', 'validate', '--online', '--json', good, refused]),
+    ]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /^online-ok\.yaml: connector online-ok \(http-list\): ok: \S.*\n$/);
+    assert.equal(ok.stderr, '');
+
+    assert.equal(wrongToken.code, 1, wrongToken.stderr);
+    assert.equal(wrongToken.stdout, '');
+    assert.equal(wrongToken.stderr.trimEnd().split('\n').length, 1, wrongToken.stderr);
+    assert.match(
+      wrongToken.stderr,
+      /^deltasync: online-refused\.yaml: connector online-refused \(http-list\): destination check failed: .*(401|unauthori|token)/i,
+    );
+    assert.doesNotMatch(wrongToken.stderr, /not-the-token|cli-token/, 'no secret value is printed');
+
+    assert.equal(saved.code, 0, saved.stderr);
+    assert.match(saved.stdout, /^connector yaml-customers \(http-list\): ok: /);
+    assert.equal(unknown.code, 4, unknown.stderr);
+    assert.match(unknown.stderr, /no connector with id 'no-such-connector' in tenant 'default'/);
+
+    assert.equal(asJson.code, 1, 'one of the two checks failed');
+    const checks = JSON.parse(asJson.stdout) as { connectorId: string; ok: boolean; message: string }[];
+    assert.deepEqual(
+      checks.map((c) => [c.connectorId, c.ok]),
+      [
+        ['online-ok', true],
+        ['online-refused', false],
+      ],
+    );
+    const listed = json<{ id: string }[]>(await cli(['connectors', 'list', '--json']));
+    assert.ok(!listed.some((c) => c.id.startsWith('online-')), 'validating saves nothing');
+  });
+
+  test('--help, usage errors and connectors list load no destination module, driver or progress bar', async () => {
+    const [help, usage, connectorsHelp, destinationTypes, list] = await Promise.all([
+      cli(['--help'], { global: false, recordModules: true }),
+      cli(['refresh'], { global: false, recordModules: true }),
+      cli(['connectors', 'validate', '--help'], { global: false, recordModules: true }),
+      cli(['destinations'], { global: false, recordModules: true }),
+      cli(['connectors', 'list'], { recordModules: true }),
+    ]);
+    assert.equal(help.code, 0, help.stderr);
+    assert.equal(usage.code, 2, usage.stderr);
+    assert.equal(destinationTypes.code, 0, destinationTypes.stderr);
+    assert.equal(list.code, 0, list.stderr);
+    const packageOf = (file: string) => /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(file)?.[1];
+    const loaded = (run: { modules: string[] }) => ({
+      packages: new Set(run.modules.map(packageOf).filter((name) => name !== undefined)),
+      destinationModules: run.modules.filter((file) => /src\/connectors\/(?!catalog\.)/.test(file)),
+    });
+    const drivers = ['knex', 'mysql2', 'better-sqlite3', 'ioredis', 'bottleneck', 'cli-progress'];
+    for (const run of [help, usage, connectorsHelp, destinationTypes, list]) {
+      const { packages, destinationModules } = loaded(run);
+      assert.ok(packages.has('commander'), 'the recorder sees what the CLI loads');
+      assert.deepEqual(destinationModules, []);
+      assert.deepEqual(
+        drivers.filter((name) => packages.has(name)),
+        [],
+      );
+    }
+    // Nothing but commander until a command does something (`destinations` reads the catalog).
+    for (const run of [help, usage, connectorsHelp]) {
+      const { packages } = loaded(run);
+      assert.deepEqual(
+        [...packages].filter((name) => !['commander', 'tsx', 'esbuild'].includes(name)),
+        [],
+      );
+    }
+    assert.ok(loaded(list).packages.has('@temporalio/client'));
   });
 
   test('refresh --follow --progress bar draws a bar from the progress query, then prints the run', async () => {

@@ -3,7 +3,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
-import { InvalidConnectorError, parseConnector } from '../src/connectors/definition';
+import { validateConnector } from '../src/connectors/catalog';
+import { InvalidConnectorError } from '../src/core/connector';
 import { createSecretStore } from '../src/tenancy/secrets';
 
 /** Connector definitions (zod, with errors that name the field) and secret resolution. */
@@ -21,7 +22,7 @@ const valid = {
 
 function problemsOf(input: unknown): string[] {
   try {
-    parseConnector(input);
+    validateConnector(input);
   } catch (error) {
     assert.ok(error instanceof InvalidConnectorError, `expected InvalidConnectorError, got ${String(error)}`);
     assert.equal(error.name, 'InvalidConnectorError');
@@ -31,9 +32,9 @@ function problemsOf(input: unknown): string[] {
   assert.fail('expected the definition to be rejected');
 }
 
-describe('parseConnector', () => {
+describe('validateConnector', () => {
   test('a valid http-list connector gets the defaults', () => {
-    const connector = parseConnector(valid);
+    const connector = validateConnector(valid);
     assert.equal(connector.id, 'crm-audience');
     assert.equal(connector.tenant, 'default');
     assert.deepEqual(connector.dataset, valid.dataset);
@@ -56,7 +57,7 @@ describe('parseConnector', () => {
   });
 
   test('given values win over defaults; attributes default to none', () => {
-    const connector = parseConnector({
+    const connector = validateConnector({
       ...valid,
       tenant: 'acme',
       dataset: { sql: 'SELECT email FROM customers WHERE active = 1', key: 'email' },
@@ -97,7 +98,7 @@ describe('parseConnector', () => {
       assert.match(problems[0]!, /^id: /, id);
     }
     assert.match(problemsOf({ ...valid, id: 'CRM' })[0]!, /lower-case letters, digits, _, \. and -/);
-    assert.equal(parseConnector({ ...valid, id: 'x'.repeat(128) }).id.length, 128);
+    assert.equal(validateConnector({ ...valid, id: 'x'.repeat(128) }).id.length, 128);
 
     const injection = problemsOf({ ...valid, dataset: { ...valid.dataset, key: 'email; DROP TABLE x' } });
     assert.deepEqual(injection, ['dataset.key: must be a plain SQL identifier (letters, digits, _, $, .)']);

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
-import { saveConnector } from '../src/connectors/store';
-import type { Attributes } from '../src/connectors/types';
-import { MemoryDestination } from '../src/emulators/memory-destination';
+import { saveConnector } from '../src/core/connector-store';
+import type { Attributes } from '../src/core/destination';
+import { MemoryDestination } from './helpers/memory-destination';
 import { createDriver, type GuardAnswer, type Interruption } from './helpers/engine-driver';
 import { createTestDatabase, dialects, type TestDatabase } from './helpers/databases';
 

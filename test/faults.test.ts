@@ -4,7 +4,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import Redis from 'ioredis';
 import { createConnection } from 'mysql2/promise';
 import { DeltasyncClient } from '../src/client';
-import { saveConnector } from '../src/connectors/store';
+import { saveConnector } from '../src/core/connector-store';
 import type { StrategyChoice } from '../src/core/plan';
 import type { Db } from '../src/db';
 import { createCustomersTable, readCustomers, seedCustomers } from '../src/demo/customers';
@@ -12,7 +12,7 @@ import {
   startHttpListEmulator,
   type EmulatorFaults,
   type HttpListEmulator,
-} from '../src/emulators/http-list-emulator';
+} from '../src/connectors/http-list/emulator';
 import { createTestDatabase, type TestDatabase } from './helpers/databases';
 import { startPrivateMariaDb, type PrivateMariaDb } from './helpers/private-mariadb';
 import {

@@ -1,13 +1,14 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { connectorKey, type ConnectorInput } from '../src/connectors/definition';
-import { createHttpListDestination } from '../src/connectors/http-list';
+import { connectorKey, type ConnectorInput } from '../src/core/connector';
+import { createHttpListDestination, httpListConfigSchema } from '../src/connectors/http-list/index';
+import { createDestinationContext } from '../src/connectors/kit/module';
 import type { DestinationFactory } from '../src/connectors/registry';
-import { loadConnector, saveConnector } from '../src/connectors/store';
+import { loadConnector, saveConnector } from '../src/core/connector-store';
 import { updateDeltalog } from '../src/core/deltalog';
 import { getRun } from '../src/core/runs';
 import { createCustomersTable, readCustomers, seedCustomers } from '../src/demo/customers';
-import { startHttpListEmulator, type HttpListEmulator } from '../src/emulators/http-list-emulator';
+import { startHttpListEmulator, type HttpListEmulator } from '../src/connectors/http-list/emulator';
 import { createTestDatabase, dialects, type TestDatabase } from './helpers/databases';
 import { startTemporal, type TemporalHarness } from './helpers/temporal';
 
@@ -31,9 +32,14 @@ after(async () => {
   await temporal.stop();
 });
 
-const destinations: DestinationFactory = (config) => {
+const destinations: DestinationFactory = (config, { listId }) => {
   if (config.type !== 'http-list') throw new Error('these tests use http-list only');
-  return createHttpListDestination(config, () => TOKEN, { baseDelayMs: 5, maxDelayMs: 20 });
+  const context = createDestinationContext({
+    secrets: () => TOKEN,
+    listId,
+    retry: { baseDelayMs: 5, maxDelayMs: 20 },
+  });
+  return createHttpListDestination(httpListConfigSchema.parse(config), context);
 };
 
 function connectorFor(policy: ConnectorInput['policy']) {

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { saveConnector } from '../src/connectors/store';
+import { saveConnector } from '../src/core/connector-store';
 import { pendingCounts } from '../src/core/deltalog';
-import { MemoryDestination } from '../src/emulators/memory-destination';
+import { MemoryDestination } from './helpers/memory-destination';
 import { createDriver } from './helpers/engine-driver';
 import { createTestDatabase, dialects, type TestDatabase } from './helpers/databases';
 

@@ -1,24 +1,22 @@
-import type { EndpointTally } from '../src/core/api-calls';
+import { countCall, type EndpointTally } from '../src/core/api-calls';
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { DeltasyncClient } from '../src/client';
-import type { ConnectorInput } from '../src/connectors/definition';
-import { saveConnector } from '../src/connectors/store';
-import { listRuns } from '../src/core/runs';
+import type { ConnectorInput } from '../src/core/connector';
+import { saveConnector } from '../src/core/connector-store';
+import { connectorKey } from '../src/core/connector';
+import { directReader } from '../src/core/dataset';
+import { updateDeltalog } from '../src/core/deltalog';
+import { createList, sendChanges, snapshotRemote, truncateList, type Engine } from '../src/core/refresh';
+import { beginRun, endpointCalls, getRun, listRuns } from '../src/core/runs';
 import { createCustomersTable, customerKey, readCustomers, seedCustomers } from '../src/demo/customers';
-import { startHttpListEmulator, type HttpListEmulator } from '../src/emulators/http-list-emulator';
-import { DestinationError, type Destination } from '../src/connectors/types';
+import { startHttpListEmulator, type HttpListEmulator } from '../src/connectors/http-list/emulator';
+import { DestinationError, type Destination } from '../src/core/destination';
 import { createLogger } from '../src/logging';
-import { observeDestination } from '../src/observability/destination';
 import { createWorkerMetrics } from '../src/observability/metrics';
-import {
-  noopRefreshObserver,
-  safeObserver,
-  sendIncrements,
-  type RefreshObserver,
-} from '../src/observability/observer';
+import { noopRefreshObserver, safeObserver, type RefreshObserver } from '../src/observability/observer';
 import { installTemporalLogging } from '../src/observability/logging';
 import { startDevServer, type DevServer } from '../src/temporal/dev-server';
 import { refreshWorkflowId } from '../src/workflows/shared';
@@ -29,6 +27,7 @@ import {
 } from '../src/worker/service';
 import { createTestDatabase, type TestDatabase } from './helpers/databases';
 import { freePort } from './helpers/fake-http';
+import { MemoryDestination } from './helpers/memory-destination';
 
 /**
  * The worker service end to end: the real Temporal dev server, MariaDB, the http-list emulator,
@@ -402,7 +401,7 @@ describe('worker service: metrics, health, logs, graceful shutdown', () => {
   });
 });
 
-describe('observing destinations and sends (no server)', () => {
+describe('the engine reports calls and batches (no server)', () => {
   const tally = (calls: number, of: Partial<EndpointTally> = {}): EndpointTally => ({
     calls,
     failed: 0,
@@ -415,103 +414,143 @@ describe('observing destinations and sends (no server)', () => {
   function recorder() {
     const calls: unknown[][] = [];
     const observer: RefreshObserver = {
-      onCall: (...args) => void calls.push(['call', ...args]),
-      onRateLimitWaits: (...args) => void calls.push(['waits', ...args]),
+      onCalls: (...args) => void calls.push(['calls', ...args]),
       onBatch: (...args) => void calls.push(['batch', ...args]),
       onRunFinished: (...args) => void calls.push(['run', ...args]),
     };
     return { calls, observer };
   }
 
-  const refused = Object.assign(new DestinationError('refused', 'batch', 400), {
-    apiCalls: 3,
-    rateLimitWaits: 2,
-    callsByEndpoint: { 'jobs:create': 1, 'jobs:run': 2 },
-  });
-  const fake: Destination = {
-    type: 'fake',
-    capabilities: {
-      add: true,
-      remove: true,
-      truncate: true,
-      listMembers: true,
-      updateAttributes: true,
-      createList: true,
-    },
-    limits: { recordsPerCall: 10 },
-    add: () => Promise.reject(refused),
-    remove: (keys) =>
-      Promise.resolve({ rejected: [{ key: keys[0]!, reason: 'no' }], apiCalls: 2, rateLimitWaits: 1 }),
-    truncate: () => Promise.reject(new Error('network down')),
-    listMembers: () => Promise.resolve({ keys: ['k'], next: null }),
-    createList: (name) =>
-      Promise.resolve({ listId: `list-${name}`, outcome: { rejected: [], apiCalls: 1, rateLimitWaits: 0 } }),
-    forList(listId) {
-      return { ...this, type: `fake:${listId}` } as Destination;
-    },
-    close: () => Promise.resolve(),
-  };
-
-  test('calls by endpoint and outcome; results and errors pass through unchanged', async () => {
-    const { calls, observer } = recorder();
-    const observed = observeDestination(fake, observer);
-    assert.equal(observed.type, 'fake');
-    assert.equal(observed.limits, fake.limits);
-    assert.equal(observed.swapList, undefined, 'an optional operation the destination lacks stays absent');
-
-    await assert.rejects(observed.add([]), (error) => error === refused);
-    assert.deepEqual(
-      refused.callsByEndpoint,
-      { 'jobs:create': 1, 'jobs:run': 2 },
-      'the error is not changed',
+  let scenario = 0;
+  /** A connector over a fresh table of `rows` keys, its deltalog updated, and a run of it. */
+  async function runOf(rows: number) {
+    const table = `obs_engine_${scenario}`;
+    const id = `obs-engine-${scenario++}`;
+    await t.db.schema.createTable(table, (x) => {
+      x.string('k', 16).primary();
+      x.string('v', 8);
+    });
+    await t.db(table).insert(Array.from({ length: rows }, (_, i) => ({ k: `k${i}`, v: 'a' })));
+    const connector = await saveConnector(t.db, {
+      id,
+      dataset: { table, key: 'k', attributes: ['v'] },
+      destination: { type: 'http-list', baseUrl: 'http://unused.invalid', listId: 'l', tokenSecret: 'U' },
+    });
+    const key = connectorKey(connector.tenant, connector.id);
+    await updateDeltalog(t.db, key, connector.dataset, 1_000);
+    const runId = await beginRun(
+      t.db,
+      {
+        connectorId: key,
+        tenant: connector.tenant,
+        workflowId: id,
+        workflowRunId: `${id}-run`,
+        trigger: 'test',
+      },
+      1_000,
     );
-    const removed = await observed.remove(['a', 'b']);
-    assert.deepEqual(removed.rejected, [{ key: 'a', reason: 'no' }]);
-    await assert.rejects(observed.truncate(), /network down/);
-    assert.deepEqual(await observed.listMembers(null, 10), { keys: ['k'], next: null });
-    assert.equal((await observed.createList!('r1')).listId, 'list-r1');
-    await observed.forList!('other').remove(['c']);
+    return { connector, key, runId, source: directReader(t.db, connector.dataset) };
+  }
+
+  test('every operation: its calls by endpoint and outcome go to the observer and the run, the same tallies', async () => {
+    const { calls, observer } = recorder();
+    const engine: Engine = { db: t.db, now: Date.now, observer };
+    const { connector, key, runId, source } = await runOf(3);
+    const scope = { connector, key, runId };
+    // Counted as the HTTP client counts: every attempt at its endpoint.
+    const fake: Destination = {
+      type: 'fake',
+      limits: { recordsPerCall: 10 },
+      add: () => {
+        countCall('jobs:create', 'ok');
+        countCall('jobs:run', 'rate_limited');
+        countCall('jobs:run', 'failed');
+        return Promise.reject(new DestinationError('refused', 'batch', 400));
+      },
+      remove: () => Promise.resolve({ rejected: [] }),
+      // An error that counted no call: one call at the operation's endpoint, to be tried again.
+      truncate: () => Promise.reject(new DestinationError('network down', 'retryable')),
+      // Counts nothing: nothing is reported.
+      listMembers: () => Promise.resolve({ keys: ['k0'], next: null }),
+      replaceList: {
+        create: (name) => {
+          countCall('lists:create', 'ok');
+          return Promise.resolve({ listId: `list-${name}` });
+        },
+        forList: () => fake,
+        swap: () => Promise.resolve({}),
+        retire: () => Promise.resolve(),
+      },
+      check: () => Promise.resolve('fake list reachable'),
+      close: () => Promise.resolve(),
+    };
+
+    const sent = await sendChanges(engine, scope, { destination: fake, source, phase: 'upserts' });
+    assert.equal(sent.rejected, 3, 'the refused batch: its records stay pending');
+    await assert.rejects(truncateList(engine, scope, fake), /network down/);
+    assert.deepEqual(await createList(engine, scope, fake), { listId: `list-run-${runId}` });
+    assert.deepEqual(await snapshotRemote(engine, scope, fake), { keys: 1 });
 
     assert.deepEqual(calls, [
-      // A refused batch whose failing call was not at the operation's own endpoint: the last one.
-      ['call', 'fake', 'jobs:create', tally(1)],
-      ['call', 'fake', 'jobs:run', tally(2, { failed: 1 })],
-      ['waits', 'fake', 2],
-      // Without a breakdown by endpoint, the waits were the operation's own calls.
-      ['call', 'fake', 'remove', tally(2, { rateLimited: 1 })],
-      ['waits', 'fake', 1],
-      // An error that knows nothing of its cost: one call, failed, to be tried again.
-      ['call', 'fake', 'truncate', tally(1, { retried: 1 })],
-      ['waits', 'fake', 0],
-      ['call', 'fake', 'listMembers', tally(1)],
-      ['waits', 'fake', 0],
-      ['call', 'fake', 'createList', tally(1)],
-      ['waits', 'fake', 0],
-      // A destination for another list is observed too.
-      ['call', 'fake:other', 'remove', tally(2, { rateLimited: 1 })],
-      ['waits', 'fake:other', 1],
+      [
+        'calls',
+        'http-list',
+        { 'jobs:create': tally(1), 'jobs:run': tally(2, { rateLimited: 1, failed: 1 }) },
+      ],
+      ['batch', 'http-list', { delivered: 0, rejected: 3 }],
+      ['calls', 'http-list', { truncate: tally(1, { retried: 1 }) }],
+      ['calls', 'http-list', { 'lists:create': tally(1) }],
     ]);
+    // The run recorded what the observer was told, endpoint by endpoint.
+    assert.deepEqual(await endpointCalls(t.db, runId), {
+      'jobs:create': tally(1),
+      'jobs:run': tally(2, { rateLimited: 1, failed: 1 }),
+      'lists:create': tally(1),
+      truncate: tally(1, { retried: 1 }),
+    });
+    const run = await getRun(t.db, runId);
+    assert.deepEqual([run.api_calls, run.failed_calls, run.rate_limit_waits], [5, 1, 1]);
   });
 
-  test('send increments start from zero in every attempt, a resumed one included', () => {
-    const firstAttempt = sendIncrements();
-    assert.deepEqual(firstAttempt({ delivered: 100, rejected: 0 }), { delivered: 100, rejected: 0 });
-    assert.deepEqual(firstAttempt({ delivered: 199, rejected: 1 }), { delivered: 99, rejected: 1 });
-    // The retry resumes after the cursor; the sender's totals count again from zero.
-    const resumed = sendIncrements();
-    assert.deepEqual(resumed({ delivered: 50, rejected: 0 }), { delivered: 50, rejected: 0 });
+  test('batches are reported as they commit, once each, a resumed send included', async () => {
+    const { calls, observer } = recorder();
+    const engine: Engine = { db: t.db, now: Date.now, observer };
+    const { connector, key, runId, source } = await runOf(3);
+    const scope = { connector, key, runId };
+    const remote = new MemoryDestination({ recordsPerCall: 1 });
+    remote.faults = { failAfterCalls: 2 };
+    const send = () => sendChanges(engine, scope, { destination: remote, source, phase: 'upserts' });
+    await assert.rejects(send(), /injected failure/);
+    remote.faults = {};
+    // The retry resumes after the last committed call: only the third record is reported again.
+    await send();
+    const batches = calls.filter(([kind]) => kind === 'batch');
+    assert.deepEqual(batches, Array(3).fill(['batch', 'http-list', { delivered: 1, rejected: 0 }]));
+    const reported = calls.filter(([kind]) => kind === 'calls').map(([, , tallies]) => tallies);
+    assert.deepEqual(reported, [
+      { add: tally(1) },
+      { add: tally(1) },
+      { add: tally(1, { retried: 1 }) },
+      { add: tally(1) },
+    ]);
+    assert.deepEqual(await endpointCalls(t.db, runId), { add: tally(4, { retried: 1 }) });
   });
 
   test('Prometheus observer: counters never go down; a failing observer never fails the caller', async () => {
     const metrics = createWorkerMetrics({ defaultMetrics: false });
     metrics.observer.onBatch('x', { delivered: 5, rejected: -1 });
-    metrics.observer.onCall('x', 'add', { calls: 2, failed: 5, rateLimited: 0, retried: 0 });
+    metrics.observer.onCalls('x', {
+      add: { calls: 2, failed: 5, rateLimited: 0, retried: 0 },
+      'jobs:run': { calls: 3, failed: 0, rateLimited: 2, retried: 0 },
+    });
     metrics.observer.onRunFinished('x', null, 'noop', Number.NaN);
     const text = await metrics.render();
     assert.match(text, /^deltasync_records_sent_total\{destination="x"\} 5$/m);
     assert.doesNotMatch(text, /^deltasync_rejections_total\{/m);
     assert.match(text, /^deltasync_api_calls_total\{destination="x",endpoint="add",outcome="failed"\} 2$/m);
-    assert.doesNotMatch(text, /outcome="ok"/);
+    assert.doesNotMatch(text, /endpoint="add",outcome="ok"/);
+    assert.match(text, /^deltasync_api_calls_total\{destination="x",endpoint="jobs:run",outcome="ok"\} 1$/m);
+    assert.match(text, /^deltasync_rate_limit_waits_total\{destination="x"\} 2$/m);
     assert.doesNotMatch(text, /^deltasync_refresh_duration_seconds_count/m);
     assert.doesNotMatch(text, /^process_/m);
 

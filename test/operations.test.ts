@@ -6,13 +6,14 @@ import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import YAML from 'yaml';
 import { DeltasyncClient, loadConnectorFile } from '../src/client';
-import { InvalidConnectorError, parseConnector } from '../src/connectors/definition';
-import { createHttpListDestination } from '../src/connectors/http-list';
+import { InvalidConnectorError, parseConnector } from '../src/core/connector';
+import { createHttpListDestination, httpListConfigSchema } from '../src/connectors/http-list/index';
+import { createDestinationContext } from '../src/connectors/kit/module';
 import type { DestinationFactory } from '../src/connectors/registry';
-import { UnknownConnectorError } from '../src/connectors/store';
+import { UnknownConnectorError } from '../src/core/connector-store';
 import { pendingCounts } from '../src/core/deltalog';
 import { createCustomersTable, seedCustomers } from '../src/demo/customers';
-import { startHttpListEmulator, type HttpListEmulator } from '../src/emulators/http-list-emulator';
+import { startHttpListEmulator, type HttpListEmulator } from '../src/connectors/http-list/emulator';
 import { createTestDatabase, type TestDatabase } from './helpers/databases';
 import { trustedTenants } from './helpers/secrets';
 import { startTemporal, type TemporalHarness } from './helpers/temporal';
@@ -28,9 +29,14 @@ let emulator: HttpListEmulator;
 let t: TestDatabase;
 /** Tenants of this file, in the one namespace of the dev server. */
 const tenants = trustedTenants('default', 'growth', 'finance', 'ops');
-const destinations: DestinationFactory = (config) => {
+const destinations: DestinationFactory = (config, { listId }) => {
   if (config.type !== 'http-list') throw new Error('http-list only');
-  return createHttpListDestination(config, () => TOKEN, { baseDelayMs: 5, maxDelayMs: 20 });
+  const context = createDestinationContext({
+    secrets: () => TOKEN,
+    listId,
+    retry: { baseDelayMs: 5, maxDelayMs: 20 },
+  });
+  return createHttpListDestination(httpListConfigSchema.parse(config), context);
 };
 
 before(async () => {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import type { Capabilities } from '../src/connectors/types';
+import type { Capabilities } from '../src/core/destination';
 import type { PendingCounts } from '../src/core/deltalog';
 import {
   estimateCosts,

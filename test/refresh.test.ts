@@ -6,13 +6,14 @@ import { defaultPayloadConverter } from '@temporalio/common';
 import { findTemporalCli } from '../src/temporal/cli-binary';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { ConnectorInput } from '../src/connectors/definition';
-import { createHttpListDestination } from '../src/connectors/http-list';
+import type { ConnectorInput } from '../src/core/connector';
+import { createHttpListDestination, httpListConfigSchema } from '../src/connectors/http-list/index';
+import { createDestinationContext } from '../src/connectors/kit/module';
 import type { DestinationFactory } from '../src/connectors/registry';
-import { saveConnector } from '../src/connectors/store';
+import { saveConnector } from '../src/core/connector-store';
 import { endpointCalls, listRuns } from '../src/core/runs';
 import { churnCustomers, createCustomersTable, readCustomers, seedCustomers } from '../src/demo/customers';
-import { startHttpListEmulator, type HttpListEmulator } from '../src/emulators/http-list-emulator';
+import { startHttpListEmulator, type HttpListEmulator } from '../src/connectors/http-list/emulator';
 import { refreshWorkflowId, searchAttributes } from '../src/workflows/shared';
 import { NoRunningRefreshError } from '../src/client';
 import { freePort } from './helpers/fake-http';
@@ -41,9 +42,14 @@ after(async () => {
 });
 
 /** The destination as the worker builds it, with short backoffs so failing tests stay fast. */
-const destinations: DestinationFactory = (config) => {
+const destinations: DestinationFactory = (config, { listId }) => {
   if (config.type !== 'http-list') throw new Error('these tests use http-list only');
-  return createHttpListDestination(config, () => TOKEN, { baseDelayMs: 5, maxDelayMs: 20 });
+  const context = createDestinationContext({
+    secrets: () => TOKEN,
+    listId,
+    retry: { baseDelayMs: 5, maxDelayMs: 20 },
+  });
+  return createHttpListDestination(httpListConfigSchema.parse(config), context);
 };
 
 function connectorFor(id: string, batchSize: number): ConnectorInput & { destination: { listId: string } } {

@@ -1,8 +1,13 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { connectorKey, type ConnectorDefinition, type ConnectorInput } from '../src/connectors/definition';
-import { saveConnector } from '../src/connectors/store';
-import { DestinationError, type Destination, type Member } from '../src/connectors/types';
+import { connectorKey, type ConnectorDefinition, type ConnectorInput } from '../src/core/connector';
+import { saveConnector } from '../src/core/connector-store';
+import {
+  DestinationError,
+  type Destination,
+  type Member,
+  type WritableDestination,
+} from '../src/core/destination';
 import { pendingCounts, quarantinedCount, updateDeltalog } from '../src/core/deltalog';
 import {
   ABANDONED,
@@ -16,7 +21,7 @@ import {
 } from '../src/core/runs';
 import { sendPhase, type SendProgress } from '../src/core/sender';
 import type { Db } from '../src/db';
-import { MemoryDestination } from '../src/emulators/memory-destination';
+import { MemoryDestination } from './helpers/memory-destination';
 import { createTestDatabase, dialects, type TestDatabase } from './helpers/databases';
 
 /**
@@ -64,15 +69,15 @@ function keyOf(connector: ConnectorDefinition): string {
 }
 
 /** A destination that advertises a larger batch than the list behind it accepts. */
-function overstatingLimit(remote: MemoryDestination, advertised: number): Destination {
+function overstatingLimit(remote: MemoryDestination, advertised: number): WritableDestination {
   return {
     type: 'memory',
-    capabilities: remote.capabilities,
     limits: { recordsPerCall: advertised },
-    add: (members) => remote.add(members),
-    remove: (keys) => remote.remove(keys),
-    truncate: () => remote.truncate(),
-    listMembers: (cursor, limit) => remote.listMembers(cursor, limit),
+    add: (members) => remote.add!(members),
+    remove: (keys) => remote.remove!(keys),
+    truncate: () => remote.truncate!(),
+    listMembers: (cursor, limit) => remote.listMembers!(cursor, limit),
+    check: () => remote.check(),
     close: async () => {},
   };
 }
@@ -272,7 +277,7 @@ for (const dialect of dialects) {
         ...overstatingLimit(remote, 100),
         add: (members: Member[]) => {
           sent.push(members.map((m) => m.key));
-          return remote.add(members);
+          return remote.add!(members);
         },
       };
       const resumed = await sendPhase({
@@ -411,7 +416,7 @@ for (const dialect of dialects) {
         ...overstatingLimit(remote, 1),
         add: async (members: Member[]) => {
           if (members.some((m) => m.key === refuse)) throw new DestinationError('bad request', 'batch', 400);
-          return remote.add(members);
+          return remote.add!(members);
         },
       };
       const before = await lastSucceededAt(db, keyOf(connector));

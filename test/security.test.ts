@@ -8,11 +8,12 @@ import { after, before, describe, test } from 'node:test';
 import Redis from 'ioredis';
 import knex from 'knex';
 import { DeltasyncClient, type RunSummary } from '../src/client';
-import { InvalidConnectorError, parseConnector, type ConnectorInput } from '../src/connectors/definition';
+import { InvalidConnectorError, parseConnector, type ConnectorInput } from '../src/core/connector';
+import { validateConnector } from '../src/connectors/catalog';
 import { createDestinationFactory } from '../src/connectors/registry';
-import { UnknownConnectorError } from '../src/connectors/store';
+import { UnknownConnectorError } from '../src/core/connector-store';
 import { databaseConfig, migrateToLatest, type Db } from '../src/db';
-import { startHttpListEmulator, type HttpListEmulator } from '../src/emulators/http-list-emulator';
+import { startHttpListEmulator, type HttpListEmulator } from '../src/connectors/http-list/emulator';
 import { startOpsServer } from '../src/observability/server';
 import { TenantDirectory } from '../src/tenancy';
 import { createDatasetAccess, viewName } from '../src/tenancy/datasets';
@@ -565,7 +566,7 @@ describe('nothing personal or secret leaks', () => {
   test('credentials in URLs, . and .. ids, and ? or # in base URLs are refused', () => {
     const problems = (destination: Record<string, unknown>) => {
       try {
-        parseConnector({ ...legitA('x'), destination: { ...httpListOf(emuA.url, 'l'), ...destination } });
+        validateConnector({ ...legitA('x'), destination: { ...httpListOf(emuA.url, 'l'), ...destination } });
         return '';
       } catch (error) {
         assert.ok(error instanceof InvalidConnectorError);

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { saveConnector } from '../src/connectors/store';
+import { saveConnector } from '../src/core/connector-store';
 import { pendingCounts } from '../src/core/deltalog';
 import { endpointCalls, listRuns } from '../src/core/runs';
-import { MemoryDestination } from '../src/emulators/memory-destination';
+import { MemoryDestination } from './helpers/memory-destination';
 import { jsonBytes } from '../src/core/batching';
 import { createDriver } from './helpers/engine-driver';
 import { createTestDatabase, dialects, type TestDatabase } from './helpers/databases';
@@ -57,6 +57,37 @@ for (const dialect of dialects) {
       });
       assert.equal(run!.api_calls, 5);
       assert.equal(run!.bytes_sent, 10 * recordBytes);
+    });
+
+    test('a record larger than the byte limit on its own is rejected with the reason, never sent', async () => {
+      const { table, id } = await setup(4);
+      await t
+        .db(table)
+        .where({ k: 'k101' })
+        .update({ note: 'y'.repeat(200) });
+      const big = jsonBytes({ key: 'k101', attributes: { note: 'y'.repeat(200) } });
+      assert.ok(big > 200);
+      const remote = new MemoryDestination({ recordsPerCall: 100, bytesPerCall: 200 });
+      const result = await createDriver(t.db, remote)(id, 'diff', { kind: 'none' });
+      assert.equal(result.rejected, 1);
+      assert.equal(remote.recordsReceived.add, 3, 'the oversized record never went out');
+      assert.deepEqual([...remote.members.keys()].sort(), ['k100', 'k102', 'k103']);
+      const row = (await t
+        .db('deltalog')
+        .where({ connector_id: `default/${id}`, record_key: 'k101' })
+        .first()) as {
+        attempts: number;
+        last_error: string;
+        committed_at: unknown;
+      };
+      assert.equal(row.committed_at, null);
+      assert.equal(Number(row.attempts), 1);
+      assert.equal(
+        row.last_error,
+        `record is ${big} bytes, more than the destination accepts in one call (200 bytes)`,
+      );
+      const [run] = await listRuns(t.db, `default/${id}`);
+      assert.equal(run!.api_calls, 2, 'three records of 89 bytes: two calls');
     });
 
     test('deferred rejections stay pending without using up attempts (never quarantined)', async () => {

@@ -2,20 +2,22 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { bundleWorkflowCode, DefaultLogger, Runtime } from '@temporalio/worker';
+import { bundleWorkflowCode, Runtime } from '@temporalio/worker';
 import { DeltasyncClient, type RunSummary } from '../src/client';
-import type { ConnectorInput } from '../src/connectors/definition';
-import { createHttpListDestination } from '../src/connectors/http-list';
+import type { ConnectorInput } from '../src/core/connector';
+import { destinationModule } from '../src/connectors/catalog';
+import { createDestinationContext } from '../src/connectors/kit/module';
 import type { DestinationFactory } from '../src/connectors/registry';
 import { listRuns, type RunRow } from '../src/core/runs';
 import { churnCustomers, createCustomersTable, CUSTOMERS_TABLE, seedCustomers } from '../src/demo/customers';
-import { startHttpListEmulator, type HttpListEmulator } from '../src/emulators/http-list-emulator';
+import { startHttpListEmulator, type HttpListEmulator } from '../src/connectors/http-list/emulator';
 import { startDevServer, type DevServer } from '../src/temporal/dev-server';
 import { createTenancy } from '../src/tenancy';
 import { createWorker } from '../src/worker';
 import { anySecret, trustedTenants } from './helpers/secrets';
-import { refreshWorkflowId } from '../src/workflows/shared';
+import { refreshWorkflowId } from '../src/temporal/names';
 import { createTestDatabase, type TestDatabase } from './helpers/databases';
+import { testRuntimeLogger } from './helpers/temporal';
 
 /**
  * "Find every run in the Temporal UI": the real dev server started with its Web UI, MariaDB, a
@@ -36,9 +38,15 @@ let database: TestDatabase;
 let emulator: HttpListEmulator;
 
 /** The destination as the worker builds it, with short backoffs. */
-const destinations: DestinationFactory = (config) => {
-  if (config.type !== 'http-list') throw new Error('this test uses http-list only');
-  return createHttpListDestination(config, () => TOKEN, { baseDelayMs: 5, maxDelayMs: 20 });
+const destinations: DestinationFactory = (config, { listId }) => {
+  const module = destinationModule(config.type);
+  if (config.type !== 'http-list' || !module) throw new Error('this test uses http-list only');
+  const context = createDestinationContext({
+    secrets: () => TOKEN,
+    listId,
+    retry: { baseDelayMs: 5, maxDelayMs: 20 },
+  });
+  return module.create(module.configSchema.parse(config), context);
 };
 
 function connector(id: string, tenant: string): ConnectorInput {
@@ -57,7 +65,7 @@ function connector(id: string, tenant: string): ConnectorInput {
 }
 
 before(async () => {
-  Runtime.install({ logger: new DefaultLogger('ERROR') });
+  Runtime.install({ logger: testRuntimeLogger() });
   [server, database, emulator] = await Promise.all([
     freePort().then((uiPort) => startDevServer({ ui: true, uiPort })),
     createTestDatabase('mysql'),

@@ -4,13 +4,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import knex from 'knex';
-import { parseConnector } from '../src/connectors/definition';
+import { validateConnector } from '../src/connectors/catalog';
 import { updateDeltalog } from '../src/core/deltalog';
 import { databaseConfig, migrateToLatest, sqliteStatementTimeoutAvailable, type Db } from '../src/db';
 import { createTenancy, StatementTimeoutError, TenantDirectory } from '../src/tenancy';
 import { disallowedTargets, withEgressPolicy } from '../src/tenancy/egress';
-import { requestJson } from '../src/connectors/http';
-import { DestinationError } from '../src/connectors/types';
+import { requestJson } from '../src/connectors/kit/http';
+import { DestinationError } from '../src/core/destination';
 import { InvalidTenantsPolicyError, TenantNotServedError } from '../src/tenancy/policy';
 import { describeFailure } from '../src/cli/errors';
 import { createWorkers } from '../src/worker';
@@ -79,7 +79,7 @@ for (const dialect of dialects) {
           statementTimeoutSeconds: 1,
         });
         const tenancy = createTenancy({ db, directory, secrets: anySecret() });
-        const connector = parseConnector({
+        const connector = validateConnector({
           id: 'endless',
           dataset: { sql: endless(dialect), key: 'k', attributes: [] },
           destination: { type: 'http-list', baseUrl: 'http://127.0.0.1:1', listId: 'l', tokenSecret: 'T' },
@@ -111,7 +111,7 @@ for (const dialect of dialects) {
           directory: TenantDirectory.singleTenant(),
           secrets: anySecret(),
         });
-        const connector = parseConnector({
+        const connector = validateConnector({
           id: 'writer',
           dataset: { sql: 'DELETE FROM people', key: 'k', attributes: [] },
           destination: { type: 'http-list', baseUrl: 'http://127.0.0.1:1', listId: 'l', tokenSecret: 'T' },

@@ -1,10 +1,10 @@
 import {
   connectorKey,
   InvalidConnectorError,
-  parseConnector,
   type ConnectorDefinition,
   type ConnectorInput,
-} from '../connectors/definition';
+} from '../core/connector';
+import { validateConnector } from '../connectors/catalog';
 import {
   deleteConnector,
   listConnectors,
@@ -12,10 +12,13 @@ import {
   saveConnector,
   UnknownConnectorError,
   type ListedConnector,
-} from '../connectors/store';
+} from '../core/connector-store';
+import type { Destination } from '../core/destination';
+import { checkDestination, liveListId } from '../core/refresh';
 import { listRuns } from '../core/runs';
+import { safeObserver } from '../observability/observer';
 import { summarizeRun, type RunSummary } from '../core/summaries';
-import { connectorProblems } from '../tenancy';
+import { connectorProblems, withEgressPolicy, type TenantPolicy } from '../tenancy';
 import { callerTenant, failClearly, type ActivityDependencies } from './support';
 
 /**
@@ -30,18 +33,43 @@ export type AdminOperation =
   | { kind: 'get'; tenant: string; id: string }
   | { kind: 'list'; tenant: string; afterId?: string; limit?: number }
   | { kind: 'delete'; tenant: string; id: string }
-  | { kind: 'runs'; tenant: string; id: string; limit: number; beforeRunId?: number };
+  | { kind: 'runs'; tenant: string; id: string; limit: number; beforeRunId?: number }
+  /** `validate --online`: a saved connector (`id`) or a definition (`connector`), not saved. */
+  | { kind: 'check'; tenant: string; id?: string; connector?: ConnectorInput };
 
 export type AdminResult =
   | { kind: 'connector'; connector: ConnectorDefinition }
   | { kind: 'connectors'; connectors: ListedConnector[] }
   | { kind: 'deleted'; id: string }
-  | { kind: 'runs'; runs: RunSummary[] };
+  | { kind: 'runs'; runs: RunSummary[] }
+  | { kind: 'checked'; check: OnlineCheck };
+
+/**
+ * What `validate --online` found: the tenant's checks passed (else it fails with an
+ * InvalidConnectorError naming each problem) and the destination answered `check()`: `ok` with
+ * what it checked, or not `ok` with what to fix.
+ */
+export interface OnlineCheck {
+  connectorId: string;
+  destinationType: string;
+  ok: boolean;
+  /** One line: what was checked (`list 42 reachable, 1,200 members`), or what is wrong. */
+  message: string;
+}
+
+/** A destination that has not answered its check by then is reported as not answering. */
+export const CHECK_TIMEOUT_MS = 40_000;
 
 /** Largest page `list` returns: an activity result stays far below Temporal's payload limits. */
 export const MAX_LIST_PAGE = 500;
 
-export function createAdminActivities({ db, tenancy }: Pick<ActivityDependencies, 'db' | 'tenancy'>) {
+export function createAdminActivities({
+  db,
+  tenancy,
+  destinations,
+  observer: given,
+}: Pick<ActivityDependencies, 'db' | 'tenancy' | 'destinations' | 'observer'>) {
+  const observer = safeObserver(given);
   return {
     async connectorAdmin(op: AdminOperation): Promise<AdminResult> {
       return failClearly(() => run(op));
@@ -52,7 +80,7 @@ export function createAdminActivities({ db, tenancy }: Pick<ActivityDependencies
     const tenant = callerTenant(tenancy, op.tenant);
     switch (op.kind) {
       case 'save': {
-        const connector = parseConnector({ ...op.connector, tenant: op.connector.tenant ?? tenant.id });
+        const connector = validateConnector({ ...op.connector, tenant: op.connector.tenant ?? tenant.id });
         if (connector.tenant !== tenant.id) {
           throw new InvalidConnectorError([
             `tenant: '${connector.tenant}' is not this client's tenant '${tenant.id}'`,
@@ -90,6 +118,71 @@ export function createAdminActivities({ db, tenancy }: Pick<ActivityDependencies
         const runs = await listRuns(db, connectorKey(tenant.id, op.id), op.limit, op.beforeRunId);
         return { kind: 'runs', runs: await Promise.all(runs.map((run) => summarizeRun(db, run))) };
       }
+      case 'check':
+        return { kind: 'checked', check: await checkOnline(tenant, op) };
     }
   }
+
+  /**
+   * The connector as a refresh would meet it: the tenant's checks (secrets, allowlist, dataset
+   * access), then its destination built as the worker builds it, asked `check()`. The dataset is
+   * checked through a view of its own (dropped afterwards), so a saved connector's view is never
+   * replaced by a definition being tried out.
+   */
+  async function checkOnline(tenant: TenantPolicy, op: Extract<AdminOperation, { kind: 'check' }>) {
+    const saved = op.id === undefined ? undefined : await loadConnector(db, tenant.id, op.id);
+    const connector =
+      saved ?? validateConnector({ ...op.connector, tenant: op.connector?.tenant ?? tenant.id });
+    if (connector.tenant !== tenant.id) {
+      throw new InvalidConnectorError([
+        `tenant: '${connector.tenant}' is not this client's tenant '${tenant.id}'`,
+      ]);
+    }
+    const scratch = {
+      ...connector,
+      id: `check.${Date.now().toString(36)}.${Math.random().toString(36).slice(2, 8)}`,
+    };
+    try {
+      const problems = await connectorProblems(tenancy, tenant, scratch);
+      if (problems.length > 0) throw new InvalidConnectorError(problems);
+    } finally {
+      await tenancy.datasets.forget(tenant, scratch);
+    }
+    // A saved connector's list may have moved (new list + swap): check the one it points at now.
+    const listId = saved ? await liveListId(db, connectorKey(tenant.id, saved.id)) : undefined;
+    const result = (ok: boolean, message: string): OnlineCheck => ({
+      connectorId: connector.id,
+      destinationType: connector.destination.type,
+      ok,
+      message,
+    });
+    let destination: Destination | undefined;
+    try {
+      const built = destinations(connector.destination, { tenant: tenant.id, listId });
+      destination = built;
+      const checked = await withEgressPolicy(tenant.id, tenant.destinations, () =>
+        withinTime(checkDestination(observer, connector.destination.type, built), CHECK_TIMEOUT_MS),
+      );
+      return result(true, checked);
+    } catch (error) {
+      return result(false, firstLine(error));
+    } finally {
+      await destination?.close().catch(() => undefined);
+    }
+  }
+}
+
+function withinTime<T>(work: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`the destination did not answer within ${Math.round(ms / 1000)} s`)),
+      ms,
+    );
+  });
+  return Promise.race([work, late]).finally(() => clearTimeout(timer));
+}
+
+function firstLine(error: unknown): string {
+  return (error instanceof Error ? error.message : String(error)).split('\n')[0]!;
 }

@@ -19,4 +19,3 @@ export function createActivities(dependencies: ActivityDependencies) {
 export type Activities = ReturnType<typeof createActivities>;
 export type { ActivityDependencies } from './support';
 export type { ConnectorRef, RunRef } from './refresh';
-export type { DryRunPlan, GuardDecision, PlanSummary, RunSummary } from '../core/summaries';

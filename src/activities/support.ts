@@ -1,16 +1,19 @@
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
-import { InvalidConnectorError } from '../connectors/definition';
+import { connectorKey, InvalidConnectorError, type ConnectorDefinition } from '../core/connector';
 import type { DestinationFactory } from '../connectors/registry';
-import { UnknownConnectorError } from '../connectors/store';
-import { DestinationError } from '../connectors/types';
+import { loadConnector, UnknownConnectorError } from '../core/connector-store';
+import type { DatasetReader } from '../core/dataset';
+import { DestinationError, type Destination } from '../core/destination';
 import { PlanningError } from '../core/plan';
+import { FailureBudgetExceeded, liveListId, type Attempt } from '../core/refresh';
 import type { Db } from '../db';
 import type { RefreshObserver } from '../observability/observer';
 import {
   DatasetAccessError,
   StatementTimeoutError,
   TenantNotServedError,
+  withEgressPolicy,
   type Tenancy,
   type TenantPolicy,
 } from '../tenancy';
@@ -29,6 +32,52 @@ export interface ActivityDependencies {
   observer?: RefreshObserver;
 }
 
+/** Which attempt of its activity this is, for the engine's failure budget. */
+export function currentAttempt(): Attempt {
+  const { attempt, scheduledTimestampMs } = Context.current().info;
+  return { number: attempt, scheduledAt: scheduledTimestampMs };
+}
+
+/**
+ * The caller's connectors: `open` finds one for the caller's tenant (another tenant's does not
+ * exist for this caller); `withDestination` runs `use` with its destination, bound to the list the
+ * connector points at now, its secrets its tenant's, every HTTP request it makes held to its
+ * tenant's allowlist.
+ */
+export function connectorAccess({ db, tenancy, destinations }: ActivityDependencies) {
+  async function open(ref: { connectorId: string; tenant?: string }) {
+    const tenant = callerTenant(tenancy, ref.tenant);
+    const connector = await loadConnector(db, tenant.id, ref.connectorId);
+    const key = connectorKey(tenant.id, connector.id);
+    return { tenant, connector, key, source: () => tenancy.datasets.reader(tenant, connector) };
+  }
+
+  async function withDestination<T>(
+    ref: { connectorId: string; tenant?: string },
+    use: (destination: Destination, opened: OpenedConnector) => Promise<T>,
+  ): Promise<T> {
+    const opened = await open(ref);
+    const { tenant, connector, key } = opened;
+    const listId = await liveListId(db, key);
+    const destination = destinations(connector.destination, { tenant: tenant.id, listId });
+    try {
+      return await withEgressPolicy(tenant.id, tenant.destinations, () => use(destination, opened));
+    } finally {
+      await destination.close();
+    }
+  }
+
+  return { open, withDestination };
+}
+
+/** A connector opened for its tenant: its key, and how its dataset is read. */
+export interface OpenedConnector {
+  tenant: TenantPolicy;
+  connector: ConnectorDefinition;
+  key: string;
+  source: () => Promise<DatasetReader>;
+}
+
 /**
  * The tenant the running activity acts for. Temporal's authorization decides who may reach a
  * namespace; the tenants policy decides which tenants a namespace holds. A workflow's input may
@@ -38,10 +87,7 @@ export function callerTenant(tenancy: Tenancy, claimed?: string): TenantPolicy {
   return tenancy.directory.resolve(Context.current().info.namespace, claimed);
 }
 
-/** A send kept failing, without committing a batch, for longer than its connector's budget. */
-export class FailureBudgetExceeded extends Error {
-  override name = 'FailureBudgetExceeded';
-}
+export { FailureBudgetExceeded };
 
 /** Errors that retrying cannot fix become non-retryable failures with an operator-readable type. */
 export async function failClearly<T>(work: () => Promise<T>): Promise<T> {
@@ -101,6 +147,23 @@ export async function keepHeartbeating<T>(
   } finally {
     clearInterval(timer);
   }
+}
+
+/**
+ * `work`, handed `report` to heartbeat its progress after each step; while one long call or
+ * statement runs, a timer repeats the latest report.
+ */
+export function keepReporting<T, P>(work: (report: (details: P) => void) => Promise<T>): Promise<T> {
+  const context = Context.current();
+  let latest: P | undefined;
+  const report = (details: P) => {
+    latest = details;
+    context.heartbeat(details);
+  };
+  return keepHeartbeating(
+    () => work(report),
+    () => latest,
+  );
 }
 
 /** For one long destination call (truncate, create, swap): heartbeats while it runs. */

@@ -1,15 +1,17 @@
 import { Context } from '@temporalio/activity';
 import { Client } from '@temporalio/client';
-import { DeltasyncClient } from '../client';
-import { loadConnector } from '../connectors/store';
+import { loadConnector } from '../core/connector-store';
 import { changeMarker } from '../core/change-marker';
+import { TASK_QUEUE } from '../temporal/names';
+import { startOrAttachRefresh } from '../temporal/refresh-starter';
 import { callerTenant, failClearly, type ActivityDependencies } from './support';
 
 /**
  * Schedules and change triggers start refreshes through this activity: start the connector's
- * refresh workflow, or attach to the one running. Starts of one connector from any source
- * (schedule, change, code, CLI) thus never run two refreshes at once. The refresh starts in the
- * namespace the trigger runs in, for the tenant that namespace serves.
+ * refresh workflow, or attach to the one running, by the same start-or-attach as every other
+ * caller (temporal/refresh-starter.ts). Starts of one connector from any source (schedule,
+ * change, code, CLI) thus never run two refreshes at once. The refresh starts in the namespace
+ * the trigger runs in, for the tenant that namespace serves.
  */
 export function createTriggerActivities({
   db,
@@ -33,12 +35,12 @@ export function createTriggerActivities({
       return failClearly(async () => {
         const tenant = callerTenant(tenancy, input.tenant);
         await loadConnector(db, tenant.id, input.connectorId); // this tenant's, or not found
-        const client = new DeltasyncClient(clientIn(Context.current().info.namespace), {
-          taskQueue,
+        return startOrAttachRefresh(clientIn(Context.current().info.namespace), {
+          connectorId: input.connectorId,
           tenant: tenant.id,
+          taskQueue: taskQueue ?? TASK_QUEUE,
+          trigger: input.trigger,
         });
-        const handle = await client.startRefresh(input.connectorId, { trigger: input.trigger });
-        return { workflowId: handle.workflowId, runId: handle.runId, attached: handle.attached };
       });
     },
 

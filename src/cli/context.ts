@@ -1,9 +1,13 @@
 import { Client, Connection, isGrpcServiceError } from '@temporalio/client';
-import { Command, InvalidArgumentError, Option } from 'commander';
 import { DeltasyncClient } from '../client';
-import { unavailable, type CliError } from './errors';
+import { unavailable, type CliError } from './exit-codes';
 
-/** Options every command takes (before or after the command name). */
+/**
+ * The CLI's connection to Temporal and its watch over the worker. Loaded by `connect` in
+ * options.ts when a command first needs it (it brings the Temporal client along).
+ */
+
+/** Options every command takes (before or after the command name); see options.ts. */
 export interface GlobalOptions {
   tenant: string;
   address: string;
@@ -11,35 +15,6 @@ export interface GlobalOptions {
   taskQueue: string;
   connectTimeout: number;
 }
-
-export function addGlobalOptions(program: Command): Command {
-  return program
-    .addOption(
-      new Option('--tenant <name>', 'tenant whose connectors, runs and schedules to act on')
-        .env('DELTASYNC_TENANT')
-        .default('default'),
-    )
-    .addOption(
-      new Option('--address <host:port>', 'Temporal frontend address')
-        .env('TEMPORAL_ADDRESS')
-        .default('localhost:7233'),
-    )
-    .addOption(
-      new Option('--namespace <name>', 'Temporal namespace').env('TEMPORAL_NAMESPACE').default('default'),
-    )
-    .addOption(
-      new Option('--task-queue <name>', 'task queue the deltasync workers poll')
-        .env('DELTASYNC_TASK_QUEUE')
-        .default('deltasync'),
-    )
-    .addOption(
-      new Option('--connect-timeout <seconds>', 'give up reaching Temporal after this long')
-        .argParser(positiveNumber)
-        .default(10),
-    );
-}
-
-export const globalsOf = (command: Command) => command.optsWithGlobals<GlobalOptions>();
 
 /** A connected, tenant-scoped client, plus what commands need around it. */
 export interface CliContext {
@@ -69,8 +44,7 @@ export interface WaitOptions {
 
 const openConnections: Connection[] = [];
 
-export async function connect(command: Command): Promise<CliContext> {
-  const options = globalsOf(command);
+export async function connect(options: GlobalOptions): Promise<CliContext> {
   let connection: Connection;
   try {
     connection = await Connection.connect({
@@ -297,31 +271,4 @@ function reasonOf(error: unknown): string {
         : String(current);
   // grpc-js appends a note on name resolution that says nothing to an operator.
   return text.split('\n')[0]!.replace(/\s*Resolution note:.*$/, '');
-}
-
-export function positiveInt(value: string): number {
-  const n = Number(value.replace(/_/g, ''));
-  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('must be a positive whole number');
-  return n;
-}
-
-export function positiveNumber(value: string): number {
-  const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('must be a positive number');
-  return n;
-}
-
-export function nonNegativeNumber(value: string): number {
-  const n = Number(value);
-  if (!Number.isFinite(n) || n < 0) throw new InvalidArgumentError('must be 0 or a positive number');
-  return n;
-}
-
-/** Write one JSON document (scripts) or text (people) to stdout. */
-export function print(text: string): void {
-  process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
-}
-
-export function printJson(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }

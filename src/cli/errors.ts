@@ -7,52 +7,26 @@ import {
   WorkflowNotFoundError,
 } from '@temporalio/client';
 import { ApplicationFailure, NamespaceNotFoundError, TemporalFailure } from '@temporalio/common';
-import { CommanderError } from 'commander';
 import { NoRunningRefreshError, NothingToApproveError, WorkerTimeoutError } from '../client';
-import { InvalidConnectorError } from '../connectors/definition';
-import { UnknownConnectorError } from '../connectors/store';
+import { InvalidConnectorError } from '../core/connector';
+import { UnknownConnectorError } from '../core/connector-store';
+import { describeCliError, EXIT, type ExitCode } from './exit-codes';
 
-/**
- * Exit codes scripts can rely on (also listed by `deltasync --help`):
- *
- * | code | meaning                                                                              |
- * | ---- | ------------------------------------------------------------------------------------ |
- * | 0    | ok (a refresh that ran and succeeded, or had nothing to send)                        |
- * | 1    | the refresh failed (below its success threshold, or a destination refused it), or    |
- * |      | another operation failed for a reason not listed below                               |
- * | 2    | bad input: unknown command or option, bad value, invalid connector definition        |
- * | 3    | unavailable: Temporal unreachable (named with its address), no worker polling the    |
- * |      | task queue, the worker stopped polling (dead) or did not finish in time, or the      |
- * |      | worker's database unreachable                                                        |
- * | 4    | not found: no such connector (in this tenant), schedule, refresh (or none running to |
- * |      | cancel) or pending approval                                                          |
+export {
+  CliError,
+  EXIT,
+  EXIT_CODES_HELP,
+  notFound,
+  unavailable,
+  usageError,
+  type ExitCode,
+} from './exit-codes';
+
+/*
+ * How a failure is told to people: one line (or a few) and an exit code (exit-codes.ts). Loaded
+ * only when a command fails with something other than the CLI's own errors: it knows the error
+ * types of the Temporal client, the client and the worker.
  */
-export const EXIT = { ok: 0, failed: 1, usage: 2, unavailable: 3, notFound: 4 } as const;
-export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
-
-export const EXIT_CODES_HELP = `
-Exit codes:
-  0  ok
-  1  the refresh failed (or another operation failed)
-  2  bad input: usage, option values, invalid connector definition
-  3  unavailable: Temporal, a worker (none polls, or it stopped polling) or its database
-  4  not found: connector (in this tenant), schedule, refresh (none running to cancel),
-     or nothing awaiting approval`;
-
-/** An error the CLI raises itself, with the exit code it stands for. */
-export class CliError extends Error {
-  override name = 'CliError';
-  constructor(
-    message: string,
-    readonly code: ExitCode,
-  ) {
-    super(message);
-  }
-}
-
-export const usageError = (message: string) => new CliError(message, EXIT.usage);
-export const notFound = (message: string) => new CliError(message, EXIT.notFound);
-export const unavailable = (message: string) => new CliError(message, EXIT.unavailable);
 
 /**
  * Signs, in an error's code or message, that a database could not be reached. Only read on
@@ -80,15 +54,8 @@ export function describeFailure(
   error: unknown,
   context: { tenant?: string; address?: string } = {},
 ): { code: ExitCode; lines: string[] } {
-  if (error instanceof CliError) return { code: error.code, lines: [error.message] };
-  if (error instanceof CommanderError) {
-    // Help and version have been printed already; anything else is a usage error.
-    const printed = ['commander.help', 'commander.helpDisplayed', 'commander.version'].includes(error.code);
-    return {
-      code: error.exitCode === 0 ? EXIT.ok : EXIT.usage,
-      lines: printed ? [] : [error.message.replace(/^error: /, '')],
-    };
-  }
+  const own = describeCliError(error);
+  if (own) return own;
   if (error instanceof InvalidConnectorError) return { code: EXIT.usage, lines: error.problems };
   if (error instanceof InvalidTenantsPolicyError)
     return { code: EXIT.usage, lines: error.message.split('\n') };

@@ -1,4 +1,4 @@
-import cliProgress from 'cli-progress';
+import type cliProgress from 'cli-progress';
 import type { LiveProgress, RefreshHandle, RunSummary } from '../client';
 
 /**
@@ -37,7 +37,7 @@ export async function followRefresh(
       : mode === 'lines'
         ? phaseLines(stream, label)
         : tty
-          ? terminalBar(stream, label)
+          ? terminalBar(stream, label, (await import('cli-progress')).default)
           : printedBar(stream, label);
   const result = handle.result();
   let done = false;
@@ -79,10 +79,10 @@ const counters = (s: ReturnType<typeof summarise>) =>
   `${s.records} records · ${s.batches} batches · ${s.rejected} rejected · ${s.waits} rate-limit waits`;
 
 /** On a terminal: one bar, redrawn in place. */
-function terminalBar(stream: NodeJS.WriteStream, label: string): ProgressView {
-  const bar = new cliProgress.SingleBar(
+function terminalBar(stream: NodeJS.WriteStream, label: string, bars: typeof cliProgress): ProgressView {
+  const bar = new bars.SingleBar(
     { format: `${label} {phase} |{bar}| {counters}`, stream, hideCursor: true, barsize: BAR_SIZE },
-    cliProgress.Presets.shades_classic,
+    bars.Presets.shades_classic,
   );
   let started = false;
   return {

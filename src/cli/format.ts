@@ -1,6 +1,6 @@
 import type { ConnectorSchedule } from '../client/schedules';
 import type { LiveProgress, RunSummary } from '../client';
-import type { ListedConnector } from '../connectors/store';
+import type { ListedConnector } from '../core/connector-store';
 
 /** Plain-text tables and numbers for people; scripts use --json instead. */
 

@@ -5,16 +5,20 @@ import { registerLocal } from './commands/local';
 import { registerRefresh } from './commands/refresh';
 import { registerSchedules } from './commands/schedules';
 import { registerTriggers } from './commands/triggers';
-import { addGlobalOptions, closeConnections } from './context';
-import { describeFailure, EXIT_CODES_HELP } from './errors';
+import { describeCliError, EXIT_CODES_HELP, isCommanderPrinted } from './exit-codes';
+import { addGlobalOptions, closeConnections } from './options';
 
 /**
  * The `deltasync` CLI: the client's verbs for people (tables) and scripts (`--json`, exit codes).
  * Every command is scoped to one tenant (`--tenant`, DELTASYNC_TENANT) and talks to Temporal only;
  * the worker does the database work. Commands live in ./commands, one file per group.
  *
- * Exit codes (see errors.ts): 0 ok · 1 the refresh (or operation) failed · 2 bad input, usage or
- * validation · 3 Temporal, the worker or the database unavailable · 4 not found.
+ * Exit codes (see exit-codes.ts): 0 ok · 1 the refresh (or operation) failed · 2 bad input, usage
+ * or validation · 3 Temporal, the worker or the database unavailable · 4 not found.
+ *
+ * It starts like a native tool: this file and the command files load commander only; a command
+ * loads what it uses (the Temporal client, a driver, a destination) when it runs, so `--help`,
+ * usage errors and `destinations` never load them. Shipped compiled (`npm run build` → dist/).
  */
 export function buildProgram(): Command {
   const program = new Command('deltasync')
@@ -30,7 +34,7 @@ export function buildProgram(): Command {
     'after',
     `
 Commands by group:
-  connectors apply|create|update -f <file>, get, list, delete, validate -f <file>
+  connectors apply|create|update -f <file>, get, list, delete, validate -f <file> [--online]
   refresh <id> [--wait|--follow], reconcile, plan, progress, runs, approve, reject
   schedules create|update|pause|unpause|trigger|backfill|delete|list|describe
   watch, unwatch, notify      refresh when the dataset changes
@@ -58,7 +62,12 @@ export async function main(argv: string[] = process.argv): Promise<number> {
     await program.parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (error) {
-    const { code, lines } = describeFailure(error, program.opts<{ tenant?: string; address?: string }>());
+    const { code, lines } =
+      describeCliError(error) ??
+      (await import('./errors.js')).describeFailure(
+        error,
+        program.opts<{ tenant?: string; address?: string }>(),
+      );
     const hint = isCommanderUsage(error) ? ' (see --help)' : '';
     for (const line of lines) process.stderr.write(`deltasync: ${line}${hint}\n`);
     return code;
@@ -71,9 +80,7 @@ const commanderCode = (error: unknown) => (error as { code?: unknown } | null)?.
 const isCommanderUsage = (error: unknown) =>
   typeof commanderCode(error) === 'string' &&
   (commanderCode(error) as string).startsWith('commander.') &&
-  !isCommanderHelp(error);
-const isCommanderHelp = (error: unknown) =>
-  ['commander.help', 'commander.helpDisplayed', 'commander.version'].includes(String(commanderCode(error)));
+  !isCommanderPrinted(error);
 
 if (require.main === module) {
   void main().then((code) => {

@@ -1,7 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
-import { InvalidConnectorError, parseConnector, type ConnectorInput } from '../connectors/definition';
+import { InvalidConnectorError, type ConnectorInput } from '../core/connector';
+import { validateConnector } from '../connectors/catalog';
 
 /**
  * Read a connector definition from a YAML or JSON file and validate it. Errors name the file and
@@ -27,7 +28,7 @@ export function loadConnectorFile(file: string): ConnectorInput {
     }
   }
   try {
-    parseConnector(parsed);
+    validateConnector(parsed);
     return parsed as ConnectorInput;
   } catch (error) {
     if (error instanceof InvalidConnectorError) {

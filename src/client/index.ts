@@ -9,15 +9,11 @@ import {
   WorkflowUpdateRPCTimeoutOrCancelledError,
   type WorkflowHandle,
 } from '@temporalio/client';
-import { UnknownConnectorError, type ListedConnector } from '../connectors/store';
+import { UnknownConnectorError, type ListedConnector } from '../core/connector-store';
 import { defaultPayloadConverter, fromPayloadsAtIndex, TimeoutFailure } from '@temporalio/common';
-import type { AdminOperation, AdminResult } from '../activities/admin';
-import {
-  InvalidConnectorError,
-  parseConnector,
-  type ConnectorDefinition,
-  type ConnectorInput,
-} from '../connectors/definition';
+import type { AdminOperation, AdminResult, OnlineCheck } from '../activities/admin';
+import { InvalidConnectorError, type ConnectorDefinition, type ConnectorInput } from '../core/connector';
+import { validateConnector } from '../connectors/catalog';
 import type { StrategyChoice } from '../core/plan';
 import type { DryRunPlan, GuardDecision, RunSummary } from '../core/summaries';
 import type { SendProgress } from '../core/sender';
@@ -31,7 +27,6 @@ import {
   type RefreshProgress,
   type refreshConnector,
 } from '../workflows/refresh';
-import { refreshWorkflowId, searchAttributes, TASK_QUEUE } from '../workflows/shared';
 import {
   datasetChangedSignal,
   stopWatchSignal,
@@ -44,10 +39,13 @@ import {
   type WatchStatus,
 } from '../workflows/watch';
 import { TenantNotServedError } from '../tenancy/policy';
+import { refreshWorkflowId, searchAttributes, TASK_QUEUE } from '../temporal/names';
+import { isRunning, startOrAttachRefresh } from '../temporal/refresh-starter';
 import { loadConnectorFile } from './connector-files';
 import { SchedulesClient } from './schedules';
 
 export type {
+  OnlineCheck,
   ConnectorDefinition,
   ListedConnector,
   ConnectorInput,
@@ -174,32 +172,18 @@ export class DeltasyncClient {
    * connector means two callers never run two refreshes of one list at once.
    */
   async startRefresh(connectorId: string, options: RefreshOptions = {}): Promise<RefreshHandle> {
-    const workflowId = this.refreshId(connectorId);
-    const wasRunning = await this.isRunning(workflowId);
-    const handle = await this.temporal.workflow.start<typeof refreshConnector>('refreshConnector', {
-      workflowId,
+    const { workflowId, runId, attached } = await startOrAttachRefresh(this.temporal, {
+      connectorId,
+      tenant: this.tenant,
       taskQueue: this.taskQueue,
-      args: [
-        {
-          connectorId,
-          strategy: options.strategy,
-          trigger: options.trigger ?? 'manual',
-          tenant: this.tenant,
-        },
-      ],
-      workflowIdConflictPolicy: 'USE_EXISTING',
-      typedSearchAttributes: [
-        { key: searchAttributes.connectorId, value: connectorId },
-        { key: searchAttributes.tenant, value: this.tenant },
-      ],
-      staticSummary: `refresh connector **${connectorId}**`,
+      strategy: options.strategy,
+      trigger: options.trigger ?? 'manual',
     });
-    const runId = handle.firstExecutionRunId;
     const pinned = this.temporal.workflow.getHandle<typeof refreshConnector>(workflowId, runId);
     return {
       workflowId,
       runId,
-      attached: wasRunning,
+      attached,
       // A connector of another tenant (or none) fails the run at its first step: say so plainly.
       result: () =>
         pinned.result().catch((error: unknown) => Promise.reject(asConnectorError(error, connectorId))),
@@ -347,7 +331,7 @@ export class DeltasyncClient {
   async watch(connectorId: string, options: WatchOptions = {}): Promise<WatchHandle> {
     const input = await this.watcherInput(connectorId, options); // tenant check
     const workflowId = this.watchId(connectorId);
-    const alreadyWatching = await this.isRunning(workflowId);
+    const alreadyWatching = await isRunning(this.temporal, workflowId);
     const handle = await this.temporal.workflow.start<typeof watchConnector>('watchConnector', {
       ...this.watcherStart(connectorId, input),
       workflowIdConflictPolicy: 'USE_EXISTING',
@@ -450,7 +434,7 @@ export class DeltasyncClient {
           }),
       );
     } catch (error) {
-      throw asConnectorError(error, 'id' in operation ? operation.id : '');
+      throw asConnectorError(error, ('id' in operation ? operation.id : undefined) ?? '');
     }
   }
 
@@ -598,16 +582,6 @@ export class DeltasyncClient {
   private watchId(connectorId: string): string {
     return watchWorkflowId(this.tenant, connectorId);
   }
-
-  private async isRunning(workflowId: string): Promise<boolean> {
-    try {
-      const description = await this.temporal.workflow.getHandle(workflowId).describe();
-      return description.status.name === 'RUNNING';
-    } catch (error) {
-      if (error instanceof WorkflowNotFoundError) return false;
-      throw error;
-    }
-  }
 }
 
 /** Connectors and runs are read from the worker in pages of these (activity results stay small). */
@@ -682,7 +656,32 @@ export class ConnectorsClient {
 
   /** Validate a definition without saving it; throws InvalidConnectorError naming each bad field. */
   validate(input: unknown): ConnectorDefinition {
-    return parseConnector(input);
+    return validateConnector(input);
+  }
+
+  /**
+   * Validate online, in a worker (which holds the secrets): the tenant's checks (its secrets, its
+   * allowlist, its database access to the dataset), then the destination's own `check()`: the
+   * credentials work and the list is reachable. Takes a saved connector's id, or a definition
+   * (validated here first, never saved). Resolves with `ok` and one line either way; throws
+   * InvalidConnectorError for a definition or tenant problem, UnknownConnectorError for an id.
+   */
+  async validateOnline(connector: string | ConnectorInput): Promise<OnlineCheck> {
+    const tenant = this.client.tenant;
+    let operation: AdminOperation;
+    if (typeof connector === 'string') operation = { kind: 'check', tenant, id: connector };
+    else {
+      const definition = validateConnector({ ...connector, tenant: connector.tenant ?? tenant });
+      if (definition.tenant !== tenant) {
+        throw new InvalidConnectorError([
+          `tenant: '${definition.tenant}' is not this client's tenant '${tenant}'`,
+        ]);
+      }
+      operation = { kind: 'check', tenant, connector: definition };
+    }
+    const result = await this.client.admin(operation);
+    if (result.kind !== 'checked') throw new Error('unexpected answer');
+    return result.check;
   }
 
   /** Create a connector; fails if the id exists. */
@@ -751,7 +750,7 @@ export class ConnectorsClient {
   }
 
   private async save(input: ConnectorInput, mode: 'create' | 'update' | 'upsert') {
-    const connector = parseConnector({ ...input, tenant: input.tenant ?? this.client.tenant });
+    const connector = validateConnector({ ...input, tenant: input.tenant ?? this.client.tenant });
     if (connector.tenant !== this.client.tenant) {
       throw new InvalidConnectorError([
         `tenant: '${connector.tenant}' is not this client's tenant '${this.client.tenant}'`,

@@ -7,7 +7,7 @@ import {
   type ScheduleOptions,
 } from '@temporalio/client';
 import type { TriggerInput, triggeredRefresh } from '../workflows/operations';
-import { connectorOfId, searchAttributes } from '../workflows/shared';
+import { connectorOfId, searchAttributes } from '../temporal/names';
 
 /**
  * Periodic refreshes on Temporal Schedules, one schedule per connector. A schedule starts a

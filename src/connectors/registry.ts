@@ -1,7 +1,8 @@
-import { destinationModules } from './catalog';
-import type { DestinationConfig } from './definition';
-import { createThrottle } from './throttle';
-import type { Destination, DestinationContext, SecretResolver, Throttle } from './types';
+import type { DestinationConfig } from '../core/connector';
+import type { Destination, SecretResolver } from '../core/destination';
+import { destinationModule } from './catalog';
+import { createDestinationContext, type Throttle } from './kit/module';
+import { createThrottle } from './kit/throttle';
 
 /**
  * Builds the destination a connector's config describes. Runs in the worker: secrets are resolved
@@ -18,14 +19,13 @@ export function createDestinationFactory(
   throttle: Throttle = createThrottle(),
 ): DestinationFactory {
   return (config, options) => {
-    const context: DestinationContext = {
+    const module = destinationModule(config.type);
+    if (!module) throw new Error(`unknown destination type '${config.type}'`);
+    const context = createDestinationContext({
       secrets: secretsOf(options.tenant),
       throttle: (account, limits, call) => throttle(`${options.tenant}|${account}`, limits, call),
       listId: options.listId,
-    };
-    const module = destinationModules.find((m) => m.type === config.type);
-    if (!module) throw new Error(`unknown destination type '${config.type}'`);
-    // The schema that validated `config` is this module's, so the config has its shape.
-    return module.create(config as never, context);
+    });
+    return module.create(module.configSchema.parse(config), context);
   };
 }

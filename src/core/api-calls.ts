@@ -1,4 +1,5 @@
-import { DestinationError, type BatchOutcome, type CallRetries } from '../connectors/types';
+import { DestinationError } from './destination';
+import { AsyncLocalStorage } from 'node:async_hooks';
 
 /**
  * What the calls to one endpoint came to, as the run (`run_api_calls`) and the metrics count them.
@@ -17,54 +18,80 @@ export interface EndpointTally {
 
 export type EndpointTallies = Record<string, EndpointTally>;
 
-/** The calls of an operation that succeeded (perhaps after retries), by endpoint. */
-export function talliesOfOutcome(outcome: BatchOutcome, operation: string, failed = 0): EndpointTallies {
-  // Without a breakdown by endpoint, every call and every wait was the operation's own.
-  const tallies = outcome.callsByEndpoint
-    ? talliesOf(outcome.callsByEndpoint, outcome.retriesByEndpoint)
-    : talliesOf(
-        { [operation]: outcome.apiCalls },
-        outcome.retriesByEndpoint ?? { [operation]: { rateLimited: outcome.rateLimitWaits, retried: 0 } },
-      );
-  if (failed > 0) addFailure(tallies, operation, failed);
-  return tallies;
+/** What became of one call: see EndpointTally. */
+export type CallOutcome = 'ok' | 'rate_limited' | 'retried' | 'failed';
+
+/**
+ * The one measurement of what destination calls cost. The engine runs each destination operation
+ * inside `measureCalls`; the HTTP client destinations are given (and `meteredCall`, for the few
+ * that speak another protocol) reports every call with `countCall`. The tallies that come back
+ * feed both the run's counters and the worker's metrics, so the two cannot disagree.
+ */
+const currentMeter = new AsyncLocalStorage<EndpointTallies>();
+
+/** Count one call of `endpoint` in the measurement in progress (none: nobody is counting). */
+export function countCall(endpoint: string, outcome: CallOutcome): void {
+  const tallies = currentMeter.getStore();
+  if (!tallies) return;
+  const tally = (tallies[endpoint] ??= emptyTally());
+  tally.calls += 1;
+  if (outcome === 'failed') tally.failed += 1;
+  if (outcome === 'rate_limited') tally.rateLimited += 1;
+  if (outcome === 'retried') tally.retried += 1;
+}
+
+export type Measured<T> =
+  { ok: true; value: T; tallies: EndpointTallies } | { ok: false; error: unknown; tallies: EndpointTallies };
+
+/**
+ * Run `work` and return what it resolved to or threw, with the calls it made by endpoint. A failed
+ * operation's calls were made all the same, so they are returned too.
+ */
+export async function measureCalls<T>(work: () => Promise<T>): Promise<Measured<T>> {
+  const tallies: EndpointTallies = {};
+  try {
+    const value = await currentMeter.run(tallies, work);
+    return { ok: true, value, tallies };
+  } catch (error) {
+    return { ok: false, error, tallies };
+  }
+}
+
+/** `work` counted as one call of `endpoint`: for destinations that do not speak HTTP. */
+export async function meteredCall<T>(endpoint: string, work: () => Promise<T>): Promise<T> {
+  try {
+    const value = await work();
+    countCall(endpoint, 'ok');
+    return value;
+  } catch (error) {
+    countCall(endpoint, failureStands(error) ? 'failed' : 'retried');
+    throw error;
+  }
 }
 
 /**
- * The calls of an operation that ended in an error: what the error says it cost, and its last
- * call, at the operation's own endpoint when it called it (else at the last endpoint it called):
- * failed when the failure stands, retried when the activity will try again. An error that reports
- * no cost still made one call: the destination was called, and it failed.
+ * One destination operation (a batch, a truncate, a page of members, …), measured. An operation
+ * that failed with a DestinationError without a counted call (a destination that does not speak
+ * HTTP and does not meter its calls) still called the destination: that counts as one call at
+ * `endpoint`, failed when the failure stands, retried when it will be tried again.
  */
-export function talliesOfFailure(error: unknown, operation: string): EndpointTallies {
-  const cost = (error ?? {}) as Partial<
-    Pick<DestinationError, 'apiCalls' | 'rateLimitWaits' | 'callsByEndpoint' | 'retriesByEndpoint'>
-  > & { retriedCalls?: number };
-  const own = { rateLimited: cost.rateLimitWaits ?? 0, retried: cost.retriedCalls ?? 0 };
-  const tallies = cost.callsByEndpoint
-    ? talliesOf(cost.callsByEndpoint, cost.retriesByEndpoint)
-    : talliesOf({ [operation]: cost.apiCalls ?? 1 }, cost.retriesByEndpoint ?? { [operation]: own });
-  const names = Object.keys(tallies);
-  const failedAt = names.length === 0 || names.includes(operation) ? operation : names[names.length - 1]!;
-  if (failureStands(error)) addFailure(tallies, failedAt, 1);
-  else addRetry(tallies, failedAt);
-  return tallies;
+export async function measureOperation<T>(endpoint: string, work: () => Promise<T>): Promise<Measured<T>> {
+  const measured = await measureCalls(work);
+  if (measured.ok || !(measured.error instanceof DestinationError)) return measured;
+  if (totalOf(measured.tallies).calls > 0) return measured;
+  const stands = failureStands(measured.error);
+  const tally = { ...emptyTally(), calls: 1, failed: stands ? 1 : 0, retried: stands ? 0 : 1 };
+  return { ...measured, tallies: { ...measured.tallies, [endpoint]: tally } };
 }
 
 /** A refused batch or a fatal error; anything else (5xx, network, timeouts) is retried. */
-function failureStands(error: unknown): boolean {
+export function failureStands(error: unknown): boolean {
   return error instanceof DestinationError && error.kind !== 'retryable';
 }
 
-/** The 429 waits an error says its operation went through (0 when it does not say). */
-export function rateLimitWaitsOf(error: unknown): number {
-  return (error as { rateLimitWaits?: number } | null)?.rateLimitWaits ?? 0;
-}
-
-/** Does the error say it comes from a destination call (rather than from our database, say)? */
-export function isCallFailure(error: unknown): boolean {
-  const apiCalls = (error as { apiCalls?: unknown } | undefined)?.apiCalls;
-  return error instanceof Error && typeof apiCalls === 'number' && apiCalls > 0;
+/** 429 answers waited for, over all endpoints. */
+export function rateLimitWaitsOf(tallies: EndpointTallies): number {
+  return totalOf(tallies).rateLimited;
 }
 
 /** The sums over all endpoints, for the run's totals. */
@@ -81,34 +108,4 @@ export function totalOf(tallies: EndpointTallies): EndpointTally {
 
 export function emptyTally(): EndpointTally {
   return { calls: 0, failed: 0, rateLimited: 0, retried: 0 };
-}
-
-function talliesOf(
-  calls: Record<string, number>,
-  retries: Record<string, CallRetries> | undefined,
-): EndpointTallies {
-  const tallies: EndpointTallies = {};
-  for (const [endpoint, count] of Object.entries(calls)) {
-    tallies[endpoint] = { ...emptyTally(), calls: count };
-  }
-  for (const [endpoint, { rateLimited, retried }] of Object.entries(retries ?? {})) {
-    const tally = (tallies[endpoint] ??= emptyTally());
-    tally.rateLimited += rateLimited;
-    tally.retried += retried;
-    // Every retried call is a call: a destination that reports retries but not calls still made them.
-    tally.calls = Math.max(tally.calls, tally.rateLimited + tally.retried);
-  }
-  return tallies;
-}
-
-function addRetry(tallies: EndpointTallies, endpoint: string): void {
-  const tally = (tallies[endpoint] ??= emptyTally());
-  tally.retried += 1;
-  tally.calls = Math.max(tally.calls, tally.rateLimited + tally.retried + tally.failed);
-}
-
-function addFailure(tallies: EndpointTallies, endpoint: string, failed: number): void {
-  const tally = (tallies[endpoint] ??= emptyTally());
-  tally.failed += failed;
-  tally.calls = Math.max(tally.calls, tally.rateLimited + tally.retried + tally.failed);
 }

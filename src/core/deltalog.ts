@@ -1,6 +1,6 @@
 import type { Knex } from 'knex';
 import { dialectOf, type Db, type Dialect } from '../db';
-import type { Attributes, Rejection } from '../connectors/types';
+import type { Attributes, Rejection } from './destination';
 import { jsonBytes } from './batching';
 import {
   attributeHash,

@@ -1,4 +1,4 @@
-import type { Capabilities } from '../connectors/types';
+import type { Capabilities } from './destination';
 import type { PendingCounts } from './deltalog';
 
 /**

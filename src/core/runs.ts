@@ -194,20 +194,24 @@ export async function incrementEndpointCalls(db: Executor, runId: number, tallie
 }
 
 /**
- * Calls made outside a send's batch transaction (truncate, create, swap, list; an operation that
- * ended in an error, whose batch transaction never ran): the run's totals and its endpoints, in
- * one go.
+ * The calls of one destination operation (core/api-calls.ts tallies): the run's totals and its
+ * endpoints, in one go. A send batch records them in its own transaction, with its records and
+ * cursor; any other operation (truncate, create, swap, a page of members; an operation that ended
+ * in an error) in a transaction of their own.
  */
-export async function recordCalls(db: Db, runId: number, tallies: EndpointTallies, rateLimitWaits: number) {
+export async function recordCalls(db: Executor, runId: number, tallies: EndpointTallies): Promise<void> {
+  if (Object.keys(tallies).length === 0) return;
   const total = totalOf(tallies);
-  await db.transaction(async (trx) => {
+  const write = async (trx: Executor) => {
     await incrementRunCounters(trx, runId, {
       api_calls: total.calls,
       failed_calls: total.failed,
-      rate_limit_waits: rateLimitWaits,
+      rate_limit_waits: total.rateLimited,
     });
     await incrementEndpointCalls(trx, runId, tallies);
-  });
+  };
+  if (db.isTransaction) await write(db);
+  else await db.transaction(write);
 }
 
 export async function endpointCalls(db: Db, runId: number): Promise<EndpointTallies> {

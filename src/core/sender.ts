@@ -1,6 +1,12 @@
 import type { Db } from '../db';
-import type { ConnectorDefinition } from '../connectors/definition';
-import { DestinationError, type BatchOutcome, type Destination, type Member } from '../connectors/types';
+import type { ConnectorDefinition } from './connector';
+import {
+  capabilitiesOf,
+  DestinationError,
+  type Destination,
+  type Member,
+  type Rejection,
+} from './destination';
 import { jsonBytes, splitByLimits } from './batching';
 import { directReader, type DatasetReader } from './dataset';
 import {
@@ -14,13 +20,18 @@ import {
   type ChangesetKind,
   type ChangesetRow,
 } from './deltalog';
-import { talliesOfFailure, talliesOfOutcome, totalOf, type EndpointTallies } from './api-calls';
-import { incrementEndpointCalls, incrementRunCounters, loadCheckpoint, saveCheckpoint } from './runs';
+import { totalOf, type EndpointTallies } from './api-calls';
+import { noopObserver, type EngineObserver } from './observer';
+import { PlanningError } from './plan';
+import { observed, settle, type RunMeter } from './refresh/calls';
+import { incrementRunCounters, loadCheckpoint, recordCalls, saveCheckpoint } from './runs';
 
 /**
  * Sending: walk a changeset in key order, page by page; split each page into calls that fit the
- * destination's record and byte limits; after every call, record its outcome in the same
- * transaction as the cursor. A retried or restarted send resumes after the last recorded call
+ * destination's record and byte limits (no batch handed to `add` or `remove` exceeds
+ * `limits.recordsPerCall` or `limits.bytesPerCall`; a record larger than `bytesPerCall` on its
+ * own is rejected, never sent); after every call, record its outcome and what it cost (measured
+ * around the call, core/refresh/calls.ts) in the same transaction as the cursor. A retried or restarted send resumes after the last recorded call
  * (the database's checkpoint, never a heartbeat that may lag it), so at most the call in flight is
  * sent twice. Progress reports carry counts only: the cursor is a record key, and what an activity
  * heartbeats can end up in workflow history.
@@ -70,6 +81,8 @@ export interface SendOptions {
   now?: () => number;
   /** Called after every recorded call (heartbeat here). */
   onBatch?: (progress: SendProgress) => void | Promise<void>;
+  /** Told of every call's cost and every committed batch (metrics). */
+  observer?: EngineObserver;
   /** Stop between calls when aborted (activity cancellation, worker shutdown). */
   signal?: AbortSignal;
 }
@@ -92,10 +105,40 @@ interface Item {
   nothingToSend?: boolean;
   /** Set when the row changed after the deltalog update read it: the hash of what is sent now. */
   newHash?: string;
+  /** Rejected without a call: larger on its own than the destination accepts in one call. */
+  tooLarge?: string;
+}
+
+/** How a phase writes: the operation, its endpoint, and the call. */
+interface Writer {
+  endpoint: 'add' | 'remove';
+  send(batch: { members: Member[]; keys: string[] }): Promise<{ rejected: Rejection[] }>;
+}
+
+/**
+ * Deletions go through `remove`; every other phase through `add` (fill: of the list being built).
+ * A destination without the method cannot run the phase.
+ */
+function writerFor(destination: Destination, phase: SendPhase): Writer {
+  if (phase === 'deletions') {
+    const remove = destination.remove?.bind(destination);
+    if (!remove) throw new PlanningError('this destination cannot remove members');
+    return { endpoint: 'remove', send: ({ keys }) => remove(keys) };
+  }
+  const add = destination.add?.bind(destination);
+  if (!add) throw new PlanningError('this destination cannot add members');
+  return { endpoint: 'add', send: ({ members }) => add(members) };
 }
 
 export async function sendPhase(options: SendOptions): Promise<SendProgress> {
   const { db, connector, destination, runId, phase } = options;
+  const writer = writerFor(destination, phase);
+  const meter: RunMeter = {
+    db,
+    runId,
+    observer: options.observer ?? noopObserver,
+    destination: connector.destination.type,
+  };
   const start = (await loadCheckpoint(db, runId, phase)) ?? { cursor: '', recordsDone: 0 };
   let cursor = start.cursor;
   const progress: SendProgress = {
@@ -112,8 +155,9 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
   };
   const maxRecords = batchSizeFor(connector, destination);
   const maxBytes = destination.limits.bytesPerCall;
-  const sizeOf = (item: Item) =>
+  const bytesOf = (item: Item) =>
     item.member ? jsonBytes(item.member) : phase === 'deletions' ? jsonBytes(item.key) : 0;
+  const sizeOf = (item: Item) => (item.tooLarge ? 0 : bytesOf(item));
 
   for (;;) {
     const page = await readChangesetPage(
@@ -126,23 +170,35 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
     );
     if (page.length === 0) return progress;
     const items = await itemsOf(options, page);
+    if (maxBytes !== undefined) {
+      for (const item of items) {
+        const bytes = bytesOf(item);
+        if (bytes > maxBytes)
+          item.tooLarge = `record is ${bytes} bytes, more than the destination accepts in one call (${maxBytes} bytes)`;
+      }
+    }
     for (const batch of splitByLimits(items, { maxRecords, maxBytes }, sizeOf)) {
       options.signal?.throwIfAborted();
-      const result = await deliver(options, batch);
-      const bytes = batch.reduce((sum, item) => sum + sizeOf(item), 0);
+      const result = await deliver(meter, writer, phase, batch);
+      const total = totalOf(result.tallies);
+      const bytes = total.calls > 0 ? batch.reduce((sum, item) => sum + sizeOf(item), 0) : 0;
       await whileDatabaseUnavailable(options.signal, () =>
         record(options, batch, result, bytes, progress.recordsDone + batch.length),
       );
+      meter.observer.onBatch(meter.destination, {
+        delivered: result.delivered.length,
+        rejected: result.rejected.length,
+      });
       cursor = batch[batch.length - 1]!.key;
       progress.recordsDone += batch.length;
       progress.batches += 1;
       progress.delivered += result.delivered.length;
-      progress.rejected += result.outcome.rejected.length;
+      progress.rejected += result.rejected.length;
       progress.skipped += result.skipped;
-      progress.apiCalls += result.outcome.apiCalls;
-      progress.failedCalls += result.failedCalls;
-      progress.rateLimitWaits += result.outcome.rateLimitWaits;
-      progress.bytesSent += result.outcome.apiCalls > 0 ? bytes : 0;
+      progress.apiCalls += total.calls;
+      progress.failedCalls += total.failed;
+      progress.rateLimitWaits += total.rateLimited;
+      progress.bytesSent += bytes;
       await options.onBatch?.({ ...progress });
     }
   }
@@ -152,7 +208,7 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
 async function itemsOf(options: SendOptions, page: ChangesetRow[]): Promise<Item[]> {
   if (options.phase === 'deletions') return page.map((row) => ({ key: row.record_key }));
   // A destination that keeps no attributes already holds a key that is on it: nothing to send.
-  const skipUpdates = options.phase === 'upserts' && !options.destination.capabilities.updateAttributes;
+  const skipUpdates = options.phase === 'upserts' && !capabilitiesOf(options.destination).updateAttributes;
   const toFetch = page.filter((row) => !(skipUpdates && row.on_remote)).map((row) => row.record_key);
   const source = options.source ?? directReader(options.db, options.connector.dataset);
   const records = await source.read((executor) => fetchRecords(executor, source.dataset, toFetch));
@@ -167,52 +223,41 @@ async function itemsOf(options: SendOptions, page: ChangesetRow[]): Promise<Item
 
 interface CallResult {
   delivered: string[];
-  outcome: BatchOutcome;
-  failedCalls: number;
+  rejected: Rejection[];
   /** What the call cost, by endpoint and outcome. */
   tallies: EndpointTallies;
   skipped: number;
 }
 
-const NO_CALL: BatchOutcome = { rejected: [], apiCalls: 0, rateLimitWaits: 0 };
-
 /**
- * One destination call. A call the destination refuses as a whole (a 4xx that is not about
- * credentials or the list) fails only these records: they stay pending with the reason, and the
- * run's success threshold decides. Fatal and retryable errors propagate to the activity.
+ * One destination call, measured. A call the destination refuses as a whole (a 4xx that is not
+ * about credentials or the list) fails only these records: they stay pending with the reason, and
+ * the run's success threshold decides. Fatal and retryable errors propagate to the activity, the
+ * call's cost recorded on the run first.
  */
-async function deliver(options: SendOptions, batch: Item[]): Promise<CallResult> {
-  const { destination, phase } = options;
-  const members = phase === 'deletions' ? [] : batch.flatMap((item) => (item.member ? [item.member] : []));
-  const sentKeys = phase === 'deletions' ? batch.map((item) => item.key) : members.map((m) => m.key);
+async function deliver(
+  meter: RunMeter,
+  writer: Writer,
+  phase: SendPhase,
+  batch: Item[],
+): Promise<CallResult> {
+  const sendable = batch.filter((item) => !item.tooLarge);
+  const members = phase === 'deletions' ? [] : sendable.flatMap((item) => (item.member ? [item.member] : []));
+  const keys = phase === 'deletions' ? sendable.map((item) => item.key) : members.map((m) => m.key);
+  const tooLarge = batch.flatMap((item) => (item.tooLarge ? [{ key: item.key, reason: item.tooLarge }] : []));
   const unsent = batch.filter((item) => item.nothingToSend).map((item) => item.key);
-  const skipped = batch.length - sentKeys.length - unsent.length;
-  const operation = operationOf(phase);
-  if (sentKeys.length === 0)
-    return { delivered: unsent, outcome: NO_CALL, failedCalls: 0, tallies: {}, skipped };
-  try {
-    const outcome =
-      phase === 'deletions' ? await destination.remove(sentKeys) : await destination.add(members);
-    const rejected = new Set(outcome.rejected.map((r) => r.key));
-    const delivered = [...unsent, ...sentKeys.filter((k) => !rejected.has(k))];
-    return { delivered, outcome, failedCalls: 0, tallies: talliesOfOutcome(outcome, operation), skipped };
-  } catch (error) {
-    if (!(error instanceof DestinationError) || error.kind !== 'batch') throw error;
-    const reason = `batch refused: ${error.message}`;
-    const tallies = talliesOfFailure(error, operation);
-    const total = totalOf(tallies);
-    return {
-      delivered: unsent,
-      outcome: {
-        rejected: sentKeys.map((key) => ({ key, reason })),
-        apiCalls: total.calls,
-        rateLimitWaits: error.rateLimitWaits ?? 0,
-      },
-      failedCalls: total.failed,
-      tallies,
-      skipped,
-    };
+  const skipped = batch.length - keys.length - unsent.length - tooLarge.length;
+  if (keys.length === 0) return { delivered: unsent, rejected: tooLarge, tallies: {}, skipped };
+  const measured = await observed(meter, writer.endpoint, () => writer.send({ members, keys }));
+  if (!measured.ok && measured.error instanceof DestinationError && measured.error.kind === 'batch') {
+    const reason = `batch refused: ${measured.error.message}`;
+    const refused = keys.map((key) => ({ key, reason }));
+    return { delivered: unsent, rejected: [...tooLarge, ...refused], tallies: measured.tallies, skipped };
   }
+  const { rejected } = await settle(meter, measured);
+  const refused = new Set(rejected.map((r) => r.key));
+  const delivered = [...unsent, ...keys.filter((k) => !refused.has(k))];
+  return { delivered, rejected: [...tooLarge, ...rejected], tallies: measured.tallies, skipped };
 }
 
 /** The call's outcome, its cost and the cursor, in one transaction. */
@@ -229,10 +274,10 @@ async function record(
   await db.transaction(async (trx) => {
     if (phase === 'fill') {
       await markFilled(trx, key, result.delivered);
-      await recordFillRejections(trx, key, result.outcome.rejected);
+      await recordFillRejections(trx, key, result.rejected);
     } else {
       await commitDelivered(trx, key, result.delivered, now);
-      await recordRejections(trx, key, result.outcome.rejected);
+      await recordRejections(trx, key, result.rejected);
     }
     const delivered = new Set(result.delivered);
     const changed = batch.filter((item) => item.newHash !== undefined && delivered.has(item.key));
@@ -243,14 +288,11 @@ async function record(
     );
     await incrementRunCounters(trx, runId, {
       records_sent: result.delivered.length,
-      rejected: result.outcome.rejected.length,
-      deferred: result.outcome.rejected.filter((r) => r.deferred).length,
-      api_calls: result.outcome.apiCalls,
-      failed_calls: result.failedCalls,
-      rate_limit_waits: result.outcome.rateLimitWaits,
-      bytes_sent: result.outcome.apiCalls > 0 ? bytes : 0,
+      rejected: result.rejected.length,
+      deferred: result.rejected.filter((r) => r.deferred).length,
+      bytes_sent: bytes,
     });
-    await incrementEndpointCalls(trx, runId, result.tallies);
+    await recordCalls(trx, runId, result.tallies);
     await saveCheckpoint(trx, runId, phase, { cursor: batch[batch.length - 1]!.key, recordsDone }, now);
   });
 }

@@ -1,5 +1,5 @@
 import type { EndpointTallies } from './api-calls';
-import { idOfKey } from '../connectors/definition';
+import { idOfKey } from './connector';
 import type { Db } from '../db';
 import { badRowTotal } from './deltalog';
 import type { GuardCheck } from './guard';

@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import knex, { type Knex } from 'knex';
 import type BetterSqlite3 from 'better-sqlite3';
-import { dataDir, projectRoot } from '../paths';
+import { codeRoot, dataDir, projectRoot } from '../paths';
 
 export type Db = Knex;
 export type Dialect = 'mysql' | 'sqlite';
@@ -166,8 +166,19 @@ export async function openDatabase(url?: string, options: DatabaseOptions = {}):
 }
 
 export async function migrateToLatest(db: Db): Promise<void> {
-  await db.migrate.latest({
-    directory: path.join(projectRoot, 'migrations'),
-    loadExtensions: ['.ts', '.js'],
-  });
+  await db.migrate.latest({ migrationSource });
 }
+
+/**
+ * The migrations next to the running code: migrations/*.ts from the sources, dist/migrations/*.js
+ * compiled. Each is named by its source file (`…_initial.ts`) either way, as knex_migrations has
+ * always recorded it, so a database migrated by one is up to date for the other.
+ */
+const migrationsDir = path.join(codeRoot, 'migrations');
+const migrationSource: Knex.MigrationSource<string> = {
+  getMigrations: async () =>
+    (await fs.promises.readdir(migrationsDir)).filter((file) => /^[^.]+\.(ts|js)$/.test(file)).sort(),
+  getMigrationName: (file) => file.replace(/\.js$/, '.ts'),
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- a migration is loaded by its path
+  getMigration: async (file) => require(path.join(migrationsDir, file)) as Knex.Migration,
+};

@@ -8,7 +8,7 @@ import {
   type LogMetadata,
 } from '@temporalio/worker';
 import { describeError, withLogContext, type LogContext, type Logger } from '../logging';
-import { connectorOfId } from '../workflows/shared';
+import { connectorOfId } from '../temporal/names';
 
 /**
  * Temporal's logs as deltasync's JSON lines: the SDK's own (worker, workflow and activity

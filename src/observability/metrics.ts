@@ -8,7 +8,7 @@ import type { RefreshObserver } from './observer';
  */
 export interface WorkerMetrics {
   registry: Registry;
-  /** Feeds the refresh metrics from the activities (createActivities({ observer })). */
+  /** Feeds the refresh metrics from the engine (createActivities({ observer })). */
   observer: RefreshObserver;
   /** The Prometheus text exposition of every metric. */
   render(): Promise<string>;
@@ -71,22 +71,22 @@ export function createWorkerMetrics(options: { defaultMetrics?: boolean } = {}):
   };
 
   const observer: RefreshObserver = {
-    onCall(destination, endpoint, tally) {
-      // Each call has one outcome: the parts never add up to more than the calls.
-      let left = Math.max(tally.calls, 0);
-      const take = (count: number) => {
-        const taken = Math.min(Math.max(count, 0), left);
-        left -= taken;
-        return taken;
-      };
-      const labels = (outcome: string) => ({ destination, endpoint, outcome });
-      add(apiCalls, labels('failed'), take(tally.failed));
-      add(apiCalls, labels('rate_limited'), take(tally.rateLimited));
-      add(apiCalls, labels('retried'), take(tally.retried));
-      add(apiCalls, labels('ok'), left);
-    },
-    onRateLimitWaits(destination, waits) {
-      add(rateLimitWaits, { destination }, waits);
+    onCalls(destination, tallies) {
+      for (const [endpoint, tally] of Object.entries(tallies)) {
+        // Each call has one outcome: the parts never add up to more than the calls.
+        let left = Math.max(tally.calls, 0);
+        const take = (count: number) => {
+          const taken = Math.min(Math.max(count, 0), left);
+          left -= taken;
+          return taken;
+        };
+        const labels = (outcome: string) => ({ destination, endpoint, outcome });
+        add(apiCalls, labels('failed'), take(tally.failed));
+        add(apiCalls, labels('rate_limited'), take(tally.rateLimited));
+        add(apiCalls, labels('retried'), take(tally.retried));
+        add(apiCalls, labels('ok'), left);
+        add(rateLimitWaits, { destination }, tally.rateLimited);
+      }
     },
     onBatch(destination, { delivered, rejected }) {
       add(recordsSent, { destination }, delivered);

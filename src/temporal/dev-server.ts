@@ -5,7 +5,7 @@ import path from 'node:path';
 import { Connection } from '@temporalio/client';
 import type { SearchAttributeType } from '@temporalio/common';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
-import { searchAttributes } from '../workflows/shared';
+import { searchAttributes } from './names';
 import { findTemporalCli } from './cli-binary';
 
 export interface DevServerOptions {

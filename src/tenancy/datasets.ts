@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import knex, { type Knex } from 'knex';
-import type { ConnectorDefinition } from '../connectors/definition';
-import { connectorKey } from '../connectors/definition';
-import type { SecretResolver } from '../connectors/types';
+import type { ConnectorDefinition } from '../core/connector';
+import { connectorKey } from '../core/connector';
+import type { SecretResolver } from '../core/destination';
 import { keyTraits } from '../core/deltalog';
 import {
   keyColumn,

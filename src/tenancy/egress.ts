@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { withRequestGuard } from '../connectors/request-guard';
-import type { Target } from '../connectors/types';
+import { withRequestGuard } from '../connectors/kit/request-guard';
+import type { Target } from '../core/destination';
 import type { DestinationAllowlist } from './policy';
 
 /**

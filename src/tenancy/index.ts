@@ -1,6 +1,6 @@
-import { destinationModules } from '../connectors/catalog';
-import type { ConnectorDefinition, DestinationConfig } from '../connectors/definition';
-import type { Target } from '../connectors/types';
+import { destinationModule } from '../connectors/catalog';
+import type { ConnectorDefinition, DestinationConfig } from '../core/connector';
+import type { Target } from '../core/destination';
 import type { Db } from '../db';
 import { createDatasetAccess, type DatasetAccess } from './datasets';
 import { disallowedTargets } from './egress';
@@ -61,8 +61,10 @@ export async function connectorProblems(
 
   let targets: Target[];
   try {
-    const module = destinationModules.find((m) => m.type === connector.destination.type)!;
-    targets = module.targets(connector.destination as never, tenancy.secrets.forTenant(tenant.id));
+    const module = destinationModule(connector.destination.type);
+    if (!module) throw new Error(`unknown destination type '${connector.destination.type}'`);
+    const settings = module.configSchema.parse(connector.destination);
+    targets = module.targets(settings, tenancy.secrets.forTenant(tenant.id));
   } catch (error) {
     return [`destination: ${error instanceof Error ? error.message : String(error)}`];
   }

@@ -2,8 +2,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import { z } from 'zod';
-import { TENANT_ID } from '../connectors/definition';
-import { SECRET_NAME } from '../connectors/types';
+import { TENANT_ID } from '../core/connector';
+import { SECRET_NAME } from '../core/destination';
 
 /**
  * The tenants policy: which tenants a worker serves, in which Temporal namespace each one's callers

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import YAML from 'yaml';
-import type { SecretResolver } from '../connectors/types';
+import type { SecretResolver } from '../core/destination';
 import { SECRET_NAME, secretEnvName } from './secret-names';
 
 /**

@@ -8,7 +8,7 @@ import type { Logger } from '../logging';
 import { activityLogging } from '../observability/logging';
 import type { RefreshObserver } from '../observability/observer';
 import { createTenancy, TenantDirectory, type Tenancy } from '../tenancy';
-import { TASK_QUEUE } from '../workflows/shared';
+import { TASK_QUEUE } from '../temporal/names';
 
 export interface DeltasyncWorkerOptions {
   connection: NativeConnection;

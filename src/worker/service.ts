@@ -7,7 +7,7 @@ import { installTemporalLogging } from '../observability/logging';
 import { createWorkerMetrics, type WorkerMetrics } from '../observability/metrics';
 import { startOpsServer, type HealthReport, type OpsServer } from '../observability/server';
 import { createTenancy, TenantDirectory, type Tenancy } from '../tenancy';
-import { TASK_QUEUE } from '../workflows/shared';
+import { TASK_QUEUE } from '../temporal/names';
 import { createWorkers } from './index';
 
 /**

@@ -1,6 +1,6 @@
 import { proxyActivities } from '@temporalio/workflow';
-import type { Activities } from '../activities';
 import type { AdminOperation, AdminResult } from '../activities/admin';
+import type { AdminActivities, TriggerActivities } from './activity-types';
 import { NON_RETRYABLE_ERRORS } from './shared';
 
 /**
@@ -13,7 +13,7 @@ import { NON_RETRYABLE_ERRORS } from './shared';
  * a connector operation (ADMIN_TIMEOUT_MS in src/client), so the caller hears the activity's own
  * last failure (e.g. the database it could not reach) rather than only "timed out".
  */
-const { connectorAdmin, startRefresh } = proxyActivities<Activities>({
+const { connectorAdmin, startRefresh } = proxyActivities<AdminActivities & TriggerActivities>({
   startToCloseTimeout: '1 minute',
   scheduleToCloseTimeout: '90 seconds',
   retry: { maximumAttempts: 5, nonRetryableErrorTypes: NON_RETRYABLE_ERRORS },

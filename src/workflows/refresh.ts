@@ -13,11 +13,12 @@ import {
   upsertMemo,
   upsertSearchAttributes,
 } from '@temporalio/workflow';
-import type { Activities, DryRunPlan, GuardDecision, PlanSummary, RunSummary } from '../activities';
 import type { StrategyChoice } from '../core/plan';
 import type { SendPhase, SendTotals } from '../core/sender';
+import type { DryRunPlan, GuardDecision, PlanSummary, RunSummary } from '../core/summaries';
+import type { RefreshActivities } from './activity-types';
 import { runRefresh, type RefreshPhase } from './refresh-steps';
-import { NON_RETRYABLE_ERRORS, searchAttributes } from './shared';
+import { NON_RETRYABLE_ERRORS, searchAttributes, type RefreshInput } from './shared';
 
 export type { RefreshPhase } from './refresh-steps';
 
@@ -29,18 +30,7 @@ export type { RefreshPhase } from './refresh-steps';
  * stays deterministic, and its history holds ids and counts, never records.
  */
 
-export interface RefreshInput {
-  connectorId: string;
-  /** Force a strategy for this run; otherwise the connector's policy (default `auto`). */
-  strategy?: StrategyChoice;
-  /** Who asked: manual, schedule, change, … (stored on the run). */
-  trigger?: string;
-  /**
-   * The caller's tenant. The worker takes the tenant from the namespace the workflow runs in;
-   * this only chooses among a namespace's tenants (and may not name one it does not serve).
-   */
-  tenant?: string;
-}
+export type { RefreshInput };
 
 export interface RefreshProgress {
   connectorId: string;
@@ -89,13 +79,13 @@ const statementOptions = { ...sendOptions, heartbeatTimeout: '2 minutes' };
 const waitForStop = { cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED };
 const activities = {
   current: {
-    steps: proxyActivities<Activities>({ ...stepOptions, ...waitForStop }),
-    sending: proxyActivities<Activities>({ ...sendOptions, ...waitForStop }),
+    steps: proxyActivities<RefreshActivities>({ ...stepOptions, ...waitForStop }),
+    sending: proxyActivities<RefreshActivities>({ ...sendOptions, ...waitForStop }),
   },
   /** Runs recorded before the change closed at once on cancellation; they replay with this. */
   beforeWaitingForStop: {
-    steps: proxyActivities<Activities>(stepOptions),
-    sending: proxyActivities<Activities>(sendOptions),
+    steps: proxyActivities<RefreshActivities>(stepOptions),
+    sending: proxyActivities<RefreshActivities>(sendOptions),
   },
 };
 

@@ -11,7 +11,7 @@ import {
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
-import type { Activities } from '../activities';
+import type { TriggerActivities } from './activity-types';
 import { NON_RETRYABLE_ERRORS, searchAttributes } from './shared';
 
 /**
@@ -101,12 +101,12 @@ export const datasetChangedSignal = defineSignal<[note?: string]>('datasetChange
 export const stopWatchSignal = defineSignal('stop');
 export const watchStatusQuery = defineQuery<WatchStatus>('watchStatus');
 
-const { checkChangeMarker } = proxyActivities<Activities>({
+const { checkChangeMarker } = proxyActivities<TriggerActivities>({
   // Without a marker column the check is a full scan; it returns two numbers.
   startToCloseTimeout: '30 minutes',
   retry: { initialInterval: '1 second', maximumAttempts: 3, nonRetryableErrorTypes: NON_RETRYABLE_ERRORS },
 });
-const { startRefresh } = proxyActivities<Activities>({
+const { startRefresh } = proxyActivities<TriggerActivities>({
   startToCloseTimeout: '1 minute',
   retry: { maximumAttempts: 5, nonRetryableErrorTypes: NON_RETRYABLE_ERRORS },
 });

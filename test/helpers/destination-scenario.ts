@@ -2,7 +2,7 @@ import { after, before } from 'node:test';
 import type { Worker } from '@temporalio/worker';
 import type { DeltasyncClient } from '../../src/client';
 import { createDestinationFactory } from '../../src/connectors/registry';
-import type { Attributes, SecretResolver } from '../../src/connectors/types';
+import type { Attributes, SecretResolver } from '../../src/core/destination';
 import type { Db } from '../../src/db';
 import { createCustomersTable, seedCustomers } from '../../src/demo/customers';
 import type { SecretStore } from '../../src/tenancy/secrets';

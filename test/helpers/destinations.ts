@@ -5,7 +5,7 @@ import {
   type Destination,
   type Member,
   type SecretResolver,
-} from '../../src/connectors/types';
+} from '../../src/core/destination';
 
 /**
  * What the destination contract tests (one file per destination, each against its emulator)
@@ -75,6 +75,7 @@ export async function allKeys(
   const keys: string[] = [];
   let cursor: string | null = null;
   let pages = 0;
+  if (!dest.listMembers) throw new Error(`${dest.type} cannot list its members`);
   do {
     const page = await dest.listMembers(cursor, pageSize);
     keys.push(...page.keys);

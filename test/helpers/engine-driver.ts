@@ -1,20 +1,23 @@
-import { MockActivityEnvironment } from '@temporalio/testing';
-import { createActivities, type Activities, type RunSummary } from '../../src/activities';
-import type { Db } from '../../src/db';
+import { connectorKey } from '../../src/core/connector';
+import { loadConnector } from '../../src/core/connector-store';
+import { directReader } from '../../src/core/dataset';
+import { noopObserver } from '../../src/core/observer';
 import type { StrategyChoice } from '../../src/core/plan';
-import type { SendTotals } from '../../src/core/sender';
-import type { MemoryDestination } from '../../src/emulators/memory-destination';
-import { createTenancy, TenantDirectory } from '../../src/tenancy';
+import * as engine from '../../src/core/refresh';
+import type { SendPhase, SendTotals } from '../../src/core/sender';
+import type { RunSummary } from '../../src/core/summaries';
+import type { Db } from '../../src/db';
 import { runRefresh, type RefreshSteps, type RunRef } from '../../src/workflows/refresh-steps';
-import { anySecret } from './secrets';
+import type { MemoryDestination } from './memory-destination';
 
 /**
- * Runs a refresh through the workflow's own sequence (src/workflows/refresh-steps.ts), calling
- * the real activities inside the SDK's activity test environment, without a Temporal server. It
- * can stop the run after any step (the workflow terminated between two activities), make a send
- * die mid-way and then retry it with the last heartbeat (what Temporal does on an activity retry)
- * or give up on it (the failure budget ran out), and answer the mass-delete guard. The workflow
- * itself, with the same sequence, is tested on a real server in refresh.test.ts.
+ * Runs a refresh through the workflow's own sequence (src/workflows/refresh-steps.ts), each step
+ * the same engine function (src/core/refresh) the activity of that step calls, without Temporal.
+ * It can stop the run after any step (the workflow terminated between two activities), make a
+ * send die mid-way and then retry it (what Temporal does on an activity retry; the database's
+ * checkpoint decides where it resumes) or give up on it (the failure budget ran out), and answer
+ * the mass-delete guard. The workflow itself, with the same sequence, is tested on a real server
+ * in refresh.test.ts.
  */
 
 export type Interruption =
@@ -34,11 +37,19 @@ export interface DriverResult {
   steps: string[];
 }
 
+/** The single tenant of these tests. */
+const TENANT = 'default';
 let runCounter = 0;
 
 export function createDriver(db: Db, destination: MemoryDestination) {
-  const tenancy = createTenancy({ db, directory: TenantDirectory.singleTenant(), secrets: anySecret() });
-  const activities: Activities = createActivities({ db, tenancy, destinations: () => destination });
+  const deps: engine.Engine = { db, now: Date.now, observer: noopObserver };
+
+  /** The connector and its run, as an activity opens them. */
+  async function scopeOf(ref: { connectorId: string; runId: number }) {
+    const connector = await loadConnector(db, TENANT, ref.connectorId);
+    const scope = { connector, key: connectorKey(TENANT, connector.id), runId: ref.runId };
+    return { scope, source: directReader(db, connector.dataset) };
+  }
 
   return async function refresh(
     connectorId: string,
@@ -46,36 +57,61 @@ export function createDriver(db: Db, destination: MemoryDestination) {
     interruption: Interruption,
     guardAnswer: GuardAnswer = 'approve',
   ): Promise<DriverResult> {
-    const execution = { workflowId: 'wf', runId: `run-${process.pid}-${runCounter++}` };
+    const workflowRunId = `run-${process.pid}-${runCounter++}`;
     const done: string[] = [];
-    const inEnv = <T>(fn: () => Promise<T>, heartbeatDetails?: unknown): Promise<T> =>
-      new MockActivityEnvironment(
-        { ...inDefault, workflowExecution: execution, heartbeatDetails },
-        { logger: silent },
-      ).run(fn);
-    /** One activity, unless the run is to stop before it. */
+    /** One step, unless the run is to stop before it. */
     const step =
       <A extends unknown[], R>(name: string, call: (...args: A) => Promise<R>) =>
       async (...args: A): Promise<R> => {
         if (interruption.kind === 'stop-after-step' && done.length >= interruption.step) throw STOPPED;
-        const result = await inEnv(() => call(...args));
+        const result = await call(...args);
         done.push(name);
         return result;
       };
 
     const steps: RefreshSteps = {
-      beginRun: step('begin', activities.beginRun),
-      updateDeltalog: step('update', activities.updateDeltalog),
-      planRefresh: step('plan', activities.planRefresh),
-      recordGuardDecision: step('guard', activities.recordGuardDecision),
-      truncateRemote: step('truncate', activities.truncateRemote),
-      createList: step('createList', activities.createList),
-      swapList: step('swap', activities.swapList),
-      snapshotRemote: step('snapshot', activities.snapshotRemote),
-      reconcileDeltalog: step('reconcile', activities.reconcileDeltalog),
-      sendChanges: step('send', (ref: RunRef, { phase }) => sendWithRetry({ ...ref, phase })),
-      finishRun: step('finish', activities.finishRun),
-      runJanitor: step('janitor', activities.runJanitor),
+      beginRun: step('begin', async ({ connectorId: id, trigger }) => {
+        const connector = await loadConnector(db, TENANT, id);
+        const start = {
+          key: connectorKey(TENANT, id),
+          tenant: TENANT,
+          workflowId: 'wf',
+          workflowRunId,
+          trigger,
+        };
+        const runId = await engine.beginRun(deps, start, () => Promise.resolve([]));
+        return { runId, tenant: TENANT, destinationType: connector.destination.type };
+      }),
+      updateDeltalog: step('update', async (ref) => {
+        const { scope, source } = await scopeOf(ref);
+        return engine.updateDeltalog(deps, scope, source);
+      }),
+      planRefresh: step('plan', async (ref) => {
+        const { scope, source } = await scopeOf(ref);
+        return engine.planRun(deps, scope, source, destination, ref.strategy);
+      }),
+      recordGuardDecision: step('guard', (input) => engine.recordGuardDecision(deps, input)),
+      truncateRemote: step('truncate', async (ref) =>
+        engine.truncateList(deps, (await scopeOf(ref)).scope, destination),
+      ),
+      createList: step('createList', async (ref) =>
+        engine.createList(deps, (await scopeOf(ref)).scope, destination),
+      ),
+      swapList: step('swap', async (ref) => engine.swapList(deps, (await scopeOf(ref)).scope, destination)),
+      snapshotRemote: step('snapshot', async (ref) =>
+        engine.snapshotRemote(deps, (await scopeOf(ref)).scope, destination),
+      ),
+      reconcileDeltalog: step('reconcile', async (ref) =>
+        engine.reconcileDeltalog(deps, (await scopeOf(ref)).scope),
+      ),
+      sendChanges: step('send', (ref: RunRef, { phase }) => sendWithRetry(ref, phase)),
+      finishRun: step('finish', async (ref) =>
+        engine.finishRun(deps, (await scopeOf(ref)).scope, { status: ref.status }),
+      ),
+      runJanitor: step('janitor', async (ref) => {
+        const connector = await loadConnector(db, TENANT, ref.connectorId);
+        return engine.runJanitor(deps, { connector, key: connectorKey(TENANT, connector.id) });
+      }),
     };
 
     try {
@@ -93,7 +129,8 @@ export function createDriver(db: Db, destination: MemoryDestination) {
         belowThreshold: (result) => new BelowThreshold(result),
         // As the workflow does: a failed run is recorded as failed. A stopped one records nothing.
         failed: async (ref, error) => {
-          if (error !== STOPPED) await inEnv(() => activities.finishRun({ ...ref, status: 'failed' }));
+          if (error !== STOPPED)
+            await engine.finishRun(deps, (await scopeOf(ref)).scope, { status: 'failed' });
         },
       });
       return {
@@ -114,26 +151,22 @@ export function createDriver(db: Db, destination: MemoryDestination) {
       throw error;
     }
 
-    /** A send that may die mid-way; on "retry" it runs again with the last heartbeat, like Temporal. */
-    async function sendWithRetry(ref: Parameters<Activities['sendChanges']>[0]): Promise<SendTotals> {
-      if (interruption.kind !== 'fail-send') return activities.sendChanges(ref);
+    /** A send that may die mid-way; on "retry" it runs again, like Temporal retrying the activity. */
+    async function sendWithRetry(ref: RunRef, phase: SendPhase): Promise<SendTotals> {
+      const { scope, source } = await scopeOf(ref);
+      const send = () => engine.sendChanges(deps, scope, { destination, source, phase });
+      if (interruption.kind !== 'fail-send') return send();
       destination.faults = {
         failAfterCalls: interruption.afterCalls,
         applyBeforeFailing: interruption.applyBeforeFailing,
       };
-      let lastHeartbeat: unknown;
-      const env = new MockActivityEnvironment(
-        { ...inDefault, workflowExecution: execution },
-        { logger: silent },
-      );
-      env.on('heartbeat', (details: unknown) => (lastHeartbeat = details));
       try {
-        return await env.run(() => activities.sendChanges(ref));
+        return await send();
       } catch (error) {
         destination.faults = {};
         if (!(error instanceof Error) || !/injected failure/.test(error.message)) throw error;
         if (!interruption.retry) throw GAVE_UP;
-        return inEnv(() => activities.sendChanges(ref), lastHeartbeat);
+        return send();
       } finally {
         destination.faults = {};
       }
@@ -151,8 +184,3 @@ class BelowThreshold extends Error {
 const STOPPED = new Error('stopped between steps');
 /** A send that failed for good (its failure budget ran out): the run fails. */
 const GAVE_UP = new Error('the send gave up');
-/** Activities take their tenant from the namespace: the single tenant `default` lives in `default`. */
-const inDefault = { namespace: 'default' };
-const quiet = () => undefined;
-/** Injected failures are the point of these tests; the SDK's warnings about them are noise. */
-const silent = { log: quiet, trace: quiet, debug: quiet, info: quiet, warn: quiet, error: quiet };

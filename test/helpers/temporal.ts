@@ -2,8 +2,16 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
-import { bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
-import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
+import {
+  bundleWorkflowCode,
+  DefaultLogger,
+  Runtime,
+  Worker,
+  type Logger,
+  type LogLevel,
+  type LogMetadata,
+  type WorkflowBundleWithSourceMap,
+} from '@temporalio/worker';
 import { DeltasyncClient } from '../../src/client';
 import type { DestinationFactory } from '../../src/connectors/registry';
 import type { Db } from '../../src/db';
@@ -42,8 +50,7 @@ export interface TemporalHarness {
 let queueCounter = 0;
 
 export async function startTemporal(options: { namespaces?: string[] } = {}): Promise<TemporalHarness> {
-  // Worker lifecycle chatter drowns the test report; warnings and errors still show.
-  Runtime.install({ logger: new DefaultLogger('WARN') });
+  Runtime.install({ logger: testRuntimeLogger() });
   const [server, bundle] = await Promise.all([
     startDevServer({ namespaces: options.namespaces }),
     bundleWorkflowCode({ workflowsPath: require.resolve('../../src/workflows'), logger: quietLogger }),
@@ -81,6 +88,57 @@ export async function startTemporal(options: { namespaces?: string[] } = {}): Pr
     clientIn: (namespace) => new Client({ connection: server.env.client.connection, namespace }),
     stop: () => server.stop(),
   };
+}
+
+/**
+ * The Temporal SDK's logger in tests. Worker lifecycle chatter (INFO) drowns the test report, and
+ * so do the SDK's warnings for activities and workflows that fail, which tests provoke on purpose
+ * by the dozen (a refused token, a missing connector, a run below its threshold): each is one line
+ * here (what failed and why), without the error's stack. Every other warning and every error
+ * prints in full, and a test's own failure output is untouched. DELTASYNC_TEST_LOG=full prints the
+ * failures in full too, as the SDK does.
+ */
+export function testRuntimeLogger(): Logger {
+  const full = new DefaultLogger('WARN');
+  const brief = process.env.DELTASYNC_TEST_LOG !== 'full';
+  const log = (level: LogLevel, message: string, meta?: LogMetadata) => {
+    if (brief && level === 'WARN' && (message === 'Activity failed' || message === 'Workflow failed')) {
+      process.stderr.write(`[temporal] ${message}: ${failureLine(meta)}\n`);
+    } else full.log(level, message, meta);
+  };
+  return {
+    log,
+    trace: (message, meta) => log('TRACE', message, meta),
+    debug: (message, meta) => log('DEBUG', message, meta),
+    info: (message, meta) => log('INFO', message, meta),
+    warn: (message, meta) => log('WARN', message, meta),
+    error: (message, meta) => log('ERROR', message, meta),
+  };
+}
+
+/** `sendChanges (attempt 2) of refreshConnector deltasync-refresh-crm@default: DestinationFatal: …` */
+function failureLine(meta: LogMetadata | undefined): string {
+  const { error, activityType, attempt, workflowType, workflowId } = (meta ?? {}) as Record<string, unknown>;
+  const where = [
+    typeof activityType === 'string'
+      ? `${activityType}${attempt ? ` (attempt ${String(attempt)})` : ''} of`
+      : '',
+    typeof workflowType === 'string' ? workflowType : '',
+    typeof workflowId === 'string' ? workflowId : '',
+  ]
+    .filter(Boolean)
+    .join(' ');
+  // The innermost cause says why: a workflow fails with an ActivityFailure around the activity's.
+  // (Errors logged from the workflow sandbox come from another realm: no instanceof.)
+  type Failure = { name?: string; type?: string; message?: string; cause?: unknown };
+  const isFailure = (value: unknown): value is Failure =>
+    typeof value === 'object' && value !== null && 'message' in value;
+  let cause: unknown = error;
+  while (isFailure(cause) && isFailure(cause.cause)) cause = cause.cause;
+  const failure = isFailure(cause)
+    ? `${cause.type ?? cause.name ?? 'Error'}: ${String(cause.message).split('\n')[0]}`
+    : String(cause);
+  return `${where}: ${failure}`;
 }
 
 const quiet = () => undefined;

@@ -1,17 +1,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Command } from 'commander';
-import YAML from 'yaml';
-import { loadConnectorFile } from '../../client/connector-files';
-import {
-  InvalidConnectorError,
-  parseConnector,
-  type ConnectorDefinition,
-  type ConnectorInput,
-} from '../../connectors/definition';
-import { connect, globalsOf, print, printJson } from '../context';
-import { usageError } from '../errors';
+import type { OnlineCheck } from '../../client';
+import type { ConnectorDefinition, ConnectorInput } from '../../core/connector';
+import { EXIT, usageError } from '../exit-codes';
 import { connectorsTable } from '../format';
+import { connect, globalsOf, print, printJson } from '../options';
 
 const collect = (value: string, previous: string[] = []) => [...previous, value];
 
@@ -41,7 +35,7 @@ export function registerConnectors(program: Command): void {
         const files = [...(opts.file ?? []), ...positional];
         if (files.length === 0) throw usageError(`connectors ${name}: name a file with -f <file>`);
         const tenant = globalsOf(cmd).tenant;
-        const definitions = checkFiles(files, tenant); // all or nothing
+        const definitions = await checkFiles(files, tenant); // all or nothing
         const ctx = await connect(cmd);
         const saved: ConnectorDefinition[] = [];
         for (const { input } of definitions) {
@@ -58,24 +52,87 @@ export function registerConnectors(program: Command): void {
   }
 
   connectors
-    .command('validate [files...]')
-    .description('Check connector files locally (no Temporal needed); exit code 2 names each bad field')
+    .command('validate [files-or-ids...]')
+    .description(
+      'Check connector files locally (no Temporal needed); with --online, also ask a worker to check ' +
+        'them (or saved connectors, by id) against the tenant and the destination',
+    )
+    .summary('Check connector files; --online: also the secrets, dataset and destination')
     .option('-f, --file <file>', 'a connector definition (.yaml, .yml or .json); repeatable', collect)
-    .option('--json', 'print the validated definitions (with defaults filled in) as JSON')
+    .option(
+      '--online',
+      "ask a worker: the tenant's secrets, allowlist and dataset access, then the destination's own " +
+        'check (credentials, list reachable)',
+    )
+    .option(
+      '--json',
+      'print JSON for scripts: the validated definitions (defaults filled in); with --online, the checks',
+    )
     .addHelpText(
       'after',
-      '\nChecks the schema, the destination settings and the tenant. Whether the dataset can be read is\n' +
-        'checked by the worker when the connector is saved.',
+      '\nLocally it checks the schema, the destination settings and the tenant: exit code 2 names each\n' +
+        'bad field. --online then asks a worker (it holds the secrets; this CLI never does) to run the\n' +
+        "checks a save runs (the tenant's secrets, allowed destinations, dataset access) and to call the\n" +
+        "destination once with the connector's credentials: one line per connector, exit code 1 when a\n" +
+        'destination check fails. With --online, a name that is not a file is a saved connector.\n' +
+        'Examples:\n  deltasync connectors validate -f crm.yaml --online\n' +
+        '  deltasync connectors validate --online crm-customers',
     )
-    .action((positional: string[], opts: { file?: string[]; json?: boolean }, cmd: Command) => {
-      const files = [...(opts.file ?? []), ...positional];
-      if (files.length === 0) throw usageError('connectors validate: name a file with -f <file>');
-      const checked = checkFiles(files, globalsOf(cmd).tenant);
-      if (opts.json) printJson(checked.map((c) => c.definition));
-      else
-        for (const c of checked)
-          print(`${c.file}: valid (connector ${c.definition.id}, ${c.definition.destination.type})`);
-    });
+    .action(
+      async (
+        positional: string[],
+        opts: { file?: string[]; online?: boolean; json?: boolean },
+        cmd: Command,
+      ) => {
+        const named = [...(opts.file ?? []), ...positional];
+        if (named.length === 0) throw usageError('connectors validate: name a file with -f <file>');
+        // Online, a name that is not a file (and does not look like one) is a saved connector's id.
+        const isId = (name: string) =>
+          opts.online === true &&
+          !fs.existsSync(name) &&
+          !/\.(ya?ml|json)$/i.test(name) &&
+          !name.includes('/');
+        const ids = positional.filter(isId);
+        const files = named.filter((name) => !ids.includes(name));
+        const tenant = globalsOf(cmd).tenant;
+        const checked = await checkFiles(files, tenant);
+        if (!opts.online) {
+          if (opts.json) printJson(checked.map((c) => c.definition));
+          else
+            for (const c of checked)
+              print(`${c.file}: valid (connector ${c.definition.id}, ${c.definition.destination.type})`);
+          return;
+        }
+        const ctx = await connect(cmd);
+        const targets = [
+          ...checked.map((c) => ({
+            label: path.basename(c.file),
+            connector: c.input as ConnectorInput | string,
+          })),
+          ...ids.map((id) => ({ label: id, connector: id as ConnectorInput | string })),
+        ];
+        const results: (OnlineCheck & { source: string })[] = [];
+        for (const { label, connector } of targets) {
+          const check = await ctx.withWorker(() =>
+            ctx.client.connectors.validateOnline(connector).catch(async (error: unknown) => {
+              // The tenant's problems name their field; say which file they are about.
+              const { InvalidConnectorError } = await import('../../core/connector.js');
+              if (!(error instanceof InvalidConnectorError) || typeof connector === 'string') throw error;
+              throw new InvalidConnectorError(error.problems.map((problem) => `${label}: ${problem}`));
+            }),
+          );
+          results.push({ source: label, ...check });
+          const connectorOf = `connector ${check.connectorId} (${check.destinationType})`;
+          const what = typeof connector === 'string' ? connectorOf : `${label}: ${connectorOf}`;
+          // A failed check is said on stderr, with --json too; the exit code says one failed.
+          if (!check.ok)
+            process.stderr.write(`deltasync: ${what}: destination check failed: ${check.message}\n`);
+          else if (!opts.json) print(`${what}: ok: ${check.message}`);
+        }
+        if (opts.json) printJson(results);
+        if (results.some((r) => !r.ok)) process.exitCode = EXIT.failed;
+      },
+    );
 
   connectors
     .command('get <connector>')
@@ -85,7 +142,7 @@ export function registerConnectors(program: Command): void {
       const ctx = await connect(cmd);
       const connector = await ctx.withWorker(() => ctx.client.connectors.get(id));
       if (opts.json) printJson(connector);
-      else print(YAML.stringify(connector));
+      else print((await import('yaml')).stringify(connector));
     });
 
   connectors
@@ -118,7 +175,12 @@ export function registerConnectors(program: Command): void {
  * Load and validate every file; throw one InvalidConnectorError listing every problem of every
  * file (each naming the file and the field), so nothing is saved when any file is bad.
  */
-function checkFiles(files: string[], tenant: string) {
+async function checkFiles(files: string[], tenant: string) {
+  const [{ loadConnectorFile }, { InvalidConnectorError }, { validateConnector }] = await Promise.all([
+    import('../../client/connector-files.js'),
+    import('../../core/connector.js'),
+    import('../../connectors/catalog.js'),
+  ]);
   const problems: string[] = [];
   const checked: { file: string; input: ConnectorInput; definition: ConnectorDefinition }[] = [];
   for (const file of files) {
@@ -133,7 +195,7 @@ function checkFiles(files: string[], tenant: string) {
     }
     try {
       const input = loadConnectorFile(file);
-      const definition = parseConnector({ ...input, tenant: input.tenant ?? tenant });
+      const definition = validateConnector({ ...input, tenant: input.tenant ?? tenant });
       if (definition.tenant !== tenant) {
         problems.push(
           `${name}: tenant: '${definition.tenant}' is not the tenant in use '${tenant}' (--tenant)`,

@@ -1,8 +1,7 @@
 import path from 'node:path';
 import { InvalidArgumentError, Option, type Command } from 'commander';
-import { destinationModules } from '../../connectors/catalog';
 import { dataDir } from '../../paths';
-import { globalsOf, nonNegativeNumber, positiveInt, print, printJson } from '../context';
+import { globalsOf, nonNegativeNumber, positiveInt, print, printJson } from '../options';
 import { table } from '../format';
 
 /**
@@ -120,7 +119,7 @@ export function registerLocal(program: Command): void {
       ),
     )
     .action(async (opts: { customers: number; keepRunning?: boolean; port?: number; uiPort?: number }) => {
-      const { runDemo } = await import('../../demo/run-demo.js');
+      const { runDemo } = await import('../demo.js');
       process.exitCode = await runDemo({ ...opts, keepRunning: Boolean(opts.keepRunning) });
     });
 
@@ -129,8 +128,10 @@ export function registerLocal(program: Command): void {
     .description('List the destination types a connector can use (docs/connectors.md has the details)')
     .summary('Destination types')
     .option('--json', 'print JSON for scripts')
-    .action((opts: { json?: boolean }) => {
-      const rows = destinationModules.map((m) => ({ type: m.type, description: m.description }));
+    .action(async (opts: { json?: boolean }) => {
+      // The catalog's descriptions only: no destination module is loaded.
+      const { destinationCatalog } = await import('../../connectors/catalog.js');
+      const rows = destinationCatalog.map(({ type, description }) => ({ type, description }));
       if (opts.json) printJson(rows);
       else
         print(

@@ -1,13 +1,12 @@
 import os from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { WorkflowFailedError, WorkflowNotFoundError } from '@temporalio/client';
 import { Option, type Command } from 'commander';
 import type { RunSummary } from '../../client';
 import { STRATEGIES, type StrategyChoice } from '../../core/plan';
-import { connect, positiveInt, print, printJson } from '../context';
-import { applicationFailure, CliError, EXIT, notFound, rootCause } from '../errors';
-import { followRefresh, PROGRESS_MODES, type ProgressMode } from '../follow';
+import { CliError, EXIT, notFound } from '../exit-codes';
+import { PROGRESS_MODES, type ProgressMode } from '../follow';
 import { describeProgress, formatCount, runsTable, table } from '../format';
+import { connect, positiveInt, print, printJson } from '../options';
 
 interface RefreshFlags {
   strategy?: StrategyChoice;
@@ -90,6 +89,7 @@ export function registerRefresh(program: Command): void {
           await sleep(WATCH_EVERY_MS);
         }
       } catch (error) {
+        const { WorkflowNotFoundError } = await import('@temporalio/client');
         if (error instanceof WorkflowNotFoundError) throw notFound(`no refresh of '${id}' has run yet`);
         throw error;
       }
@@ -213,6 +213,7 @@ async function runRefresh(id: string, opts: RefreshFlags, cmd: Command): Promise
         `(workflow ${handle.workflowId}, run ${handle.runId})`,
     );
   }
+  const { followRefresh } = await import('../follow.js');
   let summary: RunSummary;
   // The start and the wait are watched as one: a new refresh puts a workflow task on the queue,
   // which a live worker takes at once; joining a running refresh queues nothing.
@@ -232,7 +233,7 @@ async function runRefresh(id: string, opts: RefreshFlags, cmd: Command): Promise
       },
     );
   } catch (error) {
-    throw refreshFailure(id, error, opts.json);
+    throw await refreshFailure(id, error, opts.json);
   }
   report(summary, opts.json);
   if (summary.status === 'failed') {
@@ -246,7 +247,11 @@ function report(summary: RunSummary, json?: boolean) {
 }
 
 /** A run below its success threshold carries its summary: print it, then fail with exit code 1. */
-function refreshFailure(id: string, error: unknown, json?: boolean): unknown {
+async function refreshFailure(id: string, error: unknown, json?: boolean): Promise<unknown> {
+  const [{ WorkflowFailedError }, { applicationFailure, rootCause }] = await Promise.all([
+    import('@temporalio/client'),
+    import('../errors.js'),
+  ]);
   const threshold = applicationFailure(error, 'BelowSuccessThreshold');
   const summary = threshold?.details?.[0] as RunSummary | undefined;
   if (threshold && summary) {

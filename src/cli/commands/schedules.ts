@@ -1,10 +1,9 @@
-import { ScheduleNotFoundError, type CalendarSpec } from '@temporalio/client';
-import { msToNumber } from '@temporalio/common/lib/time';
+import type { CalendarSpec } from '@temporalio/client';
 import type { Command } from 'commander';
 import type { ScheduleSpecInput } from '../../client/schedules';
-import { connect, print, printJson } from '../context';
-import { notFound, usageError } from '../errors';
+import { notFound, usageError } from '../exit-codes';
 import { describeSchedule, schedulesTable } from '../format';
+import { connect, print, printJson } from '../options';
 
 interface SpecFlags {
   every?: string;
@@ -56,7 +55,7 @@ export function registerSchedules(program: Command): void {
         opts: SpecFlags & { paused?: boolean; note?: string; json?: boolean },
         cmd: Command,
       ) => {
-        const spec = specOf(opts);
+        const spec = await specOf(opts);
         const ctx = await connect(cmd);
         await ctx.withWorker(() => ctx.client.connectors.get(id)); // only the tenant's own connectors
         const schedule = await scheduleCall(id, ctx.options.tenant, () =>
@@ -72,7 +71,7 @@ export function registerSchedules(program: Command): void {
       .command('update <connector>')
       .description("Replace a schedule's spec (its paused state and note stay)"),
   ).action(async (id: string, opts: SpecFlags & { json?: boolean }, cmd: Command) => {
-    const spec = specOf(opts);
+    const spec = await specOf(opts);
     const ctx = await connect(cmd);
     const schedule = await scheduleCall(id, ctx.options.tenant, () => ctx.client.schedules.update(id, spec));
     if (opts.json) printJson(schedule);
@@ -163,6 +162,7 @@ async function scheduleCall<T>(id: string, tenant: string, call: () => Promise<T
   try {
     return await call();
   } catch (error) {
+    const { ScheduleNotFoundError } = await import('@temporalio/client');
     if (error instanceof ScheduleNotFoundError) {
       throw notFound(`no schedule for connector '${id}' in tenant '${tenant}'`);
     }
@@ -174,7 +174,16 @@ async function scheduleCall<T>(id: string, tenant: string, call: () => Promise<T
 }
 
 /** The spec flags, checked here so a bad value is exit code 2 with the flag named. */
-function specOf(opts: SpecFlags): ScheduleSpecInput {
+async function specOf(opts: SpecFlags): Promise<ScheduleSpecInput> {
+  const { msToNumber } = await import('@temporalio/common/lib/time.js');
+  const duration = (flag: string, value: string): string => {
+    try {
+      if (msToNumber(value as never) <= 0) throw new Error('not positive');
+    } catch {
+      throw usageError(`${flag} '${value}': not a duration (e.g. 90s, 15m, 1h, '2 days')`);
+    }
+    return value;
+  };
   if (!opts.every && !opts.cron?.length && !opts.calendar?.length) {
     throw usageError('a schedule needs --every, --cron or --calendar');
   }
@@ -200,15 +209,6 @@ function specOf(opts: SpecFlags): ScheduleSpecInput {
     spec.timezone = opts.timezone;
   }
   return spec;
-}
-
-function duration(flag: string, value: string): string {
-  try {
-    if (msToNumber(value as never) <= 0) throw new Error('not positive');
-  } catch {
-    throw usageError(`${flag} '${value}': not a duration (e.g. 90s, 15m, 1h, '2 days')`);
-  }
-  return value;
 }
 
 function calendarOf(json: string): CalendarSpec[] {

@@ -1,7 +1,7 @@
 import { Option, type Command } from 'commander';
 import type { DeltasyncClient } from '../../client';
-import { connect, positiveNumber, print, printJson } from '../context';
-import { notFound } from '../errors';
+import { notFound } from '../exit-codes';
+import { connect, positiveNumber, print, printJson } from '../options';
 
 type WatchStatusOf = NonNullable<Awaited<ReturnType<DeltasyncClient['watchStatus']>>>;
 

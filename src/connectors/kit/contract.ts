@@ -1,0 +1,49 @@
+import type { Attributes } from '../../core/destination';
+
+/**
+ * What the shared destination contract suite (test/connectors/contract.test.ts) needs of one
+ * destination's emulator: where it listens, how to make it misbehave the way its vendor does, and
+ * what it holds. Each destination's emulator.ts exports one; the suite runs the same cases on all.
+ */
+export interface ContractHarness {
+  type: string;
+  /** Starts the emulator (or, for SQL and Redis, a fresh table or key) for one test. */
+  start(): Promise<ContractTarget>;
+}
+
+export interface ContractTarget {
+  /** A connector's `destination` settings pointing at the emulator. */
+  settings: { type: string } & Record<string, unknown>;
+  /** The secrets those settings name, by name. */
+  secrets: Record<string, string>;
+  /** The i-th valid member key (an e-mail, a record id, …): distinct for distinct i. */
+  key(i: number): string;
+  /** Attributes a member needs or keeps (default: none). */
+  attributes?(i: number): Attributes;
+  /** The keys the live list holds now, as the connector keys them. */
+  members(): Promise<string[]>;
+  /**
+   * The next `calls` calls are answered as rate limited (429 with the shortest wait the vendor
+   * allows). Absent where the protocol has no rate limit (Redis, SQL, files).
+   */
+  rateLimit?(calls: number): void;
+  /**
+   * The next `calls` calls fail with a 5xx and change nothing. Absent where the emulated
+   * protocol has no transient failure to inject.
+   */
+  serverError?(calls: number): void;
+  /**
+   * The next add is accepted but does not acknowledge every record (a count short, a member
+   * missing from the answer). Absent where the protocol cannot acknowledge short (say why in the
+   * module's Acknowledgement paragraph).
+   */
+  shortAcknowledgeNext?(): void;
+  /** A key the vendor refuses as a record (an invalid e-mail, say); absent where nothing is refused per record. */
+  refusedKey?(): string;
+  /**
+   * Calls the emulator has received so far (every attempt, retries included); for destinations
+   * without an emulator, the calls (commands, statements) the destination made as it counts them.
+   */
+  received(): number;
+  close(): Promise<void>;
+}

@@ -1,0 +1,36 @@
+import Bottleneck from 'bottleneck';
+import type { Limits } from '../../core/destination';
+
+/**
+ * Runs one call under the rate limit and concurrency cap of `account` (a destination account,
+ * scoped to its tenant by the worker).
+ */
+export type Throttle = <T>(account: string, limits: Limits, call: () => Promise<T>) => Promise<T>;
+
+/**
+ * One rate limiter and concurrency cap per destination account, shared by every activity in this
+ * worker process: two connectors that write to the same ad account share its budget instead of
+ * each assuming it has all of it. (Across several workers, each worker gets its own share; set
+ * callsPerSecond per worker accordingly.)
+ */
+export function createThrottle(): Throttle {
+  const limiters = new Map<string, Bottleneck>();
+  return (account, limits, call) => {
+    let limiter = limiters.get(account);
+    if (!limiter) {
+      limiter = new Bottleneck(bottleneckOptions(limits));
+      limiters.set(account, limiter);
+    }
+    return limiter.schedule(call);
+  };
+}
+
+function bottleneckOptions(limits: Limits): Bottleneck.ConstructorOptions {
+  return {
+    maxConcurrent: limits.maxConcurrent ?? null,
+    minTime: limits.callsPerSecond ? Math.ceil(1000 / limits.callsPerSecond) : 0,
+  };
+}
+
+/** For tests and one-off tools: no limits at all. */
+export const unthrottled: Throttle = (_account, _limits, call) => call();

@@ -1,0 +1,146 @@
+import type { Db } from '../../db';
+import type { DatasetReader } from '../dataset';
+import {
+  badRowTotal,
+  datasetSize,
+  pendingCounts,
+  previewUpdate,
+  quarantinedCount,
+  remoteSize,
+  sampleRecordBytes,
+  type BadRowReport,
+} from '../deltalog';
+import { capabilitiesOf, type Destination } from '../destination';
+import { checkMassDelete, type GuardCheck } from '../guard';
+import { planRefresh, type StrategyChoice } from '../plan';
+import { recordPlan, recordRunDetails } from '../runs';
+import { batchSizeFor } from '../sender';
+import type { DryRunPlan, GuardDecision, PlanSummary } from '../summaries';
+import type { ConnectorScope, Engine, RunScope } from './engine';
+
+/** Step 2: is a refresh needed, and by which strategy; the dry run; the mass-delete guard. */
+
+/** Keys per page when reading the remote list (a reconcile's snapshot). */
+export const LIST_PAGE_SIZE = 1000;
+
+/** Pending counts, sizes and the destination's limits → the planner's decision. */
+async function decide(
+  engine: Engine,
+  store: Db,
+  scope: ConnectorScope,
+  source: DatasetReader,
+  destination: Destination,
+  strategy: StrategyChoice | undefined,
+): Promise<PlanSummary> {
+  const { connector, key } = scope;
+  const { horizonDays, maxAttempts } = connector.policy;
+  const capabilities = capabilitiesOf(destination);
+  const pending = await pendingCounts(store, key, { maxAttempts });
+  const since = horizonDays === undefined ? undefined : engine.now() - horizonDays * 86_400_000;
+  const pendingInHorizon =
+    since === undefined ? pending : await pendingCounts(store, key, { since, maxAttempts });
+  const size = await datasetSize(store, key);
+  const remote = await remoteSize(store, key);
+  const batchSize = batchSizeFor(connector, destination);
+  // Inside a dry run's transaction, the sample reads through it; otherwise through the reader.
+  const sample = store.isTransaction
+    ? await sampleRecordBytes(store, source.dataset)
+    : await source.read((executor) => sampleRecordBytes(executor, source.dataset));
+  const decision = planRefresh({
+    capabilities,
+    recordsPerCall: batchSize,
+    bytesPerCall: destination.limits.bytesPerCall,
+    pending,
+    pendingInHorizon,
+    datasetSize: size,
+    remoteSize: remote,
+    ...sample,
+    listPageSize: Math.min(LIST_PAGE_SIZE, destination.limits.recordsPerCall),
+    strategy: strategy ?? connector.policy.strategy,
+  });
+  return {
+    needed: decision.needed,
+    strategy: decision.strategy,
+    reason: decision.reason,
+    ...pending,
+    datasetSize: size,
+    remoteSize: remote,
+    batchSize,
+    estimates: decision.estimates,
+    guard: {
+      ...checkMassDelete(connector.policy.massDeleteGuard, {
+        deletions: decision.needed ? pending.deletions : 0,
+        remoteSize: remote,
+        datasetSize: size,
+      }),
+      approvalTimeoutSeconds: connector.policy.massDeleteGuard.approvalTimeoutSeconds,
+    },
+    quarantined: await quarantinedCount(store, key, maxAttempts),
+    withDeletionsHeld: pending.additions + pending.updates === 0 || capabilities.add ? 'diff' : null,
+  };
+}
+
+/** Plan the run; the choice, its reason and the estimates go on the run record. */
+export async function planRun(
+  engine: Engine,
+  scope: RunScope,
+  source: DatasetReader,
+  destination: Destination,
+  strategy?: StrategyChoice,
+): Promise<PlanSummary> {
+  const summary = await decide(engine, engine.db, scope, source, destination, strategy);
+  await recordPlan(engine.db, scope.runId, summary);
+  await recordRunDetails(engine.db, scope.runId, {
+    estimates: summary.estimates,
+    quarantined: summary.quarantined,
+  });
+  return summary;
+}
+
+/**
+ * A dry run: the deltalog update and the plan inside a transaction that is rolled back. What a
+ * refresh would send, by which strategy, in how many calls; changes nothing, calls nothing.
+ */
+export async function previewRun(
+  engine: Engine,
+  scope: ConnectorScope,
+  source: DatasetReader,
+  destination: Destination,
+  strategy?: StrategyChoice,
+): Promise<DryRunPlan> {
+  const { connector, key } = scope;
+  return previewUpdate(engine.db, key, source, engine.now(), async (preview, report: BadRowReport) => ({
+    connectorId: connector.id,
+    ...(await decide(engine, preview, scope, source, destination, strategy)),
+    badRows: badRowTotal(report),
+    quarantined: await quarantinedCount(preview, key, connector.policy.maxAttempts),
+  }));
+}
+
+/**
+ * The mass-delete guard's decision; rejected deletions stay pending (held, not lost). The run
+ * record then names what runs instead (`strategy`: a diff without them, or nothing at all).
+ */
+export async function recordGuardDecision(
+  engine: Engine,
+  input: { runId: number; guard: GuardCheck; decision: GuardDecision; strategy?: string | null },
+): Promise<void> {
+  const { runId, guard, decision, strategy } = input;
+  const held = !decision.approved;
+  await engine
+    .db('refresh_runs')
+    .where({ id: runId })
+    .update({
+      guard: JSON.stringify({ ...guard, ...decision, decidedAt: engine.now() }),
+      deletions_held: held ? guard.deletions : 0,
+      ...(held && strategy !== undefined
+        ? {
+            strategy,
+            strategy_reason:
+              strategy === null
+                ? 'deletions held by the mass-delete guard; this destination can only replace the whole list, so nothing was sent'
+                : 'deletions held by the mass-delete guard: additions and updates only',
+          }
+        : {}),
+    });
+}

@@ -1,0 +1,97 @@
+import { InvalidConnectorError, type ConnectorDefinition } from '../connector';
+import type { DatasetReader } from '../dataset';
+import { badRowTotal, purgeCommittedDeletions, updateDeltalog as updateDeltalogTable } from '../deltalog';
+import { beginRun as beginRunRow, finishRun as finishRunRow, recordSnapshot, type RunStatus } from '../runs';
+import { summarizeRun, type RunSummary } from '../summaries';
+import type { ConnectorScope, Engine, RunScope } from './engine';
+
+/** The run record around a refresh: opening it, the deltalog update, closing it, the janitor. */
+
+export interface RunStart {
+  /** The connector's key (`<tenant>/<id>`). */
+  key: string;
+  tenant: string;
+  workflowId: string;
+  /** One run per workflow execution: a retried begin finds the run it opened. */
+  workflowRunId: string;
+  trigger: string;
+}
+
+/**
+ * Open (or, on retry, find) the run, then ask whether the connector may run (`problems`: its
+ * secrets, its destination's targets, its dataset, as the tenants policy sees them). A connector
+ * that may not fails here, on its run record, before anything is read or sent.
+ */
+export async function beginRun(
+  engine: Engine,
+  start: RunStart,
+  problems: () => Promise<string[]>,
+): Promise<number> {
+  const { db, now } = engine;
+  const runId = await beginRunRow(
+    db,
+    {
+      connectorId: start.key,
+      tenant: start.tenant,
+      workflowId: start.workflowId,
+      workflowRunId: start.workflowRunId,
+      trigger: start.trigger,
+    },
+    now(),
+  );
+  const found = await problems();
+  if (found.length > 0) {
+    const error = new InvalidConnectorError(found);
+    await finishRunRow(db, runId, { status: 'failed', error: error.message, successThreshold: 1 }, now());
+    throw error;
+  }
+  return runId;
+}
+
+/** Step 1 (FIG. 4): full compare of the dataset against the deltalog, in the database. */
+export async function updateDeltalog(engine: Engine, scope: RunScope, source: DatasetReader) {
+  const { db, now } = engine;
+  const snapshotAt = now();
+  const badRows = await updateDeltalogTable(db, scope.key, source, snapshotAt);
+  await recordSnapshot(db, scope.runId, snapshotAt, badRows);
+  return { snapshotAt, datasetRows: badRows.datasetRows, badRows: badRowTotal(badRows) };
+}
+
+/** Step 4 (FIG. 5): close the run; the success thresholds decide `last_succeeded_at`. */
+export async function finishRun(
+  engine: Engine,
+  scope: { connector: ConnectorDefinition; runId: number },
+  outcome: { status?: RunStatus; error?: string },
+): Promise<RunSummary> {
+  const { db, now, observer } = engine;
+  const { connector } = scope;
+  const finishedAt = now();
+  const run = await finishRunRow(
+    db,
+    scope.runId,
+    {
+      status: outcome.status,
+      error: outcome.error,
+      successThreshold: connector.policy.successThreshold,
+      recordSuccessThreshold: connector.policy.recordSuccessThreshold,
+    },
+    finishedAt,
+  );
+  // Observed once, by the call that closed the run (a retried finish returns it unchanged).
+  if (run.finished_at === finishedAt) {
+    const seconds = (finishedAt - run.started_at) / 1000;
+    observer.onRunFinished(connector.destination.type, run.strategy, run.status, seconds);
+  }
+  return summarizeRun(db, run);
+}
+
+/** The janitor: purge committed deletions older than the retention window. */
+export async function runJanitor(engine: Engine, scope: ConnectorScope) {
+  const { retentionDays } = scope.connector.policy;
+  const purged = await purgeCommittedDeletions(
+    engine.db,
+    scope.key,
+    engine.now() - retentionDays * 86_400_000,
+  );
+  return { purged };
+}

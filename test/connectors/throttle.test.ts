@@ -1,0 +1,66 @@
+import assert from 'node:assert/strict';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { test } from 'node:test';
+import { createThrottle } from '../../src/connectors/kit/throttle';
+
+/** One limiter per destination account, shared by everything in the worker that uses it. */
+
+test('calls to one account never exceed its concurrency cap, whoever makes them', async () => {
+  const throttle = createThrottle();
+  const limits = { recordsPerCall: 1, maxConcurrent: 3 };
+  // Calls end only when the test releases them, so the count in flight does not depend on timing.
+  const inFlight: (() => void)[] = [];
+  let peak = 0;
+  const call = () =>
+    new Promise<void>((resolve) => {
+      inFlight.push(resolve);
+      peak = Math.max(peak, inFlight.length);
+    });
+  // Two "activities" (connectors) of the same account, 20 calls each, all at once.
+  const calls = Array.from({ length: 40 }, () => throttle('acme:account-1', limits, call));
+  for (let remaining = 40; remaining > 0; remaining--) {
+    const expected = Math.min(3, remaining);
+    for (let waited = 0; inFlight.length < expected; waited += 5) {
+      assert.ok(waited < 5_000, `${expected} calls in flight (${inFlight.length})`);
+      await sleep(5);
+    }
+    await sleep(5); // room for a fourth call to start, if the limiter let it
+    assert.equal(inFlight.length, expected, 'calls in flight');
+    inFlight.shift()!();
+  }
+  await Promise.all(calls);
+  assert.equal(peak, 3);
+});
+
+test('accounts are limited separately', async () => {
+  const throttle = createThrottle();
+  const limits = { recordsPerCall: 1, maxConcurrent: 1 };
+  // Each call ends only once both are in flight: if the accounts shared a limiter, they never would.
+  let inFlight = 0;
+  const call = async () => {
+    inFlight++;
+    for (let waited = 0; inFlight < 2; waited += 5) {
+      if (waited >= 5_000) throw new Error("the other account's call never started");
+      await sleep(5);
+    }
+  };
+  await Promise.all([throttle('acme:a', limits, call), throttle('acme:b', limits, call)]);
+  assert.equal(inFlight, 2, 'one call in flight per account, two accounts');
+});
+
+test('calls per second space the starts of calls to one account', async () => {
+  const throttle = createThrottle();
+  const starts: number[] = [];
+  const scheduled = performance.now();
+  await Promise.all(
+    Array.from({ length: 5 }, () =>
+      throttle('acme:rate', { recordsPerCall: 1, callsPerSecond: 20 }, async () => {
+        starts.push(performance.now());
+      }),
+    ),
+  );
+  // 20 calls per second: the fifth call cannot start before 4 x 50 ms after they were scheduled.
+  // (A lower bound measured from scheduling, so a busy event loop cannot make it fail.)
+  assert.equal(starts.length, 5);
+  assert.ok(Math.max(...starts) - scheduled >= 195, `last start after ${Math.max(...starts) - scheduled} ms`);
+});
