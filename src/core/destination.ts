@@ -39,6 +39,11 @@ export interface Limits {
   callsPerSecond?: number;
   /** Calls in flight at once per account (undefined: no published limit). */
   maxConcurrent?: number;
+  /**
+   * `truncate` empties only lists holding fewer members than this (HubSpot: 100,000); the planner
+   * does not choose truncate + reload for a list at or over it (undefined: no published limit).
+   */
+  truncateMaxMembers?: number;
 }
 
 export interface Rejection {
@@ -134,6 +139,21 @@ export class DestinationError extends Error {
   ) {
     super(message);
     this.name = 'DestinationError';
+  }
+}
+
+/**
+ * The account's quota for a period (a day) is used up: no retry can succeed before `resumeAt`,
+ * so the run pauses until then instead of burning its retries (HubSpot's DAILY policy).
+ */
+export class QuotaExhaustedError extends Error {
+  constructor(
+    /** What ran out and when it comes back, for the operator (the vendor's policy name). */
+    readonly reason: string,
+    readonly resumeAt: Date,
+  ) {
+    super(`${reason}; the run pauses until ${resumeAt.toISOString()}`);
+    this.name = 'QuotaExhaustedError';
   }
 }
 

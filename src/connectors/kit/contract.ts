@@ -47,3 +47,22 @@ export interface ContractTarget {
   received(): number;
   close(): Promise<void>;
 }
+
+/**
+ * The same contract suite against the vendor's real service (a sandbox or test account), run by
+ * `npm run test:sandbox` with credentials from the environment; never part of the default run.
+ * Each destination with a vendor behind it exports one from its sandbox.ts.
+ */
+export interface SandboxHarness {
+  type: string;
+  /** The environment variables it needs, each with what it is. */
+  requires: Record<string, string>;
+  /** How to get a sandbox or test account and prepare the list, in one paragraph. */
+  howTo: string;
+  /**
+   * A target on the real service built from those variables: `members()` reads the real list back
+   * through the vendor's API, `received()` counts the calls the destination made, and no fault can
+   * be injected. `close()` leaves the sandbox list empty.
+   */
+  start(env: Record<string, string>): Promise<ContractTarget>;
+}

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
+import { recordSpecViolation, type SpecCheck, type SpecExchange } from './vendor-spec';
 
 /**
  * Shared plumbing for the vendor API emulators (http-list, HubSpot, Mailchimp, Meta, Google
@@ -48,6 +49,74 @@ export interface JsonServerOptions {
   contentType?: string;
   /** Headers every answer carries, computed as it is sent (rate-limit usage, for instance). */
   everyReply?: () => Record<string, string>;
+  /**
+   * The vendor's published spec (kit/vendor-spec.ts): a request that breaks it is recorded and
+   * refused with the vendor's own 400 (`refuse`) before the handler sees it; an answer that breaks
+   * it is recorded (and still sent). The test run fails on recorded violations.
+   */
+  spec?: EmulatorSpec;
+}
+
+export interface EmulatorSpec {
+  /** The emulator's name in violation reports (the destination type). */
+  name: string;
+  check: SpecCheck;
+  /** The emulator's routes: they name the endpoint whose operation applies. */
+  routes: RouteTable<string>;
+  refuse(problems: string[]): Reply;
+}
+
+/** The exchange as the spec check sees it, or undefined for a request no route names. */
+function specExchange(spec: EmulatorSpec, request: EmulatorRequest): SpecExchange | undefined {
+  const route = matchRoute(spec.routes, request.method, request.url.pathname);
+  if (!route) return undefined;
+  let body: unknown;
+  if (request.body.trim() !== '') {
+    try {
+      body = JSON.parse(request.body);
+    } catch {
+      body = undefined; // not JSON: the handler answers that in the vendor's words
+    }
+  }
+  let pathname = request.url.pathname;
+  try {
+    pathname = decodeURIComponent(pathname);
+  } catch {
+    // a malformed escape: checked as sent
+  }
+  return {
+    endpoint: route.endpoint,
+    method: request.method,
+    pathname,
+    query: request.url.searchParams,
+    headers: request.headers,
+    body,
+  };
+}
+
+/** Checks the request against the spec; a reply refusing it when it breaks it. */
+function refuseOffSpec(
+  spec: EmulatorSpec | undefined,
+  exchange: SpecExchange | undefined,
+): Reply | undefined {
+  if (!spec || !exchange) return undefined;
+  const problems = spec.check.request(exchange);
+  if (problems.length === 0) return undefined;
+  recordSpecViolation({ emulator: spec.name, endpoint: exchange.endpoint, direction: 'request', problems });
+  return spec.refuse(problems);
+}
+
+function checkAnswer(spec: EmulatorSpec | undefined, exchange: SpecExchange | undefined, reply: Reply): void {
+  if (!spec || !exchange) return;
+  const problems = spec.check.response(exchange, { status: reply.status, body: reply.body });
+  if (problems.length > 0) {
+    recordSpecViolation({
+      emulator: spec.name,
+      endpoint: exchange.endpoint,
+      direction: 'response',
+      problems,
+    });
+  }
 }
 
 export interface JsonServer {
@@ -73,19 +142,23 @@ export async function startJsonServer(
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
     req.on('end', () => {
+      let exchange: SpecExchange | undefined;
       // The request is built inside the chain: a target `new URL` rejects still gets an answer.
       Promise.resolve()
-        .then(() =>
-          options.handle({
+        .then(() => {
+          const request: EmulatorRequest = {
             method: req.method ?? 'GET',
             url: new URL(req.url ?? '/', 'http://emulator'),
             headers: req.headers,
             body: Buffer.concat(chunks).toString('utf8'),
             inFlight: arrivedWith,
-          }),
-        )
+          };
+          exchange = options.spec ? specExchange(options.spec, request) : undefined;
+          return refuseOffSpec(options.spec, exchange) ?? options.handle(request);
+        })
         .catch(errorReply)
         .then((reply) => {
+          checkAnswer(options.spec, exchange, reply);
           const statuses = options.stats.current.statuses;
           statuses[reply.status] = (statuses[reply.status] ?? 0) + 1;
           const body = reply.body === undefined ? '' : JSON.stringify(reply.body);

@@ -1,7 +1,7 @@
 import { STATUS_CODES } from 'node:http';
 import { requestRefusal } from './request-guard';
 import { countCall } from '../../core/api-calls';
-import { DestinationError } from '../../core/destination';
+import { DestinationError, QuotaExhaustedError } from '../../core/destination';
 
 /**
  * Shared HTTP plumbing for destinations that speak JSON over HTTP. It owns the retry policy so
@@ -83,6 +83,8 @@ export type Verdict =
   | { kind: 'ok' }
   | { kind: 'rateLimited'; retryAfterMs?: number; reason?: string }
   | { kind: 'retry'; reason?: string }
+  /** A quota that only resets at `resumeAt` (a daily limit): not retried; the run pauses until then. */
+  | { kind: 'quotaExhausted'; resumeAt: Date; reason: string }
   | { kind: 'fatal' | 'batch'; message: string };
 
 export interface JsonResponse<T> {
@@ -169,7 +171,8 @@ type AttemptResult =
       status?: number;
       body?: unknown;
     }
-  | { outcome: 'refused'; kind: 'fatal' | 'batch'; message: string; status: number; body: unknown };
+  | { outcome: 'refused'; kind: 'fatal' | 'batch'; message: string; status: number; body: unknown }
+  | { outcome: 'quotaExhausted'; resumeAt: Date; reason: string };
 
 /**
  * One logical request, retried as the policy above says. Resolves with the parsed JSON body and
@@ -211,6 +214,10 @@ export async function requestJson<T = unknown>(request: JsonRequest): Promise<Js
       return { status: result.status, body: result.body as T };
     }
     if (result.outcome === 'refused') throw fail(result.message, result.kind, result);
+    if (result.outcome === 'quotaExhausted') {
+      countCall(endpoint, 'rate_limited');
+      throw new QuotaExhaustedError(redact(`${options.service}: ${result.reason}`, options), result.resumeAt);
+    }
 
     let delayMs: number;
     if (result.rateLimited) {
@@ -311,6 +318,8 @@ function fromVerdict(
         status,
         body,
       };
+    case 'quotaExhausted':
+      return { outcome: 'quotaExhausted', resumeAt: verdict.resumeAt, reason: verdict.reason };
     default: {
       const message = `${verdict.message} (${status} from ${target(options)})`;
       return { outcome: 'refused', kind: verdict.kind, message, status, body };
