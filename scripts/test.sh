@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$#" -gt 0 ]; then files=("$@"); else mapfile -t files < <(find test -name "*.test.ts" | sort); fi
-exec node --import tsx --import ./test/helpers/spec-guard.ts --test --test-concurrency=2 --test-reporter=spec "${files[@]}"
+exec node --import tsx --import ./test/helpers/spec-guard.mjs --test --test-concurrency=2 --test-reporter=spec "${files[@]}"

@@ -50,7 +50,7 @@ export interface SpecViolation {
 // --- Violations seen in this process ----------------------------------------------------------
 
 /*
- * Kept on globalThis: the test preload (test/helpers/spec-guard.ts) and the emulators may be
+ * Kept on globalThis: the test preload (test/helpers/spec-guard.mjs) and the emulators may be
  * loaded through different module loaders (ESM and CJS), each with its own copy of this module.
  */
 const REGISTRY = Symbol.for('deltasync.specViolations');
