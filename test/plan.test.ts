@@ -118,6 +118,31 @@ describe('planRefresh', () => {
     assert.equal(noTruncate.strategy, 'diff');
   });
 
+  test("truncate + reload is ruled out, with the reason on the plan, for a list at the destination's truncate limit", () => {
+    const churn = { additions: 90_000, updates: 0, deletions: 90_000 };
+    const at = (remoteSize: number) =>
+      input({
+        pending: churn,
+        remoteSize,
+        datasetSize: remoteSize,
+        truncateMaxMembers: 100_000,
+        capabilities: { ...everything, createList: false },
+      });
+    // Under the limit (HubSpot: fewer than 100,000 members) truncate is the cheapest.
+    assert.equal(planRefresh(at(99_999)).strategy, 'truncate');
+    // At it, the planner no longer chooses truncate, and says why.
+    const plan = planRefresh(at(100_000));
+    assert.equal(plan.estimates.truncate, null);
+    assert.equal(plan.strategy, 'diff');
+    assert.match(
+      plan.reason,
+      /truncate \+ reload ruled out: the destination empties only lists of fewer than 100,000 members and this one holds 100,000/,
+    );
+    // Forcing it is refused up front with the same reason, not sent to fail at the vendor.
+    const error = planningError(() => planRefresh({ ...at(250_000), strategy: 'truncate' }));
+    assert.match(error.message, /fewer than 100,000 members and this one holds 250,000/);
+  });
+
   test('ties go to the diff, then to the full push', () => {
     // diff: 10 + 0 = 10; full: 10 + 0 = 10; truncate: 11
     const tie = planRefresh(input({ pending: { additions: 1_000, updates: 0, deletions: 0 } }));

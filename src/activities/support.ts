@@ -4,7 +4,8 @@ import { connectorKey, InvalidConnectorError, type ConnectorDefinition } from '.
 import type { DestinationFactory } from '../connectors/registry';
 import { loadConnector, UnknownConnectorError } from '../core/connector-store';
 import type { DatasetReader } from '../core/dataset';
-import { DestinationError, type Destination } from '../core/destination';
+import { DestinationError, QuotaExhaustedError, type Destination } from '../core/destination';
+import { QUOTA_EXHAUSTED } from '../temporal/names';
 import { PlanningError } from '../core/plan';
 import { FailureBudgetExceeded, liveListId, type Attempt } from '../core/refresh';
 import type { Db } from '../db';
@@ -96,6 +97,15 @@ export async function failClearly<T>(work: () => Promise<T>): Promise<T> {
   } catch (error) {
     if (error instanceof DestinationError && error.kind === 'fatal') {
       throw ApplicationFailure.nonRetryable(error.message, 'DestinationFatal');
+    }
+    if (error instanceof QuotaExhaustedError) {
+      // The workflow reads when the quota resets from the details, and sleeps until then.
+      throw ApplicationFailure.create({
+        message: error.message,
+        type: QUOTA_EXHAUSTED,
+        nonRetryable: true,
+        details: [{ reason: error.reason, resumeAt: error.resumeAt.toISOString() }],
+      });
     }
     if (error instanceof InvalidConnectorError) {
       // The problems travel as details, so the client can raise the same error for its caller.

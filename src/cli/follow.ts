@@ -141,7 +141,10 @@ function phaseLines(stream: NodeJS.WriteStream, label: string): ProgressView {
           ? `: ${progress.plan.guard.reason}; run 'deltasync approve ${progress.connectorId}' or ` +
             `'deltasync reject ${progress.connectorId}'`
           : '';
-      stream.write(`${label} ${progress.phase}${counts}${guard}\n`);
+      const paused = progress.paused
+        ? `: ${progress.paused.reason}; resumes by itself at ${progress.paused.until}`
+        : '';
+      stream.write(`${label} ${progress.phase}${counts}${guard}${paused}\n`);
     },
     stop: () => undefined,
   };

@@ -196,6 +196,9 @@ export function describeProgress(connectorId: string, p: LiveProgress): string {
       );
     }
   }
+  if (p.paused) {
+    lines.push(`paused:  ${p.paused.reason}; resumes by itself at ${p.paused.until}`);
+  }
   if (p.retrying) {
     lines.push(
       `retrying: ${p.retrying.activity}, attempt ${p.retrying.attempt}; last error: ${p.retrying.lastFailure}`,

@@ -25,6 +25,8 @@ export interface PlanInput {
   capabilities: Capabilities;
   recordsPerCall: number;
   bytesPerCall?: number;
+  /** The destination truncates only lists holding fewer members than this (Limits.truncateMaxMembers). */
+  truncateMaxMembers?: number;
   /** Every pending change (what a diff would send). */
   pending: PendingCounts;
   /** Pending changes inside the time horizon (what decides whether a refresh is needed). */
@@ -93,7 +95,10 @@ export function estimateCosts(input: PlanInput): Record<Strategy, Cost | null> {
   return {
     diff,
     full: can.add && canDelete ? plus(reload, deletions) : null,
-    truncate: can.truncate && (datasetSize === 0 || can.add) ? plus(fixedCalls(1), reload) : null,
+    truncate:
+      can.truncate && (datasetSize === 0 || can.add) && !tooLargeToTruncate(input)
+        ? plus(fixedCalls(1), reload)
+        : null,
     // create the list, fill it, swap, retire the old one
     newList: can.createList ? plus(fixedCalls(3), reload) : null,
     reconcile:
@@ -101,6 +106,16 @@ export function estimateCosts(input: PlanInput): Record<Strategy, Cost | null> {
         ? plus(fixedCalls(Math.ceil(input.remoteSize / input.listPageSize) || 1), diff)
         : null,
   };
+}
+
+/** The remote list is at or over the size the destination's truncate accepts. */
+function tooLargeToTruncate(input: PlanInput): boolean {
+  return input.truncateMaxMembers !== undefined && input.remoteSize >= input.truncateMaxMembers;
+}
+
+function truncateLimitNote(input: PlanInput): string {
+  const limit = input.truncateMaxMembers!.toLocaleString('en-US');
+  return `the destination empties only lists of fewer than ${limit} members and this one holds ${input.remoteSize.toLocaleString('en-US')}`;
 }
 
 /** Cheaper first: fewer calls, then fewer records, then fewer bytes, then the list's order. */
@@ -137,14 +152,20 @@ export function planRefresh(input: PlanInput): Plan {
   }
   const best = allowed.reduce((a, b) => (cheaper(estimates[b]!, estimates[a]!) ? b : a));
   const summary = allowed.map((s) => `${STRATEGY_LABELS[s]} ${estimates[s]!.calls}`).join(', ');
-  return { needed: true, strategy: best, reason: `cheapest in API calls (${summary})`, estimates };
+  // A strategy ruled out by a published limit is named, so nobody wonders why it was not taken.
+  const ruledOut =
+    input.capabilities.truncate && tooLargeToTruncate(input)
+      ? `; ${STRATEGY_LABELS.truncate} ruled out: ${truncateLimitNote(input)}`
+      : '';
+  return { needed: true, strategy: best, reason: `cheapest in API calls (${summary})${ruledOut}`, estimates };
 }
 
 function missingCapability(strategy: Strategy, input: PlanInput): string {
   const can = input.capabilities;
   switch (strategy) {
     case 'truncate':
-      return can.truncate ? 'it cannot add members' : 'it cannot truncate the list';
+      if (!can.truncate) return 'it cannot truncate the list';
+      return tooLargeToTruncate(input) ? truncateLimitNote(input) : 'it cannot add members';
     case 'newList':
       return 'it cannot create a replacement list';
     case 'reconcile':

@@ -53,3 +53,6 @@ export const searchAttributes = {
   tenant: defineSearchAttributeKey('DeltasyncTenant', SearchAttributeType.KEYWORD),
   outcome: defineSearchAttributeKey('DeltasyncOutcome', SearchAttributeType.KEYWORD),
 };
+
+/** The failure type of a step that found the destination's quota used up until a reset. */
+export const QUOTA_EXHAUSTED = 'QuotaExhausted';

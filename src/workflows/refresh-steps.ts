@@ -58,6 +58,7 @@ export type RefreshPhase =
   | 'swapping'
   | 'reconciling'
   | 'awaiting approval'
+  | 'paused'
   | SendPhase
   | 'committing'
   | 'done'

@@ -1,5 +1,6 @@
 import {
   ActivityCancellationType,
+  ActivityFailure,
   ApplicationFailure,
   CancellationScope,
   condition,
@@ -10,6 +11,7 @@ import {
   proxyActivities,
   setCurrentDetails,
   setHandler,
+  sleep,
   upsertMemo,
   upsertSearchAttributes,
 } from '@temporalio/workflow';
@@ -18,7 +20,7 @@ import type { SendPhase, SendTotals } from '../core/sender';
 import type { DryRunPlan, GuardDecision, PlanSummary, RunSummary } from '../core/summaries';
 import type { RefreshActivities } from './activity-types';
 import { runRefresh, type RefreshPhase } from './refresh-steps';
-import { NON_RETRYABLE_ERRORS, searchAttributes, type RefreshInput } from './shared';
+import { NON_RETRYABLE_ERRORS, QUOTA_EXHAUSTED, searchAttributes, type RefreshInput } from './shared';
 
 export type { RefreshPhase } from './refresh-steps';
 
@@ -39,6 +41,8 @@ export interface RefreshProgress {
   plan: PlanSummary | null;
   /** Totals of the send phases that have finished (live numbers come from the activity heartbeat). */
   completedPhases: SendTotals[];
+  /** Set while the run waits for a destination quota to reset (a daily limit): why, and until when. */
+  paused?: { reason: string; until: string };
 }
 
 export const progressQuery = defineQuery<RefreshProgress>('progress');
@@ -123,6 +127,31 @@ export async function refreshConnector(input: RefreshInput): Promise<RunSummary>
     ? activities.current
     : activities.beforeWaitingForStop;
 
+  /**
+   * A step that talks to the destination, paused and tried again when the account's quota for the
+   * period is used up (retries cannot succeed before the reset): the run sleeps in Temporal until
+   * the reset, saying why, and resumes from its last committed batch.
+   */
+  const pausingOnQuota = async <T>(step: () => Promise<T>): Promise<T> => {
+    for (;;) {
+      try {
+        return await step();
+      } catch (error) {
+        const quota = quotaExhausted(error);
+        if (!quota) throw error;
+        const phase = progress.phase;
+        progress.phase = 'paused';
+        progress.paused = { reason: quota.reason, until: quota.resumeAt };
+        setCurrentDetails(
+          `**${input.connectorId}** is paused: ${quota.reason}. It resumes at ${quota.resumeAt} by itself.`,
+        );
+        await sleep(Math.max(1_000, Date.parse(quota.resumeAt) - Date.now()));
+        progress.paused = undefined;
+        enter(phase);
+      }
+    }
+  };
+
   return runRefresh(
     input,
     {
@@ -135,19 +164,28 @@ export async function refreshConnector(input: RefreshInput): Promise<RunSummary>
       planRefresh: (request) => steps.planRefresh(request),
       recordGuardDecision: (request) => steps.recordGuardDecision(request),
       truncateRemote: (ref) =>
-        steps.truncateRemote.executeWithOptions(options('truncate the remote list'), [ref]),
-      createList: (ref) => steps.createList.executeWithOptions(options('create a new remote list'), [ref]),
+        pausingOnQuota(() =>
+          steps.truncateRemote.executeWithOptions(options('truncate the remote list'), [ref]),
+        ),
+      createList: (ref) =>
+        pausingOnQuota(() => steps.createList.executeWithOptions(options('create a new remote list'), [ref])),
       swapList: (ref) =>
-        steps.swapList.executeWithOptions(options('swap the new list in, retire the old one'), [ref]),
+        pausingOnQuota(() =>
+          steps.swapList.executeWithOptions(options('swap the new list in, retire the old one'), [ref]),
+        ),
       snapshotRemote: (ref) =>
-        sending.snapshotRemote.executeWithOptions(options('read the remote list'), [ref]),
+        pausingOnQuota(() =>
+          sending.snapshotRemote.executeWithOptions(options('read the remote list'), [ref]),
+        ),
       reconcileDeltalog: (ref) => steps.reconcileDeltalog(ref),
       sendChanges: (ref, { phase, records, batchSize }) =>
-        sending.sendChanges.executeWithOptions(
-          options(
-            `send ${records.toLocaleString('en-US')} ${WHAT_IS_SENT[phase]} in ~${Math.ceil(records / batchSize)} calls`,
+        pausingOnQuota(() =>
+          sending.sendChanges.executeWithOptions(
+            options(
+              `send ${records.toLocaleString('en-US')} ${WHAT_IS_SENT[phase]} in ~${Math.ceil(records / batchSize)} calls`,
+            ),
+            [{ ...ref, phase }],
           ),
-          [{ ...ref, phase }],
         ),
       finishRun: (request) => steps.finishRun(request),
       runJanitor: (ref) => steps.runJanitor(ref),
@@ -227,6 +265,15 @@ function memoOf(run: RunSummary) {
     apiCalls: run.apiCalls,
     durationMs: run.durationMs,
   };
+}
+
+/** The quota an activity found used up (QuotaExhaustedError, see activities/support.ts), if that is why it failed. */
+function quotaExhausted(error: unknown): { reason: string; resumeAt: string } | undefined {
+  const cause = error instanceof ActivityFailure ? error.cause : undefined;
+  if (!(cause instanceof ApplicationFailure) || cause.type !== QUOTA_EXHAUSTED) return undefined;
+  const details = cause.details?.[0] as { reason?: unknown; resumeAt?: unknown } | undefined;
+  if (typeof details?.reason !== 'string' || typeof details.resumeAt !== 'string') return undefined;
+  return { reason: details.reason, resumeAt: details.resumeAt };
 }
 
 /** Per-call options with the activity's summary (the send's timeouts unless told otherwise). */

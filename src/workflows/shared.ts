@@ -6,6 +6,7 @@
 // What callers, the worker and the logs call things in Temporal: defined below the workflows.
 export {
   connectorOfId,
+  QUOTA_EXHAUSTED,
   REFRESH_WORKFLOW,
   refreshWorkflowId,
   searchAttributes,
@@ -20,4 +21,5 @@ export const NON_RETRYABLE_ERRORS = [
   'InvalidConnectorError',
   'UnknownConnectorError',
   'FailureBudgetExceeded',
+  'QuotaExhausted',
 ];

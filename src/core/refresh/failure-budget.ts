@@ -1,4 +1,4 @@
-import { DestinationError } from '../destination';
+import { DestinationError, QuotaExhaustedError } from '../destination';
 import { getRun, lastProgressAt, recordFailure } from '../runs';
 import type { Attempt, Engine, RunScope } from './engine';
 
@@ -39,7 +39,8 @@ export async function withinFailureBudget<T>(
     return await work();
   } catch (error) {
     // The database may be what failed: a write that fails here does not hide the error.
-    if (isRetriedFailure(error)) {
+    // A used-up quota pauses the run: the run says why and until when.
+    if (isRetriedFailure(error) || error instanceof QuotaExhaustedError) {
       await recordFailure(db, scope.runId, describeFailure(error), now()).catch(() => undefined);
     }
     throw error;

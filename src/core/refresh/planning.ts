@@ -50,6 +50,7 @@ async function decide(
     capabilities,
     recordsPerCall: batchSize,
     bytesPerCall: destination.limits.bytesPerCall,
+    truncateMaxMembers: destination.limits.truncateMaxMembers,
     pending,
     pendingInHorizon,
     datasetSize: size,
