@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Opt-in: the destination contract against real vendor sandboxes, with credentials from the
+# environment. `npm run test:sandbox [type …]` (default: every destination with a sandbox).
+# Refuses, naming the missing variables, before running anything it cannot run in full.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DELTASYNC_SANDBOX="$*"
+node --import tsx -e "
+const { selectSandboxes } = require('./test/sandbox/select.ts');
+const names = (process.env.DELTASYNC_SANDBOX || '').split(/[\\s,]+/).filter(Boolean);
+const { harnesses, problems } = selectSandboxes(names, process.env);
+if (problems.length) {
+  console.error('test:sandbox cannot run:\n' + problems.map((p) => '- ' + p).join('\n'));
+  process.exit(1);
+}
+console.log('test:sandbox: ' + harnesses.map((h) => h.type).join(', '));
+"
+exec node --import tsx --import ./test/helpers/spec-guard.mjs --test --test-reporter=spec test/sandbox/contract.sandbox.ts
