@@ -2,6 +2,11 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { destinationCatalog } from '../../src/connectors/catalog';
 import type { ContractHarness } from '../../src/connectors/kit/contract';
+import {
+  describeViolation,
+  specCheckedExchanges,
+  takeSpecViolations,
+} from '../../src/connectors/kit/vendor-spec';
 import { contractSuite } from './contract-suite';
 
 /**
@@ -26,3 +31,22 @@ test('every destination of the catalog has a contract harness', () => {
 });
 
 contractSuite(harnesses);
+
+/** Destinations with a vendor behind them: their emulators hold all traffic to the vendor's spec. */
+const VENDOR_TYPES = [
+  'braze-attributes',
+  'google-customer-match',
+  'hubspot-list',
+  'klaviyo-list',
+  'mailchimp-audience',
+  'meta-custom-audience',
+];
+
+test("every vendor's emulator checked the suite's traffic against the vendor's published spec", () => {
+  const checked = specCheckedExchanges();
+  for (const type of VENDOR_TYPES) {
+    assert.ok((checked[type] ?? 0) > 0, `${type}: no exchange was checked (${JSON.stringify(checked)})`);
+  }
+  // And none broke it (the preload would fail the file too; this says which test file).
+  assert.deepEqual(takeSpecViolations().map(describeViolation), []);
+});

@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { describe, test } from 'node:test';
 import {
   createHubspotListDestination,
@@ -7,14 +9,28 @@ import {
   type HubspotListConfigInput,
 } from '../../src/connectors/hubspot-list/index';
 import { saveConnector } from '../../src/core/connector-store';
+import { projectRoot } from '../../src/paths';
 import { createDestinationContext } from '../../src/connectors/kit/module';
 import { createThrottle } from '../../src/connectors/kit/throttle';
-import { capabilitiesOf, DestinationError, type Member } from '../../src/core/destination';
 import {
+  capabilitiesOf,
+  DestinationError,
+  QuotaExhaustedError,
+  type Member,
+} from '../../src/core/destination';
+import { nextMidnightIn } from '../../src/connectors/hubspot-list/destination';
+import {
+  NOT_EMULATED,
   startHubspotListEmulator,
   type HubspotListEmulator,
   type HubspotListEmulatorOptions,
 } from '../../src/connectors/hubspot-list/emulator';
+import {
+  MEMBERSHIPS_PAGE_DEFAULT,
+  MEMBERSHIPS_PAGE_MAX,
+  TRUNCATE_MAX_MEMBERS,
+} from '../../src/connectors/hubspot-list/vendor-limits';
+import { takeSpecViolations } from '../../src/connectors/kit/vendor-spec';
 import { refreshScenario } from '../helpers/destination-scenario';
 import { counted, countedFailure, testContext } from '../helpers/destination-context';
 import {
@@ -57,6 +73,17 @@ function ids(from: number, count: number): string[] {
   return Array.from({ length: count }, (_, i) => String(from + i));
 }
 
+/** The wall-clock time of an instant in a time zone, HH:MM:SS. */
+function localTime(at: Date, timeZone: string): string {
+  return new Intl.DateTimeFormat('en-GB', {
+    timeZone,
+    hour: '2-digit',
+    minute: '2-digit',
+    second: '2-digit',
+    hourCycle: 'h23',
+  }).format(at);
+}
+
 describe('hubspot-list destination against the emulator', () => {
   test('add, re-add, remove, truncate and list round trip', async () => {
     const { emu, dest, listId } = await setup();
@@ -83,9 +110,10 @@ describe('hubspot-list destination against the emulator', () => {
     assert.equal(removed.calls, 1);
     assert.deepEqual(emu.members(listId), ['101', '103', '104']);
 
+    // The list's size first: under 100,000 members, one DELETE empties it.
     const truncated = await counted(() => dest.truncate!());
-    assert.deepEqual(Object.keys(truncated.tallies), [HUBSPOT_ENDPOINTS.truncate]);
-    assert.equal(truncated.calls, 1);
+    assert.deepEqual(Object.keys(truncated.tallies), [HUBSPOT_ENDPOINTS.get, HUBSPOT_ENDPOINTS.truncate]);
+    assert.equal(truncated.calls, 2);
     assert.deepEqual(emu.members(listId), []);
     assert.deepEqual(emu.stats().calls, {
       add: 2,
@@ -93,7 +121,7 @@ describe('hubspot-list destination against the emulator', () => {
       addAndRemove: 0,
       deleteAll: 1,
       read: 0,
-      getList: 0,
+      getList: 1,
     });
   });
 
@@ -109,7 +137,7 @@ describe('hubspot-list destination against the emulator', () => {
 
   test('recordsPerCall is the record limit: a full batch is one call', async () => {
     const { emu, dest, listId } = await setup({ recordsPerCall: 400 });
-    assert.deepEqual(dest.limits, { recordsPerCall: 400, callsPerSecond: 10 });
+    assert.deepEqual(dest.limits, { recordsPerCall: 400, callsPerSecond: 10, truncateMaxMembers: 100_000 });
     const outcome = await counted(() => dest.add!(members(...ids(1, 400))));
     assert.equal(outcome.calls, 1);
     assert.deepEqual(Object.keys(outcome.tallies), [HUBSPOT_ENDPOINTS.add]);
@@ -141,7 +169,7 @@ describe('hubspot-list destination against the emulator', () => {
     const bare = await dest.add!(members('100', '555'));
     const whole = await dest.add!(members('101', '102'));
     const reason =
-      "not acknowledged: HubSpot's answer does not carry both recordIdsMissing and recordsIdsAdded";
+      "not acknowledged: HubSpot's answer does not carry both recordIdsMissing and recordsIdsAdded (or recordIdsAdded)";
     assert.deepEqual(bare.rejected, [
       { key: '100', reason },
       { key: '555', reason },
@@ -236,17 +264,47 @@ describe('hubspot-list destination against the emulator', () => {
     assert.deepEqual(emu.members(listId), ['1', '2', '3', '4']);
   });
 
-  test('a DAILY 429 that persists ends as a retryable error', async () => {
-    const { emu, dest } = await setup({}, { dailyLimit: 2 });
+  test('a DAILY 429 is not retried: the run pauses until midnight in the account’s time zone', async () => {
+    const timeZone = 'America/New_York';
+    const { emu, dest, listId, waits } = await setup({ accountTimeZone: timeZone }, { dailyLimit: 2 });
     await dest.add!(members('1'));
     await dest.add!(members('2'));
+    const before = Date.now();
     const { error, calls, tallies } = await countedFailure(() => dest.add!(members('3')));
-    assert.ok(error instanceof DestinationError);
-    assert.equal(error.kind, 'retryable');
-    assert.equal(error.status, 429);
-    assert.equal(calls, 11, 'the first call and ten waited retries');
-    assert.deepEqual(tallies[HUBSPOT_ENDPOINTS.add], { calls: 11, failed: 0, rateLimited: 10, retried: 1 });
-    assert.equal(emu.stats().rateLimited.DAILY, 11);
+    const after = Date.now();
+    assert.ok(error instanceof QuotaExhaustedError, String(error));
+    assert.equal(calls, 1, 'one attempt: no retry can pass before the reset');
+    assert.deepEqual(tallies[HUBSPOT_ENDPOINTS.add], { calls: 1, failed: 0, rateLimited: 1, retried: 0 });
+    assert.deepEqual(waits, [], 'nothing waited for');
+    assert.equal(emu.stats().rateLimited.DAILY, 1);
+    // The next midnight in New York, seen from the moment of the call.
+    const expected = [nextMidnightIn(timeZone, before), nextMidnightIn(timeZone, after)];
+    assert.ok(
+      expected.some((at) => at.getTime() === error.resumeAt.getTime()),
+      `${error.resumeAt.toISOString()} is not the next midnight in ${timeZone}`,
+    );
+    assert.equal(localTime(error.resumeAt, timeZone), '00:00:00');
+    assert.ok(error.resumeAt.getTime() > before && error.resumeAt.getTime() <= after + 25 * 3600_000);
+    assert.match(error.reason, /^hubspot-list: .*DAILY.*America\/New_York/);
+    assert.ok(error.message.includes(error.resumeAt.toISOString()), error.message);
+    assert.deepEqual(emu.members(listId), ['1', '2']);
+  });
+
+  test('a TEN_SECONDLY_ROLLING 429 is still waited for and retried', async () => {
+    const { emu, dest, listId, waits } = await setup({ accountTimeZone: 'Europe/Berlin' });
+    emu.faults.set({ rateLimit: { calls: 1, policyName: 'TEN_SECONDLY_ROLLING' } });
+    const outcome = await counted(() => dest.add!(members('4')));
+    assert.deepEqual(waits, [500]);
+    assert.equal(outcome.calls, 2);
+    assert.deepEqual(emu.members(listId), ['4']);
+    // Injected DAILY: the same refusal as an earned one.
+    emu.faults.set({ rateLimit: { calls: 1, policyName: 'DAILY' } });
+    const daily = await dest.add!(members('5')).then(
+      () => assert.fail('expected the quota to stop the add'),
+      (err: unknown) => err,
+    );
+    assert.ok(daily instanceof QuotaExhaustedError, String(daily));
+    assert.equal(localTime(daily.resumeAt, 'Europe/Berlin'), '00:00:00');
   });
 
   test('a shared throttle at callsPerSecond keeps under the rolling window; without it, 429s', async () => {
@@ -447,9 +505,24 @@ describe('hubspot-list wire format and emulator', () => {
         const page = req.url!.includes('after=')
           ? { results: [{ recordId: '9', membershipTimestamp: '2026-01-01T00:00:00Z' }] }
           : { results: [7, 8], paging: { next: { after: 'AbC' } } };
+        const list = {
+          list: {
+            listId: '123',
+            listVersion: 1,
+            name: 'L',
+            objectTypeId: '0-1',
+            processingStatus: 'COMPLETE',
+            processingType: 'MANUAL',
+            size: 3,
+          },
+        };
         res.end(
           JSON.stringify(
-            req.method === 'GET' ? page : { recordIdsMissing: [], recordIdsRemoved: [], recordsIdsAdded: [] },
+            req.method !== 'GET'
+              ? { recordIdsMissing: [], recordIdsRemoved: [], recordsIdsAdded: [] }
+              : req.url === '/crm/v3/lists/123'
+                ? list
+                : page,
           ),
         );
       }),
@@ -478,13 +551,14 @@ describe('hubspot-list wire format and emulator', () => {
     assert.deepEqual(seen, [
       `PUT /crm/v3/lists/123/memberships/add ["11","12"] Bearer ${token}`,
       `PUT /crm/v3/lists/123/memberships/remove ["11"] Bearer ${token}`,
+      `GET /crm/v3/lists/123  Bearer ${token}`,
       `DELETE /crm/v3/lists/123/memberships  Bearer ${token}`,
       `GET /crm/v3/lists/123/memberships?limit=250  Bearer ${token}`,
       `GET /crm/v3/lists/123/memberships?limit=250&after=AbC  Bearer ${token}`,
     ]);
   });
 
-  test('add-and-remove, numeric ids, bad bodies and rate limit headers', async () => {
+  test('add-and-remove, bad bodies and rate limit headers', async () => {
     const emu = track(await startHubspotListEmulator({ token, tenSecondlyLimit: 50 }));
     const listId = emu.createList({ processingType: 'SNAPSHOT' });
     emu.setMembers(listId, ['1', '2']);
@@ -494,7 +568,10 @@ describe('hubspot-list wire format and emulator', () => {
         headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
         body,
       });
-    const both = await put('add-and-remove', '{"recordIdsToAdd":[3,"4","2"],"recordIdsToRemove":["1","5"]}');
+    const both = await put(
+      'add-and-remove',
+      '{"recordIdsToAdd":["3","4","2"],"recordIdsToRemove":["1","5"]}',
+    );
     assert.equal(both.status, 200);
     assert.deepEqual(await both.json(), {
       recordIdsMissing: [],
@@ -505,16 +582,27 @@ describe('hubspot-list wire format and emulator', () => {
     assert.equal(both.headers.get('x-hubspot-ratelimit-remaining'), '49');
     assert.deepEqual(emu.members(listId), ['2', '3', '4']);
 
-    for (const [body, message] of [
-      ['{nope', /not valid JSON/],
-      ['["abc"]', /is not a record id/],
-      ['{"ids":[1]}', /must be an array/],
+    // Bodies the spec does not describe are refused before anything else, in HubSpot's words,
+    // and recorded as violations; a string that is no record id passes the spec, not HubSpot.
+    for (const [path, body, message, offSpec] of [
+      ['add', '{nope', /request body is required/, true],
+      ['add', '["abc"]', /is not a record id/, false],
+      ['add', '{"ids":["1"]}', /must be array/, true],
+      ['add', '[3]', /\/0: must be string/, true],
+      ['add-and-remove', '{"recordIdsToAdd":["3"]}', /required field 'recordIdsToRemove' is missing/, true],
     ] as const) {
-      const answer = await put('add', body);
+      const answer = await put(path, body);
       assert.equal(answer.status, 400);
-      const json = (await answer.json()) as { message: string; category: string };
+      const json = (await answer.json()) as { message: string; category: string; correlationId: string };
       assert.match(json.message, message);
       assert.equal(json.category, 'VALIDATION_ERROR');
+      assert.match(json.correlationId, /^[0-9a-f-]{36}$/);
+      const violations = takeSpecViolations();
+      assert.deepEqual(
+        violations.map((v) => [v.emulator, v.direction]),
+        offSpec ? [['hubspot-list', 'request']] : [],
+        body,
+      );
     }
     emu.faults.set({ serverError: { calls: 1 }, latencyMs: 1 });
     assert.deepEqual(emu.faults.get(), { serverError: { calls: 1 }, latencyMs: 1 });
@@ -529,6 +617,132 @@ describe('hubspot-list wire format and emulator', () => {
     assert.equal(parsed.callsPerSecond, 10);
     const bad = hubspotListConfigSchema.safeParse({ ...parsed, listId: 'VIP list', recordsPerCall: 0 });
     assert.deepEqual(bad.error?.issues.map((i) => i.path.join('.')).sort(), ['listId', 'recordsPerCall']);
+  });
+});
+
+describe('hubspot-list against HubSpot’s published spec (test/vendor-specs/hubspot)', () => {
+  const spec = JSON.parse(
+    readFileSync(path.join(projectRoot, 'test/vendor-specs/hubspot/crm-lists-v3.openapi.json'), 'utf8'),
+  ) as {
+    paths: Record<
+      string,
+      Record<
+        string,
+        {
+          description: string;
+          parameters?: { name: string; description?: string; schema?: { default?: unknown } }[];
+        }
+      >
+    >;
+  };
+  const memberships = spec.paths['/crm/v3/lists/{listId}/memberships']!;
+
+  test('the limits the emulator enforces are the ones the spec states', () => {
+    const truncateLimit = /only supports lists that have less than ([\d,]+) memberships/.exec(
+      memberships.delete!.description,
+    );
+    assert.ok(truncateLimit, 'the DELETE memberships description states its limit');
+    assert.equal(TRUNCATE_MAX_MEMBERS, Number(truncateLimit[1]!.replace(/,/g, '')));
+    const limit = memberships.get!.parameters!.find((p) => p.name === 'limit')!;
+    assert.equal(MEMBERSHIPS_PAGE_MAX, Number(/The maximum `limit` is (\d+)/.exec(limit.description!)![1]));
+    assert.equal(MEMBERSHIPS_PAGE_DEFAULT, limit.schema!.default);
+    assert.ok(NOT_EMULATED.length > 0);
+  });
+
+  test('truncate of a list with 100,000 members or more: paged removals, since HubSpot refuses the DELETE there', async () => {
+    const { emu, dest, listId } = await setup(
+      // Fast enough for a test: 400 pages of 250 at the highest callsPerSecond allowed.
+      { callsPerSecond: 100 },
+      { tenSecondlyLimit: 1_000_000, dailyLimit: 10_000_000 },
+    );
+    const all = ids(1_000_001, TRUNCATE_MAX_MEMBERS);
+    emu.setMembers(listId, all);
+
+    // HubSpot's own answer at the limit: the DELETE is refused.
+    const refused = await fetch(`${emu.url}/crm/v3/lists/${listId}/memberships`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${token}` },
+    });
+    assert.equal(refused.status, 400);
+    const body = (await refused.json()) as { message: string; category: string };
+    assert.match(body.message, /less than 100,000 memberships/);
+    assert.equal(emu.members(listId).length, TRUNCATE_MAX_MEMBERS, 'nothing removed');
+
+    const outcome = await counted(() => dest.truncate!());
+    assert.deepEqual(emu.members(listId), [], 'the list is empty');
+    const tallies = outcome.tallies;
+    assert.equal(tallies[HUBSPOT_ENDPOINTS.truncate], undefined, 'no DELETE sent for a list at the limit');
+    assert.equal(tallies[HUBSPOT_ENDPOINTS.get]?.calls, 1, 'the size read once');
+    assert.equal(
+      tallies[HUBSPOT_ENDPOINTS.remove]?.calls,
+      TRUNCATE_MAX_MEMBERS / 10_000,
+      'removals of recordsPerCall ids',
+    );
+    assert.equal(emu.stats().recordsReceived.remove, TRUNCATE_MAX_MEMBERS);
+    assert.ok((tallies[HUBSPOT_ENDPOINTS.list]?.calls ?? 0) >= TRUNCATE_MAX_MEMBERS / MEMBERSHIPS_PAGE_MAX);
+
+    // One member fewer: the one DELETE HubSpot supports.
+    emu.setMembers(listId, all.slice(1));
+    const small = await counted(() => dest.truncate!());
+    assert.deepEqual(Object.keys(small.tallies), [HUBSPOT_ENDPOINTS.get, HUBSPOT_ENDPOINTS.truncate]);
+    assert.deepEqual(emu.members(listId), []);
+  });
+
+  test('an add acknowledged as the spec’s examples spell it (recordIdsAdded) is acknowledged', async () => {
+    const server = track(
+      await startFakeServer((req, res) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({ recordIdsAdded: ['11'], recordIdsMissing: ['12'] }));
+      }),
+    );
+    const dest = createHubspotListDestination(
+      { type: 'hubspot-list', baseUrl: server.url, listId: '123', tokenSecret: 'HUBSPOT_TOKEN' },
+      testContext(secrets).context,
+    );
+    const added = await dest.add!(members('11', '12'));
+    assert.deepEqual(added.rejected, [
+      { key: '12', reason: 'no such HubSpot record (recordIdsMissing): deleted or never created' },
+    ]);
+  });
+
+  test('the next midnight in the account’s time zone, across offsets and DST', () => {
+    const at = (iso: string) => Date.parse(iso);
+    assert.equal(nextMidnightIn('UTC', at('2026-12-04T15:30:00Z')).toISOString(), '2026-12-05T00:00:00.000Z');
+    assert.equal(nextMidnightIn('UTC', at('2026-12-04T00:00:00Z')).toISOString(), '2026-12-05T00:00:00.000Z');
+    assert.equal(
+      nextMidnightIn('Europe/Berlin', at('2026-12-04T23:30:00Z')).toISOString(),
+      '2026-12-05T23:00:00.000Z',
+      'already the 5th in Berlin: the reset is the next night',
+    );
+    assert.equal(
+      nextMidnightIn('America/New_York', at('2026-03-07T12:00:00Z')).toISOString(),
+      '2026-03-08T05:00:00.000Z',
+    );
+    assert.equal(
+      nextMidnightIn('America/New_York', at('2026-03-08T12:00:00Z')).toISOString(),
+      '2026-03-09T04:00:00.000Z',
+      'EDT from the 8th',
+    );
+    assert.equal(
+      nextMidnightIn('Asia/Kolkata', at('2026-12-04T19:00:00Z')).toISOString(),
+      '2026-12-05T18:30:00.000Z',
+    );
+    // Chile starts summer time at midnight: the 6th of September 2026 begins at 01:00 (-03).
+    assert.equal(
+      nextMidnightIn('America/Santiago', at('2026-09-05T16:00:00Z')).toISOString(),
+      '2026-09-06T04:00:00.000Z',
+    );
+  });
+
+  test('the settings take the account’s time zone, an IANA name, UTC by default', () => {
+    const parsed = hubspotListConfigSchema.parse({ type: 'hubspot-list', listId: '12', tokenSecret: 'T' });
+    assert.equal(parsed.accountTimeZone, 'UTC');
+    assert.equal(
+      hubspotListConfigSchema.parse({ ...parsed, accountTimeZone: 'Europe/Paris' }).accountTimeZone,
+      'Europe/Paris',
+    );
+    const bad = hubspotListConfigSchema.safeParse({ ...parsed, accountTimeZone: 'Mars/Olympus' });
+    assert.match(bad.error?.issues[0]?.message ?? '', /IANA time zone/);
   });
 });
 

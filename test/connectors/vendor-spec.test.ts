@@ -137,3 +137,26 @@ describe('protoCheck', () => {
     );
   });
 });
+
+describe('openApiCheck, error documents', () => {
+  test('a `default` response served as */* is checked', () => {
+    const check = openApiCheck({
+      document: 'test/fixtures/vendor-spec/mini.openapi.json',
+      operations: { remove: 'DELETE /lists/{listId}/members' },
+    });
+    const exchange: SpecExchange = {
+      endpoint: 'remove',
+      method: 'DELETE',
+      pathname: '/lists/L1/members',
+      query: new URLSearchParams(),
+      headers: {},
+      body: undefined,
+    };
+    assert.deepEqual(check.response(exchange, { status: 404, body: { message: 'no such list' } }), []);
+    assert.match(
+      check.response(exchange, { status: 404, body: { message: 'x', status: 'error' } }).join(),
+      /field 'status' is not in the spec/,
+    );
+    assert.deepEqual(check.response(exchange, { status: 204 }), []);
+  });
+});

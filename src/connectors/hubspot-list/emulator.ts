@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { ContractHarness } from '../kit/contract';
+import { openApiCheck, type SpecCheck } from '../kit/vendor-spec';
 import {
   Counters,
   FaultBoard,
@@ -12,28 +13,59 @@ import {
   type Reply,
   type RouteTable,
 } from '../kit/emulator-kit';
+import {
+  DAILY_LIMIT,
+  MEMBERSHIPS_PAGE_DEFAULT,
+  MEMBERSHIPS_PAGE_MAX,
+  TEN_SECONDLY_LIMIT,
+  TEN_SECONDLY_WINDOW_MS,
+  TRUNCATE_MAX_MEMBERS,
+} from './vendor-limits';
 
 /**
  * An in-memory HubSpot CRM Lists v3 server (list memberships only), for tests, demos and users'
- * own tests. It follows HubSpot's published contract:
+ * own tests. It follows HubSpot's published OpenAPI document for CRM Lists v3, extracted into
+ * test/vendor-specs/hubspot/crm-lists-v3.openapi.json (SOURCE.md there says from where), and holds
+ * every exchange to it (kit/vendor-spec.ts): a request the spec does not describe is refused with
+ * HubSpot's 400, an answer that strays from it fails the test run.
  *
  *   PUT    /crm/v3/lists/{listId}/memberships/add             ["101","102"]
  *   PUT    /crm/v3/lists/{listId}/memberships/remove          ["101"]
  *   PUT    /crm/v3/lists/{listId}/memberships/add-and-remove  {"recordIdsToAdd":[…],"recordIdsToRemove":[…]}
  *          → 200 {"recordIdsMissing":[…],"recordIdsRemoved":[…],"recordsIdsAdded":[…]}
- *            (sic: HubSpot's own field name is `recordsIdsAdded`, see its client libraries)
- *   DELETE /crm/v3/lists/{listId}/memberships                 → 204 (the list itself stays)
+ *            (sic: `recordsIdsAdded`, all three required, is the spec's schema,
+ *            components.schemas.MembershipsUpdateResponse; the same document's examples for
+ *            /add and /add-and-remove spell it `recordIdsAdded`. The emulator answers as the
+ *            schema says; the destination reads either spelling.)
+ *   DELETE /crm/v3/lists/{listId}/memberships                 → 204 (the list itself stays),
+ *          only for lists under 100,000 members (TRUNCATE_MAX_MEMBERS): 400 at or over it
  *   GET    /crm/v3/lists/{listId}/memberships?after=&limit=   → 200 {"results":[{"recordId","membershipTimestamp"}],
  *                                                                   "paging":{"next":{"after","link"}},"total"}
- *   GET    /crm/v3/lists/{listId}                             → 200 {"list":{"listId","name","processingType",
- *                                                                   "size","additionalProperties":{"hs_list_size"}}}
+ *   GET    /crm/v3/lists/{listId}                             → 200 {"list":{"listId","listVersion","name",
+ *                                                                   "objectTypeId","processingStatus","processingType","size"}}
  *
  * Records are CRM records that exist on their own: adding an id that does not exist is reported in
  * `recordIdsMissing` and ignored, as is re-adding a member. Only MANUAL and SNAPSHOT lists accept
  * membership changes. Rate limits are HubSpot's: a rolling ten-second window and a daily budget,
  * answered with 429 and a JSON body naming the policy (`TEN_SECONDLY_ROLLING`, `DAILY`) and, like
- * HubSpot, normally no Retry-After header. Every answer carries the X-HubSpot-RateLimit-* headers.
+ * HubSpot, normally no Retry-After header; the daily budget resets at midnight in the account's
+ * time zone. Every answer carries the X-HubSpot-RateLimit-* headers.
  */
+
+/** What this emulator does not do that HubSpot does (the contract above is all it knows). */
+export const NOT_EMULATED: readonly string[] = [
+  'Only the six routes above: no list creation, search, folders, filters, list deletion or restore through the API (lists are made with createList()).',
+  'DYNAMIC lists never change members by themselves (no filter evaluation); includeFilters is accepted and ignored, and no filterBranch is ever returned.',
+  'GET memberships pages forward only: the `before` token and `paging.prev` are not produced or honoured.',
+  'Paging tokens are the base64 of the last record id; HubSpot’s are opaque and differ.',
+  'HubSpot’s answer to DELETE memberships on a list of 100,000 members or more is not documented: the emulator answers 400 VALIDATION_ERROR quoting the spec’s sentence.',
+  'HubSpot publishes no cap on record ids per membership call; the emulator’s maxRecordsPerCall (default 100,000) is its own.',
+  'Membership changes are applied and visible at once; HubSpot may process large changes asynchronously (processingStatus other than COMPLETE is never reported).',
+  'Records are bare ids of one object type: no objectTypeId checks (adding a company id to a contact list is not refused).',
+  'Authentication is a single static private-app token: no OAuth, no scopes (403 MISSING_SCOPES is never answered), no token expiry.',
+  'Rate limits count every authenticated call of the emulator, whatever the app; HubSpot also counts other apps of the account and has separate search and burst limits not modelled here.',
+  'Error bodies follow the spec’s Error schema (message, correlationId, category, errors); HubSpot’s live errors also carry `status: "error"`, which that schema does not list.',
+];
 
 export type HubspotEndpoint = 'add' | 'remove' | 'addAndRemove' | 'deleteAll' | 'read' | 'getList';
 export type HubspotRatePolicy = 'TEN_SECONDLY_ROLLING' | 'DAILY';
@@ -79,6 +111,13 @@ export interface HubspotListEmulatorOptions {
   rateWindowMs?: number;
   /** Calls allowed per day; default 1,000,000. */
   dailyLimit?: number;
+  /** The account's time zone (IANA), where the daily budget resets at midnight; default UTC. */
+  accountTimeZone?: string;
+  /**
+   * Hold every request and answer to HubSpot's published spec (default true); false only for
+   * tests that need to send what HubSpot's spec does not describe.
+   */
+  specCheck?: boolean;
   /**
    * The CRM records that exist. Default: every positive integer id exists (except those removed
    * with `records.delete`); pass ids to make only those (and `records.add`ed ones) exist.
@@ -113,22 +152,48 @@ interface ListState {
   processingType: ProcessingType;
   /** record id → membership timestamp (ISO). */
   members: Map<string, string>;
+  /** The member ids in record id order, kept until the members change (see `changed`). */
+  sorted: string[] | null;
+  createdAt: string;
 }
 
 class BadRequest extends Error {}
 const notJson = () => new BadRequest('Invalid input JSON: the request body is not valid JSON.');
 
 const endpoints: HubspotEndpoint[] = ['add', 'remove', 'addAndRemove', 'deleteAll', 'read', 'getList'];
-const MAX_PAGE = 250;
+const SPEC_NAME = 'hubspot-list';
+
+/** Each emulator endpoint as the spec's `paths` spell it. */
+const SPEC_OPERATIONS: Record<HubspotEndpoint, string> = {
+  add: 'PUT /crm/v3/lists/{listId}/memberships/add',
+  remove: 'PUT /crm/v3/lists/{listId}/memberships/remove',
+  addAndRemove: 'PUT /crm/v3/lists/{listId}/memberships/add-and-remove',
+  deleteAll: 'DELETE /crm/v3/lists/{listId}/memberships',
+  read: 'GET /crm/v3/lists/{listId}/memberships',
+  getList: 'GET /crm/v3/lists/{listId}',
+};
+
+let specCheck: SpecCheck | undefined;
+/** Compiled once per process: every emulator started holds to the same document. */
+function hubspotSpec(): SpecCheck {
+  specCheck ??= openApiCheck({
+    document: 'test/vendor-specs/hubspot/crm-lists-v3.openapi.json',
+    operations: SPEC_OPERATIONS,
+  });
+  return specCheck;
+}
 
 export async function startHubspotListEmulator(
   options: HubspotListEmulatorOptions,
 ): Promise<HubspotListEmulator> {
   const now = options.now ?? Date.now;
   const maxRecords = options.maxRecordsPerCall ?? 100_000;
-  const tenSecondlyLimit = options.tenSecondlyLimit ?? 190;
-  const windowMs = options.rateWindowMs ?? 10_000;
-  const dailyLimit = options.dailyLimit ?? 1_000_000;
+  const truncateMax = TRUNCATE_MAX_MEMBERS;
+  const tenSecondlyLimit = options.tenSecondlyLimit ?? TEN_SECONDLY_LIMIT;
+  const windowMs = options.rateWindowMs ?? TEN_SECONDLY_WINDOW_MS;
+  const dailyLimit = options.dailyLimit ?? DAILY_LIMIT;
+  const timeZone = options.accountTimeZone ?? 'UTC';
+  const dayOf = dayIn(timeZone);
   const lists = new Map<string, ListState>();
   const knownRecords = options.recordIds ? new Set(options.recordIds) : null;
   const deletedRecords = new Set<string>();
@@ -183,14 +248,17 @@ export async function startHubspotListEmulator(
     if (!reading && faults.take('applyThenFail')) {
       return error(500, 'internal error', 'INTERNAL_ERROR');
     }
-    if (parsed.kind === 'change' && faults.take('bareAnswer')) return { status: 200, body: {} };
+    if (parsed.kind === 'change' && faults.take('bareAnswer')) {
+      // Off the spec on purpose (all three id lists are required): the fault is the test's intent.
+      return { status: 200, body: {}, offSpec: true };
+    }
     return reply;
   }
 
   /**
    * HubSpot counts every authenticated call against both budgets; a refused call counts for none.
    * The ten-second window rolls (unlike the fixed windows of the kit's limiter); the daily budget
-   * resets at midnight UTC.
+   * resets at midnight in the account's time zone.
    */
   function takeRateLimit(): Reply | undefined {
     const t = now();
@@ -207,7 +275,10 @@ export async function startHubspotListEmulator(
     return undefined;
   }
 
-  /** HubSpot's 429: the policy that was hit is named in the body; Retry-After only if injected. */
+  /**
+   * HubSpot's 429, as its API usage guidelines show it (https://developers.hubspot.com/docs/api/usage-details):
+   * the policy that was hit is named in the body; Retry-After only if injected.
+   */
   function rateLimited(policyName: HubspotRatePolicy, retryAfterSeconds?: number): Reply {
     stats.current.rateLimited[policyName]++;
     const daily = policyName === 'DAILY';
@@ -219,7 +290,7 @@ export async function startHubspotListEmulator(
         errorType: 'RATE_LIMIT',
         correlationId: randomUUID(),
         policyName,
-        groupName: `publicapi:private_app-api-calls-${daily ? 'daily' : 'ten-secondly'}`,
+        requestId: randomUUID(),
       },
       headers: retryAfterSeconds === undefined ? undefined : { 'retry-after': String(retryAfterSeconds) },
     };
@@ -261,13 +332,23 @@ export async function startHubspotListEmulator(
           if (!recordExists(id)) missing.push(id);
           else if (list.members.delete(id)) removed.push(id);
         }
+        if (added.length + removed.length > 0) list.sorted = null;
         return {
           status: 200,
           body: { recordIdsMissing: missing, recordIdsRemoved: removed, recordsIdsAdded: added },
         };
       }
       case 'deleteAll':
+        // "This endpoint only supports lists that have less than 100,000 memberships." (spec)
+        if (list.members.size >= truncateMax) {
+          return error(
+            400,
+            `List ${listId} has ${list.members.size} memberships: deleting all records only supports lists that have less than ${truncateMax.toLocaleString('en-US')} memberships.`,
+            'VALIDATION_ERROR',
+          );
+        }
         list.members.clear();
+        list.sorted = null;
         return { status: 204 };
       case 'read':
         return { status: 200, body: page(listId, list, request.after, request.limit) };
@@ -277,12 +358,13 @@ export async function startHubspotListEmulator(
           body: {
             list: {
               listId,
+              listVersion: 1,
               name: list.name,
-              processingType: list.processingType,
               objectTypeId: '0-1',
               processingStatus: 'COMPLETE',
+              processingType: list.processingType,
               size: list.members.size,
-              additionalProperties: { hs_list_size: String(list.members.size) },
+              createdAt: list.createdAt,
             },
           },
         };
@@ -290,9 +372,9 @@ export async function startHubspotListEmulator(
   }
 
   function page(listId: string, list: ListState, after: string | null, limit: number) {
-    const ids = [...list.members.keys()].sort(compareRecordIds);
-    const start = after === null ? 0 : ids.findIndex((id) => compareRecordIds(id, after) > 0);
-    const from = start === -1 ? ids.length : start;
+    list.sorted ??= [...list.members.keys()].sort(compareRecordIds);
+    const ids = list.sorted;
+    const from = after === null ? 0 : firstAfter(ids, after);
     const slice = ids.slice(from, from + limit);
     const results = slice.map((recordId) => ({ recordId, membershipTimestamp: list.members.get(recordId) }));
     const more = from + limit < ids.length;
@@ -312,6 +394,17 @@ export async function startHubspotListEmulator(
 
   const server = await startJsonServer(options, {
     handle,
+    ...(options.specCheck === false
+      ? {}
+      : {
+          spec: {
+            name: SPEC_NAME,
+            check: hubspotSpec(),
+            routes,
+            refuse: (problems: string[]) =>
+              error(400, `Invalid input: ${problems.join('; ')}`, 'VALIDATION_ERROR', problems),
+          },
+        }),
     stats,
     errorReply: (err) => error(500, String(err), 'INTERNAL_ERROR'),
     contentType: 'application/json;charset=utf-8',
@@ -321,12 +414,15 @@ export async function startHubspotListEmulator(
 
   return {
     ...server,
+    close: () => server.close(),
     createList: (listOptions = {}) => {
       const listId = String(nextListId++);
       lists.set(listId, {
         name: listOptions.name ?? `List ${listId}`,
         processingType: listOptions.processingType ?? 'MANUAL',
         members: new Map(),
+        sorted: null,
+        createdAt: new Date(now()).toISOString(),
       });
       return listId;
     },
@@ -335,7 +431,9 @@ export async function startHubspotListEmulator(
       const list = lists.get(listId);
       if (!list) throw new Error(`no list ${listId}: create it with createList() first`);
       list.members.clear();
-      for (const id of recordIds) list.members.set(id, new Date(now()).toISOString());
+      list.sorted = null;
+      const at = new Date(now()).toISOString();
+      for (const id of recordIds) list.members.set(id, at);
     },
     records: {
       add: (...ids) => {
@@ -347,7 +445,7 @@ export async function startHubspotListEmulator(
       delete: (...ids) => {
         for (const id of ids) {
           deletedRecords.add(id);
-          for (const list of lists.values()) list.members.delete(id);
+          for (const list of lists.values()) if (list.members.delete(id)) list.sorted = null;
         }
       },
       has: recordExists,
@@ -356,9 +454,20 @@ export async function startHubspotListEmulator(
   };
 }
 
-/** HubSpot's error body: status, message, correlationId and a category. */
-function error(status: number, message: string, category: string): Reply {
-  return { status, body: { status: 'error', message, correlationId: randomUUID(), category } };
+/**
+ * HubSpot's error body, as the spec's Error schema lists it: message, correlationId, category and,
+ * for a refused request, one ErrorDetail per problem.
+ */
+function error(status: number, message: string, category: string, details?: string[]): Reply {
+  return {
+    status,
+    body: {
+      message,
+      correlationId: randomUUID(),
+      category,
+      ...(details ? { errors: details.map((detail) => ({ message: detail })) } : {}),
+    },
+  };
 }
 
 function emptyStats(): HubspotEmulatorStats {
@@ -370,13 +479,32 @@ function emptyStats(): HubspotEmulatorStats {
   };
 }
 
-function dayOf(ms: number): string {
-  return new Date(ms).toISOString().slice(0, 10);
+/** The calendar day of an instant in `timeZone`, as YYYY-MM-DD. */
+function dayIn(timeZone: string): (ms: number) => string {
+  const format = new Intl.DateTimeFormat('en-CA', {
+    timeZone,
+    year: 'numeric',
+    month: '2-digit',
+    day: '2-digit',
+  });
+  return (ms) => format.format(ms);
 }
 
 /** Record ids are integers: order them numerically, as HubSpot pages memberships by record id. */
 function compareRecordIds(a: string, b: string): number {
   return a.length - b.length || (a < b ? -1 : a > b ? 1 : 0);
+}
+
+/** The index of the first id after `after` in ascending record id order (binary search). */
+function firstAfter(ids: string[], after: string): number {
+  let low = 0;
+  let high = ids.length;
+  while (low < high) {
+    const middle = (low + high) >>> 1;
+    if (compareRecordIds(ids[middle]!, after) > 0) high = middle;
+    else low = middle + 1;
+  }
+  return low;
 }
 
 /** Paging tokens are opaque to clients; inside, the last record id returned. */
@@ -466,22 +594,23 @@ function recordIds(value: unknown, field: string, maxRecords: number): string[] 
 }
 
 function pageQuery(query: URLSearchParams): { after: string | null; limit: number } {
-  const limitText = query.get('limit') ?? '100';
+  const limitText = query.get('limit') ?? String(MEMBERSHIPS_PAGE_DEFAULT);
   if (!/^\d+$/.test(limitText) || Number(limitText) < 1) {
     throw new BadRequest('limit must be a positive integer.');
   }
   const afterText = query.get('after');
   const after = afterText === null ? null : decodeAfter(afterText);
   if (afterText !== null && after === null) throw new BadRequest(`Invalid paging token: ${afterText}`);
-  // HubSpot documents 250 as the largest page.
-  return { after, limit: Math.min(Number(limitText), MAX_PAGE) };
+  // "The maximum `limit` is 250." (spec)
+  return { after, limit: Math.min(Number(limitText), MEMBERSHIPS_PAGE_MAX) };
 }
 
 /**
  * The shared destination contract suite's view of this emulator (test/connectors/contract.test.ts):
  * a fresh emulator and MANUAL list per start, record ids as keys (no attributes: membership calls
  * carry ids only), a deleted record HubSpot reports in recordIdsMissing, and the bare `{}` answer
- * that acknowledges no id.
+ * that acknowledges no id (off-spec on purpose — the schema requires all three id lists — so the
+ * answer is marked `offSpec` and not held to the spec).
  */
 export const contractHarness: ContractHarness = {
   type: 'hubspot-list',

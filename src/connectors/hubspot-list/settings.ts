@@ -19,7 +19,25 @@ export const hubspotListConfigSchema = z.object({
   recordsPerCall: z.number().int().min(1).max(100_000).default(10_000),
   /** Spacing of calls for this account (shared by every connector using the same token). */
   callsPerSecond: z.number().positive().max(100).default(10),
+  /**
+   * The HubSpot account's time zone (Settings > Account defaults), an IANA name: HubSpot resets
+   * the daily API limit at midnight there (https://developers.hubspot.com/apisbytier), so a run
+   * that used it up pauses until then.
+   */
+  accountTimeZone: z
+    .string()
+    .refine(isTimeZone, 'accountTimeZone must be an IANA time zone name, e.g. America/New_York')
+    .default('UTC'),
 });
+
+function isTimeZone(name: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: name });
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 export type HubspotListConfig = z.output<typeof hubspotListConfigSchema>;
 export type HubspotListConfigInput = z.input<typeof hubspotListConfigSchema>;

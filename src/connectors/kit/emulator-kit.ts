@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { setTimeout as delay } from 'node:timers/promises';
-import { recordSpecViolation, type SpecCheck, type SpecExchange } from './vendor-spec';
+import { countSpecChecked, recordSpecViolation, type SpecCheck, type SpecExchange } from './vendor-spec';
 
 /**
  * Shared plumbing for the vendor API emulators (http-list, HubSpot, Mailchimp, Meta, Google
@@ -19,6 +19,11 @@ export interface Reply {
   status: number;
   body?: unknown;
   headers?: Record<string, string>;
+  /**
+   * An answer a fault makes break the vendor's spec on purpose (a bare `{}` where the vendor
+   * always names what it did): not held to the spec. Only faults a test asks for set it.
+   */
+  offSpec?: true;
 }
 
 /** A request as handlers see it: the body already read whole. */
@@ -100,6 +105,7 @@ function refuseOffSpec(
   exchange: SpecExchange | undefined,
 ): Reply | undefined {
   if (!spec || !exchange) return undefined;
+  countSpecChecked(spec.name);
   const problems = spec.check.request(exchange);
   if (problems.length === 0) return undefined;
   recordSpecViolation({ emulator: spec.name, endpoint: exchange.endpoint, direction: 'request', problems });
@@ -107,7 +113,7 @@ function refuseOffSpec(
 }
 
 function checkAnswer(spec: EmulatorSpec | undefined, exchange: SpecExchange | undefined, reply: Reply): void {
-  if (!spec || !exchange) return;
+  if (!spec || !exchange || reply.offSpec) return;
   const problems = spec.check.response(exchange, { status: reply.status, body: reply.body });
   if (problems.length > 0) {
     recordSpecViolation({

@@ -54,11 +54,24 @@ export interface SpecViolation {
  * loaded through different module loaders (ESM and CJS), each with its own copy of this module.
  */
 const REGISTRY = Symbol.for('deltasync.specViolations');
-type Registry = { violations: SpecViolation[] };
+type Registry = { violations: SpecViolation[]; checked: Record<string, number> };
 
 function registry(): Registry {
   const holder = globalThis as unknown as Record<symbol, Registry | undefined>;
-  return (holder[REGISTRY] ??= { violations: [] });
+  const found = (holder[REGISTRY] ??= { violations: [], checked: {} });
+  found.checked ??= {};
+  return found;
+}
+
+/** Counts an exchange an emulator held to its spec (so tests can tell the check was on). */
+export function countSpecChecked(emulator: string): void {
+  const { checked } = registry();
+  checked[emulator] = (checked[emulator] ?? 0) + 1;
+}
+
+/** Exchanges checked so far, per emulator. */
+export function specCheckedExchanges(): Record<string, number> {
+  return { ...registry().checked };
 }
 
 export function recordSpecViolation(violation: SpecViolation): void {
@@ -204,7 +217,11 @@ function compileOperation(
   const responses = new Map<string, Validate | 'no content'>();
   for (const [status, answer] of Object.entries((operation.responses as Json) ?? {})) {
     const schema = jsonSchemaOf((resolve(doc, answer) as Json).content);
-    responses.set(status.toUpperCase(), schema ? compile(schema) : 'no content');
+    // 2XX-style ranges are matched upper-case; `default` stays as spelled.
+    responses.set(
+      status === 'default' ? status : status.toUpperCase(),
+      schema ? compile(schema) : 'no content',
+    );
   }
 
   const pattern = template.replace(/[.*+?^$()|[\]\\]/g, '\\$&').replace(/\{[^}]+\}/g, '[^/]+');
@@ -215,7 +232,9 @@ function compileOperation(
 /** The schema of a JSON media type among `content` (application/json, application/vnd.api+json, …). */
 function jsonSchemaOf(content: unknown): unknown {
   if (!content || typeof content !== 'object') return undefined;
-  const entry = Object.entries(content as Json).find(([type]) => /json/i.test(type));
+  const types = Object.entries(content as Json);
+  // A JSON media type, else a catch-all (HubSpot serves its Error document as */*).
+  const entry = types.find(([type]) => /json/i.test(type)) ?? types.find(([type]) => type === '*/*');
   return entry ? (entry[1] as Json).schema : undefined;
 }
 
