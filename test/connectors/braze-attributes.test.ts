@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import {
   brazeAttributesConfigSchema,
@@ -14,6 +16,14 @@ import {
   type BrazeEmulator,
   type BrazeEmulatorOptions,
 } from '../../src/connectors/braze-attributes/emulator';
+import {
+  BRAZE_SPEC_DOCUMENT,
+  MAX_OBJECTS_PER_REQUEST,
+  MAX_OBJECTS_PER_REQUEST_MAU_CY_24_25,
+  RATE_LIMIT,
+} from '../../src/connectors/braze-attributes/vendor-limits';
+import { openApiCheck, takeSpecViolations } from '../../src/connectors/kit/vendor-spec';
+import { projectRoot } from '../../src/paths';
 import { datasetMembers, refreshScenario } from '../helpers/destination-scenario';
 import { counted, countedFailure, testContext } from '../helpers/destination-context';
 import {
@@ -344,6 +354,31 @@ describe('braze-attributes wire format and answers', () => {
         body: { attributes: [{ external_id: 'u1', [FLAG]: null, _update_existing_only: true }] },
       },
     ]);
+    // Every body follows the fixture table of Braze's pages, the check() one included.
+    await dest.check();
+    const check = openApiCheck({
+      document: BRAZE_SPEC_DOCUMENT,
+      operations: { track: 'POST /users/track' },
+    });
+    for (const { body } of seen) {
+      const exchange = {
+        endpoint: 'track',
+        method: 'POST',
+        pathname: '/users/track',
+        query: new URLSearchParams(),
+        headers: {},
+        body,
+      };
+      assert.deepEqual(check.request(exchange), [], JSON.stringify(body));
+    }
+  });
+
+  test("'queued' (maintenance) from the emulator: 202 without counts, every object accepted and applied", async () => {
+    const { emu, dest } = await setup();
+    emu.faults.set({ queued: { calls: 1 } });
+    assert.deepEqual((await dest.add!(users(3))).rejected, []);
+    assert.equal(emu.members(FLAG).size, 3);
+    assert.equal(emu.stats().statuses[202], 1);
   });
 
   test("'queued' (maintenance) counts as accepted; an error that names no object refuses the batch", async () => {
@@ -408,32 +443,148 @@ describe('braze emulator', () => {
   });
 
   test('validates requests the way Braze documents', async () => {
+    // Behind the spec check (see below), the emulator's own checks answer as Braze does: an
+    // object without identifier is a non-fatal error, more than 75 objects a fatal 400.
+    const own = await startBrazeEmulator({ apiKey, specCheck: false });
+    try {
+      const track = (body: unknown) =>
+        fetch(`${own.url}/users/track`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+        });
+      const empty = await track({ attributes: [] });
+      assert.equal(empty.status, 400);
+      assert.match(((await empty.json()) as { message: string }).message, /Valid data must be provided/);
+      const partial = await track({ attributes: [{ first_name: 'no id' }, { external_id: 'b', y: true }] });
+      assert.deepEqual(await partial.json(), {
+        message: 'success',
+        attributes_processed: 1,
+        errors: [
+          {
+            type: "'external_id' or 'braze_id' or 'user_alias' or 'email' or 'phone' is required",
+            input_array: 'attributes',
+            index: 0,
+          },
+        ],
+      });
+      await startOfNextSecond();
+      const tooMany = await track({
+        attributes: Array.from({ length: 76 }, (_, i) => ({ external_id: `c${i}` })),
+      });
+      assert.equal(tooMany.status, 400);
+      assert.match(((await tooMany.json()) as { message: string }).message, /Max Input Length Exceeded/);
+      const combined = await track({
+        attributes: [{ external_id: 'd', x: 1 }],
+        events: Array.from({ length: 75 }, () => ({ external_id: 'd', name: 'e' })),
+      });
+      assert.equal(combined.status, 400, 'at most 75 objects across the three arrays');
+      own.faults.set({ serverError: { calls: 1 } });
+      assert.deepEqual(own.faults.get(), { serverError: { calls: 1 } });
+      own.faults.clear();
+      assert.deepEqual(own.faults.get(), {});
+    } finally {
+      await own.close();
+    }
+  });
+
+  test("refuses, 400, what Braze's pages do not document, before applying anything", async () => {
     await startOfNextSecond();
-    const empty = await track({ attributes: [] });
-    assert.equal(empty.status, 400);
-    assert.match(((await empty.json()) as { message: string }).message, /Valid data must be provided/);
-    const partial = await track({ attributes: [{ first_name: 'no id' }, { external_id: 'b', y: true }] });
-    assert.deepEqual(await partial.json(), {
-      message: 'success',
-      attributes_processed: 1,
-      errors: [
-        {
-          type: "'external_id' or 'braze_id' or 'user_alias' or 'email' or 'phone' is required",
-          input_array: 'attributes',
-          index: 0,
-        },
+    const refused = [
+      // api_key in the body: an old version of the page had it; the current one does not.
+      { api_key: apiKey, attributes: [{ external_id: 'e', x: 1 }] },
+      { attributes: [{ external_id: 'e', _update_existing_only: 'yes' }] },
+      { attributes: [{ first_name: 'no identifier' }] },
+      { attributes: Array.from({ length: 76 }, (_, i) => ({ external_id: `e${i}` })) },
+    ];
+    for (const body of refused) {
+      const answer = await track(body);
+      assert.equal(answer.status, 400, JSON.stringify(body).slice(0, 80));
+      const fatal = (await answer.json()) as { message: string; errors: string[] };
+      assert.equal(fatal.message, 'Bad Request');
+      assert.ok(fatal.errors.length > 0);
+    }
+    assert.equal(emu.users().get('e'), undefined, 'nothing applied');
+    const taken = takeSpecViolations();
+    assert.deepEqual(
+      taken.map((v) => [v.emulator, v.endpoint, v.direction]),
+      refused.map(() => ['braze-attributes', 'users/track', 'request']),
+    );
+    assert.match(taken[0]!.problems.join(), /field 'api_key' is not in the spec/);
+    assert.match(taken[1]!.problems.join(), /_update_existing_only: must be boolean/);
+    assert.match(taken[3]!.problems.join(), /must NOT have more than 75 items/);
+  });
+
+  test('email and phone beside an external_id are profile fields: stored, not taken as identifiers', async () => {
+    await startOfNextSecond();
+    const answer = await track({
+      attributes: [{ external_id: 'f', email: 'f@example.com', phone: '+15043277269', first_name: 'F' }],
+    });
+    assert.equal(answer.status, 201);
+    assert.deepEqual(emu.users().get('f'), {
+      email: 'f@example.com',
+      phone: '+15043277269',
+      first_name: 'F',
+    });
+  });
+
+  test('events and purchases are counted apart: events_processed, purchases_processed', async () => {
+    await startOfNextSecond();
+    const answer = await track({
+      events: [{ external_id: 'g', name: 'e', time: '2026-12-04T00:00:00Z' }],
+      purchases: [
+        { external_id: 'g', product_id: 'p', currency: 'USD', price: 1, time: '2026-12-04T00:00:00Z' },
+        { external_id: 'g', product_id: 'q', currency: 'USD', price: 2, time: '2026-12-04T00:00:00Z' },
       ],
     });
-    await startOfNextSecond();
-    const tooMany = await track({
-      attributes: Array.from({ length: 76 }, (_, i) => ({ external_id: `c${i}` })),
+    assert.deepEqual(await answer.json(), {
+      message: 'success',
+      events_processed: 1,
+      purchases_processed: 2,
     });
-    assert.equal(tooMany.status, 400);
-    assert.match(((await tooMany.json()) as { message: string }).message, /Max Input Length Exceeded/);
-    emu.faults.set({ serverError: { calls: 1 } });
-    assert.deepEqual(emu.faults.get(), { serverError: { calls: 1 } });
-    emu.faults.clear();
-    assert.deepEqual(emu.faults.get(), {});
+  });
+});
+
+describe("braze-attributes and the fixture table of Braze's reference pages", () => {
+  type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+  const doc = JSON.parse(readFileSync(path.join(projectRoot, BRAZE_SPEC_DOCUMENT), 'utf8')) as Json;
+  const operation = doc.paths['/users/track'].post as Json;
+  const limit = (name: string) => (operation['x-limits'] as Json[]).find((l) => l.name === name);
+
+  test('the limits in vendor-limits.ts are the ones the table cites', () => {
+    assert.equal(limit('objectsPerRequest')?.value, MAX_OBJECTS_PER_REQUEST);
+    assert.equal(
+      limit('objectsPerRequestMonthlyActiveUsersCY2425')?.value,
+      MAX_OBJECTS_PER_REQUEST_MAU_CY_24_25,
+    );
+    assert.deepEqual(
+      {
+        requests: limit('requestsPerWindow')?.value,
+        windowSeconds: limit('requestsPerWindow')?.windowSeconds,
+      },
+      RATE_LIMIT,
+    );
+    const request = doc.components.schemas.TrackRequest as Json;
+    for (const array of ['attributes', 'events', 'purchases'])
+      assert.equal(request.properties[array].maxItems, MAX_OBJECTS_PER_REQUEST);
+    // Each limit names its source, and each operation its page and retrieval date.
+    for (const l of operation['x-limits'] as Json[])
+      assert.match(String(l.source), /https:\/\/(www\.)?braze\.com\/docs\//);
+    assert.match(
+      operation.externalDocs.url as string,
+      /^https:\/\/www\.braze\.com\/docs\/api\/endpoints\/user_data\/post_user_track\/$/,
+    );
+    assert.equal(operation['x-retrieved'], '2026-12-04');
+    // The connector's settings are capped by them.
+    const base = {
+      type: 'braze-attributes',
+      restEndpoint: 'https://rest.iad-01.braze.com',
+      apiKeySecret: 'K',
+      membershipAttribute: 'in_x',
+    } as const;
+    const parsed = brazeAttributesConfigSchema.parse(base);
+    assert.equal(parsed.objectsPerRequest, MAX_OBJECTS_PER_REQUEST);
+    assert.equal(parsed.callsPerSecond, RATE_LIMIT.requests / RATE_LIMIT.windowSeconds);
   });
 });
 

@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { describe, test } from 'node:test';
 import {
   createMailchimpAudienceDestination,
@@ -19,6 +21,13 @@ import {
   type MailchimpEmulatorOptions,
   type MergeFieldDefinition,
 } from '../../src/connectors/mailchimp-audience/emulator';
+import {
+  MAILCHIMP_SPEC_DOCUMENT,
+  MAX_MEMBERS_PAGE,
+  MAX_MEMBERS_PER_BATCH,
+} from '../../src/connectors/mailchimp-audience/vendor-limits';
+import { openApiCheck, takeSpecViolations } from '../../src/connectors/kit/vendor-spec';
+import { projectRoot } from '../../src/paths';
 import { refreshScenario } from '../helpers/destination-scenario';
 import { counted, countedFailure, testContext } from '../helpers/destination-context';
 import { closeAfterEach, type DestinationSetup, fixedSecrets, rejection } from '../helpers/destinations';
@@ -489,6 +498,111 @@ describe('mailchimp-audience wire format and helpers', () => {
       'mergeFields.a',
       'recordsPerCall',
     ]);
+  });
+});
+
+describe("mailchimp-audience and Mailchimp's published OpenAPI document", () => {
+  type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+  const doc = JSON.parse(readFileSync(path.join(projectRoot, MAILCHIMP_SPEC_DOCUMENT), 'utf8')) as Json;
+  const batchOperation = doc.paths['/3.0/lists/{list_id}'].post as Json;
+  const batchBody = batchOperation.requestBody.content['application/json'].schema as Json;
+  const check = openApiCheck({
+    document: MAILCHIMP_SPEC_DOCUMENT,
+    operations: {
+      batch: 'POST /3.0/lists/{list_id}',
+      archive: 'DELETE /3.0/lists/{list_id}/members/{subscriber_hash}',
+      members: 'GET /3.0/lists/{list_id}/members',
+      list: 'GET /3.0/lists/{list_id}',
+    },
+  });
+
+  test('the limits in vendor-limits.ts are the ones the document states', () => {
+    const perCall = /Up to (\d+) members may be added or updated with each API call/.exec(
+      batchBody.properties.members.description as string,
+    );
+    assert.equal(Number(perCall?.[1]), MAX_MEMBERS_PER_BATCH);
+    const count = (doc.paths['/3.0/lists/{list_id}/members'].get.parameters as Json[]).find(
+      (p) => p.name === 'count',
+    );
+    assert.equal(count?.schema.maximum, MAX_MEMBERS_PAGE);
+    const base = { type: 'mailchimp-audience', listId: 'abc', apiKeySecret: 'K' } as const;
+    assert.equal(mailchimpAudienceConfigSchema.parse(base).recordsPerCall, MAX_MEMBERS_PER_BATCH);
+    assert.ok(!mailchimpAudienceConfigSchema.safeParse({ ...base, recordsPerCall: 501 }).success);
+  });
+
+  test('status_if_new is how the document sets a new member’s status without touching existing ones', () => {
+    const member = batchBody.properties.members.items as Json;
+    assert.deepEqual(member.anyOf, [{ required: ['status'] }, { required: ['status_if_new'] }]);
+    assert.match(member.properties.status_if_new.description as string, /if they are net new/);
+    assert.match(
+      batchBody.properties.update_existing.description as string,
+      /change existing members' subscription status/,
+    );
+    const exchange = (body: unknown) => ({
+      endpoint: 'batch',
+      method: 'POST',
+      pathname: '/3.0/lists/a1b2c3d4e5',
+      query: new URLSearchParams(),
+      headers: {},
+      body,
+    });
+    // What the connector sends (the wire-format test above pins it byte for byte) follows the
+    // document; a member with neither status nor status_if_new does not.
+    const sent = {
+      members: [{ email_address: 'A@x.com', status_if_new: 'subscribed', merge_fields: { FNAME: 'Ann' } }],
+      update_existing: true,
+    };
+    assert.deepEqual(check.request(exchange(sent)), []);
+    assert.match(
+      check.request(exchange({ members: [{ email_address: 'a@x.com' }] })).join(),
+      /required field 'status_if_new' is missing/,
+    );
+  });
+
+  test('the emulator refuses what the document does not list, 400 Invalid Resource, before acting on it', async () => {
+    const { emu, listId } = await setup();
+    const call = (method: string, url: string, body?: unknown) =>
+      fetch(`${emu.url}/3.0/lists/${listId}${url}`, {
+        method,
+        headers: { authorization: `Bearer ${apiKey}` },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+    const undocumented = await call('POST', '', {
+      members: [{ email_address: 'new@example.com', status_if_new: 'subscribed', source: 'crm' }],
+      update_existing: true,
+    });
+    assert.equal(undocumented.status, 400);
+    const problem = (await undocumented.json()) as { title: string; detail: string };
+    assert.equal(problem.title, 'Invalid Resource');
+    assert.match(problem.detail, /field 'source' is not in the spec/);
+    assert.equal(emu.contact(listId, 'new@example.com'), undefined, 'nothing applied');
+
+    const noStatus = await call('POST', '', { members: [{ email_address: 'new@example.com' }] });
+    assert.equal(noStatus.status, 400);
+    assert.equal(emu.contact(listId, 'new@example.com'), undefined);
+    assert.equal((await call('GET', '/members?status=subscribed,pending')).status, 400);
+    assert.equal((await call('GET', '/members?page=2')).status, 400);
+
+    const taken = takeSpecViolations();
+    assert.deepEqual(
+      taken.map((v) => [v.emulator, v.endpoint, v.direction]),
+      [
+        ['mailchimp-audience', 'batch', 'request'],
+        ['mailchimp-audience', 'batch', 'request'],
+        ['mailchimp-audience', 'members', 'request'],
+        ['mailchimp-audience', 'members', 'request'],
+      ],
+    );
+    assert.match(taken[3]!.problems.join(), /query parameter 'page' is not in the spec/);
+
+    // The documented request goes through, and so does its answer (checked too: a violation left
+    // untaken fails this file).
+    const documented = await call('POST', '', {
+      members: [{ email_address: 'new@example.com', status_if_new: 'pending' }],
+      update_existing: true,
+    });
+    assert.equal(documented.status, 200);
+    assert.equal(emu.contact(listId, 'new@example.com')?.status, 'pending');
   });
 });
 

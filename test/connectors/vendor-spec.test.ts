@@ -36,6 +36,15 @@ describe('openApiCheck', () => {
     );
   });
 
+  test("OAS 3.1's nullable object (oneOf: [{type: object}, {type: null}] beside properties) is closed by its properties", () => {
+    assert.deepEqual(check.request(exchange({ members: [], tags: { a: 'x' } })), []);
+    assert.deepEqual(check.request(exchange({ members: [], tags: null })), []);
+    assert.match(
+      check.request(exchange({ members: [], tags: { b: 'x' } })).join(),
+      /field 'b' is not in the spec/,
+    );
+  });
+
   test('a field the spec does not list is refused, also inside an allOf', () => {
     const problems = check.request(
       exchange({ members: [{ email: 'a@example.com', status_if_new: 'subscribed' }] }),

@@ -31,6 +31,12 @@ import {
  *   dataset attributes stay on the profile: they are the user's data, not the list's.
  * The answer `{ message: 'success', attributes_processed, errors: [{ type, input_array, index }] }`
  * is partial success: indexed objects are record-level rejections (see Acknowledgement below).
+ * Braze's pages document the items of `errors` only as "<minor error message>" objects
+ * (test/vendor-specs/braze/): `{ type, input_array, index }` is the shape Braze is seen to send.
+ * An error without that shape names no object, so the whole request counts as refused — never
+ * as accepted: with nothing documented to go on, the connector does not guess.
+ * Every field sent is one Braze's pages list (external_id, _update_existing_only, custom
+ * attributes, null to remove one), checked by the emulator against the fixture table.
  * No truncate, no list members: Braze's REST API cannot find users by attribute (only
  * `/users/export/segment` exports a dashboard segment, asynchronously, to files — not used here).
  *

@@ -10,7 +10,10 @@ import {
   type CommonFaults,
   type EmulatorRequest,
   type Reply,
+  type RouteTable,
 } from '../kit/emulator-kit';
+import { openApiCheck, type SpecCheck } from '../kit/vendor-spec';
+import { BRAZE_SPEC_DOCUMENT, MAX_OBJECTS_PER_REQUEST, RATE_LIMIT } from './vendor-limits';
 
 /**
  * An in-memory emulator of Braze's `POST /users/track` (attributes; events and purchases are
@@ -22,9 +25,31 @@ import {
  * never creates a user; a fixed 3,000-requests-per-3-seconds window answered with 429, and the
  * `X-RateLimit-Limit/Remaining/Reset` headers (reset in UTC epoch seconds) on every answer —
  * Braze documents no Retry-After. Users are identified by `external_id` only.
+ *
+ * Braze publishes no machine-readable spec; its reference pages are written out as an OpenAPI
+ * fixture table (test/vendor-specs/braze/, see SOURCE.md there), and every request and answer is
+ * checked against it: a field the pages do not list (outside the open set of custom attributes),
+ * a wrong type, more objects than the table allows, is refused 400 and recorded as a spec
+ * violation (kit/vendor-spec.ts). Limits are in vendor-limits.ts; what is left out, in NOT_EMULATED.
  */
 
 export const BRAZE_ENDPOINT = 'users/track';
+
+/**
+ * What this emulator does not do that Braze does (or may do): a connector passing here can still
+ * meet these in production.
+ */
+export const NOT_EMULATED: readonly string[] = [
+  'Users are found by external_id only: objects identified by braze_id, user_alias, email or phone alone are refused per object (Braze would look those users up, or create alias-only and email-only users).',
+  'Processing is synchronous and immediately visible; Braze queues /users/track data and reads of it are eventually consistent (10-100 ms usually, Braze advises up to 5 minutes between dependent calls).',
+  'Custom attribute semantics: values are stored as sent; {"inc": n}, {"add": [...]}/{"remove": [...]} array operations, nested custom attributes, date parsing, array truncation at 25 elements and the dropping of a whole nested attribute with an invalid value are not applied.',
+  'Profile fields (first_name, email_subscribe, push_tokens, subscription_groups, …) are stored as plain attributes: no subscription states, push tokens or e-mail/phone validation.',
+  'Events and purchases are counted (events_processed, purchases_processed) but not stored.',
+  'Non-fatal errors are shaped { type, input_array, index } as Braze is observed to send them; Braze documents them only as "<minor error message>", so real ones may differ.',
+  'Blocklisted ("dummy") external_ids, the per-object errors of Braze (invalid values, too-long strings) and 403 for a key without users.track or an inactive workspace: only injected ones (faults.reject).',
+  'Rate limits: one fixed 3-second window per emulator; the hourly limits and burst limits of Monthly Active Users - CY 24-25 contracts (and their 50-object requests, unless maxObjectsPerRequest is set) are not modelled.',
+  'Data points, user merges, /users/track/bulk and every other Braze endpoint (the connector calls only /users/track).',
+];
 
 export interface BrazeEmulatorFaults extends CommonFaults {
   /** A non-fatal error for this user's attribute object (the rest is processed), or null. */
@@ -34,6 +59,12 @@ export interface BrazeEmulatorFaults extends CommonFaults {
    * counted in `attributes_processed`, no error. A short acknowledgement, for the destination to see.
    */
   shortAck?: { calls: number };
+  /**
+   * The next `calls` requests meet Braze's maintenance mode: taken whole and answered
+   * 202 `{ message: 'queued' }` without counts ("received and queued ... but not immediately
+   * processed", https://www.braze.com/docs/api/errors/). Applied all the same.
+   */
+  queued?: { calls: number };
 }
 
 export interface BrazeEmulatorOptions {
@@ -41,10 +72,15 @@ export interface BrazeEmulatorOptions {
   host?: string;
   /** The REST API key clients must send as a bearer token. */
   apiKey: string;
-  /** Objects per request (default 75; 50 on Monthly Active Users CY 24-25 contracts). */
+  /** Objects per request (default 75; 50 on Monthly Active Users CY 24-25 contracts): vendor-limits.ts. */
   maxObjectsPerRequest?: number;
-  /** Requests per fixed window (default 3,000 per 3 s), or false for no limit. */
+  /** Requests per fixed window (default 3,000 per 3 s: vendor-limits.ts), or false for no limit. */
   rateLimit?: { requests: number; windowSeconds: number } | false;
+  /**
+   * Check every request and answer against the fixture table of Braze's reference pages (default
+   * true): off only for tests that must send what the table refuses before the emulator's own checks.
+   */
+  specCheck?: boolean;
 }
 
 export interface BrazeEmulatorStats {
@@ -78,16 +114,31 @@ export interface BrazeEmulator {
   };
 }
 
-/** Keys of an attributes object that steer the request instead of being stored. */
+/**
+ * Keys of an attributes object that identify the user or steer the request instead of being
+ * stored. `email` and `phone` identify a user only in an object without external_id (or braze_id,
+ * user_alias); beside an external_id they are profile fields like first_name, and stored.
+ */
 const CONTROL_KEYS = new Set([
   'external_id',
   'braze_id',
   'user_alias',
-  'email',
-  'phone',
   '_update_existing_only',
   'push_token_import',
 ]);
+
+/** The emulator's one endpoint as the fixture table's operation (see the spec check below). */
+const routes: RouteTable<typeof BRAZE_ENDPOINT> = [['POST', /^\/users\/track$/, BRAZE_ENDPOINT]];
+
+/** Compiled once per process: every emulator started shares it. */
+let specCheck: SpecCheck | undefined;
+function brazeSpecCheck(): SpecCheck {
+  specCheck ??= openApiCheck({
+    document: BRAZE_SPEC_DOCUMENT,
+    operations: { [BRAZE_ENDPOINT]: 'POST /users/track' },
+  });
+  return specCheck;
+}
 const NO_IDENTIFIER = "'external_id' or 'braze_id' or 'user_alias' or 'email' or 'phone' is required";
 
 class Fatal extends Error {
@@ -100,9 +151,8 @@ class Fatal extends Error {
 }
 
 export async function startBrazeEmulator(options: BrazeEmulatorOptions): Promise<BrazeEmulator> {
-  const maxObjects = options.maxObjectsPerRequest ?? 75;
-  const window =
-    options.rateLimit === false ? null : (options.rateLimit ?? { requests: 3000, windowSeconds: 3 });
+  const maxObjects = options.maxObjectsPerRequest ?? MAX_OBJECTS_PER_REQUEST;
+  const window = options.rateLimit === false ? null : (options.rateLimit ?? RATE_LIMIT);
   const limiter =
     window && new FixedWindowLimiter([{ limit: window.requests, ms: window.windowSeconds * 1000 }]);
   const users = new Map<string, Attributes>();
@@ -131,6 +181,7 @@ export async function startBrazeEmulator(options: BrazeEmulatorOptions): Promise
       if (faults.take('applyThenFail'))
         return withHeaders({ status: 500, body: { message: 'Internal Server Error' } });
       faults.succeeded();
+      if (faults.take('queued')) return withHeaders({ status: 202, body: { message: 'queued' } });
       return withHeaders(reply);
     } catch (err) {
       if (err instanceof Fatal)
@@ -146,7 +197,7 @@ export async function startBrazeEmulator(options: BrazeEmulatorOptions): Promise
       return {
         status: 429,
         body: { message: 'Rate Limited' },
-        headers: rateHeaders(window?.requests ?? 3000, 0, reset),
+        headers: rateHeaders(window?.requests ?? RATE_LIMIT.requests, 0, reset),
       };
     }
     const full = limiter?.take('workspace');
@@ -173,7 +224,8 @@ export async function startBrazeEmulator(options: BrazeEmulatorOptions): Promise
 
   interface TrackRequest {
     attributes: unknown[];
-    others: number;
+    events: number;
+    purchases: number;
   }
 
   function parseRequest(raw: string): TrackRequest {
@@ -194,7 +246,7 @@ export async function startBrazeEmulator(options: BrazeEmulatorOptions): Promise
         `Max Input Length Exceeded: at most ${maxObjects} objects per request, got ${total}`,
       );
     stats.current.attributesReceived += attributes!.length;
-    return { attributes: attributes!, others: events!.length + purchases!.length };
+    return { attributes: attributes!, events: events!.length, purchases: purchases!.length };
   }
 
   /** Applies each attribute object on its own: one bad object does not stop the others. */
@@ -213,7 +265,8 @@ export async function startBrazeEmulator(options: BrazeEmulatorOptions): Promise
       body: {
         message: 'success',
         ...(request.attributes.length ? { attributes_processed: processed } : {}),
-        ...(request.others ? { events_processed: request.others } : {}),
+        ...(request.events ? { events_processed: request.events } : {}),
+        ...(request.purchases ? { purchases_processed: request.purchases } : {}),
         ...(errors.length ? { errors } : {}),
       },
     };
@@ -245,7 +298,20 @@ export async function startBrazeEmulator(options: BrazeEmulatorOptions): Promise
   }
 
   return {
-    ...(await startJsonServer(options, { handle, stats })),
+    ...(await startJsonServer(options, {
+      handle,
+      stats,
+      spec:
+        options.specCheck === false
+          ? undefined
+          : {
+              name: 'braze-attributes',
+              check: brazeSpecCheck(),
+              routes,
+              // Braze's fatal error format: { message, errors }, 400 Bad Request.
+              refuse: (problems) => ({ status: 400, body: { message: 'Bad Request', errors: problems } }),
+            },
+    })),
     members: (membershipAttribute) => {
       const result = new Map<string, Attributes>();
       for (const [externalId, attributes] of users) {

@@ -1,9 +1,13 @@
 import { z } from 'zod';
 import { secretName, serviceUrl } from '../kit/index';
+import { MAX_OBJECTS_PER_REQUEST, RATE_LIMIT } from './vendor-limits';
 
 /** The settings of a `braze-attributes` destination: all that validating a connector needs. */
 
 export const BRAZE_TYPE = 'braze-attributes';
+
+/** Braze's window (3,000 requests per 3 seconds) as the worker's throttle counts it: per second. */
+const MAX_CALLS_PER_SECOND = RATE_LIMIT.requests / RATE_LIMIT.windowSeconds;
 
 /** Keys of an attributes object that identify the user or steer the request. */
 export const RESERVED_ATTRIBUTES = [
@@ -31,12 +35,13 @@ export const brazeAttributesConfigSchema = z.object({
       'membershipAttribute cannot be an identifier field',
     ),
   /**
-   * Attribute objects per request: 75, or 50 on Monthly Active Users CY 24-25 contracts. It is
-   * the destination's recordsPerCall: the engine never hands over a larger batch.
+   * Attribute objects per request: 75, or 50 on Monthly Active Users CY 24-25 contracts
+   * (vendor-limits.ts). It is the destination's recordsPerCall: the engine never hands over a
+   * larger batch.
    */
-  objectsPerRequest: z.number().int().min(1).max(75).default(75),
-  /** /users/track allows 3,000 requests per 3 seconds per workspace. */
-  callsPerSecond: z.number().positive().max(1000).default(1000),
+  objectsPerRequest: z.number().int().min(1).max(MAX_OBJECTS_PER_REQUEST).default(MAX_OBJECTS_PER_REQUEST),
+  /** /users/track allows 3,000 requests per 3 seconds per workspace (vendor-limits.ts). */
+  callsPerSecond: z.number().positive().max(MAX_CALLS_PER_SECOND).default(MAX_CALLS_PER_SECOND),
 });
 
 export type BrazeAttributesConfig = z.output<typeof brazeAttributesConfigSchema>;

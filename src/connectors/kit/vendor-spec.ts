@@ -272,7 +272,13 @@ const COMPOSITIONS = ['allOf', 'oneOf', 'anyOf'] as const;
  * `unevaluatedProperties: false` — except a part of an allOf, whose siblings hold the rest of the
  * object (the allOf itself is closed). A $ref back to itself accepts anything (no recursion).
  */
-function closeSchema(doc: Json, node: unknown, partOfAllOf: boolean, stack: Set<string>): unknown {
+function closeSchema(
+  doc: Json,
+  node: unknown,
+  partOfAllOf: boolean,
+  stack: Set<string>,
+  branch = false,
+): unknown {
   if (!node || typeof node !== 'object' || Array.isArray(node)) return node;
   let schema = node as Json;
   if (typeof schema.$ref === 'string') {
@@ -308,7 +314,9 @@ function closeSchema(doc: Json, node: unknown, partOfAllOf: boolean, stack: Set<
   }
   for (const key of COMPOSITIONS) {
     if (Array.isArray(schema[key])) {
-      schema[key] = (schema[key] as unknown[]).map((sub) => closeSchema(doc, sub, key === 'allOf', stack));
+      schema[key] = (schema[key] as unknown[]).map((sub) =>
+        closeSchema(doc, sub, key === 'allOf', stack, key !== 'allOf'),
+      );
     }
   }
   if (schema.not) schema.not = closeSchema(doc, schema.not, false, stack);
@@ -324,9 +332,17 @@ function closeSchema(doc: Json, node: unknown, partOfAllOf: boolean, stack: Set<
 
   const objectLike =
     schema.type === 'object' || schema.properties !== undefined || Array.isArray(schema.allOf);
+  // A oneOf/anyOf branch that only names a type (OAS 3.1's nullable idiom, `oneOf: [{type:
+  // object}, {type: null}]` beside `properties`) lists no fields: the schema around it does.
+  const typeOnlyBranch =
+    branch &&
+    schema.properties === undefined &&
+    schema.patternProperties === undefined &&
+    !COMPOSITIONS.some((key) => Array.isArray(schema[key]));
   if (
     objectLike &&
     !partOfAllOf &&
+    !typeOnlyBranch &&
     schema.additionalProperties === undefined &&
     schema.unevaluatedProperties === undefined
   ) {

@@ -19,6 +19,7 @@ import {
   mailchimpBaseUrl,
   type MailchimpAudienceConfigInput,
 } from './settings';
+import { MAX_MEMBERS_PAGE } from './vendor-limits';
 
 /**
  * `mailchimp-audience`: the members of a Mailchimp audience (Marketing API 3.0). The dataset key
@@ -41,6 +42,21 @@ import {
  * makes the worker's shared throttle hold every connector of the account under it, and a 429
  * that still happens is backed off exponentially.
  *
+ * Why `status_if_new` on the batch endpoint. The issue was that Mailchimp's generated client (the
+ * Swagger document behind @mailchimp/mailchimp_marketing 3.0.80) lists only `status` for batch
+ * members, so new contacts might get no status. Mailchimp's current OpenAPI document (the one its
+ * API reference and SDKs are generated from; extract and provenance in test/vendor-specs/mailchimp/)
+ * lists `status_if_new` on each batch member — "Subscriber's status udpated if they are net new"
+ * [sic] — and requires every member to carry `status` or `status_if_new` (an anyOf on the member).
+ * `update_existing` is "Whether this batch operation will change existing members' subscription
+ * status", which only a `status` can do. So `status_if_new` with `update_existing: true` and no
+ * `status` is the documented way to give new contacts a status without touching anyone else's:
+ * one call per 500 members. The other documented ways cost more: `status` with
+ * `update_existing: false` refuses every existing contact (ERROR_CONTACT_EXISTS), which then needs a
+ * second call each to update its merge fields; `PUT .../members/{subscriber_hash}` (which has
+ * `status_if_new` too) is one call per member; and `POST /3.0/batches` of such PUTs is
+ * asynchronous, answering per operation only in an archive to poll for and download.
+ *
  * Acknowledgement: per member. The batch answer lists every member it took, as `new_members` or
  * `updated_members` (with update_existing, an existing contact counts as updated), and every one
  * it refused, in `errors`; a member in none of them is not confirmed and stays pending. An archive
@@ -55,8 +71,6 @@ export const MAILCHIMP_ENDPOINTS = {
   members: 'GET lists/{list_id}/members',
 } as const;
 type EndpointName = (typeof MAILCHIMP_ENDPOINTS)[keyof typeof MAILCHIMP_ENDPOINTS];
-
-const MAX_PAGE = 1000;
 
 /** The id Mailchimp files a contact under: MD5 of the lower-cased address. */
 export function subscriberHash(email: string): string {
@@ -246,7 +260,7 @@ export function createMailchimpAudienceDestination(
 
     async listMembers(cursor: string | null, limit: number): Promise<MemberPage> {
       const offset = cursor === null ? 0 : Number(cursor);
-      const count = Math.max(1, Math.min(limit, MAX_PAGE));
+      const count = Math.max(1, Math.min(limit, MAX_MEMBERS_PAGE));
       const query = new URLSearchParams({
         count: String(count),
         offset: String(offset),

@@ -12,6 +12,13 @@ import {
   type Reply,
   type RouteTable,
 } from '../kit/emulator-kit';
+import { openApiCheck, type SpecCheck } from '../kit/vendor-spec';
+import {
+  MAILCHIMP_SPEC_DOCUMENT,
+  MAX_MEMBERS_PAGE,
+  MAX_MEMBERS_PER_BATCH,
+  MAX_SIMULTANEOUS_CONNECTIONS,
+} from './vendor-limits';
 
 /**
  * An in-memory Mailchimp Marketing API (audience members only), for tests, demos and users' own
@@ -34,7 +41,33 @@ import {
  * Member statuses: a new member gets `status` (or `status_if_new`); an existing one keeps its status
  * unless `status` is given, so an unsubscribed contact stays unsubscribed. Archiving sets status
  * `archived`; re-adding an archived contact brings it back like a new one.
+ *
+ * Held to Mailchimp's published OpenAPI document (test/vendor-specs/mailchimp/, see SOURCE.md):
+ * every request is checked against it before anything else, and one that carries a field the
+ * document does not list, lacks a required one (a batch member needs `status` or `status_if_new`)
+ * or sends an undeclared query parameter is refused 400 "Invalid Resource" and recorded as a spec
+ * violation (kit/vendor-spec.ts); every answer is checked too. So this emulator acts only on
+ * fields Mailchimp documents. The limits it enforces are in vendor-limits.ts; what it leaves out
+ * is in NOT_EMULATED below.
  */
+
+/**
+ * What this emulator does not do that Mailchimp does (or may do): a connector passing here can
+ * still meet these in production.
+ */
+export const NOT_EMULATED: readonly string[] = [
+  '`fields` and `exclude_fields` are accepted but ignored: answers always carry the whole (emulated) object.',
+  'Batch member fields other than email_address, status, status_if_new and merge_fields (email_type, interests, language, location, tags, vip, ip_*, timestamp_*) and the body field sync_tags pass the spec check but are neither stored nor acted on.',
+  'Merge fields: only `required` is enforced (with skip_merge_validation); Mailchimp also validates each type (number, date, birthday, address, phone, zip, url, dropdown choices).',
+  'E-mail validation is a shape check; Mailchimp also refuses fake, role-based and otherwise undeliverable addresses, and contacts it has cleaned.',
+  'Compliance states: Mailchimp refuses to re-subscribe, through the API, a contact who unsubscribed or was permanently deleted ("Member In Compliance State", "Forgotten Email Not Subscribed"); here only the status rules of status/status_if_new apply.',
+  'pending (double opt-in) sends no confirmation e-mail and never turns into subscribed; transactional and cleaned have no behaviour of their own.',
+  'GET members filters other than count, offset and status (since_*/before_*, vip_only, interest_*, sort_*, unique_email_id, email_type) are accepted but ignored.',
+  'Answered member objects carry id, email_address, status, merge_fields and list_id only (no stats, timestamps, unique_email_id, tags, location).',
+  'Authorization: any Basic user name with the API key as password, or the key as a Bearer token; OAuth tokens, data-centre mismatches and the bare 403 Mailchimp can answer under heavy throttling are not emulated.',
+  'POST /3.0/batches (asynchronous batch operations) and every other Marketing API endpoint: not emulated (the connector does not call them).',
+  "Mailchimp's 120-second request timeout and its answer times.",
+];
 
 export type MailchimpEndpoint = 'batch' | 'archive' | 'members' | 'list';
 export type MemberStatus =
@@ -93,10 +126,15 @@ export interface MailchimpEmulatorOptions {
   host?: string;
   /** The account's API key (`<32 hex>-us6`). */
   apiKey: string;
-  /** Simultaneous requests allowed per account; 10 at Mailchimp. */
+  /** Simultaneous requests allowed per account; 10 at Mailchimp (vendor-limits.ts). */
   maxConcurrent?: number;
-  /** Members per batch call; 500 at Mailchimp. */
+  /** Members per batch call; 500 at Mailchimp (vendor-limits.ts). */
   maxMembersPerCall?: number;
+  /**
+   * Check every request and answer against Mailchimp's published OpenAPI document (default true):
+   * off only for tests that must send what Mailchimp would refuse before the emulator's own checks.
+   */
+  specCheck?: boolean;
 }
 
 export interface MailchimpEmulator {
@@ -151,15 +189,32 @@ class Problem extends Error {
 
 const endpoints: MailchimpEndpoint[] = ['batch', 'archive', 'members', 'list'];
 const SETTABLE_STATUSES = ['subscribed', 'unsubscribed', 'cleaned', 'pending', 'transactional'];
-const MAX_PAGE = 1000;
+
+/**
+ * The emulator's endpoints as operations of Mailchimp's OpenAPI document. Compiled once per
+ * process: every emulator started shares it.
+ */
+let specCheck: SpecCheck | undefined;
+function mailchimpSpecCheck(): SpecCheck {
+  specCheck ??= openApiCheck({
+    document: MAILCHIMP_SPEC_DOCUMENT,
+    operations: {
+      batch: 'POST /3.0/lists/{list_id}',
+      archive: 'DELETE /3.0/lists/{list_id}/members/{subscriber_hash}',
+      members: 'GET /3.0/lists/{list_id}/members',
+      list: 'GET /3.0/lists/{list_id}',
+    } satisfies Record<MailchimpEndpoint, string>,
+  });
+  return specCheck;
+}
 
 export function subscriberHash(email: string): string {
   return createHash('md5').update(email.toLowerCase()).digest('hex');
 }
 
 export async function startMailchimpEmulator(options: MailchimpEmulatorOptions): Promise<MailchimpEmulator> {
-  const maxConcurrent = options.maxConcurrent ?? 10;
-  const maxMembers = options.maxMembersPerCall ?? 500;
+  const maxConcurrent = options.maxConcurrent ?? MAX_SIMULTANEOUS_CONNECTIONS;
+  const maxMembers = options.maxMembersPerCall ?? MAX_MEMBERS_PER_BATCH;
   const audiences = new Map<string, Audience>();
   const faults = new FaultBoard<MailchimpFaults>();
   const stats = new Counters(emptyStats);
@@ -332,11 +387,12 @@ export async function startMailchimpEmulator(options: MailchimpEmulatorOptions):
   }
 
   function membersPage(listId: string, list: Audience, query: URLSearchParams) {
-    const count = Math.min(pageNumber(query, 'count', 10), MAX_PAGE);
+    const count = Math.min(pageNumber(query, 'count', 10), MAX_MEMBERS_PAGE);
     const offset = pageNumber(query, 'offset', 0);
-    const statuses = query.get('status')?.split(',');
+    // One status (the document's `status` parameter is a single enum value).
+    const status = query.get('status');
     const matching = [...list.contacts.values()].filter((c) =>
-      statuses ? statuses.includes(c.status) : c.status !== 'archived',
+      status !== null ? c.status === status : c.status !== 'archived',
     );
     return {
       members: matching.slice(offset, offset + count).map((c) => ({ ...c, list_id: listId })),
@@ -353,6 +409,23 @@ export async function startMailchimpEmulator(options: MailchimpEmulatorOptions):
       errorReply: (err) =>
         problemReply(err instanceof Problem ? err : new Problem(500, 'Internal Server Error', String(err))),
       contentType: 'application/json; charset=utf-8',
+      spec:
+        options.specCheck === false
+          ? undefined
+          : {
+              name: 'mailchimp-audience',
+              check: mailchimpSpecCheck(),
+              routes,
+              // Mailchimp's answer to a body its schema refuses: 400 "Invalid Resource".
+              refuse: (problems) =>
+                problemReply(
+                  new Problem(
+                    400,
+                    'Invalid Resource',
+                    `The resource submitted could not be validated: ${problems.join('; ')}`,
+                  ),
+                ),
+            },
     })),
     createList: (listOptions = {}) => {
       const listId = randomUUID().replace(/-/g, '').slice(0, 10);

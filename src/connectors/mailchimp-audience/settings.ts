@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { secretName, serviceUrl } from '../kit/index';
+import { MAX_MEMBERS_PER_BATCH, MAX_SIMULTANEOUS_CONNECTIONS } from './vendor-limits';
 
 /** The settings of a `mailchimp-audience` destination: all that validating a connector needs. */
 
@@ -28,11 +29,16 @@ export const mailchimpAudienceConfigSchema = z.object({
   statusIfNew: z.enum(SETTABLE_STATUS).default('subscribed'),
   /**
    * Members per batch call (the destination's recordsPerCall: the engine never hands over more);
-   * Mailchimp accepts at most 500.
+   * Mailchimp accepts at most 500 (vendor-limits.ts).
    */
-  recordsPerCall: z.number().int().min(1).max(500).default(500),
-  /** Simultaneous connections for this account; Mailchimp allows 10. */
-  maxConcurrent: z.number().int().min(1).max(10).default(10),
+  recordsPerCall: z.number().int().min(1).max(MAX_MEMBERS_PER_BATCH).default(MAX_MEMBERS_PER_BATCH),
+  /** Simultaneous connections for this account; Mailchimp allows 10 (vendor-limits.ts). */
+  maxConcurrent: z
+    .number()
+    .int()
+    .min(1)
+    .max(MAX_SIMULTANEOUS_CONNECTIONS)
+    .default(MAX_SIMULTANEOUS_CONNECTIONS),
 });
 
 export type MailchimpAudienceConfig = z.output<typeof mailchimpAudienceConfigSchema>;
