@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
 import type http from 'node:http';
+import path from 'node:path';
 import { describe, test } from 'node:test';
 import type { ConnectorInput } from '../../src/core/connector';
 import { saveConnector } from '../../src/core/connector-store';
@@ -11,6 +13,14 @@ import {
   type GoogleCustomerMatchConfigInput,
 } from '../../src/connectors/google-customer-match/index';
 import { parseDuration } from '../../src/connectors/google-customer-match/ads-api';
+import {
+  GOOGLE_ADS_API_VERSION,
+  JOB_STATES,
+  MAX_IDENTIFIERS_PER_OPERATION,
+  MAX_IDENTIFIERS_PER_REQUEST,
+} from '../../src/connectors/google-customer-match/vendor-limits';
+import { takeSpecViolations } from '../../src/connectors/kit/vendor-spec';
+import { projectRoot } from '../../src/paths';
 import { createDestinationFactory } from '../../src/connectors/registry';
 import { createDestinationContext } from '../../src/connectors/kit/module';
 import { totalOf } from '../../src/core/api-calls';
@@ -24,6 +34,7 @@ import {
 import { normalizeEmail, normalizeName, sha256Hex } from '../../src/core/identifiers';
 import { listRuns } from '../../src/core/runs';
 import {
+  googleAdsSpec,
   startGoogleCustomerMatchEmulator,
   type CustomerMatchEmulator,
   type CustomerMatchEmulatorOptions,
@@ -283,18 +294,22 @@ describe('google-customer-match destination', () => {
     assert.equal(emu.members(LIST).size, 2);
   });
 
-  test('a batch whose jobs keep FAILING fails as a batch and applies nothing', async () => {
+  test('a batch whose jobs keep FAILING fails as a batch; what Google applied of it is sent again', async () => {
     const { emu, dest } = await setup({ maxJobAttempts: 2 });
-    emu.faults.set({ failJobs: { jobs: 5, reason: 'UNKNOWN' } });
-    const { error, tallies } = await countedFailure(() => dest.add(members('a@example.com')));
+    // Google: a FAILED job's "operations may have been successfully processed" — here the first.
+    emu.faults.set({ failJobs: { jobs: 5, reason: 'UNKNOWN', applyFirst: 1 } });
+    const { error, tallies } = await countedFailure(() =>
+      dest.add(members('a@example.com', 'b@example.com')),
+    );
     const err = error as DestinationError;
     assert.ok(err instanceof DestinationError);
     assert.equal(err.kind, 'batch', 'not fatal (the list is fine), not endless (a retry would fail alike)');
     assert.match(
       err.message,
-      /^google-customer-match: job .* ended FAILED \(failure reason UNKNOWN\) after 2 job\(s\); the batch was not applied$/,
+      /^google-customer-match: job .* ended FAILED \(failure reason UNKNOWN\) after 2 job\(s\); Google may have applied part of the batch, whose records stay pending and are sent again$/,
     );
-    assert.equal(emu.members(LIST).size, 0);
+    assert.doesNotMatch(err.message, /was not applied/);
+    assert.deepEqual(memberKeys(emu), hashes('a@example.com'), 'applied in part, as FAILED allows');
     assert.equal(emu.stats().jobs.failed, 2);
     // The poll that found the last job FAILED is the call that failed; the first job's was an answer.
     assert.equal(tallies['googleAds:search']!.failed, 1);
@@ -543,7 +558,7 @@ describe('google-customer-match destination', () => {
     assert.deepEqual(laterJob.operations, { create: 0, remove: 0, removeAll: 1 });
   });
 
-  test('a FAILED replacement job stops the refresh and leaves the list as it was', async () => {
+  test('a FAILED replacement job stops the refresh and says the list may be partly replaced', async () => {
     const { emu, dest } = await setup();
     await dest.add(members('old@example.com'));
     const { listId: job } = await dest.replaceList.create('refresh-43');
@@ -554,8 +569,14 @@ describe('google-customer-match destination', () => {
     assert.ok(err instanceof DestinationError);
     assert.equal(err.kind, 'fatal');
     assert.equal(totalOf(tallies).failed, 1, 'the poll that found the job FAILED');
-    assert.match(err.message, /replacement job .* ended FAILED .*keeps its previous members/);
-    assert.deepEqual(memberKeys(emu), hashes('old@example.com'));
+    // The job's first operation, remove_all, was processed before it failed: the old member is gone
+    // and the new one never came. Google allows exactly that of a FAILED job.
+    assert.deepEqual(memberKeys(emu), []);
+    assert.doesNotMatch(err.message, /keeps its previous members/);
+    assert.match(
+      err.message,
+      /replacement job .* ended FAILED \(failure reason UNKNOWN\); Google may have applied part of it, so the user list may hold neither the old nor the new members — run the refresh again/,
+    );
     const late = await rejection(dest.replaceList.forList(job).add!(members('late@example.com')));
     assert.equal(late.kind, 'fatal', 'a job that already ran cannot be filled');
     assert.match(late.message, /was already run; start a new list/);
@@ -688,7 +709,7 @@ describe('google-customer-match wire format', () => {
 
 describe('google-customer-match emulator', () => {
   async function raw(emu: CustomerMatchEmulator, path: string, body: unknown) {
-    const response = await fetch(`${emu.url}/v26/customers/${CUSTOMER}/${path}`, {
+    const response = await fetch(`${emu.url}/${GOOGLE_ADS_API_VERSION}/customers/${CUSTOMER}/${path}`, {
       method: 'POST',
       headers: { authorization: `Bearer ${ACCESS_TOKEN}`, 'developer-token': DEV_TOKEN },
       body: JSON.stringify(body),
@@ -770,6 +791,169 @@ describe('google-customer-match emulator', () => {
     assert.deepEqual(code(duplicate.body), { offlineUserDataJobError: 'EXTERNAL_UPDATE_ID_ALREADY_EXISTS' });
   });
 
+  test("holds every request to Google's protos: off-spec bodies get Google's 400 and fail the run", async () => {
+    const emu = track(
+      await startGoogleCustomerMatchEmulator({
+        developerToken: DEV_TOKEN,
+        accessToken: ACCESS_TOKEN,
+        userLists: { [CUSTOMER]: [LIST] },
+      }),
+    );
+    const job = {
+      type: 'CUSTOMER_MATCH_USER_LIST',
+      customerMatchUserListMetadata: { userList: `customers/${CUSTOMER}/userLists/${LIST}` },
+    };
+    const unknown = await raw(emu, 'offlineUserDataJobs:create', { job, partialFailure: true });
+    assert.equal(unknown.status, 400);
+    assert.equal(unknown.body.error.status, 'INVALID_ARGUMENT');
+    assert.equal(unknown.body.error.details[0]['@type'], 'type.googleapis.com/google.rpc.BadRequest');
+    assert.match(unknown.body.error.details[0].fieldViolations[0].description, /'partialFailure' is not in/);
+    const badEnum = await raw(emu, 'offlineUserDataJobs:create', { job: { ...job, type: 'CUSTOMER_MATCH' } });
+    assert.equal(badEnum.status, 400);
+    const jobName = jobPath(await newJob(emu));
+    const missing = await raw(emu, `${jobName}:addOperations`, { enablePartialFailure: true });
+    assert.equal(missing.status, 400);
+    assert.match(missing.body.error.message, /required field 'operations' is missing/);
+    const twoKinds = await raw(emu, `${jobName}:addOperations`, {
+      operations: [{ create: { userIdentifiers: [{ hashedEmail: emailHash('a@x.io') }] }, removeAll: true }],
+    });
+    assert.match(twoKinds.body.error.message, /more than one of oneof 'operation'/);
+
+    const violations = takeSpecViolations();
+    assert.deepEqual(
+      violations.map((v) => [v.emulator, v.endpoint, v.direction]),
+      [
+        ['google-customer-match', 'offlineUserDataJobs:create', 'request'],
+        ['google-customer-match', 'offlineUserDataJobs:create', 'request'],
+        ['google-customer-match', 'offlineUserDataJobs:addOperations', 'request'],
+        ['google-customer-match', 'offlineUserDataJobs:addOperations', 'request'],
+      ],
+    );
+    assert.equal(emu.jobs().length, 1, 'refused requests never reach the emulated API');
+  });
+
+  test('answers are held to the protos too: what the emulator used to send is off-spec', () => {
+    const exchange = (endpoint: string) => ({
+      endpoint,
+      method: 'POST',
+      pathname: `/${GOOGLE_ADS_API_VERSION}/customers/${CUSTOMER}/x`,
+      query: new URLSearchParams(),
+      headers: {},
+      body: {},
+    });
+    // SearchGoogleAdsResponse has no requestId (Google sends it as the request-id header).
+    assert.deepEqual(
+      googleAdsSpec().response(exchange('googleAds:search'), {
+        status: 200,
+        body: { results: [], fieldMask: 'offlineUserDataJob.status', requestId: 'r1' },
+      }),
+      [
+        `200 answer body: field 'requestId' is not in google.ads.googleads.${GOOGLE_ADS_API_VERSION}.services.SearchGoogleAdsResponse`,
+      ],
+    );
+    // partialFailureError is a google.rpc.Status: code, message, details; no status name.
+    const problems = googleAdsSpec().response(exchange('offlineUserDataJobs:addOperations'), {
+      status: 200,
+      body: { partialFailureError: { code: 3, message: 'm', status: 'INVALID_ARGUMENT', details: [] } },
+    });
+    assert.deepEqual(problems, [
+      "200 answer body.partialFailureError: field 'status' is not in google.rpc.Status",
+    ]);
+  });
+
+  test('serves the version of its protos only; other versions are not found', async () => {
+    const emu = track(
+      await startGoogleCustomerMatchEmulator({
+        developerToken: DEV_TOKEN,
+        accessToken: ACCESS_TOKEN,
+        userLists: { [CUSTOMER]: [LIST] },
+      }),
+    );
+    const response = await fetch(`${emu.url}/v26/customers/${CUSTOMER}/googleAds:search`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${ACCESS_TOKEN}`, 'developer-token': DEV_TOKEN },
+      body: JSON.stringify({ query: 'x' }),
+    });
+    assert.equal(response.status, 404);
+  });
+
+  test('job states PENDING → RUNNING → SUCCESS, read back by search; run answers an Operation', async () => {
+    const emu = track(
+      await startGoogleCustomerMatchEmulator({
+        developerToken: DEV_TOKEN,
+        accessToken: ACCESS_TOKEN,
+        userLists: { [CUSTOMER]: [LIST] },
+        runningPolls: 2,
+      }),
+    );
+    const job = await newJob(emu);
+    const status = async () =>
+      (
+        await raw(emu, 'googleAds:search', {
+          query: `SELECT offline_user_data_job.status FROM offline_user_data_job WHERE offline_user_data_job.resource_name = '${job}'`,
+        })
+      ).body.results[0].offlineUserDataJob.status as string;
+    const seen = [await status()];
+    await raw(emu, `${jobPath(job)}:addOperations`, { operations: [create('a@x.io')] });
+    const run = await raw(emu, `${jobPath(job)}:run`, {});
+    assert.equal(run.body.name, `customers/${CUSTOMER}/operations/${job.split('/').pop()}`);
+    assert.equal(
+      run.body.metadata['@type'],
+      `type.googleapis.com/google.ads.googleads.${GOOGLE_ADS_API_VERSION}.resources.OfflineUserDataJobMetadata`,
+    );
+    seen.push(await status(), await status(), await status());
+    assert.deepEqual(seen, ['PENDING', 'RUNNING', 'RUNNING', 'SUCCESS']);
+    assert.deepEqual(memberKeys(emu), hashes('a@x.io'));
+    assert.deepEqual([...JOB_STATES], ['PENDING', 'RUNNING', 'SUCCESS', 'FAILED']);
+  });
+
+  test("the limits are Google's: the constants say what the protos say, and the emulator holds them", async () => {
+    const specDir = path.join(
+      projectRoot,
+      `test/vendor-specs/google-ads/google/ads/googleads/${GOOGLE_ADS_API_VERSION}`,
+    );
+    const errors = readFileSync(path.join(specDir, 'errors/offline_user_data_job_error.proto'), 'utf8');
+    const sentence =
+      /Maximum number of user identifiers allowed per request is ([\d,]+) and per\s*\/\/\s*operation is (\d+)\.\s*TOO_MANY_USER_IDENTIFIERS/.exec(
+        errors.replace(/\n\s*/g, ' '),
+      );
+    assert.ok(sentence, 'the TOO_MANY_USER_IDENTIFIERS comment is where it was');
+    assert.equal(MAX_IDENTIFIERS_PER_REQUEST, Number(sentence[1]!.replace(/,/g, '')));
+    assert.equal(MAX_IDENTIFIERS_PER_OPERATION, Number(sentence[2]));
+    const statuses = readFileSync(path.join(specDir, 'enums/offline_user_data_job_status.proto'), 'utf8');
+    const states = [...statuses.matchAll(/^\s+([A-Z_]+) = \d+;/gm)].map((m) => m[1]);
+    assert.deepEqual(states, ['UNSPECIFIED', 'UNKNOWN', ...JOB_STATES]);
+
+    const emu = track(
+      await startGoogleCustomerMatchEmulator({
+        developerToken: DEV_TOKEN,
+        accessToken: ACCESS_TOKEN,
+        userLists: { [CUSTOMER]: [LIST] },
+      }),
+    );
+    const job = jobPath(await newJob(emu));
+    const person = (n: number) => ({
+      create: {
+        userIdentifiers: Array.from({ length: n }, (_, i) => ({ hashedEmail: emailHash(`p${i}@x.io`) })),
+      },
+    });
+    const perOperation = await raw(emu, `${job}:addOperations`, {
+      enablePartialFailure: true,
+      operations: [person(MAX_IDENTIFIERS_PER_OPERATION), person(MAX_IDENTIFIERS_PER_OPERATION + 1)],
+    });
+    assert.equal(perOperation.body.partialFailureError.details[0].errors.length, 1);
+    assert.deepEqual(perOperation.body.partialFailureError.details[0].errors[0].location, {
+      fieldPathElements: [{ fieldName: 'operations', index: 1 }],
+    });
+    const operations = Array.from(
+      { length: MAX_IDENTIFIERS_PER_REQUEST / MAX_IDENTIFIERS_PER_OPERATION + 1 },
+      () => person(MAX_IDENTIFIERS_PER_OPERATION),
+    );
+    const perRequest = await raw(emu, `${job}:addOperations`, { enablePartialFailure: true, operations });
+    assert.equal(perRequest.status, 400);
+    assert.deepEqual(code(perRequest.body), { offlineUserDataJobError: 'TOO_MANY_USER_IDENTIFIERS' });
+  });
+
   test('429s carry retryDelay in Google format; faults count down and clear', async () => {
     const emu = track(
       await startGoogleCustomerMatchEmulator({
@@ -799,6 +983,19 @@ describe('google-customer-match emulator', () => {
 });
 
 describe('google-customer-match config', () => {
+  test('the default API version is the one whose protos are in the repo (v26 has none published)', () => {
+    const versions = readdirSync(path.join(projectRoot, 'test/vendor-specs/google-ads/google/ads/googleads'));
+    assert.deepEqual(versions, [GOOGLE_ADS_API_VERSION]);
+    const parsed = googleCustomerMatchConfigSchema.parse({
+      type: 'google-customer-match',
+      customerId: '1234567890',
+      userListId: '42',
+      developerTokenSecret: 'D',
+      accessTokenSecret: 'A',
+    });
+    assert.equal(parsed.apiVersion, GOOGLE_ADS_API_VERSION);
+  });
+
   test('defaults, id normalisation and validation', () => {
     const parsed = googleCustomerMatchConfigSchema.parse({
       type: 'google-customer-match',
@@ -962,7 +1159,9 @@ describe('refresh workflow with google-customer-match (mysql)', () => {
       const [failed] = await listRuns(db, `default/${connector.id}`);
       assert.equal(failed!.status, 'failed');
       assert.equal(failed!.records_sent, 20, 'two of three batches delivered and committed');
-      assert.equal(emu.members(userListId).size, 20);
+      // The FAILED job applied half of its batch (Google: "Some operations may have been
+      // successfully processed"); the whole batch stays pending all the same.
+      assert.equal(emu.members(userListId).size, 25);
       const pending = await db('deltalog')
         .where({ connector_id: `default/${connector.id}` })
         .whereNull('committed_at');

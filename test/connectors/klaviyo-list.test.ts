@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
 import type http from 'node:http';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { realSleep, type RetryOptions } from '../../src/connectors/kit/http';
 import {
@@ -23,10 +25,26 @@ import {
   type Member,
 } from '../../src/core/destination';
 import {
+  klaviyoOperations,
+  klaviyoRateLimits,
+  klaviyoSpec,
   startKlaviyoEmulator,
   type KlaviyoEmulator,
   type KlaviyoEmulatorOptions,
 } from '../../src/connectors/klaviyo-list/emulator';
+import {
+  IMPORT_JOB_STATES,
+  IMPORT_PAYLOAD_MAX_BYTES,
+  KLAVIYO_REVISION,
+  PAGE_SIZE_DEFAULT,
+  PAGE_SIZE_MAX,
+  PROFILE_MAX_BYTES,
+  PROFILES_PER_IMPORT_JOB,
+  PROFILES_PER_MEMBERSHIP_CALL,
+  RATE_LIMITS,
+} from '../../src/connectors/klaviyo-list/vendor-limits';
+import { projectRoot } from '../../src/paths';
+import { takeSpecViolations } from '../../src/connectors/kit/vendor-spec';
 import { datasetMembers, refreshScenario } from '../helpers/destination-scenario';
 import { counted, countedFailure, testContext } from '../helpers/destination-context';
 import {
@@ -480,6 +498,17 @@ describe('klaviyo-list destination against the emulator', () => {
     assert.deepEqual(waits, [100, 200, 400, 300], 'doubling waits, the last one cut to the budget');
   });
 
+  test('a cancelled job fails its batch: nothing of it is counted as delivered', async () => {
+    const { emu, dest } = await setup();
+    emu.faults.set({ cancelJobs: { jobs: 1 } });
+    const err = await rejection(dest.add!(people(2)));
+    assert.equal(err.kind, 'batch');
+    assert.match(err.message, /bulk import job \w+ was cancelled in Klaviyo/);
+    assert.equal(emu.members(LIST).size, 0);
+    await dest.add!(people(2));
+    assert.equal(emu.members(LIST).size, 2, 'the next job goes through');
+  });
+
   test('truncate and new list + swap are not available', async () => {
     const { dest } = await setup();
     assert.equal(dest.truncate, undefined);
@@ -621,7 +650,13 @@ describe('klaviyo emulator', () => {
   test('answers JSON:API error documents: missing revision, bad page size, oversized job, bad field', async () => {
     const cases: [Promise<Response>, number, RegExp, string | undefined][] = [
       [request('GET', `/api/lists/${LIST}`, undefined, { revision: '' }), 400, /revision/, undefined],
-      [request('GET', `/api/lists/${LIST}/profiles?page[size]=101`), 400, /between 1 and 100/, undefined],
+      // The spec bounds page[size] (1–100): refused by the spec check, in Klaviyo's error format.
+      [
+        request('GET', `/api/lists/${LIST}/profiles?page[size]=101`),
+        400,
+        /page\[size\]': must be <= 100/,
+        undefined,
+      ],
       [
         request(
           'POST',
@@ -632,6 +667,7 @@ describe('klaviyo emulator', () => {
         /10000/,
         '/data/attributes/profiles/data',
       ],
+      // Refused by the spec check too (first_name is a string), pointing at the field.
       [
         request(
           'POST',
@@ -639,7 +675,7 @@ describe('klaviyo emulator', () => {
           job([{ type: 'profile', attributes: { email: 'a@b.co', first_name: 1 } }]),
         ),
         400,
-        /'first_name' must be a string/,
+        /first_name: must be string/,
         '/data/attributes/profiles/data/0/attributes/first_name',
       ],
       [request('GET', '/api/lists/Nope'), 404, /does not exist/, undefined],
@@ -654,12 +690,120 @@ describe('klaviyo emulator', () => {
       const answer = await response;
       assert.equal(answer.status, status);
       const { errors } = (await answer.json()) as {
-        errors: { status: number; code: string; detail: string; source?: { pointer?: string } }[];
+        errors: { code: string; detail: string; source?: { pointer?: string } }[];
       };
-      assert.equal(errors[0]!.status, status);
       assert.match(errors[0]!.detail, detail);
       assert.equal(errors[0]!.source?.pointer, pointer);
     }
+    assert.deepEqual(
+      takeSpecViolations().map((v) => [v.endpoint, v.direction]),
+      [
+        ['get_profiles_for_list', 'request'],
+        ['bulk_import_profiles', 'request'],
+      ],
+    );
+  });
+
+  test("holds requests to Klaviyo's spec: an undocumented field is refused with Klaviyo's 400 and fails the run", async () => {
+    const refused = await request(
+      'POST',
+      '/api/profile-bulk-import-jobs',
+      job([{ type: 'profile', attributes: { email: 'a@b.co', status_if_new: 'subscribed' } }]),
+    );
+    assert.equal(refused.status, 400);
+    const { errors } = (await refused.json()) as {
+      errors: { detail: string; source?: { pointer?: string } }[];
+    };
+    assert.match(errors[0]!.detail, /field 'status_if_new' is not in the spec/);
+    assert.equal(errors[0]!.source?.pointer, '/data/attributes/profiles/data/0/attributes');
+    const unknownQuery = await request('GET', `/api/lists/${LIST}?page[size]=5`);
+    assert.equal(unknownQuery.status, 400);
+    const noRevision = await fetch(`${emu.url}/api/lists/${LIST}`, {
+      headers: { authorization: `Klaviyo-API-Key ${apiKey}` },
+    });
+    assert.equal(noRevision.status, 400);
+    assert.deepEqual(
+      takeSpecViolations().map((v) => [v.endpoint, v.direction, v.problems.join('; ')]),
+      [
+        [
+          'bulk_import_profiles',
+          'request',
+          "request body at /data/attributes/profiles/data/0/attributes: field 'status_if_new' is not in the spec",
+        ],
+        ['get_list', 'request', "query parameter 'page[size]' is not in the spec"],
+        ['get_list', 'request', "header 'revision' is required"],
+      ],
+    );
+  });
+
+  test('answers are held to the spec too: what the emulator used to send is off-spec', () => {
+    const exchange = (endpoint: string, pathname: string) => ({
+      endpoint,
+      method: 'GET',
+      pathname,
+      query: new URLSearchParams(),
+      headers: { revision: KLAVIYO_REVISION },
+      body: undefined,
+    });
+    const members = exchange('get_profiles_for_list', `/api/lists/${LIST}/profiles`);
+    const self = 'http://127.0.0.1/api/lists/Y6nRLr/profiles/';
+    const member = {
+      type: 'profile',
+      id: '01K1',
+      attributes: { email: 'a@b.co', joined_group_at: '2026-12-04T00:00:00Z' },
+      links: { self: 'http://127.0.0.1/api/profiles/01K1/' },
+    };
+    assert.deepEqual(
+      klaviyoSpec().response(members, { status: 200, body: { data: [member], links: { self } } }),
+      [],
+    );
+    // CollectionLinks.next is a URI, not nullable: absent on the last page, not null.
+    assert.match(
+      klaviyoSpec()
+        .response(members, { status: 200, body: { data: [member], links: { self, next: null, prev: null } } })
+        .join(),
+      /links\/next: must be string/,
+    );
+    // joined_group_at is required in every list member.
+    const { joined_group_at: _, ...attributes } = member.attributes;
+    assert.match(
+      klaviyoSpec()
+        .response(members, { status: 200, body: { data: [{ ...member, attributes }] } })
+        .join(),
+      /required field 'joined_group_at' is missing/,
+    );
+    // Error objects carry id, code, title, detail and source; not status or meta.
+    const error = { id: 'e1', code: 'not_found', title: 'Not found.', detail: 'No list.' };
+    const list = exchange('get_list', `/api/lists/${LIST}`);
+    assert.deepEqual(klaviyoSpec().response(list, { status: 404, body: { errors: [error] } }), []);
+    assert.deepEqual(
+      klaviyoSpec().response(list, { status: 404, body: { errors: [{ ...error, status: 404, meta: {} }] } }),
+      [
+        "404 answer body at /errors/0: field 'status' is not in the spec",
+        "404 answer body at /errors/0: field 'meta' is not in the spec",
+      ],
+    );
+  });
+
+  test('jobs end cancelled when Klaviyo cancels them, applying nothing', async () => {
+    emu.faults.set({ cancelJobs: { jobs: 1 } });
+    const created = await request('POST', '/api/profile-bulk-import-jobs', {
+      data: {
+        ...job([{ type: 'profile', attributes: { email: 'c@x.io' } }]).data,
+        relationships: { lists: { data: [{ type: 'list', id: LIST }] } },
+      },
+    });
+    const { data } = (await created.json()) as { data: { id: string } };
+    const statuses: string[] = [];
+    for (let i = 0; i < 2; i++) {
+      const read = (await (await request('GET', `/api/profile-bulk-import-jobs/${data.id}`)).json()) as {
+        data: { attributes: { status: string } };
+      };
+      statuses.push(read.data.attributes.status);
+    }
+    assert.deepEqual(statuses, ['processing', 'cancelled']);
+    assert.equal(emu.members(LIST).has('c@x.io'), false);
+    assert.deepEqual(emu.faults.get(), {});
   });
 
   test('jobs are queued, then processing, then complete; nothing is applied before', async () => {
@@ -700,6 +844,96 @@ describe('klaviyo emulator', () => {
       (await request('DELETE', `/api/lists/${LIST}/relationships/profiles`, { data: [] })).status,
       204,
     );
+  });
+});
+
+describe("klaviyo-list: Klaviyo's published spec (revision 2026-04-15)", () => {
+  const specDir = path.join(projectRoot, 'test/vendor-specs/klaviyo/apis');
+  type Operation = {
+    description: string;
+    parameters?: { name: string; schema: { maximum?: number; default?: unknown } }[];
+    'x-klaviyo-ratelimit': { burst: string; steady: string };
+  };
+  const spec = (operation: string) => {
+    const doc = JSON.parse(readFileSync(path.join(specDir, `${operation}.json`), 'utf8')) as {
+      info: { version: string };
+      paths: Record<string, Record<string, Operation>>;
+      components: { schemas: Record<string, unknown> };
+    };
+    const [op] = Object.values(Object.values(doc.paths)[0]!);
+    return { doc, op: op! };
+  };
+  const perSecond = (text: string) => Number(/^(\d+)\/s$/.exec(text)![1]);
+  const perMinute = (text: string) => Number(/^(\d+)\/m$/.exec(text)![1]);
+
+  test('every operation the emulator serves is in the spec, at the revision the connector sends', () => {
+    assert.deepEqual(readdirSync(specDir).sort(), klaviyoOperations.map((op) => `${op}.json`).sort());
+    for (const operation of klaviyoOperations) {
+      assert.equal(spec(operation).doc.info.version, KLAVIYO_REVISION, operation);
+    }
+    const config = klaviyoListConfigSchema.parse({ type: 'klaviyo-list', listId: LIST, apiKeySecret: 'K' });
+    assert.equal(config.revision, KLAVIYO_REVISION);
+  });
+
+  test('rate limits: the constants, the emulator and the connector’s read quota are the spec’s', async () => {
+    for (const operation of klaviyoOperations) {
+      const published = spec(operation).op['x-klaviyo-ratelimit'];
+      const limits = { burst: perSecond(published.burst), steady: perMinute(published.steady) };
+      assert.deepEqual(RATE_LIMITS[operation], limits, operation);
+      assert.deepEqual(klaviyoRateLimits[operation], limits, `the emulator enforces ${operation}'s`);
+    }
+    // The connector reads the list and its profiles at the steady rate of those reads.
+    const seen: Limits[] = [];
+    const emu = track(await startKlaviyoEmulator({ apiKey, lists: [LIST], rateLimits: false }));
+    const dest = createKlaviyoListDestination(
+      { type: 'klaviyo-list', baseUrl: emu.url, listId: LIST, apiKeySecret: 'KLAVIYO_KEY' },
+      createDestinationContext({
+        secrets,
+        throttle: (account, limits, call) => {
+          if (account.endsWith(':reads')) seen.push(limits);
+          return call();
+        },
+      }),
+    );
+    await dest.check();
+    await dest.listMembers!(null, 10);
+    const steady = Math.min(RATE_LIMITS.get_list.steady, RATE_LIMITS.get_profiles_for_list.steady);
+    assert.deepEqual(
+      seen.map((limits) => limits.callsPerSecond),
+      [steady / 60, steady / 60],
+    );
+  });
+
+  test('sizes: profiles per job, payload, profile, membership calls and pages are the spec’s', () => {
+    const imports = spec('bulk_import_profiles').op.description;
+    const sizes =
+      /Accepts up to ([\d,]+) profiles per request\. The maximum allowed payload size is (\d+)MB\. The maximum allowed payload size per-profile is (\d+)KB\./.exec(
+        imports,
+      );
+    assert.ok(sizes, 'the bulk import limits are where they were');
+    assert.equal(PROFILES_PER_IMPORT_JOB, Number(sizes[1]!.replace(/,/g, '')));
+    assert.equal(IMPORT_PAYLOAD_MAX_BYTES, Number(sizes[2]) * 1_000_000);
+    assert.equal(PROFILE_MAX_BYTES, Number(sizes[3]) * 1000);
+    for (const operation of ['remove_profiles_from_list', 'add_profiles_to_list']) {
+      const max = /accepts a maximum of (\d+) profiles per call/.exec(spec(operation).op.description);
+      assert.equal(PROFILES_PER_MEMBERSHIP_CALL, Number(max?.[1]), operation);
+    }
+    for (const operation of ['get_profiles_for_list', 'get_errors_for_bulk_import_profiles_job']) {
+      const size = spec(operation).op.parameters!.find((p) => p.name === 'page[size]')!.schema;
+      assert.deepEqual([size.maximum, size.default], [PAGE_SIZE_MAX, PAGE_SIZE_DEFAULT], operation);
+    }
+    const job = spec('get_bulk_import_profiles_job').doc.components.schemas
+      .ProfileImportJobResponseObjectResource as {
+      properties: { attributes: { properties: { status: { enum: string[] } } } };
+    };
+    assert.deepEqual(job.properties.attributes.properties.status.enum, [...IMPORT_JOB_STATES]);
+    const config = klaviyoListConfigSchema.safeParse({
+      type: 'klaviyo-list',
+      listId: LIST,
+      apiKeySecret: 'K',
+      profilesPerJob: PROFILES_PER_IMPORT_JOB + 1,
+    });
+    assert.equal(config.success, false, 'no more profiles per job than Klaviyo takes');
   });
 });
 

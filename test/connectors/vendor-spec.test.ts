@@ -72,6 +72,10 @@ describe('openApiCheck', () => {
     );
     assert.match(check.request(exchange({ members: [] }, 'limit=ten')).join(), /query 'limit'/);
     assert.match(
+      check.request(exchange({ members: [] }, 'limit=101')).join(),
+      /query 'limit': must be <= 100/,
+    );
+    assert.match(
       check.request(exchange({ members: [] }, 'page=2')).join(),
       /query parameter 'page' is not in the spec/,
     );

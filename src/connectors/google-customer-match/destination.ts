@@ -54,7 +54,10 @@ import {
  * Acknowledgement: per operation, then per job. addOperations (partial failure mode) pins each
  * refused operation by index; a partialFailureError that pins none leaves its whole request
  * unacknowledged. What it took counts once the job ends SUCCESS, which applies all of it (Google
- * reports no per-record result); a FAILED job applies nothing and fails the batch.
+ * reports no per-record result). A FAILED job fails the batch; Google says "some operations may
+ * have been successfully processed" (enums/offline_user_data_job_status.proto), so part of it may
+ * be in the list: its records stay pending and are sent again, which adding or removing twice
+ * allows.
  */
 
 const SERVICE = GOOGLE_CUSTOMER_MATCH_TYPE;
@@ -159,10 +162,12 @@ export function createGoogleCustomerMatchDestination(
       if (done.status === 'SUCCESS') return { rejected };
       lastFailure = `job ${job} ended FAILED (failure reason ${done.failureReason ?? 'UNSPECIFIED'})`;
     }
-    // Nothing of this batch was applied: fail the batch, so the engine keeps every record pending
-    // and the run's success threshold decides. Retrying forever would fail alike.
+    // Google may have applied part of this batch (a FAILED job's operations "may have been
+    // successfully processed"), but not which part: fail the batch, so the engine keeps every
+    // record pending (sending them again is harmless) and the run's success threshold decides.
+    // Retrying forever would fail alike.
     throw new DestinationError(
-      `${SERVICE}: ${lastFailure} after ${config.maxJobAttempts} job(s); the batch was not applied`,
+      `${SERVICE}: ${lastFailure} after ${config.maxJobAttempts} job(s); Google may have applied part of the batch, whose records stay pending and are sent again`,
       'batch',
     );
   }
@@ -256,10 +261,12 @@ export function createGoogleCustomerMatchDestination(
         if (found.status === 'PENDING') await api.runJob(listId);
         const done = found.status === 'SUCCESS' ? found : await api.waitForJob(listId, 'fatal');
         if (done.status === 'FAILED') {
-          // A run job cannot be run again and its operations cannot be read back: the old members
-          // stay, and only a new create + fill can try again. Stop the refresh and say so.
+          // A run job cannot be run again and its operations cannot be read back. Google: "Some
+          // operations may have been successfully processed" — the remove_all that starts the job
+          // among them, perhaps. The list is then neither the old nor the new one, and only a new
+          // create + fill (a full refresh) can put it right. Stop the refresh and say so.
           throw new DestinationError(
-            `${SERVICE}: replacement job ${listId} ended FAILED (failure reason ${done.failureReason ?? 'UNSPECIFIED'}); the user list keeps its previous members — run the refresh again`,
+            `${SERVICE}: replacement job ${listId} ended FAILED (failure reason ${done.failureReason ?? 'UNSPECIFIED'}); Google may have applied part of it, so the user list may hold neither the old nor the new members — run the refresh again`,
             'fatal',
           );
         }

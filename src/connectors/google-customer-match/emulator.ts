@@ -14,6 +14,12 @@ import {
   type Reply,
   type RouteTable,
 } from '../kit/emulator-kit';
+import { protoCheck, type SpecCheck } from '../kit/vendor-spec';
+import {
+  GOOGLE_ADS_API_VERSION,
+  MAX_IDENTIFIERS_PER_OPERATION,
+  MAX_IDENTIFIERS_PER_REQUEST,
+} from './vendor-limits';
 
 /**
  * An in-memory Google Ads API (REST) for Customer Match uploads, for tests, the demo and users'
@@ -28,12 +34,33 @@ import {
  *                                                                 → {results: [{offlineUserDataJob}]}
  *                                             {query: "… FROM user_list WHERE …"} → {results: [{userList}]}
  *
- * Rules: at most 100,000 identifiers per addOperations request and 20 per operation; remove_all
- * only as the first operation of a job; creates and removes never in one job; no operations after
- * a job started; hashed identifiers must be SHA-256 hex; a job applies its operations at once, in
- * order, when it completes (after `runningPolls` searches have seen it RUNNING). Errors use
- * Google's format: google.rpc.Status with GoogleAdsFailure details.
+ * Rules: at most 100,000 identifiers per addOperations request and 20 per operation
+ * (./vendor-limits.ts); remove_all only as the first operation of a job; creates and removes never
+ * in one job; no operations after a job started; hashed identifiers must be SHA-256 hex; a job
+ * goes PENDING → RUNNING (run) → SUCCESS or FAILED, and applies its operations at once, in order,
+ * when it completes (after `runningPolls` searches have seen it RUNNING); a FAILED job may have
+ * applied some of them, as Google says it may. Errors use Google's format: the JSON error of
+ * Google's REST APIs with GoogleAdsFailure details (google.rpc.BadRequest for a body that is not
+ * the request message).
+ *
+ * Every request and answer is checked against Google's protos (test/vendor-specs/google-ads/, the
+ * v25 of google-ads-node@25.1.0): a field the protos do not have, a REQUIRED field missing, an
+ * enum value Google does not define fail the test run (kit/vendor-spec.ts). Only the API version of
+ * those protos is served; other versions answer 404 as a sunset version does.
  */
+
+/** What this emulator still does not do that the real API does (docs/connectors.md lists it too). */
+export const NOT_EMULATED: readonly string[] = [
+  'Match rates and real matching: a job applies identifiers as keys; nothing is matched to Google accounts, size_for_search is the exact member count (Google’s is an approximate, rounded count of matched users).',
+  'Processing time: a job completes after `runningPolls` searches, not after the minutes to hours (Google: "6 hours or more") a real job may take.',
+  'Which operations a FAILED job applied: it applies the first `applyFirst` (default half) of its operations; the real split is unknown and reported nowhere.',
+  'The long-running operation of RunOfflineUserDataJob cannot be polled (no OperationService GetOperation); job status is read through googleAds:search only, as the connector does.',
+  'GoogleAdsService.search knows only the two query shapes the connector sends (offline_user_data_job by resource_name or external_id, user_list by resource_name or id): no other GAQL, no paging, no page tokens.',
+  'validate_only, enable_warnings, enable_match_rate_range_preview, operation-level consent and user attributes are accepted as fields but have no effect.',
+  'Developer token access levels and their quotas (e.g. 15,000 operations a day with Basic access), and daily quota exhaustion: only the injected rateLimit fault answers RESOURCE_EXHAUSTED.',
+  'Customer Match policy checks: customer data terms not accepted, list types other than CRM_BASED contact info, consent requirements for EEA users.',
+  'mobile_id and third_party_user_id uploads (the lists here are CONTACT_INFO lists and refuse them as INCOMPATIBLE_UPLOAD_KEY_TYPE).',
+];
 
 export type CustomerMatchEndpoint =
   | 'offlineUserDataJobs:create'
@@ -74,8 +101,12 @@ export interface CustomerMatchEmulatorFaults {
   serverError?: { calls: number; status?: 500 | 503; endpoint?: CustomerMatchEndpoint };
   /** The next `calls` calls answer 409 ABORTED, databaseError CONCURRENT_MODIFICATION. */
   concurrentModification?: { calls: number; endpoint?: CustomerMatchEndpoint };
-  /** The next `jobs` jobs to complete end FAILED, applying nothing. */
-  failJobs?: { jobs: number; reason?: string };
+  /**
+   * The next `jobs` jobs to complete end FAILED. Google: "Some operations may have been
+   * successfully processed": each applies its first `applyFirst` operations (default: half of
+   * them, rounded down) before failing. `reason` is an OfflineUserDataJobFailureReason.
+   */
+  failJobs?: { jobs: number; reason?: string; applyFirst?: number };
   /** An OfflineUserDataJobError code to refuse one identifier with (partial failure), or null. */
   reject?: (identifier: UserIdentifier) => string | null;
   /**
@@ -121,12 +152,17 @@ export interface CustomerMatchEmulatorOptions {
   accessToken: string;
   /** Customer id → ids of its Customer Match user lists. Unknown customers get 403. */
   userLists?: Record<string, string[]>;
-  /** Google: 100,000 identifiers per addOperations request. */
+  /** Google: 100,000 identifiers per addOperations request (MAX_IDENTIFIERS_PER_REQUEST). */
   maxIdentifiersPerRequest?: number;
-  /** Google: 20 identifiers per operation (one person). */
+  /** Google: 20 identifiers per operation (one person) (MAX_IDENTIFIERS_PER_OPERATION). */
   maxIdentifiersPerOperation?: number;
   /** Searches that see a run job RUNNING before it completes; 0 completes it on run. Default 1. */
   runningPolls?: number;
+  /**
+   * Check every request and answer against Google's protos (default true): an off-spec request
+   * is refused with Google's 400 and recorded as a violation that fails the test run.
+   */
+  specCheck?: boolean;
 }
 
 export interface CustomerMatchEmulator {
@@ -206,8 +242,8 @@ const SHA256_HEX = /^[0-9a-fA-F]{64}$/;
 export async function startGoogleCustomerMatchEmulator(
   options: CustomerMatchEmulatorOptions,
 ): Promise<CustomerMatchEmulator> {
-  const maxPerRequest = options.maxIdentifiersPerRequest ?? 100_000;
-  const maxPerOperation = options.maxIdentifiersPerOperation ?? 20;
+  const maxPerRequest = options.maxIdentifiersPerRequest ?? MAX_IDENTIFIERS_PER_REQUEST;
+  const maxPerOperation = options.maxIdentifiersPerOperation ?? MAX_IDENTIFIERS_PER_OPERATION;
   const runningPolls = options.runningPolls ?? 1;
   /** customer id → user list id → members */
   const customers = new Map<string, Map<string, UserListStore>>();
@@ -243,7 +279,10 @@ export async function startGoogleCustomerMatchEmulator(
   async function handle(req: EmulatorRequest): Promise<Reply> {
     await faults.latency();
     const route = routeOf(req.method, req.url);
-    if (!route) return { status: 404, body: rpcError(404, 'v0', []) };
+    // A version Google does not serve (sunset, or not this emulator's) is not found at all.
+    if (!route || route.version !== GOOGLE_ADS_API_VERSION) {
+      return { status: 404, body: rpcError(404, GOOGLE_ADS_API_VERSION, []) };
+    }
     stats.current.calls[route.endpoint]++;
     log.push({ endpoint: route.endpoint, body: req.body });
     if (log.length > 1000) log = log.slice(-1000);
@@ -252,8 +291,9 @@ export async function startGoogleCustomerMatchEmulator(
       const injected = takeInjectedFault(route);
       if (injected) return injected;
       const body = parseBody(req.body);
-      return { status: 200, body: dispatch(route, body) };
+      return { status: 200, body: dispatch(route, body), headers: { 'request-id': requestId() } };
     } catch (err) {
+      if (err instanceof BadRequest) return badRequest([err.message]);
       if (err instanceof Refusal)
         return { status: err.status, body: rpcError(err.status, route.version, err.errors) };
       throw err;
@@ -500,19 +540,23 @@ export async function startGoogleCustomerMatchEmulator(
   function complete(job: Job) {
     // Counted in jobs, not calls, so not one for faults.take.
     const failJobs = faults.current.failJobs;
-    if (failJobs && failJobs.jobs > 0) {
+    const fails = failJobs !== undefined && failJobs.jobs > 0;
+    const applied = fails
+      ? job.operations.slice(0, failJobs.applyFirst ?? Math.floor(job.operations.length / 2))
+      : job.operations;
+    const list = listOf(job.userList);
+    for (const op of applied) {
+      if (op.kind === 'removeAll') list?.clear();
+      else if (op.kind === 'create') list?.upsert(op.identifiers);
+      else list?.remove(op.identifiers);
+    }
+    if (fails) {
       failJobs.jobs--;
       if (failJobs.jobs === 0) faults.clear('failJobs');
       job.status = 'FAILED';
       job.failureReason = failJobs.reason ?? 'UNKNOWN';
       stats.current.jobs.failed++;
       return;
-    }
-    const list = listOf(job.userList);
-    for (const op of job.operations) {
-      if (op.kind === 'removeAll') list?.clear();
-      else if (op.kind === 'create') list?.upsert(op.identifiers);
-      else list?.remove(op.identifiers);
     }
     job.status = 'SUCCESS';
     stats.current.jobs.succeeded++;
@@ -546,7 +590,6 @@ export async function startGoogleCustomerMatchEmulator(
         },
       })),
       fieldMask: 'offlineUserDataJob.resourceName,offlineUserDataJob.status,offlineUserDataJob.failureReason',
-      requestId: requestId(),
     };
   }
 
@@ -583,7 +626,6 @@ export async function startGoogleCustomerMatchEmulator(
           ]
         : [],
       fieldMask: 'userList.resourceName,userList.name,userList.type,userList.sizeForSearch',
-      requestId: requestId(),
     };
   }
 
@@ -591,8 +633,14 @@ export async function startGoogleCustomerMatchEmulator(
     ...(await startJsonServer(options, {
       handle,
       stats,
-      errorReply: (err) => ({ status: 500, body: { error: { code: 500, message: String(err) } } }),
+      errorReply: (err) => ({
+        status: 500,
+        body: { error: { code: 500, message: String(err), status: 'INTERNAL' } },
+      }),
       contentType: 'application/json; charset=UTF-8',
+      ...(options.specCheck === false
+        ? {}
+        : { spec: { name: 'google-customer-match', check: googleAdsSpec(), routes, refuse: badRequest } }),
     })),
     addUserList,
     members: (userListId) => findList(userListId)?.copy() ?? new Map(),
@@ -701,10 +749,80 @@ function routeOf(method: string, url: URL): Route | undefined {
 
 /** Google takes an empty body for an empty message; anything else must be a JSON object. */
 function parseBody(raw: string): Record<string, unknown> {
-  const invalid = () => refusal(400, 'requestError', 'BAD_REQUEST', 'Invalid JSON payload received.');
+  const invalid = () => new BadRequest('Invalid JSON payload received. Expected a JSON object.');
   const value = parseJson(raw === '' ? '{}' : raw, invalid);
   if (!value || typeof value !== 'object' || Array.isArray(value)) throw invalid();
   return value as Record<string, unknown>;
+}
+
+/** A body that is not the request message: Google answers before any Google Ads check runs. */
+class BadRequest extends Error {}
+
+/**
+ * Google's answer to a body that does not parse into the request message (unknown field, wrong
+ * type): 400 INVALID_ARGUMENT with google.rpc.BadRequest field violations, no GoogleAdsFailure.
+ */
+function badRequest(problems: string[]): Reply {
+  return {
+    status: 400,
+    body: {
+      error: {
+        code: 400,
+        message: `Invalid JSON payload received. ${problems.join('; ')}`,
+        status: 'INVALID_ARGUMENT',
+        details: [
+          {
+            '@type': 'type.googleapis.com/google.rpc.BadRequest',
+            fieldViolations: problems.map((description) => ({ description })),
+          },
+        ],
+      },
+    },
+  };
+}
+
+const V = `google.ads.googleads.${GOOGLE_ADS_API_VERSION}`;
+let spec: SpecCheck | undefined;
+
+/**
+ * Google's protos for the four calls (test/vendor-specs/google-ads/SOURCE.md), loaded once per
+ * process. Path-bound request fields (customer_id, resource_name) travel in the URL.
+ */
+export function googleAdsSpec(): SpecCheck {
+  return (spec ??= protoCheck({
+    root: 'test/vendor-specs/google-ads',
+    files: [
+      `google/ads/googleads/${GOOGLE_ADS_API_VERSION}/services/offline_user_data_job_service.proto`,
+      `google/ads/googleads/${GOOGLE_ADS_API_VERSION}/services/google_ads_service.proto`,
+      `google/ads/googleads/${GOOGLE_ADS_API_VERSION}/errors/errors.proto`,
+      'google/rpc/error_details.proto',
+      'design-guide/errors.proto',
+    ],
+    operations: {
+      'offlineUserDataJobs:create': {
+        request: `${V}.services.CreateOfflineUserDataJobRequest`,
+        response: `${V}.services.CreateOfflineUserDataJobResponse`,
+        pathFields: ['customer_id'],
+      },
+      'offlineUserDataJobs:addOperations': {
+        request: `${V}.services.AddOfflineUserDataJobOperationsRequest`,
+        response: `${V}.services.AddOfflineUserDataJobOperationsResponse`,
+        pathFields: ['resource_name'],
+      },
+      'offlineUserDataJobs:run': {
+        request: `${V}.services.RunOfflineUserDataJobRequest`,
+        response: 'google.longrunning.Operation',
+        pathFields: ['resource_name'],
+      },
+      'googleAds:search': {
+        request: `${V}.services.SearchGoogleAdsRequest`,
+        response: `${V}.services.SearchGoogleAdsResponse`,
+        pathFields: ['customer_id'],
+      },
+    },
+    // Google's JSON REST error: {"error": {code, message, status, details}} (API design guide).
+    errorResponse: 'apidesign.Error.Status',
+  }));
 }
 
 function objectField(value: Record<string, unknown>, field: string): Record<string, unknown> {
@@ -799,6 +917,10 @@ function refusal(status: number, family: string, code: string, message: string, 
   return new Refusal(status, [{ family, code, message, index }]);
 }
 
+/**
+ * A google.rpc.Status, as a partialFailureError carries it: the gRPC code number, the message and
+ * the GoogleAdsFailure details (google.rpc.Status has no `status` name; only the HTTP error has).
+ */
 function rpcStatus(httpStatus: number, version: string, errors: AdsError[]) {
   const [status, message] = RPC_STATUS[httpStatus] ?? ['UNKNOWN', 'Unknown error.'];
   const details =
@@ -811,13 +933,25 @@ function rpcStatus(httpStatus: number, version: string, errors: AdsError[]) {
             requestId: requestId(),
           },
         ];
-  // google.rpc.Code numbers, as a partialFailureError carries them.
-  const codes: Record<string, number> = { INVALID_ARGUMENT: 3, RESOURCE_EXHAUSTED: 8, ABORTED: 10 };
-  return { code: codes[status] ?? 2, message, status, details };
+  return { code: RPC_CODE[status] ?? 2, message, details };
 }
 
+/** google.rpc.Code numbers (test/vendor-specs/google-ads/google/rpc/code.proto). */
+const RPC_CODE: Record<string, number> = {
+  INVALID_ARGUMENT: 3,
+  NOT_FOUND: 5,
+  PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8,
+  ABORTED: 10,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+  UNAUTHENTICATED: 16,
+};
+
+/** Google's JSON REST error: the HTTP status code and the google.rpc.Code name. */
 function rpcError(httpStatus: number, version: string, errors: AdsError[]) {
-  const { message, status, details } = rpcStatus(httpStatus, version, errors);
+  const [status] = RPC_STATUS[httpStatus] ?? ['UNKNOWN'];
+  const { message, details } = rpcStatus(httpStatus, version, errors);
   return { error: { code: httpStatus, message, status, ...(details.length ? { details } : {}) } };
 }
 

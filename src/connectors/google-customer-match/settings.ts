@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { secretName, serviceUrl } from '../kit/index';
+import { GOOGLE_ADS_API_VERSION, MAX_IDENTIFIERS_PER_REQUEST } from './vendor-limits';
 
 /** The settings of a `google-customer-match` destination: all that validating a connector needs. */
 
@@ -45,18 +46,27 @@ export const googleCustomerMatchConfigSchema = z.object({
   /** Consent for the uploaded data, set on jobs that add members (Google asks for it since v15). */
   consent: z.object({ adUserData: consentStatus, adPersonalization: consentStatus }).optional(),
   baseUrl: serviceUrl('baseUrl').default(GOOGLE_ADS_BASE_URL),
-  /** REST version. Paths checked against the v17 service definition; request fields unchanged through v26. */
+  /**
+   * REST version. The default is the version whose protos the repository holds and the emulator
+   * checks every request against (vendor-limits.ts; test/vendor-specs/google-ads/). Another
+   * version works as long as Google serves it and the request fields are unchanged there.
+   */
   apiVersion: z
     .string()
     .regex(/^v\d+$/)
-    .default('v26'),
+    .default(GOOGLE_ADS_API_VERSION),
   /** Records per engine batch, i.e. per job. Google prefers few large jobs to many small ones. */
   recordsPerCall: z.number().int().min(1).max(1_000_000).default(100_000),
   /**
-   * Identifiers per addOperations request: Google's limit is 100,000. A job (one batch) takes as
-   * many addOperations requests as its identifiers need.
+   * Identifiers per addOperations request: Google's limit is 100,000 (vendor-limits.ts). A job
+   * (one batch) takes as many addOperations requests as its identifiers need.
    */
-  identifiersPerRequest: z.number().int().min(1).max(100_000).default(100_000),
+  identifiersPerRequest: z
+    .number()
+    .int()
+    .min(1)
+    .max(MAX_IDENTIFIERS_PER_REQUEST)
+    .default(MAX_IDENTIFIERS_PER_REQUEST),
   callsPerSecond: z.number().positive().optional(),
   /**
    * Jobs tried per batch when one ends FAILED. Google gives no actionable reason for a failed

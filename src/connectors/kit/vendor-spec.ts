@@ -102,7 +102,7 @@ interface AjvError {
 
 interface OperationCheck {
   template: RegExp;
-  queryParams: Map<string, { required: boolean; validate: Validate }>;
+  queryParams: Map<string, { required: boolean; schema: Json; explode: boolean; validate: Validate }>;
   requiredHeaders: string[];
   body?: { required: boolean; validate?: Validate };
   responses: Map<string, Validate | 'no content'>;
@@ -142,7 +142,11 @@ export function openApiCheck(options: {
           continue;
         }
         const values = exchange.query.getAll(name);
-        const value = values.length > 1 ? values : values[0];
+        // An array not exploded comes as one comma-separated value (Klaviyo's fields[profile]).
+        const texts =
+          param.schema.type === 'array' && !param.explode ? values.flatMap((v) => v.split(',')) : values;
+        const typed = texts.map((text) => queryValue(text, param.schema));
+        const value = param.schema.type === 'array' ? typed : typed.length > 1 ? typed : typed[0];
         if (!param.validate(value)) problems.push(...explain(`query '${name}'`, param.validate));
       }
       for (const [name, param] of check.queryParams) {
@@ -193,14 +197,21 @@ function compileOperation(
     ...((pathItem.parameters as unknown[]) ?? []),
     ...((operation.parameters as unknown[]) ?? []),
   ].map((p) => resolve(doc, p) as Json);
-  const queryParams = new Map<string, { required: boolean; validate: Validate }>();
+  const queryParams = new Map<
+    string,
+    { required: boolean; schema: Json; explode: boolean; validate: Validate }
+  >();
   const requiredHeaders: string[] = [];
   for (const param of parameters) {
     const name = String(param.name);
     if (param.in === 'query') {
+      const schema = resolve(doc, param.schema ?? {}) as Json;
       queryParams.set(name, {
         required: param.required === true,
-        validate: compile(queryValueSchema(resolve(doc, param.schema ?? {}) as Json)),
+        schema,
+        // OpenAPI's default for query parameters: style form, exploded.
+        explode: param.explode !== undefined ? param.explode === true : (param.style ?? 'form') === 'form',
+        validate: compile(schema),
       });
     } else if (param.in === 'header' && param.required === true) {
       requiredHeaders.push(name.toLowerCase());
@@ -238,13 +249,15 @@ function jsonSchemaOf(content: unknown): unknown {
   return entry ? (entry[1] as Json).schema : undefined;
 }
 
-/** Query values arrive as strings: numbers and booleans are compared as their text. */
-function queryValueSchema(schema: Json): Json {
-  if (schema.type === 'integer') return { type: 'string', pattern: '^-?\\d+$' };
-  if (schema.type === 'number') return { type: 'string', pattern: '^-?\\d+(\\.\\d+)?$' };
-  if (schema.type === 'boolean') return { type: 'string', enum: ['true', 'false'] };
-  if (schema.type === 'array') return { anyOf: [schema.items ?? {}, schema] };
-  return schema;
+/**
+ * Query values arrive as strings: a numeric or boolean parameter is checked as the number or
+ * boolean its text spells (bounds included), and text that spells none fails the type.
+ */
+function queryValue(text: string, schema: Json): unknown {
+  const type = schema.type ?? (schema.items as Json | undefined)?.type;
+  if ((type === 'integer' || type === 'number') && /^-?\d+(\.\d+)?$/.test(text)) return Number(text);
+  if (type === 'boolean' && (text === 'true' || text === 'false')) return text === 'true';
+  return text;
 }
 
 function resolve(doc: Json, node: unknown): unknown {
@@ -266,6 +279,26 @@ function pointer(doc: Json, ref: string): unknown {
 
 const COMPOSITIONS = ['allOf', 'oneOf', 'anyOf'] as const;
 
+/** Two schemas of one object as one: their properties merged name by name, their required joined. */
+function mergeParts(doc: Json, a: unknown, b: unknown): Json {
+  const left = resolve(doc, a) as Json;
+  const right = resolve(doc, b) as Json;
+  const merged: Json = { ...left, ...right };
+  if (left.properties || right.properties) {
+    const properties: Json = { ...((left.properties as Json) ?? {}) };
+    for (const [name, sub] of Object.entries((right.properties as Json) ?? {})) {
+      properties[name] = name in properties ? mergeParts(doc, properties[name], sub) : sub;
+    }
+    merged.properties = properties;
+  }
+  if (left.required || right.required) {
+    merged.required = [
+      ...new Set([...((left.required as string[]) ?? []), ...((right.required as string[]) ?? [])]),
+    ];
+  }
+  return merged;
+}
+
 /**
  * An OpenAPI schema as a closed JSON Schema (2020-12), $refs inlined: `nullable` becomes a null
  * type, and every object schema that does not say `additionalProperties` gets
@@ -284,9 +317,17 @@ function closeSchema(
   if (typeof schema.$ref === 'string') {
     const ref = schema.$ref;
     if (stack.has(ref)) return {};
-    return closeSchema(doc, pointer(doc, ref), partOfAllOf, new Set([...stack, ref]));
+    const target = closeSchema(doc, pointer(doc, ref), partOfAllOf, new Set([...stack, ref]));
+    // Klaviyo writes `nullable: true` beside a $ref (OAS 3.0 ignores siblings; its intent is clear).
+    return schema.nullable === true ? { anyOf: [target, { type: 'null' }] } : target;
   }
   schema = { ...schema };
+  if (Array.isArray(schema.allOf)) {
+    // The parts of an allOf describe one object together, at every depth (Klaviyo's resources
+    // extend `attributes` part by part): merged into one schema, which is then closed as a whole.
+    const { allOf, ...rest } = schema;
+    schema = (allOf as unknown[]).reduce<Json>((merged, part) => mergeParts(doc, merged, part), rest);
+  }
   for (const key of [
     'discriminator',
     'example',

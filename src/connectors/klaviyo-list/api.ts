@@ -4,6 +4,7 @@ import { lazySecret, parseAnswer } from '../kit/index';
 import type { DestinationContext } from '../kit/module';
 import { DestinationError, type Limits } from '../../core/destination';
 import { KLAVIYO_TYPE, type KlaviyoListConfig } from './settings';
+import { PAGE_SIZE_MAX, RATE_LIMITS } from './vendor-limits';
 
 /**
  * The parts of Klaviyo's JSON:API (revision-pinned) that keep a list in sync, as calls: the list,
@@ -30,10 +31,14 @@ export interface KlaviyoJobOptions {
   sleep?: Sleep;
 }
 
-/** Reads (get_list, get_profiles_for_list) have their own, larger quota: 75/s burst, 700/min. */
-const READ_CALLS_PER_SECOND = 700 / 60;
+/**
+ * Reads (get_list, get_profiles_for_list) have their own, larger quota: 75/s burst, 750/min each
+ * (their x-klaviyo-ratelimit, vendor-limits.ts).
+ */
+const READ_CALLS_PER_SECOND =
+  Math.min(RATE_LIMITS.get_list.steady, RATE_LIMITS.get_profiles_for_list.steady) / 60;
 /** Profiles per page of get_profiles_for_list: Klaviyo's maximum. */
-export const PROFILES_PAGE = 100;
+export const PROFILES_PAGE = PAGE_SIZE_MAX;
 
 const READS = new Set<Operation>(['get_list', 'get_profiles_for_list']);
 const JOB_OPERATIONS = new Set<Operation>([

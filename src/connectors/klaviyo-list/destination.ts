@@ -19,6 +19,7 @@ import {
   type KlaviyoJobOptions,
 } from './api';
 import { KLAVIYO_TYPE, klaviyoListConfigSchema, type KlaviyoListConfigInput } from './settings';
+import { IMPORT_PAYLOAD_MAX_BYTES, PROFILE_MAX_BYTES, PROFILES_PER_MEMBERSHIP_CALL } from './vendor-limits';
 
 /**
  * `klaviyo-list`: a Klaviyo list whose members are profiles keyed by e-mail (the dataset key is
@@ -68,7 +69,7 @@ export interface KlaviyoListOptions extends KlaviyoJobOptions {
   maxIsolationSplits?: number;
 }
 
-const MAX_PROFILE_BYTES = 100_000;
+const MAX_PROFILE_BYTES = PROFILE_MAX_BYTES;
 /** Room for the job document around the profiles. */
 const ENVELOPE_BYTES = 1024;
 /**
@@ -80,7 +81,7 @@ export const PROFILE_OVERHEAD_BYTES = 100;
 /** Keeps lookup URLs well under common 8 KB request-line limits. */
 const MAX_FILTER_CHARS = 4000;
 /** Profile ids per remove_profiles_from_list call: Klaviyo's maximum. */
-const REMOVE_BATCH = 1000;
+const REMOVE_BATCH = PROFILES_PER_MEMBERSHIP_CALL;
 /** A complete profile index: a truncated message must not turn profile 12 into profile 1. */
 const PROFILE_POINTER = /\/data\/attributes\/profiles\/data\/(\d+)(?=[/"]|$)/;
 
@@ -108,7 +109,10 @@ export function createKlaviyoListDestination(
   const listId = context.listId ?? config.listId;
   const limits: Limits = {
     recordsPerCall: config.profilesPerJob,
-    bytesPerCall: memberBytesPerJob(options.maxPayloadBytes ?? 5_000_000, config.profilesPerJob),
+    bytesPerCall: memberBytesPerJob(
+      options.maxPayloadBytes ?? IMPORT_PAYLOAD_MAX_BYTES,
+      config.profilesPerJob,
+    ),
     callsPerSecond: config.callsPerSecond,
   };
   const api = createKlaviyoApi({ ...config, listId }, context, limits, options);

@@ -19,6 +19,16 @@ import {
   type Reply,
   type RouteTable,
 } from '../kit/emulator-kit';
+import { openApiCheck, type SpecCheck, type SpecExchange } from '../kit/vendor-spec';
+import {
+  IMPORT_PAYLOAD_MAX_BYTES,
+  PAGE_SIZE_DEFAULT,
+  PAGE_SIZE_MAX,
+  PROFILE_MAX_BYTES,
+  PROFILES_PER_IMPORT_JOB,
+  PROFILES_PER_MEMBERSHIP_CALL,
+  RATE_LIMITS,
+} from './vendor-limits';
 
 /**
  * An in-memory emulator of the parts of Klaviyo's REST API (JSON:API, `revision` header) that
@@ -37,8 +47,26 @@ import {
  * (1 s) and steady (1 min) fixed windows answered with 429 + Retry-After, bulk imports that
  * upsert asynchronously and report per-profile failures as import errors, nulls that the bulk
  * import ignores (use `meta.patch_properties.unset` to remove a custom property). A job here
- * completes after `jobStatusReads` reads of its status, so tests are deterministic.
+ * goes queued → processing → complete (or cancelled) after `jobStatusReads` reads of its status,
+ * so tests are deterministic. Limits are Klaviyo's published ones (./vendor-limits.ts).
+ *
+ * Every request and answer is checked against Klaviyo's OpenAPI document of revision 2026-04-15,
+ * one file per operation (test/vendor-specs/klaviyo/apis/): a field, query parameter or value the
+ * spec does not allow fails the test run (kit/vendor-spec.ts), and the request is refused with
+ * Klaviyo's 400 before the emulated API sees it.
  */
+
+/** What this emulator still does not do that the real API does (docs/connectors.md lists it too). */
+export const NOT_EMULATED: readonly string[] = [
+  'Revisions: every request is held to the 2026-04-15 document whatever `revision` it sends; older or newer revisions’ differences, and revision sunsets, are not modelled.',
+  'Processing time and queueing: a job completes after `jobStatusReads` reads of its status, not after Klaviyo’s seconds to minutes; jobs never expire (expires_at is null).',
+  'What a cancelled job applied: cancelJobs makes jobs end cancelled having applied nothing; Klaviyo does not document what a cancelled job leaves behind.',
+  'Profile identity beyond e-mail, phone_number and external_id: no merging of profiles, no _kx, no secondary e-mails (meta.patch_identifiers is accepted and ignored), no append/unappend of property values.',
+  'Consent and subscriptions: bulk import and list membership never change consent; no suppressions, no double opt-in lists, no subscriptions or predictive_analytics in profile answers.',
+  'Filters other than any()/equals() on email for get_profiles_for_list; sort, include, additional-fields and most sparse fieldsets are accepted by the spec check but not applied.',
+  'Rate limits are per emulator, not per account and key, and additional-fields’ lower limits are not applied; the burst and steady windows are fixed, not sliding.',
+  'Import error codes: every per-profile failure is `invalid` with a pointer; Klaviyo’s other codes and texts are not reproduced.',
+];
 
 export const klaviyoOperations = [
   'get_list',
@@ -51,16 +79,8 @@ export const klaviyoOperations = [
 ] as const;
 export type KlaviyoOperation = (typeof klaviyoOperations)[number];
 
-/** Burst per second and steady per minute, from each operation's reference page. */
-export const klaviyoRateLimits: Record<KlaviyoOperation, { burst: number; steady: number }> = {
-  get_list: { burst: 75, steady: 700 },
-  get_profiles_for_list: { burst: 75, steady: 750 },
-  add_profiles_to_list: { burst: 10, steady: 150 },
-  remove_profiles_from_list: { burst: 10, steady: 150 },
-  bulk_import_profiles: { burst: 10, steady: 150 },
-  get_bulk_import_profiles_job: { burst: 10, steady: 150 },
-  get_errors_for_bulk_import_profiles_job: { burst: 10, steady: 150 },
-};
+/** Burst per second and steady per minute: Klaviyo's x-klaviyo-ratelimit of each operation. */
+export const klaviyoRateLimits: Record<KlaviyoOperation, { burst: number; steady: number }> = RATE_LIMITS;
 
 export interface KlaviyoEmulatorFaults extends CommonFaults {
   /** An import error for this e-mail (the job fails just that profile), or null to accept it. */
@@ -69,6 +89,8 @@ export interface KlaviyoEmulatorFaults extends CommonFaults {
   refuse?: (email: string) => string | null;
   /** Bulk import jobs stay `processing` for ever. */
   stuckJobs?: boolean;
+  /** The next `jobs` jobs to complete end `cancelled`, applying nothing. */
+  cancelJobs?: { jobs: number };
   /**
    * The next `jobs` jobs to complete skip their last profile without a word: not imported, no
    * import error, so `completed_count` falls short. A short acknowledgement, for the destination.
@@ -92,6 +114,11 @@ export interface KlaviyoEmulatorOptions {
   rateLimits?: boolean;
   /** Largest request body in bytes (default 5,000,000: the bulk import limit). */
   maxPayloadBytes?: number;
+  /**
+   * Check every request and answer against Klaviyo's OpenAPI document (default true): an
+   * off-spec request is refused with Klaviyo's 400 and recorded as a violation that fails the run.
+   */
+  specCheck?: boolean;
 }
 
 export interface KlaviyoEmulatorStats {
@@ -148,6 +175,7 @@ interface Job {
   errors: Record<string, unknown>[];
   /** Profiles the job skipped without an import error (the shortAck fault). */
   skipped: number;
+  cancelled: boolean;
 }
 
 /** A JSON:API error answer, thrown from deep inside a handler. */
@@ -179,11 +207,13 @@ const E164 = /^\+[1-9]\d{6,14}$/;
 
 export async function startKlaviyoEmulator(options: KlaviyoEmulatorOptions): Promise<KlaviyoEmulator> {
   const jobStatusReads = options.jobStatusReads ?? 2;
-  const maxPayloadBytes = options.maxPayloadBytes ?? 5_000_000;
+  const maxPayloadBytes = options.maxPayloadBytes ?? IMPORT_PAYLOAD_MAX_BYTES;
   const profiles = new Map<string, StoredProfile>();
   const byEmail = new Map<string, string>();
   /** List id → profile id → join sequence (the order list members are paged in). */
   const lists = new Map<string, Map<string, number>>();
+  /** Join sequence → when the profile joined (joined_group_at). */
+  const joinedAt = new Map<number, string>();
   const jobs = new Map<string, Job>();
   const faults = new FaultBoard<KlaviyoEmulatorFaults>();
   const limiters = new Map<KlaviyoOperation, FixedWindowLimiter>(
@@ -209,7 +239,9 @@ export async function startKlaviyoEmulator(options: KlaviyoEmulatorOptions): Pro
 
   function join(listId: string, profileId: string): void {
     const members = list(listId);
-    if (!members.has(profileId)) members.set(profileId, ++sequence);
+    if (members.has(profileId)) return;
+    members.set(profileId, ++sequence);
+    joinedAt.set(sequence, new Date().toISOString());
   }
 
   /** Upsert as the bulk import does: non-null values overwrite, nulls are ignored. */
@@ -388,13 +420,21 @@ export async function startKlaviyoEmulator(options: KlaviyoEmulatorOptions): Pro
     const page = rows.slice(0, size);
     const more = rows.length > size;
     return {
-      data: page.map(({ profile }) => profileResource(profile, fields, origin)),
+      data: page.map(({ profile, position }) =>
+        profileResource(profile, fields, joinedAt.get(position)!, origin),
+      ),
       links: {
         self: `${origin}/api/lists/${listId}/profiles/?${query}`,
-        next: more
-          ? nextLink(`${origin}/api/lists/${listId}/profiles/`, query, page[page.length - 1]!.position)
-          : null,
-        prev: null,
+        // CollectionLinks: next and prev are URIs, present only when there is such a page.
+        ...(more
+          ? {
+              next: nextLink(
+                `${origin}/api/lists/${listId}/profiles/`,
+                query,
+                page[page.length - 1]!.position,
+              ),
+            }
+          : {}),
       },
     };
   }
@@ -403,7 +443,12 @@ export async function startKlaviyoEmulator(options: KlaviyoEmulatorOptions): Pro
     const members = list(listId);
     const data = field(parseBody(raw), 'data', '/data');
     if (!Array.isArray(data)) throw invalid('data must be an array of profile identifiers.', '/data');
-    if (data.length > 1000) throw invalid('A maximum of 1000 profiles can be sent per request.', '/data');
+    if (data.length > PROFILES_PER_MEMBERSHIP_CALL) {
+      throw invalid(
+        `A maximum of ${PROFILES_PER_MEMBERSHIP_CALL} profiles can be sent per request.`,
+        '/data',
+      );
+    }
     const ids = data.map((item, i) => {
       const { type, id } = (item ?? {}) as Record<string, unknown>;
       if (type !== 'profile' || typeof id !== 'string')
@@ -429,9 +474,9 @@ export async function startKlaviyoEmulator(options: KlaviyoEmulatorOptions): Pro
     );
     if (!Array.isArray(items))
       throw invalid('profiles.data must be an array.', '/data/attributes/profiles/data');
-    if (items.length === 0 || items.length > 10_000) {
+    if (items.length === 0 || items.length > PROFILES_PER_IMPORT_JOB) {
       throw invalid(
-        'Between 1 and 10000 profiles can be imported per job.',
+        `Between 1 and ${PROFILES_PER_IMPORT_JOB} profiles can be imported per job.`,
         '/data/attributes/profiles/data',
       );
     }
@@ -446,6 +491,7 @@ export async function startKlaviyoEmulator(options: KlaviyoEmulatorOptions): Pro
       listIds,
       errors: [],
       skipped: 0,
+      cancelled: false,
     };
     jobs.set(job.id, job);
     stats.current.jobsCreated++;
@@ -465,6 +511,14 @@ export async function startKlaviyoEmulator(options: KlaviyoEmulatorOptions): Pro
   /** Applies a job: profiles that pass the checks are upserted and joined to the lists. */
   function completeJob(job: Job): void {
     // Counted in jobs, not calls, so not one for faults.take.
+    const cancel = faults.current.cancelJobs;
+    if (cancel && cancel.jobs > 0) {
+      cancel.jobs--;
+      if (cancel.jobs === 0) faults.clear('cancelJobs');
+      job.cancelled = true;
+      job.completedAt = new Date().toISOString();
+      return;
+    }
     const shortAck = faults.current.shortAck;
     if (shortAck && shortAck.jobs > 0) {
       shortAck.jobs--;
@@ -508,14 +562,19 @@ export async function startKlaviyoEmulator(options: KlaviyoEmulatorOptions): Pro
       data: page,
       links: {
         self: `${base}?${query}`,
-        next: start + size < job.errors.length ? nextLink(base, query, start + size - 1) : null,
-        prev: null,
+        ...(start + size < job.errors.length ? { next: nextLink(base, query, start + size - 1) } : {}),
       },
     };
   }
 
   function jobResource(job: Job, origin: string) {
-    const status = job.completedAt ? 'complete' : job.reads === 0 ? 'queued' : 'processing';
+    const status = job.cancelled
+      ? 'cancelled'
+      : job.completedAt
+        ? 'complete'
+        : job.reads === 0
+          ? 'queued'
+          : 'processing';
     const failed = job.completedAt ? job.errors.length : 0;
     return {
       type: 'profile-bulk-import-job',
@@ -543,7 +602,7 @@ export async function startKlaviyoEmulator(options: KlaviyoEmulatorOptions): Pro
     if (!resource || typeof resource !== 'object' || resource.type !== 'profile') {
       throw invalid("Each profile must be an object of type 'profile'.", `${at}/type`);
     }
-    if (Buffer.byteLength(JSON.stringify(resource)) > 100_000)
+    if (Buffer.byteLength(JSON.stringify(resource)) > PROFILE_MAX_BYTES)
       throw invalid('A profile may not exceed 100KB.', at);
     const attributes = resource.attributes as Record<string, unknown>;
     if (!attributes || typeof attributes !== 'object')
@@ -590,7 +649,22 @@ export async function startKlaviyoEmulator(options: KlaviyoEmulatorOptions): Pro
   }
 
   return {
-    ...(await startJsonServer(options, { handle, stats })),
+    ...(await startJsonServer(options, {
+      handle,
+      stats,
+      ...(options.specCheck === false
+        ? {}
+        : {
+            spec: {
+              name: 'klaviyo-list',
+              check: klaviyoSpec(),
+              routes: specRoutes,
+              // Klaviyo's 400, pointing at the first field the spec check names.
+              refuse: (problems: string[]) =>
+                errorReply(invalid(problems.join('; '), / at (\/[^:\s]*)/.exec(problems[0] ?? '')?.[1])),
+            },
+          }),
+    })),
     createList: (id = `L${(++sequence).toString(36).toUpperCase()}x`) => {
       if (!lists.has(id)) lists.set(id, new Map());
       return id;
@@ -619,6 +693,47 @@ export async function startKlaviyoEmulator(options: KlaviyoEmulatorOptions): Pro
   };
 }
 
+// --- Klaviyo's spec --------------------------------------------------------------------------------
+
+let spec: SpecCheck | undefined;
+
+/**
+ * Klaviyo's OpenAPI document of revision 2026-04-15, one file per operation as Klaviyo publishes
+ * them (test/vendor-specs/klaviyo/SOURCE.md), loaded once per process: each endpoint is checked
+ * against its own operation's file.
+ */
+export function klaviyoSpec(): SpecCheck {
+  if (spec) return spec;
+  const checks = new Map<string, SpecCheck>();
+  for (const [operation, path] of Object.entries(SPEC_PATHS)) {
+    checks.set(
+      operation,
+      openApiCheck({
+        document: `test/vendor-specs/klaviyo/apis/${operation}.json`,
+        operations: { [operation]: path },
+      }),
+    );
+  }
+  const of = (exchange: SpecExchange) => checks.get(exchange.endpoint);
+  // Klaviyo's own links end in '/', which its paths do not spell: checked without it.
+  const bare = (exchange: SpecExchange) => ({ ...exchange, pathname: exchange.pathname.replace(/\/+$/, '') });
+  return (spec = {
+    request: (exchange) => of(exchange)?.request(bare(exchange)) ?? [],
+    response: (exchange, reply) => of(exchange)?.response(bare(exchange), reply) ?? [],
+  });
+}
+
+/** Each operation as its document's `paths` spell it. */
+const SPEC_PATHS: Record<KlaviyoOperation, string> = {
+  get_list: 'GET /api/lists/{id}',
+  get_profiles_for_list: 'GET /api/lists/{id}/profiles',
+  add_profiles_to_list: 'POST /api/lists/{id}/relationships/profiles',
+  remove_profiles_from_list: 'DELETE /api/lists/{id}/relationships/profiles',
+  bulk_import_profiles: 'POST /api/profile-bulk-import-jobs',
+  get_bulk_import_profiles_job: 'GET /api/profile-bulk-import-jobs/{job_id}',
+  get_errors_for_bulk_import_profiles_job: 'GET /api/profile-bulk-import-jobs/{id}/import-errors',
+};
+
 // --- Helpers ----------------------------------------------------------------------------------------
 
 interface Route {
@@ -640,6 +755,11 @@ const routes: RouteTable<KlaviyoOperation> = [
   ],
 ];
 
+/** The same routes with the trailing '/' of Klaviyo's own links, for the spec check. */
+const specRoutes: RouteTable<KlaviyoOperation> = routes.map(
+  ([method, path, operation]) => [method, new RegExp(path.source.replace(/\$$/, '/*$')), operation] as const,
+);
+
 /** Klaviyo's own links end in '/', and it accepts paths with or without it. */
 function routeOf(method: string, rawPath: string): Route | undefined {
   const match = matchRoute(routes, method, rawPath.replace(/\/+$/, ''));
@@ -658,12 +778,10 @@ function errorReply(error: ApiError): Reply {
       errors: [
         {
           id: randomUUID(),
-          status: error.status,
           code: error.code,
           title: error.title,
           detail: error.detail,
           source,
-          meta: {},
         },
       ],
     },
@@ -712,10 +830,10 @@ function parseUnset(meta: unknown, at: string): string[] {
 }
 
 function pageSize(query: URLSearchParams): number {
-  const text = query.get('page[size]') ?? '20';
+  const text = query.get('page[size]') ?? String(PAGE_SIZE_DEFAULT);
   const size = Number(text);
-  if (!/^\d+$/.test(text) || size < 1 || size > 100) {
-    throw invalid('Page size must be an integer between 1 and 100.', undefined, 'page[size]');
+  if (!/^\d+$/.test(text) || size < 1 || size > PAGE_SIZE_MAX) {
+    throw invalid(`Page size must be an integer between 1 and ${PAGE_SIZE_MAX}.`, undefined, 'page[size]');
   }
   return size;
 }
@@ -752,13 +870,23 @@ function parseEmailFilter(filter: string | null): Set<string> | null {
   return new Set(emails);
 }
 
-function profileResource(profile: StoredProfile, fields: string[] | undefined, origin: string) {
+function profileResource(
+  profile: StoredProfile,
+  fields: string[] | undefined,
+  joinedGroupAt: string,
+  origin: string,
+) {
   const all: Record<string, unknown> = {
     email: profile.email,
     ...profile.fields,
     properties: profile.properties,
   };
-  const attributes = fields ? Object.fromEntries(fields.map((name) => [name, all[name] ?? null])) : all;
+  // joined_group_at is required in every list member (ListMemberResponseObjectResource), so it is
+  // there whatever sparse fieldset was asked for.
+  const attributes = {
+    ...(fields ? Object.fromEntries(fields.map((name) => [name, all[name] ?? null])) : all),
+    joined_group_at: joinedGroupAt,
+  };
   return {
     type: 'profile',
     id: profile.id,
