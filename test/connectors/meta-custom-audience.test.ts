@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { describe, test } from 'node:test';
 import {
   createMetaCustomAudienceDestination,
@@ -11,18 +13,40 @@ import {
   type MetaCustomAudienceConfigInput,
 } from '../../src/connectors/meta-custom-audience/index';
 import { MetaGraphError, regainAccessMs } from '../../src/connectors/meta-custom-audience/graph-api';
+import { forgetReplaceSessions } from '../../src/connectors/meta-custom-audience/destination';
+import {
+  FIRST_BATCH_SEQ,
+  MAX_INVALID_ENTRY_SAMPLES,
+  MAX_USERS_PER_CALL,
+  META_SPEC_DOCUMENT,
+  OPERATION_STATUS,
+  OPERATION_STATUS_TEXT,
+  REPLACE_ERROR_CODE,
+  REPLACE_ERROR_SUBCODES,
+  REPLACE_ERROR_TITLES,
+  REPLACE_MAX_AUDIENCE_SIZE,
+  REPLACE_SESSION_MS,
+} from '../../src/connectors/meta-custom-audience/vendor-limits';
+import { projectRoot } from '../../src/paths';
 import type { RetryOptions } from '../../src/connectors/kit/http';
 import type { ConnectorInput } from '../../src/core/connector';
 import { saveConnector } from '../../src/core/connector-store';
 import { endpointCalls } from '../../src/core/runs';
-import { capabilitiesOf, type Member, type SecretResolver } from '../../src/core/destination';
+import {
+  capabilitiesOf,
+  DestinationError,
+  type Member,
+  type SecretResolver,
+} from '../../src/core/destination';
 import { dialectOf, type Db } from '../../src/db/index';
 import {
+  NOT_EMULATED,
   startMetaCustomAudienceEmulator,
   type MetaCustomAudienceEmulator,
   type MetaEmulatorOptions,
   type MetaRow,
 } from '../../src/connectors/meta-custom-audience/emulator';
+import { takeSpecViolations } from '../../src/connectors/kit/vendor-spec';
 import { counted, countedFailure, testContext } from '../helpers/destination-context';
 import { refreshScenario } from '../helpers/destination-scenario';
 import { closeAfterEach, fixedSecrets, rejection } from '../helpers/destinations';
@@ -50,21 +74,60 @@ function settings(graphUrl: string, config: Partial<MetaCustomAudienceConfigInpu
   };
 }
 
+/**
+ * Virtual time shared by an emulator and the destinations of one test: the destinations' sleeps
+ * (retry backoff, waiting for a replace) are recorded and move the emulator's clock on.
+ */
+function virtualTime() {
+  const time = { now: Date.parse('2026-12-04T09:00:00Z'), waits: [] as number[] };
+  return {
+    time,
+    clock: () => time.now,
+    sleep: async (ms: number) => {
+      time.waits.push(ms);
+      time.now += ms;
+    },
+  };
+}
+
+/** A destination on the emulator, in the same virtual time, built as another activity would. */
+function destinationOn(
+  emu: MetaCustomAudienceEmulator,
+  sleep: (ms: number) => Promise<void>,
+  options: { listId?: string; config?: Partial<MetaCustomAudienceConfigInput> } = {},
+) {
+  const { context } = testContext(secrets, { listId: options.listId, retry: { baseDelayMs: 100, sleep } });
+  return track(createMetaCustomAudienceDestination(settings(emu.url, options.config), context));
+}
+
 async function setup(
   config: Partial<MetaCustomAudienceConfigInput> = {},
   emulator: Partial<MetaEmulatorOptions> = {},
   retry: RetryOptions = {},
   secretResolver: SecretResolver = secrets,
-): Promise<{ emu: MetaCustomAudienceEmulator; dest: MetaAudienceDestination; waits: number[] }> {
+): Promise<{
+  emu: MetaCustomAudienceEmulator;
+  dest: MetaAudienceDestination;
+  waits: number[];
+  sleep: (ms: number) => Promise<void>;
+}> {
+  const { time, clock, sleep } = virtualTime();
   const emu = track(
-    await startMetaCustomAudienceEmulator({ accessToken: TOKEN, audiences: [AUDIENCE], ...emulator }),
+    await startMetaCustomAudienceEmulator({ accessToken: TOKEN, audiences: [AUDIENCE], clock, ...emulator }),
   );
-  const { context, waits } = testContext(secretResolver, {
-    retry: { baseDelayMs: 100, rateLimitBaseDelayMs: 1000, ...retry },
+  const { context } = testContext(secretResolver, {
+    retry: { baseDelayMs: 100, rateLimitBaseDelayMs: 1000, sleep, ...retry },
   });
   const dest = track(createMetaCustomAudienceDestination(settings(emu.url, config), context));
-  return { emu, dest, waits };
+  return { emu, dest, waits: time.waits, sleep };
 }
+
+const minimalSettings = {
+  type: 'meta-custom-audience' as const,
+  adAccountId: ACCOUNT,
+  audienceId: AUDIENCE,
+  accessTokenSecret: 'META_TOKEN',
+};
 
 /** Every call of an endpoint succeeded at once. */
 const ok = (calls: number) => ({ calls, failed: 0, rateLimited: 0, retried: 0 });
@@ -298,7 +361,7 @@ describe('meta-custom-audience destination', () => {
     assert.equal(emu.stats().calls['users:remove'], 1);
   });
 
-  test('removals that would leave the audience too small stay pending with a clear reason', async () => {
+  test('removals that would leave the audience too small stay pending, deferred, with a clear reason', async () => {
     const { emu, dest } = await setup({}, { minAudienceSize: 4 });
     await dest.add(people('a@x.com', 'b@x.com', 'c@x.com', 'd@x.com', 'e@x.com'));
     const { value: refused, tallies } = await counted(() => dest.remove(['a@x.com', 'b@x.com']));
@@ -306,11 +369,13 @@ describe('meta-custom-audience destination', () => {
       refused.rejected.map((r) => r.key),
       ['a@x.com', 'b@x.com'],
     );
-    for (const { reason } of refused.rejected) {
+    for (const { reason, deferred } of refused.rejected) {
       assert.match(
         reason,
         /^refused by Meta: audience would fall below its minimum size \(error 200\/1870047\)/,
       );
+      // Not the records' fault: they must not use up attempts and end in quarantine.
+      assert.equal(deferred, true);
     }
     assert.deepEqual(tallies, { 'users:remove': ok(1) }, 'an answer, not a failed call');
     assert.equal(emu.members(AUDIENCE).size, 5, 'nothing removed');
@@ -370,8 +435,8 @@ describe('meta-custom-audience destination', () => {
     assert.match(unset.message, /NOT_SET/);
   });
 
-  test('new list + swap: a usersreplace session, invisible until its last batch', async () => {
-    const { emu, dest } = await setup();
+  test('new list + swap: a usersreplace session, invisible until Meta has processed it', async () => {
+    const { emu, dest, waits, sleep } = await setup();
     await dest.add(people('old1@x.com', 'keep@x.com'));
 
     const replace = dest.replaceList;
@@ -383,12 +448,23 @@ describe('meta-custom-audience destination', () => {
 
     const list = replace.forList(created.listId);
     const first = await counted(() => list.add!(people('keep@x.com', 'new1@x.com', 'not an email')));
-    assert.deepEqual(first.tallies, { usersreplace: ok(1) });
+    assert.deepEqual(
+      first.tallies,
+      { 'audience:read': ok(1), usersreplace: ok(1) },
+      'the first batch starts the replace: only once operation_status says none runs',
+    );
     assert.deepEqual(
       first.value.rejected.map((r) => r.key),
       ['not an email'],
     );
-    await list.add!(people('new2@x.com'));
+    assert.deepEqual(emu.operationStatus(AUDIENCE), { code: 414, description: 'Replace in progress' });
+    const second = await counted(() => list.add!(people('new2@x.com')));
+    assert.deepEqual(second.tallies, { usersreplace: ok(1) });
+    assert.deepEqual(
+      second.value.rejected,
+      [],
+      "Meta's num_received counts the session: this batch's is the difference",
+    );
     assert.deepEqual(
       [...emu.members(AUDIENCE).keys()].sort(),
       [emailHash('old1@x.com'), emailHash('keep@x.com')].sort(),
@@ -396,19 +472,26 @@ describe('meta-custom-audience destination', () => {
     );
     const sessionId = String(replaceSessionId(AUDIENCE, 'refresh-17'));
     assert.deepEqual(emu.sessions(AUDIENCE), [
-      { sessionId, batchSeqs: [1, 2], rowsStaged: 3, finished: false },
+      { sessionId, batchSeqs: [1, 2], rowsStaged: 3, state: 'open', finished: false },
     ]);
 
     // The engine swaps in another activity, with another destination: the numbering goes on.
-    const swapper = createMetaCustomAudienceDestination(settings(emu.url), testContext(secrets).context);
+    // The session ends with its last batch sent again under last_batch_flag (never an empty
+    // batch), and the swap returns once Meta has processed the replace.
+    const swapper = destinationOn(emu, sleep);
     const swap = await counted(() => swapper.replaceList.swap(created.listId));
     assert.deepEqual(swap.value, {}, 'the connector then points at audience:session');
-    assert.deepEqual(swap.tallies, { usersreplace: ok(1) });
+    assert.deepEqual(swap.tallies, { usersreplace: ok(1), 'audience:read': ok(2) });
+    assert.deepEqual(waits, [2_000], 'one status read while Meta processes (1 s), one after');
     const expected = ['keep@x.com', 'new1@x.com', 'new2@x.com'].map(emailHash).sort();
     assert.deepEqual([...emu.members(AUDIENCE).keys()].sort(), expected);
-    assert.deepEqual(emu.sessions(AUDIENCE)[0]!.batchSeqs, [1, 2, 3]);
+    assert.deepEqual(emu.sessions(AUDIENCE), [
+      { sessionId, batchSeqs: [1, 2, 3], rowsStaged: 3, state: 'done', endedBy: 'lastBatch', finished: true },
+    ]);
+    assert.deepEqual(emu.operationStatus(AUDIENCE).code, 200);
 
-    await replace.swap(created.listId); // a retried swap changes nothing
+    const again = await counted(() => replace.swap(created.listId)); // a retried swap changes nothing
+    assert.deepEqual(again.tallies, { 'audience:read': ok(1) });
     const retired = await counted(() => replace.retire(AUDIENCE));
     assert.equal(retired.calls, 0, 'old and new list are the same audience: nothing to delete');
     assert.deepEqual([...emu.members(created.listId).keys()].sort(), expected);
@@ -446,15 +529,17 @@ describe('meta-custom-audience wire format', () => {
       await startFakeServer((req, res, body) => {
         seen.push({ method: req.method!, url: req.url!, auth: req.headers.authorization, body });
         res.writeHead(200, { 'content-type': 'application/json' });
-        res.end(
-          JSON.stringify({
-            audience_id: AUDIENCE,
-            session_id: '1',
-            num_received: 1,
-            num_invalid_entries: 0,
-            invalid_entry_samples: {},
-          }),
-        );
+        const answer =
+          req.method === 'GET'
+            ? { id: AUDIENCE, operation_status: { code: 200, description: 'Normal' } }
+            : {
+                audience_id: AUDIENCE,
+                session_id: '1',
+                num_received: 1,
+                num_invalid_entries: 0,
+                invalid_entry_samples: {},
+              };
+        res.end(JSON.stringify(answer));
       }),
     );
     const graphUrl = `${server.url}/`;
@@ -480,7 +565,7 @@ describe('meta-custom-audience wire format', () => {
     const ann = emailHash('ann@example.com');
     const session = replaceSessionId(AUDIENCE, 'n');
     assert.deepEqual(
-      seen.map(({ method, url, body }) => [method, url, JSON.parse(body)]),
+      seen.map(({ method, url, body }) => [method, url, body === '' ? undefined : JSON.parse(body)]),
       [
         ['POST', `/v21.0/${AUDIENCE}/users`, { payload: { schema: 'EMAIL_SHA256', data: [ann] } }],
         ['DELETE', `/v21.0/${AUDIENCE}/users`, { payload: { schema: 'EMAIL_SHA256', data: [ann] } }],
@@ -489,6 +574,8 @@ describe('meta-custom-audience wire format', () => {
           `/v21.0/${AUDIENCE}/users`,
           { payload: { schema: ['EMAIL', 'FN'], data: [[ann, sha('ann')]] } },
         ],
+        // A replace starts only when none runs (operation_status), …
+        ['GET', `/v21.0/${AUDIENCE}?fields=operation_status`, undefined],
         [
           'POST',
           `/v21.0/${AUDIENCE}/usersreplace`,
@@ -497,14 +584,17 @@ describe('meta-custom-audience wire format', () => {
             session: { session_id: session, batch_seq: 1, last_batch_flag: false },
           },
         ],
+        // … ends with its last batch again, flagged (an empty batch is not documented), …
         [
           'POST',
           `/v21.0/${AUDIENCE}/usersreplace`,
           {
-            payload: { schema: 'EMAIL_SHA256', data: [] },
+            payload: { schema: 'EMAIL_SHA256', data: [ann] },
             session: { session_id: session, batch_seq: 2, last_batch_flag: true },
           },
         ],
+        // … and the swap returns once Meta has processed it.
+        ['GET', `/v21.0/${AUDIENCE}?fields=operation_status`, undefined],
       ],
     );
     assert.ok(seen.every((request) => request.auth === `Bearer ${TOKEN}`));
@@ -581,13 +671,37 @@ describe('meta-custom-audience emulator', () => {
         100,
         /does not match schema/,
       ],
-      [post(users, { payload: { schema: ['NAME'], data: [] } }), 400, 100, /Invalid schema/],
-      [post(users, {}), 400, 100, /payload is required/],
+      // Refused by the fixture table before the emulator sees them (and recorded, below).
       [
-        post(`/v25.0/${AUDIENCE}/usersreplace`, { payload: { schema: 'EMAIL_SHA256', data: [] } }),
+        post(users, { payload: { schema: ['NAME'], data: [] } }),
         400,
         100,
-        /session/,
+        /^\(#100\) Invalid parameter: request body at \/payload\/schema/,
+      ],
+      [post(users, {}), 400, 100, /required field 'payload' is missing/],
+      [
+        post(`/v25.0/${AUDIENCE}/usersreplace`, {
+          payload: { schema: 'EMAIL_SHA256', data: [emailHash('a@x.com')] },
+        }),
+        400,
+        100,
+        /required field 'session' is missing/,
+      ],
+      [
+        post(users, {
+          payload: { schema: 'EMAIL_SHA256', data: [emailHash('a@x.com')] },
+          status_if_new: 'x',
+        }),
+        400,
+        100,
+        /field 'status_if_new' is not in the spec/,
+      ],
+      // Whether Meta takes a batch without people is not documented: refused.
+      [
+        post(users, { payload: { schema: 'EMAIL_SHA256', data: [] } }),
+        400,
+        100,
+        /payload.data holds no users/,
       ],
       [
         post(users, { payload: { schema: 'EMAIL_SHA256', data: [] } }, ''),
@@ -609,6 +723,18 @@ describe('meta-custom-audience emulator', () => {
       assert.match(gotMessage, message);
     }
     assert.equal(emu.members(AUDIENCE).size, 1);
+    assert.deepEqual(
+      takeSpecViolations()
+        .map((v) => `${v.emulator} ${v.endpoint} ${v.direction}`)
+        .sort(),
+      [
+        'meta-custom-audience users:add request',
+        'meta-custom-audience users:add request',
+        'meta-custom-audience users:add request',
+        'meta-custom-audience usersreplace request',
+      ],
+      'the requests that broke the fixture table were recorded (and are taken here)',
+    );
   });
 
   test('faults count down per call and can be inspected and cleared', async () => {
@@ -631,6 +757,377 @@ describe('meta-custom-audience emulator', () => {
       'users:remove': 0,
       usersreplace: 0,
     });
+  });
+});
+
+// --- Meta's replace: asynchronous, holding the audience, in sessions of at most 90 minutes ------
+
+/** One Graph call straight to the emulator, as another tool (or Audience Manager) would make it. */
+async function graphCall(emu: MetaCustomAudienceEmulator, method: string, path: string, body?: unknown) {
+  const response = await fetch(`${emu.url}/v25.0/${path}`, {
+    method,
+    headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const answer = (await response.json()) as {
+    num_received?: number;
+    error?: { code: number; error_subcode?: number; error_user_title?: string };
+  } & Record<string, unknown>;
+  return { status: response.status, body: answer };
+}
+
+/** [status, code, subcode] of a Graph error answer. */
+const refusal = (answer: Awaited<ReturnType<typeof graphCall>>) => [
+  answer.status,
+  answer.body.error?.code,
+  answer.body.error?.error_subcode,
+];
+
+function replaceBatch(sessionId: number, batchSeq: number, emails: string[], last = false) {
+  return {
+    payload: { schema: 'EMAIL_SHA256', data: emails.map(emailHash) },
+    session: { session_id: sessionId, batch_seq: batchSeq, last_batch_flag: last },
+  };
+}
+
+const addBody = (...emails: string[]) => ({
+  payload: { schema: 'EMAIL_SHA256', data: emails.map(emailHash) },
+});
+const hashes = (...emails: string[]) => emails.map(emailHash).sort();
+const holding = (emu: MetaCustomAudienceEmulator) => [...emu.members(AUDIENCE).keys()].sort();
+const LOCKED = [400, 2650, 1870145];
+
+describe('meta-custom-audience emulator: replace sessions and the replace lock', () => {
+  async function emulator(options: Partial<MetaEmulatorOptions> = {}) {
+    const virtual = virtualTime();
+    const emu = track(
+      await startMetaCustomAudienceEmulator({
+        accessToken: TOKEN,
+        audiences: [AUDIENCE],
+        clock: virtual.clock,
+        ...options,
+      }),
+    );
+    emu.setMembers(AUDIENCE, new Map([[emailHash('old@x.com'), { EMAIL: emailHash('old@x.com') }]]));
+    return { emu, time: virtual.time };
+  }
+
+  test('a replace runs asynchronously after its last batch; /users writes are refused until it ends', async () => {
+    const { emu, time } = await emulator({ replaceProcessingMs: 5_000 });
+    assert.deepEqual(emu.operationStatus(AUDIENCE), {
+      code: 200,
+      description: 'Normal. There is no updating or issues found',
+    });
+    const first = await graphCall(emu, 'POST', `${AUDIENCE}/usersreplace`, replaceBatch(41, 1, ['a@x.com']));
+    assert.equal(first.status, 200);
+    assert.deepEqual(emu.operationStatus(AUDIENCE), { code: 414, description: 'Replace in progress' });
+    // "Don't add or remove users via /users during an ongoing replace operation."
+    const locked = await graphCall(emu, 'POST', `${AUDIENCE}/users`, addBody('z@x.com'));
+    assert.deepEqual(refusal(locked), LOCKED);
+    assert.equal(locked.body.error?.error_user_title, 'Audience Update In Progress');
+
+    const last = await graphCall(
+      emu,
+      'POST',
+      `${AUDIENCE}/usersreplace`,
+      replaceBatch(41, 2, ['b@x.com'], true),
+    );
+    assert.equal(last.body.num_received, 2, '"Total number of users received in this session so far"');
+    assert.deepEqual(holding(emu), hashes('old@x.com'), 'ended, but not processed yet');
+    assert.deepEqual(
+      refusal(await graphCall(emu, 'DELETE', `${AUDIENCE}/users`, addBody('old@x.com'))),
+      LOCKED,
+    );
+    time.now += 4_999;
+    assert.equal(emu.operationStatus(AUDIENCE).code, 414);
+
+    time.now += 1;
+    const read = await graphCall(
+      emu,
+      'GET',
+      `${AUDIENCE}?fields=operation_status,approximate_count_lower_bound`,
+    );
+    assert.deepEqual(read.body, {
+      id: AUDIENCE,
+      operation_status: { code: 200, description: 'Normal. There is no updating or issues found' },
+      approximate_count_lower_bound: 2,
+    });
+    assert.deepEqual(holding(emu), hashes('a@x.com', 'b@x.com'));
+    assert.equal((await graphCall(emu, 'POST', `${AUDIENCE}/users`, addBody('z@x.com'))).status, 200);
+    assert.deepEqual(emu.stats().calls.usersreplace, 2);
+  });
+
+  test("the session rules of Meta's guide: first batch, one replace at a time, finished sessions, one schema", async () => {
+    const { emu, time } = await emulator();
+    const replace = (body: unknown) => graphCall(emu, 'POST', `${AUDIENCE}/usersreplace`, body);
+    // "The first batch_seq was not detected."
+    assert.deepEqual(refusal(await replace(replaceBatch(7, 2, ['a@x.com']))), [400, 2650, 1870147]);
+    assert.equal((await replace(replaceBatch(7, 1, ['a@x.com']))).status, 200);
+    // "You cannot perform a replace operation if there is one already being executed."
+    assert.deepEqual(refusal(await replace(replaceBatch(8, 1, ['b@x.com']))), [400, 2650, 1870145]);
+    // "changing the schema mid-session will result in errors"
+    const multi = {
+      ...replaceBatch(7, 2, []),
+      payload: { schema: ['EMAIL'], data: [[emailHash('c@x.com')]] },
+    };
+    assert.deepEqual(refusal(await replace(multi)), [400, 100, undefined]);
+    // Later batches may repeat numbers and people.
+    assert.equal((await replace(replaceBatch(7, 5, ['a@x.com', 'c@x.com']))).status, 200);
+    assert.equal((await replace(replaceBatch(7, 5, ['a@x.com'], true))).status, 200);
+    // "This replace operation is already finished because you uploaded a batch with last_batch_flag==true."
+    assert.deepEqual(refusal(await replace(replaceBatch(7, 6, ['d@x.com']))), [400, 2650, 1870159]);
+    assert.deepEqual(refusal(await replace(replaceBatch(7, 1, ['d@x.com']))), [400, 2650, 1870159]);
+    time.now += 1_000;
+    assert.deepEqual(holding(emu), hashes('a@x.com', 'c@x.com'));
+    assert.deepEqual(refusal(await replace(replaceBatch(7, 6, ['d@x.com']))), [400, 2650, 1870159]);
+    assert.deepEqual(emu.sessions(AUDIENCE), [
+      {
+        sessionId: '7',
+        batchSeqs: [1, 5, 5],
+        rowsStaged: 2,
+        state: 'done',
+        endedBy: 'lastBatch',
+        finished: true,
+      },
+    ]);
+    // The next replace may start now.
+    assert.equal((await replace(replaceBatch(8, 1, ['b@x.com'], true))).status, 200);
+  });
+
+  test('a session not finished within 90 minutes refuses later batches; Meta replaces with what arrived', async () => {
+    const { emu, time } = await emulator();
+    const replace = (body: unknown) => graphCall(emu, 'POST', `${AUDIENCE}/usersreplace`, body);
+    assert.equal((await replace(replaceBatch(9, 1, ['a@x.com']))).status, 200);
+    time.now += 89 * 60_000;
+    assert.equal((await replace(replaceBatch(9, 2, ['b@x.com']))).status, 200);
+    time.now += 60_000;
+    const late = await replace(replaceBatch(9, 3, ['c@x.com'], true));
+    assert.deepEqual(refusal(late), [400, 2650, 1870158]);
+    assert.equal(late.body.error?.error_user_title, 'Replace Session Timed Out');
+    assert.equal(emu.sessions(AUDIENCE)[0]!.endedBy, 'timeout');
+    assert.equal(emu.operationStatus(AUDIENCE).code, 414, 'Meta is still processing what arrived');
+    time.now += 1_000;
+    assert.deepEqual(holding(emu), hashes('a@x.com', 'b@x.com'));
+    assert.deepEqual(refusal(await replace(replaceBatch(9, 4, ['c@x.com']))), [400, 2650, 1870158]);
+  });
+
+  test('a replace Meta cannot finish leaves operation_status 415 and the audience as it was', async () => {
+    const { emu, time } = await emulator();
+    emu.faults.set({ replaceFails: { calls: 1 } });
+    await graphCall(emu, 'POST', `${AUDIENCE}/usersreplace`, replaceBatch(10, 1, ['a@x.com'], true));
+    time.now += 1_000;
+    assert.deepEqual(emu.operationStatus(AUDIENCE), { code: 415, description: 'Replace failed' });
+    assert.deepEqual(holding(emu), hashes('old@x.com'));
+    assert.equal(emu.sessions(AUDIENCE)[0]!.state, 'failed');
+    assert.equal((await graphCall(emu, 'POST', `${AUDIENCE}/users`, addBody('z@x.com'))).status, 200);
+  });
+});
+
+describe('meta-custom-audience destination: waiting for Meta to finish a replace', () => {
+  test('a write while a replace holds the audience waits for Meta to finish it (operation_status), then goes', async () => {
+    const { emu, dest, waits } = await setup({}, { replaceProcessingMs: 20_000 });
+    // Someone else replaces the audience (Audience Manager, another tool): Meta holds it a while.
+    await graphCall(emu, 'POST', `${AUDIENCE}/usersreplace`, replaceBatch(51, 1, ['theirs@x.com'], true));
+    const added = await counted(() => dest.add(people('a@x.com')));
+    assert.deepEqual(added.value.rejected, []);
+    // The refused write, five reads of operation_status 2, 4, 8 and 16 s apart, the write again.
+    assert.deepEqual(added.tallies, { 'users:add': ok(2), 'audience:read': ok(5) });
+    assert.deepEqual(waits, [2_000, 4_000, 8_000, 16_000]);
+    assert.deepEqual(holding(emu), hashes('theirs@x.com', 'a@x.com'));
+
+    await graphCall(emu, 'POST', `${AUDIENCE}/usersreplace`, replaceBatch(52, 1, ['theirs@x.com'], true));
+    const removed = await counted(() => dest.remove(['theirs@x.com']));
+    assert.deepEqual(removed.value.rejected, []);
+    assert.equal(removed.tallies['users:remove']!.calls, 2);
+    assert.deepEqual(holding(emu), []);
+  });
+
+  test('a new replace starts only once the running one is finished', async () => {
+    const { emu, dest, waits } = await setup({}, { replaceProcessingMs: 3_000 });
+    await graphCall(emu, 'POST', `${AUDIENCE}/usersreplace`, replaceBatch(61, 1, ['theirs@x.com'], true));
+    const { listId } = await dest.replaceList.create('waits-for-theirs');
+    const filled = await counted(() => dest.replaceList.forList(listId).add!(people('mine@x.com')));
+    assert.deepEqual(filled.value.rejected, []);
+    assert.deepEqual(filled.tallies, { 'audience:read': ok(3), usersreplace: ok(1) });
+    assert.deepEqual(waits, [2_000, 4_000]);
+    await dest.replaceList.swap(listId);
+    assert.deepEqual(holding(emu), hashes('mine@x.com'));
+  });
+
+  test('the swap waits for Meta at most 100 minutes at a time: retryable, and the retried swap finishes', async () => {
+    const { emu, dest, waits } = await setup({}, { replaceProcessingMs: 2 * 60 * 60_000 });
+    const { listId } = await dest.replaceList.create('slow-meta');
+    await dest.replaceList.forList(listId).add!(people('a@x.com'));
+    const slow = await countedFailure(() => dest.replaceList.swap(listId));
+    const err = slow.error as DestinationError;
+    assert.equal(err.kind, 'retryable');
+    assert.match(
+      err.message,
+      /^meta-custom-audience: audience \d+ is still being replaced by Meta \(operation_status 414 "Replace in progress"\) after 5942 s; the swap waits until Meta has finished \(retried\)$/,
+    );
+    assert.deepEqual(
+      waits.slice(0, 6),
+      [2_000, 4_000, 8_000, 16_000, 32_000, 60_000],
+      'backoff up to a minute',
+    );
+    assert.ok(
+      waits.every((ms) => ms <= 60_000),
+      'no single wait beyond a minute: the activity heartbeats',
+    );
+    assert.deepEqual(holding(emu), [], 'not replaced yet');
+
+    // Temporal runs the swap again: the session ends once more (Meta: already finished), the wait goes on.
+    const retried = await counted(() => dest.replaceList.swap(listId));
+    assert.deepEqual(retried.tallies.usersreplace, ok(1));
+    assert.deepEqual(holding(emu), hashes('a@x.com'));
+    assert.deepEqual(
+      emu.sessions(AUDIENCE)[0]!.batchSeqs,
+      [1, 2],
+      'the repeated end was refused, changing nothing',
+    );
+  });
+
+  test('a replace Meta reports failed (415) fails the swap, with what to do', async () => {
+    const { emu, dest } = await setup();
+    emu.faults.set({ replaceFails: { calls: 1 } });
+    const { listId } = await dest.replaceList.create('meta-fails');
+    await dest.replaceList.forList(listId).add!(people('a@x.com'));
+    const err = await rejection(dest.replaceList.swap(listId));
+    assert.equal(err.kind, 'fatal');
+    assert.match(err.message, /operation_status 415 "Replace failed"/);
+  });
+
+  test('nothing to replace with: the swap refuses, since Meta documents no empty replace', async () => {
+    const { emu, dest } = await setup();
+    const { listId } = await dest.replaceList.create('nobody');
+    const outcome = await counted(() => dest.replaceList.forList(listId).add!(people('not an email')));
+    assert.equal(outcome.calls, 0);
+    const err = await rejection(dest.replaceList.swap(listId));
+    assert.equal(err.kind, 'fatal');
+    assert.match(err.message, /Meta documents no way to replace an audience with nobody/);
+    assert.equal(emu.stats().calls.usersreplace, 0, 'no empty batch was sent');
+  });
+
+  test('a fill that outlasts the 90-minute session: later batches refused, the swap fails saying why', async () => {
+    const { emu, dest, sleep } = await setup();
+    const { listId } = await dest.replaceList.create('slow-fill');
+    const list = dest.replaceList.forList(listId);
+    await list.add!(people('a@x.com'));
+    await sleep(91 * 60_000);
+    const late = await rejection(list.add!(people('b@x.com')));
+    assert.equal(late.kind, 'batch');
+    assert.match(late.message, /Graph error 2650\/1870158/);
+    const err = await rejection(dest.replaceList.swap(listId));
+    assert.equal(err.kind, 'fatal');
+    assert.match(err.message, /ran past Meta's 90-minute limit/);
+    await sleep(1_000);
+    assert.deepEqual(holding(emu), hashes('a@x.com'), 'Meta replaced it with what arrived in time');
+  });
+
+  test('a worker restart mid-fill continues the session (no second batch_seq 1); a swap without the last batch waits for Meta to end it', async () => {
+    const { emu, dest, sleep, waits } = await setup();
+    const { listId } = await dest.replaceList.create('restarted');
+    await dest.replaceList.forList(listId).add!(people('a@x.com'));
+    forgetReplaceSessions(); // the worker restarts
+    const resumed = destinationOn(emu, sleep).replaceList.forList(listId);
+    const second = await counted(() => resumed.add!(people('b@x.com')));
+    assert.deepEqual(second.value.rejected, []);
+    assert.deepEqual(second.tallies, { 'audience:read': ok(1), usersreplace: ok(1) });
+    const sessionId = String(replaceSessionId(AUDIENCE, 'restarted'));
+    assert.deepEqual(emu.sessions(AUDIENCE), [
+      { sessionId, batchSeqs: [1, 2], rowsStaged: 2, state: 'open', finished: false },
+    ]);
+
+    // Restarted again before the swap: no batch to end the session with. Meta ends it by itself
+    // 90 minutes after its first batch; the swap waits that out.
+    forgetReplaceSessions();
+    const swap = await counted(() => destinationOn(emu, sleep).replaceList.swap(listId));
+    assert.equal(swap.tallies.usersreplace, undefined, 'nothing sent');
+    assert.ok(waits.reduce((sum, ms) => sum + ms, 0) >= 90 * 60_000);
+    assert.deepEqual(holding(emu), hashes('a@x.com', 'b@x.com'));
+    assert.equal(emu.sessions(AUDIENCE)[0]!.endedBy, 'timeout');
+  });
+
+  test('a restart while someone else replaces: Meta saying the session never started sends it as the first batch', async () => {
+    const { emu, dest } = await setup({}, { replaceProcessingMs: 3_000 });
+    const { listId } = await dest.replaceList.create('restarted-during-theirs');
+    forgetReplaceSessions();
+    await graphCall(emu, 'POST', `${AUDIENCE}/usersreplace`, replaceBatch(71, 1, ['theirs@x.com'], true));
+    const filled = await counted(() => dest.replaceList.forList(listId).add!(people('mine@x.com')));
+    assert.deepEqual(filled.value.rejected, []);
+    assert.deepEqual(filled.tallies.usersreplace, ok(2), 'batch_seq 2 refused (1870147), then batch_seq 1');
+    await dest.replaceList.swap(listId);
+    assert.deepEqual(holding(emu), hashes('mine@x.com'));
+    const mine = emu.sessions(AUDIENCE).find((s) => s.sessionId !== '71')!;
+    assert.deepEqual(mine.batchSeqs, [1, 2]);
+  });
+});
+
+describe('meta-custom-audience: the fixture table and the constants', () => {
+  const spec = JSON.parse(readFileSync(path.join(projectRoot, META_SPEC_DOCUMENT), 'utf8')) as {
+    'x-limits': Record<string, { value: number; source: string }>;
+    paths: Record<
+      string,
+      Record<
+        string,
+        {
+          externalDocs?: { url: string };
+          'x-retrieved'?: string;
+          'x-errors'?: { code: number; error_subcode: number; title: string }[];
+        }
+      >
+    >;
+    components: {
+      schemas: {
+        Payload: { properties: { data: { maxItems: number } } };
+        CustomAudienceStatus: {
+          properties: { code: { 'x-operation-status-codes': Record<string, string> } };
+        };
+      };
+    };
+  };
+
+  test('the limits in vendor-limits.ts are those of the fixture table', () => {
+    const limits = spec['x-limits'];
+    assert.equal(limits.usersPerCall!.value, MAX_USERS_PER_CALL);
+    assert.equal(spec.components.schemas.Payload.properties.data.maxItems, MAX_USERS_PER_CALL);
+    assert.equal(limits.replaceSessionMinutes!.value * 60_000, REPLACE_SESSION_MS);
+    assert.equal(limits.replaceMaxAudienceSize!.value, REPLACE_MAX_AUDIENCE_SIZE);
+    assert.equal(limits.invalidEntrySamples!.value, MAX_INVALID_ENTRY_SAMPLES);
+    assert.equal(limits.firstBatchSeq!.value, FIRST_BATCH_SEQ);
+    for (const limit of Object.values(limits))
+      assert.match(limit.source, /^https:\/\/developers\.facebook\.com\//);
+    assert.equal(
+      metaCustomAudienceConfigSchema.safeParse({ ...minimalSettings, recordsPerCall: MAX_USERS_PER_CALL + 1 })
+        .success,
+      false,
+    );
+
+    const errors = spec.paths['/{custom_audience_id}/usersreplace']!.post!['x-errors']!;
+    assert.deepEqual(
+      errors.map((e) => [e.code, e.error_subcode, e.title]).sort(),
+      Object.values(REPLACE_ERROR_SUBCODES)
+        .map((subcode) => [REPLACE_ERROR_CODE, subcode, REPLACE_ERROR_TITLES[subcode]])
+        .sort(),
+    );
+    const codes = spec.components.schemas.CustomAudienceStatus.properties.code['x-operation-status-codes'];
+    for (const code of Object.values(OPERATION_STATUS))
+      assert.equal(OPERATION_STATUS_TEXT[code], codes[String(code)]);
+  });
+
+  test('every operation cites its reference page and the day it was read', () => {
+    for (const [route, operations] of Object.entries(spec.paths)) {
+      for (const [method, operation] of Object.entries(operations)) {
+        if (method === 'parameters') continue;
+        assert.match(
+          operation.externalDocs?.url ?? '',
+          /^https:\/\/developers\.facebook\.com\//,
+          `${method} ${route}`,
+        );
+        assert.equal(operation['x-retrieved'], '2026-12-04');
+      }
+    }
+    assert.ok(NOT_EMULATED.length > 0);
   });
 });
 
@@ -854,7 +1351,7 @@ describe('refresh workflow with meta-custom-audience (mysql)', () => {
         last_error: string;
       };
       assert.equal(pending.committed_at, null);
-      assert.equal(pending.attempts, 1);
+      assert.equal(pending.attempts, 0, "deferred: the refusal is not the record's fault");
       assert.match(pending.last_error, /refused by Meta: audience would fall below its minimum size/);
 
       emu.setMinAudienceSize(0);
@@ -895,11 +1392,15 @@ describe('refresh workflow with meta-custom-audience (mysql)', () => {
       assert.deepEqual(
         session!.batchSeqs,
         Array.from({ length: pages + 1 }, (_, i) => i + 1),
-        'fill pages 1..n, then the empty last batch, numbered across activities',
+        'fill pages 1..n, then the last page again with last_batch_flag, numbered across activities',
       );
       const calls = await endpointCalls(db, replaced.runId);
-      assert.deepEqual(Object.keys(calls), ['usersreplace']);
-      assert.equal(calls.usersreplace!.calls, pages + 1 + 2, 'fill, swap, one throttled and one 5xx retry');
+      assert.deepEqual(Object.keys(calls).sort(), ['audience:read', 'usersreplace']);
+      assert.deepEqual(calls.usersreplace, { calls: pages + 1, failed: 0, rateLimited: 0, retried: 0 });
+      // operation_status before the first batch (throttled once, a 5xx once) and after the swap.
+      assert.equal(calls['audience:read']!.rateLimited, 1);
+      assert.equal(calls['audience:read']!.retried, 1);
+      assert.ok(calls['audience:read']!.calls >= 3 + 1);
       assert.equal((await state()).remote_list_id, `${audienceId}:${session!.sessionId}`);
 
       // The connector now points at audience:session; a diff writes to the audience itself.
@@ -917,7 +1418,10 @@ describe('refresh workflow with meta-custom-audience (mysql)', () => {
       assert.equal(again.status, 'succeeded');
       assert.deepEqual(emu.members(audienceId), await expectedAudience(db));
       assert.equal(emu.sessions(audienceId).length, 2);
-      assert.deepEqual(Object.keys(await endpointCalls(db, again.runId)), ['usersreplace']);
+      assert.deepEqual(Object.keys(await endpointCalls(db, again.runId)).sort(), [
+        'audience:read',
+        'usersreplace',
+      ]);
     });
   });
 });

@@ -15,10 +15,27 @@ import {
   type Reply,
   type RouteTable,
 } from '../kit/emulator-kit';
+import { openApiCheck, type SpecCheck } from '../kit/vendor-spec';
+import {
+  FIRST_BATCH_SEQ,
+  MAX_INVALID_ENTRY_SAMPLES,
+  MAX_USERS_PER_CALL,
+  META_SPEC_DOCUMENT,
+  OPERATION_STATUS,
+  OPERATION_STATUS_TEXT,
+  REPLACE_ERROR_CODE,
+  REPLACE_ERROR_SUBCODES,
+  REPLACE_ERROR_TITLES,
+  REPLACE_MAX_AUDIENCE_SIZE,
+  REPLACE_SESSION_MS,
+  USERS_LOCKED,
+} from './vendor-limits';
 
 /**
  * An in-memory stand-in for the Meta Marketing API's Custom Audience user edges, for tests, the
- * demo and users' own tests. It follows the documented contract:
+ * demo and users' own tests. It follows Meta's reference pages and guide as written down in the
+ * fixture table test/vendor-specs/meta/marketing-api-custom-audience.openapi.json, against which
+ * every request and answer is checked (unless `specCheck: false`):
  *
  *   GET    /{version}/{audience_id}?fields=…                                      read the audience
  *   POST   /{version}/{audience_id}/users         {payload:{schema,data}}          add people
@@ -31,20 +48,43 @@ import {
  * form-encoded (payload=<json>) or query parameters; the token comes as a bearer header or as
  * access_token. At most 10,000 people per call; entries that are not SHA-256 hex count as invalid
  * entries (the call still succeeds); removals that would leave the audience below a minimum size
- * are refused with Meta's 200/1870047; a replace session's uploads stay invisible until its
- * last_batch_flag, then become the whole audience. Throttling answers like Meta's: a 400 (403 for
- * code 4) with code 17, 613, 80003 or 4 and an X-Business-Use-Case-Usage header.
+ * are refused with 200/1870047 (see vendor-limits.ts: observed, not documented). Throttling
+ * answers like Meta's: a 400 (403 for code 4) with code 17, 613, 80003 or 4 and an
+ * X-Business-Use-Case-Usage header.
  *
- * Not emulated: matching (every valid row counts as one person, identified by its first
- * non-empty column), processing delays, the lock on /users while a replace runs, session expiry.
+ * A replace (usersreplace) is a session, as the guide describes it: batch_seq 1 starts it (and
+ * puts the audience's operation_status at 414 "Replace in progress"); later batches of it may
+ * carry any other number; the batch with last_batch_flag ends it, and so do 90 minutes after its
+ * first batch (later batches: 2650/1870158, and the audience gets what arrived in time). Then
+ * Meta processes it asynchronously (`replaceProcessingMs`), after which the audience is exactly
+ * what the session uploaded and operation_status is 200 again. Until then /users writes and
+ * another replace are refused with 2650/1870145 "Audience Update In Progress"; batches for a
+ * finished session with 2650/1870159; a non-first batch of a session that never started with
+ * 2650/1870147. Time is `clock()`, so tests can run it virtually.
  */
+
+/** What this emulator still does not do as Meta does (see NOT_EMULATED in docs/connectors.md). */
+export const NOT_EMULATED: readonly string[] = [
+  'matching: every valid row counts as one person, identified by its first non-empty column; Meta matches hashes to accounts, and the size it reports is a range, usually much smaller than what was sent',
+  'processing delays of /users writes: Meta applies them "usually within 24 hours"; here they apply at once (only a replace is asynchronous)',
+  'the answer Meta gives a /users write during a replace is not documented: here it is 2650/1870145 "Audience Update In Progress", the replace endpoint\'s documented refusal',
+  'whether an empty batch (payload.data []) is accepted is not documented: here it is refused with code 100, so the connector cannot come to depend on it',
+  'what a repeated batch_seq 1 does to an open session is only hinted at ("A new replace session starts when we receive a batch_seq of 1"): here it starts the session again, dropping what it staged',
+  'operation_status codes other than 200, 414 and 415 (expiry 100, low match rate 411, invalid-entry rate 412, flagged 471 with its 100/1713230 refusals, …); a failed replace (415) only when the replaceFails fault asks for it',
+  'the minimum audience size for removals ("Audience Size too Low"): Meta publishes neither the rule nor a threshold; here it is the minAudienceSize option (0: off)',
+  'the 100-million-people ceiling of usersreplace is checked against the people held here (1870144), which nobody reaches in a test',
+  'Business Use Case rate-limit accounting: throttling happens only when a fault asks for it; the usage header always reports 1%',
+  'the /sessions edge, estimated_num_total (accepted, ignored), app_ids/page_ids/is_raw and schemas other than the hashed keys, data_processing_options (LDU), value-based audiences, the learning-phase effects of /users writes',
+  'the schema-must-not-change-within-a-session rule answers code 100 (Meta documents that it is an error, not which)',
+  'whether num_invalid_entries of a replace batch counts the batch or the whole session is unclear ("Total number of users with an invalid format"): here it counts the batch, while num_received counts the session, as documented',
+];
 
 export type MetaEndpoint = 'audience:read' | 'users:add' | 'users:remove' | 'usersreplace';
 
 export interface MetaEmulatorFaults {
   /** The next `calls` calls are throttled with Graph error `code` (default 17). */
   rateLimit?: { calls: number; code?: 4 | 17 | 613 | 80003; regainAccessMinutes?: number };
-  /** The next `calls` calls answer 5xx (Graph code 2, is_transient) without applying anything. */
+  /** The next `calls` calls answer 5xx (Graph code 2) without applying anything. */
   serverError?: { calls: number; status?: 500 | 503 };
   /** The next `calls` calls apply their change, then answer 500: delivered but unacknowledged. */
   applyThenFail?: { calls: number };
@@ -59,6 +99,8 @@ export interface MetaEmulatorFaults {
   shortAck?: { calls: number };
   /** Added before every answer. */
   latencyMs?: number;
+  /** The next `calls` replaces end as "Replace failed" (operation_status 415): the audience is left as it was. */
+  replaceFails?: { calls: number };
 }
 
 export interface MetaEmulatorStats {
@@ -90,8 +132,19 @@ export interface MetaEmulatorOptions {
    * Low", a threshold it does not publish). 0 (default) disables the rule.
    */
   minAudienceSize?: number;
-  /** How many invalid entries are named in invalid_entry_samples (Meta names a sample, not all). */
+  /** How many invalid entries are named in invalid_entry_samples (Meta names a sample, at most 100). */
   invalidSampleLimit?: number;
+  /** How long Meta takes to process a replace after its session ends (default 1 s). */
+  replaceProcessingMs?: number;
+  /** How long a replace session may take from its first batch (Meta: 90 minutes). */
+  replaceSessionMs?: number;
+  /** The emulator's time in ms (default Date.now): tests pass a virtual clock their sleeps advance. */
+  clock?: () => number;
+  /**
+   * Check every request and answer against the fixture table (default true): a request that
+   * breaks it is refused with Graph's 100 "Invalid parameter" and recorded as a violation.
+   */
+  specCheck?: boolean;
 }
 
 /** A person as the emulator holds them: Meta key (EMAIL, PHONE, FN, …) → hash as sent. */
@@ -101,7 +154,18 @@ export interface ReplaceSessionInfo {
   sessionId: string;
   batchSeqs: number[];
   rowsStaged: number;
+  /** open: taking batches; processing: ended, Meta still replacing; done; failed (415). */
+  state: 'open' | 'processing' | 'done' | 'failed';
+  /** How the session ended: its last_batch_flag, or the 90 minutes running out. */
+  endedBy?: 'lastBatch' | 'timeout';
+  /** Replaced the audience (done), as a shorthand. */
   finished: boolean;
+}
+
+/** A Custom Audience's operation_status (code and Meta's description). */
+export interface OperationStatus {
+  code: number;
+  description: string;
 }
 
 export interface MetaCustomAudienceEmulator {
@@ -116,6 +180,8 @@ export interface MetaCustomAudienceEmulator {
   setMembers(audienceId: string, members: Map<string, MetaRow>): void;
   /** The replace sessions an audience has seen. */
   sessions(audienceId: string): ReplaceSessionInfo[];
+  /** The audience's operation_status now (414 while a replace runs). */
+  operationStatus(audienceId: string): OperationStatus;
   setMinAudienceSize(size: number): void;
   stats(): MetaEmulatorStats;
   resetStats(): void;
@@ -141,6 +207,7 @@ class GraphError extends Error {
 }
 
 const endpoints: MetaEndpoint[] = ['audience:read', 'users:add', 'users:remove', 'usersreplace'];
+
 const SINGLE_KEY_SCHEMAS: Record<string, string> = { EMAIL_SHA256: 'EMAIL', PHONE_SHA256: 'PHONE' };
 const MULTI_KEYS = new Set(
   'EXTERN_ID EMAIL PHONE GEN DOBY DOBM DOBD LN FN FI CT ST ZIP MADID COUNTRY'.split(' '),
@@ -168,17 +235,30 @@ interface ReplaceSession {
   sessionId: string;
   staged: Map<string, MetaRow>;
   batchSeqs: number[];
-  finished: boolean;
+  /** The schema of the first batch, which every batch of the session must keep. */
+  schema: string;
+  /** Rows received in the session so far (its answers' num_received). */
+  received: number;
+  startedAt: number;
+  state: ReplaceSessionInfo['state'];
+  endedAt?: number;
+  endedBy?: ReplaceSessionInfo['endedBy'];
 }
 
 interface Audience {
   members: Map<string, MetaRow>;
   sessions: Map<string, ReplaceSession>;
+  /** The replace holding the audience (open or processing): operation_status 414. */
+  replacing?: ReplaceSession;
+  /** operation_status when no replace holds it. */
+  status: OperationStatus;
 }
 
 interface ParsedCall {
   endpoint: MetaEndpoint;
   audienceId: string;
+  /** The schema as sent, for the session rule. */
+  schema: string;
   rows: MetaRow[];
   session?: { sessionId: string; batchSeq: number; last: boolean };
 }
@@ -186,8 +266,11 @@ interface ParsedCall {
 export async function startMetaCustomAudienceEmulator(
   options: MetaEmulatorOptions,
 ): Promise<MetaCustomAudienceEmulator> {
-  const maxUsers = options.maxUsersPerCall ?? 10_000;
-  const sampleLimit = options.invalidSampleLimit ?? 10;
+  const maxUsers = options.maxUsersPerCall ?? MAX_USERS_PER_CALL;
+  const sampleLimit = Math.min(options.invalidSampleLimit ?? 10, MAX_INVALID_ENTRY_SAMPLES);
+  const processingMs = options.replaceProcessingMs ?? 1_000;
+  const sessionMs = options.replaceSessionMs ?? REPLACE_SESSION_MS;
+  const now = options.clock ?? Date.now;
   const adAccount = options.adAccountId ?? '1000000000';
   let minAudienceSize = options.minAudienceSize ?? 0;
   const audiences = new Map<string, Audience>();
@@ -197,10 +280,52 @@ export async function startMetaCustomAudienceEmulator(
 
   function createAudience(id?: string): string {
     const audienceId = id ?? String(nextAudienceId++);
-    if (!audiences.has(audienceId)) audiences.set(audienceId, { members: new Map(), sessions: new Map() });
+    if (!audiences.has(audienceId)) {
+      audiences.set(audienceId, {
+        members: new Map(),
+        sessions: new Map(),
+        status: statusOf(OPERATION_STATUS.normal),
+      });
+    }
     return audienceId;
   }
   for (const id of options.audiences ?? []) createAudience(id);
+
+  /**
+   * Brings an audience's replace up to now: a session past its 90 minutes ends (timed out), and
+   * a session whose processing time has passed replaces the audience (or fails, on request).
+   */
+  function settle(audience: Audience): void {
+    const session = audience.replacing;
+    if (!session) return;
+    const at = now();
+    if (session.state === 'open' && at >= session.startedAt + sessionMs) {
+      session.state = 'processing';
+      session.endedAt = session.startedAt + sessionMs;
+      session.endedBy = 'timeout';
+    }
+    if (session.state === 'processing' && at >= session.endedAt! + processingMs) {
+      audience.replacing = undefined;
+      if (faults.take('replaceFails')) {
+        session.state = 'failed';
+        audience.status = statusOf(OPERATION_STATUS.replaceFailed);
+      } else {
+        session.state = 'done';
+        audience.members = new Map(session.staged);
+        audience.status = statusOf(OPERATION_STATUS.normal);
+      }
+    }
+  }
+
+  function audienceOf(id: string): Audience | undefined {
+    const audience = audiences.get(id);
+    if (audience) settle(audience);
+    return audience;
+  }
+
+  function operationStatus(audience: Audience): OperationStatus {
+    return audience.replacing ? statusOf(OPERATION_STATUS.replaceInProgress) : { ...audience.status };
+  }
 
   /** GraphErrors thrown from anywhere in here are answered as Graph error documents. */
   async function handle(req: EmulatorRequest): Promise<Reply> {
@@ -226,13 +351,16 @@ export async function startMetaCustomAudienceEmulator(
     if (injected) return injected;
     if (call instanceof GraphError) throw call;
 
-    const audience = audiences.get(call.audienceId);
+    const audience = audienceOf(call.audienceId);
     if (!audience) throw unknownObject(call.audienceId);
     const down = faults.down();
     if (down) throw new GraphError(down.status ?? 503, 2, 'Service temporarily unavailable');
+    if (call.endpoint !== 'usersreplace' && audience.replacing) throw updateInProgress('users');
     const rows = faults.take('shortAck') ? call.rows.slice(0, -1) : call.rows;
     const { valid, invalid } = validateRows(rows);
-    apply(audience, call, valid);
+    // A session's answers count what it received so far ("Total number of users received in
+    // this session so far", guide); a call without one counts itself.
+    const received = apply(audience, call, valid, rows.length);
     stats.current.recordsApplied[call.endpoint] += valid.length;
     if (faults.take('applyThenFail')) throw new GraphError(500, 1, 'An unknown error occurred');
     faults.succeeded();
@@ -241,7 +369,7 @@ export async function startMetaCustomAudienceEmulator(
       body: {
         audience_id: call.audienceId,
         session_id: call.session?.sessionId ?? randomSessionId(),
-        num_received: rows.length,
+        num_received: received,
         num_invalid_entries: invalid.length,
         invalid_entry_samples: Object.fromEntries(invalid.slice(0, sampleLimit)),
       },
@@ -255,7 +383,7 @@ export async function startMetaCustomAudienceEmulator(
   function readAudience(audienceId: string, params: Record<string, unknown>): Reply {
     const injected = takeRateLimitOrServerError();
     if (injected) return injected;
-    const audience = audiences.get(audienceId);
+    const audience = audienceOf(audienceId);
     if (!audience) throw unknownObject(audienceId, 'get');
     const size = audience.members.size;
     const known: Record<string, unknown> = {
@@ -263,6 +391,7 @@ export async function startMetaCustomAudienceEmulator(
       name: `Emulated audience ${audienceId}`,
       approximate_count_lower_bound: size,
       approximate_count_upper_bound: size,
+      operation_status: operationStatus(audience),
       subtype: 'CUSTOM',
     };
     const asked = String(params.fields ?? '')
@@ -330,42 +459,77 @@ export async function startMetaCustomAudienceEmulator(
     return { valid, invalid };
   }
 
-  function apply(audience: Audience, call: ParsedCall, rows: MetaRow[]): void {
+  /** Applies the valid rows; for a replace batch, returns the session's rows received so far. */
+  function apply(audience: Audience, call: ParsedCall, rows: MetaRow[], received: number): number {
     switch (call.endpoint) {
       case 'users:add':
         for (const row of rows) audience.members.set(identity(row), withoutBlanks(row));
-        return;
+        return received;
       case 'users:remove': {
         const present = new Set(rows.map(identity).filter((id) => audience.members.has(id)));
         if (present.size > 0 && audience.members.size - present.size < minAudienceSize)
           throw audienceTooSmall();
         for (const id of present) audience.members.delete(id);
-        return;
+        return received;
       }
       case 'usersreplace':
-        return applyReplace(audience, call.session!, rows);
+        return applyReplace(audience, call, rows, received);
+      default:
+        return received;
     }
   }
 
-  function applyReplace(audience: Audience, session: NonNullable<ParsedCall['session']>, rows: MetaRow[]) {
-    let state = audience.sessions.get(session.sessionId);
-    if (state?.finished) {
-      // A repeated empty last batch (a retried swap) changes nothing; anything else is too late.
-      if (session.last && rows.length === 0) return;
-      throw new GraphError(400, 100, `(#100) Upload session ${session.sessionId} has already finished`);
+  /** One batch of a replace session, by the guide's session rules (see the top of the file). */
+  function applyReplace(audience: Audience, call: ParsedCall, rows: MetaRow[], received: number): number {
+    const session = call.session!;
+    const existing = audience.sessions.get(session.sessionId);
+    if (existing && existing.state !== 'open') {
+      throw replaceError(
+        existing.endedBy === 'timeout'
+          ? REPLACE_ERROR_SUBCODES.sessionTimedOut
+          : REPLACE_ERROR_SUBCODES.sessionFinished,
+      );
     }
-    if (!state) {
-      state = { sessionId: session.sessionId, staged: new Map(), batchSeqs: [], finished: false };
+    let state: ReplaceSession;
+    if (session.batchSeq === FIRST_BATCH_SEQ) {
+      if (audience.replacing && audience.replacing !== existing) throw updateInProgress('replace');
+      if (audience.members.size >= REPLACE_MAX_AUDIENCE_SIZE)
+        throw replaceError(REPLACE_ERROR_SUBCODES.sizeNotSupported);
+      // "A new replace session starts when we receive a batch_seq of 1": again, for an open one.
+      state = {
+        sessionId: session.sessionId,
+        staged: new Map(),
+        batchSeqs: [],
+        schema: call.schema,
+        received: 0,
+        startedAt: now(),
+        state: 'open',
+      };
       audience.sessions.set(session.sessionId, state);
+      audience.replacing = state;
+    } else {
+      if (!existing) throw replaceError(REPLACE_ERROR_SUBCODES.firstBatchMissing);
+      state = existing;
+      if (state.schema !== call.schema) {
+        throw new GraphError(
+          400,
+          100,
+          `(#100) Invalid parameter: the schema of a replace session cannot change (first batch: ${state.schema}, this one: ${call.schema})`,
+        );
+      }
     }
     state.batchSeqs.push(session.batchSeq);
+    state.received += received;
     for (const row of rows) state.staged.set(identity(row), withoutBlanks(row));
     if (session.last) {
-      audience.members = new Map(state.staged);
-      state.finished = true;
+      state.state = 'processing';
+      state.endedAt = now();
+      state.endedBy = 'lastBatch';
     }
+    return state.received;
   }
 
+  const check = options.specCheck === false ? undefined : metaSpecCheck();
   return {
     ...(await startJsonServer(options, {
       handle,
@@ -380,10 +544,21 @@ export async function startMetaCustomAudienceEmulator(
       everyReply: () => ({
         'x-business-use-case-usage': JSON.stringify({ [adAccount]: [bucUsage(1, 0)] }),
       }),
+      ...(check
+        ? {
+            spec: {
+              name: 'meta-custom-audience',
+              check,
+              routes,
+              refuse: (problems: string[]) =>
+                graphErrorReply(new GraphError(400, 100, `(#100) Invalid parameter: ${problems.join('; ')}`)),
+            },
+          }
+        : {}),
     })),
     createAudience,
     members: (listId) => {
-      const audience = audiences.get(listId.split(':')[0]!);
+      const audience = audienceOf(listId.split(':')[0]!);
       return new Map([...(audience?.members ?? [])].map(([id, row]) => [id, { ...row }]));
     },
     setMembers: (audienceId, members) => {
@@ -391,17 +566,68 @@ export async function startMetaCustomAudienceEmulator(
       audience.members = new Map([...members].map(([id, row]) => [id, { ...row }]));
     },
     sessions: (audienceId) =>
-      [...(audiences.get(audienceId)?.sessions.values() ?? [])].map((s) => ({
+      [...(audienceOf(audienceId)?.sessions.values() ?? [])].map((s) => ({
         sessionId: s.sessionId,
         batchSeqs: [...s.batchSeqs],
         rowsStaged: s.staged.size,
-        finished: s.finished,
+        state: s.state,
+        ...(s.endedBy ? { endedBy: s.endedBy } : {}),
+        finished: s.state === 'done',
       })),
+    operationStatus: (audienceId) => {
+      const audience = audienceOf(audienceId);
+      if (!audience) throw new Error(`no audience ${audienceId}`);
+      return operationStatus(audience);
+    },
     setMinAudienceSize: (size) => {
       minAudienceSize = size;
     },
     ...statsAndFaults(stats, faults),
   };
+}
+
+/** The fixture table's check, compiled once per process (ajv compiles are not free). */
+let metaSpec: SpecCheck | undefined;
+export function metaSpecCheck(): SpecCheck {
+  return (metaSpec ??= openApiCheck({
+    document: META_SPEC_DOCUMENT,
+    operations: {
+      'audience:read': 'GET /{custom_audience_id}',
+      'users:add': 'POST /{custom_audience_id}/users',
+      'users:remove': 'DELETE /{custom_audience_id}/users',
+      usersreplace: 'POST /{custom_audience_id}/usersreplace',
+    },
+  }));
+}
+
+function statusOf(code: number): OperationStatus {
+  return { code, description: OPERATION_STATUS_TEXT[code] ?? '' };
+}
+
+/** One of the usersreplace errors the guide lists: code 2650, its subcode and title. */
+function replaceError(subcode: number): GraphError {
+  const title = REPLACE_ERROR_TITLES[subcode]!;
+  return new GraphError(400, REPLACE_ERROR_CODE, `(#2650) Failed to update the custom audience: ${title}`, {
+    subcode,
+    userTitle: title,
+    userMessage: title,
+  });
+}
+
+/**
+ * The audience is held by a replace. For a second replace the guide documents this answer; for a
+ * /users write it documents none (see vendor-limits.ts USERS_LOCKED): the same answer is given.
+ */
+function updateInProgress(what: 'users' | 'replace'): GraphError {
+  const error = replaceError(USERS_LOCKED.subcode);
+  const why =
+    what === 'replace'
+      ? "You can't replace a customer list custom audience that is in the process of being updated."
+      : 'This audience is being replaced: users cannot be added or removed until the replace is finished.';
+  return new GraphError(error.status, error.code, error.message, {
+    ...error.extra,
+    userMessage: `${why} Wait for the audience availability to become "Normal" and try again.`,
+  });
 }
 
 // --- Requests -----------------------------------------------------------------------------------
@@ -468,8 +694,18 @@ function parseCall(
       `(#100) Too many users in one request: ${data.length} (at most ${maxUsers})`,
     );
   }
+  if (data.length === 0) {
+    // Meta does not document whether it takes a batch without people: refused here, so that no
+    // client comes to depend on it (see NOT_EMULATED).
+    throw new GraphError(400, 100, '(#100) Invalid parameter: payload.data holds no users');
+  }
   const rows = data.map((entry) => rowOf(columns, entry));
-  const call: ParsedCall = { endpoint: route.endpoint, audienceId: route.audienceId, rows };
+  const call: ParsedCall = {
+    endpoint: route.endpoint,
+    audienceId: route.audienceId,
+    schema: JSON.stringify(schema),
+    rows,
+  };
   if (route.endpoint === 'usersreplace') call.session = parseSession(params.session);
   return call;
 }
@@ -521,7 +757,6 @@ function graphErrorReply(error: GraphError, headers: Record<string, string> = {}
         type,
         code: error.code,
         ...(subcode === undefined ? {} : { error_subcode: subcode }),
-        is_transient: error.status >= 500,
         ...(userTitle ? { error_user_title: userTitle, error_user_msg: userMessage } : {}),
         fbtrace_id: randomBytes(8).toString('base64url'),
       },

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { secretName, serviceUrl } from '../kit/index';
+import { MAX_USERS_PER_CALL } from './vendor-limits';
 
 /** The settings of a `meta-custom-audience` destination: all that validating a connector needs. */
 
@@ -50,8 +51,8 @@ export const metaCustomAudienceConfigSchema = z
       .optional(),
     /** Extra identifier columns, Meta key → attribute name, e.g. { PHONE: 'phone', FN: 'first_name' }. */
     attributeMap: z.partialRecord(z.enum(metaIdentifierKeys), columnName).default({}),
-    /** Meta accepts at most 10,000 people per call: one batch is one call. */
-    recordsPerCall: z.number().int().min(1).max(10_000).default(10_000),
+    /** Meta accepts at most 10,000 people per call (vendor-limits.ts): one batch is one call. */
+    recordsPerCall: z.number().int().min(1).max(MAX_USERS_PER_CALL).default(MAX_USERS_PER_CALL),
     callsPerSecond: z.number().positive().optional(),
     maxConcurrent: z.number().int().positive().optional(),
   })
