@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, test } from 'node:test';
 import { counted, countedFailure } from '../helpers/destination-context';
 import { HttpDestinationError, requestJson, retryPolicy } from '../../src/connectors/kit/http';
+import { QuotaExhaustedError } from '../../src/core/destination';
 
 /** The shared HTTP machinery's destination hook: reading rate limits and errors from the body. */
 
@@ -132,4 +133,41 @@ test('retryPolicy keeps only the retry knobs, over connector defaults, ignoring 
     timeoutMs: 5,
     maxAttempts: 3,
   });
+});
+
+test('a rate limit that asks for a wait of hours is a used-up quota: no retry, the run pauses until then', async () => {
+  // Like Google's daily operations quota: RESOURCE_EXHAUSTED with a retryDelay of hours.
+  const hours = { status: 400, body: { error: { code: 17 } } };
+  answers.push(hours);
+  const waits: number[] = [];
+  const started = Date.now();
+  const { error, tallies } = await countedFailure(() =>
+    requestJson({
+      method: 'POST',
+      url,
+      body: {},
+      endpoint: 'post',
+      service: 'vendor',
+      classify: () => ({ kind: 'rateLimited', retryAfterMs: 3 * 3600_000 }),
+      sleep: async (ms) => void waits.push(ms),
+    }),
+  );
+  assert.ok(error instanceof QuotaExhaustedError, String(error));
+  assert.match(error.reason, /^vendor: quota used up \(asked to wait 180 min\)/);
+  assert.ok(error.resumeAt.getTime() >= started + 3 * 3600_000);
+  assert.deepEqual(waits, [], 'nothing was waited for in the activity');
+  assert.deepEqual(tallies, { post: { calls: 1, rateLimited: 1, retried: 0, failed: 0 } });
+
+  // A wait within the threshold is still waited for, and the call made again.
+  answers.push(hours, { status: 200, body: { done: 1 } });
+  const shortWaits: number[] = [];
+  const short = await requestJson({
+    method: 'POST',
+    url,
+    body: {},
+    classify: ({ status }) => (status === 400 ? { kind: 'rateLimited', retryAfterMs: 600_000 } : undefined),
+    sleep: async (ms) => void shortWaits.push(ms),
+  });
+  assert.deepEqual(short.body, { done: 1 });
+  assert.deepEqual(shortWaits, [60_000], 'capped at maxWaitMs, then retried');
 });

@@ -44,6 +44,12 @@ export interface JsonRequest {
   rateLimitMaxDelayMs?: number;
   /** Cap on any single wait, including a server-requested Retry-After. */
   maxWaitMs?: number;
+  /**
+   * A rate limit that asks for a longer wait than this is a used-up quota (Google's daily
+   * operations, a Retry-After of hours): no retry can pass sooner, so the run pauses until then
+   * (QuotaExhaustedError) instead of retrying early. Default 15 minutes.
+   */
+  pauseBeyondMs?: number;
   /** Per-attempt timeout; a timed-out attempt counts as a network error. */
   timeoutMs?: number;
   sleep?: Sleep;
@@ -121,6 +127,7 @@ export type RetryOptions = Pick<
   | 'rateLimitBaseDelayMs'
   | 'rateLimitMaxDelayMs'
   | 'maxWaitMs'
+  | 'pauseBeyondMs'
   | 'timeoutMs'
 >;
 
@@ -134,6 +141,7 @@ const retryKeys = [
   'rateLimitBaseDelayMs',
   'rateLimitMaxDelayMs',
   'maxWaitMs',
+  'pauseBeyondMs',
   'timeoutMs',
 ] as const satisfies readonly (keyof RetryOptions)[];
 
@@ -154,6 +162,7 @@ const defaults = {
   baseDelayMs: 250,
   maxDelayMs: 10_000,
   maxWaitMs: 60_000,
+  pauseBeyondMs: 15 * 60_000,
   timeoutMs: 30_000,
   rateLimitTerm: 'rate limited',
 };
@@ -220,6 +229,18 @@ export async function requestJson<T = unknown>(request: JsonRequest): Promise<Js
     }
 
     let delayMs: number;
+    if (
+      result.rateLimited &&
+      result.retryAfterMs !== undefined &&
+      result.retryAfterMs > options.pauseBeyondMs
+    ) {
+      countCall(endpoint, 'rate_limited');
+      const wait = `asked to wait ${Math.round(result.retryAfterMs / 60_000)} min`;
+      throw new QuotaExhaustedError(
+        redact(`${options.service}: quota used up (${wait}): ${result.failure}`, options),
+        new Date(Date.now() + result.retryAfterMs),
+      );
+    }
     if (result.rateLimited) {
       if (rateLimitWaits >= options.maxRateLimitWaits) {
         const reason = `still ${options.rateLimitTerm} after ${rateLimitWaits} waits: ${result.failure}`;
