@@ -8,6 +8,7 @@ import {
 import { HttpDestinationError, parseRetryAfter, type RetryOptions } from '../../src/connectors/kit/http';
 import {
   capabilitiesOf,
+  QuotaExhaustedError,
   type Attributes,
   type Destination,
   type SecretResolver,
@@ -132,11 +133,19 @@ describe('http-list destination against the emulator', () => {
     assert.equal(emu.members('audience').size, 1);
   });
 
-  test('caps a very long Retry-After', async () => {
+  test('caps a long Retry-After; one of over 15 minutes pauses the run instead', async () => {
     const { emu, dest, waits } = await setup();
-    emu.faults.set({ rateLimit: { calls: 1, retryAfterSeconds: 3600 } });
+    emu.faults.set({ rateLimit: { calls: 1, retryAfterSeconds: 600 } });
     await dest.add(members('a@x'));
     assert.deepEqual(waits, [60_000]);
+
+    emu.faults.set({ rateLimit: { calls: 1, retryAfterSeconds: 3600 } });
+    await assert.rejects(dest.add(members('b@x')), (error: unknown) => {
+      assert.ok(error instanceof QuotaExhaustedError, String(error));
+      assert.match(error.reason, /http-list: quota used up \(asked to wait 60 min\)/);
+      return true;
+    });
+    assert.deepEqual(waits, [60_000], 'the hour is not waited for inside the activity');
   });
 
   test('retries 5xx with backoff, then succeeds', async () => {
