@@ -1,8 +1,7 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
 import { z } from 'zod';
-import type { ContractTarget, SandboxHarness } from '../kit/contract';
+import { watchVendorCalls, type ContractTarget, type SandboxHarness } from '../kit/contract';
 import { requestJson } from '../kit/http';
 import { createDestinationContext } from '../kit/module';
 import { createBrazeAttributesDestination } from './destination';
@@ -68,19 +67,8 @@ export const sandboxHarness: SandboxHarness = {
       createDestinationContext({ secrets: (name) => secrets[name] ?? '' }),
     );
 
-    const internal = new AsyncLocalStorage<boolean>();
     const trackUrl = `${restEndpoint}/users/track`;
-    let received = 0;
-    const realFetch = globalThis.fetch;
-    globalThis.fetch = (input, init) => {
-      const url = input instanceof Request ? input.url : String(input);
-      if (!internal.getStore() && url === trackUrl) received++;
-      return realFetch(input, init);
-    };
-    const ours = <T>(work: () => Promise<T>) => internal.run(true, work);
-    const restore = () => {
-      globalThis.fetch = realFetch;
-    };
+    const { received, ours, restore } = watchVendorCalls({ matches: (url) => url === trackUrl });
     const braze = (endpoint: string, body: unknown) =>
       ours(() =>
         requestJson({
@@ -135,7 +123,7 @@ export const sandboxHarness: SandboxHarness = {
           }
           return last;
         },
-        received: () => received,
+        received,
         close: async () => {
           try {
             const keys = [...handedOut];

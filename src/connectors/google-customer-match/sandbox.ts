@@ -1,5 +1,4 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
-import type { ContractTarget, SandboxHarness } from '../kit/contract';
+import { watchVendorCalls, type ContractTarget, type SandboxHarness } from '../kit/contract';
 import { hashedEmailKeys } from '../kit/emulator-kit';
 import { createDestinationContext } from '../kit/module';
 import { createGoogleCustomerMatchDestination } from './destination';
@@ -119,28 +118,16 @@ export const sandboxHarness: SandboxHarness = {
 
     // Calls to the customer the suite's destination makes are counted as they go out (the
     // harness's own calls are not); every answer, the harness's too, feeds the confirmed list.
-    const internal = new AsyncLocalStorage<boolean>();
     const prefix = `${GOOGLE_ADS_BASE_URL}/${GOOGLE_ADS_API_VERSION}/customers/${customerId}`;
-    let received = 0;
-    const realFetch = globalThis.fetch;
-    globalThis.fetch = async (input, init) => {
-      const url = input instanceof Request ? input.url : String(input);
-      if (!url.startsWith(prefix)) return realFetch(input, init);
-      if (!internal.getStore()) received++;
-      const response = await realFetch(input, init);
-      if (response.ok && typeof init?.body === 'string') {
-        try {
-          observe(url, JSON.parse(init.body), await response.clone().json());
-        } catch {
-          // not JSON: the destination reports that itself
+    const { received, ours, restore } = watchVendorCalls({
+      matches: (url) => url.startsWith(prefix),
+      observe: ({ url, status, requestBody, responseBody }) => {
+        // Not JSON either way: the destination reports that itself.
+        if (status >= 200 && status < 300 && requestBody !== undefined && responseBody !== undefined) {
+          observe(url, requestBody, responseBody);
         }
-      }
-      return response;
-    };
-    const ours = <T>(work: () => Promise<T>) => internal.run(true, work);
-    const restore = () => {
-      globalThis.fetch = realFetch;
-    };
+      },
+    });
 
     try {
       await ours(() => own.check());
@@ -157,7 +144,7 @@ export const sandboxHarness: SandboxHarness = {
           }
           return unhash(confirmed);
         },
-        received: () => received,
+        received,
         close: async () => {
           try {
             await ours(() => own.truncate());

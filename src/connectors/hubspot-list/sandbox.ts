@@ -1,6 +1,5 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
 import { z } from 'zod';
-import type { ContractTarget, SandboxHarness } from '../kit/contract';
+import { watchVendorCalls, type ContractTarget, type SandboxHarness } from '../kit/contract';
 import { requestJson } from '../kit/http';
 import { createDestinationContext } from '../kit/module';
 import { createHubspotListDestination } from './destination';
@@ -62,19 +61,10 @@ export const sandboxHarness: SandboxHarness = {
 
     // Calls to the list the suite's destination makes, counted as they go out (the harness's own
     // calls, marked as such, are not).
-    const internal = new AsyncLocalStorage<boolean>();
     const listUrl = `${BASE_URL}/crm/v3/lists/${listId}`;
-    let received = 0;
-    const realFetch = globalThis.fetch;
-    globalThis.fetch = (input, init) => {
-      const url = input instanceof Request ? input.url : String(input);
-      if (!internal.getStore() && (url === listUrl || url.startsWith(`${listUrl}/`))) received++;
-      return realFetch(input, init);
-    };
-    const ours = <T>(work: () => Promise<T>) => internal.run(true, work);
-    const restore = () => {
-      globalThis.fetch = realFetch;
-    };
+    const { received, ours, restore } = watchVendorCalls({
+      matches: (url) => url === listUrl || url.startsWith(`${listUrl}/`),
+    });
 
     try {
       await ours(() => own.check());
@@ -111,7 +101,7 @@ export const sandboxHarness: SandboxHarness = {
             return all;
           }),
         ...(refusable ? { refusedKey: () => ABSENT_RECORD } : {}),
-        received: () => received,
+        received,
         close: async () => {
           try {
             await ours(() => own.truncate!());

@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import type { Attributes } from '../../core/destination';
 
 /**
@@ -65,4 +66,69 @@ export interface SandboxHarness {
    * be injected. `close()` leaves the sandbox list empty.
    */
   start(env: Record<string, string>): Promise<ContractTarget>;
+}
+
+/** What a sandbox harness sees of the calls to its vendor (watchVendorCalls). */
+export interface VendorCallWatch {
+  /** Calls the suite's destination made to the vendor (the harness's own are not counted). */
+  received(): number;
+  /** Runs the harness's own calls (setup, reading the list back, cleanup): not counted. */
+  ours<T>(work: () => Promise<T>): Promise<T>;
+  /** Puts the real fetch back. */
+  restore(): void;
+}
+
+/** One answered call to the vendor, as `observe` sees it (bodies parsed when JSON, else undefined). */
+export interface VendorExchange {
+  url: string;
+  method: string;
+  status: number;
+  requestBody: unknown;
+  responseBody: unknown;
+}
+
+/**
+ * For sandbox harnesses: wraps fetch so that the calls to the vendor whose URL `matches` are
+ * counted as `received()` (a real service cannot be asked what it received), and each answer,
+ * the harness's own too, is shown to `observe` (Customer Match and Meta audiences cannot be read
+ * back: their harnesses rebuild the list from what the vendor acknowledged).
+ */
+export function watchVendorCalls(options: {
+  matches(url: string): boolean;
+  observe?(exchange: VendorExchange): void;
+}): VendorCallWatch {
+  const internal = new AsyncLocalStorage<boolean>();
+  let received = 0;
+  const realFetch = globalThis.fetch;
+  globalThis.fetch = async (input, init) => {
+    const url = input instanceof Request ? input.url : String(input);
+    if (!options.matches(url)) return realFetch(input, init);
+    if (!internal.getStore()) received++;
+    const response = await realFetch(input, init);
+    if (options.observe) {
+      options.observe({
+        url,
+        method: init?.method ?? 'GET',
+        status: response.status,
+        requestBody: typeof init?.body === 'string' ? parsedOrUndefined(init.body) : undefined,
+        responseBody: parsedOrUndefined(await response.clone().text()),
+      });
+    }
+    return response;
+  };
+  return {
+    received: () => received,
+    ours: (work) => internal.run(true, work),
+    restore: () => {
+      globalThis.fetch = realFetch;
+    },
+  };
+}
+
+function parsedOrUndefined(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
 }

@@ -1,5 +1,4 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
-import type { ContractTarget, SandboxHarness } from '../kit/contract';
+import { watchVendorCalls, type ContractTarget, type SandboxHarness } from '../kit/contract';
 import { createDestinationContext } from '../kit/module';
 import { createKlaviyoListDestination } from './destination';
 import { KLAVIYO_TYPE } from './settings';
@@ -46,18 +45,9 @@ export const sandboxHarness: SandboxHarness = {
     );
 
     // Calls the suite's destination makes are counted as they go out (the harness's own are not).
-    const internal = new AsyncLocalStorage<boolean>();
-    let received = 0;
-    const realFetch = globalThis.fetch;
-    globalThis.fetch = (input, init) => {
-      const url = input instanceof Request ? input.url : String(input);
-      if (!internal.getStore() && url.startsWith(`${BASE_URL}/api/`)) received++;
-      return realFetch(input, init);
-    };
-    const ours = <T>(work: () => Promise<T>) => internal.run(true, work);
-    const restore = () => {
-      globalThis.fetch = realFetch;
-    };
+    const { received, ours, restore } = watchVendorCalls({
+      matches: (url) => url.startsWith(`${BASE_URL}/api/`),
+    });
     const members = () =>
       ours(async () => {
         const all: string[] = [];
@@ -84,7 +74,7 @@ export const sandboxHarness: SandboxHarness = {
         attributes: (i) => ({ first_name: `K${i}`, plan: i % 2 ? 'gold' : 'free' }),
         members,
         refusedKey: () => 'not-an-email',
-        received: () => received,
+        received,
         close: async () => {
           try {
             await empty();

@@ -1,6 +1,5 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomBytes } from 'node:crypto';
-import type { ContractTarget, SandboxHarness } from '../kit/contract';
+import { watchVendorCalls, type ContractTarget, type SandboxHarness } from '../kit/contract';
 import { createDestinationContext } from '../kit/module';
 import { createMailchimpAudienceDestination } from './destination';
 import { MAILCHIMP_TYPE, mailchimpAudienceConfigSchema, mailchimpBaseUrl } from './settings';
@@ -58,23 +57,10 @@ export const sandboxHarness: SandboxHarness = {
 
     // Calls to the audience the suite's destination makes, counted as they go out (the harness's
     // own calls, marked as such, are not).
-    const internal = new AsyncLocalStorage<boolean>();
     const listUrl = `${baseUrl}/3.0/lists/${listId}`;
-    let received = 0;
-    const realFetch = globalThis.fetch;
-    globalThis.fetch = (input, init) => {
-      const url = input instanceof Request ? input.url : String(input);
-      if (
-        !internal.getStore() &&
-        (url === listUrl || url.startsWith(`${listUrl}/`) || url.startsWith(`${listUrl}?`))
-      )
-        received++;
-      return realFetch(input, init);
-    };
-    const ours = <T>(work: () => Promise<T>) => internal.run(true, work);
-    const restore = () => {
-      globalThis.fetch = realFetch;
-    };
+    const { received, ours, restore } = watchVendorCalls({
+      matches: (url) => url === listUrl || url.startsWith(`${listUrl}/`) || url.startsWith(`${listUrl}?`),
+    });
 
     const members = () =>
       ours(async () => {
@@ -104,7 +90,7 @@ export const sandboxHarness: SandboxHarness = {
         members,
         // Mailchimp answers a malformed address in the batch's `errors`, per member.
         refusedKey: () => 'not-an-address',
-        received: () => received,
+        received,
         close: async () => {
           try {
             await empty();

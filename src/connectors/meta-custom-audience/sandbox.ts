@@ -1,5 +1,4 @@
-import { AsyncLocalStorage } from 'node:async_hooks';
-import type { ContractTarget, SandboxHarness } from '../kit/contract';
+import { watchVendorCalls, type ContractTarget, type SandboxHarness } from '../kit/contract';
 import { hashedEmailKeys } from '../kit/emulator-kit';
 import { createDestinationContext } from '../kit/module';
 import { createMetaCustomAudienceDestination } from './destination';
@@ -140,29 +139,16 @@ export const sandboxHarness: SandboxHarness = {
 
     // Calls to the audience the suite's destination makes are counted as they go out (the
     // harness's own are not); every answer, the harness's too, feeds the acknowledged audience.
-    const internal = new AsyncLocalStorage<boolean>();
     const prefix = `${config.graphUrl.replace(/\/+$/, '')}/${config.apiVersion}/${audienceId}`;
     const ofAudience = (url: string) => url === prefix || /^[/?]/.test(url.slice(prefix.length));
-    let received = 0;
-    const realFetch = globalThis.fetch;
-    globalThis.fetch = async (input, init) => {
-      const url = input instanceof Request ? input.url : String(input);
-      if (!url.startsWith(prefix) || !ofAudience(url)) return realFetch(input, init);
-      if (!internal.getStore()) received++;
-      const response = await realFetch(input, init);
-      try {
-        const body = typeof init?.body === 'string' ? (JSON.parse(init.body) as unknown) : undefined;
-        const path = new URL(url).pathname;
-        observe(init?.method ?? 'GET', path, body, response.status, await response.clone().json());
-      } catch {
-        // not JSON: the destination reports that itself
-      }
-      return response;
-    };
-    const ours = <T>(work: () => Promise<T>) => internal.run(true, work);
-    const restore = () => {
-      globalThis.fetch = realFetch;
-    };
+    const { received, ours, restore } = watchVendorCalls({
+      matches: (url) => url.startsWith(prefix) && ofAudience(url),
+      observe: ({ url, method, status, requestBody, responseBody }) => {
+        // An answer that is not JSON: the destination reports that itself.
+        if (responseBody !== undefined)
+          observe(method, new URL(url).pathname, requestBody, status, responseBody);
+      },
+    });
 
     try {
       await ours(() => own.check());
@@ -178,7 +164,7 @@ export const sandboxHarness: SandboxHarness = {
           }
           return unhash(confirmed);
         },
-        received: () => received,
+        received,
         close: async () => {
           try {
             // Everything this run sent goes out again, as the connector removes people.
