@@ -573,12 +573,40 @@ export async function commitDelivered(
 ): Promise<void> {
   const chunkSize = 5000;
   for (let i = 0; i < keys.length; i += chunkSize) {
-    await trx('deltalog')
-      .where({ connector_id: connectorId })
-      .whereIn('record_key', keys.slice(i, i + chunkSize))
-      .whereNull('committed_at')
-      .update({ committed_at: now, on_remote: trx.raw('in_dataset'), attempts: 0, last_error: null });
+    await byPrimaryKey(
+      trx,
+      trx('deltalog')
+        .where({ connector_id: connectorId })
+        .whereIn('record_key', keys.slice(i, i + chunkSize))
+        .whereNull('committed_at')
+        .update({ committed_at: now, on_remote: trx.raw('in_dataset'), attempts: 0, last_error: null }),
+    );
   }
+}
+
+/** The index SQLite makes for the deltalog's primary key (connector_id, record_key). */
+const SQLITE_DELTALOG_KEY = 'sqlite_autoindex_deltalog_1';
+
+/**
+ * Runs an UPDATE of deltalog rows named by key through the primary key, so its work is bounded
+ * by the batch. Without statistics SQLite prefers `deltalog_pending` (connector_id, committed_at)
+ * for `… record_key IN (…) AND committed_at IS NULL`, and so walks every pending row of the
+ * connector for every batch: a first push whose cost grew with the square of the list. MariaDB
+ * picks the primary key by itself; SQLite is told (INDEXED BY), and test/send-path.test.ts holds
+ * both to it with EXPLAIN.
+ */
+async function byPrimaryKey(trx: Executor, update: Knex.QueryBuilder): Promise<void> {
+  if (dialectOf(trx as unknown as Db) !== 'sqlite') {
+    await update;
+    return;
+  }
+  const { sql, bindings } = update.toSQL().toNative();
+  const routed = sql.replace(
+    /^update `deltalog`/i,
+    `update \`deltalog\` indexed by \`${SQLITE_DELTALOG_KEY}\``,
+  );
+  if (routed === sql) throw new Error(`unexpected SQL for a keyed deltalog update: ${sql.slice(0, 60)}`);
+  await trx.raw(routed, bindings as readonly Knex.RawBinding[]);
 }
 
 /**
@@ -603,11 +631,14 @@ export async function recordRejections(
   rejections: Rejection[],
 ): Promise<void> {
   for (const { reason, deferred, keys } of groupRejections(rejections)) {
-    await trx('deltalog')
-      .where({ connector_id: connectorId })
-      .whereIn('record_key', keys)
-      .whereNull('committed_at')
-      .update({ last_error: reason, ...(deferred ? {} : { attempts: trx.raw('attempts + 1') }) });
+    await byPrimaryKey(
+      trx,
+      trx('deltalog')
+        .where({ connector_id: connectorId })
+        .whereIn('record_key', keys)
+        .whereNull('committed_at')
+        .update({ last_error: reason, ...(deferred ? {} : { attempts: trx.raw('attempts + 1') }) }),
+    );
   }
 }
 
@@ -629,11 +660,14 @@ function groupRejections(rejections: Rejection[]) {
 /** Keys now in the list being built: clear any earlier rejection so the swap commits them. */
 export async function markFilled(trx: Executor, connectorId: string, keys: string[]): Promise<void> {
   for (let i = 0; i < keys.length; i += 5000) {
-    await trx('deltalog')
-      .where({ connector_id: connectorId })
-      .whereIn('record_key', keys.slice(i, i + 5000))
-      .whereNotNull('last_error')
-      .update({ last_error: null });
+    await byPrimaryKey(
+      trx,
+      trx('deltalog')
+        .where({ connector_id: connectorId })
+        .whereIn('record_key', keys.slice(i, i + 5000))
+        .whereNotNull('last_error')
+        .update({ last_error: null }),
+    );
   }
 }
 

@@ -42,6 +42,42 @@ export interface RunRow {
   /** The last error an activity of the run met while it was retried (see recordFailure). */
   last_failure: string | null;
   last_failure_at: number | null;
+  /** RunTimings as JSON (null: recorded before timings were kept, or nothing timed yet). */
+  timings: string | null;
+}
+
+/** Where a run's time went, in milliseconds; the send's parts are summed over its phases. */
+export interface RunTimings {
+  /** The deltalog update (the full compare). */
+  deltalogMs: number;
+  /** Reading pending keys from the deltalog, page by page. */
+  readMs: number;
+  /** Fetching their attributes from the dataset. */
+  fetchMs: number;
+  /** Destination calls, waits for rate limits included. */
+  callMs: number;
+  /** Committing delivered batches with their checkpoints. */
+  commitMs: number;
+}
+
+export const NO_TIMINGS: RunTimings = { deltalogMs: 0, readMs: 0, fetchMs: 0, callMs: 0, commitMs: 0 };
+
+/** Adds `spent` to the run's timings (once per step or phase: a read-modify-write is cheap enough). */
+export async function addRunTimings(db: Db, runId: number, spent: Partial<RunTimings>): Promise<void> {
+  await db.transaction(async (trx) => {
+    const row = (await trx('refresh_runs').where({ id: runId }).first('timings')) as
+      { timings: string | null } | undefined;
+    if (!row) return;
+    const sum: RunTimings = {
+      ...NO_TIMINGS,
+      ...(row.timings ? (JSON.parse(row.timings) as RunTimings) : {}),
+    };
+    for (const [name, ms] of Object.entries(spent) as [keyof RunTimings, number][])
+      sum[name] += Math.round(ms);
+    await trx('refresh_runs')
+      .where({ id: runId })
+      .update({ timings: JSON.stringify(sum) });
+  });
 }
 
 export interface RunCounters {

@@ -24,7 +24,7 @@ import { totalOf, type EndpointTallies } from './api-calls';
 import { noopObserver, type EngineObserver } from './observer';
 import { PlanningError } from './plan';
 import { observed, settle, type RunMeter } from './refresh/calls';
-import { incrementRunCounters, loadCheckpoint, recordCalls, saveCheckpoint } from './runs';
+import { addRunTimings, incrementRunCounters, loadCheckpoint, recordCalls, saveCheckpoint } from './runs';
 
 /**
  * Sending: walk a changeset in key order, page by page; split each page into calls that fit the
@@ -159,17 +159,32 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
     item.member ? jsonBytes(item.member) : phase === 'deletions' ? jsonBytes(item.key) : 0;
   const sizeOf = (item: Item) => (item.tooLarge ? 0 : bytesOf(item));
 
+  const spent = { readMs: 0, fetchMs: 0, callMs: 0, commitMs: 0 };
+  const timed = async <T>(part: keyof typeof spent, work: () => Promise<T>): Promise<T> => {
+    const started = performance.now();
+    try {
+      return await work();
+    } finally {
+      spent[part] += performance.now() - started;
+    }
+  };
+
   for (;;) {
-    const page = await readChangesetPage(
-      db,
-      options.connectorKey,
-      changesetOf[phase],
-      cursor,
-      maxRecords,
-      connector.policy.maxAttempts,
+    const page = await timed('readMs', () =>
+      readChangesetPage(
+        db,
+        options.connectorKey,
+        changesetOf[phase],
+        cursor,
+        maxRecords,
+        connector.policy.maxAttempts,
+      ),
     );
-    if (page.length === 0) return progress;
-    const items = await itemsOf(options, page);
+    if (page.length === 0) {
+      await addRunTimings(db, runId, spent);
+      return progress;
+    }
+    const items = await timed('fetchMs', () => itemsOf(options, page));
     if (maxBytes !== undefined) {
       for (const item of items) {
         const bytes = bytesOf(item);
@@ -179,11 +194,13 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
     }
     for (const batch of splitByLimits(items, { maxRecords, maxBytes }, sizeOf)) {
       options.signal?.throwIfAborted();
-      const result = await deliver(meter, writer, phase, batch);
+      const result = await timed('callMs', () => deliver(meter, writer, phase, batch));
       const total = totalOf(result.tallies);
       const bytes = total.calls > 0 ? batch.reduce((sum, item) => sum + sizeOf(item), 0) : 0;
-      await whileDatabaseUnavailable(options.signal, () =>
-        record(options, batch, result, bytes, progress.recordsDone + batch.length),
+      await timed('commitMs', () =>
+        whileDatabaseUnavailable(options.signal, () =>
+          record(options, batch, result, bytes, progress.recordsDone + batch.length),
+        ),
       );
       meter.observer.onBatch(meter.destination, {
         delivered: result.delivered.length,

@@ -4,7 +4,7 @@ import type { Db } from '../db';
 import { badRowTotal } from './deltalog';
 import type { GuardCheck } from './guard';
 import type { Cost, Strategy } from './plan';
-import { endpointCalls, type RunRow, type RunStatus } from './runs';
+import { endpointCalls, NO_TIMINGS, type RunRow, type RunStatus, type RunTimings } from './runs';
 
 /**
  * What a refresh reports to its workflow, its client and the Temporal UI. These travel through
@@ -86,6 +86,8 @@ export interface RunSummary {
   deletionsHeld: number;
   guard: (GuardCheck & GuardDecision & { decidedAt: number }) | null;
   durationMs: number | null;
+  /** Where the run's time went (null for runs recorded before timings were kept). */
+  timings: RunTimings | null;
   error: string | null;
 }
 
@@ -120,6 +122,7 @@ export async function summarizeRun(db: Db, run: RunRow): Promise<RunSummary> {
     deletionsHeld: run.deletions_held,
     guard: run.guard ? JSON.parse(run.guard) : null,
     durationMs: run.finished_at === null ? null : run.finished_at - run.started_at,
+    timings: run.timings ? { ...NO_TIMINGS, ...(JSON.parse(run.timings) as Partial<RunTimings>) } : null,
     error: run.error,
   };
 }

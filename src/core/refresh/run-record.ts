@@ -1,7 +1,13 @@
 import { InvalidConnectorError, type ConnectorDefinition } from '../connector';
 import type { DatasetReader } from '../dataset';
 import { badRowTotal, purgeCommittedDeletions, updateDeltalog as updateDeltalogTable } from '../deltalog';
-import { beginRun as beginRunRow, finishRun as finishRunRow, recordSnapshot, type RunStatus } from '../runs';
+import {
+  addRunTimings,
+  beginRun as beginRunRow,
+  finishRun as finishRunRow,
+  recordSnapshot,
+  type RunStatus,
+} from '../runs';
 import { summarizeRun, type RunSummary } from '../summaries';
 import type { ConnectorScope, Engine, RunScope } from './engine';
 
@@ -52,8 +58,10 @@ export async function beginRun(
 export async function updateDeltalog(engine: Engine, scope: RunScope, source: DatasetReader) {
   const { db, now } = engine;
   const snapshotAt = now();
+  const started = performance.now();
   const badRows = await updateDeltalogTable(db, scope.key, source, snapshotAt);
   await recordSnapshot(db, scope.runId, snapshotAt, badRows);
+  await addRunTimings(db, scope.runId, { deltalogMs: performance.now() - started });
   return { snapshotAt, datasetRows: badRows.datasetRows, badRows: badRowTotal(badRows) };
 }
 

@@ -1,0 +1,183 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import type { Knex } from 'knex';
+import { loadConnector, saveConnector } from '../src/core/connector-store';
+import {
+  commitDelivered,
+  fetchRecords,
+  markFilled,
+  readChangesetPage,
+  recordRejections,
+  updateDeltalog,
+} from '../src/core/deltalog';
+import { sendPhase } from '../src/core/sender';
+import { beginRun, getRun, incrementRunCounters, saveCheckpoint } from '../src/core/runs';
+import { summarizeRun } from '../src/core/summaries';
+import type { Db } from '../src/db';
+import { MemoryDestination } from './helpers/memory-destination';
+import { createTestDatabase, dialects, type TestDatabase } from './helpers/databases';
+
+/**
+ * Every statement on the send path does work bounded by its batch, not by the list: each is run
+ * against a deltalog of 30,000 pending rows (and another connector's), captured as sent, and its
+ * plan read with EXPLAIN (MariaDB) or EXPLAIN QUERY PLAN (SQLite). A planner that walks the
+ * connector's pending rows for every commit (the quadratic first push of issue 12) fails here.
+ */
+
+const ROWS = 30_000;
+const dataset = { table: 'people', key: 'k', attributes: ['segment'] };
+
+interface Captured {
+  sql: string;
+  bindings: readonly unknown[];
+}
+
+/** The statements `work` sends, as sent. */
+async function statementsOf(db: Db, work: () => Promise<unknown>): Promise<Captured[]> {
+  const captured: Captured[] = [];
+  const listener = (query: { sql: string; bindings?: readonly unknown[] }) =>
+    captured.push({ sql: query.sql, bindings: query.bindings ?? [] });
+  db.on('query', listener);
+  try {
+    await work();
+  } finally {
+    db.off('query', listener);
+  }
+  return captured.filter((q) => /^\s*(select|update|insert|delete)/i.test(q.sql));
+}
+
+/** What the planner says it does, one line per table access. */
+async function planOf(t: TestDatabase, q: Captured): Promise<string[]> {
+  if (t.dialect === 'sqlite') {
+    const rows = (await t.db.raw(`EXPLAIN QUERY PLAN ${q.sql}`, q.bindings as Knex.RawBinding[])) as {
+      detail: string;
+    }[];
+    return rows.map((r) => r.detail);
+  }
+  const [rows] = (await t.db.raw(`EXPLAIN ${q.sql}`, q.bindings as Knex.RawBinding[])) as [
+    { table: string | null; type: string | null; key: string | null }[],
+  ];
+  return rows.map((r) => `${r.table} type=${r.type} key=${r.key}`);
+}
+
+/**
+ * A plan that reads `table` (by name or alias) through an index, never by a scan of it. MariaDB
+ * turns a long IN list into a derived table it scans (<derivedN>, <subqueryN>): that is the batch.
+ */
+function assertIndexed(plan: string[], table: RegExp, index?: RegExp) {
+  const lines = plan.filter((line) => table.test(line) && !/^<(derived|subquery)/.test(line));
+  assert.ok(lines.length > 0, `the plan touches ${table}: ${plan.join(' | ')}`);
+  for (const line of lines) {
+    assert.doesNotMatch(line, /^SCAN|type=ALL|type=index\b/, `no scan of ${table}: ${line}`);
+    if (index) assert.match(line, index, line);
+  }
+}
+
+for (const dialect of dialects) {
+  describe(`the send path's statements are bounded by the batch (${dialect})`, () => {
+    let t: TestDatabase;
+    let runId: number;
+    const key = 'default/bounded';
+    const keys = (from: number, count: number) =>
+      Array.from({ length: count }, (_, i) => `k${String(from + i).padStart(6, '0')}`);
+
+    before(async () => {
+      t = await createTestDatabase(dialect);
+      await t.db.schema.createTable('people', (table) => {
+        table.string('k', 32).primary();
+        table.string('segment', 8);
+      });
+      // 250 rows a statement: knex writes SQLite's multi-row insert as a compound SELECT (≤ 500 terms).
+      for (let i = 0; i < ROWS; i += 250) {
+        await t.db('people').insert(keys(i, 250).map((k) => ({ k, segment: 'a' })));
+      }
+      await saveConnector(t.db, {
+        id: 'bounded',
+        dataset,
+        destination: {
+          type: 'http-list',
+          baseUrl: 'http://unused.invalid',
+          listId: 'l',
+          tokenSecret: 'UNUSED',
+        },
+        policy: { batchSize: 1000 },
+      });
+      // Another connector's rows, so that "by connector" alone is not a bound either.
+      await updateDeltalog(t.db, 'default/other', dataset, 1);
+      await updateDeltalog(t.db, key, dataset, 1);
+      runId = await beginRun(
+        t.db,
+        { connectorId: key, tenant: 'default', trigger: 'test', workflowId: 'w', workflowRunId: 'r' },
+        1,
+      );
+    });
+    after(() => t.drop());
+
+    test('reading pending keys and their attributes', async () => {
+      for (const kind of ['upserts', 'deletions', 'dataset'] as const) {
+        const [read] = await statementsOf(t.db, () => readChangesetPage(t.db, key, kind, 'k010000', 1000, 5));
+        assertIndexed(
+          await planOf(t, read!),
+          /deltalog/,
+          /deltalog_pending|PRIMARY|sqlite_autoindex_deltalog_1/,
+        );
+      }
+      const [fetch] = await statementsOf(t.db, () => fetchRecords(t.db, dataset, keys(12_000, 1000)));
+      assertIndexed(await planOf(t, fetch!), /people|^src\b| src\b/);
+    });
+
+    test('committing a batch, recording its rejections and fills go through the primary key', async () => {
+      const batch = keys(20_000, 1000);
+      const statements = await statementsOf(t.db, () =>
+        t.db.transaction(async (trx) => {
+          await commitDelivered(trx, key, batch, 2);
+          await recordRejections(trx, key, [{ key: 'k025000', reason: 'refused' }]);
+          await markFilled(trx, key, keys(26_000, 1000));
+          await incrementRunCounters(trx, runId, { records_sent: 1000 });
+          await saveCheckpoint(trx, runId, 'upserts', { cursor: batch.at(-1)!, recordsDone: 1000 }, 2);
+        }),
+      );
+      const deltalog = statements.filter((q) => /deltalog/i.test(q.sql));
+      assert.equal(deltalog.length, 3);
+      for (const q of deltalog) {
+        assertIndexed(
+          await planOf(t, q),
+          /deltalog/,
+          /PRIMARY|sqlite_autoindex_deltalog_1 \(connector_id=\? AND record_key=\?\)/,
+        );
+      }
+      for (const q of statements.filter(
+        (s) => /refresh_runs|checkpoints/i.test(s.sql) && /^\s*update/i.test(s.sql),
+      )) {
+        for (const line of await planOf(t, q)) assert.doesNotMatch(line, /^SCAN|type=ALL/, line);
+      }
+    });
+
+    test('a send records where its time went', async () => {
+      const remote = new MemoryDestination({ recordsPerCall: 1000 });
+      const run = await beginRun(
+        t.db,
+        { connectorId: key, tenant: 'default', trigger: 'test', workflowId: 'w2', workflowRunId: 'r2' },
+        3,
+      );
+      const connector = await loadConnector(t.db, 'default', 'bounded');
+      await sendPhase({
+        db: t.db,
+        connector,
+        connectorKey: key,
+        destination: remote,
+        runId: run,
+        phase: 'upserts',
+      });
+      const summary = await summarizeRun(t.db, await getRun(t.db, run));
+      assert.ok(summary.timings, 'timings recorded');
+      for (const part of ['readMs', 'fetchMs', 'callMs', 'commitMs'] as const) {
+        assert.ok(
+          Number.isInteger(summary.timings[part]) && summary.timings[part] >= 0,
+          `${part}: ${summary.timings[part]}`,
+        );
+      }
+      assert.ok(summary.timings.commitMs > 0 && summary.timings.readMs > 0, JSON.stringify(summary.timings));
+    });
+  });
+}
