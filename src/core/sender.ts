@@ -140,7 +140,7 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
     destination: connector.destination.type,
   };
   const start = (await loadCheckpoint(db, runId, phase)) ?? { cursor: '', recordsDone: 0 };
-  let cursor = start.cursor;
+  const cursor = start.cursor;
   const progress: SendProgress = {
     phase,
     recordsDone: start.recordsDone,
@@ -169,21 +169,19 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
     }
   };
 
-  for (;;) {
+  /** One page of the changeset after `after`, with what is sent for each of its keys. */
+  const readPage = async (after: string): Promise<Item[]> => {
     const page = await timed('readMs', () =>
       readChangesetPage(
         db,
         options.connectorKey,
         changesetOf[phase],
-        cursor,
+        after,
         maxRecords,
         connector.policy.maxAttempts,
       ),
     );
-    if (page.length === 0) {
-      await addRunTimings(db, runId, spent);
-      return progress;
-    }
+    if (page.length === 0) return [];
     const items = await timed('fetchMs', () => itemsOf(options, page));
     if (maxBytes !== undefined) {
       for (const item of items) {
@@ -192,33 +190,82 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
           item.tooLarge = `record is ${bytes} bytes, more than the destination accepts in one call (${maxBytes} bytes)`;
       }
     }
-    for (const batch of splitByLimits(items, { maxRecords, maxBytes }, sizeOf)) {
-      options.signal?.throwIfAborted();
-      const result = await timed('callMs', () => deliver(meter, writer, phase, batch));
-      const total = totalOf(result.tallies);
-      const bytes = total.calls > 0 ? batch.reduce((sum, item) => sum + sizeOf(item), 0) : 0;
-      await timed('commitMs', () =>
-        whileDatabaseUnavailable(options.signal, () =>
-          record(options, batch, result, bytes, progress.recordsDone + batch.length),
-        ),
-      );
-      meter.observer.onBatch(meter.destination, {
-        delivered: result.delivered.length,
-        rejected: result.rejected.length,
-      });
-      cursor = batch[batch.length - 1]!.key;
-      progress.recordsDone += batch.length;
-      progress.batches += 1;
-      progress.delivered += result.delivered.length;
-      progress.rejected += result.rejected.length;
-      progress.skipped += result.skipped;
-      progress.apiCalls += total.calls;
-      progress.failedCalls += total.failed;
-      progress.rateLimitWaits += total.rateLimited;
-      progress.bytesSent += bytes;
-      await options.onBatch?.({ ...progress });
+    return items;
+  };
+
+  /** The phase's batches in key order, the next page read while this one's calls go out. */
+  async function* batches(): AsyncGenerator<Item[]> {
+    let next = readPage(cursor);
+    for (;;) {
+      const items = await next;
+      if (items.length === 0) return;
+      next = readPage(items[items.length - 1]!.key);
+      next.catch(() => undefined); // awaited on the next turn; a stop before then drops it
+      yield* splitByLimits(items, { maxRecords, maxBytes }, sizeOf);
     }
   }
+
+  /** Records one delivered call, in order: its outcome, cost and cursor in one transaction. */
+  const commit = async (batch: Item[], result: CallResult) => {
+    const total = totalOf(result.tallies);
+    const bytes = total.calls > 0 ? batch.reduce((sum, item) => sum + sizeOf(item), 0) : 0;
+    await timed('commitMs', () =>
+      whileDatabaseUnavailable(options.signal, () =>
+        record(options, batch, result, bytes, progress.recordsDone + batch.length),
+      ),
+    );
+    meter.observer.onBatch(meter.destination, {
+      delivered: result.delivered.length,
+      rejected: result.rejected.length,
+    });
+    progress.recordsDone += batch.length;
+    progress.batches += 1;
+    progress.delivered += result.delivered.length;
+    progress.rejected += result.rejected.length;
+    progress.skipped += result.skipped;
+    progress.apiCalls += total.calls;
+    progress.failedCalls += total.failed;
+    progress.rateLimitWaits += total.rateLimited;
+    progress.bytesSent += bytes;
+    await options.onBatch?.({ ...progress });
+  };
+
+  /*
+   * A pipeline of bounded depth: the next page is read while the current one's calls go out, and
+   * up to `maxConcurrent` batches are in flight at once. A batch is in flight from its call until
+   * its commit; commits happen strictly in key order (a chain), so the checkpoint only ever moves
+   * over delivered, recorded batches, and a stop or crash re-sends at most the batches in flight
+   * (one, for a destination that takes one call at a time).
+   */
+  const depth = Math.max(1, destination.limits.maxConcurrent ?? 1);
+  const inFlight = new Set<Promise<void>>();
+  let committed: Promise<void> = Promise.resolve();
+  let failure: { error: unknown } | undefined;
+  try {
+    for await (const batch of batches()) {
+      while (inFlight.size >= depth && !failure) await Promise.race(inFlight);
+      if (failure) break;
+      options.signal?.throwIfAborted();
+      const call = timed('callMs', () => deliver(meter, writer, phase, batch));
+      call.catch(() => undefined); // its failure is met in the chain below
+      committed = committed.then(async () => commit(batch, await call));
+      const done = committed.then(
+        () => undefined,
+        (error: unknown) => {
+          failure ??= { error };
+        },
+      );
+      inFlight.add(done);
+      void done.then(() => inFlight.delete(done));
+    }
+  } finally {
+    // Whatever stopped the loop, the calls already made are waited for and recorded in order
+    // (a call that failed stops the chain there: what follows it stays pending).
+    await Promise.allSettled([...inFlight]);
+  }
+  if (failure) throw failure.error;
+  await addRunTimings(db, runId, spent);
+  return progress;
 }
 
 /** Deletions send keys; every other phase sends the dataset's current attributes. */
