@@ -257,6 +257,53 @@ for (const dialect of dialects) {
       assert.deepEqual(await pendingKeys(db, keyOf(connector)), [key(5)]);
     });
 
+    test('a destination taking several calls at once gets that many batches in flight, committed in order', async () => {
+      const { connector } = await setup(30, { batchSize: 2 });
+      const remote = new MemoryDestination({ recordsPerCall: 100, maxConcurrent: 3 });
+      let running = 0;
+      let most = 0;
+      const calls: string[][] = [];
+      const slow: Destination = {
+        ...overstatingLimit(remote, 100),
+        limits: { recordsPerCall: 100, maxConcurrent: 3 },
+        add: async (members: Member[]) => {
+          running++;
+          most = Math.max(most, running);
+          calls.push(members.map((m) => m.key));
+          // Later calls answer first: commits must still go in key order.
+          await new Promise((resolve) => setTimeout(resolve, 30 - (calls.length % 3) * 10));
+          running--;
+          // The 8th batch (keys 14 and 15) fails: everything before it is committed.
+          if (members[0]!.key === key(14)) throw new DestinationError('boom', 'retryable');
+          return remote.add!(members);
+        },
+      };
+      const runId = await newRun(connector);
+      const checkpoints: number[] = [];
+      await assert.rejects(
+        sendPhase({
+          db,
+          connector,
+          connectorKey: keyOf(connector),
+          destination: slow,
+          runId,
+          phase: 'full',
+          onBatch: (p) => void checkpoints.push(p.recordsDone),
+        }),
+        /boom/,
+      );
+      assert.equal(most, 3, 'three calls at once, never more');
+      // Commits went in order and stopped at the failed batch (keys 14 and 15).
+      assert.deepEqual(checkpoints, [2, 4, 6, 8, 10, 12, 14]);
+      assert.deepEqual(await loadCheckpoint(db, runId, 'full'), { cursor: key(13), recordsDone: 14 });
+      // What went out after it (at most the other batches in flight) is sent again on resume.
+      const afterCheckpoint = calls.flat().filter((k) => k > key(13));
+      assert.ok(
+        afterCheckpoint.length <= 3 * 2,
+        `at most three batches beyond the checkpoint: ${afterCheckpoint.length}`,
+      );
+    });
+
     test('a send that dies resumes after the last committed page', async () => {
       const { connector } = await setup(10, { batchSize: 3 });
       const remote = new MemoryDestination({ recordsPerCall: 100 });
