@@ -64,3 +64,17 @@ test('calls per second space the starts of calls to one account', async () => {
   assert.equal(starts.length, 5);
   assert.ok(Math.max(...starts) - scheduled >= 195, `last start after ${Math.max(...starts) - scheduled} ms`);
 });
+
+test('an account without limits is not queued: its calls start at once, all of them', async () => {
+  const throttle = createThrottle();
+  let started = 0;
+  const calls = Array.from({ length: 50 }, () =>
+    throttle('open:account', { recordsPerCall: 1 }, async () => {
+      started++;
+      await sleep(20);
+    }),
+  );
+  // Started synchronously, not by a scheduler's later tick.
+  assert.equal(started, 50);
+  await Promise.all(calls);
+});

@@ -16,6 +16,8 @@ export type Throttle = <T>(account: string, limits: Limits, call: () => Promise<
 export function createThrottle(): Throttle {
   const limiters = new Map<string, Bottleneck>();
   return (account, limits, call) => {
+    // Nothing to hold the call to: Bottleneck's queue would only add its scheduling to every call.
+    if (!limits.maxConcurrent && !limits.callsPerSecond) return call();
     let limiter = limiters.get(account);
     if (!limiter) {
       limiter = new Bottleneck(bottleneckOptions(limits));
