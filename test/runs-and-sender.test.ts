@@ -304,6 +304,67 @@ for (const dialect of dialects) {
       );
     });
 
+    test('a failed batch: the send ends only once every call already made has ended; fills go one at a time', async () => {
+      const { connector } = await setup(12, { batchSize: 2 });
+      const remote = new MemoryDestination({ recordsPerCall: 100, maxConcurrent: 3 });
+      let running = 0;
+      let most = 0;
+      const slow: Destination = {
+        ...overstatingLimit(remote, 100),
+        limits: { recordsPerCall: 100, maxConcurrent: 3 },
+        add: async (members: Member[]) => {
+          running++;
+          most = Math.max(most, running);
+          try {
+            // The first batch fails while the two after it are still running.
+            if (members[0]!.key === key(0)) {
+              await new Promise((resolve) => setTimeout(resolve, 50));
+              throw new DestinationError('boom', 'retryable');
+            }
+            await new Promise((resolve) => setTimeout(resolve, 150));
+            return await remote.add!(members);
+          } finally {
+            running--;
+          }
+        },
+      };
+      await assert.rejects(
+        sendPhase({
+          db,
+          connector,
+          connectorKey: keyOf(connector),
+          destination: slow,
+          runId: await newRun(connector),
+          phase: 'full',
+        }),
+        /boom/,
+      );
+      assert.equal(running, 0, 'no call still running when the send rejected');
+      assert.equal(most, 3);
+
+      // A fill (a replace session, a list being built) writes its batches in order, one at a time.
+      most = 0;
+      const filling: Destination = {
+        ...slow,
+        add: async (members: Member[]) => {
+          running++;
+          most = Math.max(most, running);
+          await new Promise((resolve) => setTimeout(resolve, 5));
+          running--;
+          return remote.add!(members);
+        },
+      };
+      await sendPhase({
+        db,
+        connector,
+        connectorKey: keyOf(connector),
+        destination: filling,
+        runId: await newRun(connector),
+        phase: 'fill',
+      });
+      assert.equal(most, 1, 'one fill call at a time');
+    });
+
     test('a send that dies resumes after the last committed page', async () => {
       const { connector } = await setup(10, { batchSize: 3 });
       const remote = new MemoryDestination({ recordsPerCall: 100 });

@@ -196,12 +196,17 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
   /** The phase's batches in key order, the next page read while this one's calls go out. */
   async function* batches(): AsyncGenerator<Item[]> {
     let next = readPage(cursor);
-    for (;;) {
-      const items = await next;
-      if (items.length === 0) return;
-      next = readPage(items[items.length - 1]!.key);
-      next.catch(() => undefined); // awaited on the next turn; a stop before then drops it
-      yield* splitByLimits(items, { maxRecords, maxBytes }, sizeOf);
+    try {
+      for (;;) {
+        const items = await next;
+        if (items.length === 0) return;
+        next = readPage(items[items.length - 1]!.key);
+        next.catch(() => undefined); // awaited on the next turn, or below when the send stops first
+        yield* splitByLimits(items, { maxRecords, maxBytes }, sizeOf);
+      }
+    } finally {
+      // A send that stops leaves no read of the next page running behind it.
+      await next.catch(() => undefined);
     }
   }
 
@@ -237,7 +242,9 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
    * over delivered, recorded batches, and a stop or crash re-sends at most the batches in flight
    * (one, for a destination that takes one call at a time).
    */
-  const depth = Math.max(1, destination.limits.maxConcurrent ?? 1);
+  // A fill writes a session or a list being built, whose batches go in order (Meta's batch_seq):
+  // one at a time, whatever the account allows.
+  const depth = phase === 'fill' ? 1 : Math.max(1, destination.limits.maxConcurrent ?? 1);
   const inFlight = new Set<Promise<void>>();
   let committed: Promise<void> = Promise.resolve();
   let failure: { error: unknown } | undefined;
@@ -248,7 +255,15 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
       options.signal?.throwIfAborted();
       const call = timed('callMs', () => deliver(meter, writer, phase, batch));
       call.catch(() => undefined); // its failure is met in the chain below
-      committed = committed.then(async () => commit(batch, await call));
+      // After an earlier batch failed, this link still waits for its own call: nothing is left
+      // running when the send returns.
+      committed = committed.then(
+        async () => commit(batch, await call),
+        async (error: unknown) => {
+          await call.catch(() => undefined);
+          throw error;
+        },
+      );
       const done = committed.then(
         () => undefined,
         (error: unknown) => {

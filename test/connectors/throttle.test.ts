@@ -78,3 +78,18 @@ test('an account without limits is not queued: its calls start at once, all of t
   assert.equal(started, 50);
   await Promise.all(calls);
 });
+
+test('once a connector of an account declares limits, calls without limits of that account obey them too', async () => {
+  const throttle = createThrottle();
+  let running = 0;
+  let most = 0;
+  const call = async () => {
+    running++;
+    most = Math.max(most, running);
+    await sleep(10);
+    running--;
+  };
+  await throttle('shared:account', { recordsPerCall: 1, maxConcurrent: 1 }, call);
+  await Promise.all(Array.from({ length: 5 }, () => throttle('shared:account', { recordsPerCall: 1 }, call)));
+  assert.equal(most, 1);
+});

@@ -16,9 +16,10 @@ export type Throttle = <T>(account: string, limits: Limits, call: () => Promise<
 export function createThrottle(): Throttle {
   const limiters = new Map<string, Bottleneck>();
   return (account, limits, call) => {
-    // Nothing to hold the call to: Bottleneck's queue would only add its scheduling to every call.
-    if (!limits.maxConcurrent && !limits.callsPerSecond) return call();
     let limiter = limiters.get(account);
+    // An account nothing has limited: Bottleneck's queue would only add its scheduling to every
+    // call. Once one connector of the account declares limits, every call of it goes through them.
+    if (!limiter && !limits.maxConcurrent && !limits.callsPerSecond) return call();
     if (!limiter) {
       limiter = new Bottleneck(bottleneckOptions(limits));
       limiters.set(account, limiter);
