@@ -85,6 +85,10 @@ describe('openApiCheck', () => {
       check.request({ ...exchange({ members: [] }), pathname: '/lists/L1/other' }).join(),
       /does not match/,
     );
+    assert.match(
+      check.request({ ...exchange({ members: [] }), method: 'PUT' }).join(),
+      /PUT is not the operation's method \(POST\)/,
+    );
   });
 
   test('answers are checked against the documented status', () => {
@@ -138,6 +142,11 @@ describe('protoCheck', () => {
       /field 'dryRun' is not in mini.v1.RunJobRequest/,
     );
     assert.match(check.request(run({})).join(), /required field 'job' is missing/);
+    assert.match(
+      check.request(run(undefined)).join(),
+      /required field 'job' is missing/,
+      'a POST without a body',
+    );
     assert.match(check.request(run({ job: { status: 'FINISHED' } })).join(), /'FINISHED' is not one of/);
     assert.match(
       check.request(run({ job: { email: 'a', phone: 'b' } })).join(),

@@ -106,15 +106,24 @@ function refuseOffSpec(
 ): Reply | undefined {
   if (!spec || !exchange) return undefined;
   countSpecChecked(spec.name);
-  const problems = spec.check.request(exchange);
+  const problems = safely(() => spec.check.request(exchange));
   if (problems.length === 0) return undefined;
   recordSpecViolation({ emulator: spec.name, endpoint: exchange.endpoint, direction: 'request', problems });
   return spec.refuse(problems);
 }
 
+/** A checker that throws (an Any of a type the spec does not load) reports that as a problem. */
+function safely(check: () => string[]): string[] {
+  try {
+    return check();
+  } catch (error) {
+    return [`the spec check failed: ${error instanceof Error ? error.message : String(error)}`];
+  }
+}
+
 function checkAnswer(spec: EmulatorSpec | undefined, exchange: SpecExchange | undefined, reply: Reply): void {
   if (!spec || !exchange || reply.offSpec) return;
-  const problems = spec.check.response(exchange, { status: reply.status, body: reply.body });
+  const problems = safely(() => spec.check.response(exchange, { status: reply.status, body: reply.body }));
   if (problems.length > 0) {
     recordSpecViolation({
       emulator: spec.name,

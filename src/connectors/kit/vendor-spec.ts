@@ -101,6 +101,7 @@ interface AjvError {
 }
 
 interface OperationCheck {
+  method: string;
   template: RegExp;
   queryParams: Map<string, { required: boolean; schema: Json; explode: boolean; validate: Validate }>;
   requiredHeaders: string[];
@@ -132,6 +133,9 @@ export function openApiCheck(options: {
       const check = checks.get(exchange.endpoint);
       if (!check) return [];
       const problems: string[] = [];
+      if (exchange.method.toUpperCase() !== check.method) {
+        problems.push(`${exchange.method} is not the operation's method (${check.method})`);
+      }
       if (!check.template.test(exchange.pathname)) {
         problems.push(`path ${exchange.pathname} does not match the operation's path`);
       }
@@ -237,7 +241,14 @@ function compileOperation(
 
   const pattern = template.replace(/[.*+?^$()|[\]\\]/g, '\\$&').replace(/\{[^}]+\}/g, '[^/]+');
   // Servers may carry a base path (Mailchimp's /3.0): the operation's path ends the request's.
-  return { template: new RegExp(`${pattern}$`), queryParams, requiredHeaders, body, responses };
+  return {
+    method: method.toUpperCase(),
+    template: new RegExp(`${pattern}$`),
+    queryParams,
+    requiredHeaders,
+    body,
+    responses,
+  };
 }
 
 /** The schema of a JSON media type among `content` (application/json, application/vnd.api+json, …). */
@@ -476,9 +487,10 @@ export function protoCheck(options: {
     request(exchange) {
       const op = options.operations[exchange.endpoint];
       if (!op?.request) return [];
-      if (exchange.body === undefined) return [];
+      if (exchange.body === undefined && exchange.method.toUpperCase() === 'GET') return [];
       const inPath = new Set((op.pathFields ?? []).map(camel));
-      return checkMessage(root, typeOf(op.request), exchange.body, 'request body', inPath);
+      // A body-less POST is checked as an empty message: its required fields are missing.
+      return checkMessage(root, typeOf(op.request), exchange.body ?? {}, 'request body', inPath);
     },
     response(exchange, reply) {
       const op = options.operations[exchange.endpoint];
