@@ -6,13 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export DELTASYNC_SANDBOX="$*"
 node --import tsx -e "
-const { selectSandboxes } = require('./test/sandbox/select.ts');
-const names = (process.env.DELTASYNC_SANDBOX || '').split(/[\\s,]+/).filter(Boolean);
-const { harnesses, problems } = selectSandboxes(names, process.env);
-if (problems.length) {
-  console.error('test:sandbox cannot run:\n' + problems.map((p) => '- ' + p).join('\n'));
-  process.exit(1);
-}
-console.log('test:sandbox: ' + harnesses.map((h) => h.type).join(', '));
+const { sandboxesOrExit } = require('./test/sandbox/select.ts');
+console.log('test:sandbox: ' + sandboxesOrExit().map((h) => h.type).join(', '));
 "
 exec node --import tsx --import ./test/helpers/spec-guard.mjs --test --test-reporter=spec test/sandbox/contract.sandbox.ts

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { test } from 'node:test';
+import { VENDOR_TYPES } from './helpers/vendors';
 import { sandboxHarnesses } from './sandbox/select';
 
 /**
@@ -25,14 +26,7 @@ function run(args: string[], env = bareEnv()) {
 
 test('every vendor destination offers a sandbox harness', () => {
   const types = sandboxHarnesses().map((h) => h.type);
-  for (const type of [
-    'braze-attributes',
-    'google-customer-match',
-    'hubspot-list',
-    'klaviyo-list',
-    'mailchimp-audience',
-    'meta-custom-audience',
-  ]) {
+  for (const type of VENDOR_TYPES) {
     assert.ok(types.includes(type), `${type} has a sandbox.ts`);
   }
 });

@@ -7,6 +7,7 @@ import {
   specCheckedExchanges,
   takeSpecViolations,
 } from '../../src/connectors/kit/vendor-spec';
+import { VENDOR_TYPES } from '../helpers/vendors';
 import { contractSuite } from './contract-suite';
 
 /**
@@ -31,16 +32,6 @@ test('every destination of the catalog has a contract harness', () => {
 });
 
 contractSuite(harnesses);
-
-/** Destinations with a vendor behind them: their emulators hold all traffic to the vendor's spec. */
-const VENDOR_TYPES = [
-  'braze-attributes',
-  'google-customer-match',
-  'hubspot-list',
-  'klaviyo-list',
-  'mailchimp-audience',
-  'meta-custom-audience',
-];
 
 test("every vendor's emulator checked the suite's traffic against the vendor's published spec", () => {
   const checked = specCheckedExchanges();

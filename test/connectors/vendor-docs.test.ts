@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
+import { VENDOR_SPEC_FOLDERS } from '../helpers/vendors';
 import { sandboxHarnesses } from '../sandbox/select';
 
 /**
@@ -19,16 +20,7 @@ const flat = (text: string) =>
     .replace(/`/g, '')
     .replace(/\u2019/g, "'");
 
-const VENDORS: Record<string, string> = {
-  'hubspot-list': 'hubspot',
-  'mailchimp-audience': 'mailchimp',
-  'klaviyo-list': 'klaviyo',
-  'google-customer-match': 'google-ads',
-  'meta-custom-audience': 'meta',
-  'braze-attributes': 'braze',
-};
-
-for (const [type, folder] of Object.entries(VENDORS)) {
+for (const [type, folder] of Object.entries(VENDOR_SPEC_FOLDERS)) {
   test(`${type}: its spec is in the repository with its source, and the docs say what is not emulated`, () => {
     const source = path.join(root, 'test/vendor-specs', folder, 'SOURCE.md');
     assert.ok(existsSync(source), `${source} exists`);

@@ -1,5 +1,5 @@
 import { contractSuite } from '../connectors/contract-suite';
-import { envFor, selectSandboxes } from './select';
+import { envFor, sandboxesOrExit } from './select';
 
 /**
  * The destination contract against the vendors' real sandboxes (opt-in: `npm run test:sandbox
@@ -7,12 +7,7 @@ import { envFor, selectSandboxes } from './select';
  * internet. Without every credential it needs it fails here, before any test, naming what is missing.
  */
 
-const names = (process.env.DELTASYNC_SANDBOX ?? '').split(/[\s,]+/).filter(Boolean);
-const { harnesses, problems } = selectSandboxes(names, process.env);
-if (problems.length > 0) {
-  console.error(`test:sandbox cannot run:\n${problems.map((p) => `- ${p}`).join('\n')}`);
-  process.exit(1);
-}
+const harnesses = sandboxesOrExit();
 
 contractSuite(
   harnesses.map((harness) => ({

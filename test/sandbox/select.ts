@@ -62,3 +62,17 @@ export function selectSandboxes(names: string[], env: NodeJS.ProcessEnv): Select
 export function envFor(harness: SandboxHarness, env: NodeJS.ProcessEnv): Record<string, string> {
   return Object.fromEntries(Object.keys(harness.requires).map((variable) => [variable, env[variable]!]));
 }
+
+/**
+ * The harnesses `DELTASYNC_SANDBOX` names (space or comma separated; none: all), each with all it
+ * needs; otherwise says what is missing and exits 1, before any test can run.
+ */
+export function sandboxesOrExit(env: NodeJS.ProcessEnv = process.env): SandboxHarness[] {
+  const names = (env.DELTASYNC_SANDBOX ?? '').split(/[\s,]+/).filter(Boolean);
+  const { harnesses, problems } = selectSandboxes(names, env);
+  if (problems.length > 0) {
+    console.error(`test:sandbox cannot run:\n${problems.map((p) => `- ${p}`).join('\n')}`);
+    process.exit(1);
+  }
+  return harnesses;
+}

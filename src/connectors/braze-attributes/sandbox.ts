@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { setTimeout as delay } from 'node:timers/promises';
 import { z } from 'zod';
-import { watchVendorCalls, type ContractTarget, type SandboxHarness } from '../kit/contract';
+import { sandboxTarget, watchVendorCalls, type ContractTarget, type SandboxHarness } from '../kit/contract';
 import { requestJson } from '../kit/http';
 import { createDestinationContext } from '../kit/module';
 import { createBrazeAttributesDestination } from './destination';
@@ -68,7 +68,8 @@ export const sandboxHarness: SandboxHarness = {
     );
 
     const trackUrl = `${restEndpoint}/users/track`;
-    const { received, ours, restore } = watchVendorCalls({ matches: (url) => url === trackUrl });
+    const watch = watchVendorCalls({ matches: (url) => url === trackUrl });
+    const { ours } = watch;
     const braze = (endpoint: string, body: unknown) =>
       ours(() =>
         requestJson({
@@ -101,7 +102,7 @@ export const sandboxHarness: SandboxHarness = {
       return flagged.sort();
     };
 
-    try {
+    return sandboxTarget(watch, own, async () => {
       await ours(() => own.check());
       return {
         settings,
@@ -123,21 +124,12 @@ export const sandboxHarness: SandboxHarness = {
           }
           return last;
         },
-        received,
-        close: async () => {
-          try {
-            const keys = [...handedOut];
-            for (let i = 0; i < keys.length; i += 75) await ours(() => own.remove!(keys.slice(i, i + 75)));
-            for (const external_ids of chunks(keys)) await braze('/users/delete', { external_ids });
-          } finally {
-            restore();
-            await own.close();
-          }
+        cleanUp: async () => {
+          const keys = [...handedOut];
+          for (let i = 0; i < keys.length; i += 75) await ours(() => own.remove!(keys.slice(i, i + 75)));
+          for (const external_ids of chunks(keys)) await braze('/users/delete', { external_ids });
         },
       };
-    } catch (err) {
-      restore();
-      throw err;
-    }
+    });
   },
 };

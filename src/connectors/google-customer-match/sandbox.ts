@@ -1,4 +1,4 @@
-import { watchVendorCalls, type ContractTarget, type SandboxHarness } from '../kit/contract';
+import { sandboxTarget, watchVendorCalls, type ContractTarget, type SandboxHarness } from '../kit/contract';
 import { hashedEmailKeys } from '../kit/emulator-kit';
 import { createDestinationContext } from '../kit/module';
 import { createGoogleCustomerMatchDestination } from './destination';
@@ -119,7 +119,7 @@ export const sandboxHarness: SandboxHarness = {
     // Calls to the customer the suite's destination makes are counted as they go out (the
     // harness's own calls are not); every answer, the harness's too, feeds the confirmed list.
     const prefix = `${GOOGLE_ADS_BASE_URL}/${GOOGLE_ADS_API_VERSION}/customers/${customerId}`;
-    const { received, ours, restore } = watchVendorCalls({
+    const watch = watchVendorCalls({
       matches: (url) => url.startsWith(prefix),
       observe: ({ url, status, requestBody, responseBody }) => {
         // Not JSON either way: the destination reports that itself.
@@ -128,8 +128,9 @@ export const sandboxHarness: SandboxHarness = {
         }
       },
     });
+    const { ours } = watch;
 
-    try {
+    return sandboxTarget(watch, own, async () => {
       await ours(() => own.check());
       await ours(() => own.truncate());
       return {
@@ -144,20 +145,11 @@ export const sandboxHarness: SandboxHarness = {
           }
           return unhash(confirmed);
         },
-        received,
-        close: async () => {
-          try {
-            await ours(() => own.truncate());
-          } finally {
-            restore();
-            await own.close();
-          }
+        cleanUp: async () => {
+          await ours(() => own.truncate());
         },
       };
-    } catch (err) {
-      restore();
-      throw err;
-    }
+    });
   },
 };
 

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { watchVendorCalls, type ContractTarget, type SandboxHarness } from '../kit/contract';
+import { sandboxTarget, watchVendorCalls, type ContractTarget, type SandboxHarness } from '../kit/contract';
 import { requestJson } from '../kit/http';
 import { createDestinationContext } from '../kit/module';
 import { createHubspotListDestination } from './destination';
@@ -62,11 +62,12 @@ export const sandboxHarness: SandboxHarness = {
     // Calls to the list the suite's destination makes, counted as they go out (the harness's own
     // calls, marked as such, are not).
     const listUrl = `${BASE_URL}/crm/v3/lists/${listId}`;
-    const { received, ours, restore } = watchVendorCalls({
+    const watch = watchVendorCalls({
       matches: (url) => url === listUrl || url.startsWith(`${listUrl}/`),
     });
+    const { ours } = watch;
 
-    try {
+    return sandboxTarget(watch, own, async () => {
       await ours(() => own.check());
       await ours(() => own.truncate!());
       const contacts = await ours(() => existingContacts(token, CONTACTS_NEEDED));
@@ -101,20 +102,11 @@ export const sandboxHarness: SandboxHarness = {
             return all;
           }),
         ...(refusable ? { refusedKey: () => ABSENT_RECORD } : {}),
-        received,
-        close: async () => {
-          try {
-            await ours(() => own.truncate!());
-          } finally {
-            restore();
-            await own.close();
-          }
+        cleanUp: async () => {
+          await ours(() => own.truncate!());
         },
       };
-    } catch (err) {
-      restore();
-      throw err;
-    }
+    });
   },
 };
 

@@ -1,5 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import type { Attributes } from '../../core/destination';
+import type { Attributes, Destination } from '../../core/destination';
 
 /**
  * What the shared destination contract suite (test/connectors/contract.test.ts) needs of one
@@ -131,4 +131,53 @@ function parsedOrUndefined(text: string): unknown {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * A sandbox target that releases its fetch watch and its own destination whatever happens:
+ * `open` runs the harness's setup (its own calls, through `watch.ours`) and returns the target
+ * with `cleanUp`, which the target's `close()` runs before releasing them. A setup that fails
+ * releases them too.
+ */
+export async function sandboxTarget(
+  watch: VendorCallWatch,
+  own: { close(): Promise<void> },
+  open: () => Promise<Omit<ContractTarget, 'received' | 'close'> & { cleanUp(): Promise<void> }>,
+): Promise<ContractTarget> {
+  const release = async () => {
+    watch.restore();
+    await own.close();
+  };
+  try {
+    const { cleanUp, ...target } = await open();
+    return {
+      ...target,
+      received: watch.received,
+      close: async () => {
+        try {
+          await cleanUp();
+        } finally {
+          await release();
+        }
+      },
+    };
+  } catch (err) {
+    await release();
+    throw err;
+  }
+}
+
+/** Every key of a list that can be read back, page by page (for sandbox harnesses' `members()`). */
+export async function allMembers(
+  destination: Pick<Destination, 'listMembers'>,
+  pageSize: number,
+): Promise<string[]> {
+  const all: string[] = [];
+  let cursor: string | null = null;
+  do {
+    const page = await destination.listMembers!(cursor, pageSize);
+    all.push(...page.keys);
+    cursor = page.next;
+  } while (cursor !== null);
+  return all;
 }

@@ -1,4 +1,10 @@
-import { watchVendorCalls, type ContractTarget, type SandboxHarness } from '../kit/contract';
+import {
+  allMembers,
+  sandboxTarget,
+  watchVendorCalls,
+  type ContractTarget,
+  type SandboxHarness,
+} from '../kit/contract';
 import { createDestinationContext } from '../kit/module';
 import { createKlaviyoListDestination } from './destination';
 import { KLAVIYO_TYPE } from './settings';
@@ -45,26 +51,17 @@ export const sandboxHarness: SandboxHarness = {
     );
 
     // Calls the suite's destination makes are counted as they go out (the harness's own are not).
-    const { received, ours, restore } = watchVendorCalls({
+    const watch = watchVendorCalls({
       matches: (url) => url.startsWith(`${BASE_URL}/api/`),
     });
-    const members = () =>
-      ours(async () => {
-        const all: string[] = [];
-        let cursor: string | null = null;
-        do {
-          const page = await own.listMembers!(cursor, PAGE_SIZE_MAX);
-          all.push(...page.keys);
-          cursor = page.next;
-        } while (cursor !== null);
-        return all;
-      });
+    const { ours } = watch;
+    const members = () => ours(() => allMembers(own, PAGE_SIZE_MAX));
     const empty = async () => {
       const keys = await members();
       if (keys.length > 0) await ours(() => own.remove!(keys));
     };
 
-    try {
+    return sandboxTarget(watch, own, async () => {
       await ours(() => own.check());
       await empty();
       return {
@@ -74,19 +71,8 @@ export const sandboxHarness: SandboxHarness = {
         attributes: (i) => ({ first_name: `K${i}`, plan: i % 2 ? 'gold' : 'free' }),
         members,
         refusedKey: () => 'not-an-email',
-        received,
-        close: async () => {
-          try {
-            await empty();
-          } finally {
-            restore();
-            await own.close();
-          }
-        },
+        cleanUp: empty,
       };
-    } catch (err) {
-      restore();
-      throw err;
-    }
+    });
   },
 };

@@ -1,5 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { watchVendorCalls, type ContractTarget, type SandboxHarness } from '../kit/contract';
+import {
+  allMembers,
+  sandboxTarget,
+  watchVendorCalls,
+  type ContractTarget,
+  type SandboxHarness,
+} from '../kit/contract';
 import { createDestinationContext } from '../kit/module';
 import { createMailchimpAudienceDestination } from './destination';
 import { MAILCHIMP_TYPE, mailchimpAudienceConfigSchema, mailchimpBaseUrl } from './settings';
@@ -58,28 +64,19 @@ export const sandboxHarness: SandboxHarness = {
     // Calls to the audience the suite's destination makes, counted as they go out (the harness's
     // own calls, marked as such, are not).
     const listUrl = `${baseUrl}/3.0/lists/${listId}`;
-    const { received, ours, restore } = watchVendorCalls({
+    const watch = watchVendorCalls({
       matches: (url) => url === listUrl || url.startsWith(`${listUrl}/`) || url.startsWith(`${listUrl}?`),
     });
+    const { ours } = watch;
 
-    const members = () =>
-      ours(async () => {
-        const all: string[] = [];
-        let cursor: string | null = null;
-        do {
-          const page = await own.listMembers!(cursor, 1000);
-          all.push(...page.keys);
-          cursor = page.next;
-        } while (cursor !== null);
-        return all;
-      });
+    const members = () => ours(() => allMembers(own, 1000));
     /** Archives every contact of the audience (Mailchimp has no truncate). */
     const empty = async () => {
       const keys = await members();
       for (let i = 0; i < keys.length; i += 100) await ours(() => own.remove!(keys.slice(i, i + 100)));
     };
 
-    try {
+    return sandboxTarget(watch, own, async () => {
       await ours(() => own.check());
       await empty();
       return {
@@ -90,19 +87,8 @@ export const sandboxHarness: SandboxHarness = {
         members,
         // Mailchimp answers a malformed address in the batch's `errors`, per member.
         refusedKey: () => 'not-an-address',
-        received,
-        close: async () => {
-          try {
-            await empty();
-          } finally {
-            restore();
-            await own.close();
-          }
-        },
+        cleanUp: empty,
       };
-    } catch (err) {
-      restore();
-      throw err;
-    }
+    });
   },
 };

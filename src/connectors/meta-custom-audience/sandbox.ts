@@ -1,4 +1,4 @@
-import { watchVendorCalls, type ContractTarget, type SandboxHarness } from '../kit/contract';
+import { sandboxTarget, watchVendorCalls, type ContractTarget, type SandboxHarness } from '../kit/contract';
 import { hashedEmailKeys } from '../kit/emulator-kit';
 import { createDestinationContext } from '../kit/module';
 import { createMetaCustomAudienceDestination } from './destination';
@@ -141,7 +141,7 @@ export const sandboxHarness: SandboxHarness = {
     // harness's own are not); every answer, the harness's too, feeds the acknowledged audience.
     const prefix = `${config.graphUrl.replace(/\/+$/, '')}/${config.apiVersion}/${audienceId}`;
     const ofAudience = (url: string) => url === prefix || /^[/?]/.test(url.slice(prefix.length));
-    const { received, ours, restore } = watchVendorCalls({
+    const watch = watchVendorCalls({
       matches: (url) => url.startsWith(prefix) && ofAudience(url),
       observe: ({ url, method, status, requestBody, responseBody }) => {
         // An answer that is not JSON: the destination reports that itself.
@@ -149,8 +149,9 @@ export const sandboxHarness: SandboxHarness = {
           observe(method, new URL(url).pathname, requestBody, status, responseBody);
       },
     });
+    const { ours } = watch;
 
-    try {
+    return sandboxTarget(watch, own, async () => {
       await ours(() => own.check());
       return {
         settings,
@@ -164,28 +165,19 @@ export const sandboxHarness: SandboxHarness = {
           }
           return unhash(confirmed);
         },
-        received,
-        close: async () => {
-          try {
-            // Everything this run sent goes out again, as the connector removes people.
-            const keys = unhash(sent);
-            for (let i = 0; i < keys.length; i += MAX_USERS_PER_CALL) {
-              const { rejected } = await ours(() => own.remove(keys.slice(i, i + MAX_USERS_PER_CALL)));
-              if (rejected.length > 0) {
-                throw new Error(
-                  `${META_TYPE} sandbox: Meta kept ${rejected.length} people in audience ${audienceId} (${rejected[0]!.reason}); delete the audience and create a new one`,
-                );
-              }
+        cleanUp: async () => {
+          // Everything this run sent goes out again, as the connector removes people.
+          const keys = unhash(sent);
+          for (let i = 0; i < keys.length; i += MAX_USERS_PER_CALL) {
+            const { rejected } = await ours(() => own.remove(keys.slice(i, i + MAX_USERS_PER_CALL)));
+            if (rejected.length > 0) {
+              throw new Error(
+                `${META_TYPE} sandbox: Meta kept ${rejected.length} people in audience ${audienceId} (${rejected[0]!.reason}); delete the audience and create a new one`,
+              );
             }
-          } finally {
-            restore();
-            await own.close();
           }
         },
       };
-    } catch (err) {
-      restore();
-      throw err;
-    }
+    });
   },
 };
