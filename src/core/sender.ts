@@ -107,6 +107,8 @@ interface Item {
   newHash?: string;
   /** Rejected without a call: larger on its own than the destination accepts in one call. */
   tooLarge?: string;
+  /** What it adds to a call's body, in bytes (0 when it is not sent). */
+  bytes: number;
 }
 
 /** How a phase writes: the operation, its endpoint, and the call. */
@@ -155,9 +157,7 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
   };
   const maxRecords = batchSizeFor(connector, destination);
   const maxBytes = destination.limits.bytesPerCall;
-  const bytesOf = (item: Item) =>
-    item.member ? jsonBytes(item.member) : phase === 'deletions' ? jsonBytes(item.key) : 0;
-  const sizeOf = (item: Item) => (item.tooLarge ? 0 : bytesOf(item));
+  const sizeOf = (item: Item) => item.bytes;
 
   const spent = { readMs: 0, fetchMs: 0, callMs: 0, commitMs: 0 };
   const timed = async <T>(part: keyof typeof spent, work: () => Promise<T>): Promise<T> => {
@@ -182,15 +182,14 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
       ),
     );
     if (page.length === 0) return [];
-    const items = await timed('fetchMs', () => itemsOf(options, page));
-    if (maxBytes !== undefined) {
-      for (const item of items) {
-        const bytes = bytesOf(item);
-        if (bytes > maxBytes)
-          item.tooLarge = `record is ${bytes} bytes, more than the destination accepts in one call (${maxBytes} bytes)`;
-      }
-    }
-    return items;
+    const unsized = await timed('fetchMs', () => itemsOf(options, page));
+    // Each record's size is measured once: batching, the byte limit and the run's bytes use it.
+    return unsized.map((item): Item => {
+      const bytes = item.member ? jsonBytes(item.member) : phase === 'deletions' ? jsonBytes(item.key) : 0;
+      if (maxBytes === undefined || bytes <= maxBytes) return { ...item, bytes };
+      const tooLarge = `record is ${bytes} bytes, more than the destination accepts in one call (${maxBytes} bytes)`;
+      return { ...item, tooLarge, bytes: 0 };
+    });
   };
 
   /** The phase's batches in key order, the next page read while this one's calls go out. */
@@ -284,7 +283,7 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
 }
 
 /** Deletions send keys; every other phase sends the dataset's current attributes. */
-async function itemsOf(options: SendOptions, page: ChangesetRow[]): Promise<Item[]> {
+async function itemsOf(options: SendOptions, page: ChangesetRow[]): Promise<Omit<Item, 'bytes'>[]> {
   if (options.phase === 'deletions') return page.map((row) => ({ key: row.record_key }));
   // A destination that keeps no attributes already holds a key that is on it: nothing to send.
   const skipUpdates = options.phase === 'upserts' && !capabilitiesOf(options.destination).updateAttributes;
