@@ -149,7 +149,27 @@ describe('auto never makes more calls than the cheapest fixed strategy (SQLite)'
           assert.ok(auto <= Math.min(...possible), `auto ${auto} vs ${JSON.stringify([...calls])}`);
         },
       ),
-      { numRuns: 25 },
+      {
+        numRuns: 25,
+        // Found in CI: the first swap retires nothing, so new list + swap cost one call less than planned.
+        examples: [
+          [
+            26,
+            36,
+            19,
+            1,
+            6,
+            {
+              add: true,
+              remove: true,
+              truncate: false,
+              listMembers: true,
+              updateAttributes: false,
+              createList: true,
+            },
+          ],
+        ],
+      },
     );
   });
 

@@ -40,6 +40,8 @@ export interface PlanInput {
   keyBytes: number;
   /** Keys per page when reading the remote list. */
   listPageSize: number;
+  /** Lists a new list + swap would retire: the one an earlier swap made live, one left half-built. */
+  listsToRetire?: number;
   /** Forced by the connector or the run; `auto` picks the cheapest allowed. */
   strategy: StrategyChoice;
 }
@@ -99,8 +101,9 @@ export function estimateCosts(input: PlanInput): Record<Strategy, Cost | null> {
       can.truncate && (datasetSize === 0 || can.add) && !tooLargeToTruncate(input)
         ? plus(fixedCalls(1), reload)
         : null,
-    // create the list, fill it, swap, retire the old one
-    newList: can.createList ? plus(fixedCalls(3), reload) : null,
+    // create the list, fill it, swap, retire what an earlier swap or a failed run left (never
+    // the configured list, so the first swap retires nothing)
+    newList: can.createList ? plus(fixedCalls(2 + (input.listsToRetire ?? 0)), reload) : null,
     reconcile:
       can.listMembers && diff
         ? plus(fixedCalls(Math.ceil(input.remoteSize / input.listPageSize) || 1), diff)

@@ -17,6 +17,7 @@ import { recordPlan, recordRunDetails } from '../runs';
 import { batchSizeFor } from '../sender';
 import type { DryRunPlan, GuardDecision, PlanSummary } from '../summaries';
 import type { ConnectorScope, Engine, RunScope } from './engine';
+import { listsToRetire } from './replace-list';
 
 /** Step 2: is a refresh needed, and by which strategy; the dry run; the mass-delete guard. */
 
@@ -57,6 +58,7 @@ async function decide(
     remoteSize: remote,
     ...sample,
     listPageSize: Math.min(LIST_PAGE_SIZE, destination.limits.recordsPerCall),
+    listsToRetire: capabilities.createList ? await listsToRetire(store, key) : 0,
     strategy: strategy ?? connector.policy.strategy,
   });
   return {

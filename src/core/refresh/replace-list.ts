@@ -29,6 +29,12 @@ export async function liveListId(db: Db, key: string): Promise<string | undefine
   return (await listState(db, key)).remoteListId ?? undefined;
 }
 
+/** How many lists a new list + swap would retire now: see `createList` and `swapList`. */
+export async function listsToRetire(db: Db, key: string): Promise<number> {
+  const { remoteListId, pendingListId } = await listState(db, key);
+  return (remoteListId ? 1 : 0) + (pendingListId ? 1 : 0);
+}
+
 /** The list being built by new list + swap, written through the live destination's account. */
 export async function listBeingBuilt(db: Db, key: string, live: Destination): Promise<Destination> {
   const { pendingListId } = await listState(db, key);
