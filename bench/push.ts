@@ -610,12 +610,13 @@ function resetPeak(pid: number): boolean {
 
 interface Timings {
   deltalogMs: number;
+  planMs: number;
   readMs: number;
   fetchMs: number;
   callMs: number;
   commitMs: number;
 }
-const PHASES = ['deltalogMs', 'readMs', 'fetchMs', 'callMs', 'commitMs'] as const;
+const PHASES = ['deltalogMs', 'planMs', 'readMs', 'fetchMs', 'callMs', 'commitMs'] as const;
 
 /** The run's time per phase, if the engine reports it (`RunSummary.timings`); null otherwise. */
 function timingsOf(summary: RunSummary): Timings | null {
@@ -834,8 +835,8 @@ function report(options: Options, results: RunResult[]): void {
   );
 
   console.log(
-    '\nTime per phase from the run summary, seconds. rest = wall less the phases: planning, workflow and\n' +
-      'activity scheduling, the client; negative when the phases of a pipelined send overlap:\n',
+    '\nTime per phase from the run summary, seconds. rest = wall less the phases: workflow and activity\n' +
+      'scheduling, the client; negative when the phases of a pipelined send overlap:\n',
   );
   const phaseRow = (label: string, r: Refresh) => [
     label,
@@ -845,7 +846,7 @@ function report(options: Options, results: RunResult[]): void {
   ];
   console.log(
     table(
-      ['run', 'deltalog', 'read', 'fetch', 'call', 'commit', 'rest', 'wall'],
+      ['run', 'deltalog', 'plan', 'read', 'fetch', 'call', 'commit', 'rest', 'wall'],
       good.flatMap((r) => [phaseRow(`${name(r)} first push`, r.push), phaseRow(`${name(r)} diff`, r.diff)]),
     ),
   );

@@ -672,84 +672,106 @@ describe('short acknowledgements', () => {
 });
 
 describe('the dataset edited during a send', () => {
-  test('inserts, updates and deletes while a 3,000-row diff is sent: one more refresh sends only what changed after the send read its rows', async () => {
-    const id = 'edited-mid-send';
-    const { table } = await connector(id);
-    await steadyWorker();
-    emulator.resetStats();
-    emulator.faults.set({ latencyMs: 150 });
-    try {
-      const keys = (
-        (await t.db(table).select('customer_key').orderBy('customer_key')) as { customer_key: string }[]
-      ).map((r) => r.customer_key);
-      // Sent: among the first 500 keys, delivered and committed once 1,000 records arrived.
-      // Not read yet: among the last 500, which the send reaches only at its end.
-      const sent = keys.slice(0, 500);
-      const unread = keys.slice(-500);
-      const every = (from: string[], step: number, count: number, offset = 0) =>
-        Array.from({ length: count }, (_, i) => from[offset + i * step]!);
-      const updatedSent = every(sent, 10, 50);
-      const deletedSent = every(sent, 10, 30, 5);
-      const updatedUnread = every(unread, 10, 50);
-      const deletedUnread = every(unread, 10, 30, 5);
-
-      const run = await client.startRefresh(id);
-      await waitFor(() => emulator.stats().recordsApplied.add >= 1_000, '1,000 records delivered');
-      const readerAt = emulator.stats().recordsApplied.add;
-      await t.db.transaction(async (trx) => {
-        await trx(table)
-          .whereIn('customer_key', [...updatedSent, ...updatedUnread])
-          .update({ segment: 'edited' });
-        await trx(table)
-          .whereIn('customer_key', [...deletedSent, ...deletedUnread])
-          .delete();
-      });
-      await seedCustomers(t.db, 40, { table, first: 100_001 });
-      const first = await run.result();
-      assert.ok(
-        emulator.stats().recordsApplied.add - readerAt >= 1_000,
-        'the edits landed well before the send reached the unread rows',
-      );
-      // The unread deleted rows were gone when the send fetched them: neither sent nor rejected.
-      assertOutcome(first, { status: 'succeeded', recordsSent: CUSTOMERS - 30, rejected: 0 });
-
-      emulator.faults.clear('latencyMs');
+  /*
+   * Two ways a send meets edits: a first push reads the dataset itself in key order (a direct
+   * push: rows ahead of it are read as they are then, rows behind it are left to the next
+   * refresh); a diff reads pending keys from a compared deltalog and fetches their attributes.
+   */
+  const variants = [
+    { name: 'a first push of 3,000 rows (read straight from the dataset)', alreadySent: 0 },
+    { name: 'a 3,000-row diff (pending keys from a compared deltalog)', alreadySent: 1 },
+  ];
+  for (const [i, variant] of variants.entries()) {
+    test(`inserts, updates and deletes during ${variant.name}: one more refresh sends only what changed after the send read its rows`, async () => {
+      const id = `edited-mid-send-${i}`;
+      const { table } = await connector(id, variant.alreadySent || CUSTOMERS);
+      await steadyWorker();
+      if (variant.alreadySent) {
+        // One row delivered first, so the deltalog is not empty: the rest goes out as a diff.
+        assert.equal((await client.refresh(id)).recordsSent, variant.alreadySent);
+        await seedCustomers(t.db, CUSTOMERS - variant.alreadySent, { table, first: variant.alreadySent + 1 });
+      }
+      const direct = variant.alreadySent === 0;
       emulator.resetStats();
-      const started = Date.now();
-      const second = await client.refresh(id);
-      const secondMs = Date.now() - started;
-      const stats = emulator.stats();
-      const sentBySecond = stats.recordsReceived.add + stats.recordsReceived.remove;
-      // What changed after the send read its rows: 40 rows inserted, 50 updated and 30 deleted
-      // after they were sent. The 50 rows updated before the send read them went out with their
-      // new attributes: sending them again would be re-sending. The 30 rows deleted before the
-      // send read them are removed all the same, and must be: the deltalog cannot tell a key
-      // never sent from one whose delivery was never confirmed (a batch in flight when a worker
-      // died), and skipping the removal of such a key would leave a deleted row on the list.
-      const truly = { additions: 40, updates: 50, deletions: 30 + 30 };
-      const resent = second.updates - truly.updates;
-      measured.push(
-        `dataset edited mid-send: the second refresh sent ${sentBySecond} records ` +
-          `(${second.additions} additions, ${second.updates} updates, ${second.deletions} deletions ` +
-          `of which 30 of keys never sent); ${resent} re-sent; took ${secondMs} ms`,
-      );
-      assertOutcome(second, {
-        status: 'succeeded',
-        recordsSent: truly.additions + truly.updates + truly.deletions,
-        rejected: 0,
-      });
-      await assertListEqualsDataset(id, table);
-      assert.ok(secondMs < 60_000, `the second refresh took ${secondMs} ms`);
-      assert.equal(second.additions, truly.additions, 'the rows inserted mid-send');
-      assert.equal(
-        second.updates,
-        truly.updates,
-        'only rows updated after they were sent; those updated before went out with their new attributes',
-      );
-      assert.equal(second.deletions, truly.deletions, 'the rows deleted mid-send, sent or not');
-      assert.equal(sentBySecond, truly.additions + truly.updates + truly.deletions, 'nothing re-sent');
-    } finally {
-      emulator.faults.clear();
-    }
-  });
+      emulator.faults.set({ latencyMs: 150 });
+      try {
+        const keys = (
+          (await t.db(table).select('customer_key').orderBy('customer_key')) as { customer_key: string }[]
+        ).map((r) => r.customer_key);
+        // Sent: among the first 500 keys, delivered and committed once 1,000 records arrived.
+        // Not read yet: among the last 500, which the send reaches only at its end.
+        const sent = keys.slice(0, 500);
+        const unread = keys.slice(-500);
+        const every = (from: string[], step: number, count: number, offset = 0) =>
+          Array.from({ length: count }, (_, i) => from[offset + i * step]!);
+        const updatedSent = every(sent, 10, 50);
+        const deletedSent = every(sent, 10, 30, 5);
+        const updatedUnread = every(unread, 10, 50);
+        const deletedUnread = every(unread, 10, 30, 5);
+
+        const run = await client.startRefresh(id);
+        await waitFor(() => emulator.stats().recordsApplied.add >= 1_000, '1,000 records delivered');
+        const readerAt = emulator.stats().recordsApplied.add;
+        await t.db.transaction(async (trx) => {
+          await trx(table)
+            .whereIn('customer_key', [...updatedSent, ...updatedUnread])
+            .update({ segment: 'edited' });
+          await trx(table)
+            .whereIn('customer_key', [...deletedSent, ...deletedUnread])
+            .delete();
+        });
+        // Numbered after every existing row: ahead of the send, whichever way it reads.
+        await seedCustomers(t.db, 40, { table, first: 100_001 });
+        const first = await run.result();
+        assert.ok(
+          emulator.stats().recordsApplied.add - readerAt >= 1_000,
+          'the edits landed well before the send reached the unread rows',
+        );
+        // The unread deleted rows were gone when the send read them: neither sent nor rejected.
+        // A direct push also reads the 40 new rows, which sort after every row it had read; a
+        // diff knows only the keys its compare found.
+        const firstSent = CUSTOMERS - variant.alreadySent - 30 + (direct ? 40 : 0);
+        assertOutcome(first, { status: 'succeeded', recordsSent: firstSent, rejected: 0 });
+
+        emulator.faults.clear('latencyMs');
+        emulator.resetStats();
+        const started = Date.now();
+        const second = await client.refresh(id);
+        const secondMs = Date.now() - started;
+        const stats = emulator.stats();
+        const sentBySecond = stats.recordsReceived.add + stats.recordsReceived.remove;
+        // What changed after the send read its rows: 50 rows updated and 30 deleted after they
+        // were sent (and, for the diff, 40 rows inserted after its compare). The 50 rows updated
+        // before the send read them went out with their new attributes: sending them again would
+        // be re-sending. A diff removes the 30 rows deleted before the send read them all the
+        // same, and must: the deltalog cannot tell a key never sent from one whose delivery was
+        // never confirmed (a batch in flight when a worker died), and skipping the removal of
+        // such a key would leave a deleted row on the list. A direct push wrote no row for them.
+        const truly = { additions: direct ? 0 : 40, updates: 50, deletions: direct ? 30 : 30 + 30 };
+        const resent = second.updates - truly.updates;
+        measured.push(
+          `dataset edited during ${variant.name}: the second refresh sent ${sentBySecond} records ` +
+            `(${second.additions} additions, ${second.updates} updates, ${second.deletions} deletions` +
+            `${direct ? '' : ' of which 30 of keys never sent'}); ${resent} re-sent; took ${secondMs} ms`,
+        );
+        assertOutcome(second, {
+          status: 'succeeded',
+          recordsSent: truly.additions + truly.updates + truly.deletions,
+          rejected: 0,
+        });
+        await assertListEqualsDataset(id, table);
+        assert.ok(secondMs < 60_000, `the second refresh took ${secondMs} ms`);
+        assert.equal(second.additions, truly.additions, 'the rows inserted mid-send');
+        assert.equal(
+          second.updates,
+          truly.updates,
+          'only rows updated after they were sent; those updated before went out with their new attributes',
+        );
+        assert.equal(second.deletions, truly.deletions, 'the rows deleted mid-send');
+        assert.equal(sentBySecond, truly.additions + truly.updates + truly.deletions, 'nothing re-sent');
+      } finally {
+        emulator.faults.clear();
+      }
+    });
+  }
 });

@@ -5,7 +5,9 @@ import { loadConnector, saveConnector } from '../src/core/connector-store';
 import {
   commitDelivered,
   fetchRecords,
+  insertDirectPush,
   markFilled,
+  readDatasetPage,
   readChangesetPage,
   recordRejections,
   updateDeltalog,
@@ -151,6 +153,28 @@ for (const dialect of dialects) {
       )) {
         for (const line of await planOf(t, q)) assert.doesNotMatch(line, /^SCAN|type=ALL/, line);
       }
+    });
+
+    test('a direct first push reads the dataset through its key and writes each batch in one statement', async () => {
+      const [read] = await statementsOf(t.db, () => readDatasetPage(t.db, dataset, 'k010000', 1000));
+      assertIndexed(
+        await planOf(t, read!),
+        /people|^src\b| src\b/,
+        /type=range key=PRIMARY|USING INDEX sqlite_autoindex_people_1 \(k>\?\)/,
+      );
+      const batch = keys(10_001, 1000).map((k) => ({ key: k, hash: 'h' }));
+      const writes = await statementsOf(t.db, () =>
+        t.db.transaction((trx) => insertDirectPush(trx, 'default/direct', batch, 4)),
+      );
+      assert.equal(writes.length, 1, 'one INSERT for the batch');
+      assert.equal(
+        await t
+          .db('deltalog')
+          .where({ connector_id: 'default/direct' })
+          .count({ n: '*' })
+          .then(([r]) => Number(r!.n)),
+        1000,
+      );
     });
 
     test('a send records where its time went', async () => {

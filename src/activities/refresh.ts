@@ -1,6 +1,6 @@
 import { Context } from '@temporalio/activity';
 import { InvalidConnectorError } from '../core/connector';
-import type { Destination } from '../core/destination';
+import { capabilitiesOf, type Destination } from '../core/destination';
 import type { StrategyChoice } from '../core/plan';
 import * as engine from '../core/refresh';
 import type { RunStatus } from '../core/runs';
@@ -69,13 +69,20 @@ export function createRefreshActivities(dependencies: ActivityDependencies) {
       });
     },
 
-    /** Step 1 (FIG. 4): full compare of the dataset against the deltalog, in the database. */
-    async updateDeltalog(ref: RunRef) {
+    /**
+     * Step 1 (FIG. 4): full compare of the dataset against the deltalog, in the database (skipped
+     * by a first push that can read the dataset directly: see engine.updateDeltalog).
+     */
+    async updateDeltalog(ref: RunRef & { strategy?: StrategyChoice }) {
       return failClearly(() =>
-        keepHeartbeating(async () => {
-          const opened = await open(ref);
-          return engine.updateDeltalog(deps, runOf(opened, ref), await opened.source());
-        }),
+        keepHeartbeating(() =>
+          withDestination(ref, async (destination, opened) =>
+            engine.updateDeltalog(deps, runOf(opened, ref), await opened.source(), {
+              strategy: ref.strategy ?? opened.connector.policy.strategy,
+              canAdd: capabilitiesOf(destination).add,
+            }),
+          ),
+        ),
       );
     },
 

@@ -71,6 +71,32 @@ export async function updateDeltalog(
   });
 }
 
+/**
+ * A first push may skip the compare: when the connector has nothing in the deltalog yet and the
+ * dataset's key is unique and compared byte for byte, every valid row is an addition, so the send
+ * reads the dataset itself in key order (readDatasetPage) and writes each delivered batch to the
+ * deltalog committed (insertDirectPush). That saves writing every key pending and then rewriting
+ * it committed. Returns the bad-row report when the first push may go direct, else undefined.
+ */
+export async function inspectForDirectPush(
+  db: Db,
+  connectorId: string,
+  source: DatasetDefinition | DatasetReader,
+): Promise<BadRowReport | undefined> {
+  if (await hasDeltalog(db, connectorId)) return undefined;
+  const reader = readerOf(db, source);
+  return reader.read(async (executor) => {
+    const traits = reader.traits ?? (await keyTraits(executor, reader.dataset));
+    if (!traits.unique || !traits.binary) return undefined;
+    return inspectDataset(executor, reader.dataset, traits);
+  });
+}
+
+/** Rows of the dataset the deltalog can take: what a direct first push sends. */
+export function validRows(report: BadRowReport): number {
+  return report.datasetRows - badRowTotal(report);
+}
+
 function readerOf(db: Db, source: DatasetDefinition | DatasetReader): DatasetReader {
   return 'read' in source ? source : directReader(db, source);
 }
@@ -487,6 +513,102 @@ export async function readChangesetPage(
     on_remote: Boolean(r.on_remote),
     attr_hash: r.attr_hash ?? null,
   }));
+}
+
+// --- a direct first push: the dataset read in its key order, the deltalog written as it goes ---
+
+/** A dataset row as a direct first push reads it, with the hash a compare would compute for it. */
+export interface DatasetRecord {
+  key: string;
+  attributes: Attributes;
+  hash: string;
+}
+
+/**
+ * The dataset's next page of valid keys after `afterKey` ('' for the first), in the key column's
+ * own order. Only for a dataset whose key is unique and compared byte for byte (directPushAllowed):
+ * the key's index then bounds each page by the batch, and no key can repeat across pages.
+ */
+export async function readDatasetPage(
+  db: Executor,
+  dataset: DatasetDefinition,
+  afterKey: string,
+  limit: number,
+): Promise<DatasetRecord[]> {
+  const dialect = dialectOf(db as Db);
+  const columns = [dataset.key, ...dataset.attributes];
+  const after = afterKey === '' ? text('') : join(text('AND'), keyColumn(dataset), text('> ?', afterKey));
+  const query = join(
+    text(`SELECT ${columns.map(() => '??').join(', ')},`, ...columns.map((c) => `src.${c}`)),
+    attributeHash(dialect, dataset),
+    text(`AS ${HASH_COLUMN} FROM`),
+    sourceFrom(dataset),
+    text('WHERE'),
+    validKey(dialect, dataset),
+    after,
+    text('ORDER BY'),
+    keyColumn(dataset),
+    text(`LIMIT ${Math.max(1, Math.floor(limit))}`),
+  );
+  return (await rows<Record<string, unknown>>(db, query)).map((row) => ({
+    key: String(row[dataset.key]),
+    attributes: pickAttributes(row, dataset.attributes),
+    hash: String(row[HASH_COLUMN]),
+  }));
+}
+
+/** A row a direct first push writes: delivered (committed), or refused with its reason (pending). */
+export interface DirectPushRow {
+  key: string;
+  hash: string;
+  refused?: { reason: string; deferred: boolean };
+}
+
+/**
+ * Write one batch of a direct first push into the deltalog, in one statement: delivered keys
+ * committed and on the remote, refused keys pending additions with the reason, exactly as a
+ * compare followed by this batch's commit would leave them. Idempotent: a batch written again
+ * (a commit whose answer was lost) overwrites itself.
+ */
+export async function insertDirectPush(
+  trx: Executor,
+  connectorId: string,
+  batch: DirectPushRow[],
+  now: number,
+): Promise<void> {
+  const dialect = dialectOf(trx as unknown as Db);
+  const columns =
+    'connector_id, record_key, in_dataset, attr_hash, on_remote, updated_at, committed_at, attempts, last_error';
+  const onConflict =
+    dialect === 'mysql'
+      ? 'ON DUPLICATE KEY UPDATE attr_hash = VALUES(attr_hash), on_remote = VALUES(on_remote), committed_at = VALUES(committed_at), attempts = VALUES(attempts), last_error = VALUES(last_error)'
+      : 'ON CONFLICT (connector_id, record_key) DO UPDATE SET attr_hash = excluded.attr_hash, on_remote = excluded.on_remote, committed_at = excluded.committed_at, attempts = excluded.attempts, last_error = excluded.last_error';
+  const chunkSize = 1000; // 8 bindings a row stays under SQLite's bound-parameter limit
+  for (let i = 0; i < batch.length; i += chunkSize) {
+    const chunk = batch.slice(i, i + chunkSize);
+    const bindings: Knex.RawBinding[] = [];
+    for (const row of chunk) {
+      const refused = row.refused;
+      bindings.push(
+        connectorId,
+        row.key,
+        row.hash,
+        refused ? 0 : 1,
+        now,
+        refused ? null : now,
+        refused && !refused.deferred ? 1 : 0,
+        refused ? refused.reason.slice(0, 1000) : null,
+      );
+    }
+    const values = chunk.map(() => '(?, ?, 1, ?, ?, ?, ?, ?, ?)').join(', ');
+    await trx.raw(`INSERT INTO deltalog (${columns}) VALUES ${values} ${onConflict}`, bindings);
+  }
+}
+
+/** Whether the connector has any row in the deltalog (none: its first push may go direct). */
+export async function hasDeltalog(db: Db, connectorId: string): Promise<boolean> {
+  const row = (await db('deltalog').where({ connector_id: connectorId }).first('record_key')) as unknown;
+  return row !== undefined;
 }
 
 /** A record as read for sending: its attributes, and their hash as the deltalog update computes it. */

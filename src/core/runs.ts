@@ -44,12 +44,16 @@ export interface RunRow {
   last_failure_at: number | null;
   /** RunTimings as JSON (null: recorded before timings were kept, or nothing timed yet). */
   timings: string | null;
+  /** Rows a direct first push sends straight from the dataset; null when the deltalog was compared. */
+  direct_push_rows: number | null;
 }
 
 /** Where a run's time went, in milliseconds; the send's parts are summed over its phases. */
 export interface RunTimings {
-  /** The deltalog update (the full compare). */
+  /** The deltalog update (the full compare; a direct first push only inspects the dataset). */
   deltalogMs: number;
+  /** Planning: the pending counts, the sizes and the planner's decision. */
+  planMs: number;
   /** Reading pending keys from the deltalog, page by page. */
   readMs: number;
   /** Fetching their attributes from the dataset. */
@@ -60,7 +64,14 @@ export interface RunTimings {
   commitMs: number;
 }
 
-export const NO_TIMINGS: RunTimings = { deltalogMs: 0, readMs: 0, fetchMs: 0, callMs: 0, commitMs: 0 };
+export const NO_TIMINGS: RunTimings = {
+  deltalogMs: 0,
+  planMs: 0,
+  readMs: 0,
+  fetchMs: 0,
+  callMs: 0,
+  commitMs: 0,
+};
 
 /** Adds `spent` to the run's timings (once per step or phase: a read-modify-write is cheap enough). */
 export async function addRunTimings(db: Db, runId: number, spent: Partial<RunTimings>): Promise<void> {
@@ -169,6 +180,7 @@ function normaliseRun(row: RunRow): RunRow {
     'quarantined',
     'deletions_held',
     'last_failure_at',
+    'direct_push_rows',
   ] as const;
   const out = { ...row } as Record<string, unknown>;
   for (const column of numeric) if (out[column] !== null) out[column] = Number(out[column]);
@@ -179,6 +191,18 @@ export async function recordSnapshot(db: Db, runId: number, snapshotAt: number, 
   await db('refresh_runs')
     .where({ id: runId })
     .update({ snapshot_at: snapshotAt, bad_rows: JSON.stringify(badRows) });
+}
+
+/** The deltalog update skipped the compare: this run's first push reads `rows` rows from the dataset. */
+export async function recordDirectPush(db: Db, runId: number, rows: number): Promise<void> {
+  await db('refresh_runs').where({ id: runId }).update({ direct_push_rows: rows });
+}
+
+/** The rows of this run's direct first push, or undefined when its deltalog was compared. */
+export async function directPushRows(db: Db, runId: number): Promise<number | undefined> {
+  const row = (await db('refresh_runs').where({ id: runId }).first('direct_push_rows')) as
+    { direct_push_rows: unknown } | undefined;
+  return row?.direct_push_rows == null ? undefined : Number(row.direct_push_rows);
 }
 
 export async function recordPlan(
@@ -235,11 +259,18 @@ export async function incrementEndpointCalls(db: Executor, runId: number, tallie
  * cursor; any other operation (truncate, create, swap, a page of members; an operation that ended
  * in an error) in a transaction of their own.
  */
-export async function recordCalls(db: Executor, runId: number, tallies: EndpointTallies): Promise<void> {
-  if (Object.keys(tallies).length === 0) return;
+export async function recordCalls(
+  db: Executor,
+  runId: number,
+  tallies: EndpointTallies,
+  /** The batch's own counters (records sent, rejected…), written in the same statement. */
+  counters: RunCounters = {},
+): Promise<void> {
+  if (Object.keys(tallies).length === 0 && Object.keys(counters).length === 0) return;
   const total = totalOf(tallies);
   const write = async (trx: Executor) => {
     await incrementRunCounters(trx, runId, {
+      ...counters,
       api_calls: total.calls,
       failed_calls: total.failed,
       rate_limit_waits: total.rateLimited,

@@ -12,6 +12,8 @@ import { directReader, type DatasetReader } from './dataset';
 import {
   commitDelivered,
   fetchRecords,
+  insertDirectPush,
+  readDatasetPage,
   markFilled,
   readChangesetPage,
   recordFillRejections,
@@ -24,7 +26,7 @@ import { totalOf, type EndpointTallies } from './api-calls';
 import { noopObserver, type EngineObserver } from './observer';
 import { PlanningError } from './plan';
 import { observed, settle, type RunMeter } from './refresh/calls';
-import { addRunTimings, incrementRunCounters, loadCheckpoint, recordCalls, saveCheckpoint } from './runs';
+import { addRunTimings, loadCheckpoint, recordCalls, saveCheckpoint } from './runs';
 
 /**
  * Sending: walk a changeset in key order, page by page; split each page into calls that fit the
@@ -85,6 +87,11 @@ export interface SendOptions {
   observer?: EngineObserver;
   /** Stop between calls when aborted (activity cancellation, worker shutdown). */
   signal?: AbortSignal;
+  /**
+   * A direct first push (upserts or full, the deltalog empty): pages come from the dataset in its
+   * key order and each delivered batch is written to the deltalog committed (insertDirectPush).
+   */
+  direct?: boolean;
 }
 
 /** The destination operation a send phase calls (and the endpoint its calls count at). */
@@ -105,6 +112,8 @@ interface Item {
   nothingToSend?: boolean;
   /** Set when the row changed after the deltalog update read it: the hash of what is sent now. */
   newHash?: string;
+  /** A direct first push: the hash of what is sent, written to the deltalog with the outcome. */
+  hash?: string;
   /** Rejected without a call: larger on its own than the destination accepts in one call. */
   tooLarge?: string;
   /** What it adds to a call's body, in bytes (0 when it is not sent). */
@@ -171,6 +180,26 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
 
   /** One page of the changeset after `after`, with what is sent for each of its keys. */
   const readPage = async (after: string): Promise<Item[]> => {
+    const unsized = options.direct ? await readDatasetItems(after) : await readChangesetItems(after);
+    // Each record's size is measured once: batching, the byte limit and the run's bytes use it.
+    return unsized.map((item): Item => {
+      const bytes = item.member ? jsonBytes(item.member) : phase === 'deletions' ? jsonBytes(item.key) : 0;
+      if (maxBytes === undefined || bytes <= maxBytes) return { ...item, bytes };
+      const tooLarge = `record is ${bytes} bytes, more than the destination accepts in one call (${maxBytes} bytes)`;
+      return { ...item, tooLarge, bytes: 0 };
+    });
+  };
+
+  /** A direct first push reads the dataset itself, attributes and hashes in the same statement. */
+  const readDatasetItems = async (after: string): Promise<Omit<Item, 'bytes'>[]> => {
+    const source = options.source ?? directReader(db, connector.dataset);
+    const records = await timed('readMs', () =>
+      source.read((executor) => readDatasetPage(executor, source.dataset, after, maxRecords)),
+    );
+    return records.map(({ key, attributes, hash }) => ({ key, member: { key, attributes }, hash }));
+  };
+
+  const readChangesetItems = async (after: string): Promise<Omit<Item, 'bytes'>[]> => {
     const page = await timed('readMs', () =>
       readChangesetPage(
         db,
@@ -182,14 +211,7 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
       ),
     );
     if (page.length === 0) return [];
-    const unsized = await timed('fetchMs', () => itemsOf(options, page));
-    // Each record's size is measured once: batching, the byte limit and the run's bytes use it.
-    return unsized.map((item): Item => {
-      const bytes = item.member ? jsonBytes(item.member) : phase === 'deletions' ? jsonBytes(item.key) : 0;
-      if (maxBytes === undefined || bytes <= maxBytes) return { ...item, bytes };
-      const tooLarge = `record is ${bytes} bytes, more than the destination accepts in one call (${maxBytes} bytes)`;
-      return { ...item, tooLarge, bytes: 0 };
-    });
+    return timed('fetchMs', () => itemsOf(options, page));
   };
 
   /** The phase's batches in key order, the next page read while this one's calls go out. */
@@ -350,7 +372,15 @@ async function record(
   const key = options.connectorKey;
   const now = (options.now ?? Date.now)();
   await db.transaction(async (trx) => {
-    if (phase === 'fill') {
+    if (options.direct) {
+      const refused = new Map(result.rejected.map((r) => [r.key, r]));
+      const rows = batch.map(({ key, hash }) => {
+        const rejection = refused.get(key);
+        const outcome = rejection && { reason: rejection.reason, deferred: rejection.deferred ?? false };
+        return { key, hash: hash!, ...(outcome ? { refused: outcome } : {}) };
+      });
+      await insertDirectPush(trx, key, rows, now);
+    } else if (phase === 'fill') {
       await markFilled(trx, key, result.delivered);
       await recordFillRejections(trx, key, result.rejected);
     } else {
@@ -364,13 +394,12 @@ async function record(
       key,
       changed.map((item) => ({ key: item.key, hash: item.newHash! })),
     );
-    await incrementRunCounters(trx, runId, {
+    await recordCalls(trx, runId, result.tallies, {
       records_sent: result.delivered.length,
       rejected: result.rejected.length,
       deferred: result.rejected.filter((r) => r.deferred).length,
       bytes_sent: bytes,
     });
-    await recordCalls(trx, runId, result.tallies);
     await saveCheckpoint(trx, runId, phase, { cursor: batch[batch.length - 1]!.key, recordsDone }, now);
   });
 }

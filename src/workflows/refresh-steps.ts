@@ -34,7 +34,7 @@ export interface RefreshSteps {
     trigger: string;
     tenant?: string;
   }): Promise<{ runId: number; tenant: string; destinationType: string }>;
-  updateDeltalog(ref: RunRef): Promise<unknown>;
+  updateDeltalog(ref: RunRef & { strategy?: StrategyChoice }): Promise<unknown>;
   planRefresh(ref: RunRef & { strategy?: StrategyChoice }): Promise<PlanSummary>;
   recordGuardDecision(
     ref: RunRef & { guard: GuardCheck; decision: GuardDecision; strategy?: string | null },
@@ -102,7 +102,7 @@ export async function runRefresh(
 
   try {
     hooks.enter('updating deltalog');
-    await steps.updateDeltalog(ref);
+    await steps.updateDeltalog({ ...ref, strategy: input.strategy });
 
     hooks.enter('planning');
     const plan = await steps.planRefresh({ ...ref, strategy: input.strategy });

@@ -1,6 +1,7 @@
 import { connectorKey } from '../../src/core/connector';
 import { loadConnector } from '../../src/core/connector-store';
 import { directReader } from '../../src/core/dataset';
+import { capabilitiesOf } from '../../src/core/destination';
 import { noopObserver } from '../../src/core/observer';
 import type { StrategyChoice } from '../../src/core/plan';
 import * as engine from '../../src/core/refresh';
@@ -84,7 +85,10 @@ export function createDriver(db: Db, destination: MemoryDestination) {
       }),
       updateDeltalog: step('update', async (ref) => {
         const { scope, source } = await scopeOf(ref);
-        return engine.updateDeltalog(deps, scope, source);
+        return engine.updateDeltalog(deps, scope, source, {
+          strategy: ref.strategy ?? scope.connector.policy.strategy,
+          canAdd: capabilitiesOf(destination).add,
+        });
       }),
       planRefresh: step('plan', async (ref) => {
         const { scope, source } = await scopeOf(ref);

@@ -9,11 +9,12 @@ import {
   remoteSize,
   sampleRecordBytes,
   type BadRowReport,
+  type PendingCounts,
 } from '../deltalog';
 import { capabilitiesOf, type Destination } from '../destination';
 import { checkMassDelete, type GuardCheck } from '../guard';
 import { planRefresh, type StrategyChoice } from '../plan';
-import { recordPlan, recordRunDetails } from '../runs';
+import { addRunTimings, directPushRows, recordPlan, recordRunDetails } from '../runs';
 import { batchSizeFor } from '../sender';
 import type { DryRunPlan, GuardDecision, PlanSummary } from '../summaries';
 import type { ConnectorScope, Engine, RunScope } from './engine';
@@ -32,16 +33,47 @@ async function decide(
   source: DatasetReader,
   destination: Destination,
   strategy: StrategyChoice | undefined,
+  directPush?: number,
 ): Promise<PlanSummary> {
   const { connector, key } = scope;
   const { horizonDays, maxAttempts } = connector.policy;
-  const capabilities = capabilitiesOf(destination);
+  // A direct first push (see updateDeltalog): every valid row of the dataset is an addition.
+  if (directPush !== undefined) {
+    const pending = { additions: directPush, updates: 0, deletions: 0 };
+    const counts = { pending, pendingInHorizon: pending, size: directPush, remote: 0, quarantined: 0 };
+    return decideOn(engine, store, scope, source, destination, strategy, counts);
+  }
   const pending = await pendingCounts(store, key, { maxAttempts });
   const since = horizonDays === undefined ? undefined : engine.now() - horizonDays * 86_400_000;
   const pendingInHorizon =
     since === undefined ? pending : await pendingCounts(store, key, { since, maxAttempts });
   const size = await datasetSize(store, key);
   const remote = await remoteSize(store, key);
+  const quarantined = await quarantinedCount(store, key, maxAttempts);
+  const counts = { pending, pendingInHorizon, size, remote, quarantined };
+  return decideOn(engine, store, scope, source, destination, strategy, counts);
+}
+
+interface PlanningCounts {
+  pending: PendingCounts;
+  pendingInHorizon: PendingCounts;
+  size: number;
+  remote: number;
+  quarantined: number;
+}
+
+/** The counts → the planner's decision, the guard's verdict and the plan's summary. */
+async function decideOn(
+  engine: Engine,
+  store: Db,
+  scope: ConnectorScope,
+  source: DatasetReader,
+  destination: Destination,
+  strategy: StrategyChoice | undefined,
+  { pending, pendingInHorizon, size, remote, quarantined }: PlanningCounts,
+): Promise<PlanSummary> {
+  const { connector, key } = scope;
+  const capabilities = capabilitiesOf(destination);
   const batchSize = batchSizeFor(connector, destination);
   // Inside a dry run's transaction, the sample reads through it; otherwise through the reader.
   const sample = store.isTransaction
@@ -78,7 +110,7 @@ async function decide(
       }),
       approvalTimeoutSeconds: connector.policy.massDeleteGuard.approvalTimeoutSeconds,
     },
-    quarantined: await quarantinedCount(store, key, maxAttempts),
+    quarantined,
     withDeletionsHeld: pending.additions + pending.updates === 0 || capabilities.add ? 'diff' : null,
   };
 }
@@ -91,7 +123,10 @@ export async function planRun(
   destination: Destination,
   strategy?: StrategyChoice,
 ): Promise<PlanSummary> {
-  const summary = await decide(engine, engine.db, scope, source, destination, strategy);
+  const started = performance.now();
+  const direct = await directPushRows(engine.db, scope.runId);
+  const summary = await decide(engine, engine.db, scope, source, destination, strategy, direct);
+  await addRunTimings(engine.db, scope.runId, { planMs: performance.now() - started });
   await recordPlan(engine.db, scope.runId, summary);
   await recordRunDetails(engine.db, scope.runId, {
     estimates: summary.estimates,

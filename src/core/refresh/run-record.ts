@@ -1,9 +1,18 @@
 import { InvalidConnectorError, type ConnectorDefinition } from '../connector';
 import type { DatasetReader } from '../dataset';
-import { badRowTotal, purgeCommittedDeletions, updateDeltalog as updateDeltalogTable } from '../deltalog';
+import {
+  badRowTotal,
+  inspectForDirectPush,
+  purgeCommittedDeletions,
+  updateDeltalog as updateDeltalogTable,
+  validRows,
+  type BadRowReport,
+} from '../deltalog';
+import type { StrategyChoice } from '../plan';
 import {
   addRunTimings,
   beginRun as beginRunRow,
+  recordDirectPush,
   finishRun as finishRunRow,
   recordSnapshot,
   type RunStatus,
@@ -54,15 +63,44 @@ export async function beginRun(
   return runId;
 }
 
-/** Step 1 (FIG. 4): full compare of the dataset against the deltalog, in the database. */
-export async function updateDeltalog(engine: Engine, scope: RunScope, source: DatasetReader) {
+/** What decides whether a first push may skip the compare, besides the deltalog and the dataset. */
+export interface DeltalogUpdateOptions {
+  /** The run's strategy (the connector's when the run names none). */
+  strategy: StrategyChoice;
+  /** The destination adds members in place (a first push then sends every row as an addition). */
+  canAdd: boolean;
+}
+
+/**
+ * Step 1 (FIG. 4): full compare of the dataset against the deltalog, in the database. A first
+ * push that is a plain diff (the deltalog empty, the key unique, the destination adding in
+ * place) skips it: the send reads the dataset directly (see inspectForDirectPush).
+ */
+export async function updateDeltalog(
+  engine: Engine,
+  scope: RunScope,
+  source: DatasetReader,
+  options: DeltalogUpdateOptions,
+) {
   const { db, now } = engine;
   const snapshotAt = now();
   const started = performance.now();
-  const badRows = await updateDeltalogTable(db, scope.key, source, snapshotAt);
+  const direct = directPushPossible(options) ? await inspectForDirectPush(db, scope.key, source) : undefined;
+  let badRows: BadRowReport;
+  if (direct) {
+    badRows = direct;
+    await recordDirectPush(db, scope.runId, validRows(direct));
+  } else {
+    badRows = await updateDeltalogTable(db, scope.key, source, snapshotAt);
+  }
   await recordSnapshot(db, scope.runId, snapshotAt, badRows);
   await addRunTimings(db, scope.runId, { deltalogMs: performance.now() - started });
-  return { snapshotAt, datasetRows: badRows.datasetRows, badRows: badRowTotal(badRows) };
+  return { snapshotAt, datasetRows: badRows.datasetRows, badRows: badRowTotal(badRows), direct: !!direct };
+}
+
+/** Truncate, new list + swap and reconcile work on a compared deltalog; a diff or full push need not. */
+function directPushPossible({ strategy, canAdd }: DeltalogUpdateOptions): boolean {
+  return canAdd && (strategy === 'auto' || strategy === 'diff' || strategy === 'full');
 }
 
 /** Step 4 (FIG. 5): close the run; the success thresholds decide `last_succeeded_at`. */

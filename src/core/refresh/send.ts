@@ -1,6 +1,7 @@
 import type { DatasetReader } from '../dataset';
 import type { Destination } from '../destination';
 import { sendPhase, type SendPhase, type SendProgress, type SendTotals } from '../sender';
+import { directPushRows } from '../runs';
 import type { Attempt, Engine, RunScope } from './engine';
 import { withinFailureBudget } from './failure-budget';
 import { listBeingBuilt } from './replace-list';
@@ -32,7 +33,12 @@ export async function sendChanges(
       phase === 'fill'
         ? await listBeingBuilt(engine.db, scope.key, request.destination)
         : request.destination;
+    // A direct first push (see updateDeltalog) sends the dataset itself.
+    const direct =
+      (phase === 'upserts' || phase === 'full') &&
+      (await directPushRows(engine.db, scope.runId)) !== undefined;
     return sendPhase({
+      direct,
       db: engine.db,
       connector: scope.connector,
       connectorKey: scope.key,
