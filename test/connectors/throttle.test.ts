@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { test } from 'node:test';
 import { createThrottle } from '../../src/connectors/kit/throttle';
+import { countCall, measureCalls } from '../../src/core/api-calls';
 
 /** One limiter per destination account, shared by everything in the worker that uses it. */
 
@@ -92,4 +93,26 @@ test('once a connector of an account declares limits, calls without limits of th
   await throttle('shared:account', { recordsPerCall: 1, maxConcurrent: 1 }, call);
   await Promise.all(Array.from({ length: 5 }, () => throttle('shared:account', { recordsPerCall: 1 }, call)));
   assert.equal(most, 1);
+});
+
+test('a queued call is counted on the operation that made it, whichever call freed its slot', async () => {
+  // Found in CI: Mailchimp's capped account ran a queued retry in the context of the batch whose
+  // call had just ended, so the retry was counted on that batch, sometimes after it was recorded.
+  const throttle = createThrottle();
+  const limits = { recordsPerCall: 1, maxConcurrent: 2 };
+  const operations = Array.from({ length: 12 }, (_, i) =>
+    measureCalls(async () => {
+      for (let call = 0; call <= i % 3; call++) {
+        await throttle('capped:account', limits, async () => {
+          await sleep(1 + ((i * 7) % 5));
+          countCall(`op-${i}`, 'ok');
+        });
+      }
+    }),
+  );
+  const measured = await Promise.all(operations);
+  for (const [i, m] of measured.entries()) {
+    assert.deepEqual(Object.keys(m.tallies), [`op-${i}`], `operation ${i} counts only its own calls`);
+    assert.equal(m.tallies[`op-${i}`]!.calls, 1 + (i % 3));
+  }
 });

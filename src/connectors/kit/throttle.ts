@@ -1,3 +1,4 @@
+import { AsyncResource } from 'node:async_hooks';
 import Bottleneck from 'bottleneck';
 import type { Limits } from '../../core/destination';
 
@@ -24,7 +25,10 @@ export function createThrottle(): Throttle {
       limiter = new Bottleneck(bottleneckOptions(limits));
       limiters.set(account, limiter);
     }
-    return limiter.schedule(call);
+    // Bottleneck starts a queued call from whichever call freed its slot: bound here, it runs in
+    // its own caller's async context, so its calls are counted on its own operation (api-calls.ts)
+    // and not on one that may have finished already.
+    return limiter.schedule(AsyncResource.bind(call));
   };
 }
 
