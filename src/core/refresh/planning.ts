@@ -2,11 +2,10 @@ import type { Db } from '../../db';
 import type { DatasetReader } from '../dataset';
 import {
   badRowTotal,
-  datasetSize,
+  deltalogSizes,
   pendingCounts,
   previewUpdate,
   quarantinedCount,
-  remoteSize,
   sampleRecordBytes,
   type BadRowReport,
   type PendingCounts,
@@ -47,8 +46,7 @@ async function decide(
   const since = horizonDays === undefined ? undefined : engine.now() - horizonDays * 86_400_000;
   const pendingInHorizon =
     since === undefined ? pending : await pendingCounts(store, key, { since, maxAttempts });
-  const size = await datasetSize(store, key);
-  const remote = await remoteSize(store, key);
+  const { dataset: size, remote } = await deltalogSizes(store, key);
   const quarantined = await quarantinedCount(store, key, maxAttempts);
   const counts = { pending, pendingInHorizon, size, remote, quarantined };
   return decideOn(engine, store, scope, source, destination, strategy, counts);
