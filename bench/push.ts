@@ -16,7 +16,7 @@
  * wrong result never reports a speed. See docs/benchmarks.md. Timings never decide the exit code;
  * a wrong result or a failed run does (exit 1).
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -43,6 +43,7 @@ const TOKEN_SECRET = 'BENCH_PUSH_TOKEN';
 const PAGE = 1000;
 /** The plain loop's list (the diff loop updates it too), and the connector's. */
 const LOOP_LIST = 'loop';
+const LEDGER_ID = 'default/ledger-loop';
 const DELTASYNC_LIST = 'deltasync';
 /** Checked keys per list check: spread over the key range, plus some of each kind of change. */
 const SAMPLE_SPREAD = 1000;
@@ -234,6 +235,12 @@ interface Dataset {
   page(after: string): Promise<Row[]>;
   /** The diff loop's read: these keys' rows. */
   byKeys(keys: string[]): Promise<Row[]>;
+  /**
+   * The ledger loop's record of a delivered page, in one transaction: one INSERT of its keys and
+   * attribute hashes into `loop_ledger` (shaped like the deltalog: same columns, primary key and
+   * pending index), and its last key into `loop_checkpoint`.
+   */
+  record(rows: { key: string; hash: string }[], now: number): Promise<void>;
   applyChurn(plan: ChurnPlan): Promise<void>;
   /** Let background writes of the previous step settle before a timed one (untimed). */
   settle(): Promise<void>;
@@ -269,6 +276,18 @@ async function mysqlDataset(serverUrl: string): Promise<Dataset> {
       );
       await conn.query(`INSERT INTO customers SELECT ${seedSql.mysql('seq')} FROM seq_1_to_${size}`);
       await conn.query('ANALYZE TABLE customers');
+      await conn.query('CREATE TABLE loop_ledger LIKE deltalog');
+      await conn.query('CREATE TABLE loop_checkpoint (id INT PRIMARY KEY, cursor_key VARCHAR(255))');
+      await conn.query("INSERT INTO loop_checkpoint VALUES (1, '')");
+    },
+    async record(ledger, now) {
+      await conn.query('BEGIN');
+      await conn.query(
+        'INSERT INTO loop_ledger (connector_id, record_key, in_dataset, attr_hash, on_remote, updated_at, committed_at, attempts) VALUES ?',
+        [ledger.map((r) => [LEDGER_ID, r.key, 1, r.hash, 1, now, now, 0])],
+      );
+      await conn.query('UPDATE loop_checkpoint SET cursor_key = ? WHERE id = 1', [ledger.at(-1)!.key]);
+      await conn.query('COMMIT');
     },
     count: async () => Number((await rows('SELECT COUNT(*) AS n FROM customers'))[0]?.n),
     page: async (after) =>
@@ -327,6 +346,7 @@ async function sqliteDataset(): Promise<Dataset> {
   }
   conn.pragma('busy_timeout = 10000');
   let page: BetterSqlite3.Statement<[string], Row> | undefined;
+  let insertLedger: BetterSqlite3.Statement | undefined;
   return {
     dialect: 'sqlite',
     url,
@@ -347,6 +367,27 @@ async function sqliteDataset(): Promise<Dataset> {
         )
         .run(size);
       conn.exec('ANALYZE customers');
+      conn.exec(
+        `CREATE TABLE loop_ledger (
+           connector_id TEXT NOT NULL, record_key TEXT NOT NULL, in_dataset BOOLEAN NOT NULL,
+           attr_hash TEXT, on_remote BOOLEAN NOT NULL DEFAULT 0, updated_at BIGINT NOT NULL,
+           committed_at BIGINT, attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT,
+           PRIMARY KEY (connector_id, record_key));
+         CREATE INDEX loop_ledger_pending ON loop_ledger (connector_id, committed_at, in_dataset, record_key);
+         CREATE TABLE loop_checkpoint (id INTEGER PRIMARY KEY, cursor_key TEXT);
+         INSERT INTO loop_checkpoint VALUES (1, '');`,
+      );
+    },
+    async record(ledger, now) {
+      insertLedger ??= conn.prepare(
+        'INSERT INTO loop_ledger (connector_id, record_key, in_dataset, attr_hash, on_remote, updated_at, committed_at, attempts) VALUES (?, ?, 1, ?, 1, ?, ?, 0)',
+      );
+      const insert = insertLedger;
+      const checkpoint = conn.prepare('UPDATE loop_checkpoint SET cursor_key = ? WHERE id = 1');
+      conn.transaction(() => {
+        for (const r of ledger) insert.run(LEDGER_ID, r.key, r.hash, now, now);
+        checkpoint.run(ledger.at(-1)!.key);
+      })();
     },
     count: async () => (conn.prepare('SELECT COUNT(*) AS n FROM customers').get() as { n: number }).n,
     page: async (after) => {
@@ -504,6 +545,36 @@ async function plainLoop(data: Dataset, receiver: Receiver): Promise<Timed> {
   return { ms: performance.now() - t, records, calls };
 }
 
+/**
+ * The ledger loop: the plain loop that also remembers what it delivered, as a person would write
+ * it to keep deltasync's promise (resume after the last recorded page, know what the list holds):
+ * after each POST, the page's keys and attribute hashes go into a ledger table in one INSERT, with
+ * the checkpoint, in one transaction. The floor for a first push that commits per batch.
+ */
+async function ledgerLoop(data: Dataset, receiver: Receiver): Promise<Timed> {
+  const t = performance.now();
+  let after = '';
+  let records = 0;
+  let calls = 0;
+  for (;;) {
+    const rows = await data.page(after);
+    if (rows.length === 0) break;
+    await post(receiver, LOOP_LIST, 'add', members(rows), rows.length);
+    await data.record(
+      rows.map((r) => ({ key: r.customer_key, hash: hashOf(r) })),
+      Date.now(),
+    );
+    calls++;
+    records += rows.length;
+    after = rows[rows.length - 1]!.customer_key;
+    if (rows.length < PAGE) break;
+  }
+  return { ms: performance.now() - t, records, calls };
+}
+
+const hashOf = (row: Row) =>
+  createHash('md5').update(`${row.email}\u001f${row.name}\u001f${row.segment}`).digest('hex');
+
 /** The diff loop: the changed and inserted keys' rows read by key and upserted, then the deletions. */
 async function diffLoop(data: Dataset, receiver: Receiver, plan: ChurnPlan): Promise<Timed> {
   const upserts = [...plan.inserted.map((r) => r.customer_key), ...plan.updated].sort(byteOrder);
@@ -641,6 +712,8 @@ interface RunResult {
   size: number;
   changes: number;
   loop?: Timed;
+  /** The plain loop that also records each delivered page with its checkpoint. */
+  ledgerLoop?: Timed;
   push?: Refresh;
   diffLoop?: Timed;
   diff?: Refresh;
@@ -708,6 +781,11 @@ async function runOne(
     );
     for (const p of await checkList(dataset, rx, LOOP_LIST, firstSample)) problem(p);
     await dataset.settle();
+    result.ledgerLoop = await ledgerLoop(dataset, rx);
+    log(
+      `${label}: ledger loop  ${secs(result.ledgerLoop.ms)}s, ${rate(result.ledgerLoop.records, result.ledgerLoop.ms)} records/s`,
+    );
+    await dataset.settle();
     const push = await timedRefresh(client);
     result.push = push;
     result.memory.pushPeak = memoryKb(pid).peak;
@@ -774,8 +852,16 @@ async function timedRefresh(client: DeltasyncClient): Promise<Refresh> {
 const diffSendMs = (r: Refresh) => (r.timings ? r.ms - r.timings.deltalogMs : r.ms);
 const ok = (
   r: RunResult | undefined,
-): r is RunResult & Required<Pick<RunResult, 'loop' | 'push' | 'diffLoop' | 'diff' | 'memory'>> =>
-  !!r && r.problems.length === 0 && !!r.loop && !!r.push && !!r.diffLoop && !!r.diff && !!r.memory;
+): r is RunResult &
+  Required<Pick<RunResult, 'loop' | 'ledgerLoop' | 'push' | 'diffLoop' | 'diff' | 'memory'>> =>
+  !!r &&
+  r.problems.length === 0 &&
+  !!r.loop &&
+  !!r.ledgerLoop &&
+  !!r.push &&
+  !!r.diffLoop &&
+  !!r.diff &&
+  !!r.memory;
 
 function report(options: Options, results: RunResult[]): void {
   const good = results.filter(ok);
@@ -785,18 +871,34 @@ function report(options: Options, results: RunResult[]): void {
   if (wrong.length > 0)
     console.log(`No figures for ${wrong.map(name).join(', ')}: wrong result or failed run (see above).\n`);
 
-  console.log('First push (records/s; ratio = deltasync time / loop time):\n');
+  console.log(
+    'First push (records/s; ratio = deltasync time / plain loop time; ledger = the loop that also\n' +
+      'records each delivered page and its checkpoint in a ledger table, in one transaction):\n',
+  );
   console.log(
     table(
-      ['run', 'records', 'loop s', 'loop rec/s', 'deltasync s', 'deltasync rec/s', 'ratio', 'calls loop/ds'],
+      [
+        'run',
+        'records',
+        'loop s',
+        'loop rec/s',
+        'ledger s',
+        'deltasync s',
+        'deltasync rec/s',
+        'ratio',
+        'vs ledger',
+        'calls loop/ds',
+      ],
       good.map((r) => [
         name(r),
         int(r.size),
         secs(r.loop.ms),
         rate(r.loop.records, r.loop.ms),
+        secs(r.ledgerLoop.ms),
         secs(r.push.ms),
         rate(r.size, r.push.ms),
         ratio(r.push.ms / r.loop.ms),
+        ratio(r.push.ms / r.ledgerLoop.ms),
         `${int(r.loop.calls)}/${int(r.push.summary.apiCalls)}`,
       ]),
     ),
