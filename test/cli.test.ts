@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -716,3 +716,25 @@ async function eventually<T>(probe: () => Promise<T | undefined>): Promise<T> {
     await sleep(500);
   }
 }
+
+describe('bin/deltasync worker', () => {
+  /** The heap limit a worker started by bin/deltasync reports, in MB. */
+  function heapLimitMb(env: Record<string, string>): number {
+    const { NODE_OPTIONS: _ignored, ...inherited } = process.env;
+    const help = execFileSync(path.join('bin', 'deltasync'), ['worker', '--help'], {
+      env: { ...inherited, ...env },
+      encoding: 'utf8',
+    });
+    const match = /heap limit: (\d+) MB/.exec(help);
+    assert.ok(match, help);
+    return Number(match[1]);
+  }
+
+  test('caps the V8 heap (Node alone allows gigabytes); DELTASYNC_WORKER_HEAP_MB or NODE_OPTIONS set another cap', () => {
+    const byDefault = heapLimitMb({});
+    // 256 MB of old space and V8's young generation; Node's own default here is about 4 GB.
+    assert.ok(byDefault > 256 && byDefault < 400, `default ${byDefault} MB`);
+    assert.equal(heapLimitMb({ DELTASYNC_WORKER_HEAP_MB: '512' }) - byDefault, 256);
+    assert.ok(heapLimitMb({ NODE_OPTIONS: '--max-old-space-size=1024' }) > 1024);
+  });
+});

@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { WORKER_HEAP_MB } from '../../src/cli/commands/local';
 import path from 'node:path';
 
 /**
@@ -24,6 +25,8 @@ export async function startWorkerProcess(options: {
   const child: ChildProcess = spawn(
     process.execPath,
     [
+      // As bin/deltasync starts a worker.
+      `--max-old-space-size=${WORKER_HEAP_MB}`,
       '--import',
       'tsx',
       'src/cli/main.ts',

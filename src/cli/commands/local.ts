@@ -1,8 +1,18 @@
 import path from 'node:path';
+import { getHeapStatistics } from 'node:v8';
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { dataDir } from '../../paths';
 import { globalsOf, nonNegativeNumber, positiveInt, print, printJson } from '../options';
 import { table } from '../format';
+
+/**
+ * A worker's memory follows what its sends hold (pages and batches), not how long they run; left
+ * to itself V8 grows its heap with the length of a send (issue 12: 467 → 662 MB from 100k to 5M
+ * records), so bin/deltasync starts a worker with this old-space cap (MB).
+ */
+export const WORKER_HEAP_MB = 256;
+
+const heapLimitMb = () => Math.round(getHeapStatistics().heap_size_limit / 2 ** 20);
 
 /**
  * Commands that run things here rather than ask a worker: the worker itself, the Temporal dev
@@ -43,8 +53,11 @@ export function registerLocal(program: Command): void {
     )
     .addHelpText(
       'after',
-      '\nUses the global --address, --namespace and --task-queue. A send in flight resumes after its last\n' +
-        'committed batch on another worker, so stopping a worker loses nothing.',
+      () =>
+        '\nUses the global --address, --namespace and --task-queue. A send in flight resumes after its last\n' +
+        'committed batch on another worker, so stopping a worker loses nothing.\n' +
+        `\nMemory: bin/deltasync caps a worker's V8 old space at DELTASYNC_WORKER_HEAP_MB (default ${WORKER_HEAP_MB})\n` +
+        `unless NODE_OPTIONS sets --max-old-space-size; this process's heap limit: ${heapLimitMb()} MB.`,
     )
     .action(
       async (
