@@ -5,14 +5,17 @@ import {
   badRowTotal,
   commitDelivered,
   datasetSize,
+  deltalogSizes,
   fetchAttributes,
   markRemoteEmptied,
   pendingCounts,
+  pendingSizes,
   purgeCommittedDeletions,
   quarantinedCount,
   readChangesetPage,
   recordRejections,
   updateDeltalog,
+  validRows,
 } from '../src/core/deltalog';
 import type { Db } from '../src/db';
 import { createTestDatabase, dialects, type TestDatabase } from './helpers/databases';
@@ -136,6 +139,42 @@ for (const dialect of dialects) {
       await updateDeltalog(db, id, dataset, 2_000);
       assert.deepEqual(await log(db, id), committed, 'an unchanged re-run changes nothing');
       assert.deepEqual(await pendingCounts(db, id), NONE);
+    });
+
+    test("planning's sizes from the pending rows equal the counted ones, through every state", async () => {
+      const id = connector();
+      const { table, dataset } = await datasetTable(
+        db,
+        keys(40).map((k, i) => ({ k, a: `v${i}`, b: i })),
+      );
+      let report = await updateDeltalog(db, id, dataset, 1_000);
+      /** What planning derives (the inspection's size, the pending rows) against a walk of the list. */
+      const check = async (state: string) => {
+        const counted = await deltalogSizes(db, id);
+        const pending = await pendingSizes(db, id);
+        assert.equal(validRows(report), counted.dataset, `${state}: dataset size`);
+        assert.equal(
+          counted.dataset - pending.inDataset + pending.onRemote,
+          counted.remote,
+          `${state}: remote size`,
+        );
+      };
+      await check('all pending');
+      await commitDelivered(db, id, keys(40).slice(0, 25), 1_100);
+      await check('some committed');
+      await db(table).whereIn('k', keys(40).slice(0, 5)).delete(); // committed, now deletions
+      await db(table).whereIn('k', keys(40).slice(30, 33)).delete(); // never sent, now deletions
+      await db(table).whereIn('k', keys(40).slice(10, 14)).update({ a: 'changed' });
+      await db(table).insert({ k: 'zz-new', a: 'n', b: 1 });
+      report = await updateDeltalog(db, id, dataset, 1_200);
+      await check('after a compare with churn');
+      await recordRejections(db, id, [{ key: keys(40)[11]!, reason: 'refused' }]);
+      await commitDelivered(db, id, keys(40).slice(0, 5), 1_300);
+      await check('deletions delivered, an update refused');
+      await markRemoteEmptied(db, id, 1_400);
+      await check('after a truncate');
+      await commitDelivered(db, id, [...keys(40), 'zz-new'], 1_500);
+      await check('all committed');
     });
 
     test('leave, come back, attribute change; NULL, the text NULL and the empty string differ', async () => {

@@ -205,6 +205,13 @@ export async function directPushRows(db: Db, runId: number): Promise<number | un
   return row?.direct_push_rows == null ? undefined : Number(row.direct_push_rows);
 }
 
+/** What this run's deltalog update found in the dataset (undefined before it ran). */
+export async function snapshotReport(db: Db, runId: number): Promise<BadRowReport | undefined> {
+  const row = (await db('refresh_runs').where({ id: runId }).first('bad_rows')) as
+    { bad_rows: string | null } | undefined;
+  return row?.bad_rows ? (JSON.parse(row.bad_rows) as BadRowReport) : undefined;
+}
+
 export async function recordPlan(
   db: Db,
   runId: number,

@@ -4,16 +4,18 @@ import {
   badRowTotal,
   deltalogSizes,
   pendingCounts,
+  pendingSizes,
   previewUpdate,
   quarantinedCount,
   sampleRecordBytes,
   type BadRowReport,
   type PendingCounts,
+  validRows,
 } from '../deltalog';
 import { capabilitiesOf, type Destination } from '../destination';
 import { checkMassDelete, type GuardCheck } from '../guard';
 import { planRefresh, type StrategyChoice } from '../plan';
-import { addRunTimings, directPushRows, recordPlan, recordRunDetails } from '../runs';
+import { addRunTimings, directPushRows, recordPlan, recordRunDetails, snapshotReport } from '../runs';
 import { batchSizeFor } from '../sender';
 import type { DryRunPlan, GuardDecision, PlanSummary } from '../summaries';
 import type { ConnectorScope, Engine, RunScope } from './engine';
@@ -32,10 +34,11 @@ async function decide(
   source: DatasetReader,
   destination: Destination,
   strategy: StrategyChoice | undefined,
-  directPush?: number,
+  known: { directPush?: number; snapshot?: BadRowReport } = {},
 ): Promise<PlanSummary> {
   const { connector, key } = scope;
   const { horizonDays, maxAttempts } = connector.policy;
+  const { directPush, snapshot } = known;
   // A direct first push (see updateDeltalog): every valid row of the dataset is an addition.
   if (directPush !== undefined) {
     const pending = { additions: directPush, updates: 0, deletions: 0 };
@@ -46,10 +49,27 @@ async function decide(
   const since = horizonDays === undefined ? undefined : engine.now() - horizonDays * 86_400_000;
   const pendingInHorizon =
     since === undefined ? pending : await pendingCounts(store, key, { since, maxAttempts });
-  const { dataset: size, remote } = await deltalogSizes(store, key);
+  const { dataset: size, remote } = await listSizes(store, key, snapshot);
   const quarantined = await quarantinedCount(store, key, maxAttempts);
   const counts = { pending, pendingInHorizon, size, remote, quarantined };
   return decideOn(engine, store, scope, source, destination, strategy, counts);
+}
+
+/**
+ * The dataset's and the remote list's sizes. After a deltalog update the dataset's size is known
+ * from its inspection (every valid key, when none repeats), and the remote's follows from the
+ * pending rows alone (listed in the pending index): no walk of the whole list for a small diff.
+ * Otherwise (keys that repeat, no inspection) both are counted.
+ */
+async function listSizes(
+  store: Db,
+  key: string,
+  snapshot: BadRowReport | undefined,
+): Promise<{ dataset: number; remote: number }> {
+  if (!snapshot || snapshot.duplicateKeys > 0) return deltalogSizes(store, key);
+  const dataset = validRows(snapshot);
+  const pending = await pendingSizes(store, key);
+  return { dataset, remote: dataset - pending.inDataset + pending.onRemote };
 }
 
 interface PlanningCounts {
@@ -122,8 +142,12 @@ export async function planRun(
   strategy?: StrategyChoice,
 ): Promise<PlanSummary> {
   const started = performance.now();
-  const direct = await directPushRows(engine.db, scope.runId);
-  const summary = await decide(engine, engine.db, scope, source, destination, strategy, direct);
+  const directPush = await directPushRows(engine.db, scope.runId);
+  const snapshot = await snapshotReport(engine.db, scope.runId);
+  const summary = await decide(engine, engine.db, scope, source, destination, strategy, {
+    directPush,
+    snapshot,
+  });
   await addRunTimings(engine.db, scope.runId, { planMs: performance.now() - started });
   await recordPlan(engine.db, scope.runId, summary);
   await recordRunDetails(engine.db, scope.runId, {
@@ -147,7 +171,7 @@ export async function previewRun(
   const { connector, key } = scope;
   return previewUpdate(engine.db, key, source, engine.now(), async (preview, report: BadRowReport) => ({
     connectorId: connector.id,
-    ...(await decide(engine, preview, scope, source, destination, strategy)),
+    ...(await decide(engine, preview, scope, source, destination, strategy, { snapshot: report })),
     badRows: badRowTotal(report),
     quarantined: await quarantinedCount(preview, key, connector.policy.maxAttempts),
   }));
