@@ -6,7 +6,7 @@ import { listRuns, type RunRow } from '../src/core/runs';
 import type { Db } from '../src/db';
 import { createTestDatabase, dialects, type TestDatabase } from './helpers/databases';
 import { createDriver } from './helpers/engine-driver';
-import { MemoryDestination } from './helpers/memory-destination';
+import { EVERYTHING, MemoryDestination } from './helpers/memory-destination';
 
 /**
  * A first push (the connector's deltalog empty) reads the dataset straight in key order and writes
@@ -283,15 +283,6 @@ for (const dialect of dialects) {
     });
   });
 }
-
-const EVERYTHING: Capabilities = {
-  add: true,
-  remove: true,
-  truncate: true,
-  listMembers: true,
-  updateAttributes: true,
-  createList: true,
-};
 
 /** The writes to the deltalog that `work` sends (lower-cased, backticks removed). */
 async function deltalogWrites(db: Db, work: () => Promise<unknown>): Promise<string[]> {

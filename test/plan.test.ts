@@ -12,17 +12,11 @@ import {
   type PlanInput,
   type Strategy,
 } from '../src/core/plan';
+import { EVERYTHING } from './helpers/memory-destination';
 
 /** The planner is pure: counts in, decision out. */
 
-const everything: Capabilities = {
-  add: true,
-  remove: true,
-  truncate: true,
-  listMembers: true,
-  updateAttributes: true,
-  createList: true,
-};
+const everything: Capabilities = EVERYTHING;
 const NONE: PendingCounts = { additions: 0, updates: 0, deletions: 0 };
 
 function input(overrides: Partial<PlanInput>): PlanInput {

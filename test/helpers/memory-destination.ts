@@ -21,7 +21,8 @@ export interface MemoryFaults {
 
 type List = Map<string, Attributes>;
 
-const EVERYTHING: Capabilities = {
+/** Every capability: the MemoryDestination's default. */
+export const EVERYTHING: Capabilities = {
   add: true,
   remove: true,
   truncate: true,

@@ -26,33 +26,27 @@ import { listsToRetire } from './replace-list';
 /** Keys per page when reading the remote list (a reconcile's snapshot). */
 export const LIST_PAGE_SIZE = 1000;
 
-/** Pending counts, sizes and the destination's limits → the planner's decision. */
-async function decide(
+/** What planning counts: pending changes (all, and inside the horizon), the list's sizes. */
+async function planningCounts(
   engine: Engine,
   store: Db,
   scope: ConnectorScope,
-  source: DatasetReader,
-  destination: Destination,
-  strategy: StrategyChoice | undefined,
   known: { directPush?: number; snapshot?: BadRowReport } = {},
-): Promise<PlanSummary> {
+): Promise<PlanningCounts> {
   const { connector, key } = scope;
   const { horizonDays, maxAttempts } = connector.policy;
-  const { directPush, snapshot } = known;
   // A direct first push (see updateDeltalog): every valid row of the dataset is an addition.
-  if (directPush !== undefined) {
-    const pending = { additions: directPush, updates: 0, deletions: 0 };
-    const counts = { pending, pendingInHorizon: pending, size: directPush, remote: 0, quarantined: 0 };
-    return decideOn(engine, store, scope, source, destination, strategy, counts);
+  if (known.directPush !== undefined) {
+    const pending = { additions: known.directPush, updates: 0, deletions: 0 };
+    return { pending, pendingInHorizon: pending, size: known.directPush, remote: 0, quarantined: 0 };
   }
   const pending = await pendingCounts(store, key, { maxAttempts });
   const since = horizonDays === undefined ? undefined : engine.now() - horizonDays * 86_400_000;
   const pendingInHorizon =
     since === undefined ? pending : await pendingCounts(store, key, { since, maxAttempts });
-  const { dataset: size, remote } = await listSizes(store, key, snapshot);
+  const { dataset: size, remote } = await listSizes(store, key, known.snapshot);
   const quarantined = await quarantinedCount(store, key, maxAttempts);
-  const counts = { pending, pendingInHorizon, size, remote, quarantined };
-  return decideOn(engine, store, scope, source, destination, strategy, counts);
+  return { pending, pendingInHorizon, size, remote, quarantined };
 }
 
 /**
@@ -80,8 +74,8 @@ interface PlanningCounts {
   quarantined: number;
 }
 
-/** The counts → the planner's decision, the guard's verdict and the plan's summary. */
-async function decideOn(
+/** The counts and the destination's limits → the planner's decision, the guard's verdict, the summary. */
+async function decide(
   engine: Engine,
   store: Db,
   scope: ConnectorScope,
@@ -144,10 +138,8 @@ export async function planRun(
   const started = performance.now();
   const directPush = await directPushRows(engine.db, scope.runId);
   const snapshot = await snapshotReport(engine.db, scope.runId);
-  const summary = await decide(engine, engine.db, scope, source, destination, strategy, {
-    directPush,
-    snapshot,
-  });
+  const counts = await planningCounts(engine, engine.db, scope, { directPush, snapshot });
+  const summary = await decide(engine, engine.db, scope, source, destination, strategy, counts);
   await addRunTimings(engine.db, scope.runId, { planMs: performance.now() - started });
   await recordPlan(engine.db, scope.runId, summary);
   await recordRunDetails(engine.db, scope.runId, {
@@ -171,7 +163,15 @@ export async function previewRun(
   const { connector, key } = scope;
   return previewUpdate(engine.db, key, source, engine.now(), async (preview, report: BadRowReport) => ({
     connectorId: connector.id,
-    ...(await decide(engine, preview, scope, source, destination, strategy, { snapshot: report })),
+    ...(await decide(
+      engine,
+      preview,
+      scope,
+      source,
+      destination,
+      strategy,
+      await planningCounts(engine, preview, scope, { snapshot: report }),
+    )),
     badRows: badRowTotal(report),
     quarantined: await quarantinedCount(preview, key, connector.policy.maxAttempts),
   }));
