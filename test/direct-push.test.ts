@@ -154,6 +154,29 @@ for (const dialect of dialects) {
       await assertAllCommitted('gave-up', TOTAL);
     });
 
+    for (const retry of [false, true]) {
+      test(`a key of a batch delivered but never recorded, deleted before the push ${retry ? 'is retried' : 'gives up'}, is removed by the next refresh`, async () => {
+        const id = `in-flight-${retry}`;
+        const lost = key(2 * BATCH + 5);
+        await connector(id);
+        const remote = new MemoryDestination({ recordsPerCall: BATCH });
+        const add = remote.add!.bind(remote);
+        let calls = 0;
+        // The third call is delivered and then fails; before anything resumes, the dataset loses
+        // one of its keys. Nothing committed says it reached the list.
+        (remote as { add: (members: Member[]) => ReturnType<typeof add> }).add = async (members) => {
+          if (++calls === 3) await t.db(table).where({ k: lost }).delete();
+          return add(members);
+        };
+        const refresh = createDriver(t.db, remote);
+        await refresh(id, 'auto', { kind: 'fail-send', afterCalls: 2, applyBeforeFailing: true, retry });
+        assert.ok(remote.members.has(lost), 'the list took it');
+        await refresh(id, 'auto', { kind: 'none' });
+        assert.equal(remote.members.has(lost), false, 'removed');
+        await assertRemoteEqualsDataset(remote);
+      });
+    }
+
     test('refused records stay pending with the reason and go out with the next run', async () => {
       await connector('refusals');
       const remote = new MemoryDestination({ recordsPerCall: BATCH });

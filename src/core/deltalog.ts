@@ -645,6 +645,73 @@ export async function insertDirectPush(
   );
 }
 
+/**
+ * A direct push's batch is about to be sent: its keys are written down first, because once sent
+ * it may be delivered without ever being recorded (a crash before its commit), and a key the
+ * dataset then loses would be in no deltalog row to remove it by. The batch's commit deletes them.
+ */
+export async function markInFlight(
+  db: Db,
+  runId: number,
+  connectorId: string,
+  keys: string[],
+): Promise<void> {
+  await db('direct_push_in_flight')
+    .insert({
+      run_id: runId,
+      first_key: keys[0]!,
+      connector_id: connectorId,
+      record_keys: JSON.stringify(keys),
+    })
+    .onConflict(['run_id', 'first_key'])
+    .merge(['record_keys']);
+}
+
+/** The batch is recorded (inside its commit's transaction): no longer in flight. */
+export async function clearInFlight(trx: Executor, runId: number, firstKey: string): Promise<void> {
+  await trx('direct_push_in_flight').where({ run_id: runId, first_key: firstKey }).delete();
+}
+
+/**
+ * Batches a direct push left in flight (sent, never recorded) become pending deltalog rows with
+ * no known hash, as the compare path would hold them: a key still in the dataset is sent again
+ * (at most those batches, as promised), a key it lost is removed. Returns the keys adopted.
+ */
+export async function adoptInFlight(db: Db, connectorId: string, now: number): Promise<number> {
+  const left = (await db('direct_push_in_flight').where({ connector_id: connectorId })) as {
+    run_id: number;
+    first_key: string;
+    record_keys: string;
+  }[];
+  if (left.length === 0) return 0;
+  let adopted = 0;
+  await db.transaction(async (trx) => {
+    for (const batch of left) {
+      const keys = JSON.parse(batch.record_keys) as string[];
+      const rows = keys.map((key) => ({
+        connector_id: connectorId,
+        record_key: key,
+        in_dataset: true,
+        attr_hash: null,
+        on_remote: false,
+        updated_at: now,
+        committed_at: null,
+        attempts: 0,
+      }));
+      // 200 rows a statement: knex writes SQLite's multi-row insert as a compound SELECT.
+      for (let i = 0; i < rows.length; i += 200) {
+        await trx('deltalog')
+          .insert(rows.slice(i, i + 200))
+          .onConflict(['connector_id', 'record_key'])
+          .ignore();
+      }
+      await clearInFlight(trx, batch.run_id, batch.first_key);
+      adopted += keys.length;
+    }
+  });
+  return adopted;
+}
+
 /** Whether the connector has any row in the deltalog (none: its first push may go direct). */
 export async function hasDeltalog(db: Db, connectorId: string): Promise<boolean> {
   const row = (await db('deltalog').where({ connector_id: connectorId }).first('record_key')) as unknown;

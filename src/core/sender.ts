@@ -10,9 +10,12 @@ import {
 import { jsonBytes, splitByLimits } from './batching';
 import { directReader, type DatasetReader } from './dataset';
 import {
+  adoptInFlight,
+  clearInFlight,
   commitDelivered,
   fetchRecords,
   insertDirectPush,
+  markInFlight,
   readDatasetPage,
   markFilled,
   readChangesetPage,
@@ -150,6 +153,8 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
     observer: options.observer ?? noopObserver,
     destination: connector.destination.type,
   };
+  // A retried direct push: what its last attempt left in flight is pending from now on.
+  if (options.direct) await adoptInFlight(db, options.connectorKey, (options.now ?? Date.now)());
   const start = (await loadCheckpoint(db, runId, phase)) ?? { cursor: '', recordsDone: 0 };
   const cursor = start.cursor;
   const progress: SendProgress = {
@@ -274,7 +279,16 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
       while (inFlight.size >= depth && !failure) await Promise.race(inFlight);
       if (failure) break;
       options.signal?.throwIfAborted();
-      const call = timed('callMs', () => deliver(meter, writer, phase, batch));
+      const call = timed('callMs', async () => {
+        if (options.direct)
+          await markInFlight(
+            db,
+            runId,
+            options.connectorKey,
+            batch.map((item) => item.key),
+          );
+        return deliver(meter, writer, phase, batch);
+      });
       call.catch(() => undefined); // its failure is met in the chain below
       // After an earlier batch failed, this link still waits for its own call: nothing is left
       // running when the send returns.
@@ -380,6 +394,7 @@ async function record(
         return { key, hash: hash!, ...(outcome ? { refused: outcome } : {}) };
       });
       await insertDirectPush(trx, key, rows, now);
+      await clearInFlight(trx, runId, batch[0]!.key);
     } else if (phase === 'fill') {
       await markFilled(trx, key, result.delivered);
       await recordFillRejections(trx, key, result.rejected);

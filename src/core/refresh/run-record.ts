@@ -1,6 +1,7 @@
 import { InvalidConnectorError, type ConnectorDefinition } from '../connector';
 import type { DatasetReader } from '../dataset';
 import {
+  adoptInFlight,
   badRowTotal,
   inspectForDirectPush,
   purgeCommittedDeletions,
@@ -85,6 +86,8 @@ export async function updateDeltalog(
   const { db, now } = engine;
   const snapshotAt = now();
   const started = performance.now();
+  // What an earlier direct push left in flight is pending first; the deltalog is then not empty.
+  await adoptInFlight(db, scope.key, snapshotAt);
   const direct = directPushPossible(options) ? await inspectForDirectPush(db, scope.key, source) : undefined;
   let badRows: BadRowReport;
   if (direct) {
