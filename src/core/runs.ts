@@ -198,20 +198,6 @@ export async function recordDirectPush(db: Db, runId: number, rows: number): Pro
   await db('refresh_runs').where({ id: runId }).update({ direct_push_rows: rows });
 }
 
-/** The rows of this run's direct first push, or undefined when its deltalog was compared. */
-export async function directPushRows(db: Db, runId: number): Promise<number | undefined> {
-  const row = (await db('refresh_runs').where({ id: runId }).first('direct_push_rows')) as
-    { direct_push_rows: unknown } | undefined;
-  return row?.direct_push_rows == null ? undefined : Number(row.direct_push_rows);
-}
-
-/** What this run's deltalog update found in the dataset (undefined before it ran). */
-export async function snapshotReport(db: Db, runId: number): Promise<BadRowReport | undefined> {
-  const row = (await db('refresh_runs').where({ id: runId }).first('bad_rows')) as
-    { bad_rows: string | null } | undefined;
-  return row?.bad_rows ? (JSON.parse(row.bad_rows) as BadRowReport) : undefined;
-}
-
 export async function recordPlan(
   db: Db,
   runId: number,

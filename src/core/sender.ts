@@ -197,7 +197,7 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
 
   /** A direct first push reads the dataset itself, attributes and hashes in the same statement. */
   const readDatasetItems = async (after: string): Promise<Omit<Item, 'bytes'>[]> => {
-    const source = options.source ?? directReader(db, connector.dataset);
+    const source = sourceOf(options);
     const records = await timed('readMs', () =>
       source.read((executor) => readDatasetPage(executor, source.dataset, after, maxRecords)),
     );
@@ -318,13 +318,17 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
   return progress;
 }
 
+/** How the dataset is read: the given reader, or the connector's dataset as it is. */
+const sourceOf = (options: SendOptions): DatasetReader =>
+  options.source ?? directReader(options.db, options.connector.dataset);
+
 /** Deletions send keys; every other phase sends the dataset's current attributes. */
 async function itemsOf(options: SendOptions, page: ChangesetRow[]): Promise<Omit<Item, 'bytes'>[]> {
   if (options.phase === 'deletions') return page.map((row) => ({ key: row.record_key }));
   // A destination that keeps no attributes already holds a key that is on it: nothing to send.
   const skipUpdates = options.phase === 'upserts' && !capabilitiesOf(options.destination).updateAttributes;
   const toFetch = page.filter((row) => !(skipUpdates && row.on_remote)).map((row) => row.record_key);
-  const source = options.source ?? directReader(options.db, options.connector.dataset);
+  const source = sourceOf(options);
   const records = await source.read((executor) => fetchRecords(executor, source.dataset, toFetch));
   return page.map(({ record_key: key, on_remote, attr_hash }) => {
     if (skipUpdates && on_remote) return { key, nothingToSend: true };

@@ -15,7 +15,7 @@ import {
 import { capabilitiesOf, type Destination } from '../destination';
 import { checkMassDelete, type GuardCheck } from '../guard';
 import { planRefresh, type StrategyChoice } from '../plan';
-import { addRunTimings, directPushRows, recordPlan, recordRunDetails, snapshotReport } from '../runs';
+import { addRunTimings, getRun, recordPlan, recordRunDetails } from '../runs';
 import { batchSizeFor } from '../sender';
 import type { DryRunPlan, GuardDecision, PlanSummary } from '../summaries';
 import type { ConnectorScope, Engine, RunScope } from './engine';
@@ -136,9 +136,12 @@ export async function planRun(
   strategy?: StrategyChoice,
 ): Promise<PlanSummary> {
   const started = performance.now();
-  const directPush = await directPushRows(engine.db, scope.runId);
-  const snapshot = await snapshotReport(engine.db, scope.runId);
-  const counts = await planningCounts(engine, engine.db, scope, { directPush, snapshot });
+  // What this run's deltalog update recorded: a direct first push, or the dataset's inspection.
+  const run = await getRun(engine.db, scope.runId);
+  const counts = await planningCounts(engine, engine.db, scope, {
+    directPush: run.direct_push_rows ?? undefined,
+    snapshot: run.bad_rows ? (JSON.parse(run.bad_rows) as BadRowReport) : undefined,
+  });
   const summary = await decide(engine, engine.db, scope, source, destination, strategy, counts);
   await addRunTimings(engine.db, scope.runId, { planMs: performance.now() - started });
   await recordPlan(engine.db, scope.runId, summary);
@@ -173,7 +176,6 @@ export async function previewRun(
       await planningCounts(engine, preview, scope, { snapshot: report }),
     )),
     badRows: badRowTotal(report),
-    quarantined: await quarantinedCount(preview, key, connector.policy.maxAttempts),
   }));
 }
 

@@ -7,7 +7,6 @@ import {
   purgeCommittedDeletions,
   updateDeltalog as updateDeltalogTable,
   validRows,
-  type BadRowReport,
 } from '../deltalog';
 import type { StrategyChoice } from '../plan';
 import {
@@ -89,13 +88,8 @@ export async function updateDeltalog(
   // What an earlier direct push left in flight is pending first; the deltalog is then not empty.
   await adoptInFlight(db, scope.key, snapshotAt);
   const direct = directPushPossible(options) ? await inspectForDirectPush(db, scope.key, source) : undefined;
-  let badRows: BadRowReport;
-  if (direct) {
-    badRows = direct;
-    await recordDirectPush(db, scope.runId, validRows(direct));
-  } else {
-    badRows = await updateDeltalogTable(db, scope.key, source, snapshotAt);
-  }
+  if (direct) await recordDirectPush(db, scope.runId, validRows(direct));
+  const badRows = direct ?? (await updateDeltalogTable(db, scope.key, source, snapshotAt));
   await recordSnapshot(db, scope.runId, snapshotAt, badRows);
   await addRunTimings(db, scope.runId, { deltalogMs: performance.now() - started });
   return { snapshotAt, datasetRows: badRows.datasetRows, badRows: badRowTotal(badRows), direct: !!direct };

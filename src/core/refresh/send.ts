@@ -1,7 +1,7 @@
 import type { DatasetReader } from '../dataset';
 import type { Destination } from '../destination';
 import { sendPhase, type SendPhase, type SendProgress, type SendTotals } from '../sender';
-import { directPushRows } from '../runs';
+import { getRun } from '../runs';
 import type { Attempt, Engine, RunScope } from './engine';
 import { withinFailureBudget } from './failure-budget';
 import { listBeingBuilt } from './replace-list';
@@ -36,7 +36,7 @@ export async function sendChanges(
     // A direct first push (see updateDeltalog) sends the dataset itself.
     const direct =
       (phase === 'upserts' || phase === 'full') &&
-      (await directPushRows(engine.db, scope.runId)) !== undefined;
+      (await getRun(engine.db, scope.runId)).direct_push_rows !== null;
     return sendPhase({
       direct,
       db: engine.db,
