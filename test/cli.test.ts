@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
@@ -736,5 +736,17 @@ describe('bin/deltasync worker', () => {
     assert.ok(byDefault > 256 && byDefault < 400, `default ${byDefault} MB`);
     assert.equal(heapLimitMb({ DELTASYNC_WORKER_HEAP_MB: '512' }) - byDefault, 256);
     assert.ok(heapLimitMb({ NODE_OPTIONS: '--max-old-space-size=1024' }) > 1024);
+  });
+
+  test('refuses a heap setting that is not a number of megabytes, with exit 2 and the variable named', () => {
+    for (const value of ['abc', '256 --inspect', '0']) {
+      const { NODE_OPTIONS: _ignored, ...inherited } = process.env;
+      const result = spawnSync(path.join('bin', 'deltasync'), ['worker', '--help'], {
+        env: { ...inherited, DELTASYNC_WORKER_HEAP_MB: value },
+        encoding: 'utf8',
+      });
+      assert.equal(result.status, 2, value);
+      assert.match(result.stderr, /DELTASYNC_WORKER_HEAP_MB must be a whole number of megabytes/);
+    }
   });
 });
