@@ -1,3 +1,4 @@
+import { forgetTracking } from './change-tracking';
 import type { Db } from '../db/index';
 import { connectorKey, parseConnector, type ConnectorDefinition, type ConnectorInput } from './connector';
 
@@ -74,6 +75,8 @@ export async function deleteConnector(db: Db, tenant: string, id: string): Promi
     await trx('connector_state').where({ connector_id: key }).delete();
     await trx('connectors').where({ id: key }).delete();
   });
+  // Its change positions too; a change source nobody follows any more loses its triggers.
+  await forgetTracking(db, key);
 }
 
 export class UnknownConnectorError extends Error {

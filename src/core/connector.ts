@@ -16,15 +16,37 @@ const identifier = z
   .string()
   .regex(/^[A-Za-z_][A-Za-z0-9_$.]*$/, 'must be a plain SQL identifier (letters, digits, _, $, .)');
 
+/**
+ * Where a dataset's changes can be read from, so that a refresh compares only the keys touched
+ * since the last one (src/core/change-source.ts). `triggers`: deltasync installs triggers on the
+ * base tables that journal every inserted, updated or deleted key. A `table` dataset tracks its own
+ * table by its key; a `sql` dataset (or a view) names the base tables its rows depend on, each with
+ * the column that holds the dataset's key. A full compare still runs every `fullCompareHours` and
+ * whenever the journal cannot prove it saw every change.
+ */
+export const changeSourceSchema = z.object({
+  source: z.literal('triggers'),
+  tables: z
+    .array(z.object({ table: identifier, key: identifier }))
+    .min(1)
+    .optional(),
+  fullCompareHours: z.number().positive().default(24),
+});
+
 export const datasetSchema = z
   .object({
     table: identifier.optional(),
     sql: z.string().min(1).optional(),
     key: identifier,
     attributes: z.array(identifier).default([]),
+    changes: changeSourceSchema.optional(),
   })
   .refine((d) => (d.table === undefined) !== (d.sql === undefined), {
     message: 'set exactly one of `table` and `sql`',
+  })
+  .refine((d) => d.changes === undefined || d.table !== undefined || d.changes.tables !== undefined, {
+    message: 'a `sql` dataset with `changes` names the base tables its rows depend on (`changes.tables`)',
+    path: ['changes', 'tables'],
   });
 
 export const policySchema = z.object({

@@ -15,6 +15,17 @@ export interface DatasetDefinition {
   key: string;
   /** Columns sent to the destination as the record's attributes. */
   attributes: string[];
+  /** Where its changes can be read from (absent: every refresh compares the whole dataset). */
+  changes?: ChangeSourceSettings;
+}
+
+/** A dataset's change source, as declared (see changeSourceSchema in core/connector.ts). */
+export interface ChangeSourceSettings {
+  source: 'triggers';
+  /** Base tables and the column of each holding the dataset's key (default: the dataset's table). */
+  tables?: { table: string; key: string }[];
+  /** The safety net: a full compare at least this often. */
+  fullCompareHours: number;
 }
 
 /** How a column of the dataset's key compares, which decides how cheaply duplicates are ruled out. */

@@ -72,6 +72,74 @@ export async function updateDeltalog(
 }
 
 /**
+ * The same update for the keys a change source says were touched (`touched`: a subquery naming
+ * them as `record_key`) instead of the whole dataset: the same statements, restricted to those
+ * keys, so the deltalog ends exactly as a full compare would leave it for them, at a cost that
+ * follows the change. Keys are always grouped (as the full compare groups a duplicated key), since
+ * the bad-row scan that would say whether any key repeats is what this avoids. `alongside` runs in
+ * the same transaction (the change positions move with the deltalog). Returns how many touched
+ * keys there were and how the number of keys in the dataset changed.
+ */
+export async function updateDeltalogFromChanges(
+  db: Db,
+  connectorId: string,
+  source: DatasetDefinition | DatasetReader,
+  touched: Fragment,
+  now: number,
+  alongside: (trx: Knex.Transaction, counted: ChangesApplied) => Promise<void>,
+): Promise<ChangesApplied> {
+  const reader = readerOf(db, source);
+  return reader.read(async (executor) => {
+    const traits = reader.traits ?? (await keyTraits(executor, reader.dataset));
+    return inCompareTransaction(executor, async (trx) => {
+      const dialect = dialectOf(trx as unknown as Db);
+      const [counted] = await rows<{ n: number }>(
+        trx,
+        join(text('SELECT COUNT(*) AS n FROM ('), touched, text(') t')),
+      );
+      const before = await keysInDataset(trx, connectorId, touched);
+      const groupBy = duplicateKey(dialect, reader.dataset, traits);
+      await upsertNewAndChanged(trx, dialect, connectorId, reader.dataset, now, groupBy, touched);
+      await markRemoved(trx, dialect, connectorId, reader.dataset, now, touched);
+      const after = await keysInDataset(trx, connectorId, touched);
+      const applied = { touchedKeys: Number(counted?.n ?? 0), datasetKeysDelta: after - before };
+      await alongside(trx, applied);
+      return applied;
+    });
+  });
+}
+
+export interface ChangesApplied {
+  touchedKeys: number;
+  /** Keys that entered the dataset less those that left it. */
+  datasetKeysDelta: number;
+}
+
+/** Of the touched keys, those the deltalog holds as in the dataset. */
+async function keysInDataset(trx: Knex.Transaction, connectorId: string, touched: Fragment): Promise<number> {
+  const [row] = await rows<{ n: number }>(
+    trx,
+    join(
+      text(`SELECT COUNT(*) AS n FROM deltalog ${byKeyHint(trx)}`),
+      text('WHERE connector_id = ? AND in_dataset = 1 AND record_key IN (', connectorId),
+      touched,
+      text(')'),
+    ),
+  );
+  return Number(row?.n ?? 0);
+}
+
+/** Keys the deltalog holds as in the dataset (after a full compare, for counting on from there). */
+export async function datasetKeyCount(db: Db, connectorId: string): Promise<number> {
+  const [row] = (await db('deltalog')
+    .where({ connector_id: connectorId, in_dataset: 1 })
+    .count({ n: '*' })) as {
+    n: number | string;
+  }[];
+  return Number(row?.n ?? 0);
+}
+
+/**
  * A first push may skip the compare: when the connector has nothing in the deltalog yet and the
  * dataset's key is unique and compared byte for byte, every valid row is an addition, so the send
  * reads the dataset itself in key order (readDatasetPage) and writes each delivered batch to the
@@ -168,6 +236,7 @@ async function upsertNewAndChanged(
   dataset: DatasetDefinition,
   now: number,
   groupBy: Fragment | undefined,
+  touched?: Fragment,
 ): Promise<void> {
   const hash = attributeHash(dialect, dataset);
   const rows = join(
@@ -179,6 +248,7 @@ async function upsertNewAndChanged(
     sourceFrom(dataset),
     text('WHERE'),
     validKey(dialect, dataset),
+    ...(touched ? [text('AND'), keyColumn(dataset), text('IN ('), touched, text(')')] : []),
   );
   // A duplicated key (reported as a bad row) gets one stable hash; otherwise its rows would take
   // turns in the deltalog and make the key pending again on every update.
@@ -206,13 +276,24 @@ async function markRemoved(
   connectorId: string,
   dataset: DatasetDefinition,
   now: number,
+  touched?: Fragment,
 ): Promise<void> {
   const set = 'in_dataset = 0, updated_at = ?, committed_at = NULL, attempts = 0, last_error = NULL';
   // Keys that are invalid in the dataset never entered the deltalog, so no validity filter here.
+  // Restricted to touched keys, MySQL drives the update from them (a derived table joined to the
+  // deltalog's primary key) rather than walking the connector's rows and probing the subquery.
   const statement =
     dialect === 'mysql'
       ? join(
-          text('UPDATE deltalog dl LEFT JOIN'),
+          text('UPDATE deltalog dl'),
+          ...(touched
+            ? [
+                text('JOIN ('),
+                touched,
+                text(') t ON dl.connector_id = ? AND dl.record_key = t.record_key', connectorId),
+              ]
+            : []),
+          text('LEFT JOIN'),
           sourceFrom(dataset),
           text('ON'),
           keyColumn(dataset),
@@ -222,8 +303,10 @@ async function markRemoved(
           text('IS NULL'),
         )
       : join(
-          text(`UPDATE deltalog SET ${set}`, now),
-          text('WHERE connector_id = ? AND in_dataset = 1 AND NOT EXISTS (SELECT 1 FROM', connectorId),
+          text(`UPDATE deltalog ${touched ? byKeyHint(trx) : ''} SET ${set}`, now),
+          text('WHERE connector_id = ? AND in_dataset = 1', connectorId),
+          ...(touched ? [text('AND record_key IN ('), touched, text(')')] : []),
+          text('AND NOT EXISTS (SELECT 1 FROM'),
           sourceFrom(dataset),
           text('WHERE'),
           keyColumn(dataset),
@@ -811,6 +894,14 @@ export async function commitDelivered(
         .update({ committed_at: now, on_remote: trx.raw('in_dataset'), attempts: 0, last_error: null }),
     );
   }
+}
+
+/**
+ * SQLite, left to itself, answers `connector_id = ? AND record_key IN (…)` from the pending
+ * index (it covers the columns) by walking every row of the connector: name the primary key.
+ */
+function byKeyHint(db: Executor): string {
+  return dialectOf(db as Db) === 'sqlite' ? `INDEXED BY ${SQLITE_DELTALOG_KEY}` : '';
 }
 
 /** The index SQLite makes for the deltalog's primary key (connector_id, record_key). */

@@ -2,6 +2,7 @@ import type { Knex } from 'knex';
 import type { Db } from '../db';
 import { totalOf, type EndpointTallies } from './api-calls';
 import type { BadRowReport } from './deltalog';
+import type { CompareRecord } from './change-tracking';
 
 /** The run record: one row per refresh, written as the run goes so operators can follow it. */
 
@@ -46,6 +47,8 @@ export interface RunRow {
   timings: string | null;
   /** Rows a direct first push sends straight from the dataset; null when the deltalog was compared. */
   direct_push_rows: number | null;
+  /** CompareRecord as JSON: how the deltalog was updated (null before change sources existed). */
+  compare: string | null;
 }
 
 /** Where a run's time went, in milliseconds; the send's parts are summed over its phases. */
@@ -187,10 +190,20 @@ function normaliseRun(row: RunRow): RunRow {
   return out as unknown as RunRow;
 }
 
-export async function recordSnapshot(db: Db, runId: number, snapshotAt: number, badRows: BadRowReport) {
+export async function recordSnapshot(
+  db: Db,
+  runId: number,
+  snapshotAt: number,
+  badRows: BadRowReport,
+  compare?: CompareRecord,
+) {
   await db('refresh_runs')
     .where({ id: runId })
-    .update({ snapshot_at: snapshotAt, bad_rows: JSON.stringify(badRows) });
+    .update({
+      snapshot_at: snapshotAt,
+      bad_rows: JSON.stringify(badRows),
+      ...(compare ? { compare: JSON.stringify(compare) } : {}),
+    });
 }
 
 /** The deltalog update skipped the compare: this run's first push reads `rows` rows from the dataset. */

@@ -1,3 +1,4 @@
+import type { CompareRecord } from './change-tracking';
 import type { EndpointTallies } from './api-calls';
 import { idOfKey } from './connector';
 import type { Db } from '../db';
@@ -81,6 +82,12 @@ export interface RunSummary {
   callsByEndpoint: EndpointTallies;
   rateLimitWaits: number;
   badRows: number;
+  /**
+   * How the deltalog was updated: a full compare, from a change source's touched keys, or skipped
+   * by a direct first push; with the reason and, for a full compare that could measure it, the
+   * drift it found beyond what the change source reported. Null: no deltalog update (yet).
+   */
+  compare: CompareRecord | null;
   drift: DriftCounts | null;
   /** Deletions the mass-delete guard held back (they stay pending), and its decision. */
   deletionsHeld: number;
@@ -118,6 +125,7 @@ export async function summarizeRun(db: Db, run: RunRow): Promise<RunSummary> {
     callsByEndpoint: await endpointCalls(db, run.id),
     rateLimitWaits: run.rate_limit_waits,
     badRows: run.bad_rows ? badRowTotal(JSON.parse(run.bad_rows)) : 0,
+    compare: run.compare ? (JSON.parse(run.compare) as CompareRecord) : null,
     drift: drift && { extra: drift.extra, missing: drift.missing, quarantined: drift.quarantined ?? 0 },
     deletionsHeld: run.deletions_held,
     guard: run.guard ? JSON.parse(run.guard) : null,

@@ -73,8 +73,15 @@ export interface DatasetAccessOptions {
 export function createDatasetAccess(options: DatasetAccessOptions): DatasetAccess {
   const views = new TenantViews(options);
   return {
-    prepare: (tenant, connector) =>
-      tenant.database ? views.prepare(tenant, connector) : checkDirectRead(options.db, tenant, connector),
+    prepare: async (tenant, connector) => {
+      if (!tenant.database) return checkDirectRead(options.db, tenant, connector);
+      // Triggers would be created with the worker's rights on tables the tenant's user names.
+      if (connector.dataset.changes)
+        return [
+          'dataset.changes: change sources are not available to a tenant that reads through its own database user; remove `changes` (every refresh then compares the whole dataset)',
+        ];
+      return views.prepare(tenant, connector);
+    },
     reader: async (tenant, connector) =>
       tenant.database ? views.reader(tenant, connector) : directRead(options.db, tenant, connector),
     forget: (tenant, connector) => (tenant.database ? views.forget(tenant, connector) : Promise.resolve()),

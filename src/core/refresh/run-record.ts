@@ -5,9 +5,10 @@ import {
   badRowTotal,
   inspectForDirectPush,
   purgeCommittedDeletions,
-  updateDeltalog as updateDeltalogTable,
   validRows,
+  type BadRowReport,
 } from '../deltalog';
+import { forgetTracking, updateFollowingChanges, type CompareRecord } from '../change-tracking';
 import type { StrategyChoice } from '../plan';
 import {
   addRunTimings,
@@ -86,11 +87,29 @@ export async function updateDeltalog(
   const snapshotAt = now();
   const started = performance.now();
   // What an earlier direct push left in flight is pending first; the deltalog is then not empty.
-  await adoptInFlight(db, scope.key, snapshotAt);
+  const adopted = await adoptInFlight(db, scope.key, snapshotAt);
   const direct = directPushPossible(options) ? await inspectForDirectPush(db, scope.key, source) : undefined;
-  if (direct) await recordDirectPush(db, scope.runId, validRows(direct));
-  const badRows = direct ?? (await updateDeltalogTable(db, scope.key, source, snapshotAt));
-  await recordSnapshot(db, scope.runId, snapshotAt, badRows);
+  let badRows: BadRowReport;
+  let compare: CompareRecord;
+  if (direct) {
+    await recordDirectPush(db, scope.runId, validRows(direct));
+    // The next refresh compares in full, and takes the change source's positions from there.
+    await forgetTracking(db, scope.key);
+    badRows = direct;
+    compare = { mode: 'direct', reason: 'first push: the dataset is read directly' };
+  } else {
+    // Adopted keys were sent without a journal noting them: only a full compare re-checks them.
+    const mustCompare = adopted > 0 ? `${adopted} keys of an interrupted first push to re-check` : undefined;
+    ({ report: badRows, compare } = await updateFollowingChanges(
+      db,
+      scope.key,
+      scope.connector.dataset,
+      source,
+      snapshotAt,
+      mustCompare,
+    ));
+  }
+  await recordSnapshot(db, scope.runId, snapshotAt, badRows, compare);
   await addRunTimings(db, scope.runId, { deltalogMs: performance.now() - started });
   return { snapshotAt, datasetRows: badRows.datasetRows, badRows: badRowTotal(badRows), direct: !!direct };
 }

@@ -1,0 +1,369 @@
+import { createHash } from 'node:crypto';
+import type { Knex } from 'knex';
+import { dialectOf, type Db } from '../db';
+import type { DatasetDefinition, Fragment } from './dataset';
+
+/**
+ * Trigger change sources: the keys a dataset's base tables touch, journalled by triggers that
+ * deltasync installs, so that a refresh compares only those keys (core/change-tracking.ts).
+ *
+ * A *source* is one base table and the column of it holding the dataset's key; connectors whose
+ * datasets depend on the same table and column share it (one set of triggers, one journal).
+ * Each insert, update or delete on the table appends the touched key to `change_journal` inside
+ * the writer's own transaction: the key is journalled exactly when the write commits.
+ *
+ * Positions: a refresh *claims* the journal rows committed so far into its source's next batch
+ * number (claimChanges). Batch numbers are handed out under a lock on the source, in the order
+ * claims happen, so a row that commits late (its auto-increment id older than rows already seen)
+ * simply lands in a later batch: nothing is skipped, which ordering by id could not promise. A
+ * connector's position is the last batch it applied; the keys to compare are those of the batches
+ * after it.
+ *
+ * Continuity (what lets a position be trusted): the triggers were in place, and every claimed row
+ * a consumer still needs is still in the journal. When triggers had to be (re)installed over an
+ * existing source, or claimed rows went missing, the source's `floor` is raised to the batch being
+ * claimed: a consumer whose position is below it gets a full compare.
+ */
+
+export interface TrackedTable {
+  table: string;
+  /** The column of `table` that holds the dataset's key. */
+  key: string;
+}
+
+/** The base tables a dataset's change source follows. */
+export function trackedTables(dataset: DatasetDefinition): TrackedTable[] {
+  if (!dataset.changes) return [];
+  if (dataset.changes.tables) return dataset.changes.tables;
+  return [{ table: dataset.table!, key: dataset.key }];
+}
+
+/** A short, stable id for a table and key column (trigger names are at most 64 characters). */
+export function sourceIdOf(tracked: TrackedTable): string {
+  return createHash('sha256').update(`${tracked.table}\u001f${tracked.key}`).digest('hex').slice(0, 16);
+}
+
+const EVENTS = ['insert', 'update', 'delete'] as const;
+type TriggerEvent = (typeof EVENTS)[number];
+
+function triggerName(sourceId: string, event: TriggerEvent): string {
+  return `deltasync_${sourceId}_${event[0]}`;
+}
+
+/** `schema.table` → [schema, table]; a bare name → [undefined, table]. */
+function splitTable(table: string): [string | undefined, string] {
+  const dot = table.indexOf('.');
+  return dot < 0 ? [undefined, table] : [table.slice(0, dot), table.slice(dot + 1)];
+}
+
+const quoteMysql = (name: string) => `\`${name.replace(/`/g, '``')}\``;
+const quoteSqlite = (name: string) => `"${name.replace(/"/g, '""')}"`;
+
+/** The triggers of a source that exist now. */
+async function existingTriggers(db: Db, tracked: TrackedTable, sourceId: string): Promise<string[]> {
+  const names = EVENTS.map((event) => triggerName(sourceId, event));
+  const [schema, table] = splitTable(tracked.table);
+  if (dialectOf(db) === 'mysql') {
+    const [found] = (await db.raw(
+      'SELECT TRIGGER_NAME AS name FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = COALESCE(?, DATABASE()) AND EVENT_OBJECT_TABLE = ? AND TRIGGER_NAME IN (?, ?, ?)',
+      [schema ?? null, table, ...names],
+    )) as [{ name: string }[]];
+    return found.map((row) => row.name);
+  }
+  const found = (await db.raw(
+    "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ? AND name IN (?, ?, ?)",
+    [table, ...names],
+  )) as { name: string }[];
+  return found.map((row) => row.name);
+}
+
+/**
+ * The statements that create a source's triggers. The key is cut to the deltalog's 255
+ * characters: a longer key is a bad row that never enters the deltalog, and a trigger must never
+ * fail the application's own write.
+ */
+function createStatements(
+  dialect: 'mysql' | 'sqlite',
+  tracked: TrackedTable,
+  sourceId: string,
+  journal: string,
+) {
+  const [schema, table] = splitTable(tracked.table);
+  if (dialect === 'mysql') {
+    const target = schema ? `${quoteMysql(schema)}.${quoteMysql(table)}` : quoteMysql(table);
+    const key = (row: 'NEW' | 'OLD') => `LEFT(${row}.${quoteMysql(tracked.key)}, 255)`;
+    const append = (row: 'NEW' | 'OLD') =>
+      `INSERT INTO ${journal} (source_id, record_key) VALUES ('${sourceId}', ${key(row)})`;
+    const on = (event: TriggerEvent) =>
+      `CREATE TRIGGER ${schema ? `${quoteMysql(schema)}.` : ''}${quoteMysql(triggerName(sourceId, event))} AFTER ${event.toUpperCase()} ON ${target} FOR EACH ROW`;
+    return [
+      `${on('insert')} ${append('NEW')}`,
+      `${on('update')} BEGIN ${append('OLD')}; IF NOT (NEW.${quoteMysql(tracked.key)} <=> OLD.${quoteMysql(tracked.key)}) THEN ${append('NEW')}; END IF; END`,
+      `${on('delete')} ${append('OLD')}`,
+    ];
+  }
+  if (schema)
+    throw new ChangeSourceError(
+      `change sources on SQLite follow tables of the main database only, not '${tracked.table}'`,
+    );
+  const key = (row: 'NEW' | 'OLD') => `substr(${row}.${quoteSqlite(tracked.key)}, 1, 255)`;
+  const append = (row: 'NEW' | 'OLD', when = '') =>
+    `INSERT INTO change_journal (source_id, record_key) SELECT '${sourceId}', ${key(row)}${when};`;
+  const on = (event: TriggerEvent) =>
+    `CREATE TRIGGER ${quoteSqlite(triggerName(sourceId, event))} AFTER ${event.toUpperCase()} ON ${quoteSqlite(table)} BEGIN`;
+  const k = quoteSqlite(tracked.key);
+  return [
+    `${on('insert')} ${append('NEW')} END`,
+    `${on('update')} ${append('OLD')} ${append('NEW', ` WHERE NEW.${k} IS NOT OLD.${k}`)} END`,
+    `${on('delete')} ${append('OLD')} END`,
+  ];
+}
+
+/** A change source cannot be installed or read (no TRIGGER privilege, a view, another database). */
+export class ChangeSourceError extends Error {
+  override name = 'ChangeSourceError';
+}
+
+export interface SourceState {
+  sourceId: string;
+  /** The triggers had to be created (the first time, or because they went missing). */
+  installed: boolean;
+  /** They went missing after the source was in use: changes may have been missed. */
+  reinstalled: boolean;
+}
+
+/**
+ * Make sure a source's triggers are in place, creating the missing ones (and its row in
+ * `change_sources`). Triggers found missing on a source already in use raise its floor: the
+ * changes made meanwhile were not journalled.
+ */
+export async function ensureTriggers(db: Db, tracked: TrackedTable, now: number): Promise<SourceState> {
+  const sourceId = sourceIdOf(tracked);
+  const dialect = dialectOf(db);
+  const existing = await existingTriggers(db, tracked, sourceId);
+  const known = (await db('change_sources').where({ source_id: sourceId }).first('last_batch')) as
+    { last_batch: number | string } | undefined;
+  if (existing.length === EVENTS.length && known) return { sourceId, installed: false, reinstalled: false };
+  if (existing.length === 0) await assertByteCompared(db, tracked);
+  const journal =
+    dialect === 'mysql' ? `${quoteMysql(await databaseName(db))}.change_journal` : 'change_journal';
+  const [schema] = splitTable(tracked.table);
+  const statements = createStatements(dialect, tracked, sourceId, journal);
+  for (const [i, event] of EVENTS.entries()) {
+    const name = triggerName(sourceId, event);
+    if (existing.includes(name)) continue;
+    try {
+      await db.raw(statements[i]!);
+    } catch (error) {
+      // Another worker installing the same source at the same moment: its trigger is as good.
+      if (/already exists/i.test(String((error as Error).message))) continue;
+      const qualified = schema ? `${schema}.${name}` : name;
+      throw new ChangeSourceError(
+        `cannot create trigger ${qualified} on ${tracked.table}: ${(error as Error).message.split('\n')[0]} ` +
+          '(the worker needs the TRIGGER privilege on the table; a view has no triggers: name its base tables in `changes.tables`)',
+      );
+    }
+  }
+  if (!known) {
+    await db('change_sources')
+      .insert({ source_id: sourceId, base_table: tracked.table, key_column: tracked.key, installed_at: now })
+      .onConflict('source_id')
+      .ignore();
+    return { sourceId, installed: true, reinstalled: false };
+  }
+  // Missing triggers on a source in use: nothing below the next batch can be trusted.
+  await db('change_sources')
+    .where({ source_id: sourceId })
+    .update({ floor: Number(known.last_batch) + 1 });
+  return { sourceId, installed: true, reinstalled: existing.length < EVENTS.length };
+}
+
+/**
+ * The journal holds keys byte for byte, as the deltalog does. A key column compared without case
+ * would let a SELECT match 'K1' to a journalled 'k1' that the journal's own comparison does not:
+ * such a dataset keeps the full compare.
+ */
+async function assertByteCompared(db: Db, tracked: TrackedTable): Promise<void> {
+  const [schema, table] = splitTable(tracked.table);
+  let collation: string | null | undefined;
+  if (dialectOf(db) === 'mysql') {
+    const [rows] = (await db.raw(
+      'SELECT COLLATION_NAME AS collation FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND COLUMN_NAME = ?',
+      [schema ?? null, table, tracked.key],
+    )) as [{ collation: string | null }[]];
+    if (rows.length === 0)
+      throw new ChangeSourceError(`${tracked.table} has no column ${tracked.key} to follow`);
+    collation = rows[0]!.collation;
+    if (collation === null || collation.endsWith('_bin')) return;
+  } else {
+    const [definition] = (await db.raw("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", [
+      table,
+    ])) as { sql: string }[];
+    if (!definition)
+      throw new ChangeSourceError(
+        `${tracked.table} is not a table (a view has no triggers: name its base tables in \`changes.tables\`)`,
+      );
+    if (!/collate\s+(nocase|rtrim)/i.test(definition.sql)) return;
+    collation = 'NOCASE';
+  }
+  throw new ChangeSourceError(
+    `${tracked.table}.${tracked.key} is compared with collation ${collation}: a change source needs its key column compared byte for byte ` +
+      '(a _bin collation, e.g. ALTER TABLE … MODIFY … COLLATE utf8mb4_bin); or leave out `changes` and keep the full compare',
+  );
+}
+
+async function databaseName(db: Db): Promise<string> {
+  const [rows] = (await db.raw('SELECT DATABASE() AS name')) as [{ name: string }[]];
+  return rows[0]!.name;
+}
+
+/** Drop a source's triggers, journal and row (no connector follows it any more). */
+export async function removeSource(db: Db, sourceId: string): Promise<void> {
+  const row = (await db('change_sources').where({ source_id: sourceId }).first('base_table')) as
+    { base_table: string } | undefined;
+  if (row) {
+    const [schema] = splitTable(row.base_table);
+    for (const event of EVENTS) {
+      const name = triggerName(sourceId, event);
+      await db.raw(
+        dialectOf(db) === 'mysql'
+          ? `DROP TRIGGER IF EXISTS ${schema ? `${quoteMysql(schema)}.` : ''}${quoteMysql(name)}`
+          : `DROP TRIGGER IF EXISTS ${quoteSqlite(name)}`,
+      );
+    }
+  }
+  await db.transaction(async (trx) => {
+    await trx('change_journal').where({ source_id: sourceId }).delete();
+    await trx('change_positions').where({ source_id: sourceId }).delete();
+    await trx('change_sources').where({ source_id: sourceId }).delete();
+  });
+}
+
+const CLAIM_CHUNK = 5000;
+
+/**
+ * Claim every journal row of the source committed so far into a new batch, and return its number.
+ * A new batch number is handed out even when nothing changed, so that a position taken after a
+ * floor was raised is never below it. On MySQL the rows are first read (a consistent read, which
+ * sees committed rows only) and then claimed by primary key: the claim never waits on a writer's
+ * open transaction, whose rows go to a later batch.
+ */
+export async function claimChanges(db: Db, sourceId: string): Promise<{ batch: number; claimed: number }> {
+  const mysql = dialectOf(db) === 'mysql';
+  return db.transaction(async (trx) => {
+    const locked = trx('change_sources').where({ source_id: sourceId });
+    const row = (await (mysql ? locked.forUpdate() : locked).first('last_batch')) as
+      { last_batch: number | string } | undefined;
+    if (!row) throw new ChangeSourceError(`change source ${sourceId} is not installed`);
+    const batch = Number(row.last_batch) + 1;
+    let claimed = 0;
+    if (mysql) {
+      const [[top]] = (await trx.raw(
+        'SELECT MAX(id) AS id FROM change_journal WHERE source_id = ? AND batch IS NULL',
+        [sourceId],
+      )) as [{ id: number | string | null }[]];
+      const upTo = top?.id === null || top?.id === undefined ? 0 : Number(top.id);
+      for (;;) {
+        const [ids] = (await trx.raw(
+          `SELECT id FROM change_journal WHERE source_id = ? AND batch IS NULL AND id <= ? LIMIT ${CLAIM_CHUNK}`,
+          [sourceId, upTo],
+        )) as [{ id: number | string }[]];
+        if (ids.length === 0) break;
+        await trx('change_journal')
+          .whereIn(
+            'id',
+            ids.map((r) => r.id),
+          )
+          .update({ batch });
+        claimed += ids.length;
+      }
+    } else {
+      claimed = Number(
+        await trx('change_journal').where({ source_id: sourceId }).whereNull('batch').update({ batch }),
+      );
+    }
+    await trx('change_sources')
+      .where({ source_id: sourceId })
+      .update({ last_batch: batch, claimed_rows: trx.raw('claimed_rows + ?', [claimed]) });
+    return { batch, claimed };
+  });
+}
+
+/**
+ * Claimed rows that are still needed must still be there: fewer than claimed less trimmed means
+ * someone deleted journal rows, so positions below `batch` cannot be continued from.
+ */
+export async function verifyJournal(db: Db, sourceId: string, batch: number): Promise<boolean> {
+  const row = (await db('change_sources')
+    .where({ source_id: sourceId })
+    .first('claimed_rows', 'trimmed_rows')) as {
+    claimed_rows: number | string;
+    trimmed_rows: number | string;
+  };
+  const expected = Number(row.claimed_rows) - Number(row.trimmed_rows);
+  const [counted] = (await db('change_journal')
+    .where({ source_id: sourceId })
+    .whereNotNull('batch')
+    .count({ n: '*' })) as { n: number | string }[];
+  const present = Number(counted?.n ?? 0);
+  if (present >= expected) return true;
+  await db('change_sources')
+    .where({ source_id: sourceId })
+    .update({ floor: batch, trimmed_rows: Number(row.claimed_rows) - present });
+  return false;
+}
+
+/** The source's floor: positions below it need a full compare. */
+export async function sourceFloor(db: Db, sourceId: string): Promise<number> {
+  const row = (await db('change_sources').where({ source_id: sourceId }).first('floor')) as
+    { floor: number | string } | undefined;
+  return Number(row?.floor ?? 0);
+}
+
+/**
+ * The keys touched in each source after a position, up to a claimed batch: a subquery naming the
+ * distinct keys (`record_key`), for the deltalog update to join.
+ */
+export function touchedKeys(ranges: { sourceId: string; after: number; upTo: number }[]): Fragment {
+  const where = ranges.map(() => '(source_id = ? AND batch > ? AND batch <= ?)').join(' OR ');
+  return {
+    sql: `SELECT DISTINCT record_key FROM change_journal WHERE record_key IS NOT NULL AND (${where})`,
+    bindings: ranges.flatMap((r) => [r.sourceId, r.after, r.upTo]),
+  };
+}
+
+/**
+ * Delete the journal rows every follower of the source has applied (the lowest position among
+ * them). Returns the rows deleted.
+ */
+export async function trimJournal(db: Db | Knex.Transaction, sourceId: string): Promise<number> {
+  const [low] = (await db('change_positions').where({ source_id: sourceId }).min({ batch: 'batch' })) as {
+    batch: number | string | null;
+  }[];
+  if (low?.batch === null || low?.batch === undefined) return 0;
+  const deleted = Number(
+    await db('change_journal')
+      .where({ source_id: sourceId })
+      .where('batch', '<=', Number(low.batch))
+      .delete(),
+  );
+  if (deleted > 0)
+    await db('change_sources')
+      .where({ source_id: sourceId })
+      .update({ trimmed_rows: db.raw('trimmed_rows + ?', [deleted]) });
+  return deleted;
+}
+
+/** Sources no connector follows any more: their triggers and journal are removed. */
+export async function removeUnfollowedSources(db: Db, sourceIds: string[]): Promise<string[]> {
+  const removed: string[] = [];
+  for (const sourceId of sourceIds) {
+    const follower = (await db('change_positions')
+      .where({ source_id: sourceId })
+      .first('connector_id')) as unknown;
+    if (follower !== undefined) continue;
+    await removeSource(db, sourceId);
+    removed.push(sourceId);
+  }
+  return removed;
+}

@@ -1,0 +1,461 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import fc from 'fast-check';
+import type { Knex } from 'knex';
+import { sourceIdOf } from '../src/core/change-source';
+import { updateFollowingChanges, forgetTracking, type TrackedUpdate } from '../src/core/change-tracking';
+import { directReader, type DatasetDefinition } from '../src/core/dataset';
+import { datasetKeyCount, updateDeltalog } from '../src/core/deltalog';
+import type { Db } from '../src/db';
+import { createTestDatabase, dialects, type TestDatabase } from './helpers/databases';
+import { assertIndexed, planOf, statementsOf } from './helpers/plans';
+
+/**
+ * Trigger change sources (src/core/change-source.ts, src/core/change-tracking.ts): the deltalog
+ * updated from the touched keys only ends exactly as the full compare leaves it, through random
+ * edits of a table dataset and of a SELECT over two tables; and the safety net compares in full
+ * whenever the journal cannot prove it saw every change, counting what it missed as drift.
+ */
+
+const HOUR = 3600_000;
+
+interface Fixture {
+  people: string;
+  orders: string;
+  table: DatasetDefinition;
+  joined: DatasetDefinition;
+}
+
+let fixtureCounter = 0;
+
+/** Fresh base tables: `people` (no key constraint, so bad and duplicate keys can occur) and `orders`. */
+async function fixture(db: Db): Promise<Fixture> {
+  const n = fixtureCounter++;
+  const people = `people_${n}`;
+  const orders = `orders_${n}`;
+  // Keys compared byte for byte, as change sources require (the test database's default is _ci).
+  const binary = (column: Knex.ColumnBuilder) =>
+    db.client.config.client === 'better-sqlite3' ? column : column.collate('utf8mb4_bin');
+  await db.schema.createTable(people, (t) => {
+    t.increments('id').primary();
+    binary(t.string('k', 300).nullable());
+    t.string('a', 16).nullable();
+    t.integer('b').nullable();
+  });
+  await db.schema.createTable(orders, (t) => {
+    t.increments('id').primary();
+    binary(t.string('k', 300).nullable());
+    t.integer('amount').notNullable();
+  });
+  const changes = { source: 'triggers' as const, fullCompareHours: 24 };
+  return {
+    people,
+    orders,
+    table: { table: people, key: 'k', attributes: ['a', 'b'], changes },
+    // A person with their order count: membership from `people`, an attribute from `orders`.
+    joined: {
+      sql: `SELECT p.k AS k, p.a AS a, (SELECT COUNT(*) FROM ${orders} o WHERE o.k = p.k) AS orders FROM ${people} p`,
+      key: 'k',
+      attributes: ['a', 'orders'],
+      changes: {
+        ...changes,
+        tables: [
+          { table: people, key: 'k' },
+          { table: orders, key: 'k' },
+        ],
+      },
+    },
+  };
+}
+
+/** A connector's deltalog, without its connector id, in key order. */
+async function deltalogOf(db: Db, connectorId: string) {
+  const rows = (await db('deltalog')
+    .where({ connector_id: connectorId })
+    .orderBy('record_key')
+    .select(
+      'record_key',
+      'in_dataset',
+      'attr_hash',
+      'on_remote',
+      'updated_at',
+      'committed_at',
+      'attempts',
+    )) as Record<string, unknown>[];
+  return rows.map((row) => Object.values(row).map((v) => (v === null ? null : String(v))));
+}
+
+/** Deliver everything pending (both connectors alike), so the next round starts from a synced list. */
+async function deliverAll(db: Db, connectorIds: string[], now: number) {
+  await db('deltalog')
+    .whereIn('connector_id', connectorIds)
+    .whereNull('committed_at')
+    .update({ committed_at: now, on_remote: db.raw('in_dataset') });
+}
+
+function follow(db: Db, connectorId: string, dataset: DatasetDefinition, now: number, mustCompare?: string) {
+  return updateFollowingChanges(db, connectorId, dataset, directReader(db, dataset), now, mustCompare);
+}
+
+async function triggersOn(db: Db, table: string): Promise<string[]> {
+  if (db.client.config.client === 'better-sqlite3') {
+    const rows = (await db.raw("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?", [
+      table,
+    ])) as { name: string }[];
+    return rows.map((r) => r.name).sort();
+  }
+  const [rows] = (await db.raw(
+    'SELECT TRIGGER_NAME AS name FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE() AND EVENT_OBJECT_TABLE = ?',
+    [table],
+  )) as [{ name: string }[]];
+  return rows.map((r) => r.name).sort();
+}
+
+// Keys: a handful that collide often, case variants, an empty one, NULL and one too long to store.
+const keyArb = fc.constantFrom('k1', 'k2', 'k3', 'K1', 'k4', 'k5', '', null, 'x'.repeat(260));
+const editArb = fc.oneof(
+  fc.record({
+    kind: fc.constant('insert' as const),
+    k: keyArb,
+    a: fc.constantFrom('x', 'y', null),
+    b: fc.option(fc.integer({ min: 0, max: 2 })),
+  }),
+  fc.record({ kind: fc.constant('update' as const), k: keyArb, a: fc.constantFrom('x', 'z', null) }),
+  fc.record({ kind: fc.constant('rekey' as const), k: keyArb, to: keyArb }),
+  fc.record({ kind: fc.constant('delete' as const), k: keyArb }),
+  fc.record({ kind: fc.constant('order' as const), k: keyArb, amount: fc.integer({ min: 1, max: 9 }) }),
+  fc.record({ kind: fc.constant('unorder' as const), k: keyArb }),
+);
+type Edit = typeof editArb extends fc.Arbitrary<infer T> ? T : never;
+
+async function apply(db: Db, f: Fixture, edit: Edit) {
+  const byKey = (table: string, k: string | null) =>
+    k === null ? db(table).whereNull('k') : db(table).where({ k });
+  switch (edit.kind) {
+    case 'insert':
+      return db(f.people).insert({ k: edit.k, a: edit.a, b: edit.b });
+    case 'update':
+      return byKey(f.people, edit.k).update({ a: edit.a });
+    case 'rekey':
+      return byKey(f.people, edit.k).update({ k: edit.to });
+    case 'delete':
+      return byKey(f.people, edit.k).delete();
+    case 'order':
+      return db(f.orders).insert({ k: edit.k, amount: edit.amount });
+    case 'unorder':
+      return byKey(f.orders, edit.k).delete();
+  }
+}
+
+for (const dialect of dialects) {
+  describe(`change sources on ${dialect}`, () => {
+    let t: TestDatabase;
+    let db: Db;
+    let connectorCounter = 0;
+    const connector = () => `default/cs-${connectorCounter++}`;
+
+    before(async () => {
+      t = await createTestDatabase(dialect);
+      db = t.db;
+    });
+    after(() => t.drop());
+
+    test('incremental and full compare leave identical deltalogs through random edits', async () => {
+      await fc.assert(
+        fc.asyncProperty(
+          fc.array(fc.array(editArb, { maxLength: 8 }), { minLength: 1, maxLength: 6 }),
+          async (rounds) => {
+            const f = await fixture(db);
+            const pairs = [f.table, f.joined].map((dataset) => ({
+              dataset,
+              followed: connector(),
+              full: connector(),
+            }));
+            let now = 1_000_000;
+            for (const [round, edits] of [[] as Edit[], ...rounds].entries()) {
+              for (const edit of edits) await apply(db, f, edit);
+              now += 1000;
+              for (const { dataset, followed, full } of pairs) {
+                const tracked = await follow(db, followed, dataset, now);
+                await updateDeltalog(db, full, dataset, now);
+                assert.equal(
+                  tracked.compare.mode,
+                  round === 0 ? 'full' : 'incremental',
+                  tracked.compare.reason,
+                );
+                assert.deepEqual(
+                  await deltalogOf(db, followed),
+                  await deltalogOf(db, full),
+                  `round ${round}`,
+                );
+                // The dataset size an incremental update reports is carried forward exactly.
+                if (tracked.compare.mode === 'incremental')
+                  assert.equal(
+                    tracked.report.datasetRows - badRowsOf(tracked),
+                    await datasetKeyCount(db, followed),
+                  );
+              }
+              if (round % 2 === 1)
+                await deliverAll(
+                  db,
+                  pairs.flatMap((p) => [p.followed, p.full]),
+                  now,
+                );
+            }
+            for (const { followed } of pairs) await forgetTracking(db, followed);
+            assert.deepEqual(await triggersOn(db, f.people), [], 'triggers removed with the last follower');
+          },
+        ),
+        { numRuns: dialect === 'mysql' ? 15 : 40 },
+      );
+    });
+
+    test('triggers dropped behind its back: the next refresh compares in full and counts the drift', async () => {
+      const f = await fixture(db);
+      const id = connector();
+      await db(f.people).insert([
+        { k: 'a1', a: 'x' },
+        { k: 'a2', a: 'x' },
+      ]);
+      assert.equal(
+        (await follow(db, id, f.table, 1000)).compare.reason,
+        'first compare with the change source',
+      );
+      assert.equal((await triggersOn(db, f.people)).length, 3);
+      await db(f.people).where({ k: 'a1' }).update({ a: 'y' });
+      const journalled = await follow(db, id, f.table, 2000);
+      assert.deepEqual(journalled.compare, {
+        mode: 'incremental',
+        reason: 'keys touched since the last refresh',
+        touchedKeys: 1,
+      });
+
+      for (const name of await triggersOn(db, f.people)) await db.raw(`DROP TRIGGER ${name}`);
+      await db(f.people).where({ k: 'a2' }).update({ a: 'z' }); // not journalled
+      await db(f.people).insert({ k: 'a3', a: 'x' }); // not journalled
+      const repaired = await follow(db, id, f.table, 3000);
+      assert.equal(repaired.compare.mode, 'full');
+      assert.match(repaired.compare.reason, /triggers on .* were missing/);
+      assert.equal(repaired.compare.drift, 2);
+      assert.equal((await triggersOn(db, f.people)).length, 3, 'reinstalled');
+
+      await db(f.people).where({ k: 'a3' }).delete();
+      const next = await follow(db, id, f.table, 4000);
+      assert.equal(next.compare.mode, 'incremental');
+      // Membership and hashes as a fresh full compare sees them (a3 stays behind as removed).
+      const twin = connector();
+      await updateDeltalog(db, twin, f.table, 4000);
+      const present = async (c: string) =>
+        (await deltalogOf(db, c)).filter((r) => r[1] === '1').map((r) => r.slice(0, 3));
+      assert.deepEqual(await present(id), await present(twin));
+    });
+
+    test('journal rows deleted by hand: a follower that still needed them compares in full', async () => {
+      const f = await fixture(db);
+      const [first, second] = [connector(), connector()];
+      await db(f.people).insert({ k: 'b1', a: 'x' });
+      await follow(db, first, f.table, 1000);
+      await follow(db, second, f.table, 1000);
+      await db(f.people).insert({ k: 'b2', a: 'x' });
+      await follow(db, first, f.table, 2000); // claims b2's row; `second` still needs it
+      const left = await db('change_journal')
+        .where({ source_id: sourceIdOf({ table: f.people, key: 'k' }) })
+        .delete();
+      assert.ok(left > 0);
+      const repaired = await follow(db, second, f.table, 3000);
+      assert.equal(repaired.compare.mode, 'full');
+      assert.match(repaired.compare.reason, /went missing/);
+      assert.equal(repaired.compare.drift, 1);
+      assert.equal((await follow(db, second, f.table, 4000)).compare.mode, 'incremental');
+    });
+
+    test('the safety net compares in full on its cadence; with every write journalled it finds no drift', async () => {
+      const f = await fixture(db);
+      const id = connector();
+      const dataset = { ...f.table, changes: { source: 'triggers' as const, fullCompareHours: 1 } };
+      await db(f.people).insert({ k: 'c1', a: 'x' });
+      await follow(db, id, dataset, 0);
+      await db(f.people).insert({ k: 'c2', a: 'x' });
+      assert.equal((await follow(db, id, dataset, 0.5 * HOUR)).compare.mode, 'incremental');
+      await db(f.people).where({ k: 'c1' }).delete();
+      const net = await follow(db, id, dataset, 1.5 * HOUR);
+      assert.deepEqual(net.compare, {
+        mode: 'full',
+        reason: "the safety net's full compare (every 1 h)",
+        drift: 0,
+      });
+      assert.equal(
+        Number((await db('deltalog').where({ connector_id: id, record_key: 'c1' }).first()).in_dataset),
+        0,
+      );
+    });
+
+    // SQLite fires delete triggers for every DELETE (its truncate optimisation is off while a
+    // table has triggers); MySQL's TRUNCATE TABLE fires none.
+    if (dialect === 'mysql')
+      test('a TRUNCATE, which fires no triggers, is found as drift by the safety net', async () => {
+        const f = await fixture(db);
+        const id = connector();
+        const dataset = { ...f.table, changes: { source: 'triggers' as const, fullCompareHours: 1 } };
+        await db(f.people).insert([
+          { k: 'd1', a: 'x' },
+          { k: 'd2', a: 'x' },
+        ]);
+        await follow(db, id, dataset, 0);
+        await db.raw(`TRUNCATE TABLE ${f.people}`);
+        assert.deepEqual((await follow(db, id, dataset, 0.5 * HOUR)).compare.touchedKeys, 0);
+        const net = await follow(db, id, dataset, 2 * HOUR);
+        assert.equal(net.compare.mode, 'full');
+        assert.equal(net.compare.drift, 2);
+      });
+
+    test('switching a dataset to the full compare and back loses no change', async () => {
+      const f = await fixture(db);
+      const id = connector();
+      const twin = connector();
+      const plain = { ...f.table, changes: undefined };
+      const check = async (now: number) => {
+        await updateDeltalog(db, twin, plain, now);
+        assert.deepEqual(await deltalogOf(db, id), await deltalogOf(db, twin));
+      };
+      await db(f.people).insert([
+        { k: 'e1', a: 'x' },
+        { k: 'e2', a: 'x' },
+      ]);
+      await follow(db, id, f.table, 1000);
+      await check(1000);
+      await db(f.people).insert({ k: 'e3', a: 'x' });
+      const away = await follow(db, id, plain, 2000);
+      assert.deepEqual(away.compare, { mode: 'full', reason: 'the dataset declares no change source' });
+      await check(2000);
+      assert.deepEqual(await triggersOn(db, f.people), [], 'no follower left: triggers dropped');
+      assert.equal(
+        await db('change_journal')
+          .where({ source_id: sourceIdOf({ table: f.people, key: 'k' }) })
+          .count({ n: '*' })
+          .first()
+          .then((r) => Number(r?.n)),
+        0,
+      );
+      await db(f.people).where({ k: 'e1' }).update({ a: 'y' });
+      const back = await follow(db, id, f.table, 3000);
+      assert.equal(back.compare.mode, 'full');
+      await check(3000);
+      await db(f.people).where({ k: 'e2' }).delete();
+      await db(f.people).insert({ k: 'e4', a: 'x' });
+      assert.equal((await follow(db, id, f.table, 4000)).compare.mode, 'incremental');
+      await check(4000);
+    });
+
+    test('a changed dataset definition or an interrupted first push compares in full', async () => {
+      const f = await fixture(db);
+      const id = connector();
+      await db(f.people).insert({ k: 'g1', a: 'x', b: 1 });
+      await follow(db, id, f.table, 1000);
+      const narrower = { ...f.table, attributes: ['a'] };
+      assert.equal((await follow(db, id, narrower, 2000)).compare.reason, "the dataset's definition changed");
+      assert.equal((await follow(db, id, narrower, 3000)).compare.mode, 'incremental');
+      assert.equal(
+        (await follow(db, id, narrower, 4000, '3 keys to re-check')).compare.reason,
+        '3 keys to re-check',
+      );
+    });
+
+    test("an incremental update's statements reach the touched keys through indexes, never by a scan", async () => {
+      const table = `indexed_${fixtureCounter++}`;
+      await db.schema.createTable(table, (tb) => {
+        const key = tb.string('k', 64).primary();
+        if (dialect === 'mysql') key.collate('utf8mb4_bin');
+        tb.string('a', 16).nullable();
+      });
+      const rows = Array.from({ length: 20_000 }, (_, i) => ({
+        k: `p${String(i).padStart(6, '0')}`,
+        a: 'x',
+      }));
+      for (let i = 0; i < rows.length; i += 500) await db(table).insert(rows.slice(i, i + 500));
+      const dataset: DatasetDefinition = {
+        table,
+        key: 'k',
+        attributes: ['a'],
+        changes: { source: 'triggers', fullCompareHours: 24 },
+      };
+      const id = connector();
+      await follow(db, id, dataset, 1000);
+      // Another source's unapplied changes: the journal is not small enough to scan cheaply.
+      const others = Array.from({ length: 20_000 }, (_, i) => ({
+        source_id: 'another',
+        record_key: `o${i}`,
+      }));
+      for (let i = 0; i < others.length; i += 500)
+        await db('change_journal').insert(others.slice(i, i + 500));
+      if (dialect === 'mysql') await db.raw('ANALYZE TABLE change_journal');
+      await db(table).whereIn('k', ['p000010', 'p010000']).update({ a: 'y' });
+      await db(table).where({ k: 'p000020' }).delete();
+      await db(table).insert({ k: 'p999999', a: 'x' });
+      let result: TrackedUpdate | undefined;
+      const statements = await statementsOf(db, async () => (result = await follow(db, id, dataset, 2000)));
+      assert.equal(result?.compare.touchedKeys, 4);
+      const reads = statements.filter((q) => /\b(deltalog|change_journal|indexed_)/.test(q.sql));
+      assert.ok(reads.length >= 5, `statements seen: ${reads.length}`);
+      for (const q of reads) {
+        const plan = await planOf(t, q);
+        // Each table by the index that bounds the work by the touched keys (or the source's batches).
+        const bounded: [RegExp, RegExp][] = [
+          [/\b(src|indexed_\d+)\b/, /\(k=\?\)|key=PRIMARY/],
+          [/\b(dl|deltalog)\b/, /record_key=\?|key=PRIMARY/],
+          [
+            /\bchange_journal\b/,
+            /change_journal_batch \(source_id=\? AND batch|key=(change_journal_batch|PRIMARY)/,
+          ],
+        ];
+        for (const [name, index] of bounded)
+          if (plan.some((line) => name.test(line) && !/^<(derived|subquery)/.test(line)))
+            assertIndexed(plan, name, index);
+      }
+    });
+
+    test('a key column compared without case is refused with the reason, before any trigger exists', async () => {
+      const table = `caseless_${fixtureCounter++}`;
+      await db.raw(
+        dialect === 'mysql'
+          ? `CREATE TABLE ${table} (k VARCHAR(64) COLLATE utf8mb4_general_ci PRIMARY KEY, a VARCHAR(8))`
+          : `CREATE TABLE ${table} (k TEXT COLLATE NOCASE PRIMARY KEY, a TEXT)`,
+      );
+      const dataset: DatasetDefinition = {
+        table,
+        key: 'k',
+        attributes: ['a'],
+        changes: { source: 'triggers', fullCompareHours: 24 },
+      };
+      await assert.rejects(follow(db, connector(), dataset, 1000), {
+        name: 'ChangeSourceError',
+        message: new RegExp(
+          `${table}\\.k is compared with collation (utf8mb4_general_ci|NOCASE).*byte for byte`,
+        ),
+      });
+      assert.deepEqual(await triggersOn(db, table), []);
+    });
+
+    test('the journal is trimmed to what every follower has applied', async () => {
+      const f = await fixture(db);
+      const [first, second] = [connector(), connector()];
+      const source = sourceIdOf({ table: f.people, key: 'k' });
+      const journal = async () =>
+        Number((await db('change_journal').where({ source_id: source }).count({ n: '*' }))[0]!.n);
+      await follow(db, first, f.table, 1000);
+      await follow(db, second, f.table, 1000);
+      await db(f.people).insert([
+        { k: 'h1', a: 'x' },
+        { k: 'h2', a: 'x' },
+      ]);
+      await follow(db, first, f.table, 2000);
+      assert.equal(await journal(), 2, '`second` has not applied them yet');
+      await follow(db, second, f.table, 2000);
+      assert.equal(await journal(), 0);
+    });
+  });
+}
+
+function badRowsOf({ report }: Pick<TrackedUpdate, 'report'>): number {
+  return report.nullOrEmptyKeys + report.oversizedKeys + report.duplicateKeys;
+}
