@@ -122,6 +122,35 @@ for (const dialect of dialects) {
         );
       });
     });
+
+    test('with a trigger change source: a direct first push, one full compare, then diffs from the touched keys only', async () => {
+      const connector = connectorFor(`followed-${dialect}`, 1000);
+      connector.dataset.changes = { source: 'triggers' };
+      await saveConnector(t.db, connector);
+      const listId = connector.destination.listId;
+      await temporal.withWorker({ db: t.db, destinations }, async (client) => {
+        const first = await client.refresh(connector.id);
+        assert.equal(first.compare?.mode, 'direct');
+        await assertListEqualsDataset(t, listId);
+
+        await churnCustomers(t.db, { additions: 10, deletions: 5, changes: 5 });
+        const second = await client.refresh(connector.id);
+        // The first push read the dataset directly; following the journal starts from a full compare.
+        assert.deepEqual(second.compare, { mode: 'full', reason: 'first compare with the change source' });
+        assert.deepEqual([second.additions, second.updates, second.deletions], [10, 5, 5]);
+
+        await churnCustomers(t.db, { additions: 7, deletions: 3, changes: 4 });
+        const third = await client.refresh(connector.id);
+        assert.deepEqual(third.compare, {
+          mode: 'incremental',
+          reason: 'keys touched since the last refresh',
+          touchedKeys: 14,
+        });
+        assert.deepEqual([third.additions, third.updates, third.deletions], [7, 4, 3]);
+        assert.equal(third.datasetSize, (await readCustomers(t.db)).size);
+        await assertListEqualsDataset(t, listId);
+      });
+    });
   });
 }
 
