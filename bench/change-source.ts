@@ -1,0 +1,203 @@
+/**
+ * Benchmark: the deltalog update of a dataset that follows a trigger change source (only the keys
+ * touched since the last refresh) against the full compare of the same dataset, side by side in
+ * one run, on MariaDB (issue 13: target ≥ 50× at 10M rows and 0.1% churn).
+ *
+ *   npm run bench:changes                             # 10,000,000 rows, 0.1% churn
+ *   npx tsx bench/change-source.ts --rows 1000000 --churn 0.1
+ *
+ * It creates (and at the end drops) its own database `deltasync_bench_changes` on the server named
+ * by --url / DELTASYNC_BENCH_MYSQL_URL, so no other data is touched. See docs/benchmarks.md.
+ * Timings never decide the exit code; a wrong result does (exit 1).
+ */
+import { performance } from 'node:perf_hooks';
+import { Command, InvalidArgumentError } from 'commander';
+import knex from 'knex';
+import { updateFollowingChanges } from '../src/core/change-tracking';
+import { directReader, type DatasetDefinition } from '../src/core/dataset';
+import { updateDeltalog } from '../src/core/deltalog';
+import { databaseConfig, migrateToLatest, type Db } from '../src/db';
+
+const BENCH_DATABASE = 'deltasync_bench_changes';
+const TARGET_SPEEDUP = 50;
+const FOLLOWED = 'default/followed';
+const COMPARED = 'default/compared';
+const T0 = Date.UTC(2026, 11, 4);
+
+const dataset: DatasetDefinition = {
+  table: 'customers',
+  key: 'customer_key',
+  attributes: ['email', 'name', 'country', 'segment'],
+  changes: { source: 'triggers', fullCompareHours: 24 },
+};
+const { changes: _none, ...unfollowed } = dataset;
+
+interface Options {
+  url: string;
+  rows: number;
+  churnPercent: number;
+  keep: boolean;
+}
+
+function parseOptions(argv: string[]): Options {
+  const positive = (value: string) => {
+    const n = Number(value.replace(/_/g, '').replace(/k$/i, '000').replace(/m$/i, '000000'));
+    if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('a positive number (10M, 500k, 2000)');
+    return Math.round(n);
+  };
+  const share = (value: string) => {
+    const n = Number(value.replace(/%$/, ''));
+    if (!Number.isFinite(n) || n <= 0 || n > 100) throw new InvalidArgumentError('a percentage in (0, 100]');
+    return n;
+  };
+  const command = new Command('bench/change-source.ts')
+    .description('Incremental deltalog update from a trigger change source vs the full compare, side by side')
+    .option(
+      '--url <url>',
+      'MariaDB server',
+      process.env.DELTASYNC_BENCH_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306/test',
+    )
+    .option('--rows <n>', 'dataset rows', positive, 10_000_000)
+    .option('--churn <percent>', 'share of the rows changed (a third new, deleted, renamed)', share, 0.1)
+    .option('--keep', 'keep the benchmark database afterwards', false)
+    .parse(argv);
+  const o = command.opts<{ url: string; rows: number; churn: number; keep: boolean }>();
+  return { url: o.url, rows: o.rows, churnPercent: o.churn, keep: o.keep };
+}
+
+const log = (line: string) => console.log(`[bench:changes] ${line}`);
+const secs = (ms: number) => (ms / 1000).toFixed(2);
+const int = (n: number) => n.toLocaleString('en-US');
+
+async function timed<T>(label: string, work: () => Promise<T>): Promise<{ ms: number; result: T }> {
+  const started = performance.now();
+  const result = await work();
+  const ms = performance.now() - started;
+  log(`${label} (${secs(ms)} s)`);
+  return { ms, result };
+}
+
+async function openBenchDatabase(serverUrl: string): Promise<Db> {
+  const admin = knex(databaseConfig(serverUrl));
+  try {
+    await admin.raw(`DROP DATABASE IF EXISTS \`${BENCH_DATABASE}\``);
+    await admin.raw(`CREATE DATABASE \`${BENCH_DATABASE}\` CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci`);
+  } finally {
+    await admin.destroy();
+  }
+  const url = new URL(serverUrl.replace(/^mariadb:/, 'mysql:'));
+  url.pathname = `/${BENCH_DATABASE}`;
+  const db = knex(databaseConfig(url.toString()));
+  await migrateToLatest(db);
+  return db;
+}
+
+const seedColumns = (n: string) =>
+  `CONCAT('cus_', LPAD(${n}, 10, '0')), CONCAT('user', ${n}, '@mail', ${n} % 97, '.example.com'), ` +
+  `CONCAT('Customer ', ${n}), ELT(1 + ${n} % 8, 'DE', 'FR', 'NL', 'BE', 'ES', 'IT', 'AT', 'PL'), ` +
+  `ELT(1 + ${n} % 4, 'retail', 'smb', 'enterprise', 'public')`;
+
+async function seed(db: Db, rows: number): Promise<void> {
+  await db.raw(
+    `CREATE TABLE customers (
+       customer_key VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL PRIMARY KEY,
+       email VARCHAR(255) NULL, name VARCHAR(255) NULL, country CHAR(2) NULL, segment VARCHAR(32) NULL
+     ) ENGINE=InnoDB`,
+  );
+  const chunk = 1_000_000;
+  for (let first = 1; first <= rows; first += chunk) {
+    const last = Math.min(rows, first + chunk - 1);
+    await timed(`seeded rows ${int(first)}–${int(last)}`, () =>
+      db.raw(`INSERT INTO customers SELECT ${seedColumns('seq')} FROM seq_${first}_to_${last}`),
+    );
+  }
+}
+
+/** The churn, through the triggers: a third new keys, a third deleted, a third renamed. */
+async function churn(db: Db, rows: number, percent: number): Promise<number> {
+  const total = Math.max(3, Math.round((rows * percent) / 100));
+  const third = Math.floor(total / 3);
+  const stride = Math.floor(rows / total);
+  const picked = (offset: number, count: number) =>
+    `SELECT ${offset} + seq * ${stride} AS n FROM seq_0_to_${count - 1}`;
+  await db.raw(
+    `INSERT INTO customers SELECT CONCAT('cus_', LPAD(p.n, 10, '0'), '-new'), 'new@example.com', 'New', 'DE', 'smb' FROM (${picked(1, third)}) p`,
+  );
+  await db.raw(
+    `DELETE c FROM customers c JOIN (${picked(2, third)}) p ON c.customer_key = CONCAT('cus_', LPAD(p.n, 10, '0'))`,
+  );
+  await db.raw(
+    `UPDATE customers c JOIN (${picked(3, total - 2 * third)}) p ON c.customer_key = CONCAT('cus_', LPAD(p.n, 10, '0')) SET c.name = CONCAT(c.name, ' (renamed)')`,
+  );
+  return total;
+}
+
+/** Row count and an order-independent checksum of a connector's deltalog. */
+async function fingerprint(db: Db, connector: string): Promise<string> {
+  const [[row]] = (await db.raw(
+    `SELECT COUNT(*) AS n, SUM(CRC32(CONCAT_WS('|', record_key, in_dataset, attr_hash, on_remote, updated_at, COALESCE(committed_at, '-'), attempts))) AS s
+     FROM deltalog WHERE connector_id = ?`,
+    [connector],
+  )) as [{ n: number; s: string | null }[]];
+  return `${row!.n}:${row!.s ?? 0}`;
+}
+
+async function main(): Promise<number> {
+  const options = parseOptions(process.argv);
+  log(`${int(options.rows)} rows, ${options.churnPercent}% churn, MariaDB at ${new URL(options.url).host}`);
+  const db = await openBenchDatabase(options.url);
+  try {
+    await seed(db, options.rows);
+    // Both deltalogs at the seeded state; the followed one installs its triggers and positions.
+    await timed('full compare of the followed connector (installs the triggers)', () =>
+      updateFollowingChanges(db, FOLLOWED, dataset, directReader(db, dataset), T0),
+    );
+    await timed('full compare of the compared connector', () => updateDeltalog(db, COMPARED, unfollowed, T0));
+    const changed = await timed('churn through the triggers', () =>
+      churn(db, options.rows, options.churnPercent),
+    );
+    await db.raw('FLUSH TABLES customers, deltalog, change_journal FOR EXPORT');
+    await db.raw('UNLOCK TABLES');
+
+    const now = T0 + 60_000;
+    const incremental = await timed('incremental update (followed connector)', () =>
+      updateFollowingChanges(db, FOLLOWED, dataset, directReader(db, dataset), now),
+    );
+    const full = await timed('full compare (compared connector)', () =>
+      updateDeltalog(db, COMPARED, unfollowed, now),
+    );
+
+    const [a, b] = [await fingerprint(db, FOLLOWED), await fingerprint(db, COMPARED)];
+    const right =
+      incremental.result.compare.mode === 'incremental' &&
+      incremental.result.compare.touchedKeys === changed.result &&
+      a === b;
+    if (!right) {
+      log(
+        `WRONG RESULT: compare ${JSON.stringify(incremental.result.compare)}, changed ${changed.result}, deltalogs ${a} vs ${b}`,
+      );
+      return 1;
+    }
+    const speedup = full.ms / incremental.ms;
+    console.log(
+      `\n| rows | churn | touched keys | full compare s | incremental s | speedup |\n|---:|---:|---:|---:|---:|---:|\n` +
+        `| ${int(options.rows)} | ${options.churnPercent}% | ${int(changed.result)} | ${secs(full.ms)} | ${secs(incremental.ms)} | ${speedup.toFixed(1)}× |\n`,
+    );
+    console.log(
+      `${speedup >= TARGET_SPEEDUP ? 'TARGET MET' : 'TARGET MISSED'}: incremental update ${speedup.toFixed(1)}× faster than the full compare ` +
+        `at ${int(options.rows)} rows and ${options.churnPercent}% churn (target ≥ ${TARGET_SPEEDUP}×${options.rows < 10_000_000 ? '; the target is set at 10M rows' : ''})`,
+    );
+    return 0;
+  } finally {
+    if (!options.keep) await db.raw(`DROP DATABASE IF EXISTS \`${BENCH_DATABASE}\``);
+    await db.destroy();
+  }
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    console.error(error);
+    process.exit(1);
+  },
+);
