@@ -397,6 +397,36 @@ describe('datasets: what a tenant reads is decided by its own database grants', 
     assert.ok(!keys.some((k) => k.includes('top-secret')), 'the server file never reached the list');
   });
 
+  test("a tenant with its own database user cannot have triggers installed, on its tables or another tenant's", async () => {
+    // Triggers are created with the worker's rights: tenant a naming tenant c's table must not
+    // get deltasync to alter it.
+    const access = createDatasetAccess({ db: workerDb, secretsOf: () => secrets.forTenant('a') });
+    try {
+      for (const table of [`${DB.aData}.customers`, `${DB.cData}.customers`]) {
+        const connector = parseConnector({
+          ...legitA('followed'),
+          tenant: 'a',
+          dataset: {
+            ...legitA('followed').dataset,
+            changes: { source: 'triggers', tables: [{ table, key: 'email' }] },
+          },
+        });
+        const problems = await access.prepare(tenants.get('a')!, connector);
+        assert.match(
+          problems[0]!,
+          /^dataset\.changes: change sources are not available to a tenant that reads through its own database user/,
+        );
+      }
+    } finally {
+      await access.close();
+    }
+    const [triggers] = (await admin.raw(
+      'SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA IN (?, ?)',
+      [DB.aData, DB.cData],
+    )) as [unknown[]];
+    assert.deepEqual(triggers, []);
+  });
+
   test('a tenant database user that would not be a boundary is refused, saying what to fix', async () => {
     const problemsWith = async (url: string) => {
       const access = createDatasetAccess({ db: workerDb, secretsOf: () => () => url });
