@@ -93,21 +93,41 @@ export async function updateDeltalogFromChanges(
     const traits = reader.traits ?? (await keyTraits(executor, reader.dataset));
     return inCompareTransaction(executor, async (trx) => {
       const dialect = dialectOf(trx as unknown as Db);
-      const [counted] = await rows<{ n: number }>(
-        trx,
-        join(text('SELECT COUNT(*) AS n FROM ('), touched, text(') t')),
-      );
-      const before = await keysInDataset(trx, connectorId, touched);
       const groupBy = duplicateKey(dialect, reader.dataset, traits);
-      await upsertNewAndChanged(trx, dialect, connectorId, reader.dataset, now, groupBy, touched);
-      await markRemoved(trx, dialect, connectorId, reader.dataset, now, touched);
-      const after = await keysInDataset(trx, connectorId, touched);
-      const applied = { touchedKeys: Number(counted?.n ?? 0), datasetKeysDelta: after - before };
+      const applied = { touchedKeys: 0, datasetKeysDelta: 0 };
+      // In key order, a chunk at a time: the chunk's pages, read by its first statement, are
+      // still in the buffer pool for the next four (all of the change at once may not fit).
+      let lowest = '';
+      for (;;) {
+        const [bound] = await rows<{ n: number; k: string | null }>(
+          trx,
+          join(
+            text('SELECT COUNT(*) AS n, MAX(c.record_key) AS k FROM (SELECT t.record_key FROM ('),
+            touched,
+            text(`) t WHERE t.record_key > ? ORDER BY t.record_key LIMIT ${CHANGE_CHUNK}) c`, lowest),
+          ),
+        );
+        if (!bound || Number(bound.n) === 0 || bound.k === null) break;
+        const chunk = join(
+          text('SELECT t.record_key FROM ('),
+          touched,
+          text(') t WHERE t.record_key > ? AND t.record_key <= ?', lowest, bound.k),
+        );
+        const before = await keysInDataset(trx, connectorId, chunk);
+        await upsertNewAndChanged(trx, dialect, connectorId, reader.dataset, now, groupBy, chunk);
+        await markRemoved(trx, dialect, connectorId, reader.dataset, now, chunk);
+        applied.datasetKeysDelta += (await keysInDataset(trx, connectorId, chunk)) - before;
+        applied.touchedKeys += Number(bound.n);
+        lowest = bound.k;
+      }
       await alongside(trx, applied);
       return applied;
     });
   });
 }
+
+/** Touched keys updated per round of statements (see updateDeltalogFromChanges). */
+const CHANGE_CHUNK = 1000;
 
 export interface ChangesApplied {
   touchedKeys: number;
