@@ -36,6 +36,8 @@ interface Options {
   url: string;
   rows: number;
   churnPercent: number;
+  /** innodb_buffer_pool_size for the run (restored afterwards); absent: the server's as it is. */
+  bufferPool?: number;
   keep: boolean;
 }
 
@@ -44,6 +46,11 @@ function parseOptions(argv: string[]): Options {
     const n = Number(value.replace(/_/g, '').replace(/k$/i, '000').replace(/m$/i, '000000'));
     if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('a positive number (10M, 500k, 2000)');
     return Math.round(n);
+  };
+  const bytes = (value: string) => {
+    const match = /^(\d+)([KMG]?)$/i.exec(value);
+    if (!match) throw new InvalidArgumentError('a size such as 4G, 512M');
+    return Number(match[1]) * 1024 ** ' KMG'.indexOf((match[2] || ' ').toUpperCase());
   };
   const share = (value: string) => {
     const n = Number(value.replace(/%$/, ''));
@@ -59,10 +66,15 @@ function parseOptions(argv: string[]): Options {
     )
     .option('--rows <n>', 'dataset rows', positive, 10_000_000)
     .option('--churn <percent>', 'share of the rows changed (a third new, deleted, renamed)', share, 0.1)
+    .option(
+      '--buffer-pool <size>',
+      "InnoDB buffer pool for the run, e.g. 4G (restored afterwards; default: the server's)",
+      bytes,
+    )
     .option('--keep', 'keep the benchmark database afterwards', false)
     .parse(argv);
-  const o = command.opts<{ url: string; rows: number; churn: number; keep: boolean }>();
-  return { url: o.url, rows: o.rows, churnPercent: o.churn, keep: o.keep };
+  const o = command.opts<{ url: string; rows: number; churn: number; bufferPool?: number; keep: boolean }>();
+  return { url: o.url, rows: o.rows, churnPercent: o.churn, bufferPool: o.bufferPool, keep: o.keep };
 }
 
 const log = (line: string) => console.log(`[bench:changes] ${line}`);
@@ -142,10 +154,32 @@ async function fingerprint(db: Db, connector: string): Promise<string> {
   return `${row!.n}:${row!.s ?? 0}`;
 }
 
+/** Resize the InnoDB buffer pool, waiting (up to a minute) until it is done; returns the size before. */
+async function resizeBufferPool(db: Db, size: number): Promise<number> {
+  const current = async () =>
+    Number(
+      ((await db.raw('SELECT @@innodb_buffer_pool_size AS size')) as [{ size: number | string }[]])[0][0]!
+        .size,
+    );
+  const before = await current();
+  await db.raw('SET GLOBAL innodb_buffer_pool_size = ?', [size]);
+  for (let waited = 0; waited < 60_000 && (await current()) === before && size !== before; waited += 500)
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  return before;
+}
+
 async function main(): Promise<number> {
   const options = parseOptions(process.argv);
   log(`${int(options.rows)} rows, ${options.churnPercent}% churn, MariaDB at ${new URL(options.url).host}`);
   const db = await openBenchDatabase(options.url);
+  const restorePool =
+    options.bufferPool === undefined ? undefined : await resizeBufferPool(db, options.bufferPool);
+  const [[pool]] = (await db.raw('SELECT @@innodb_buffer_pool_size AS size')) as [
+    { size: number | string }[],
+  ];
+  log(
+    `InnoDB buffer pool ${int(Number(pool!.size) / 1024 ** 2)} MiB${restorePool === undefined ? " (the server's own)" : ' for this run'}`,
+  );
   try {
     await seed(db, options.rows);
     // Both deltalogs at the seeded state; the followed one installs its triggers and positions.
@@ -180,8 +214,8 @@ async function main(): Promise<number> {
     }
     const speedup = full.ms / incremental.ms;
     console.log(
-      `\n| rows | churn | touched keys | full compare s | incremental s | speedup |\n|---:|---:|---:|---:|---:|---:|\n` +
-        `| ${int(options.rows)} | ${options.churnPercent}% | ${int(changed.result)} | ${secs(full.ms)} | ${secs(incremental.ms)} | ${speedup.toFixed(1)}× |\n`,
+      `\n| rows | churn | buffer pool | touched keys | full compare s | incremental s | speedup |\n|---:|---:|---:|---:|---:|---:|---:|\n` +
+        `| ${int(options.rows)} | ${options.churnPercent}% | ${int(Number(pool!.size) / 1024 ** 2)} MiB | ${int(changed.result)} | ${secs(full.ms)} | ${secs(incremental.ms)} | ${speedup.toFixed(1)}× |\n`,
     );
     console.log(
       `${speedup >= TARGET_SPEEDUP ? 'TARGET MET' : 'TARGET MISSED'}: incremental update ${speedup.toFixed(1)}× faster than the full compare ` +
@@ -190,6 +224,7 @@ async function main(): Promise<number> {
     return 0;
   } finally {
     if (!options.keep) await db.raw(`DROP DATABASE IF EXISTS \`${BENCH_DATABASE}\``);
+    if (restorePool !== undefined) await resizeBufferPool(db, restorePool);
     await db.destroy();
   }
 }

@@ -3,7 +3,6 @@ import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import type { Knex } from 'knex';
 import { sourceIdOf } from '../src/core/change-source';
-import { deleteConnector, saveConnector } from '../src/core/connector-store';
 import { updateFollowingChanges, forgetTracking, type TrackedUpdate } from '../src/core/change-tracking';
 import { directReader, type DatasetDefinition } from '../src/core/dataset';
 import { datasetKeyCount, updateDeltalog } from '../src/core/deltalog';
@@ -435,26 +434,6 @@ for (const dialect of dialects) {
         ),
       });
       assert.deepEqual(await triggersOn(db, table), []);
-    });
-
-    test('deleting the last connector that follows a table removes its triggers and journal', async () => {
-      const f = await fixture(db);
-      for (const id of ['del-1', 'del-2'])
-        await saveConnector(db, {
-          id,
-          dataset: f.table,
-          destination: { type: 'http-list', baseUrl: 'http://unused.invalid', listId: 'l', tokenSecret: 'U' },
-        });
-      await follow(db, 'default/del-1', f.table, 1000);
-      await follow(db, 'default/del-2', f.table, 1000);
-      await db(f.people).insert({ k: 'z1', a: 'x' });
-      await deleteConnector(db, 'default', 'del-1');
-      assert.equal((await triggersOn(db, f.people)).length, 3, 'del-2 still follows the table');
-      await deleteConnector(db, 'default', 'del-2');
-      assert.deepEqual(await triggersOn(db, f.people), []);
-      const source = sourceIdOf({ table: f.people, key: 'k' });
-      assert.equal((await db('change_journal').where({ source_id: source })).length, 0);
-      assert.equal((await db('change_sources').where({ source_id: source })).length, 0);
     });
 
     test('the journal is trimmed to what every follower has applied', async () => {

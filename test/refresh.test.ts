@@ -71,6 +71,20 @@ function connectorFor(id: string, batchSize: number): ConnectorInput & { destina
   };
 }
 
+async function triggersOn(t: TestDatabase, table: string): Promise<string[]> {
+  if (t.dialect === 'sqlite')
+    return (
+      (await t.db.raw("SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?", [table])) as {
+        name: string;
+      }[]
+    ).map((r) => r.name);
+  const [rows] = (await t.db.raw(
+    'SELECT TRIGGER_NAME AS name FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = DATABASE() AND EVENT_OBJECT_TABLE = ?',
+    [table],
+  )) as [{ name: string }[]];
+  return rows.map((r) => r.name);
+}
+
 async function assertListEqualsDataset(t: TestDatabase, listId: string) {
   const expected = await readCustomers(t.db);
   const actual = emulator.members(listId);
@@ -149,6 +163,12 @@ for (const dialect of dialects) {
         assert.deepEqual([third.additions, third.updates, third.deletions], [7, 4, 3]);
         assert.equal(third.datasetSize, (await readCustomers(t.db)).size);
         await assertListEqualsDataset(t, listId);
+
+        // Deleting the last connector that follows the table removes its triggers and journal.
+        await client.connectors.delete(connector.id);
+        assert.deepEqual(await triggersOn(t, 'demo_customers'), []);
+        assert.equal((await t.db('change_journal')).length, 0);
+        assert.equal((await t.db('change_sources')).length, 0);
       });
     });
   });

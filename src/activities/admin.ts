@@ -1,3 +1,4 @@
+import { forgetTracking } from '../core/change-tracking';
 import {
   connectorKey,
   InvalidConnectorError,
@@ -110,6 +111,8 @@ export function createAdminActivities({
       case 'delete': {
         const connector = await loadConnector(db, tenant.id, op.id);
         await deleteConnector(db, tenant.id, op.id);
+        // Its change positions; a table nobody follows any more loses its triggers and journal.
+        await forgetTracking(db, connectorKey(tenant.id, op.id));
         await tenancy.datasets.forget(tenant, connector);
         return { kind: 'deleted', id: op.id };
       }

@@ -1,4 +1,3 @@
-import { forgetTracking } from './change-tracking';
 import type { Db } from '../db/index';
 import { connectorKey, parseConnector, type ConnectorDefinition, type ConnectorInput } from './connector';
 
@@ -75,8 +74,6 @@ export async function deleteConnector(db: Db, tenant: string, id: string): Promi
     await trx('connector_state').where({ connector_id: key }).delete();
     await trx('connectors').where({ id: key }).delete();
   });
-  // Its change positions too; a change source nobody follows any more loses its triggers.
-  await forgetTracking(db, key);
 }
 
 export class UnknownConnectorError extends Error {
