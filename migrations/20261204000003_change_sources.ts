@@ -5,7 +5,8 @@ import type { Knex } from 'knex';
  * they touch to `change_journal`; a refresh claims the unclaimed rows into the next batch of
  * their source and updates the deltalog from the keys of the batches after its connector's
  * position only. `change_sources.floor` is the lowest position from which the journal is known to
- * be complete (raised when triggers had to be reinstalled or rows went missing). The run records
+ * be complete (raised when triggers had to be reinstalled or rows went missing). A watermark source
+ * keeps no journal: its position is the column values seen. The run records
  * how its deltalog was updated in `refresh_runs.compare`.
  */
 export async function up(knex: Knex): Promise<void> {
@@ -34,7 +35,8 @@ export async function up(knex: Knex): Promise<void> {
   await knex.schema.createTable('change_positions', (t) => {
     t.string('connector_id', 128).notNullable();
     t.string('source_id', 64).notNullable();
-    t.bigInteger('batch').notNullable();
+    /** Where the connector is in the source: a trigger journal's batch, or watermark values (JSON). */
+    t.string('position', 255).notNullable();
     t.primary(['connector_id', 'source_id']);
   });
   await knex.schema.createTable('change_tracking', (t) => {

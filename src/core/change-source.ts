@@ -183,7 +183,7 @@ export async function ensureTriggers(db: Db, tracked: TrackedTable, now: number)
  * would let a SELECT match 'K1' to a journalled 'k1' that the journal's own comparison does not:
  * such a dataset keeps the full compare.
  */
-async function assertByteCompared(db: Db, tracked: TrackedTable): Promise<void> {
+export async function assertByteCompared(db: Db, tracked: TrackedTable): Promise<void> {
   const [schema, table] = splitTable(tracked.table);
   let collation: string | null | undefined;
   if (dialectOf(db) === 'mysql') {
@@ -333,19 +333,75 @@ export function touchedKeys(ranges: { sourceId: string; after: number; upTo: num
 }
 
 /**
+ * One followed source, whatever its kind (triggers here, a watermark column in
+ * change-watermark.ts), as change-tracking.ts drives it. Positions are strings the source alone
+ * reads.
+ */
+export interface FollowedSource {
+  sourceId: string;
+  /** The table, for the reasons a run gives. */
+  table: string;
+  /** Ready the source (install what it needs); `lost`: changes may have gone unrecorded. */
+  prepare(now: number): Promise<{ lost?: string }>;
+  /** Everything visible now is at or below the position returned. */
+  claim(): Promise<string>;
+  /** Why a follower at `position` cannot continue to `claimed`; undefined when it can. */
+  discontinuity(position: string, claimed: string): Promise<string | undefined>;
+  /** The keys touched after `position` up to `claimed`, as a subquery naming `record_key`. */
+  touched(position: string | undefined, claimed: string): Fragment;
+  /**
+   * The position a follower keeps once it applied up to `claimed` from `position` (undefined: a
+   * first full compare).
+   */
+  advance(position: string | undefined, claimed: string): string;
+  /** Drop what every follower has applied. */
+  trim(): Promise<void>;
+}
+
+/** A table followed by triggers and its journal. */
+export function triggerSource(db: Db, tracked: TrackedTable): FollowedSource {
+  const sourceId = sourceIdOf(tracked);
+  return {
+    sourceId,
+    table: tracked.table,
+    async prepare(now) {
+      const state = await ensureTriggers(db, tracked, now);
+      return state.reinstalled
+        ? {
+            lost: `the triggers on ${tracked.table} were missing (changes made meanwhile were not journalled)`,
+          }
+        : {};
+    },
+    // Claimed before anything is read: a change committed after its claim is in a later batch.
+    claim: async () => String((await claimChanges(db, sourceId)).batch),
+    async discontinuity(position, claimed) {
+      if (!(await verifyJournal(db, sourceId, Number(claimed))))
+        return `rows of the change journal of ${tracked.table} went missing`;
+      if (Number(position) < (await sourceFloor(db, sourceId)))
+        return `the change journal of ${tracked.table} cannot prove it saw every change since the last refresh`;
+      return undefined;
+    },
+    touched: (position, claimed) =>
+      touchedKeys([{ sourceId, after: Number(position ?? 0), upTo: Number(claimed) }]),
+    advance: (_position, claimed) => claimed,
+    trim: async () => {
+      await trimJournal(db, sourceId);
+    },
+  };
+}
+
+/**
  * Delete the journal rows every follower of the source has applied (the lowest position among
  * them). Returns the rows deleted.
  */
 export async function trimJournal(db: Db | Knex.Transaction, sourceId: string): Promise<number> {
-  const [low] = (await db('change_positions').where({ source_id: sourceId }).min({ batch: 'batch' })) as {
-    batch: number | string | null;
+  const positions = (await db('change_positions').where({ source_id: sourceId }).select('position')) as {
+    position: string;
   }[];
-  if (low?.batch === null || low?.batch === undefined) return 0;
+  if (positions.length === 0) return 0;
+  const low = Math.min(...positions.map((row) => Number(row.position)));
   const deleted = Number(
-    await db('change_journal')
-      .where({ source_id: sourceId })
-      .where('batch', '<=', Number(low.batch))
-      .delete(),
+    await db('change_journal').where({ source_id: sourceId }).where('batch', '<=', low).delete(),
   );
   if (deleted > 0)
     await db('change_sources')

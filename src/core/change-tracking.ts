@@ -1,18 +1,9 @@
 import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { Db } from '../db';
-import {
-  claimChanges,
-  ensureTriggers,
-  removeUnfollowedSources,
-  sourceFloor,
-  touchedKeys,
-  trackedTables,
-  trimJournal,
-  verifyJournal,
-  type TrackedTable,
-} from './change-source';
-import type { DatasetDefinition, DatasetReader } from './dataset';
+import { removeUnfollowedSources, triggerSource, type FollowedSource } from './change-source';
+import { watermarkSource, watermarksWentBackwards, type WatermarkTable } from './change-watermark';
+import type { DatasetDefinition, DatasetReader, Fragment } from './dataset';
 import {
   badRowTotal,
   datasetKeyCount,
@@ -54,20 +45,36 @@ interface TrackingRow {
 
 /** What a position was taken for: the dataset's rows, key and attributes, and what is followed. */
 function signatureOf(dataset: DatasetDefinition): string {
+  const { fullCompareHours: _cadence, ...followed } = dataset.changes ?? { fullCompareHours: 0 };
   const shape = {
     table: dataset.table ?? null,
     sql: dataset.sql ?? null,
     key: dataset.key,
     attributes: dataset.attributes,
-    tables: trackedTables(dataset),
+    followed,
   };
   return createHash('sha256').update(JSON.stringify(shape)).digest('hex').slice(0, 32);
+}
+
+/** The sources a dataset declares, one per followed table. */
+export function followedSources(db: Db, dataset: DatasetDefinition): FollowedSource[] {
+  const changes = dataset.changes;
+  if (!changes) return [];
+  if (changes.source === 'triggers')
+    return (changes.tables ?? [{ table: dataset.table!, key: dataset.key }]).map((t) => triggerSource(db, t));
+  return watermarkTables(dataset).map((t) => watermarkSource(db, t));
+}
+
+function watermarkTables(dataset: DatasetDefinition): WatermarkTable[] {
+  const changes = dataset.changes;
+  if (changes?.source !== 'watermark') return [];
+  return changes.tables ?? [{ table: dataset.table!, key: dataset.key, column: changes.column! }];
 }
 
 /**
  * `declared` is the connector's dataset as configured (it names the change source); `reader` is
  * how its rows are read. `mustCompare`, when set, is why a full compare is needed regardless (keys
- * an interrupted first push adopted, which no journal reported).
+ * an interrupted first push adopted, which no change source reported).
  */
 export async function updateFollowingChanges(
   db: Db,
@@ -77,18 +84,19 @@ export async function updateFollowingChanges(
   now: number,
   mustCompare?: string,
 ): Promise<TrackedUpdate> {
-  const tables = trackedTables(declared);
-  if (tables.length === 0) {
+  const sources = followedSources(db, declared);
+  if (sources.length === 0) {
     await forgetTracking(db, connectorKey);
     return { report: await updateDeltalog(db, connectorKey, reader, now), compare: FULL_WITHOUT_SOURCE };
   }
-  const sources = await Promise.all(
-    tables.map(async (table) => ({ table, ...(await ensureTriggers(db, table, now)) })),
-  );
+  const lost: string[] = [];
+  for (const source of sources) {
+    const prepared = await source.prepare(now);
+    if (prepared.lost) lost.push(prepared.lost);
+  }
   await forgetTracking(db, connectorKey, new Set(sources.map((s) => s.sourceId)));
-  // Claimed before anything is read: a change committed after its claim is in a later batch.
-  const claims = new Map<string, number>();
-  for (const { sourceId } of sources) claims.set(sourceId, (await claimChanges(db, sourceId)).batch);
+  const claims = new Map<string, string>();
+  for (const source of sources) claims.set(source.sourceId, await source.claim());
 
   const positions = await positionsOf(db, connectorKey);
   const state = (await db('change_tracking').where({ connector_id: connectorKey }).first()) as
@@ -96,20 +104,24 @@ export async function updateFollowingChanges(
   const signature = signatureOf(declared);
   const continued =
     !!state && state.signature === signature && sources.every((s) => positions.has(s.sourceId));
-  const ranges = sources.map(({ sourceId }) => ({
-    sourceId,
-    after: positions.get(sourceId) ?? 0,
-    upTo: claims.get(sourceId)!,
-  }));
+  const touched = touchedAcross(sources, positions, claims);
+  const advanced = new Map(
+    sources.map((s) => [s.sourceId, s.advance(positions.get(s.sourceId), claims.get(s.sourceId)!)]),
+  );
 
   const fullBecause =
     mustCompare ??
-    (await whyFullCompare(db, {
+    (await whyFullCompare({
       state,
       signature,
       sources,
       positions,
       claims,
+      lost,
+      backwards: async () =>
+        declared.changes?.source === 'watermark'
+          ? watermarksWentBackwards(db, watermarkTables(declared), positions)
+          : undefined,
       now,
       hours: declared.changes!.fullCompareHours,
     }));
@@ -118,16 +130,16 @@ export async function updateFollowingChanges(
       db,
       connectorKey,
       reader,
-      touchedKeys(ranges),
+      touched,
       now,
       async (trx, result) => {
-        await savePositions(trx, connectorKey, claims);
+        await savePositions(trx, connectorKey, advanced);
         await trx('change_tracking')
           .where({ connector_id: connectorKey })
           .update({ dataset_keys: trx.raw('dataset_keys + ?', [result.datasetKeysDelta]) });
       },
     );
-    await trimAll(db, claims);
+    for (const source of sources) await source.trim();
     const lastBadRows = JSON.parse(state!.bad_rows) as BadRowReport;
     const datasetKeys = Number(state!.dataset_keys) + counted.datasetKeysDelta;
     return {
@@ -140,22 +152,15 @@ export async function updateFollowingChanges(
     };
   }
 
-  // The journal's changes first, a millisecond earlier: what the full compare still changes after
+  // The source's changes first, a millisecond earlier: what the full compare still changes after
   // them (stamped `now`) is what the change source missed.
   if (continued)
-    await updateDeltalogFromChanges(
-      db,
-      connectorKey,
-      reader,
-      touchedKeys(ranges),
-      now - 1,
-      async () => undefined,
-    );
+    await updateDeltalogFromChanges(db, connectorKey, reader, touched, now - 1, async () => undefined);
   const report = await updateDeltalog(db, connectorKey, reader, now);
   const drift = continued ? await changedAt(db, connectorKey, now) : undefined;
   const datasetKeys = await datasetKeyCount(db, connectorKey);
   await db.transaction(async (trx) => {
-    await savePositions(trx, connectorKey, claims);
+    await savePositions(trx, connectorKey, advanced);
     const row = {
       signature,
       full_compare_at: now,
@@ -167,7 +172,7 @@ export async function updateFollowingChanges(
       .onConflict('connector_id')
       .merge(row);
   });
-  await trimAll(db, claims);
+  for (const source of sources) await source.trim();
   return {
     report,
     compare: { mode: 'full', reason: fullBecause, ...(drift === undefined ? {} : { drift }) },
@@ -176,54 +181,66 @@ export async function updateFollowingChanges(
 
 const FULL_WITHOUT_SOURCE: CompareRecord = { mode: 'full', reason: 'the dataset declares no change source' };
 
-async function whyFullCompare(
-  db: Db,
-  input: {
-    state: TrackingRow | undefined;
-    signature: string;
-    sources: { table: TrackedTable; sourceId: string; reinstalled: boolean }[];
-    positions: Map<string, number>;
-    claims: Map<string, number>;
-    now: number;
-    hours: number;
-  },
-): Promise<string | undefined> {
+/** The keys touched in every source since the connector's position there. */
+function touchedAcross(
+  sources: FollowedSource[],
+  positions: Map<string, string>,
+  claims: Map<string, string>,
+): Fragment {
+  const parts = sources.map((s) => s.touched(positions.get(s.sourceId), claims.get(s.sourceId)!));
+  if (parts.length === 1) return parts[0]!;
+  return {
+    sql: `SELECT u.record_key FROM (${parts.map((p) => p.sql).join(' UNION ')}) u`,
+    bindings: parts.flatMap((p) => p.bindings),
+  };
+}
+
+async function whyFullCompare(input: {
+  state: TrackingRow | undefined;
+  signature: string;
+  sources: FollowedSource[];
+  positions: Map<string, string>;
+  claims: Map<string, string>;
+  lost: string[];
+  /** A watermark source's check across its tables (see watermarksWentBackwards). */
+  backwards: () => Promise<string | undefined>;
+  now: number;
+  hours: number;
+}): Promise<string | undefined> {
   const { state, sources, positions } = input;
   if (!state) return 'first compare with the change source';
   if (state.signature !== input.signature) return "the dataset's definition changed";
-  for (const { table, sourceId, reinstalled } of sources) {
-    const position = positions.get(sourceId);
-    if (position === undefined) return `a new change source on ${table.table}`;
-    if (reinstalled)
-      return `the triggers on ${table.table} were missing (changes made meanwhile were not journalled)`;
-    if (!(await verifyJournal(db, sourceId, input.claims.get(sourceId)!)))
-      return `rows of the change journal of ${table.table} went missing`;
-    if (position < (await sourceFloor(db, sourceId)))
-      return `the change journal of ${table.table} cannot prove it saw every change since the last refresh`;
+  for (const source of sources)
+    if (!positions.has(source.sourceId)) return `a new change source on ${source.table}`;
+  if (input.lost.length > 0) return input.lost[0];
+  const backwards = await input.backwards();
+  if (backwards) return backwards;
+  for (const source of sources) {
+    const broken = await source.discontinuity(
+      positions.get(source.sourceId)!,
+      input.claims.get(source.sourceId)!,
+    );
+    if (broken) return broken;
   }
   const dueAt = Number(state.full_compare_at) + input.hours * 3600_000;
   if (input.now >= dueAt) return `the safety net's full compare (every ${input.hours} h)`;
   return undefined;
 }
 
-async function positionsOf(db: Db, connectorKey: string): Promise<Map<string, number>> {
+async function positionsOf(db: Db, connectorKey: string): Promise<Map<string, string>> {
   const rows = (await db('change_positions').where({ connector_id: connectorKey })) as {
     source_id: string;
-    batch: number | string;
+    position: string;
   }[];
-  return new Map(rows.map((row) => [row.source_id, Number(row.batch)]));
+  return new Map(rows.map((row) => [row.source_id, row.position]));
 }
 
-async function savePositions(trx: Knex.Transaction, connectorKey: string, claims: Map<string, number>) {
-  for (const [sourceId, batch] of claims)
+async function savePositions(trx: Knex.Transaction, connectorKey: string, positions: Map<string, string>) {
+  for (const [sourceId, position] of positions)
     await trx('change_positions')
-      .insert({ connector_id: connectorKey, source_id: sourceId, batch })
+      .insert({ connector_id: connectorKey, source_id: sourceId, position })
       .onConflict(['connector_id', 'source_id'])
-      .merge({ batch });
-}
-
-async function trimAll(db: Db, claims: Map<string, number>) {
-  for (const sourceId of claims.keys()) await trimJournal(db, sourceId);
+      .merge({ position });
 }
 
 /** Pending rows stamped at `at`: what the full compare changed. Read through the pending index. */

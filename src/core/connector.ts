@@ -18,20 +18,34 @@ const identifier = z
 
 /**
  * Where a dataset's changes can be read from, so that a refresh compares only the keys touched
- * since the last one (src/core/change-source.ts). `triggers`: deltasync installs triggers on the
- * base tables that journal every inserted, updated or deleted key. A `table` dataset tracks its own
- * table by its key; a `sql` dataset (or a view) names the base tables its rows depend on, each with
- * the column that holds the dataset's key. A full compare still runs every `fullCompareHours` and
- * whenever the journal cannot prove it saw every change.
+ * since the last one (docs/change-sources.md). `triggers`: deltasync installs triggers on the base
+ * tables that journal every inserted, updated or deleted key. `watermark`: rows whose `column`
+ * grew since the last refresh (a tombstone table, listed too, brings hard deletions). A `table`
+ * dataset follows its own table by its key; a `sql` dataset (or a view) names the base tables its
+ * rows depend on, each with the column that holds the dataset's key. A full compare still runs
+ * every `fullCompareHours` and whenever the source cannot prove it saw every change.
  */
-export const changeSourceSchema = z.object({
-  source: z.literal('triggers'),
-  tables: z
-    .array(z.object({ table: identifier, key: identifier }))
-    .min(1)
-    .optional(),
-  fullCompareHours: z.number().positive().default(24),
-});
+const fullCompareHours = z.number().positive().default(24);
+export const changeSourceSchema = z.discriminatedUnion('source', [
+  z.object({
+    source: z.literal('triggers'),
+    tables: z
+      .array(z.object({ table: identifier, key: identifier }))
+      .min(1)
+      .optional(),
+    fullCompareHours,
+  }),
+  z.object({
+    source: z.literal('watermark'),
+    /** The dataset table's watermark column (a `table` dataset without `tables`). */
+    column: identifier.optional(),
+    tables: z
+      .array(z.object({ table: identifier, key: identifier, column: identifier }))
+      .min(1)
+      .optional(),
+    fullCompareHours,
+  }),
+]);
 
 export const datasetSchema = z
   .object({
@@ -47,7 +61,15 @@ export const datasetSchema = z
   .refine((d) => d.changes === undefined || d.table !== undefined || d.changes.tables !== undefined, {
     message: 'a `sql` dataset with `changes` names the base tables its rows depend on (`changes.tables`)',
     path: ['changes', 'tables'],
-  });
+  })
+  .refine(
+    (d) =>
+      d.changes?.source !== 'watermark' || d.changes.tables !== undefined || d.changes.column !== undefined,
+    {
+      message: 'a watermark source names its column (`changes.column`) or its tables (`changes.tables`)',
+      path: ['changes'],
+    },
+  );
 
 export const policySchema = z.object({
   /** `auto` lets the planner pick the cheapest allowed strategy on every run. */

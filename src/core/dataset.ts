@@ -20,13 +20,22 @@ export interface DatasetDefinition {
 }
 
 /** A dataset's change source, as declared (see changeSourceSchema in core/connector.ts). */
-export interface ChangeSourceSettings {
-  source: 'triggers';
-  /** Base tables and the column of each holding the dataset's key (default: the dataset's table). */
-  tables?: { table: string; key: string }[];
-  /** The safety net: a full compare at least this often. */
-  fullCompareHours: number;
-}
+export type ChangeSourceSettings =
+  | {
+      source: 'triggers';
+      /** Base tables and the column of each holding the dataset's key (default: the dataset's table). */
+      tables?: { table: string; key: string }[];
+      /** The safety net: a full compare at least this often. */
+      fullCompareHours: number;
+    }
+  | {
+      source: 'watermark';
+      /** The dataset table's watermark column. */
+      column?: string;
+      /** Tables (tombstone tables too), the key column and the watermark column of each. */
+      tables?: { table: string; key: string; column: string }[];
+      fullCompareHours: number;
+    };
 
 /** How a column of the dataset's key compares, which decides how cheaply duplicates are ruled out. */
 export interface KeyTraits {

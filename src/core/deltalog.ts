@@ -95,23 +95,24 @@ export async function updateDeltalogFromChanges(
       const dialect = dialectOf(trx as unknown as Db);
       const groupBy = duplicateKey(dialect, reader.dataset, traits);
       const applied = { touchedKeys: 0, datasetKeysDelta: 0 };
-      // In key order, a chunk at a time: the chunk's pages, read by its first statement, are
-      // still in the buffer pool for the next four (all of the change at once may not fit).
+      // The touched keys are gathered once, distinct and in key order, into a temporary table;
+      // then a chunk at a time: the chunk's pages, read by its first statement, are still in the
+      // buffer pool for the next four (all of the change at once may not fit).
+      await gatherTouched(trx, dialect, touched);
       let lowest = '';
       for (;;) {
         const [bound] = await rows<{ n: number; k: string | null }>(
           trx,
-          join(
-            text('SELECT COUNT(*) AS n, MAX(c.record_key) AS k FROM (SELECT t.record_key FROM ('),
-            touched,
-            text(`) t WHERE t.record_key > ? ORDER BY t.record_key LIMIT ${CHANGE_CHUNK}) c`, lowest),
+          text(
+            `SELECT COUNT(*) AS n, MAX(c.record_key) AS k FROM (SELECT record_key FROM ${TOUCHED} WHERE record_key > ? ORDER BY record_key LIMIT ${CHANGE_CHUNK}) c`,
+            lowest,
           ),
         );
         if (!bound || Number(bound.n) === 0 || bound.k === null) break;
-        const chunk = join(
-          text('SELECT t.record_key FROM ('),
-          touched,
-          text(') t WHERE t.record_key > ? AND t.record_key <= ?', lowest, bound.k),
+        const chunk = text(
+          `SELECT record_key FROM ${TOUCHED} WHERE record_key > ? AND record_key <= ?`,
+          lowest,
+          bound.k,
         );
         const before = await keysInDataset(trx, connectorId, chunk);
         await upsertNewAndChanged(trx, dialect, connectorId, reader.dataset, now, groupBy, chunk);
@@ -120,6 +121,7 @@ export async function updateDeltalogFromChanges(
         applied.touchedKeys += Number(bound.n);
         lowest = bound.k;
       }
+      await trx.raw(`DROP ${dialect === 'mysql' ? 'TEMPORARY ' : ''}TABLE ${TOUCHED}`);
       await alongside(trx, applied);
       return applied;
     });
@@ -128,6 +130,32 @@ export async function updateDeltalogFromChanges(
 
 /** Touched keys updated per round of statements (see updateDeltalogFromChanges). */
 const CHANGE_CHUNK = 1000;
+const TOUCHED = 'deltasync_touched';
+
+/**
+ * The touched keys, distinct, into a temporary table keyed by them (the connection's own; a
+ * leftover of a failed attempt on this pooled connection is dropped first). Creating a temporary
+ * table does not end MySQL's transaction.
+ */
+async function gatherTouched(trx: Knex.Transaction, dialect: Dialect, touched: Fragment): Promise<void> {
+  if (dialect === 'mysql') {
+    await trx.raw(`DROP TEMPORARY TABLE IF EXISTS ${TOUCHED}`);
+    await trx.raw(
+      `CREATE TEMPORARY TABLE ${TOUCHED} (record_key VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL PRIMARY KEY)`,
+    );
+    await trx.raw(
+      `INSERT IGNORE INTO ${TOUCHED} (record_key) SELECT t.record_key FROM (${touched.sql}) t`,
+      touched.bindings,
+    );
+    return;
+  }
+  await trx.raw(`DROP TABLE IF EXISTS temp.${TOUCHED}`);
+  await trx.raw(`CREATE TEMP TABLE ${TOUCHED} (record_key TEXT NOT NULL PRIMARY KEY)`);
+  await trx.raw(
+    `INSERT OR IGNORE INTO ${TOUCHED} (record_key) SELECT t.record_key FROM (${touched.sql}) t WHERE t.record_key IS NOT NULL`,
+    touched.bindings,
+  );
+}
 
 export interface ChangesApplied {
   touchedKeys: number;

@@ -25,7 +25,11 @@ export async function statementsOf(db: Db, work: () => Promise<unknown>): Promis
 }
 
 /** What the planner says it does, one line per table access. */
-export async function planOf(t: TestDatabase, q: Captured): Promise<string[]> {
+/** `t.db` may be a transaction: the plan of a statement over a temporary table needs its connection. */
+export async function planOf(
+  t: Pick<TestDatabase, 'dialect'> & { db: Db | Knex.Transaction },
+  q: Captured,
+): Promise<string[]> {
   if (t.dialect === 'sqlite') {
     const rows = (await t.db.raw(`EXPLAIN QUERY PLAN ${q.sql}`, q.bindings as Knex.RawBinding[])) as {
       detail: string;
