@@ -91,6 +91,26 @@ describe('validateConnector', () => {
     assert.deepEqual(neither, ['dataset: set exactly one of `table` and `sql`']);
   });
 
+  test('a change source is checked: its kind, its column or tables, and the tables of a SELECT', () => {
+    const dataset = (changes: unknown, sql = false) => ({
+      ...valid,
+      dataset: sql ? { sql: 'SELECT 1 AS email', key: 'email', changes } : { ...valid.dataset, changes },
+    });
+    assert.deepEqual(problemsOf(dataset({ source: 'binlog' }))[0]?.split(':')[0], 'dataset.changes.source');
+    assert.deepEqual(problemsOf(dataset({ source: 'watermark' })), [
+      'dataset.changes: a watermark source names its column (`changes.column`) or its tables (`changes.tables`)',
+    ]);
+    assert.deepEqual(problemsOf(dataset({ source: 'triggers' }, true)), [
+      'dataset.changes.tables: a `sql` dataset with `changes` names the base tables its rows depend on (`changes.tables`)',
+    ]);
+    const parsed = validateConnector(dataset({ source: 'watermark', column: 'updated_at' }));
+    assert.deepEqual(parsed.dataset.changes, {
+      source: 'watermark',
+      column: 'updated_at',
+      fullCompareHours: 24,
+    });
+  });
+
   test('a bad id, key or attribute is named by its path', () => {
     for (const id of ['CRM', 'crm audience', '-crm', '', 'x'.repeat(129)]) {
       const problems = problemsOf({ ...valid, id });
