@@ -37,6 +37,11 @@ export async function up(knex: Knex): Promise<void> {
     t.string('source_id', 64).notNullable();
     /** Where the connector is in the source: a trigger journal's batch, or watermark values (JSON). */
     t.string('position', 255).notNullable();
+    /**
+     * False while the connector's first compare with the source runs: the row then only holds
+     * the journal from its claim on, so that other followers' trimming cannot delete it.
+     */
+    t.boolean('applied').notNullable().defaultTo(true);
     t.primary(['connector_id', 'source_id']);
   });
   await knex.schema.createTable('change_tracking', (t) => {

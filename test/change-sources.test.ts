@@ -3,7 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { sourceIdOf } from '../src/core/change-source';
 import { updateFollowingChanges, forgetTracking, type TrackedUpdate } from '../src/core/change-tracking';
-import { directReader, type DatasetDefinition } from '../src/core/dataset';
+import { directReader, type DatasetDefinition, type DatasetReader } from '../src/core/dataset';
 import { datasetKeyCount, updateDeltalog } from '../src/core/deltalog';
 import type { Db } from '../src/db';
 import { createTestDatabase, dialects, type TestDatabase } from './helpers/databases';
@@ -524,6 +524,37 @@ for (const dialect of dialects) {
       assert.equal(after.compare.mode, 'full');
       assert.match(after.compare.reason, /the watermarks went backwards/);
       assert.equal(after.compare.drift, 1, 'v1 restored with other attributes, which no stamp announced');
+    });
+
+    test("a follower's first compare holds the journal: others trimming meanwhile cannot lose it a change", async () => {
+      const f = await fixture(db);
+      const [a, c] = [connector(), connector()];
+      await db(f.people).insert({ k: 'r1', a: 'x' });
+      await follow(db, a, f.table, 1000);
+      // `c` starts following: it claims, then compares. Right after its compare read the dataset,
+      // r1 changes and `a` refreshes (claiming that change and trimming what it applied).
+      const racing: DatasetReader = {
+        dataset: f.table,
+        read: async (work) => {
+          const result = await work(db);
+          if (!raced) {
+            raced = true;
+            await db(f.people).where({ k: 'r1' }).update({ a: 'changed' });
+            await follow(db, a, f.table, 2000);
+          }
+          return result;
+        },
+      };
+      let raced = false;
+      const first = await updateFollowingChanges(db, c, f.table, racing, 2000);
+      assert.equal(first.compare.mode, 'full');
+      const next = await follow(db, c, f.table, 3000);
+      assert.equal(next.compare.mode, 'incremental');
+      assert.equal(next.compare.touchedKeys, 1, "r1's change reaches `c` too");
+      const twin = connector();
+      await updateDeltalog(db, twin, f.table, 3000);
+      const hashes = async (id: string) => (await deltalogOf(db, id)).map((r) => r.slice(0, 3));
+      assert.deepEqual(await hashes(c), await hashes(twin));
     });
 
     test('the journal is trimmed to what every follower has applied', async () => {

@@ -99,6 +99,7 @@ export async function updateFollowingChanges(
   for (const source of sources) claims.set(source.sourceId, await source.claim());
 
   const positions = await positionsOf(db, connectorKey);
+  await reserve(db, connectorKey, sources, positions, claims);
   const state = (await db('change_tracking').where({ connector_id: connectorKey }).first()) as
     TrackingRow | undefined;
   const signature = signatureOf(declared);
@@ -227,8 +228,34 @@ async function whyFullCompare(input: {
   return undefined;
 }
 
+/**
+ * A source the connector has no position in yet: hold the journal from this claim on until its
+ * full compare saves the position (another follower trims only below every row, held or not).
+ */
+async function reserve(
+  db: Db,
+  connectorKey: string,
+  sources: FollowedSource[],
+  positions: Map<string, string>,
+  claims: Map<string, string>,
+) {
+  for (const { sourceId } of sources) {
+    if (positions.has(sourceId)) continue;
+    await db('change_positions')
+      .insert({
+        connector_id: connectorKey,
+        source_id: sourceId,
+        position: claims.get(sourceId)!,
+        applied: false,
+      })
+      .onConflict(['connector_id', 'source_id'])
+      .ignore();
+  }
+}
+
+/** The positions the connector has applied up to (not those only held for a first compare). */
 async function positionsOf(db: Db, connectorKey: string): Promise<Map<string, string>> {
-  const rows = (await db('change_positions').where({ connector_id: connectorKey })) as {
+  const rows = (await db('change_positions').where({ connector_id: connectorKey, applied: true })) as {
     source_id: string;
     position: string;
   }[];
@@ -238,9 +265,9 @@ async function positionsOf(db: Db, connectorKey: string): Promise<Map<string, st
 async function savePositions(trx: Knex.Transaction, connectorKey: string, positions: Map<string, string>) {
   for (const [sourceId, position] of positions)
     await trx('change_positions')
-      .insert({ connector_id: connectorKey, source_id: sourceId, position })
+      .insert({ connector_id: connectorKey, source_id: sourceId, position, applied: true })
       .onConflict(['connector_id', 'source_id'])
-      .merge({ position });
+      .merge({ position, applied: true });
 }
 
 /** Pending rows stamped at `at`: what the full compare changed. Read through the pending index. */
@@ -258,8 +285,10 @@ async function changedAt(db: Db, connectorKey: string, at: number): Promise<numb
  * (triggers dropped, journal deleted). Also what deleting a connector does.
  */
 export async function forgetTracking(db: Db, connectorKey: string, keep = new Set<string>()): Promise<void> {
-  const positions = await positionsOf(db, connectorKey);
-  const dropped = [...positions.keys()].filter((sourceId) => !keep.has(sourceId));
+  const rows = (await db('change_positions').where({ connector_id: connectorKey }).select('source_id')) as {
+    source_id: string;
+  }[];
+  const dropped = rows.map((row) => row.source_id).filter((sourceId) => !keep.has(sourceId));
   if (dropped.length > 0)
     await db('change_positions').where({ connector_id: connectorKey }).whereIn('source_id', dropped).delete();
   if (keep.size === 0) await db('change_tracking').where({ connector_id: connectorKey }).delete();
