@@ -194,13 +194,19 @@ describe('the watcher', () => {
     id: string,
     rows = 10,
     policy: ConnectorInput['policy'] = {},
+    changes?: NonNullable<ConnectorInput['dataset']['changes']>,
   ) {
     const table = `watched_${id.replace(/-/g, '_')}`;
     await createCustomersTable(t.db, table);
     await seedCustomers(t.db, rows, { table });
     await client.connectors.create({
       id,
-      dataset: { table, key: 'customer_key', attributes: ['email', 'segment'] },
+      dataset: {
+        table,
+        key: 'customer_key',
+        attributes: ['email', 'segment'],
+        ...(changes ? { changes } : {}),
+      },
       destination: {
         type: 'http-list',
         baseUrl: emulator.url,
@@ -284,6 +290,73 @@ describe('the watcher', () => {
         assert.equal(await client.unwatch(id), true);
       },
     );
+  });
+
+  test('live mode: watching a dataset with a trigger change source polls its journal, not the dataset', async () => {
+    await temporal.withWorker({ db: t.db, destinations }, async (base) => {
+      const client = new DeltasyncClient(base.temporal, { taskQueue: base.taskQueue });
+      const id = 'watch-live';
+      const table = await connector(
+        client,
+        id,
+        10,
+        { changeTrigger: { pollSeconds: 1, debounceSeconds: 0 } },
+        {
+          source: 'triggers',
+        },
+      );
+      await client.watch(id);
+      await waitFor(async () => (await client.watchStatus(id))?.marker !== null, 'the baseline marker');
+      // The first refresh read the dataset directly: the watcher's first check installed the triggers.
+      assert.equal((await client.watchStatus(id))!.marker, 'sources|journal:none');
+
+      const statements: string[] = [];
+      const listener = (query: { sql: string }) => statements.push(query.sql);
+      t.db.on('query', listener);
+      await sleep(2500); // polls that find nothing start nothing, and never read the dataset
+      t.db.off('query', listener);
+      assert.deepEqual(await changeRuns(id), []);
+      assert.ok(
+        statements.some((sql) => sql.includes('change_journal')),
+        'the journal was polled',
+      );
+      assert.ok(!statements.some((sql) => sql.includes(table)), 'the dataset was not read');
+
+      await seedCustomers(t.db, 2, { table, first: 100 });
+      await t
+        .db(table)
+        .where({ customer_key: (await t.db(table).first()).customer_key })
+        .delete();
+      await waitFor(
+        async () => (await changeRuns(id)).some((run) => run.status !== 'running'),
+        'a change run',
+      );
+      await sleep(3000); // the refresh claimed the journal: the marker stays, nothing more starts
+      const runs = await changeRuns(id);
+      assert.equal(runs.length, 1, 'exactly one refresh per burst of changes');
+      const [summary] = await client.runs(id, { limit: 1 });
+      assert.deepEqual(summary?.compare, {
+        mode: 'full',
+        reason: 'first compare with the change source',
+      });
+      assert.equal(emulator.members(`${id}-list`).size, 11);
+
+      await t
+        .db(table)
+        .where({ customer_key: (await t.db(table).first()).customer_key })
+        .update({ segment: 'live' });
+      await waitFor(
+        async () => (await changeRuns(id)).filter((run) => run.status !== 'running').length === 2,
+        'a second change run',
+      );
+      const [second] = await client.runs(id, { limit: 1 });
+      assert.deepEqual(second?.compare, {
+        mode: 'incremental',
+        reason: 'keys touched since the last refresh',
+        touchedKeys: 1,
+      });
+      assert.equal(await client.unwatch(id), true);
+    });
   });
 
   test('a burst of five signals within the debounce window starts one refresh', async () => {

@@ -2,6 +2,7 @@ import { Context } from '@temporalio/activity';
 import { Client } from '@temporalio/client';
 import { loadConnector } from '../core/connector-store';
 import { changeMarker } from '../core/change-marker';
+import { changeSourceMarker } from '../core/change-tracking';
 import { TASK_QUEUE } from '../temporal/names';
 import { startOrAttachRefresh } from '../temporal/refresh-starter';
 import { callerTenant, failClearly, type ActivityDependencies } from './support';
@@ -57,10 +58,14 @@ export function createTriggerActivities({
       return failClearly(async () => {
         const tenant = callerTenant(tenancy, input.tenant);
         const connector = await loadConnector(db, tenant.id, input.connectorId);
+        // A change source answers from its journal or watermark, without reading the dataset.
+        const followed = await changeSourceMarker(db, connector.dataset, input.previous, Date.now());
         const reader = await tenancy.datasets.reader(tenant, connector);
-        const marker = await reader.read((executor) =>
-          changeMarker(executor, reader.dataset, connector.policy.changeTrigger?.markerColumn),
-        );
+        const marker =
+          followed ??
+          (await reader.read((executor) =>
+            changeMarker(executor, reader.dataset, connector.policy.changeTrigger?.markerColumn),
+          ));
         return { marker, changed: input.previous !== null && marker !== input.previous };
       });
     },

@@ -356,6 +356,11 @@ export interface FollowedSource {
   advance(position: string | undefined, claimed: string): string;
   /** Drop what every follower has applied. */
   trim(): Promise<void>;
+  /**
+   * For change-triggered refreshes (live mode): a short string that differs from `previous` only
+   * when something changed that no refresh has claimed yet. Cheap: bounded by those changes.
+   */
+  marker(previous: string | null): Promise<string>;
 }
 
 /** A table followed by triggers and its journal. */
@@ -386,6 +391,14 @@ export function triggerSource(db: Db, tracked: TrackedTable): FollowedSource {
     advance: (_position, claimed) => claimed,
     trim: async () => {
       await trimJournal(db, sourceId);
+    },
+    // The newest unclaimed journal row; once a refresh claimed everything, the marker stays put.
+    async marker(previous) {
+      const [row] = (await db('change_journal')
+        .where({ source_id: sourceId })
+        .whereNull('batch')
+        .max({ id: 'id' })) as { id: number | string | null }[];
+      return row?.id === null || row?.id === undefined ? (previous ?? 'journal:none') : `journal:${row.id}`;
     },
   };
 }

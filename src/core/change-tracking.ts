@@ -56,6 +56,27 @@ function signatureOf(dataset: DatasetDefinition): string {
   return createHash('sha256').update(JSON.stringify(shape)).digest('hex').slice(0, 32);
 }
 
+/**
+ * The change marker of a dataset that has a change source (undefined: it has none, and the watcher
+ * uses the checksum marker of core/change-marker.ts, a full scan). One part per followed table,
+ * each cheap; the triggers' part moves only when there are writes no refresh has claimed.
+ */
+export async function changeSourceMarker(
+  db: Db,
+  dataset: DatasetDefinition,
+  previous: string | null,
+  now: number,
+): Promise<string | undefined> {
+  const sources = followedSources(db, dataset);
+  if (sources.length === 0) return undefined;
+  // Installs the triggers on the watcher's first check, so that it sees the very first writes.
+  for (const source of sources) await source.prepare(now);
+  const earlier = previous?.startsWith('sources|') ? previous.slice('sources|'.length).split('|') : [];
+  const parts: string[] = [];
+  for (const [i, source] of sources.entries()) parts.push(await source.marker(earlier[i] ?? null));
+  return `sources|${parts.join('|')}`;
+}
+
 /** The sources a dataset declares, one per followed table. */
 export function followedSources(db: Db, dataset: DatasetDefinition): FollowedSource[] {
   const changes = dataset.changes;

@@ -48,14 +48,7 @@ export function watermarkSource(db: Db, tracked: WatermarkTable): FollowedSource
       await assertByteCompared(db, tracked);
       return {};
     },
-    async claim() {
-      const text = dialectOf(db) === 'mysql' ? 'CHAR' : 'TEXT';
-      const [row] = await rowsOf<{ m: string | null }>(db, {
-        sql: `SELECT CAST(MAX(??) AS ${text}) AS m FROM ??`,
-        bindings: [tracked.column, tracked.table],
-      });
-      return JSON.stringify(row?.m ?? null);
-    },
+    claim: () => highestStamp(db, tracked),
     // Per table, a lower maximum is normal (the latest rows deleted, their tombstones elsewhere):
     // see watermarksWentBackwards for the check across the dataset's tables.
     discontinuity: async () => undefined,
@@ -76,7 +69,18 @@ export function watermarkSource(db: Db, tracked: WatermarkTable): FollowedSource
       return JSON.stringify({ low: position === undefined ? high : parse(position).high, high });
     },
     trim: async () => undefined,
+    marker: async () => `watermark:${await highestStamp(db, tracked)}`,
   };
+}
+
+/** The highest stamp in the table (JSON: a string, or null for an empty table). */
+async function highestStamp(db: Db, tracked: WatermarkTable): Promise<string> {
+  const text = dialectOf(db) === 'mysql' ? 'CHAR' : 'TEXT';
+  const [row] = await rowsOf<{ m: string | null }>(db, {
+    sql: `SELECT CAST(MAX(??) AS ${text}) AS m FROM ??`,
+    bindings: [tracked.column, tracked.table],
+  });
+  return JSON.stringify(row?.m ?? null);
 }
 
 /**
