@@ -99,27 +99,35 @@ export async function updateDeltalogFromChanges(
       // then a chunk at a time: the chunk's pages, read by its first statement, are still in the
       // buffer pool for the next four (all of the change at once may not fit).
       await gatherTouched(trx, dialect, touched);
-      let lowest = '';
-      for (;;) {
-        const [bound] = await rows<{ n: number; k: string | null }>(
-          trx,
-          text(
-            `SELECT COUNT(*) AS n, MAX(c.record_key) AS k FROM (SELECT record_key FROM ${TOUCHED} WHERE record_key > ? ORDER BY record_key LIMIT ${CHANGE_CHUNK}) c`,
-            lowest,
-          ),
+      const chunks = await chunksOf(trx);
+      // Reading ahead: while one chunk is written, the next chunks' pages are read into the buffer
+      // pool on other connections (MySQL; the disk serves several reads at once). Only a warm-up:
+      // what the transaction reads is its own.
+      const readAhead = new Map<number, Promise<unknown>>();
+      const warm = (i: number) => {
+        const chunk = chunks[i];
+        if (!chunk || readAhead.has(i) || dialect !== 'mysql' || executor.isTransaction) return;
+        readAhead.set(
+          i,
+          warmChunk(executor, connectorId, reader.dataset, touched, chunk).catch(() => undefined),
         );
-        if (!bound || Number(bound.n) === 0 || bound.k === null) break;
-        const chunk = text(
-          `SELECT record_key FROM ${TOUCHED} WHERE record_key > ? AND record_key <= ?`,
-          lowest,
-          bound.k,
-        );
-        const before = await keysInDataset(trx, connectorId, chunk);
-        await upsertNewAndChanged(trx, dialect, connectorId, reader.dataset, now, groupBy, chunk);
-        await markRemoved(trx, dialect, connectorId, reader.dataset, now, chunk);
-        applied.datasetKeysDelta += (await keysInDataset(trx, connectorId, chunk)) - before;
-        applied.touchedKeys += Number(bound.n);
-        lowest = bound.k;
+      };
+      try {
+        for (const [i, { after, upTo, keys }] of chunks.entries()) {
+          for (let ahead = 1; ahead <= READ_AHEAD; ahead++) warm(i + ahead);
+          const chunk = text(
+            `SELECT record_key FROM ${TOUCHED} WHERE record_key > ? AND record_key <= ?`,
+            after,
+            upTo,
+          );
+          const before = await keysInDataset(trx, connectorId, chunk);
+          await upsertNewAndChanged(trx, dialect, connectorId, reader.dataset, now, groupBy, chunk);
+          await markRemoved(trx, dialect, connectorId, reader.dataset, now, chunk);
+          applied.datasetKeysDelta += (await keysInDataset(trx, connectorId, chunk)) - before;
+          applied.touchedKeys += keys;
+        }
+      } finally {
+        await Promise.all(readAhead.values());
       }
       await trx.raw(`DROP ${dialect === 'mysql' ? 'TEMPORARY ' : ''}TABLE ${TOUCHED}`);
       await alongside(trx, applied);
@@ -130,7 +138,71 @@ export async function updateDeltalogFromChanges(
 
 /** Touched keys updated per round of statements (see updateDeltalogFromChanges). */
 const CHANGE_CHUNK = 1000;
+/** Chunks whose pages are read ahead while one is written. */
+const READ_AHEAD = 2;
 const TOUCHED = 'deltasync_touched';
+
+interface Chunk {
+  /** Keys after this one (exclusive) … */
+  after: string;
+  /** … up to this one (inclusive). */
+  upTo: string;
+  keys: number;
+}
+
+/** The gathered keys cut into chunks of CHANGE_CHUNK in key order: one row per chunk read. */
+async function chunksOf(trx: Knex.Transaction): Promise<Chunk[]> {
+  const bounds = await rows<{ k: string; rn: number | string }>(
+    trx,
+    text(
+      `SELECT x.record_key AS k, x.rn FROM (SELECT record_key, ROW_NUMBER() OVER (ORDER BY record_key) AS rn, COUNT(*) OVER () AS total FROM ${TOUCHED}) x WHERE x.rn % ${CHANGE_CHUNK} = 0 OR x.rn = x.total ORDER BY x.rn`,
+    ),
+  );
+  const chunks: Chunk[] = [];
+  let after = '';
+  let counted = 0;
+  for (const { k, rn } of bounds) {
+    chunks.push({ after, upTo: k, keys: Number(rn) - counted });
+    after = k;
+    counted = Number(rn);
+  }
+  return chunks;
+}
+
+/** Read a chunk's pages of the deltalog and the dataset, so that its statements find them cached. */
+async function warmChunk(
+  db: Executor,
+  connectorId: string,
+  dataset: DatasetDefinition,
+  touched: Fragment,
+  chunk: Chunk,
+): Promise<void> {
+  const keys = join(
+    text('SELECT t.record_key FROM ('),
+    touched,
+    text(') t WHERE t.record_key > ? AND t.record_key <= ?', chunk.after, chunk.upTo),
+  );
+  await rows(
+    db,
+    join(
+      text('SELECT COUNT(*) AS n FROM deltalog WHERE connector_id = ? AND record_key IN (', connectorId),
+      keys,
+      text(')'),
+    ),
+  );
+  await rows(
+    db,
+    join(
+      text('SELECT COUNT(*) AS n FROM'),
+      sourceFrom(dataset),
+      text('WHERE'),
+      keyColumn(dataset),
+      text('IN ('),
+      keys,
+      text(')'),
+    ),
+  );
+}
 
 /**
  * The touched keys, distinct, into a temporary table keyed by them (the connection's own; a
