@@ -17,6 +17,7 @@ import { updateFollowingChanges } from '../src/core/change-tracking';
 import { directReader, type DatasetDefinition } from '../src/core/dataset';
 import { updateDeltalog } from '../src/core/deltalog';
 import { databaseConfig, migrateToLatest, type Db } from '../src/db';
+import { createBenchDatabase } from './bench-database';
 
 const BENCH_DATABASE = 'deltasync_bench_changes';
 const TARGET_SPEEDUP = 50;
@@ -90,16 +91,7 @@ async function timed<T>(label: string, work: () => Promise<T>): Promise<{ ms: nu
 }
 
 async function openBenchDatabase(serverUrl: string): Promise<Db> {
-  const admin = knex(databaseConfig(serverUrl));
-  try {
-    await admin.raw(`DROP DATABASE IF EXISTS \`${BENCH_DATABASE}\``);
-    await admin.raw(`CREATE DATABASE \`${BENCH_DATABASE}\` CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci`);
-  } finally {
-    await admin.destroy();
-  }
-  const url = new URL(serverUrl.replace(/^mariadb:/, 'mysql:'));
-  url.pathname = `/${BENCH_DATABASE}`;
-  const db = knex(databaseConfig(url.toString()));
+  const db = knex(databaseConfig(await createBenchDatabase(serverUrl, BENCH_DATABASE)));
   await migrateToLatest(db);
   return db;
 }

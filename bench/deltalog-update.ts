@@ -15,6 +15,7 @@ import { pathToFileURL } from 'node:url';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import knex, { type Knex } from 'knex';
 import { databaseConfig, openDatabase, type Db } from '../src/db';
+import { createBenchDatabase } from './bench-database';
 import { attributeHash, type DatasetDefinition, type Fragment } from '../src/core/dataset';
 import { pendingCounts, updateDeltalog, type PendingCounts } from '../src/core/deltalog';
 
@@ -255,19 +256,6 @@ function churnSizes(rows: number, churnPercent: number): Churn {
   const total = Math.max(3, Math.round((rows * churnPercent) / 100));
   const third = Math.floor(total / 3);
   return { added: third, deleted: third, changed: total - 2 * third };
-}
-
-async function createBenchDatabase(serverUrl: string): Promise<string> {
-  const admin = knex(databaseConfig(serverUrl));
-  try {
-    await admin.raw(`DROP DATABASE IF EXISTS \`${BENCH_DATABASE}\``);
-    await admin.raw(`CREATE DATABASE \`${BENCH_DATABASE}\` CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci`);
-  } finally {
-    await admin.destroy();
-  }
-  const url = new URL(serverUrl.replace(/^mariadb:/, 'mysql:'));
-  url.pathname = `/${BENCH_DATABASE}`;
-  return url.toString();
 }
 
 async function seedDataset(db: Db, rows: number): Promise<void> {
@@ -523,7 +511,7 @@ async function main(): Promise<number> {
     engine = loaded.updateDeltalog;
     log(`engine: updateDeltalog from ${path.relative(process.cwd(), file)} (not src/core/deltalog.ts)`);
   }
-  const url = await createBenchDatabase(options.url);
+  const url = await createBenchDatabase(options.url, BENCH_DATABASE);
   const safeUrl = new URL(url);
   safeUrl.password = safeUrl.password ? '***' : '';
   log(`created database ${BENCH_DATABASE} (${safeUrl.toString()})`);

@@ -20,6 +20,7 @@ import { DeltasyncClient } from '../src/client';
 import { saveConnector } from '../src/core/connector-store';
 import { startHttpListEmulator } from '../src/connectors/http-list/emulator';
 import { databaseConfig, migrateToLatest, type Db } from '../src/db';
+import { createBenchDatabase } from './bench-database';
 import { startDevServer } from '../src/temporal/dev-server';
 import { secretEnvName } from '../src/tenancy/secret-names';
 import { startWorkerProcess } from '../test/helpers/worker-process';
@@ -73,18 +74,10 @@ interface Change {
 }
 
 async function openBenchDatabase(serverUrl: string): Promise<{ db: Db; url: string }> {
-  const admin = knex(databaseConfig(serverUrl));
-  try {
-    await admin.raw(`DROP DATABASE IF EXISTS \`${BENCH_DATABASE}\``);
-    await admin.raw(`CREATE DATABASE \`${BENCH_DATABASE}\` CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci`);
-  } finally {
-    await admin.destroy();
-  }
-  const url = new URL(serverUrl.replace(/^mariadb:/, 'mysql:'));
-  url.pathname = `/${BENCH_DATABASE}`;
-  const db = knex(databaseConfig(url.toString()));
+  const url = await createBenchDatabase(serverUrl, BENCH_DATABASE);
+  const db = knex(databaseConfig(url));
   await migrateToLatest(db);
-  return { db, url: url.toString() };
+  return { db, url };
 }
 
 function percentile(sorted: number[], p: number): number {
