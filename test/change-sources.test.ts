@@ -557,6 +557,30 @@ for (const dialect of dialects) {
       assert.deepEqual(await hashes(c), await hashes(twin));
     });
 
+    test('a view cannot be followed by triggers: the error names it and says to list its base tables', async () => {
+      const f = await fixture(db);
+      const view = `${f.people}_view`;
+      await db.raw(`CREATE VIEW ${view} AS SELECT k, a, b FROM ${f.people}`);
+      const dataset: DatasetDefinition = { ...f.table, table: view };
+      await assert.rejects(follow(db, connector(), dataset, 1000), (error: Error) => {
+        assert.equal(error.name, 'ChangeSourceError');
+        assert.match(error.message, new RegExp(view));
+        assert.match(error.message, /a view has no triggers: name its base tables in `changes.tables`/);
+        return true;
+      });
+      // Listing the base table instead works.
+      const listed = await follow(
+        db,
+        connector(),
+        {
+          ...dataset,
+          changes: { source: 'triggers', fullCompareHours: 24, tables: [{ table: f.people, key: 'k' }] },
+        },
+        1000,
+      );
+      assert.equal(listed.compare.mode, 'full');
+    });
+
     test('the journal is trimmed to what every follower has applied', async () => {
       const f = await fixture(db);
       const [first, second] = [connector(), connector()];
