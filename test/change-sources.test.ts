@@ -379,6 +379,35 @@ for (const dialect of dialects) {
       await check(4000);
     });
 
+    test('switching between triggers and a watermark loses no change', async () => {
+      const f = await fixture(db);
+      const id = connector();
+      const twin = connector();
+      const check = async (now: number) => {
+        await updateDeltalog(db, twin, { ...f.table, changes: undefined }, now);
+        assert.deepEqual(await deltalogOf(db, id), await deltalogOf(db, twin));
+      };
+      const edit = (k: string) => apply(db, f, { kind: 'insert', k, a: 'x', b: null });
+      await edit('s1');
+      await follow(db, id, f.table, 1000);
+      await check(1000);
+      await edit('s2');
+      const toWatermark = await follow(db, id, f.stampedTable, 2000);
+      assert.deepEqual(toWatermark.compare, { mode: 'full', reason: "the dataset's definition changed" });
+      await check(2000);
+      assert.deepEqual(await triggersOn(db, f.people), [], 'the triggers went with their last follower');
+      await edit('s3');
+      await apply(db, f, { kind: 'delete', k: 's1' });
+      assert.equal((await follow(db, id, f.stampedTable, 3000)).compare.mode, 'incremental');
+      await check(3000);
+      await edit('s4');
+      assert.equal((await follow(db, id, f.table, 4000)).compare.mode, 'full');
+      await check(4000);
+      await apply(db, f, { kind: 'update', k: 's2', a: 'z' });
+      assert.equal((await follow(db, id, f.table, 5000)).compare.mode, 'incremental');
+      await check(5000);
+    });
+
     test('a changed dataset definition or an interrupted first push compares in full', async () => {
       const f = await fixture(db);
       const id = connector();
