@@ -16,7 +16,7 @@ import knex from 'knex';
 import { updateFollowingChanges } from '../src/core/change-tracking';
 import { directReader, type DatasetDefinition } from '../src/core/dataset';
 import { updateDeltalog } from '../src/core/deltalog';
-import { databaseConfig, migrateToLatest, type Db } from '../src/db';
+import { databaseConfig, migrateToLatest, selectRows, type Db } from '../src/db';
 import { createBenchDatabase } from './bench-database';
 
 const BENCH_DATABASE = 'deltasync_bench_changes';
@@ -138,26 +138,31 @@ async function churn(db: Db, rows: number, percent: number): Promise<number> {
 
 /** Row count and an order-independent checksum of a connector's deltalog. */
 async function fingerprint(db: Db, connector: string): Promise<string> {
-  const [[row]] = (await db.raw(
+  const [row] = await selectRows<{ n: number; s: string | null }>(
+    db,
     `SELECT COUNT(*) AS n, SUM(CRC32(CONCAT_WS('|', record_key, in_dataset, attr_hash, on_remote, updated_at, COALESCE(committed_at, '-'), attempts))) AS s
      FROM deltalog WHERE connector_id = ?`,
     [connector],
-  )) as [{ n: number; s: string | null }[]];
+  );
   return `${row!.n}:${row!.s ?? 0}`;
 }
 
 /** Resize the InnoDB buffer pool, waiting (up to a minute) until it is done; returns the size before. */
 async function resizeBufferPool(db: Db, size: number): Promise<number> {
-  const current = async () =>
-    Number(
-      ((await db.raw('SELECT @@innodb_buffer_pool_size AS size')) as [{ size: number | string }[]])[0][0]!
-        .size,
-    );
-  const before = await current();
+  const before = await bufferPoolSize(db);
   await db.raw('SET GLOBAL innodb_buffer_pool_size = ?', [size]);
-  for (let waited = 0; waited < 60_000 && (await current()) === before && size !== before; waited += 500)
+  for (
+    let waited = 0;
+    waited < 60_000 && (await bufferPoolSize(db)) === before && size !== before;
+    waited += 500
+  )
     await new Promise((resolve) => setTimeout(resolve, 500));
   return before;
+}
+
+async function bufferPoolSize(db: Db): Promise<number> {
+  const [row] = await selectRows<{ size: number | string }>(db, 'SELECT @@innodb_buffer_pool_size AS size');
+  return Number(row!.size);
 }
 
 async function main(): Promise<number> {
@@ -166,11 +171,9 @@ async function main(): Promise<number> {
   const db = await openBenchDatabase(options.url);
   const restorePool =
     options.bufferPool === undefined ? undefined : await resizeBufferPool(db, options.bufferPool);
-  const [[pool]] = (await db.raw('SELECT @@innodb_buffer_pool_size AS size')) as [
-    { size: number | string }[],
-  ];
+  const pool = await bufferPoolSize(db);
   log(
-    `InnoDB buffer pool ${int(Number(pool!.size) / 1024 ** 2)} MiB${restorePool === undefined ? " (the server's own)" : ' for this run'}`,
+    `InnoDB buffer pool ${int(pool / 1024 ** 2)} MiB${restorePool === undefined ? " (the server's own)" : ' for this run'}`,
   );
   try {
     await seed(db, options.rows);
@@ -207,7 +210,7 @@ async function main(): Promise<number> {
     const speedup = full.ms / incremental.ms;
     console.log(
       `\n| rows | churn | buffer pool | touched keys | full compare s | incremental s | speedup |\n|---:|---:|---:|---:|---:|---:|---:|\n` +
-        `| ${int(options.rows)} | ${options.churnPercent}% | ${int(Number(pool!.size) / 1024 ** 2)} MiB | ${int(changed.result)} | ${secs(full.ms)} | ${secs(incremental.ms)} | ${speedup.toFixed(1)}× |\n`,
+        `| ${int(options.rows)} | ${options.churnPercent}% | ${int(pool / 1024 ** 2)} MiB | ${int(changed.result)} | ${secs(full.ms)} | ${secs(incremental.ms)} | ${speedup.toFixed(1)}× |\n`,
     );
     console.log(
       `${speedup >= TARGET_SPEEDUP ? 'TARGET MET' : 'TARGET MISSED'}: incremental update ${speedup.toFixed(1)}× faster than the full compare ` +

@@ -36,7 +36,7 @@ export async function up(knex: Knex): Promise<void> {
     t.string('connector_id', 128).notNullable();
     t.string('source_id', 64).notNullable();
     /** Where the connector is in the source: a trigger journal's batch, or watermark values (JSON). */
-    t.string('position', 255).notNullable();
+    t.text('position').notNullable();
     /**
      * False while the connector's first compare with the source runs: the row then only holds
      * the journal from its claim on, so that other followers' trimming cannot delete it.

@@ -185,6 +185,17 @@ for (const dialect of dialects) {
     let db: Db;
     let connectorCounter = 0;
     const connector = () => `default/cs-${connectorCounter++}`;
+    /**
+     * A twin connector on the same dataset that always compares in full: `check(now)` brings it up
+     * to date and asserts that connector `id`'s deltalog equals the twin's.
+     */
+    const checkAgainstTwin = (id: string, dataset: DatasetDefinition) => {
+      const twin = connector();
+      return async (now: number) => {
+        await updateDeltalog(db, twin, { ...dataset, changes: undefined }, now);
+        assert.deepEqual(await deltalogOf(db, id), await deltalogOf(db, twin));
+      };
+    };
 
     before(async () => {
       t = await createTestDatabase(dialect);
@@ -344,12 +355,8 @@ for (const dialect of dialects) {
     test('switching a dataset to the full compare and back loses no change', async () => {
       const f = await fixture(db);
       const id = connector();
-      const twin = connector();
       const plain = { ...f.table, changes: undefined };
-      const check = async (now: number) => {
-        await updateDeltalog(db, twin, plain, now);
-        assert.deepEqual(await deltalogOf(db, id), await deltalogOf(db, twin));
-      };
+      const check = checkAgainstTwin(id, plain);
       await db(f.people).insert([
         { k: 'e1', a: 'x' },
         { k: 'e2', a: 'x' },
@@ -382,11 +389,7 @@ for (const dialect of dialects) {
     test('switching between triggers and a watermark loses no change', async () => {
       const f = await fixture(db);
       const id = connector();
-      const twin = connector();
-      const check = async (now: number) => {
-        await updateDeltalog(db, twin, { ...f.table, changes: undefined }, now);
-        assert.deepEqual(await deltalogOf(db, id), await deltalogOf(db, twin));
-      };
+      const check = checkAgainstTwin(id, f.table);
       const edit = (k: string) => apply(db, f, { kind: 'insert', k, a: 'x', b: null });
       await edit('s1');
       await follow(db, id, f.table, 1000);
@@ -514,11 +517,7 @@ for (const dialect of dialects) {
     test('a watermark source re-reads the last interval, so a row that commits late with an older stamp is not missed', async () => {
       const f = await fixture(db);
       const id = connector();
-      const twin = connector();
-      const check = async (now: number) => {
-        await updateDeltalog(db, twin, { ...f.stampedTable, changes: undefined }, now);
-        assert.deepEqual(await deltalogOf(db, id), await deltalogOf(db, twin));
-      };
+      const check = checkAgainstTwin(id, f.stampedTable);
       await db(f.people).insert({ k: 'w1', a: 'x', stamp: 10 });
       assert.equal((await follow(db, id, f.stampedTable, 1000)).compare.mode, 'full');
       await check(1000);

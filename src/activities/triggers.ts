@@ -3,6 +3,8 @@ import { Client } from '@temporalio/client';
 import { loadConnector } from '../core/connector-store';
 import { changeMarker } from '../core/change-marker';
 import { changeSourceMarker } from '../core/change-tracking';
+import type { ConnectorDefinition } from '../core/connector';
+import type { TenantPolicy } from '../tenancy';
 import { TASK_QUEUE } from '../temporal/names';
 import { startOrAttachRefresh } from '../temporal/refresh-starter';
 import { callerTenant, failClearly, type ActivityDependencies } from './support';
@@ -59,15 +61,19 @@ export function createTriggerActivities({
         const tenant = callerTenant(tenancy, input.tenant);
         const connector = await loadConnector(db, tenant.id, input.connectorId);
         // A change source answers from its journal or watermark, without reading the dataset.
-        const followed = await changeSourceMarker(db, connector.dataset, input.previous, Date.now());
-        const reader = await tenancy.datasets.reader(tenant, connector);
         const marker =
-          followed ??
-          (await reader.read((executor) =>
-            changeMarker(executor, reader.dataset, connector.policy.changeTrigger?.markerColumn),
-          ));
+          (await changeSourceMarker(db, connector.dataset, input.previous, Date.now())) ??
+          (await checksumMarker(tenant, connector));
         return { marker, changed: input.previous !== null && marker !== input.previous };
       });
     },
   };
+
+  /** Without a change source: a count and a checksum of the dataset, read through the tenant's reader. */
+  async function checksumMarker(tenant: TenantPolicy, connector: ConnectorDefinition): Promise<string> {
+    const reader = await tenancy.datasets.reader(tenant, connector);
+    return reader.read((executor) =>
+      changeMarker(executor, reader.dataset, connector.policy.changeTrigger?.markerColumn),
+    );
+  }
 }

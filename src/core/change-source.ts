@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto';
-import type { Knex } from 'knex';
-import { dialectOf, type Db } from '../db';
-import type { DatasetDefinition, Fragment } from './dataset';
+import { dialectOf, selectRows, type Db } from '../db';
+import type { Fragment } from './dataset';
 
 /**
  * Trigger change sources: the keys a dataset's base tables touch, journalled by triggers that
@@ -31,13 +30,6 @@ export interface TrackedTable {
   key: string;
 }
 
-/** The base tables a dataset's change source follows. */
-export function trackedTables(dataset: DatasetDefinition): TrackedTable[] {
-  if (!dataset.changes) return [];
-  if (dataset.changes.tables) return dataset.changes.tables;
-  return [{ table: dataset.table!, key: dataset.key }];
-}
-
 /** A short, stable id for a table and key column (trigger names are at most 64 characters). */
 export function sourceIdOf(tracked: TrackedTable): string {
   return createHash('sha256').update(`${tracked.table}\u001f${tracked.key}`).digest('hex').slice(0, 16);
@@ -63,17 +55,18 @@ const quoteSqlite = (name: string) => `"${name.replace(/"/g, '""')}"`;
 async function existingTriggers(db: Db, tracked: TrackedTable, sourceId: string): Promise<string[]> {
   const names = EVENTS.map((event) => triggerName(sourceId, event));
   const [schema, table] = splitTable(tracked.table);
-  if (dialectOf(db) === 'mysql') {
-    const [found] = (await db.raw(
-      'SELECT TRIGGER_NAME AS name FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = COALESCE(?, DATABASE()) AND EVENT_OBJECT_TABLE = ? AND TRIGGER_NAME IN (?, ?, ?)',
-      [schema ?? null, table, ...names],
-    )) as [{ name: string }[]];
-    return found.map((row) => row.name);
-  }
-  const found = (await db.raw(
-    "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ? AND name IN (?, ?, ?)",
-    [table, ...names],
-  )) as { name: string }[];
+  const found =
+    dialectOf(db) === 'mysql'
+      ? await selectRows<{ name: string }>(
+          db,
+          'SELECT TRIGGER_NAME AS name FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = COALESCE(?, DATABASE()) AND EVENT_OBJECT_TABLE = ? AND TRIGGER_NAME IN (?, ?, ?)',
+          [schema ?? null, table, ...names],
+        )
+      : await selectRows<{ name: string }>(
+          db,
+          "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ? AND name IN (?, ?, ?)",
+          [table, ...names],
+        );
   return found.map((row) => row.name);
 }
 
@@ -124,26 +117,18 @@ export class ChangeSourceError extends Error {
   override name = 'ChangeSourceError';
 }
 
-export interface SourceState {
-  sourceId: string;
-  /** The triggers had to be created (the first time, or because they went missing). */
-  installed: boolean;
-  /** They went missing after the source was in use: changes may have been missed. */
-  reinstalled: boolean;
-}
-
 /**
  * Make sure a source's triggers are in place, creating the missing ones (and its row in
  * `change_sources`). Triggers found missing on a source already in use raise its floor: the
- * changes made meanwhile were not journalled.
+ * changes made meanwhile were not journalled (the result says so).
  */
-export async function ensureTriggers(db: Db, tracked: TrackedTable, now: number): Promise<SourceState> {
+async function ensureTriggers(db: Db, tracked: TrackedTable, now: number): Promise<{ reinstalled: boolean }> {
   const sourceId = sourceIdOf(tracked);
   const dialect = dialectOf(db);
   const existing = await existingTriggers(db, tracked, sourceId);
   const known = (await db('change_sources').where({ source_id: sourceId }).first('last_batch')) as
     { last_batch: number | string } | undefined;
-  if (existing.length === EVENTS.length && known) return { sourceId, installed: false, reinstalled: false };
+  if (existing.length === EVENTS.length && known) return { reinstalled: false };
   if (existing.length === 0) await assertByteCompared(db, tracked);
   const journal =
     dialect === 'mysql' ? `${quoteMysql(await databaseName(db))}.change_journal` : 'change_journal';
@@ -169,13 +154,13 @@ export async function ensureTriggers(db: Db, tracked: TrackedTable, now: number)
       .insert({ source_id: sourceId, base_table: tracked.table, key_column: tracked.key, installed_at: now })
       .onConflict('source_id')
       .ignore();
-    return { sourceId, installed: true, reinstalled: false };
+    return { reinstalled: false };
   }
   // Missing triggers on a source in use: nothing below the next batch can be trusted.
   await db('change_sources')
     .where({ source_id: sourceId })
     .update({ floor: Number(known.last_batch) + 1 });
-  return { sourceId, installed: true, reinstalled: existing.length < EVENTS.length };
+  return { reinstalled: existing.length < EVENTS.length };
 }
 
 /**
@@ -187,18 +172,21 @@ export async function assertByteCompared(db: Db, tracked: TrackedTable): Promise
   const [schema, table] = splitTable(tracked.table);
   let collation: string | null | undefined;
   if (dialectOf(db) === 'mysql') {
-    const [rows] = (await db.raw(
+    const rows = await selectRows<{ collation: string | null }>(
+      db,
       'SELECT COLLATION_NAME AS collation FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = COALESCE(?, DATABASE()) AND TABLE_NAME = ? AND COLUMN_NAME = ?',
       [schema ?? null, table, tracked.key],
-    )) as [{ collation: string | null }[]];
+    );
     if (rows.length === 0)
       throw new ChangeSourceError(`${tracked.table} has no column ${tracked.key} to follow`);
     collation = rows[0]!.collation;
     if (collation === null || collation.endsWith('_bin')) return;
   } else {
-    const [definition] = (await db.raw("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", [
-      table,
-    ])) as { sql: string }[];
+    const [definition] = await selectRows<{ sql: string }>(
+      db,
+      "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
+      [table],
+    );
     if (!definition)
       throw new ChangeSourceError(
         `${tracked.table} is not a table (a view has no triggers: name its base tables in \`changes.tables\`)`,
@@ -213,12 +201,12 @@ export async function assertByteCompared(db: Db, tracked: TrackedTable): Promise
 }
 
 async function databaseName(db: Db): Promise<string> {
-  const [rows] = (await db.raw('SELECT DATABASE() AS name')) as [{ name: string }[]];
-  return rows[0]!.name;
+  const [row] = await selectRows<{ name: string }>(db, 'SELECT DATABASE() AS name');
+  return row!.name;
 }
 
 /** Drop a source's triggers, journal and row (no connector follows it any more). */
-export async function removeSource(db: Db, sourceId: string): Promise<void> {
+async function removeSource(db: Db, sourceId: string): Promise<void> {
   const row = (await db('change_sources').where({ source_id: sourceId }).first('base_table')) as
     { base_table: string } | undefined;
   if (row) {
@@ -248,7 +236,7 @@ const CLAIM_CHUNK = 5000;
  * sees committed rows only) and then claimed by primary key: the claim never waits on a writer's
  * open transaction, whose rows go to a later batch.
  */
-export async function claimChanges(db: Db, sourceId: string): Promise<{ batch: number; claimed: number }> {
+async function claimChanges(db: Db, sourceId: string): Promise<number> {
   const mysql = dialectOf(db) === 'mysql';
   return db.transaction(async (trx) => {
     const locked = trx('change_sources').where({ source_id: sourceId });
@@ -258,16 +246,18 @@ export async function claimChanges(db: Db, sourceId: string): Promise<{ batch: n
     const batch = Number(row.last_batch) + 1;
     let claimed = 0;
     if (mysql) {
-      const [[top]] = (await trx.raw(
+      const [top] = await selectRows<{ id: number | string | null }>(
+        trx,
         'SELECT MAX(id) AS id FROM change_journal WHERE source_id = ? AND batch IS NULL',
         [sourceId],
-      )) as [{ id: number | string | null }[]];
-      const upTo = top?.id === null || top?.id === undefined ? 0 : Number(top.id);
+      );
+      const upTo = Number(top?.id ?? 0);
       for (;;) {
-        const [ids] = (await trx.raw(
+        const ids = await selectRows<{ id: number | string }>(
+          trx,
           `SELECT id FROM change_journal WHERE source_id = ? AND batch IS NULL AND id <= ? LIMIT ${CLAIM_CHUNK}`,
           [sourceId, upTo],
-        )) as [{ id: number | string }[]];
+        );
         if (ids.length === 0) break;
         await trx('change_journal')
           .whereIn(
@@ -285,20 +275,28 @@ export async function claimChanges(db: Db, sourceId: string): Promise<{ batch: n
     await trx('change_sources')
       .where({ source_id: sourceId })
       .update({ last_batch: batch, claimed_rows: trx.raw('claimed_rows + ?', [claimed]) });
-    return { batch, claimed };
+    return batch;
   });
 }
 
 /**
- * Claimed rows that are still needed must still be there: fewer than claimed less trimmed means
- * someone deleted journal rows, so positions below `batch` cannot be continued from.
+ * Whether a follower at `position` can continue to the claimed `batch`. Claimed rows still needed
+ * must still be there: fewer than claimed less trimmed means someone deleted journal rows, and then
+ * no position below `batch` can be continued from (the floor is raised to it). A position below the
+ * floor cannot either.
  */
-export async function verifyJournal(db: Db, sourceId: string, batch: number): Promise<boolean> {
+async function journalContinuity(
+  db: Db,
+  sourceId: string,
+  position: number,
+  batch: number,
+): Promise<'rows missing' | 'below floor' | undefined> {
   const row = (await db('change_sources')
     .where({ source_id: sourceId })
-    .first('claimed_rows', 'trimmed_rows')) as {
+    .first('claimed_rows', 'trimmed_rows', 'floor')) as {
     claimed_rows: number | string;
     trimmed_rows: number | string;
+    floor: number | string;
   };
   const expected = Number(row.claimed_rows) - Number(row.trimmed_rows);
   const [counted] = (await db('change_journal')
@@ -306,40 +304,43 @@ export async function verifyJournal(db: Db, sourceId: string, batch: number): Pr
     .whereNotNull('batch')
     .count({ n: '*' })) as { n: number | string }[];
   const present = Number(counted?.n ?? 0);
-  if (present >= expected) return true;
-  await db('change_sources')
-    .where({ source_id: sourceId })
-    .update({ floor: batch, trimmed_rows: Number(row.claimed_rows) - present });
-  return false;
-}
-
-/** The source's floor: positions below it need a full compare. */
-export async function sourceFloor(db: Db, sourceId: string): Promise<number> {
-  const row = (await db('change_sources').where({ source_id: sourceId }).first('floor')) as
-    { floor: number | string } | undefined;
-  return Number(row?.floor ?? 0);
+  if (present < expected) {
+    await db('change_sources')
+      .where({ source_id: sourceId })
+      .update({ floor: batch, trimmed_rows: Number(row.claimed_rows) - present });
+    return 'rows missing';
+  }
+  return position < Number(row.floor) ? 'below floor' : undefined;
 }
 
 /**
- * The keys touched in each source after a position, up to a claimed batch: a subquery naming the
+ * The keys touched in the source after a position, up to a claimed batch: a subquery naming the
  * distinct keys (`record_key`), for the deltalog update to join.
  */
-export function touchedKeys(ranges: { sourceId: string; after: number; upTo: number }[]): Fragment {
-  const where = ranges.map(() => '(source_id = ? AND batch > ? AND batch <= ?)').join(' OR ');
+function touchedKeys(sourceId: string, after: number, upTo: number): Fragment {
   return {
-    sql: `SELECT DISTINCT record_key FROM change_journal WHERE record_key IS NOT NULL AND (${where})`,
-    bindings: ranges.flatMap((r) => [r.sourceId, r.after, r.upTo]),
+    sql: 'SELECT DISTINCT record_key FROM change_journal WHERE record_key IS NOT NULL AND source_id = ? AND batch > ? AND batch <= ?',
+    bindings: [sourceId, after, upTo],
+  };
+}
+
+/** Several subqueries naming `record_key`, as one. */
+export function unionOfKeys(parts: Fragment[]): Fragment {
+  if (parts.length === 1) return parts[0]!;
+  return {
+    sql: `SELECT u.record_key FROM (${parts.map((p) => p.sql).join(' UNION ')}) u`,
+    bindings: parts.flatMap((p) => p.bindings),
   };
 }
 
 /**
- * One followed source, whatever its kind (triggers here, a watermark column in
+ * One followed source, whatever its kind (a table's triggers here, a dataset's stamped tables in
  * change-watermark.ts), as change-tracking.ts drives it. Positions are strings the source alone
  * reads.
  */
 export interface FollowedSource {
   sourceId: string;
-  /** The table, for the reasons a run gives. */
+  /** The table (or tables), for the reasons a run gives. */
   table: string;
   /** Ready the source (install what it needs); `lost`: changes may have gone unrecorded. */
   prepare(now: number): Promise<{ lost?: string }>;
@@ -378,16 +379,15 @@ export function triggerSource(db: Db, tracked: TrackedTable): FollowedSource {
         : {};
     },
     // Claimed before anything is read: a change committed after its claim is in a later batch.
-    claim: async () => String((await claimChanges(db, sourceId)).batch),
+    claim: async () => String(await claimChanges(db, sourceId)),
     async discontinuity(position, claimed) {
-      if (!(await verifyJournal(db, sourceId, Number(claimed))))
-        return `rows of the change journal of ${tracked.table} went missing`;
-      if (Number(position) < (await sourceFloor(db, sourceId)))
+      const broken = await journalContinuity(db, sourceId, Number(position), Number(claimed));
+      if (broken === 'rows missing') return `rows of the change journal of ${tracked.table} went missing`;
+      if (broken === 'below floor')
         return `the change journal of ${tracked.table} cannot prove it saw every change since the last refresh`;
       return undefined;
     },
-    touched: (position, claimed) =>
-      touchedKeys([{ sourceId, after: Number(position ?? 0), upTo: Number(claimed) }]),
+    touched: (position, claimed) => touchedKeys(sourceId, Number(position ?? 0), Number(claimed)),
     advance: (_position, claimed) => claimed,
     trim: async () => {
       await trimJournal(db, sourceId);
@@ -403,15 +403,12 @@ export function triggerSource(db: Db, tracked: TrackedTable): FollowedSource {
   };
 }
 
-/**
- * Delete the journal rows every follower of the source has applied (the lowest position among
- * them). Returns the rows deleted.
- */
-export async function trimJournal(db: Db | Knex.Transaction, sourceId: string): Promise<number> {
+/** Delete the journal rows every follower of the source has applied (the lowest position among them). */
+async function trimJournal(db: Db, sourceId: string): Promise<void> {
   const positions = (await db('change_positions').where({ source_id: sourceId }).select('position')) as {
     position: string;
   }[];
-  if (positions.length === 0) return 0;
+  if (positions.length === 0) return;
   const low = Math.min(...positions.map((row) => Number(row.position)));
   const deleted = Number(
     await db('change_journal').where({ source_id: sourceId }).where('batch', '<=', low).delete(),
@@ -420,19 +417,14 @@ export async function trimJournal(db: Db | Knex.Transaction, sourceId: string): 
     await db('change_sources')
       .where({ source_id: sourceId })
       .update({ trimmed_rows: db.raw('trimmed_rows + ?', [deleted]) });
-  return deleted;
 }
 
 /** Sources no connector follows any more: their triggers and journal are removed. */
-export async function removeUnfollowedSources(db: Db, sourceIds: string[]): Promise<string[]> {
-  const removed: string[] = [];
+export async function removeUnfollowedSources(db: Db, sourceIds: string[]): Promise<void> {
   for (const sourceId of sourceIds) {
     const follower = (await db('change_positions')
       .where({ source_id: sourceId })
       .first('connector_id')) as unknown;
-    if (follower !== undefined) continue;
-    await removeSource(db, sourceId);
-    removed.push(sourceId);
+    if (follower === undefined) await removeSource(db, sourceId);
   }
-  return removed;
 }

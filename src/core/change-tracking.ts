@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { Db } from '../db';
-import { removeUnfollowedSources, triggerSource, type FollowedSource } from './change-source';
-import { watermarkSource, watermarksWentBackwards, type WatermarkTable } from './change-watermark';
+import { removeUnfollowedSources, triggerSource, unionOfKeys, type FollowedSource } from './change-source';
+import { watermarkSource } from './change-watermark';
 import type { DatasetDefinition, DatasetReader, Fragment } from './dataset';
 import {
   badRowTotal,
@@ -83,13 +83,13 @@ export function followedSources(db: Db, dataset: DatasetDefinition): FollowedSou
   if (!changes) return [];
   if (changes.source === 'triggers')
     return (changes.tables ?? [{ table: dataset.table!, key: dataset.key }]).map((t) => triggerSource(db, t));
-  return watermarkTables(dataset).map((t) => watermarkSource(db, t));
-}
-
-function watermarkTables(dataset: DatasetDefinition): WatermarkTable[] {
-  const changes = dataset.changes;
-  if (changes?.source !== 'watermark') return [];
-  return changes.tables ?? [{ table: dataset.table!, key: dataset.key, column: changes.column! }];
+  // The stamped tables are one source: their watermarks go forward or back together.
+  return [
+    watermarkSource(
+      db,
+      changes.tables ?? [{ table: dataset.table!, key: dataset.key, column: changes.column! }],
+    ),
+  ];
 }
 
 /**
@@ -140,10 +140,6 @@ export async function updateFollowingChanges(
       positions,
       claims,
       lost,
-      backwards: async () =>
-        declared.changes?.source === 'watermark'
-          ? watermarksWentBackwards(db, watermarkTables(declared), positions)
-          : undefined,
       now,
       hours: declared.changes!.fullCompareHours,
     }));
@@ -209,12 +205,7 @@ function touchedAcross(
   positions: Map<string, string>,
   claims: Map<string, string>,
 ): Fragment {
-  const parts = sources.map((s) => s.touched(positions.get(s.sourceId), claims.get(s.sourceId)!));
-  if (parts.length === 1) return parts[0]!;
-  return {
-    sql: `SELECT u.record_key FROM (${parts.map((p) => p.sql).join(' UNION ')}) u`,
-    bindings: parts.flatMap((p) => p.bindings),
-  };
+  return unionOfKeys(sources.map((s) => s.touched(positions.get(s.sourceId), claims.get(s.sourceId)!)));
 }
 
 async function whyFullCompare(input: {
@@ -224,8 +215,6 @@ async function whyFullCompare(input: {
   positions: Map<string, string>;
   claims: Map<string, string>;
   lost: string[];
-  /** A watermark source's check across its tables (see watermarksWentBackwards). */
-  backwards: () => Promise<string | undefined>;
   now: number;
   hours: number;
 }): Promise<string | undefined> {
@@ -235,8 +224,6 @@ async function whyFullCompare(input: {
   for (const source of sources)
     if (!positions.has(source.sourceId)) return `a new change source on ${source.table}`;
   if (input.lost.length > 0) return input.lost[0];
-  const backwards = await input.backwards();
-  if (backwards) return backwards;
   for (const source of sources) {
     const broken = await source.discontinuity(
       positions.get(source.sourceId)!,
@@ -310,8 +297,9 @@ export async function forgetTracking(db: Db, connectorKey: string, keep = new Se
     source_id: string;
   }[];
   const dropped = rows.map((row) => row.source_id).filter((sourceId) => !keep.has(sourceId));
-  if (dropped.length > 0)
-    await db('change_positions').where({ connector_id: connectorKey }).whereIn('source_id', dropped).delete();
+  // Most refreshes follow what they followed before: nothing to forget, no statement to send.
+  if (dropped.length === 0) return;
+  await db('change_positions').where({ connector_id: connectorKey }).whereIn('source_id', dropped).delete();
   if (keep.size === 0) await db('change_tracking').where({ connector_id: connectorKey }).delete();
   await removeUnfollowedSources(db, dropped);
 }

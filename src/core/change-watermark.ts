@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
-import { dialectOf, type Db } from '../db';
+import { dialectOf, selectRows, type Db } from '../db';
 import type { Fragment } from './dataset';
-import { assertByteCompared, type FollowedSource, type TrackedTable } from './change-source';
+import { assertByteCompared, unionOfKeys, type FollowedSource, type TrackedTable } from './change-source';
 
 /**
  * Watermark change sources, for tables maintained by batch jobs that stamp every row they write
@@ -17,8 +17,11 @@ import { assertByteCompared, type FollowedSource, type TrackedTable } from './ch
  * than one refresh interval is never missed. Longer ones are what the safety net's periodic full
  * compare is for. Re-reading a key is harmless: its update is idempotent.
  *
- * Continuity fails when the highest watermark is lower than one already seen (rows rewritten with
- * older stamps, a restore from backup): the follower then compares in full.
+ * A dataset's stamped tables (its tombstone tables too) are one source with one position, the
+ * watermarks seen in each: continuity fails when none of them still holds a stamp as high as the
+ * highest seen in it (rows rewritten with older stamps, a restore from backup), and the follower
+ * then compares in full. One table's maximum going down is normal (its newest rows deleted, their
+ * tombstones stamped newer elsewhere).
  */
 
 export interface WatermarkTable extends TrackedTable {
@@ -26,107 +29,93 @@ export interface WatermarkTable extends TrackedTable {
   column: string;
 }
 
-/** Watermarks seen: `low` is where the next read starts, `high` the highest value applied. */
-interface Watermarks {
-  low: string | null;
-  high: string | null;
-}
+/** Per table, in list order: `low` is where the next read starts, `high` the highest value applied. */
+type Watermarks = { low: string | null; high: string | null }[];
+/** Per table, in list order: its highest stamp now (null: no rows). */
+type Stamps = (string | null)[];
 
-export function watermarkSourceIdOf(tracked: WatermarkTable): string {
-  const digest = createHash('sha256').update(`${tracked.table}\u001f${tracked.key}\u001f${tracked.column}`);
-  return `wm-${digest.digest('hex').slice(0, 13)}`;
-}
-
-export function watermarkSource(db: Db, tracked: WatermarkTable): FollowedSource {
-  const sourceId = watermarkSourceIdOf(tracked);
-  const parse = (position: string | undefined): Watermarks =>
-    position ? (JSON.parse(position) as Watermarks) : { low: null, high: null };
+export function watermarkSource(db: Db, tables: WatermarkTable[]): FollowedSource {
+  const digest = createHash('sha256').update(
+    JSON.stringify(tables.map(({ table, key, column }) => [table, key, column])),
+  );
+  const parse = (position: string | undefined): Watermarks | undefined =>
+    position === undefined ? undefined : (JSON.parse(position) as Watermarks);
+  const highest = async (): Promise<Stamps> => {
+    const stamps: Stamps = [];
+    for (const table of tables) stamps.push(await highestStamp(db, table));
+    return stamps;
+  };
   return {
-    sourceId,
-    table: tracked.table,
+    sourceId: `wm-${digest.digest('hex').slice(0, 13)}`,
+    table: tables.map((t) => t.table).join(', '),
     async prepare() {
-      await assertByteCompared(db, tracked);
+      for (const table of tables) await assertByteCompared(db, table);
       return {};
     },
-    claim: () => highestStamp(db, tracked),
-    // Per table, a lower maximum is normal (the latest rows deleted, their tombstones elsewhere):
-    // see watermarksWentBackwards for the check across the dataset's tables.
-    discontinuity: async () => undefined,
+    claim: async () => JSON.stringify(await highest()),
+    async discontinuity(position) {
+      const seen = parse(position)!;
+      const below: string[] = [];
+      for (const [i, table] of tables.entries()) {
+        const high = seen[i]?.high ?? null;
+        // A table empty until now that has rows now has moved forward.
+        if (high === null ? await hasRows(db, table) : await reaches(db, table, high)) return undefined;
+        if (high !== null) below.push(`${table.table}.${table.column} below ${high}`);
+      }
+      return below.length > 0 ? `the watermarks went backwards (${below.join(', ')})` : undefined;
+    },
     touched(position, claimed) {
-      const upTo = JSON.parse(claimed) as string | null;
-      const { low } = parse(position);
-      const from =
-        low === null ? { sql: '', bindings: [] } : { sql: ' AND ?? > ?', bindings: [tracked.column, low] };
-      return {
-        sql: `SELECT ?? AS record_key FROM ?? WHERE ?? IS NOT NULL AND ?? <= ?${from.sql}`,
-        bindings: [tracked.key, tracked.table, tracked.key, tracked.column, upTo, ...from.bindings],
-      };
+      const seen = parse(position);
+      const upTo = JSON.parse(claimed) as Stamps;
+      return unionOfKeys(
+        tables.map((table, i) => rowsStampedIn(table, seen?.[i]?.low ?? null, upTo[i] ?? null)),
+      );
     },
     // The next read starts at the highest value applied before this one (see above); after a
     // first full compare, at what it saw.
     advance(position, claimed) {
-      const high = JSON.parse(claimed) as string | null;
-      return JSON.stringify({ low: position === undefined ? high : parse(position).high, high });
+      const seen = parse(position);
+      const upTo = JSON.parse(claimed) as Stamps;
+      return JSON.stringify(upTo.map((high, i) => ({ low: seen ? (seen[i]?.high ?? null) : high, high })));
     },
     trim: async () => undefined,
-    marker: async () => `watermark:${await highestStamp(db, tracked)}`,
+    marker: async () => `watermark:${JSON.stringify(await highest())}`,
   };
 }
 
-/** The highest stamp in the table (JSON: a string, or null for an empty table). */
-async function highestStamp(db: Db, tracked: WatermarkTable): Promise<string> {
-  const text = dialectOf(db) === 'mysql' ? 'CHAR' : 'TEXT';
-  const [row] = await rowsOf<{ m: string | null }>(db, {
-    sql: `SELECT CAST(MAX(??) AS ${text}) AS m FROM ??`,
-    bindings: [tracked.column, tracked.table],
-  });
-  return JSON.stringify(row?.m ?? null);
+/** The keys of a table's rows stamped after `low` (from the start: null) up to `upTo`. */
+function rowsStampedIn(table: WatermarkTable, low: string | null, upTo: string | null): Fragment {
+  const from =
+    low === null ? { sql: '', bindings: [] } : { sql: ' AND ?? > ?', bindings: [table.column, low] };
+  return {
+    sql: `SELECT ?? AS record_key FROM ?? WHERE ?? IS NOT NULL AND ?? <= ?${from.sql}`,
+    bindings: [table.key, table.table, table.key, table.column, upTo, ...from.bindings],
+  };
 }
 
-/**
- * Across all of a dataset's watermark tables (its tombstone tables too), whether none still holds a
- * stamp as high as the highest seen in it: the watermarks went backwards (rows rewritten with older
- * stamps, a restore from backup) and the positions mean nothing any more. A deletion cannot cause
- * it, since its tombstone carries a newer stamp.
- */
-export async function watermarksWentBackwards(
-  db: Db,
-  tables: WatermarkTable[],
-  positions: Map<string, string>,
-): Promise<string | undefined> {
-  const seen: string[] = [];
-  for (const table of tables) {
-    const position = positions.get(watermarkSourceIdOf(table));
-    const high = position ? (JSON.parse(position) as Watermarks).high : null;
-    // A table empty until now that has rows now has moved forward.
-    if (high === null ? await hasRows(db, table) : await reaches(db, table, high)) return undefined;
-    if (high === null) continue;
-    seen.push(`${table.table}.${table.column} below ${high}`);
-  }
-  return seen.length > 0 ? `the watermarks went backwards (${seen.join(', ')})` : undefined;
+/** The highest stamp in the table (null for an empty table). */
+async function highestStamp(db: Db, tracked: WatermarkTable): Promise<string | null> {
+  const text = dialectOf(db) === 'mysql' ? 'CHAR' : 'TEXT';
+  const [row] = await selectRows<{ m: string | null }>(db, `SELECT CAST(MAX(??) AS ${text}) AS m FROM ??`, [
+    tracked.column,
+    tracked.table,
+  ]);
+  return row?.m ?? null;
 }
 
 /**
  * Whether some row's watermark is still at or above `value`, compared by the database as the
- * column's own values are (dates, numbers or text). None: the highest watermark went down (rows
- * rewritten with older stamps, a restore, or the latest row deleted: a full compare sorts it out).
+ * column's own values are (dates, numbers or text).
  */
 async function reaches(db: Db, tracked: WatermarkTable, value: string): Promise<boolean> {
-  const found = await rowsOf<{ one: number }>(db, {
-    sql: 'SELECT 1 AS one FROM ?? WHERE ?? >= ? LIMIT 1',
-    bindings: [tracked.table, tracked.column, value],
-  });
+  const found = await selectRows(db, 'SELECT 1 AS one FROM ?? WHERE ?? >= ? LIMIT 1', [
+    tracked.table,
+    tracked.column,
+    value,
+  ]);
   return found.length > 0;
 }
 
 async function hasRows(db: Db, tracked: WatermarkTable): Promise<boolean> {
-  return (
-    (await rowsOf<{ one: number }>(db, { sql: 'SELECT 1 AS one FROM ?? LIMIT 1', bindings: [tracked.table] }))
-      .length > 0
-  );
-}
-
-async function rowsOf<T>(db: Db, fragment: Fragment): Promise<T[]> {
-  const result: unknown = await db.raw(fragment.sql, fragment.bindings);
-  return dialectOf(db) === 'mysql' ? (result as [T[]])[0] : (result as T[]);
+  return (await selectRows(db, 'SELECT 1 AS one FROM ?? LIMIT 1', [tracked.table])).length > 0;
 }

@@ -1,5 +1,5 @@
 import type { Knex } from 'knex';
-import { dialectOf, type Db, type Dialect } from '../db';
+import { dialectOf, selectRows, type Db, type Dialect } from '../db';
 import type { Attributes, Rejection } from './destination';
 import { jsonBytes } from './batching';
 import {
@@ -603,11 +603,9 @@ export async function inspectDataset(
   return report;
 }
 
-/** Rows of a raw SELECT, whichever driver answered (mysql2 wraps them, better-sqlite3 does not). */
-async function rows<T>(db: Executor, fragment: Fragment): Promise<T[]> {
-  const result: unknown = await db.raw(fragment.sql, fragment.bindings);
-  if (dialectOf(db as Db) === 'mysql') return (result as [T[]])[0];
-  return result as T[];
+/** Rows of a raw SELECT fragment (see selectRows). */
+function rows<T>(db: Executor, fragment: Fragment): Promise<T[]> {
+  return selectRows<T>(db, fragment.sql, fragment.bindings);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -148,6 +148,16 @@ export function dialectOf(db: Db): Dialect {
   return client === 'mysql2' || client === 'mysql' ? 'mysql' : 'sqlite';
 }
 
+/** The rows of a raw SELECT, whichever driver answered (mysql2 wraps them, better-sqlite3 does not). */
+export async function selectRows<T>(
+  db: Db | Knex.Transaction,
+  sql: string,
+  bindings: readonly Knex.RawBinding[] = [],
+): Promise<T[]> {
+  const result: unknown = await db.raw(sql, bindings);
+  return dialectOf(db as Db) === 'mysql' ? (result as [T[]])[0] : (result as T[]);
+}
+
 /** Open a database and bring its schema up to date. */
 export async function openDatabase(url?: string, options: DatabaseOptions = {}): Promise<Db> {
   if (options.statementTimeoutMs === undefined) {
