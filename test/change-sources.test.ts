@@ -609,6 +609,31 @@ for (const dialect of dialects) {
       assert.equal(listed.compare.mode, 'full');
     });
 
+    test('a refresh that dies after claiming the journal, before applying it, loses nothing: the next one applies it', async () => {
+      const f = await fixture(db);
+      const id = connector();
+      const check = checkAgainstTwin(id, f.table);
+      await db(f.people).insert({ k: 'x1', a: 'x' });
+      await follow(db, id, f.table, 1000);
+      await check(1000);
+      await db(f.people).insert({ k: 'x2', a: 'x' });
+      await db(f.people).where({ k: 'x1' }).update({ a: 'y' });
+      // The worker dies once the journal is claimed, before its update reads anything.
+      const dying: DatasetReader = {
+        dataset: f.table,
+        read: () => Promise.reject(new Error('worker killed')),
+      };
+      await assert.rejects(updateFollowingChanges(db, id, f.table, dying, 2000), /worker killed/);
+      await db(f.people).insert({ k: 'x3', a: 'x' });
+      const next = await follow(db, id, f.table, 3000);
+      assert.deepEqual(next.compare, {
+        mode: 'incremental',
+        reason: 'keys touched since the last refresh',
+        touchedKeys: 3,
+      });
+      await check(3000);
+    });
+
     test('the journal is trimmed to what every follower has applied', async () => {
       const f = await fixture(db);
       const [first, second] = [connector(), connector()];
