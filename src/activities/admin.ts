@@ -1,4 +1,5 @@
 import { forgetTracking } from '../core/change-tracking';
+import { leaveSharedCompare } from '../core/shared-compare';
 import {
   connectorKey,
   InvalidConnectorError,
@@ -113,6 +114,7 @@ export function createAdminActivities({
         await deleteConnector(db, tenant.id, op.id);
         // Its change positions; a table nobody follows any more loses its triggers and journal.
         await forgetTracking(db, connectorKey(tenant.id, op.id));
+        await leaveSharedCompare(db, connectorKey(tenant.id, op.id));
         await tenancy.datasets.forget(tenant, connector);
         return { kind: 'deleted', id: op.id };
       }

@@ -73,13 +73,14 @@ export function createRefreshActivities(dependencies: ActivityDependencies) {
      * Step 1 (FIG. 4): full compare of the dataset against the deltalog, in the database (skipped
      * by a first push that can read the dataset directly: see engine.updateDeltalog).
      */
-    async updateDeltalog(ref: RunRef & { strategy?: StrategyChoice }) {
+    async updateDeltalog(ref: RunRef & { strategy?: StrategyChoice; askedAt?: number }) {
       return failClearly(() =>
         keepHeartbeating(() =>
           withDestination(ref, async (destination, opened) =>
             engine.updateDeltalog(deps, runOf(opened, ref), await opened.source(), {
               strategy: ref.strategy ?? opened.connector.policy.strategy,
               canAdd: capabilitiesOf(destination).add,
+              askedAt: ref.askedAt,
             }),
           ),
         ),

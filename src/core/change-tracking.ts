@@ -10,6 +10,7 @@ import {
   updateDeltalog,
   updateDeltalogFromChanges,
   type BadRowReport,
+  type CompareTarget,
 } from './deltalog';
 
 /**
@@ -24,6 +25,8 @@ export interface CompareRecord {
   reason: string;
   /** Keys the change source reported touched (an incremental update). */
   touchedKeys?: number;
+  /** Compared once for several connectors with this dataset (src/core/shared-compare.ts). */
+  shared?: { connectors: number; ranCompare: boolean };
   /**
    * Keys a full compare found changed that the change source had not reported (writes that
    * bypassed the triggers, journal rows lost). Absent when there was nothing to measure against.
@@ -34,6 +37,8 @@ export interface CompareRecord {
 export interface TrackedUpdate {
   report: BadRowReport;
   compare: CompareRecord;
+  /** When the dataset was read, if before the refresh's own snapshot time (a shared compare). */
+  asOf?: number;
 }
 
 interface TrackingRow {
@@ -93,22 +98,29 @@ export function followedSources(db: Db, dataset: DatasetDefinition): FollowedSou
 }
 
 /**
- * `declared` is the connector's dataset as configured (it names the change source); `reader` is
- * how its rows are read. `mustCompare`, when set, is why a full compare is needed regardless (keys
- * an interrupted first push adopted, which no change source reported).
+ * `target` is what is compared: a connector's deltalog, or a compare shared by several connectors
+ * (which then follows the change sources in their stead). `declared` is the dataset as configured
+ * (it names the change source); `reader` is how its rows are read. `mustCompare`, when set, is why
+ * a full compare is needed regardless (keys an interrupted first push adopted, which no change
+ * source reported). `fence` runs inside each transaction that writes compared rows, before it
+ * commits, with the stamp those rows carry.
  */
 export async function updateFollowingChanges(
   db: Db,
-  connectorKey: string,
+  target: CompareTarget,
   declared: DatasetDefinition,
   reader: DatasetReader,
   now: number,
   mustCompare?: string,
+  fence: (trx: Knex.Transaction, stamp: number) => Promise<void> = async () => undefined,
 ): Promise<TrackedUpdate> {
+  // The follower's id in the change tables: the connector's key, or the shared compare's id.
+  const connectorKey = followerOf(target);
   const sources = followedSources(db, declared);
   if (sources.length === 0) {
     await forgetTracking(db, connectorKey);
-    return { report: await updateDeltalog(db, connectorKey, reader, now), compare: FULL_WITHOUT_SOURCE };
+    const report = await updateDeltalog(db, target, reader, now, (trx) => fence(trx, now));
+    return { report, compare: FULL_WITHOUT_SOURCE };
   }
   const lost: string[] = [];
   for (const source of sources) {
@@ -144,19 +156,13 @@ export async function updateFollowingChanges(
       hours: declared.changes!.fullCompareHours,
     }));
   if (!fullBecause) {
-    const counted = await updateDeltalogFromChanges(
-      db,
-      connectorKey,
-      reader,
-      touched,
-      now,
-      async (trx, result) => {
-        await savePositions(trx, connectorKey, advanced);
-        await trx('change_tracking')
-          .where({ connector_id: connectorKey })
-          .update({ dataset_keys: trx.raw('dataset_keys + ?', [result.datasetKeysDelta]) });
-      },
-    );
+    const counted = await updateDeltalogFromChanges(db, target, reader, touched, now, async (trx, result) => {
+      await fence(trx, now);
+      await savePositions(trx, connectorKey, advanced);
+      await trx('change_tracking')
+        .where({ connector_id: connectorKey })
+        .update({ dataset_keys: trx.raw('dataset_keys + ?', [result.datasetKeysDelta]) });
+    });
     for (const source of sources) await source.trim();
     const lastBadRows = JSON.parse(state!.bad_rows) as BadRowReport;
     const datasetKeys = Number(state!.dataset_keys) + counted.datasetKeysDelta;
@@ -173,10 +179,10 @@ export async function updateFollowingChanges(
   // The source's changes first, a millisecond earlier: what the full compare still changes after
   // them (stamped `now`) is what the change source missed.
   if (continued)
-    await updateDeltalogFromChanges(db, connectorKey, reader, touched, now - 1, async () => undefined);
-  const report = await updateDeltalog(db, connectorKey, reader, now);
-  const drift = continued ? await changedAt(db, connectorKey, now) : undefined;
-  const datasetKeys = await datasetKeyCount(db, connectorKey);
+    await updateDeltalogFromChanges(db, target, reader, touched, now - 1, (trx) => fence(trx, now - 1));
+  const report = await updateDeltalog(db, target, reader, now, (trx) => fence(trx, now));
+  const drift = continued ? await changedAt(db, target, now) : undefined;
+  const datasetKeys = await datasetKeyCount(db, target);
   await db.transaction(async (trx) => {
     await savePositions(trx, connectorKey, advanced);
     const row = {
@@ -195,6 +201,10 @@ export async function updateFollowingChanges(
     report,
     compare: { mode: 'full', reason: fullBecause, ...(drift === undefined ? {} : { drift }) },
   };
+}
+
+function followerOf(target: CompareTarget): string {
+  return typeof target === 'string' ? target : target.sharedCompare;
 }
 
 const FULL_WITHOUT_SOURCE: CompareRecord = { mode: 'full', reason: 'the dataset declares no change source' };
@@ -278,12 +288,16 @@ async function savePositions(trx: Knex.Transaction, connectorKey: string, positi
       .merge({ position, applied: true });
 }
 
-/** Pending rows stamped at `at`: what the full compare changed. Read through the pending index. */
-async function changedAt(db: Db, connectorKey: string, at: number): Promise<number> {
-  const [row] = (await db('deltalog')
-    .where({ connector_id: connectorKey, updated_at: at })
-    .whereNull('committed_at')
-    .count({ n: '*' })) as { n: number | string }[];
+/**
+ * Rows stamped at `at`: what the full compare changed. A deltalog's are pending, read through the
+ * pending index; a shared compare's through its stamp index.
+ */
+async function changedAt(db: Db, target: CompareTarget, at: number): Promise<number> {
+  const query =
+    typeof target === 'string'
+      ? db('deltalog').where({ connector_id: target, updated_at: at }).whereNull('committed_at')
+      : db('shared_compare_rows').where({ compare_id: target.sharedCompare, updated_at: at });
+  const [row] = (await query.count({ n: '*' })) as { n: number | string }[];
   return Number(row?.n ?? 0);
 }
 

@@ -1,5 +1,6 @@
 import type { Db } from '../db/index';
 import { connectorKey, parseConnector, type ConnectorDefinition, type ConnectorInput } from './connector';
+import { datasetSignature } from './dataset';
 
 /**
  * Connectors live in our database, keyed by `<tenant>/<id>` (see connectorKey); definitions are
@@ -18,6 +19,8 @@ export async function saveConnector(
     tenant: connector.tenant,
     destination_type: connector.destination.type,
     definition: JSON.stringify(connector),
+    // Connectors of a tenant with one signature share their compare (core/shared-compare.ts).
+    dataset_signature: datasetSignature(connector.dataset),
     updated_at: now,
   };
   await db('connectors')

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { Db, Dialect } from '../db';
 
@@ -36,6 +37,21 @@ export type ChangeSourceSettings =
       tables?: { table: string; key: string; column: string }[];
       fullCompareHours: number;
     };
+
+/**
+ * The dataset as its rows are read and compared: connectors of a tenant with the same signature
+ * share one compare (src/core/shared-compare.ts).
+ */
+export function datasetSignature(dataset: DatasetDefinition): string {
+  const shape = {
+    table: dataset.table ?? null,
+    sql: dataset.sql ?? null,
+    key: dataset.key,
+    attributes: dataset.attributes,
+    changes: dataset.changes ?? null,
+  };
+  return createHash('sha256').update(JSON.stringify(shape)).digest('hex').slice(0, 40);
+}
 
 /** How a column of the dataset's key compares, which decides how cheaply duplicates are ruled out. */
 export interface KeyTraits {

@@ -31,6 +31,48 @@ function join(...fragments: Fragment[]): Fragment {
 }
 const text = (sql: string, ...bindings: Knex.RawBinding[]): Fragment => ({ sql, bindings });
 
+/**
+ * Where a compare writes: a connector's deltalog (named by the connector's key), or the rows of a
+ * compare shared by the connectors of one dataset (src/core/shared-compare.ts), which have the
+ * deltalog's compare columns and no delivery state.
+ */
+export type CompareTarget = string | { sharedCompare: string };
+
+interface TargetTable {
+  table: string;
+  owner: string;
+  id: string;
+  /** Columns (after `updated_at`) and values a new row takes besides the compared ones. */
+  newColumns: string;
+  newValues: string;
+  /** Assignments (after `updated_at`) that make a changed row pending again. */
+  reset: string;
+  /** SQLite's name for the table's primary key index. */
+  keyIndex: string;
+}
+
+function tableOf(target: CompareTarget): TargetTable {
+  if (typeof target === 'string')
+    return {
+      table: 'deltalog',
+      owner: 'connector_id',
+      id: target,
+      newColumns: ', on_remote, committed_at, attempts',
+      newValues: ', 0, NULL, 0',
+      reset: ', committed_at = NULL, attempts = 0, last_error = NULL',
+      keyIndex: SQLITE_DELTALOG_KEY,
+    };
+  return {
+    table: 'shared_compare_rows',
+    owner: 'compare_id',
+    id: target.sharedCompare,
+    newColumns: '',
+    newValues: '',
+    reset: '',
+    keyIndex: 'sqlite_autoindex_shared_compare_rows_1',
+  };
+}
+
 // ---------------------------------------------------------------------------------------------
 // 1. Full-compare update (FIG. 4)
 // ---------------------------------------------------------------------------------------------
@@ -56,17 +98,19 @@ export function badRowTotal(report: BadRowReport): number {
  */
 export async function updateDeltalog(
   db: Db,
-  connectorId: string,
+  connectorId: CompareTarget,
   source: DatasetDefinition | DatasetReader,
   now: number,
+  alongside?: (trx: Knex.Transaction) => Promise<void>,
 ): Promise<BadRowReport> {
   const reader = readerOf(db, source);
   return reader.read(async (executor) => {
     const traits = reader.traits ?? (await keyTraits(executor, reader.dataset));
     const report = await inspectDataset(executor, reader.dataset, traits);
-    await inCompareTransaction(executor, (trx) =>
-      applyFullCompare(trx, connectorId, reader.dataset, now, report, traits),
-    );
+    await inCompareTransaction(executor, async (trx) => {
+      await applyFullCompare(trx, connectorId, reader.dataset, now, report, traits);
+      await alongside?.(trx);
+    });
     return report;
   });
 }
@@ -82,7 +126,7 @@ export async function updateDeltalog(
  */
 export async function updateDeltalogFromChanges(
   db: Db,
-  connectorId: string,
+  connectorId: CompareTarget,
   source: DatasetDefinition | DatasetReader,
   touched: Fragment,
   now: number,
@@ -172,7 +216,7 @@ async function chunksOf(trx: Knex.Transaction): Promise<Chunk[]> {
 /** Read a chunk's pages of the deltalog and the dataset, so that its statements find them cached. */
 async function warmChunk(
   db: Executor,
-  connectorId: string,
+  connectorId: CompareTarget,
   dataset: DatasetDefinition,
   touched: Fragment,
   chunk: Chunk,
@@ -182,10 +226,14 @@ async function warmChunk(
     touched,
     text(') t WHERE t.record_key > ? AND t.record_key <= ?', chunk.after, chunk.upTo),
   );
+  const target = tableOf(connectorId);
   await rows(
     db,
     join(
-      text('SELECT COUNT(*) AS n FROM deltalog WHERE connector_id = ? AND record_key IN (', connectorId),
+      text(
+        `SELECT COUNT(*) AS n FROM ${target.table} WHERE ${target.owner} = ? AND record_key IN (`,
+        target.id,
+      ),
       keys,
       text(')'),
     ),
@@ -236,12 +284,17 @@ export interface ChangesApplied {
 }
 
 /** Of the touched keys, those the deltalog holds as in the dataset. */
-async function keysInDataset(trx: Knex.Transaction, connectorId: string, touched: Fragment): Promise<number> {
+async function keysInDataset(
+  trx: Knex.Transaction,
+  connectorId: CompareTarget,
+  touched: Fragment,
+): Promise<number> {
+  const target = tableOf(connectorId);
   const [row] = await rows<{ n: number }>(
     trx,
     join(
-      text(`SELECT COUNT(*) AS n FROM deltalog ${byKeyHint(trx)}`),
-      text('WHERE connector_id = ? AND in_dataset = 1 AND record_key IN (', connectorId),
+      text(`SELECT COUNT(*) AS n FROM ${target.table} ${byKeyHint(trx, target)}`),
+      text(`WHERE ${target.owner} = ? AND in_dataset = 1 AND record_key IN (`, target.id),
       touched,
       text(')'),
     ),
@@ -250,9 +303,10 @@ async function keysInDataset(trx: Knex.Transaction, connectorId: string, touched
 }
 
 /** Keys the deltalog holds as in the dataset (after a full compare, for counting on from there). */
-export async function datasetKeyCount(db: Db, connectorId: string): Promise<number> {
-  const [row] = (await db('deltalog')
-    .where({ connector_id: connectorId, in_dataset: 1 })
+export async function datasetKeyCount(db: Db, connectorId: CompareTarget): Promise<number> {
+  const target = tableOf(connectorId);
+  const [row] = (await db(target.table)
+    .where({ [target.owner]: target.id, in_dataset: 1 })
     .count({ n: '*' })) as {
     n: number | string;
   }[];
@@ -303,7 +357,7 @@ function inCompareTransaction<T>(db: Executor, work: (trx: Knex.Transaction) => 
 
 async function applyFullCompare(
   trx: Knex.Transaction,
-  connectorId: string,
+  connectorId: CompareTarget,
   dataset: DatasetDefinition,
   now: number,
   report: BadRowReport,
@@ -352,12 +406,13 @@ const ROLLED_BACK = new Error('preview rolled back');
 async function upsertNewAndChanged(
   trx: Knex.Transaction,
   dialect: 'mysql' | 'sqlite',
-  connectorId: string,
+  connectorId: CompareTarget,
   dataset: DatasetDefinition,
   now: number,
   groupBy: Fragment | undefined,
   touched?: Fragment,
 ): Promise<void> {
+  const target = tableOf(connectorId);
   const hash = attributeHash(dialect, dataset);
   const rows = join(
     text('SELECT'),
@@ -375,42 +430,44 @@ async function upsertNewAndChanged(
   const ds = groupBy
     ? join(text('SELECT dup.k, MIN(dup.h) AS h FROM ('), rows, text(') dup GROUP BY dup.k'))
     : rows;
+  const { table, owner } = target;
   const select = join(
-    text('SELECT ?, ds.k, 1, ds.h, 0, ?, NULL, 0 FROM (', connectorId, now),
+    text(`SELECT ?, ds.k, 1, ds.h, ?${target.newValues} FROM (`, target.id, now),
     ds,
-    text(') ds LEFT JOIN deltalog dl ON dl.connector_id = ? AND dl.record_key = ds.k', connectorId),
+    text(`) ds LEFT JOIN ${table} dl ON dl.${owner} = ? AND dl.record_key = ds.k`, target.id),
     text('WHERE dl.record_key IS NULL OR dl.in_dataset = 0 OR dl.attr_hash IS NULL OR dl.attr_hash <> ds.h'),
   );
-  const insert =
-    'INSERT INTO deltalog (connector_id, record_key, in_dataset, attr_hash, on_remote, updated_at, committed_at, attempts)';
+  const insert = `INSERT INTO ${table} (${owner}, record_key, in_dataset, attr_hash, updated_at${target.newColumns})`;
   const onConflict =
     dialect === 'mysql'
-      ? 'ON DUPLICATE KEY UPDATE in_dataset = 1, attr_hash = VALUES(attr_hash), updated_at = VALUES(updated_at), committed_at = NULL, attempts = 0, last_error = NULL'
-      : 'ON CONFLICT (connector_id, record_key) DO UPDATE SET in_dataset = 1, attr_hash = excluded.attr_hash, updated_at = excluded.updated_at, committed_at = NULL, attempts = 0, last_error = NULL';
+      ? `ON DUPLICATE KEY UPDATE in_dataset = 1, attr_hash = VALUES(attr_hash), updated_at = VALUES(updated_at)${target.reset}`
+      : `ON CONFLICT (${owner}, record_key) DO UPDATE SET in_dataset = 1, attr_hash = excluded.attr_hash, updated_at = excluded.updated_at${target.reset}`;
   await trx.raw(`${insert} ${select.sql} ${onConflict}`, select.bindings);
 }
 
 async function markRemoved(
   trx: Knex.Transaction,
   dialect: 'mysql' | 'sqlite',
-  connectorId: string,
+  connectorId: CompareTarget,
   dataset: DatasetDefinition,
   now: number,
   touched?: Fragment,
 ): Promise<void> {
-  const set = 'in_dataset = 0, updated_at = ?, committed_at = NULL, attempts = 0, last_error = NULL';
+  const target = tableOf(connectorId);
+  const { table, owner } = target;
+  const set = `in_dataset = 0, updated_at = ?${target.reset}`;
   // Keys that are invalid in the dataset never entered the deltalog, so no validity filter here.
   // Restricted to touched keys, MySQL drives the update from them (a derived table joined to the
   // deltalog's primary key) rather than walking the connector's rows and probing the subquery.
   const statement =
     dialect === 'mysql'
       ? join(
-          text('UPDATE deltalog dl'),
+          text(`UPDATE ${table} dl`),
           ...(touched
             ? [
                 text('JOIN ('),
                 touched,
-                text(') t ON dl.connector_id = ? AND dl.record_key = t.record_key', connectorId),
+                text(`) t ON dl.${owner} = ? AND dl.record_key = t.record_key`, target.id),
               ]
             : []),
           text('LEFT JOIN'),
@@ -418,19 +475,19 @@ async function markRemoved(
           text('ON'),
           keyColumn(dataset),
           text(`= dl.record_key SET ${set.replace(/(\w+) =/g, 'dl.$1 =')}`, now),
-          text('WHERE dl.connector_id = ? AND dl.in_dataset = 1 AND', connectorId),
+          text(`WHERE dl.${owner} = ? AND dl.in_dataset = 1 AND`, target.id),
           keyColumn(dataset),
           text('IS NULL'),
         )
       : join(
-          text(`UPDATE deltalog ${touched ? byKeyHint(trx) : ''} SET ${set}`, now),
-          text('WHERE connector_id = ? AND in_dataset = 1', connectorId),
+          text(`UPDATE ${table} ${touched ? byKeyHint(trx, target) : ''} SET ${set}`, now),
+          text(`WHERE ${owner} = ? AND in_dataset = 1`, target.id),
           ...(touched ? [text('AND record_key IN ('), touched, text(')')] : []),
           text('AND NOT EXISTS (SELECT 1 FROM'),
           sourceFrom(dataset),
           text('WHERE'),
           keyColumn(dataset),
-          text('= deltalog.record_key)'),
+          text(`= ${table}.record_key)`),
         );
   await trx.raw(statement.sql, statement.bindings);
 }
@@ -1018,8 +1075,8 @@ export async function commitDelivered(
  * SQLite, left to itself, answers `connector_id = ? AND record_key IN (…)` from the pending
  * index (it covers the columns) by walking every row of the connector: name the primary key.
  */
-function byKeyHint(db: Executor): string {
-  return dialectOf(db as Db) === 'sqlite' ? `INDEXED BY ${SQLITE_DELTALOG_KEY}` : '';
+function byKeyHint(db: Executor, target: TargetTable): string {
+  return dialectOf(db as Db) === 'sqlite' ? `INDEXED BY ${target.keyIndex}` : '';
 }
 
 /** The index SQLite makes for the deltalog's primary key (connector_id, record_key). */

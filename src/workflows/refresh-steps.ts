@@ -34,7 +34,7 @@ export interface RefreshSteps {
     trigger: string;
     tenant?: string;
   }): Promise<{ runId: number; tenant: string; destinationType: string }>;
-  updateDeltalog(ref: RunRef & { strategy?: StrategyChoice }): Promise<unknown>;
+  updateDeltalog(ref: RunRef & { strategy?: StrategyChoice; askedAt?: number }): Promise<unknown>;
   planRefresh(ref: RunRef & { strategy?: StrategyChoice }): Promise<PlanSummary>;
   recordGuardDecision(
     ref: RunRef & { guard: GuardCheck; decision: GuardDecision; strategy?: string | null },
@@ -85,6 +85,8 @@ export interface RefreshRequest {
   strategy?: StrategyChoice;
   trigger?: string;
   tenant?: string;
+  /** When the refresh was asked for (epoch ms; the workflow's start). */
+  askedAt?: number;
 }
 
 export async function runRefresh(
@@ -102,7 +104,11 @@ export async function runRefresh(
 
   try {
     hooks.enter('updating deltalog');
-    await steps.updateDeltalog({ ...ref, strategy: input.strategy });
+    await steps.updateDeltalog({
+      ...ref,
+      strategy: input.strategy,
+      ...(input.askedAt === undefined ? {} : { askedAt: input.askedAt }),
+    });
 
     hooks.enter('planning');
     const plan = await steps.planRefresh({ ...ref, strategy: input.strategy });

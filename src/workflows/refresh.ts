@@ -14,6 +14,7 @@ import {
   sleep,
   upsertMemo,
   upsertSearchAttributes,
+  workflowInfo,
 } from '@temporalio/workflow';
 import type { StrategyChoice } from '../core/plan';
 import type { SendPhase, SendTotals } from '../core/sender';
@@ -153,7 +154,9 @@ export async function refreshConnector(input: RefreshInput): Promise<RunSummary>
   };
 
   return runRefresh(
-    input,
+    // Asked for when the workflow started: a compare shared with other connectors that began
+    // since then serves this refresh (core/shared-compare.ts).
+    { ...input, askedAt: workflowInfo().startTime.getTime() },
     {
       beginRun: (request) => steps.beginRun(request),
       updateDeltalog: (ref) =>

@@ -1,5 +1,4 @@
 import { InvalidConnectorError, type ConnectorDefinition } from '../connector';
-import type { DatasetReader } from '../dataset';
 import {
   adoptInFlight,
   badRowTotal,
@@ -8,7 +7,9 @@ import {
   validRows,
   type BadRowReport,
 } from '../deltalog';
-import { forgetTracking, updateFollowingChanges, type CompareRecord } from '../change-tracking';
+import { forgetTracking, type CompareRecord } from '../change-tracking';
+import type { DatasetReader } from '../dataset';
+import { compareForConnector } from '../shared-compare';
 import type { StrategyChoice } from '../plan';
 import {
   addRunTimings,
@@ -70,6 +71,8 @@ export interface DeltalogUpdateOptions {
   strategy: StrategyChoice;
   /** The destination adds members in place (a first push then sends every row as an addition). */
   canAdd: boolean;
+  /** When the refresh was asked for (its workflow's start): a shared compare begun since serves it. */
+  askedAt?: number;
 }
 
 /**
@@ -84,7 +87,7 @@ export async function updateDeltalog(
   options: DeltalogUpdateOptions,
 ) {
   const { db, now } = engine;
-  const snapshotAt = now();
+  let snapshotAt = now();
   const started = performance.now();
   // What an earlier direct push left in flight is pending first; the deltalog is then not empty.
   const adopted = await adoptInFlight(db, scope.key, snapshotAt);
@@ -100,14 +103,19 @@ export async function updateDeltalog(
   } else {
     // Adopted keys were sent without a journal noting them: only a full compare re-checks them.
     const mustCompare = adopted > 0 ? `${adopted} keys of an interrupted first push to re-check` : undefined;
-    ({ report: badRows, compare } = await updateFollowingChanges(
-      db,
-      scope.key,
-      scope.connector.dataset,
-      source,
-      snapshotAt,
+    const update = await compareForConnector(db, {
+      connectorKey: scope.key,
+      tenant: scope.connector.tenant,
+      declared: scope.connector.dataset,
+      reader: source,
+      requestedAt: snapshotAt,
+      askedAt: options.askedAt,
       mustCompare,
-    ));
+      clock: engine.now,
+    });
+    ({ report: badRows, compare } = update);
+    // A shared compare may have read the dataset a moment before this refresh asked.
+    snapshotAt = update.asOf ?? snapshotAt;
   }
   await recordSnapshot(db, scope.runId, snapshotAt, badRows, compare);
   await addRunTimings(db, scope.runId, { deltalogMs: performance.now() - started });
