@@ -108,6 +108,39 @@ if [ "$need_mysql" = 1 ]; then
     wait_for "$host" "$port" || die "MariaDB was started but does not accept connections on $host:$port; see its error log."
   fi
 
+  # The binary-log change source is tested against the server's own row-format binary log. A local
+  # MariaDB without one gets it (a section in /etc/my.cnf, then a restart); another server must be
+  # configured by its owner.
+  binlog=$(npx tsx scripts/row-binlog.ts check "$url")
+  if [ "$binlog" != ok ]; then
+    mariadbd_bin=$(command -v mariadbd || ls /usr/sbin/mariadbd 2>/dev/null || true)
+    case "$host" in 127.0.0.1 | localhost) local_server=1 ;; *) local_server=0 ;; esac
+    [ "$local_server" = 1 ] && [ -n "$mariadbd_bin" ] && [ -w /etc ] ||
+      die "MariaDB at $host:$port has $binlog; the tests need log_bin=ON, binlog_format=ROW and binlog_row_image=FULL (see docs/change-sources.md)."
+    say "configuring the local MariaDB for a row-format binary log (/etc/my.cnf) and restarting it"
+    if ! grep -q 'deltasync: row binlog' /etc/my.cnf 2>/dev/null; then
+      cat >>/etc/my.cnf <<'CNF'
+
+[mariadbd]
+# deltasync: row binlog for the binary-log change source's tests (scripts/setup.sh)
+log_bin = mysql-bin
+binlog_format = ROW
+binlog_row_image = FULL
+binlog_row_metadata = FULL
+server_id = 1
+expire_logs_days = 2
+CNF
+    fi
+    npx tsx scripts/row-binlog.ts shutdown "$url"
+    for _ in $(seq 1 120); do reachable "$host" "$port" || break; sleep 0.5; done
+    mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true
+    for _ in $(seq 1 20); do pgrep -x mariadbd >/dev/null || break; sleep 0.5; done
+    start-stop-daemon --start --oknodo --background --exec "$mariadbd_bin" >&2
+    wait_for "$host" "$port" || die "MariaDB did not come back on $host:$port after enabling its binary log; see its error log."
+    binlog=$(npx tsx scripts/row-binlog.ts check "$url")
+    [ "$binlog" = ok ] || die "MariaDB at $host:$port still has $binlog after the restart; see /etc/my.cnf."
+  fi
+
   # The tenancy tests read datasets as each tenant's own database user (test/security.test.ts).
   npx tsx scripts/create-test-users.ts >&2
 

@@ -2,12 +2,19 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { sourceIdOf } from '../src/core/change-source';
-import { updateFollowingChanges, forgetTracking, type TrackedUpdate } from '../src/core/change-tracking';
+import {
+  changeSourceMarker,
+  updateFollowingChanges,
+  forgetTracking,
+  type TrackedUpdate,
+} from '../src/core/change-tracking';
 import { directReader, type DatasetDefinition, type DatasetReader } from '../src/core/dataset';
 import { datasetKeyCount, updateDeltalog } from '../src/core/deltalog';
 import type { Db } from '../src/db';
 import { createTestDatabase, dialects, type TestDatabase } from './helpers/databases';
+import { deltalogOf } from './helpers/deltalog-rows';
 import { assertIndexed, planOf, statementsOf } from './helpers/plans';
+import { startPrivateMariaDb } from './helpers/private-mariadb';
 
 /**
  * Trigger change sources (src/core/change-source.ts, src/core/change-tracking.ts): the deltalog
@@ -26,6 +33,9 @@ interface Fixture {
   /** The same two datasets, followed by watermark columns and tombstone tables instead. */
   stampedTable: DatasetDefinition;
   stampedJoined: DatasetDefinition;
+  /** The same two datasets, followed through the server's binary log (MariaDB only). */
+  loggedTable: DatasetDefinition;
+  loggedJoined: DatasetDefinition;
   /** The stamp the next write gets (a batch job's clock). */
   clock: { now: number };
 }
@@ -76,6 +86,25 @@ async function fixture(db: Db): Promise<Fixture> {
       changes: stamped(people, orders),
     },
     table: { table: people, key: 'k', attributes: ['a', 'b'], changes },
+    loggedTable: {
+      table: people,
+      key: 'k',
+      attributes: ['a', 'b'],
+      changes: { ...changes, source: 'binlog' },
+    },
+    loggedJoined: {
+      sql: joinedSql,
+      key: 'k',
+      attributes: ['a', 'orders'],
+      changes: {
+        source: 'binlog',
+        fullCompareHours: 24,
+        tables: [
+          { table: people, key: 'k' },
+          { table: orders, key: 'k' },
+        ],
+      },
+    },
     // A person with their order count: membership from `people`, an attribute from `orders`.
     joined: {
       sql: `SELECT p.k AS k, p.a AS a, (SELECT COUNT(*) FROM ${orders} o WHERE o.k = p.k) AS orders FROM ${people} p`,
@@ -90,23 +119,6 @@ async function fixture(db: Db): Promise<Fixture> {
       },
     },
   };
-}
-
-/** A connector's deltalog, without its connector id, in key order. */
-async function deltalogOf(db: Db, connectorId: string) {
-  const rows = (await db('deltalog')
-    .where({ connector_id: connectorId })
-    .orderBy('record_key')
-    .select(
-      'record_key',
-      'in_dataset',
-      'attr_hash',
-      'on_remote',
-      'updated_at',
-      'committed_at',
-      'attempts',
-    )) as Record<string, unknown>[];
-  return rows.map((row) => Object.values(row).map((v) => (v === null ? null : String(v))));
 }
 
 /** Deliver everything pending (both connectors alike), so the next round starts from a synced list. */
@@ -209,7 +221,9 @@ for (const dialect of dialects) {
           fc.array(fc.array(editArb, { maxLength: 8 }), { minLength: 1, maxLength: 6 }),
           async (rounds) => {
             const f = await fixture(db);
-            const pairs = [f.table, f.joined, f.stampedTable, f.stampedJoined].map((dataset) => ({
+            const datasets = [f.table, f.joined, f.stampedTable, f.stampedJoined];
+            if (dialect === 'mysql') datasets.push(f.loggedTable, f.loggedJoined);
+            const pairs = datasets.map((dataset) => ({
               dataset,
               followed: connector(),
               full: connector(),
@@ -335,22 +349,24 @@ for (const dialect of dialects) {
 
     // SQLite fires delete triggers for every DELETE (its truncate optimisation is off while a
     // table has triggers); MySQL's TRUNCATE TABLE fires none.
+    // The binary log records a TRUNCATE as a statement, with no rows: the same for that source.
     if (dialect === 'mysql')
-      test('a TRUNCATE, which fires no triggers, is found as drift by the safety net', async () => {
-        const f = await fixture(db);
-        const id = connector();
-        const dataset = { ...f.table, changes: { source: 'triggers' as const, fullCompareHours: 1 } };
-        await db(f.people).insert([
-          { k: 'd1', a: 'x' },
-          { k: 'd2', a: 'x' },
-        ]);
-        await follow(db, id, dataset, 0);
-        await db.raw(`TRUNCATE TABLE ${f.people}`);
-        assert.deepEqual((await follow(db, id, dataset, 0.5 * HOUR)).compare.touchedKeys, 0);
-        const net = await follow(db, id, dataset, 2 * HOUR);
-        assert.equal(net.compare.mode, 'full');
-        assert.equal(net.compare.drift, 2);
-      });
+      for (const source of ['triggers', 'binlog'] as const)
+        test(`a TRUNCATE, which fires no triggers and logs no rows, is found as drift by the safety net (${source})`, async () => {
+          const f = await fixture(db);
+          const id = connector();
+          const dataset = { ...f.table, changes: { source, fullCompareHours: 1 } };
+          await db(f.people).insert([
+            { k: 'd1', a: 'x' },
+            { k: 'd2', a: 'x' },
+          ]);
+          await follow(db, id, dataset, 0);
+          await db.raw(`TRUNCATE TABLE ${f.people}`);
+          assert.deepEqual((await follow(db, id, dataset, 0.5 * HOUR)).compare.touchedKeys, 0);
+          const net = await follow(db, id, dataset, 2 * HOUR);
+          assert.equal(net.compare.mode, 'full');
+          assert.equal(net.compare.drift, 2);
+        });
 
     test('switching a dataset to the full compare and back loses no change', async () => {
       const f = await fixture(db);
@@ -410,6 +426,113 @@ for (const dialect of dialects) {
       assert.equal((await follow(db, id, f.table, 5000)).compare.mode, 'incremental');
       await check(5000);
     });
+
+    if (dialect === 'mysql') {
+      test('switching between triggers and the binary log loses no change', async () => {
+        const f = await fixture(db);
+        const id = connector();
+        const check = checkAgainstTwin(id, f.table);
+        const edit = (k: string) => apply(db, f, { kind: 'insert', k, a: 'x', b: null });
+        await edit('l1');
+        await follow(db, id, f.table, 1000);
+        await check(1000);
+        await edit('l2');
+        const toLog = await follow(db, id, f.loggedTable, 2000);
+        assert.deepEqual(toLog.compare, { mode: 'full', reason: "the dataset's definition changed" });
+        await check(2000);
+        assert.deepEqual(await triggersOn(db, f.people), [], 'no triggers: the binary log is read instead');
+        await apply(db, f, { kind: 'rekey', k: 'l1', to: 'l9' });
+        await apply(db, f, { kind: 'update', k: 'l2', a: 'z' });
+        const logged = await follow(db, id, f.loggedTable, 3000);
+        // l1 left, l9 came, l2 changed: both keys of the rekeyed row, from the row images.
+        assert.deepEqual(logged.compare, {
+          mode: 'incremental',
+          reason: 'keys touched since the last refresh',
+          touchedKeys: 3,
+        });
+        await check(3000);
+        await edit('l3');
+        assert.equal((await follow(db, id, f.table, 4000)).compare.mode, 'full');
+        await check(4000);
+        await apply(db, f, { kind: 'delete', k: 'l3' });
+        assert.equal((await follow(db, id, f.table, 5000)).compare.mode, 'incremental');
+        await check(5000);
+      });
+
+      test('a purged binary log makes the next refresh compare in full and count what it missed', async () => {
+        const f = await fixture(db);
+        const id = connector();
+        const check = checkAgainstTwin(id, f.loggedTable);
+        await db(f.people).insert({ k: 'p1', a: 'x' });
+        await follow(db, id, f.loggedTable, 1000);
+        await check(1000);
+        await db(f.people).insert({ k: 'p2', a: 'x' });
+        // The log the source stopped in is purged before the source read what was written there.
+        const [[status]] = (await db.raw('SHOW MASTER STATUS')) as [[{ File: string }]];
+        const oldest = async () =>
+          ((await db.raw('SHOW BINARY LOGS')) as [[{ Log_name: string }]])[0][0].Log_name;
+        // MariaDB keeps a log until its binlog checkpoint has passed it: rotate and purge until it goes.
+        for (let i = 0; i < 50 && (await oldest()) <= status.File; i++) {
+          await db.raw('FLUSH BINARY LOGS');
+          const [[current]] = (await db.raw('SHOW MASTER STATUS')) as [[{ File: string }]];
+          await db.raw(`PURGE BINARY LOGS TO '${current.File}'`);
+          await new Promise((resolve) => setTimeout(resolve, 100));
+        }
+        assert.ok((await oldest()) > status.File, 'the old log is gone');
+        const repaired = await follow(db, id, f.loggedTable, 2000);
+        assert.equal(repaired.compare.mode, 'full');
+        assert.match(repaired.compare.reason, /binary log .* was purged/);
+        assert.equal(repaired.compare.drift, 1, 'p2 was only in the purged log');
+        await check(2000);
+        await db(f.people).where({ k: 'p1' }).delete();
+        assert.equal((await follow(db, id, f.loggedTable, 3000)).compare.mode, 'incremental');
+        await check(3000);
+      });
+
+      test("live mode's marker reads the binary log: it moves with a write to the table, not with other tables or the refresh's claim", async () => {
+        const f = await fixture(db);
+        const id = connector();
+        await db(f.people).insert({ k: 'm1', a: 'x' });
+        await follow(db, id, f.loggedTable, 1000);
+        const first = await changeSourceMarker(db, f.loggedTable, null, 1000);
+        await db(f.orders).insert({ k: 'm1', amount: 1 }); // another table
+        assert.equal(await changeSourceMarker(db, f.loggedTable, first!, 1100), first);
+        await db(f.people).insert({ k: 'm2', a: 'x' });
+        const moved = await changeSourceMarker(db, f.loggedTable, first!, 1200);
+        assert.notEqual(moved, first);
+        const claimed = await follow(db, id, f.loggedTable, 2000);
+        assert.equal(claimed.compare.touchedKeys, 1);
+        assert.equal(
+          await changeSourceMarker(db, f.loggedTable, moved!, 2100),
+          moved,
+          'the claim moves nothing',
+        );
+      });
+
+      test('a server without a row-format binary log is refused with what to set', async () => {
+        // A MariaDB of this test's own, started without a binary log (--no-defaults).
+        const server = await startPrivateMariaDb();
+        try {
+          const bare = await createTestDatabase('mysql', { mysqlServer: server.url });
+          try {
+            const f = await fixture(bare.db);
+            await assert.rejects(
+              follow(bare.db, connector(), f.loggedTable, 1000),
+              /needs log_bin=ON, binlog_format=ROW and binlog_row_image=FULL on the server \(it has log_bin=0/,
+            );
+          } finally {
+            await bare.drop();
+          }
+        } finally {
+          await server.stop();
+        }
+      });
+    } else {
+      test('the binary-log source on SQLite is refused with the reason', async () => {
+        const f = await fixture(db);
+        await assert.rejects(follow(db, connector(), f.loggedTable, 1000), /needs MySQL or MariaDB/);
+      });
+    }
 
     test('a changed dataset definition or an interrupted first push compares in full', async () => {
       const f = await fixture(db);

@@ -96,7 +96,14 @@ describe('validateConnector', () => {
       ...valid,
       dataset: sql ? { sql: 'SELECT 1 AS email', key: 'email', changes } : { ...valid.dataset, changes },
     });
-    assert.deepEqual(problemsOf(dataset({ source: 'binlog' }))[0]?.split(':')[0], 'dataset.changes.source');
+    assert.deepEqual(problemsOf(dataset({ source: 'kafka' }))[0]?.split(':')[0], 'dataset.changes.source');
+    assert.deepEqual(validateConnector(dataset({ source: 'binlog' })).dataset.changes, {
+      source: 'binlog',
+      fullCompareHours: 24,
+    });
+    assert.deepEqual(problemsOf(dataset({ source: 'binlog' }, true)), [
+      'dataset.changes.tables: a `sql` dataset with `changes` names the base tables its rows depend on (`changes.tables`)',
+    ]);
     assert.deepEqual(problemsOf(dataset({ source: 'watermark' })), [
       'dataset.changes: a watermark source names its column (`changes.column`) or its tables (`changes.tables`)',
     ]);

@@ -7,6 +7,7 @@ import { recordSentHashes, updateDeltalog } from '../src/core/deltalog';
 import { compareForConnector, leaveSharedCompare, noteSentHashes } from '../src/core/shared-compare';
 import type { Db } from '../src/db';
 import { createTestDatabase, dialects, type TestDatabase } from './helpers/databases';
+import { deltalogOf } from './helpers/deltalog-rows';
 import { assertIndexed, planOf, statementsOf } from './helpers/plans';
 
 /**
@@ -53,22 +54,6 @@ function refresh(db: Db, key: string, dataset: DatasetDefinition, now: number): 
     requestedAt: now,
     clock: () => now,
   });
-}
-
-async function deltalogOf(db: Db, connectorId: string) {
-  const rows = (await db('deltalog')
-    .where({ connector_id: connectorId })
-    .orderBy('record_key')
-    .select(
-      'record_key',
-      'in_dataset',
-      'attr_hash',
-      'on_remote',
-      'updated_at',
-      'committed_at',
-      'attempts',
-    )) as Record<string, unknown>[];
-  return rows.map((row) => Object.values(row).map((v) => (v === null ? null : String(v))));
 }
 
 /**

@@ -30,9 +30,13 @@ export interface TrackedTable {
   key: string;
 }
 
-/** A short, stable id for a table and key column (trigger names are at most 64 characters). */
-export function sourceIdOf(tracked: TrackedTable): string {
-  return createHash('sha256').update(`${tracked.table}\u001f${tracked.key}`).digest('hex').slice(0, 16);
+/**
+ * A short, stable id for a table and key column (trigger names are at most 64 characters); a
+ * binary-log source of the same table has its own journal.
+ */
+export function sourceIdOf(tracked: TrackedTable, kind: 'triggers' | 'binlog' = 'triggers'): string {
+  const name = `${kind === 'binlog' ? 'binlog\u001f' : ''}${tracked.table}\u001f${tracked.key}`;
+  return createHash('sha256').update(name).digest('hex').slice(0, 16);
 }
 
 const EVENTS = ['insert', 'update', 'delete'] as const;
@@ -43,7 +47,7 @@ function triggerName(sourceId: string, event: TriggerEvent): string {
 }
 
 /** `schema.table` → [schema, table]; a bare name → [undefined, table]. */
-function splitTable(table: string): [string | undefined, string] {
+export function splitTable(table: string): [string | undefined, string] {
   const dot = table.indexOf('.');
   return dot < 0 ? [undefined, table] : [table.slice(0, dot), table.slice(dot + 1)];
 }
@@ -200,7 +204,7 @@ export async function assertByteCompared(db: Db, tracked: TrackedTable): Promise
   );
 }
 
-async function databaseName(db: Db): Promise<string> {
+export async function databaseName(db: Db): Promise<string> {
   const [row] = await selectRows<{ name: string }>(db, 'SELECT DATABASE() AS name');
   return row!.name;
 }
@@ -366,10 +370,7 @@ export interface FollowedSource {
 
 /** A table followed by triggers and its journal. */
 export function triggerSource(db: Db, tracked: TrackedTable): FollowedSource {
-  const sourceId = sourceIdOf(tracked);
-  return {
-    sourceId,
-    table: tracked.table,
+  return journalSource(db, tracked, sourceIdOf(tracked), {
     async prepare(now) {
       const state = await ensureTriggers(db, tracked, now);
       return state.reinstalled
@@ -378,8 +379,36 @@ export function triggerSource(db: Db, tracked: TrackedTable): FollowedSource {
           }
         : {};
     },
+    fill: async () => undefined,
+  });
+}
+
+/**
+ * How a journal is kept: `prepare` installs what writes it (or checks it can be written), `fill`
+ * brings it up to date before a claim or a marker (triggers fill it as writes commit: nothing to
+ * do; a binary-log source reads the log: change-binlog.ts).
+ */
+export interface JournalKeeper {
+  prepare(now: number): Promise<{ lost?: string }>;
+  fill(): Promise<void>;
+}
+
+/** A table whose touched keys a keeper writes to `change_journal`: batches, positions, trimming. */
+export function journalSource(
+  db: Db,
+  tracked: TrackedTable,
+  sourceId: string,
+  keeper: JournalKeeper,
+): FollowedSource {
+  return {
+    sourceId,
+    table: tracked.table,
+    prepare: (now) => keeper.prepare(now),
     // Claimed before anything is read: a change committed after its claim is in a later batch.
-    claim: async () => String(await claimChanges(db, sourceId)),
+    async claim() {
+      await keeper.fill();
+      return String(await claimChanges(db, sourceId));
+    },
     async discontinuity(position, claimed) {
       const broken = await journalContinuity(db, sourceId, Number(position), Number(claimed));
       if (broken === 'rows missing') return `rows of the change journal of ${tracked.table} went missing`;
@@ -394,6 +423,7 @@ export function triggerSource(db: Db, tracked: TrackedTable): FollowedSource {
     },
     // The newest unclaimed journal row; once a refresh claimed everything, the marker stays put.
     async marker(previous) {
+      await keeper.fill();
       const [row] = (await db('change_journal')
         .where({ source_id: sourceId })
         .whereNull('batch')

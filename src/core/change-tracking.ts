@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { Db } from '../db';
 import { removeUnfollowedSources, triggerSource, unionOfKeys, type FollowedSource } from './change-source';
+import { binlogSource } from './change-binlog';
 import { watermarkSource } from './change-watermark';
 import type { DatasetDefinition, DatasetReader, Fragment } from './dataset';
 import {
@@ -86,8 +87,10 @@ export async function changeSourceMarker(
 export function followedSources(db: Db, dataset: DatasetDefinition): FollowedSource[] {
   const changes = dataset.changes;
   if (!changes) return [];
-  if (changes.source === 'triggers')
-    return (changes.tables ?? [{ table: dataset.table!, key: dataset.key }]).map((t) => triggerSource(db, t));
+  if (changes.source === 'triggers' || changes.source === 'binlog') {
+    const follow = changes.source === 'triggers' ? triggerSource : binlogSource;
+    return (changes.tables ?? [{ table: dataset.table!, key: dataset.key }]).map((t) => follow(db, t));
+  }
   // The stamped tables are one source: their watermarks go forward or back together.
   return [
     watermarkSource(

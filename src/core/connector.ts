@@ -26,15 +26,15 @@ const identifier = z
  * every `fullCompareHours` and whenever the source cannot prove it saw every change.
  */
 const fullCompareHours = z.number().positive().default(24);
+const keyedTables = z
+  .array(z.object({ table: identifier, key: identifier }))
+  .min(1)
+  .optional();
+
 export const changeSourceSchema = z.discriminatedUnion('source', [
-  z.object({
-    source: z.literal('triggers'),
-    tables: z
-      .array(z.object({ table: identifier, key: identifier }))
-      .min(1)
-      .optional(),
-    fullCompareHours,
-  }),
+  z.object({ source: z.literal('triggers'), tables: keyedTables, fullCompareHours }),
+  /** The server's row-format binary log (MySQL/MariaDB): for tables that may not carry triggers. */
+  z.object({ source: z.literal('binlog'), tables: keyedTables, fullCompareHours }),
   z.object({
     source: z.literal('watermark'),
     /** The dataset table's watermark column (a `table` dataset without `tables`). */

@@ -30,6 +30,12 @@ export type ChangeSourceSettings =
       fullCompareHours: number;
     }
   | {
+      /** The server's row-format binary log, read at each refresh (core/change-binlog.ts). */
+      source: 'binlog';
+      tables?: { table: string; key: string }[];
+      fullCompareHours: number;
+    }
+  | {
       source: 'watermark';
       /** The dataset table's watermark column. */
       column?: string;
