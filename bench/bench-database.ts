@@ -1,5 +1,6 @@
+import { InvalidArgumentError } from 'commander';
 import knex from 'knex';
-import { databaseConfig } from '../src/db';
+import { databaseConfig, selectRows, type Db } from '../src/db';
 
 /**
  * A fresh MariaDB database of the given name on the bench's server (a leftover of an earlier run
@@ -16,4 +17,29 @@ export async function createBenchDatabase(serverUrl: string, name: string): Prom
   const url = new URL(serverUrl.replace(/^mariadb:/, 'mysql:'));
   url.pathname = `/${name}`;
   return url.toString();
+}
+
+/** Resize the InnoDB buffer pool, waiting (up to a minute) until it is done; returns the size before. */
+export async function resizeBufferPool(db: Db, size: number): Promise<number> {
+  const before = await bufferPoolSize(db);
+  await db.raw('SET GLOBAL innodb_buffer_pool_size = ?', [size]);
+  for (
+    let waited = 0;
+    waited < 60_000 && (await bufferPoolSize(db)) === before && size !== before;
+    waited += 500
+  )
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  return before;
+}
+
+export async function bufferPoolSize(db: Db): Promise<number> {
+  const [row] = await selectRows<{ size: number | string }>(db, 'SELECT @@innodb_buffer_pool_size AS size');
+  return Number(row!.size);
+}
+
+/** A size option such as 4G or 512M, in bytes. */
+export function byteSize(value: string): number {
+  const match = /^(\d+)([KMG]?)$/i.exec(value);
+  if (!match) throw new InvalidArgumentError('a size such as 4G, 512M');
+  return Number(match[1]) * 1024 ** ' KMG'.indexOf((match[2] || ' ').toUpperCase());
 }

@@ -17,7 +17,7 @@ import { updateFollowingChanges } from '../src/core/change-tracking';
 import { directReader, type DatasetDefinition } from '../src/core/dataset';
 import { updateDeltalog } from '../src/core/deltalog';
 import { databaseConfig, migrateToLatest, selectRows, type Db } from '../src/db';
-import { createBenchDatabase } from './bench-database';
+import { bufferPoolSize, byteSize, createBenchDatabase, resizeBufferPool } from './bench-database';
 
 const BENCH_DATABASE = 'deltasync_bench_changes';
 const TARGET_SPEEDUP = 50;
@@ -48,11 +48,6 @@ function parseOptions(argv: string[]): Options {
     if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('a positive number (10M, 500k, 2000)');
     return Math.round(n);
   };
-  const bytes = (value: string) => {
-    const match = /^(\d+)([KMG]?)$/i.exec(value);
-    if (!match) throw new InvalidArgumentError('a size such as 4G, 512M');
-    return Number(match[1]) * 1024 ** ' KMG'.indexOf((match[2] || ' ').toUpperCase());
-  };
   const share = (value: string) => {
     const n = Number(value.replace(/%$/, ''));
     if (!Number.isFinite(n) || n <= 0 || n > 100) throw new InvalidArgumentError('a percentage in (0, 100]');
@@ -70,7 +65,7 @@ function parseOptions(argv: string[]): Options {
     .option(
       '--buffer-pool <size>',
       "InnoDB buffer pool for the run, e.g. 4G (restored afterwards; default: the server's)",
-      bytes,
+      byteSize,
     )
     .option('--keep', 'keep the benchmark database afterwards', false)
     .parse(argv);
@@ -145,24 +140,6 @@ async function fingerprint(db: Db, connector: string): Promise<string> {
     [connector],
   );
   return `${row!.n}:${row!.s ?? 0}`;
-}
-
-/** Resize the InnoDB buffer pool, waiting (up to a minute) until it is done; returns the size before. */
-async function resizeBufferPool(db: Db, size: number): Promise<number> {
-  const before = await bufferPoolSize(db);
-  await db.raw('SET GLOBAL innodb_buffer_pool_size = ?', [size]);
-  for (
-    let waited = 0;
-    waited < 60_000 && (await bufferPoolSize(db)) === before && size !== before;
-    waited += 500
-  )
-    await new Promise((resolve) => setTimeout(resolve, 500));
-  return before;
-}
-
-async function bufferPoolSize(db: Db): Promise<number> {
-  const [row] = await selectRows<{ size: number | string }>(db, 'SELECT @@innodb_buffer_pool_size AS size');
-  return Number(row!.size);
 }
 
 async function main(): Promise<number> {

@@ -16,8 +16,7 @@
  * wrong result never reports a speed. See docs/benchmarks.md. Timings never decide the exit code;
  * a wrong result or a failed run does (exit 1).
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -33,8 +32,7 @@ import { databaseConfig, openDatabase, type Db, type Dialect } from '../src/db';
 import { startDevServer, type DevServer } from '../src/temporal/dev-server';
 import { secretEnvName } from '../src/tenancy/secret-names';
 import { startWorkerProcess, type WorkerProcess } from '../test/helpers/worker-process';
-import type { Attributes } from '../src/core/destination';
-import type { ReceiverAnswer, ReceiverRequest } from './receiver';
+import { startReceiver, type Receiver } from './receiver-process';
 
 const BENCH_DATABASE = 'deltasync_bench_push';
 const CONNECTOR = 'bench-push';
@@ -50,7 +48,6 @@ const SAMPLE_SPREAD = 1000;
 const SAMPLE_PER_CHANGE = 200;
 const TARGET = { pushRatio: 1.3, diffRatio: 1.3, perRecord: 1.2, rssMb: 100 };
 const SEGMENTS = ['retail', 'smb', 'enterprise', 'public'];
-const ROOT = path.join(__dirname, '..');
 
 // ---------------------------------------------------------------------------------------------
 // Options
@@ -430,70 +427,6 @@ async function sqliteDataset(): Promise<Dataset> {
 // ---------------------------------------------------------------------------------------------
 // The receiver (bench/receiver.ts in a child process) and the hand-written loops
 // ---------------------------------------------------------------------------------------------
-
-interface Receiver {
-  url: string;
-  token: string;
-  /** The list's size, and its members among `keys` (null: not a member). */
-  check(list: string, keys: string[]): Promise<{ count: number; members: Record<string, Attributes | null> }>;
-  stop(): Promise<void>;
-}
-
-async function startReceiver(): Promise<Receiver> {
-  const token = randomBytes(16).toString('hex');
-  const child: ChildProcess = spawn(
-    process.execPath,
-    // Two lists of up to 5M members each, plus a copy per check.
-    ['--max-old-space-size=12288', '--import', 'tsx', path.join('bench', 'receiver.ts')],
-    {
-      cwd: ROOT,
-      env: { ...process.env, BENCH_RECEIVER_TOKEN: token },
-      stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
-    },
-  );
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const url = await new Promise<string>((resolve, reject) => {
-    let output = '';
-    child.stdout!.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-      const match = /receiver listening on (\S+)/.exec(output);
-      if (match) resolve(match[1]!);
-    });
-    child.once('exit', (code) =>
-      reject(new Error(`the receiver exited (${code}) before it listened:\n${output}`)),
-    );
-  });
-  let nextId = 0;
-  const waiting = new Map<number, (answer: ReceiverAnswer) => void>();
-  child.on('message', (answer: ReceiverAnswer) => {
-    waiting.get(answer.id)?.(answer);
-    waiting.delete(answer.id);
-  });
-  const ask = async (request: ReceiverRequest): Promise<ReceiverAnswer> => {
-    const answer = await new Promise<ReceiverAnswer>((resolve, reject) => {
-      waiting.set(request.id, resolve);
-      child.send(request, (error) => error && reject(error));
-    });
-    if (answer.op === 'error') throw new Error(`receiver: ${answer.message}`);
-    return answer;
-  };
-  return {
-    url,
-    token,
-    async check(list, keys) {
-      const answer = await ask({ id: nextId++, op: 'check', list, keys });
-      if (answer.op !== 'check') throw new Error(`receiver: unexpected answer ${answer.op}`);
-      return answer;
-    },
-    async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const killLater = setTimeout(() => child.kill('SIGKILL'), 10_000);
-      await ask({ id: nextId++, op: 'close' }).catch(() => child.kill('SIGTERM'));
-      await exited;
-      clearTimeout(killLater);
-    },
-  };
-}
 
 /** One POST as a person writes it: JSON in, status checked, the answer's counts checked. */
 async function post(

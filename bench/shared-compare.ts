@@ -1,0 +1,256 @@
+/**
+ * Benchmark: a refresh cycle of many connectors on one dataset (issue 13, 6b). One connector's
+ * refresh after a 1% churn is timed; then twenty connectors on the same dataset (one tenant, so
+ * they share one compare: src/core/shared-compare.ts) are refreshed at once after another 1%
+ * churn, and the cycle — from the first refresh started to the last one finished — is timed. Both
+ * run the real workflow on the real Temporal dev server and a real worker process, on MariaDB,
+ * sending to http-list lists in a receiver process. Target: the twenty-connector cycle within 2×
+ * the one-connector refresh.
+ *
+ *   npm run bench:shared                              # 1,000,000 rows, 1% churn, 20 connectors
+ *   npx tsx bench/shared-compare.ts --rows 100000 --connectors 5
+ *
+ * It creates (and drops) the database `deltasync_bench_shared` on the server named by --url /
+ * DELTASYNC_BENCH_MYSQL_URL. Timings never decide the exit code; a list that differs from the
+ * dataset does (exit 1). See docs/benchmarks.md.
+ */
+import { performance } from 'node:perf_hooks';
+import { Command, InvalidArgumentError } from 'commander';
+import knex from 'knex';
+import { DefaultLogger, Runtime } from '@temporalio/worker';
+import { DeltasyncClient, type RunSummary } from '../src/client';
+import { saveConnector } from '../src/core/connector-store';
+import { databaseConfig, migrateToLatest, type Db } from '../src/db';
+import { startDevServer } from '../src/temporal/dev-server';
+import { secretEnvName } from '../src/tenancy/secret-names';
+import { startWorkerProcess } from '../test/helpers/worker-process';
+import { bufferPoolSize, byteSize, createBenchDatabase, resizeBufferPool } from './bench-database';
+import { startReceiver, type Receiver } from './receiver-process';
+
+const BENCH_DATABASE = 'deltasync_bench_shared';
+const TOKEN_SECRET = 'SHARED_TOKEN';
+const TARGET_RATIO = 2;
+const SAMPLE = 200;
+
+interface Options {
+  url: string;
+  rows: number;
+  churnPercent: number;
+  connectors: number;
+  /** innodb_buffer_pool_size for the run (restored afterwards); absent: the server's as it is. */
+  bufferPool?: number;
+}
+
+function parseOptions(argv: string[]): Options {
+  const count = (value: string) => {
+    const n = Number(value.replace(/_/g, '').replace(/k$/i, '000').replace(/m$/i, '000000'));
+    if (!Number.isInteger(n) || n <= 0)
+      throw new InvalidArgumentError('a positive whole number (1M, 500k, 20)');
+    return n;
+  };
+  const share = (value: string) => {
+    const n = Number(value.replace(/%$/, ''));
+    if (!Number.isFinite(n) || n <= 0 || n > 100) throw new InvalidArgumentError('a percentage in (0, 100]');
+    return n;
+  };
+  const o = new Command('bench/shared-compare.ts')
+    .description('A refresh cycle of many connectors sharing one dataset vs one connector, side by side')
+    .option(
+      '--url <url>',
+      'MariaDB server',
+      process.env.DELTASYNC_BENCH_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306/test',
+    )
+    .option('--rows <n>', 'dataset rows', count, 1_000_000)
+    .option(
+      '--churn <percent>',
+      'share of the rows changed per cycle (a third new, deleted, edited)',
+      share,
+      1,
+    )
+    .option('--connectors <n>', 'connectors on the dataset in the shared cycle', count, 20)
+    .option(
+      '--buffer-pool <size>',
+      "InnoDB buffer pool for the run, e.g. 8G (restored afterwards; default: the server's)",
+      byteSize,
+    )
+    .parse(argv)
+    .opts<{ url: string; rows: number; churn: number; connectors: number; bufferPool?: number }>();
+  return {
+    url: o.url,
+    rows: o.rows,
+    churnPercent: o.churn,
+    connectors: o.connectors,
+    bufferPool: o.bufferPool,
+  };
+}
+
+const log = (line: string) => console.log(`[bench:shared] ${line}`);
+const int = (n: number) => n.toLocaleString('en-US');
+const seconds = (ms: number) => (ms / 1000).toFixed(2);
+const idOf = (i: number) => `shared-${String(i).padStart(2, '0')}`;
+
+async function main(): Promise<number> {
+  const options = parseOptions(process.argv);
+  log(
+    `${int(options.rows)} rows, ${options.churnPercent}% churn, 1 connector vs ${options.connectors} on one dataset`,
+  );
+  Runtime.install({ logger: new DefaultLogger('WARN') });
+  const url = await createBenchDatabase(options.url, BENCH_DATABASE);
+  const db = knex(databaseConfig(url));
+  await migrateToLatest(db);
+  const restorePool =
+    options.bufferPool === undefined ? undefined : await resizeBufferPool(db, options.bufferPool);
+  const pool = await bufferPoolSize(db);
+  log(
+    `InnoDB buffer pool ${int(pool / 1024 ** 2)} MiB${restorePool === undefined ? " (the server's own)" : ' for this run'}`,
+  );
+  const receiver = await startReceiver();
+  const server = await startDevServer();
+  const taskQueue = `bench-shared-${process.pid}`;
+  const worker = await startWorkerProcess({
+    address: server.address,
+    taskQueue,
+    databaseUrl: url,
+    env: { [secretEnvName('default', TOKEN_SECRET)]: receiver.token },
+  });
+  const client = new DeltasyncClient(server.env.client, { taskQueue });
+  try {
+    await seed(db, options.rows);
+    const save = (i: number) =>
+      saveConnector(db, {
+        id: idOf(i),
+        dataset: { table: 'customers', key: 'customer_key', attributes: ['email', 'segment'] },
+        destination: { type: 'http-list', baseUrl: receiver.url, listId: idOf(i), tokenSecret: TOKEN_SECRET },
+      });
+    await save(0);
+    log(`first push of ${idOf(0)}: ${(await client.refresh(idOf(0))).status}`);
+
+    // One connector: its refresh after a churn, twice (the second is the figure; the first warms).
+    let churnRound = 0;
+    let one: { ms: number; run: RunSummary } | undefined;
+    for (let i = 0; i < 2; i++) {
+      await churn(db, options, churnRound++);
+      const started = performance.now();
+      const run = await client.refresh(idOf(0));
+      one = { ms: performance.now() - started, run };
+      log(`one connector: ${seconds(one.ms)} s (${run.status}, compare ${run.compare?.mode})`);
+    }
+
+    // The others join: their first pushes, then one cycle in which they all become members.
+    for (let i = 1; i < options.connectors; i++) await save(i);
+    const ids = Array.from({ length: options.connectors }, (_, i) => idOf(i));
+    const setup = performance.now();
+    await refreshAll(client, ids);
+    await churn(db, options, churnRound++);
+    await refreshAll(client, ids);
+    log(`setup of ${options.connectors - 1} more connectors: ${seconds(performance.now() - setup)} s`);
+
+    // The figure: one cycle of all of them after a churn.
+    await churn(db, options, churnRound++);
+    const started = performance.now();
+    const runs = await refreshAll(client, ids);
+    const many = performance.now() - started;
+    const compared = runs.filter((r) => r.compare?.shared?.ranCompare).length;
+    log(`${options.connectors} connectors: ${seconds(many)} s, ${compared} compare(s) run`);
+
+    const wrong = await checkLists(db, receiver, ids);
+    const ratio = many / one!.ms;
+    const deltalogMs = runs.map((r) => r.timings?.deltalogMs ?? NaN);
+    const sent = runs.reduce((sum, r) => sum + (r.recordsSent ?? 0), 0);
+    console.log(
+      `\n| cycle | buffer pool | connectors | wall s | compares run | deltalog step s (max) | records sent |\n|---|---:|---:|---:|---:|---:|---:|\n` +
+        `| one connector | ${int(pool / 1024 ** 2)} MiB | 1 | ${seconds(one!.ms)} | 1 | ${seconds(one!.run.timings?.deltalogMs ?? NaN)} | ${int(one!.run.recordsSent ?? 0)} |\n` +
+        `| shared | ${int(pool / 1024 ** 2)} MiB | ${options.connectors} | ${seconds(many)} | ${compared} | ${seconds(Math.max(...deltalogMs))} | ${int(sent)} |\n`,
+    );
+    const median = (field: keyof NonNullable<RunSummary['timings']>) => {
+      const values = runs.map((r) => Number(r.timings?.[field] ?? NaN)).sort((a, b) => a - b);
+      return seconds(values[Math.floor(values.length / 2)] ?? NaN);
+    };
+    console.log(
+      `per run in the shared cycle (median s): deltalog ${median('deltalogMs')}, plan ${median('planMs')}, ` +
+        `read ${median('readMs')}, fetch ${median('fetchMs')}, calls ${median('callMs')}, commits ${median('commitMs')}\n`,
+    );
+    console.log(
+      `${ratio <= TARGET_RATIO ? 'TARGET MET' : 'TARGET MISSED'}: ${options.connectors} connectors' cycle ${ratio.toFixed(2)}× one connector's refresh (target ≤ ${TARGET_RATIO}×)`,
+    );
+    if (wrong.length > 0) {
+      log(`WRONG RESULT: ${wrong.join('; ')}`);
+      return 1;
+    }
+    return 0;
+  } finally {
+    worker.kill('SIGTERM');
+    await worker.exited;
+    await server.stop();
+    await receiver.stop();
+    await db.raw(`DROP DATABASE IF EXISTS \`${BENCH_DATABASE}\``);
+    if (restorePool !== undefined) await resizeBufferPool(db, restorePool);
+    await db.destroy();
+  }
+}
+
+async function seed(db: Db, rows: number) {
+  await db.raw(
+    `CREATE TABLE customers (customer_key VARCHAR(32) COLLATE utf8mb4_bin PRIMARY KEY, email VARCHAR(64) NOT NULL, segment VARCHAR(16) NOT NULL)`,
+  );
+  for (let from = 1; from <= rows; from += 1_000_000) {
+    const to = Math.min(rows, from + 999_999);
+    await db.raw(
+      `INSERT INTO customers SELECT CONCAT('c', LPAD(seq, 9, '0')), CONCAT('user', seq, '@example.com'), ELT(1 + seq % 4, 'retail', 'smb', 'enterprise', 'public') FROM seq_${from}_to_${to}`,
+    );
+  }
+}
+
+/** A third of the churn new keys, a third deleted, a third with a new email; different each round. */
+async function churn(db: Db, options: Options, round: number) {
+  const third = Math.max(1, Math.round((options.rows * options.churnPercent) / 100 / 3));
+  const step = Math.max(1, Math.floor(options.rows / third / 3));
+  await db.raw(
+    `INSERT INTO customers SELECT CONCAT('n', ${round}, '-', seq), CONCAT('new', seq, '@example.com'), 'retail' FROM seq_1_to_${third}`,
+  );
+  // Joined to a derived table of keys (an IN over the sequence would scan the table per row).
+  const keys = (offset: number) =>
+    `(SELECT CONCAT('c', LPAD(${offset} + seq * ${step * 3} + ${round}, 9, '0')) AS k FROM seq_0_to_${third - 1})`;
+  await db.raw(`DELETE c FROM customers c JOIN ${keys(1)} d ON c.customer_key = d.k`);
+  await db.raw(
+    `UPDATE customers c JOIN ${keys(2)} e ON c.customer_key = e.k SET c.email = CONCAT('edited', ${round}, '-', c.customer_key)`,
+  );
+}
+
+async function refreshAll(client: DeltasyncClient, ids: string[]): Promise<RunSummary[]> {
+  const runs = await Promise.all(ids.map((id) => client.refresh(id)));
+  const failed = runs.filter((run) => run.status !== 'succeeded' && run.status !== 'noop');
+  if (failed.length > 0) throw new Error(`${failed.length} refreshes did not succeed: ${failed[0]!.status}`);
+  return runs;
+}
+
+/** Every list holds as many members as the table has rows, and a spread sample matches exactly. */
+async function checkLists(db: Db, receiver: Receiver, ids: string[]): Promise<string[]> {
+  const [[{ n }]] = (await db.raw('SELECT COUNT(*) AS n FROM customers')) as [[{ n: number }]];
+  const sample = (await db.raw(
+    `SELECT customer_key, email, segment FROM customers ORDER BY MD5(customer_key) LIMIT ${SAMPLE}`,
+  )) as [{ customer_key: string; email: string; segment: string }[]];
+  const keys = [...sample[0].map((r) => r.customer_key), 'c000000001', 'not-a-key'];
+  const wrong: string[] = [];
+  for (const id of ids) {
+    const { count, members } = await receiver.check(id, keys);
+    if (count !== Number(n)) wrong.push(`${id} holds ${count} members, the table ${n} rows`);
+    for (const row of sample[0]) {
+      const held = members[row.customer_key];
+      if (held?.email !== row.email || held?.segment !== row.segment) {
+        wrong.push(`${id}: ${row.customer_key} is ${JSON.stringify(held)}`);
+        break;
+      }
+    }
+    if (members['not-a-key'] !== null) wrong.push(`${id} holds a key the table never had`);
+  }
+  return wrong;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (error: unknown) => {
+    console.error(error);
+    process.exit(1);
+  },
+);
