@@ -125,16 +125,20 @@ async function main(): Promise<number> {
     await save(0);
     log(`first push of ${idOf(0)}: ${(await client.refresh(idOf(0))).status}`);
 
-    // One connector: its refresh after a churn, twice (the second is the figure; the first warms).
+    // One connector: its refresh after a churn, four times; the first warms, the median of the
+    // other three is the figure.
     let churnRound = 0;
-    let one: { ms: number; run: RunSummary } | undefined;
-    for (let i = 0; i < 2; i++) {
+    const alone: { ms: number; run: RunSummary }[] = [];
+    for (let i = 0; i < 4; i++) {
       await churn(db, options, churnRound++);
       const started = performance.now();
       const run = await client.refresh(idOf(0));
-      one = { ms: performance.now() - started, run };
-      log(`one connector: ${seconds(one.ms)} s (${run.status}, compare ${run.compare?.mode})`);
+      if (i > 0) alone.push({ ms: performance.now() - started, run });
+      log(
+        `one connector: ${seconds(performance.now() - started)} s (${run.status}, compare ${run.compare?.mode})`,
+      );
     }
+    const one = alone.sort((a, b) => a.ms - b.ms)[1]!;
 
     // The others join: their first pushes, then one cycle in which they all become members.
     for (let i = 1; i < options.connectors; i++) await save(i);
@@ -154,12 +158,15 @@ async function main(): Promise<number> {
     log(`${options.connectors} connectors: ${seconds(many)} s, ${compared} compare(s) run`);
 
     const wrong = await checkLists(db, receiver, ids);
-    const ratio = many / one!.ms;
+    const ratio = many / one.ms;
+    // Until every deltalog was updated (the runs start together): what sharing the compare saves.
+    const compareRatio =
+      Math.max(...runs.map((r) => r.timings?.deltalogMs ?? NaN)) / (one.run.timings?.deltalogMs ?? NaN);
     const deltalogMs = runs.map((r) => r.timings?.deltalogMs ?? NaN);
     const sent = runs.reduce((sum, r) => sum + (r.recordsSent ?? 0), 0);
     console.log(
       `\n| cycle | buffer pool | connectors | wall s | compares run | deltalog step s (max) | records sent |\n|---|---:|---:|---:|---:|---:|---:|\n` +
-        `| one connector | ${int(pool / 1024 ** 2)} MiB | 1 | ${seconds(one!.ms)} | 1 | ${seconds(one!.run.timings?.deltalogMs ?? NaN)} | ${int(one!.run.recordsSent ?? 0)} |\n` +
+        `| one connector | ${int(pool / 1024 ** 2)} MiB | 1 | ${seconds(one.ms)} | 1 | ${seconds(one.run.timings?.deltalogMs ?? NaN)} | ${int(one.run.recordsSent ?? 0)} |\n` +
         `| shared | ${int(pool / 1024 ** 2)} MiB | ${options.connectors} | ${seconds(many)} | ${compared} | ${seconds(Math.max(...deltalogMs))} | ${int(sent)} |\n`,
     );
     const median = (field: keyof NonNullable<RunSummary['timings']>) => {
@@ -169,6 +176,9 @@ async function main(): Promise<number> {
     console.log(
       `per run in the shared cycle (median s): deltalog ${median('deltalogMs')}, plan ${median('planMs')}, ` +
         `read ${median('readMs')}, fetch ${median('fetchMs')}, calls ${median('callMs')}, commits ${median('commitMs')}\n`,
+    );
+    console.log(
+      `(not a target: the deltalog step of the cycle, until all ${options.connectors} deltalogs were updated, took ${compareRatio.toFixed(2)}× one connector's)`,
     );
     console.log(
       `${ratio <= TARGET_RATIO ? 'TARGET MET' : 'TARGET MISSED'}: ${options.connectors} connectors' cycle ${ratio.toFixed(2)}× one connector's refresh (target ≤ ${TARGET_RATIO}×)`,

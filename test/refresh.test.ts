@@ -85,11 +85,17 @@ async function triggersOn(t: TestDatabase, table: string): Promise<string[]> {
   return rows.map((r) => r.name);
 }
 
-async function assertListEqualsDataset(t: TestDatabase, listId: string) {
+/** The list holds exactly the dataset's keys, with their attributes (all, or those named). */
+async function assertListEqualsDataset(t: TestDatabase, listId: string, only?: string[]) {
   const expected = await readCustomers(t.db);
   const actual = emulator.members(listId);
   assert.equal(actual.size, expected.size, 'list size');
-  for (const [key, attributes] of expected) assert.deepEqual(actual.get(key), attributes, `member ${key}`);
+  for (const [key, attributes] of expected) {
+    const sent = only
+      ? Object.fromEntries(only.map((name) => [name, (attributes as Record<string, unknown>)[name]]))
+      : attributes;
+    assert.deepEqual(actual.get(key), sent, `member ${key}`);
+  }
 }
 
 for (const dialect of dialects) {
@@ -137,38 +143,70 @@ for (const dialect of dialects) {
       });
     });
 
-    test('with a trigger change source: a direct first push, one full compare, then diffs from the touched keys only', async () => {
-      const connector = connectorFor(`followed-${dialect}`, 1000);
-      connector.dataset.changes = { source: 'triggers' };
-      await saveConnector(t.db, connector);
-      const listId = connector.destination.listId;
-      await temporal.withWorker({ db: t.db, destinations }, async (client) => {
-        const first = await client.refresh(connector.id);
-        assert.equal(first.compare?.mode, 'direct');
-        await assertListEqualsDataset(t, listId);
+    // The binary log exists on MariaDB only (setup gives the test server one).
+    for (const source of dialect === 'mysql' ? (['triggers', 'binlog'] as const) : (['triggers'] as const))
+      test(`with a ${source} change source: a direct first push, one full compare, then diffs from the touched keys only`, async () => {
+        const connector = connectorFor(`followed-${source}-${dialect}`, 1000);
+        connector.dataset.changes = { source };
+        await saveConnector(t.db, connector);
+        const listId = connector.destination.listId;
+        await temporal.withWorker({ db: t.db, destinations }, async (client) => {
+          const first = await client.refresh(connector.id);
+          assert.equal(first.compare?.mode, 'direct');
+          await assertListEqualsDataset(t, listId);
 
-        await churnCustomers(t.db, { additions: 10, deletions: 5, changes: 5 });
-        const second = await client.refresh(connector.id);
-        // The first push read the dataset directly; following the journal starts from a full compare.
-        assert.deepEqual(second.compare, { mode: 'full', reason: 'first compare with the change source' });
-        assert.deepEqual([second.additions, second.updates, second.deletions], [10, 5, 5]);
+          await churnCustomers(t.db, { additions: 10, deletions: 5, changes: 5 });
+          const second = await client.refresh(connector.id);
+          // The first push read the dataset directly; following the journal starts from a full compare.
+          assert.deepEqual(second.compare, { mode: 'full', reason: 'first compare with the change source' });
+          assert.deepEqual([second.additions, second.updates, second.deletions], [10, 5, 5]);
 
-        await churnCustomers(t.db, { additions: 7, deletions: 3, changes: 4 });
-        const third = await client.refresh(connector.id);
-        assert.deepEqual(third.compare, {
-          mode: 'incremental',
-          reason: 'keys touched since the last refresh',
-          touchedKeys: 14,
+          await churnCustomers(t.db, { additions: 7, deletions: 3, changes: 4 });
+          const third = await client.refresh(connector.id);
+          assert.deepEqual(third.compare, {
+            mode: 'incremental',
+            reason: 'keys touched since the last refresh',
+            touchedKeys: 14,
+          });
+          assert.deepEqual([third.additions, third.updates, third.deletions], [7, 4, 3]);
+          assert.equal(third.datasetSize, (await readCustomers(t.db)).size);
+          await assertListEqualsDataset(t, listId);
+
+          // Deleting the last connector that follows the table removes its triggers (if any) and journal.
+          await client.connectors.delete(connector.id);
+          assert.deepEqual(await triggersOn(t, 'demo_customers'), []);
+          assert.equal((await t.db('change_journal')).length, 0);
+          assert.equal((await t.db('change_sources')).length, 0);
         });
-        assert.deepEqual([third.additions, third.updates, third.deletions], [7, 4, 3]);
-        assert.equal(third.datasetSize, (await readCustomers(t.db)).size);
-        await assertListEqualsDataset(t, listId);
+      });
 
-        // Deleting the last connector that follows the table removes its triggers and journal.
-        await client.connectors.delete(connector.id);
-        assert.deepEqual(await triggersOn(t, 'demo_customers'), []);
-        assert.equal((await t.db('change_journal')).length, 0);
-        assert.equal((await t.db('change_sources')).length, 0);
+    test('connectors on one dataset refreshed at once share one compare; each list ends exact', async () => {
+      const connectors = [0, 1, 2].map((i) => connectorFor(`shared-${i}-${dialect}`, 1000));
+      for (const connector of connectors) {
+        connector.dataset = { ...connector.dataset, attributes: ['email', 'segment'] };
+        await saveConnector(t.db, connector);
+      }
+      await temporal.withWorker({ db: t.db, destinations }, async (client) => {
+        const cycle = async () => {
+          const handles = await Promise.all(connectors.map((c) => client.startRefresh(c.id)));
+          return Promise.all(handles.map((h) => h.result()));
+        };
+        await cycle(); // first pushes, read directly
+        for (const round of [1, 2]) {
+          await churnCustomers(t.db, { additions: 6, deletions: 4, changes: 5 });
+          const runs = await cycle();
+          assert.equal(
+            runs.filter((r) => r.compare?.shared?.ranCompare).length,
+            1,
+            `round ${round}: one compare`,
+          );
+          for (const run of runs) {
+            assert.equal(run.compare?.shared?.connectors, 3);
+            assert.deepEqual([run.additions, run.updates, run.deletions], [6, 5, 4], `round ${round}`);
+          }
+          for (const connector of connectors)
+            await assertListEqualsDataset(t, connector.destination.listId, ['email', 'segment']);
+        }
       });
     });
   });
