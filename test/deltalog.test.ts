@@ -9,7 +9,7 @@ import {
   fetchAttributes,
   markRemoteEmptied,
   pendingCounts,
-  pendingSizes,
+  pendingSummary,
   purgeCommittedDeletions,
   quarantinedCount,
   readChangesetPage,
@@ -151,7 +151,10 @@ for (const dialect of dialects) {
       /** What planning derives (the inspection's size, the pending rows) against a walk of the list. */
       const check = async (state: string) => {
         const counted = await deltalogSizes(db, id);
-        const pending = await pendingSizes(db, id);
+        const pending = await pendingSummary(db, id, 3);
+        // The one pass planning makes gives what the separate counts give.
+        assert.deepEqual(pending.pending, await pendingCounts(db, id, { maxAttempts: 3 }), state);
+        assert.equal(pending.quarantined, await quarantinedCount(db, id, 3), state);
         assert.equal(validRows(report), counted.dataset, `${state}: dataset size`);
         assert.equal(
           counted.dataset - pending.inDataset + pending.onRemote,

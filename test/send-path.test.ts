@@ -6,7 +6,7 @@ import {
   fetchRecords,
   insertDirectPush,
   markFilled,
-  pendingSizes,
+  pendingSummary,
   readDatasetPage,
   readChangesetPage,
   recordRejections,
@@ -78,8 +78,8 @@ for (const dialect of dialects) {
           /deltalog_pending|PRIMARY|sqlite_autoindex_deltalog_1/,
         );
       }
-      // Planning's pending sizes walk the pending rows (the change), never the whole list.
-      const [sizes] = await statementsOf(t.db, () => pendingSizes(t.db, key));
+      // Planning's pending counts walk the pending rows (the change), never the whole list.
+      const [sizes] = await statementsOf(t.db, () => pendingSummary(t.db, key, 3));
       assertIndexed(await planOf(t, sizes!), /deltalog/, /deltalog_pending/);
       const [fetch] = await statementsOf(t.db, () => fetchRecords(t.db, dataset, keys(12_000, 1000)));
       assertIndexed(await planOf(t, fetch!), /people|^src\b| src\b/);

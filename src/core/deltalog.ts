@@ -699,33 +699,46 @@ export async function pendingCounts(
   };
 }
 
-/** Keys the dataset holds now, per the deltalog (the size of a full push). */
-export async function datasetSize(db: Db, connectorId: string): Promise<number> {
-  return (await deltalogSizes(db, connectorId)).dataset;
-}
-
 /**
- * Pending rows that are in the dataset, and pending rows the remote holds: with the dataset's size
- * they give the remote's, since a committed row is on the remote exactly when it is in the
- * dataset. Read through the pending index, so the cost follows the change, not the list.
+ * What planning asks of the pending rows, in one pass over them (each pass looks every pending row
+ * up by its primary key for the columns the pending index lacks; with the deltalog's pages not in
+ * memory, each pass was a random read per pending row): the pending changes below the quarantine
+ * threshold; the pending rows in the dataset and those on the remote, which with the dataset's
+ * size give the remote's (a committed row is on the remote exactly when it is in the dataset);
+ * and the quarantined ones.
  */
-export async function pendingSizes(
+export async function pendingSummary(
   db: Db,
   connectorId: string,
-): Promise<{ inDataset: number; onRemote: number }> {
-  // Named, because with most of a list pending (a first compare) MariaDB would rather walk the
-  // primary key, and then goes on doing so for the small diffs this is for.
+  maxAttempts: number,
+): Promise<{ pending: PendingCounts; inDataset: number; onRemote: number; quarantined: number }> {
   const index = dialectOf(db) === 'mysql' ? 'FORCE INDEX (deltalog_pending)' : 'INDEXED BY deltalog_pending';
-  const [row] = await rows<{ in_dataset: unknown; on_remote: unknown }>(
+  const below = `attempts < ${Number(maxAttempts)}`;
+  const [row] = await rows<Record<string, unknown>>(
     db,
     text(
-      'SELECT SUM(CASE WHEN in_dataset = 1 THEN 1 ELSE 0 END) AS in_dataset, ' +
-        `SUM(CASE WHEN on_remote = 1 THEN 1 ELSE 0 END) AS on_remote FROM deltalog ${index} ` +
-        'WHERE connector_id = ? AND committed_at IS NULL',
+      `SELECT SUM(CASE WHEN ${below} AND in_dataset = 1 AND on_remote = 0 THEN 1 ELSE 0 END) AS additions,
+              SUM(CASE WHEN ${below} AND in_dataset = 1 AND on_remote = 1 THEN 1 ELSE 0 END) AS updates,
+              SUM(CASE WHEN ${below} AND in_dataset = 0 THEN 1 ELSE 0 END) AS deletions,
+              SUM(CASE WHEN in_dataset = 1 THEN 1 ELSE 0 END) AS in_dataset,
+              SUM(CASE WHEN on_remote = 1 THEN 1 ELSE 0 END) AS on_remote,
+              SUM(CASE WHEN ${below} THEN 0 ELSE 1 END) AS quarantined
+       FROM deltalog ${index} WHERE connector_id = ? AND committed_at IS NULL`,
       connectorId,
     ),
   );
-  return { inDataset: Number(row?.in_dataset ?? 0), onRemote: Number(row?.on_remote ?? 0) };
+  const n = (name: string) => Number(row?.[name] ?? 0);
+  return {
+    pending: { additions: n('additions'), updates: n('updates'), deletions: n('deletions') },
+    inDataset: n('in_dataset'),
+    onRemote: n('on_remote'),
+    quarantined: n('quarantined'),
+  };
+}
+
+/** Keys the dataset holds now, per the deltalog (the size of a full push). */
+export async function datasetSize(db: Db, connectorId: string): Promise<number> {
+  return (await deltalogSizes(db, connectorId)).dataset;
 }
 
 /**

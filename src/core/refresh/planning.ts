@@ -4,9 +4,8 @@ import {
   badRowTotal,
   deltalogSizes,
   pendingCounts,
-  pendingSizes,
+  pendingSummary,
   previewUpdate,
-  quarantinedCount,
   sampleRecordBytes,
   type BadRowReport,
   type PendingCounts,
@@ -40,12 +39,12 @@ async function planningCounts(
     const pending = { additions: known.directPush, updates: 0, deletions: 0 };
     return { pending, pendingInHorizon: pending, size: known.directPush, remote: 0, quarantined: 0 };
   }
-  const pending = await pendingCounts(store, key, { maxAttempts });
+  const summary = await pendingSummary(store, key, maxAttempts);
+  const { pending, quarantined } = summary;
   const since = horizonDays === undefined ? undefined : engine.now() - horizonDays * 86_400_000;
   const pendingInHorizon =
     since === undefined ? pending : await pendingCounts(store, key, { since, maxAttempts });
-  const { dataset: size, remote } = await listSizes(store, key, known.snapshot);
-  const quarantined = await quarantinedCount(store, key, maxAttempts);
+  const { dataset: size, remote } = await listSizes(store, key, known.snapshot, summary);
   return { pending, pendingInHorizon, size, remote, quarantined };
 }
 
@@ -59,10 +58,10 @@ async function listSizes(
   store: Db,
   key: string,
   snapshot: BadRowReport | undefined,
+  pending: { inDataset: number; onRemote: number },
 ): Promise<{ dataset: number; remote: number }> {
   if (!snapshot || snapshot.duplicateKeys > 0) return deltalogSizes(store, key);
   const dataset = validRows(snapshot);
-  const pending = await pendingSizes(store, key);
   return { dataset, remote: dataset - pending.inDataset + pending.onRemote };
 }
 
