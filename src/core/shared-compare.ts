@@ -15,7 +15,7 @@ import type { BadRowReport } from './deltalog';
  * key, attributes, change source) share a compare of the dataset into `shared_compare_rows`: the
  * compare's statements, written to a table with the deltalog's compare columns and no delivery
  * state, each changed row stamped with a number that only grows. Each connector then applies the
- * rows stamped after its own position to its own deltalog (two statements bounded by the change),
+ * rows stamped after its own position to its own deltalog (one statement bounded by the change),
  * so its deltalog ends as a compare of its own would leave it and its delivery stays its own.
  *
  * A refresh cycle of twenty connectors runs one compare: the first to take the lease compares;
@@ -103,8 +103,9 @@ interface SharedCompareRow {
 }
 
 /**
- * Step 1 for a connector that shares its dataset: make sure a compare begun since `requestedAt`
- * has run (run it, or wait for the one running), then apply what it changed to the deltalog.
+ * Step 1 for a connector that shares its dataset: make sure a compare begun since the refresh was
+ * asked for has run (run it, or wait for the one running), then apply what it changed to the
+ * deltalog.
  */
 async function updateThroughSharedCompare(db: Db, input: SharedUpdateInput): Promise<TrackedUpdate> {
   const compareId = sharedCompareId(input.tenant, datasetSignature(input.declared));
