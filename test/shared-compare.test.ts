@@ -348,6 +348,36 @@ for (const dialect of dialects) {
         );
     });
 
+    test('a removed key leaves the shared rows once every member has applied its removal', async () => {
+      const table = await peopleTable(db);
+      const dataset = { table, key: 'k', attributes: ['a'] };
+      const [one, two] = [await register(db, 'trim', dataset), await register(db, 'trim', dataset)];
+      await db(table).insert([
+        { k: 'h1', a: 'x' },
+        { k: 'h2', a: 'x' },
+      ]);
+      await refresh(db, one, dataset, 1000);
+      await refresh(db, two, dataset, 1000);
+      await db(table).where({ k: 'h1' }).delete();
+      const sharedKeys = async () =>
+        (
+          (await db('shared_compare_rows')
+            .join('shared_compares', 'shared_compares.compare_id', 'shared_compare_rows.compare_id')
+            .where('shared_compares.tenant', 'trim')
+            .orderBy('record_key')
+            .select('record_key')) as { record_key: string }[]
+        ).map((r) => r.record_key);
+      await refresh(db, one, dataset, 2000);
+      assert.deepEqual(await sharedKeys(), ['h1', 'h2'], '`two` has not applied the removal yet');
+      await refresh(db, two, dataset, 1500); // served by that compare
+      assert.deepEqual(await sharedKeys(), ['h2']);
+      for (const key of [one, two])
+        assert.equal(
+          (await db('deltalog').where({ connector_id: key, record_key: 'h1' }).first())?.in_dataset,
+          0,
+        );
+    });
+
     test("a member's apply reads only the change, through indexes", async () => {
       const table = await peopleTable(db);
       const dataset = { table, key: 'k', attributes: ['a'] };
