@@ -1,4 +1,3 @@
-import { InvalidArgumentError } from 'commander';
 import knex from 'knex';
 import { databaseConfig, selectRows, type Db } from '../src/db';
 
@@ -35,11 +34,4 @@ export async function resizeBufferPool(db: Db, size: number): Promise<number> {
 export async function bufferPoolSize(db: Db): Promise<number> {
   const [row] = await selectRows<{ size: number | string }>(db, 'SELECT @@innodb_buffer_pool_size AS size');
   return Number(row!.size);
-}
-
-/** A size option such as 4G or 512M, in bytes. */
-export function byteSize(value: string): number {
-  const match = /^(\d+)([KMG]?)$/i.exec(value);
-  if (!match) throw new InvalidArgumentError('a size such as 4G, 512M');
-  return Number(match[1]) * 1024 ** ' KMG'.indexOf((match[2] || ' ').toUpperCase());
 }

@@ -11,13 +11,14 @@
  * Timings never decide the exit code; a wrong result does (exit 1).
  */
 import { performance } from 'node:perf_hooks';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
 import knex from 'knex';
 import { updateFollowingChanges } from '../src/core/change-tracking';
 import { directReader, type DatasetDefinition } from '../src/core/dataset';
 import { updateDeltalog } from '../src/core/deltalog';
 import { databaseConfig, migrateToLatest, selectRows, type Db } from '../src/db';
-import { bufferPoolSize, byteSize, createBenchDatabase, resizeBufferPool } from './bench-database';
+import { bufferPoolSize, createBenchDatabase, resizeBufferPool } from './bench-database';
+import { BENCH_MYSQL_URL, byteSize, percentage, wholeCount } from './options';
 
 const BENCH_DATABASE = 'deltasync_bench_changes';
 const TARGET_SPEEDUP = 50;
@@ -43,25 +44,11 @@ interface Options {
 }
 
 function parseOptions(argv: string[]): Options {
-  const positive = (value: string) => {
-    const n = Number(value.replace(/_/g, '').replace(/k$/i, '000').replace(/m$/i, '000000'));
-    if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('a positive number (10M, 500k, 2000)');
-    return Math.round(n);
-  };
-  const share = (value: string) => {
-    const n = Number(value.replace(/%$/, ''));
-    if (!Number.isFinite(n) || n <= 0 || n > 100) throw new InvalidArgumentError('a percentage in (0, 100]');
-    return n;
-  };
   const command = new Command('bench/change-source.ts')
     .description('Incremental deltalog update from a trigger change source vs the full compare, side by side')
-    .option(
-      '--url <url>',
-      'MariaDB server',
-      process.env.DELTASYNC_BENCH_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306/test',
-    )
-    .option('--rows <n>', 'dataset rows', positive, 10_000_000)
-    .option('--churn <percent>', 'share of the rows changed (a third new, deleted, renamed)', share, 0.1)
+    .option('--url <url>', 'MariaDB server', BENCH_MYSQL_URL)
+    .option('--rows <n>', 'dataset rows', wholeCount, 10_000_000)
+    .option('--churn <percent>', 'share of the rows changed (a third new, deleted, renamed)', percentage, 0.1)
     .option(
       '--buffer-pool <size>',
       "InnoDB buffer pool for the run, e.g. 4G (restored afterwards; default: the server's)",

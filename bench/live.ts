@@ -13,7 +13,7 @@
  * DELTASYNC_BENCH_MYSQL_URL. Timings never decide the exit code; a lost change does (exit 1).
  */
 import { performance } from 'node:perf_hooks';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
 import knex from 'knex';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { DeltasyncClient } from '../src/client';
@@ -21,6 +21,7 @@ import { saveConnector } from '../src/core/connector-store';
 import { startHttpListEmulator } from '../src/connectors/http-list/emulator';
 import { databaseConfig, migrateToLatest, type Db } from '../src/db';
 import { createBenchDatabase } from './bench-database';
+import { BENCH_MYSQL_URL, positiveNumber } from './options';
 import { startDevServer } from '../src/temporal/dev-server';
 import { secretEnvName } from '../src/tenancy/secret-names';
 import { startWorkerProcess } from '../test/helpers/worker-process';
@@ -42,20 +43,11 @@ interface Options {
 }
 
 function parseOptions(argv: string[]): Options {
-  const positive = (value: string) => {
-    const n = Number(value);
-    if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('a positive number');
-    return n;
-  };
   const o = new Command('bench/live.ts')
     .description('Live mode: latency from a committed change to the destination holding it')
-    .option(
-      '--url <url>',
-      'MariaDB server',
-      process.env.DELTASYNC_BENCH_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306/test',
-    )
-    .option('--rate <n>', 'changes per second', positive, 100)
-    .option('--minutes <n>', 'how long the writer writes', positive, 5)
+    .option('--url <url>', 'MariaDB server', BENCH_MYSQL_URL)
+    .option('--rate <n>', 'changes per second', positiveNumber, 100)
+    .option('--minutes <n>', 'how long the writer writes', positiveNumber, 5)
     .parse(argv)
     .opts<Options>();
   return o;

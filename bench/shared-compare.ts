@@ -15,7 +15,7 @@
  * dataset does (exit 1). See docs/benchmarks.md.
  */
 import { performance } from 'node:perf_hooks';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
 import knex from 'knex';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { DeltasyncClient, type RunSummary } from '../src/client';
@@ -24,7 +24,8 @@ import { databaseConfig, migrateToLatest, type Db } from '../src/db';
 import { startDevServer } from '../src/temporal/dev-server';
 import { secretEnvName } from '../src/tenancy/secret-names';
 import { startWorkerProcess } from '../test/helpers/worker-process';
-import { bufferPoolSize, byteSize, createBenchDatabase, resizeBufferPool } from './bench-database';
+import { bufferPoolSize, createBenchDatabase, resizeBufferPool } from './bench-database';
+import { BENCH_MYSQL_URL, byteSize, percentage, wholeCount } from './options';
 import { startReceiver, type Receiver } from './receiver-process';
 
 const BENCH_DATABASE = 'deltasync_bench_shared';
@@ -42,32 +43,17 @@ interface Options {
 }
 
 function parseOptions(argv: string[]): Options {
-  const count = (value: string) => {
-    const n = Number(value.replace(/_/g, '').replace(/k$/i, '000').replace(/m$/i, '000000'));
-    if (!Number.isInteger(n) || n <= 0)
-      throw new InvalidArgumentError('a positive whole number (1M, 500k, 20)');
-    return n;
-  };
-  const share = (value: string) => {
-    const n = Number(value.replace(/%$/, ''));
-    if (!Number.isFinite(n) || n <= 0 || n > 100) throw new InvalidArgumentError('a percentage in (0, 100]');
-    return n;
-  };
   const o = new Command('bench/shared-compare.ts')
     .description('A refresh cycle of many connectors sharing one dataset vs one connector, side by side')
-    .option(
-      '--url <url>',
-      'MariaDB server',
-      process.env.DELTASYNC_BENCH_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306/test',
-    )
-    .option('--rows <n>', 'dataset rows', count, 1_000_000)
+    .option('--url <url>', 'MariaDB server', BENCH_MYSQL_URL)
+    .option('--rows <n>', 'dataset rows', wholeCount, 1_000_000)
     .option(
       '--churn <percent>',
       'share of the rows changed per cycle (a third new, deleted, edited)',
-      share,
+      percentage,
       1,
     )
-    .option('--connectors <n>', 'connectors on the dataset in the shared cycle', count, 20)
+    .option('--connectors <n>', 'connectors on the dataset in the shared cycle', wholeCount, 20)
     .option(
       '--buffer-pool <size>',
       "InnoDB buffer pool for the run, e.g. 8G (restored afterwards; default: the server's)",
