@@ -4,7 +4,7 @@ import fc from 'fast-check';
 import type { TrackedUpdate } from '../src/core/change-tracking';
 import { attributeHash, datasetSignature, directReader, type DatasetDefinition } from '../src/core/dataset';
 import { recordSentHashes, updateDeltalog } from '../src/core/deltalog';
-import { compareForConnector, leaveSharedCompare, noteSentHashes } from '../src/core/shared-compare';
+import { compareForConnector, leaveSharedCompare } from '../src/core/shared-compare';
 import type { Db } from '../src/db';
 import { createTestDatabase, dialects, type TestDatabase } from './helpers/databases';
 import { deltalogOf } from './helpers/deltalog-rows';
@@ -81,13 +81,7 @@ async function deliver(db: Db, dataset: DatasetDefinition, ids: string[], now: n
       if (current?.h && current.h !== row.attr_hash) sent.push({ key: row.record_key, hash: current.h });
     }
     await db.transaction(async (trx) => {
-      await recordSentHashes(trx, id, sent);
-      await noteSentHashes(
-        trx,
-        id,
-        sent.map((s) => s.key),
-        now,
-      );
+      await recordSentHashes(trx, id, sent, now);
       await trx('deltalog')
         .where({ connector_id: id })
         .whereNull('committed_at')

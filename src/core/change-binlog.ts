@@ -1,4 +1,7 @@
 import type { Knex } from 'knex';
+import type { AnyBinlogEvent, DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent } from '@vlasky/zongji' with {
+  'resolution-mode': 'import',
+};
 import { dialectOf, selectRows, type Db } from '../db';
 import {
   assertByteCompared,
@@ -54,9 +57,9 @@ async function ensureBinlogSource(
 ): Promise<{ lost?: string }> {
   await assertRowBinlog(db);
   const known = (await db('change_sources').where({ source_id: sourceId }).first()) as BinlogRow | undefined;
-  const end = await logEnd(db);
   if (!known) {
     await assertByteCompared(db, tracked);
+    const end = await logEnd(db);
     await db('change_sources')
       .insert({
         source_id: sourceId,
@@ -73,6 +76,7 @@ async function ensureBinlogSource(
   const files = await selectRows<{ Log_name: string }>(db, 'SHOW BINARY LOGS');
   if (known.binlog_file && files.some((f) => f.Log_name === known.binlog_file)) return {};
   // The log it stopped in is gone: what was written there was never read. Start again at the end.
+  const end = await logEnd(db);
   await db('change_sources')
     .where({ source_id: sourceId })
     .update({ floor: Number(known.last_batch) + 1, binlog_file: end.file, binlog_position: end.position });
@@ -81,7 +85,7 @@ async function ensureBinlogSource(
   };
 }
 
-export async function assertRowBinlog(db: Db): Promise<void> {
+async function assertRowBinlog(db: Db): Promise<void> {
   if (dialectOf(db) !== 'mysql')
     throw new ChangeSourceError(
       'the binary-log change source needs MySQL or MariaDB (SQLite has no binary log)',
@@ -116,13 +120,13 @@ async function logEnd(db: Db | Knex.Transaction): Promise<LogPosition> {
 async function readLogIntoJournal(db: Db, tracked: TrackedTable, sourceId: string): Promise<void> {
   const end = await logEnd(db);
   const [schema, table] = splitTable(tracked.table);
-  const database = schema ?? (await databaseName(db));
   await db.transaction(async (trx) => {
     const row = (await trx('change_sources').where({ source_id: sourceId }).forUpdate().first()) as
       BinlogRow | undefined;
     if (!row?.binlog_file) throw new ChangeSourceError(`binary-log source ${sourceId} is not installed`);
     const from = { file: row.binlog_file, position: Number(row.binlog_position) };
     if (!before(from, end)) return;
+    const database = schema ?? (await databaseName(db));
     const keys = await keysWritten(db, from, end, { database, table, key: tracked.key });
     for (let i = 0; i < keys.length; i += 1000)
       await trx('change_journal').insert(
@@ -143,15 +147,6 @@ function before(a: LogPosition, b: LogPosition): boolean {
 
 /** How long a read of the log may take before it is given up (the refresh then fails and retries). */
 const READ_TIMEOUT_MS = 120_000;
-
-/** Minimal shapes of @vlasky/zongji's events that this reads. */
-interface RowsEvent {
-  getEventName(): string;
-  nextPosition: number;
-  tableMap?: Record<number, { parentSchema: string; tableName: string }>;
-  tableId?: number;
-  rows?: (Record<string, unknown> | { before: Record<string, unknown>; after: Record<string, unknown> })[];
-}
 
 /**
  * The distinct keys of the rows that committed transactions wrote to one table between two
@@ -194,17 +189,15 @@ async function keysWritten(
       READ_TIMEOUT_MS,
     );
     zongji.on('error', finish);
-    zongji.on('binlog', (event: RowsEvent) => {
+    zongji.on('binlog', (event: AnyBinlogEvent) => {
       const name = event.getEventName();
-      if (name === 'writerows' || name === 'deleterows' || name === 'updaterows') {
-        for (const row of event.rows ?? []) {
-          const update = row as { before?: Record<string, unknown>; after?: Record<string, unknown> };
-          if (update.before && update.after) {
-            add(update.before[table.key]);
-            add(update.after[table.key]);
-          } else add((row as Record<string, unknown>)[table.key]);
+      if (name === 'updaterows')
+        for (const { before, after } of (event as UpdateRowsEvent).rows) {
+          add(before[table.key]);
+          add(after[table.key]);
         }
-      }
+      else if (name === 'writerows' || name === 'deleterows')
+        for (const row of (event as WriteRowsEvent | DeleteRowsEvent).rows) add(row[table.key]);
       const at = zongji.options as { filename?: string; position?: number };
       if (at.filename && !before({ file: at.filename, position: at.position ?? 0 }, to)) finish();
     });

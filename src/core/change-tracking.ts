@@ -1,10 +1,9 @@
-import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
 import type { Db } from '../db';
 import { removeUnfollowedSources, triggerSource, unionOfKeys, type FollowedSource } from './change-source';
 import { binlogSource } from './change-binlog';
 import { watermarkSource } from './change-watermark';
-import type { DatasetDefinition, DatasetReader, Fragment } from './dataset';
+import { datasetSignature, type DatasetDefinition, type DatasetReader, type Fragment } from './dataset';
 import {
   badRowTotal,
   datasetKeyCount,
@@ -49,17 +48,15 @@ interface TrackingRow {
   bad_rows: string;
 }
 
-/** What a position was taken for: the dataset's rows, key and attributes, and what is followed. */
+/**
+ * What a position was taken for: the dataset's signature without the safety net's cadence (a new
+ * cadence keeps the positions).
+ */
 function signatureOf(dataset: DatasetDefinition): string {
-  const { fullCompareHours: _cadence, ...followed } = dataset.changes ?? { fullCompareHours: 0 };
-  const shape = {
-    table: dataset.table ?? null,
-    sql: dataset.sql ?? null,
-    key: dataset.key,
-    attributes: dataset.attributes,
-    followed,
-  };
-  return createHash('sha256').update(JSON.stringify(shape)).digest('hex').slice(0, 32);
+  return datasetSignature({
+    ...dataset,
+    changes: dataset.changes && { ...dataset.changes, fullCompareHours: 0 },
+  });
 }
 
 /**

@@ -1120,16 +1120,28 @@ async function byPrimaryKey(trx: Executor, update: Knex.QueryBuilder): Promise<v
 /**
  * Keys sent with attributes that changed after the deltalog update read them: record the hash of
  * what was sent, so the next update does not see a change the destination already has. Rare (a
- * row edited mid-send), hence one statement per key.
+ * row edited mid-send), hence one statement per key. A connector that applies a shared compare
+ * (core/shared-compare.ts) also notes the keys there: the shared rows never saw that hash, so
+ * the next shared compare restamps them and every member checks them again.
  */
 export async function recordSentHashes(
   trx: Executor,
   connectorId: string,
   sent: { key: string; hash: string }[],
+  now: number,
 ): Promise<void> {
+  if (sent.length === 0) return;
   for (const { key, hash } of sent) {
     await trx('deltalog').where({ connector_id: connectorId, record_key: key }).update({ attr_hash: hash });
   }
+  const member = (await trx('shared_compare_members')
+    .where({ connector_id: connectorId })
+    .first('compare_id')) as { compare_id: string } | undefined;
+  if (!member) return;
+  await trx('shared_compare_rechecks')
+    .insert(sent.map(({ key }) => ({ compare_id: member.compare_id, record_key: key, noted_at: now })))
+    .onConflict(['compare_id', 'record_key'])
+    .merge(['noted_at']);
 }
 
 /** Rejected keys stay pending; their attempt count grows until the quarantine threshold. */

@@ -25,7 +25,6 @@ import {
   type ChangesetKind,
   type ChangesetRow,
 } from './deltalog';
-import { noteSentHashes } from './shared-compare';
 import { totalOf, type EndpointTallies } from './api-calls';
 import { noopObserver, type EngineObserver } from './observer';
 import { PlanningError } from './plan';
@@ -413,11 +412,6 @@ async function record(
       trx,
       key,
       changed.map((item) => ({ key: item.key, hash: item.newHash! })),
-    );
-    await noteSentHashes(
-      trx,
-      key,
-      changed.map((item) => item.key),
       now,
     );
     await recordCalls(trx, runId, result.tallies, {

@@ -173,20 +173,27 @@ async function compareSince(
   input: SharedUpdateInput,
 ): Promise<{ row: SharedCompareRow; ranCompare: boolean }> {
   const holder = randomUUID();
+  const serves = (row: SharedCompareRow) =>
+    Number(row.compared_from) >= (input.askedAt ?? input.requestedAt) && row.report !== null;
   for (;;) {
     const row = await readCompare(db, compareId);
-    if (Number(row.compared_from) >= (input.askedAt ?? input.requestedAt) && row.report !== null)
-      return { row, ranCompare: false };
+    if (serves(row)) return { row, ranCompare: false };
     if (await takeLease(db, compareId, holder, input.clock())) {
+      let ranCompare = false;
       try {
-        await runCompare(db, compareId, holder, input);
+        // The compare whose lease this follows may have finished since the read above.
+        const latest = await readCompare(db, compareId);
+        if (!serves(latest)) {
+          await runCompare(db, compareId, holder, input, latest);
+          ranCompare = true;
+        }
       } finally {
         await db('shared_compares').where({ compare_id: compareId, leased_by: holder }).update({
           leased_by: null,
           lease_until: 0,
         });
       }
-      return { row: await readCompare(db, compareId), ranCompare: true };
+      return { row: await readCompare(db, compareId), ranCompare };
     }
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));
   }
@@ -204,7 +211,14 @@ async function takeLease(db: Db, compareId: string, holder: string, now: number)
   return taken === 1;
 }
 
-async function runCompare(db: Db, compareId: string, holder: string, input: SharedUpdateInput) {
+/** Compare under the lease; `previous` is the group's row as the lease found it. */
+async function runCompare(
+  db: Db,
+  compareId: string,
+  holder: string,
+  input: SharedUpdateInput,
+  previous: SharedCompareRow,
+) {
   const renew = setInterval(() => {
     void db('shared_compares')
       .where({ compare_id: compareId, leased_by: holder })
@@ -213,7 +227,6 @@ async function runCompare(db: Db, compareId: string, holder: string, input: Shar
   }, RENEW_MS);
   try {
     const comparedFrom = input.clock();
-    const previous = await readCompare(db, compareId);
     // Two stamps per compare (the change source's pre-pass takes the one below), always growing.
     const stamp = Math.max(comparedFrom, Number(previous.stamp) + 2);
     const target = { sharedCompare: compareId };
@@ -267,27 +280,6 @@ async function restampRechecks(db: Db, compareId: string, stamp: number, compare
     .where({ compare_id: compareId })
     .where('noted_at', '<', comparedFrom)
     .delete();
-}
-
-/**
- * Note keys a connector sent with another hash than its deltalog held (see recordSentHashes), if
- * the connector applies a shared compare.
- */
-export async function noteSentHashes(
-  trx: Knex.Transaction | Db,
-  connectorKey: string,
-  keys: string[],
-  now: number,
-) {
-  if (keys.length === 0) return;
-  const member = (await trx('shared_compare_members')
-    .where({ connector_id: connectorKey })
-    .first('compare_id')) as { compare_id: string } | undefined;
-  if (!member) return;
-  await trx('shared_compare_rechecks')
-    .insert(keys.map((record_key) => ({ compare_id: member.compare_id, record_key, noted_at: now })))
-    .onConflict(['compare_id', 'record_key'])
-    .merge(['noted_at']);
 }
 
 /**
