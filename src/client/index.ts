@@ -40,6 +40,7 @@ import {
 } from '../workflows/watch';
 import { TenantNotServedError } from '../tenancy/policy';
 import { refreshWorkflowId, searchAttributes, TASK_QUEUE } from '../temporal/names';
+import { refreshPriority, type RefreshUrgency } from '../temporal/priority';
 import { isRunning, startOrAttachRefresh } from '../temporal/refresh-starter';
 import { loadConnectorFile } from './connector-files';
 import { SchedulesClient } from './schedules';
@@ -73,6 +74,11 @@ export interface RefreshOptions {
   strategy?: StrategyChoice;
   /** Recorded on the run: `manual`, `schedule`, `change`, or your own label. */
   trigger?: string;
+  /**
+   * Its place in the task queue when workers are busy: `interactive` (default for refreshes
+   * started here), `live`, `scheduled` or `backfill` (bulk reloads nobody waits for).
+   */
+  urgency?: RefreshUrgency;
 }
 
 /** Live progress: the workflow's phase and plan, plus the running send's last heartbeat. */
@@ -178,6 +184,7 @@ export class DeltasyncClient {
       taskQueue: this.taskQueue,
       strategy: options.strategy,
       trigger: options.trigger ?? 'manual',
+      urgency: options.urgency,
     });
     const pinned = this.temporal.workflow.getHandle<typeof refreshConnector>(workflowId, runId);
     return {
@@ -571,6 +578,7 @@ export class DeltasyncClient {
         { key: searchAttributes.tenant, value: this.tenant },
       ],
       staticSummary: `refresh connector **${connectorId}** when its dataset changes`,
+      priority: refreshPriority(this.tenant, 'live'),
     };
   }
 

@@ -16,7 +16,14 @@ export interface DatabaseOptions {
    * statement-timeout extension). Dataset SQL is tenants' SQL: none may hold the worker forever.
    */
   statementTimeoutMs?: number;
+  /**
+   * Most connections open at once to a MySQL/MariaDB server (default 8; SQLite has one). Each
+   * running send or compare holds one while it reads or writes; others wait for it in turn.
+   */
+  poolMax?: number;
 }
+
+export const DEFAULT_POOL_MAX = 8;
 
 /**
  * Knex settings for a database URL: `mysql://user:pass@host:port/db` (production) or
@@ -46,7 +53,7 @@ export function databaseConfig(
       },
       pool: {
         min: 0,
-        max: 8,
+        max: options.poolMax ?? DEFAULT_POOL_MAX,
         afterCreate(conn: MysqlConnection, done: (err: Error | null, conn: unknown) => void) {
           if (options.statementTimeoutMs === undefined) return done(null, conn);
           limitStatementTime(conn, options.statementTimeoutMs).then(
@@ -161,7 +168,7 @@ export async function selectRows<T>(
 /** Open a database and bring its schema up to date. */
 export async function openDatabase(url?: string, options: DatabaseOptions = {}): Promise<Db> {
   if (options.statementTimeoutMs === undefined) {
-    const db = knex(databaseConfig(url));
+    const db = knex(databaseConfig(url, options));
     await migrateToLatest(db);
     return db;
   }

@@ -29,6 +29,17 @@ export interface DevServer {
 }
 
 /**
+ * Task-queue priority and fairness (src/temporal/priority.ts): on by default in Temporal Cloud,
+ * behind these dynamic-config switches on a self-hosted server (docs/deploying.md).
+ */
+export const PRIORITY_AND_FAIRNESS = [
+  '--dynamic-config-value',
+  'matching.useNewMatcher=true',
+  '--dynamic-config-value',
+  'matching.enableFairness=true',
+];
+
+/**
  * Start the real Temporal dev server (server, SQLite persistence and Web UI in one binary), with
  * deltasync's search attributes registered so runs can be found by connector in the UI.
  */
@@ -45,9 +56,12 @@ export async function startDevServer(options: DevServerOptions = {}): Promise<De
       dbFilename: options.dbFilename,
       searchAttributes: Object.values(searchAttributes),
       log: { format: 'pretty', level: 'error' },
-      extraArgs: (options.namespaces ?? [])
-        .filter((namespace) => namespace !== 'default')
-        .flatMap((namespace) => ['--namespace', namespace]),
+      extraArgs: [
+        ...PRIORITY_AND_FAIRNESS,
+        ...(options.namespaces ?? [])
+          .filter((namespace) => namespace !== 'default')
+          .flatMap((namespace) => ['--namespace', namespace]),
+      ],
     },
   });
   const address = env.address;
@@ -113,6 +127,7 @@ export async function startDevServerProcess(options: DevServerProcessOptions): P
     'frontend.enableUpdateWorkflowExecution=true',
     '--dynamic-config-value',
     'frontend.enableUpdateWorkflowExecutionAsyncAccepted=true',
+    ...PRIORITY_AND_FAIRNESS,
     ...Object.values(searchAttributes).flatMap((key) => [
       '--search-attribute',
       `${key.name}=${cliTypeName[key.type]}`,

@@ -1,5 +1,6 @@
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type { StrategyChoice } from '../core/plan';
+import { refreshPriority, urgencyOf, type RefreshUrgency } from './priority';
 import { REFRESH_WORKFLOW, refreshWorkflowId, searchAttributes, type RefreshInput } from './names';
 
 /**
@@ -19,6 +20,8 @@ export interface RefreshStart {
   strategy?: StrategyChoice;
   /** Recorded on the run: `manual`, `schedule`, `change`, `cli`, … */
   trigger: string;
+  /** Its place in the task queue; default: from the trigger (see priority.ts). */
+  urgency?: RefreshUrgency;
 }
 
 export interface StartedRefresh {
@@ -49,6 +52,7 @@ export async function startOrAttachRefresh(temporal: Client, start: RefreshStart
       { key: searchAttributes.tenant, value: start.tenant },
     ],
     staticSummary: `refresh connector **${start.connectorId}**`,
+    priority: refreshPriority(start.tenant, start.urgency ?? urgencyOf(start.trigger)),
   });
   return { workflowId, runId: handle.firstExecutionRunId, attached: wasRunning };
 }

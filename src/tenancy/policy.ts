@@ -55,6 +55,17 @@ export const destinationAllowlistSchema = z.object({
   redisKeys: z.array(redisTarget).default([]),
 });
 
+/**
+ * An account's budget, set once for every connector (and, with Redis, every worker) that writes to
+ * it; a field left out falls back to what the connectors declare.
+ */
+const accountBudget = z
+  .object({
+    callsPerSecond: z.number().positive().optional(),
+    maxConcurrent: z.number().int().positive().optional(),
+  })
+  .strict();
+
 export const tenantPolicySchema = z.object({
   /** The Temporal namespace whose callers act as this tenant (default: the tenant id). */
   namespace: z.string().min(1).optional(),
@@ -80,6 +91,11 @@ export const tenantPolicySchema = z.object({
   destinations: z
     .union([destinationAllowlistSchema, z.literal('any')])
     .default(() => destinationAllowlistSchema.parse({})),
+  /**
+   * Budgets of destination accounts, by the account's name (`meta:act_123`, … see
+   * docs/deploying.md): they override the limits the tenant's connectors declare.
+   */
+  accountLimits: z.record(z.string().min(1), accountBudget).default({}),
 });
 
 export const tenantsFileSchema = z.object({
@@ -110,7 +126,11 @@ export interface TenantPolicy {
   statementTimeoutSeconds: number;
   /** 'any': no allowlist (single-tenant workers without a policy file). */
   destinations: DestinationAllowlist | 'any';
+  /** Budgets the operator set for destination accounts, by account name. */
+  accountLimits?: Record<string, AccountBudget>;
 }
+
+export type AccountBudget = z.output<typeof accountBudget>;
 
 /** A caller's tenant is not one this namespace serves: to the caller, its connectors do not exist. */
 export class TenantNotServedError extends Error {
@@ -177,6 +197,7 @@ export class TenantDirectory {
         (typeof t.database === 'object' ? t.database.statementTimeoutSeconds : undefined) ??
         parsed.data.statementTimeoutSeconds,
       destinations: t.destinations,
+      accountLimits: t.accountLimits,
     }));
     return new TenantDirectory(tenants, false, source);
   }
@@ -222,6 +243,11 @@ export class TenantDirectory {
 
   get(tenant: string): TenantPolicy | undefined {
     return this.byId.get(tenant);
+  }
+
+  /** The budget the policy sets for one of `tenant`'s destination accounts, if any. */
+  accountLimits(tenant: string, account: string): AccountBudget | undefined {
+    return this.byId.get(tenant)?.accountLimits?.[account];
   }
 
   /**

@@ -2,6 +2,7 @@ import type { Client } from '@temporalio/client';
 import type { Duration } from '@temporalio/common';
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import { createActivities } from '../activities';
+import type { Throttle } from '../connectors/kit/throttle';
 import { createDestinationFactory, type DestinationFactory } from '../connectors/registry';
 import { dialectOf, type Db } from '../db';
 import type { Logger } from '../logging';
@@ -28,6 +29,19 @@ export interface DeltasyncWorkerOptions {
   tenancy?: Tenancy;
   /** The built-in destinations with each tenant's secrets, unless given. */
   destinations?: DestinationFactory;
+  /**
+   * Budgets of destination accounts for the built-in destinations (default: this process's own;
+   * the service shares them through Redis when DELTASYNC_REDIS_URL is set).
+   */
+  throttle?: Throttle;
+  /**
+   * Activities this process runs at once, over all namespaces (each namespace's worker gets an
+   * equal share, at least one). Bounds the database connections and memory the sends need.
+   * Default: Temporal's own, 100 per namespace.
+   */
+  activitySlots?: number;
+  /** Workflows kept in memory, over all namespaces (default: the SDK's own per namespace). */
+  cachedWorkflows?: number;
   /** A pre-built workflow bundle (tests build it once); otherwise bundled from src/workflows. */
   workflowBundle?: WorkerOptions['workflowBundle'];
   /** Receives API calls, records sent, rejections, rate-limit waits and run durations (metrics). */
@@ -65,7 +79,11 @@ export async function createWorkers(options: DeltasyncWorkerOptions): Promise<Wo
   const activities = createActivities({
     db: options.db,
     tenancy,
-    destinations: options.destinations ?? createDestinationFactory(tenancy.secrets.forTenant),
+    destinations:
+      options.destinations ??
+      createDestinationFactory(tenancy.secrets.forTenant, options.throttle, (tenant, account) =>
+        directory.accountLimits(tenant, account),
+      ),
     temporal: options.temporal,
     taskQueue,
     observer: options.observer,
@@ -73,8 +91,13 @@ export async function createWorkers(options: DeltasyncWorkerOptions): Promise<Wo
   const workflows = options.workflowBundle
     ? { workflowBundle: options.workflowBundle }
     : { workflowsPath: require.resolve('../workflows') };
+  const namespaces = directory.namespaces();
+  const share = (total: number | undefined) =>
+    total === undefined ? undefined : Math.max(1, Math.floor(total / namespaces.length));
+  const activitySlots = share(options.activitySlots);
+  const cachedWorkflows = share(options.cachedWorkflows);
   return Promise.all(
-    directory.namespaces().map((namespace) =>
+    namespaces.map((namespace) =>
       Worker.create({
         connection: options.connection,
         namespace,
@@ -83,6 +106,9 @@ export async function createWorkers(options: DeltasyncWorkerOptions): Promise<Wo
         // instead of the SDK's default of up to a minute, so progress bars move.
         maxHeartbeatThrottleInterval: '1 second',
         defaultHeartbeatThrottleInterval: '1 second',
+        ...(activitySlots === undefined ? {} : { maxConcurrentActivityTaskExecutions: activitySlots }),
+        // The SDK wants at least two cached workflows, or none.
+        ...(cachedWorkflows === undefined ? {} : { maxCachedWorkflows: Math.max(2, cachedWorkflows) }),
         ...workflows,
         activities,
         ...(options.logger

@@ -8,6 +8,7 @@ import { createWorkerMetrics, type WorkerMetrics } from '../observability/metric
 import { startOpsServer, type HealthReport, type OpsServer } from '../observability/server';
 import { createTenancy, TenantDirectory, type Tenancy } from '../tenancy';
 import { TASK_QUEUE } from '../temporal/names';
+import { createThrottleService } from '../connectors/kit/throttle';
 import { createWorkers } from './index';
 
 /**
@@ -36,6 +37,17 @@ export interface WorkerServiceOptions {
    * send then finishes and commits its call in flight, and stops. Default 30.
    */
   shutdownGraceSeconds?: number;
+  /**
+   * Redis that holds destination accounts' budgets for every worker naming the same one
+   * (DELTASYNC_REDIS_URL); without it each worker process keeps its own (docs/deploying.md).
+   */
+  redisUrl?: string;
+  /** Activities run at once by this process, over all namespaces (default: Temporal's, 100 per namespace). */
+  activitySlots?: number;
+  /** Workflows kept in memory by this process, over all namespaces (default: the SDK's, per namespace). */
+  cachedWorkflows?: number;
+  /** Database connections of this process (MySQL/MariaDB; default 8). */
+  dbPoolMax?: number;
 }
 
 /** For embedding and tests: the pieces the CLI takes from the environment. */
@@ -136,6 +148,7 @@ export async function startWorkerService(options: StartWorkerServiceOptions): Pr
     const statementTimeoutSeconds = Math.max(...directory.tenants.map((t) => t.statementTimeoutSeconds));
     const database = await openDatabase(options.databaseUrl, {
       statementTimeoutMs: statementTimeoutSeconds * 1000,
+      ...(options.dbPoolMax === undefined ? {} : { poolMax: options.dbPoolMax }),
     });
     db = database;
     opened.push({ close: () => database.destroy() });
@@ -147,6 +160,16 @@ export async function startWorkerService(options: StartWorkerServiceOptions): Pr
     const tenants = createTenancy({ db: database, directory });
     tenancy = tenants;
     opened.push({ close: () => tenants.datasets.close() });
+    const budgets = createThrottleService({
+      redisUrl: options.redisUrl,
+      onConflict: (account, kept, declared) =>
+        logger.warn(
+          { account, kept, declared },
+          'connectors of one account declare different limits; the tightest holds (set the account once in the tenants policy: accountLimits)',
+        ),
+      onError: (error) => logger.warn({ error: describeError(error) }, 'rate-limit store (Redis) error'),
+    });
+    opened.push({ close: () => budgets.close() });
     const connection = await NativeConnection.connect({ address: options.address });
     opened.push(connection);
     const clientConnection = await Connection.connect({ address: options.address });
@@ -159,6 +182,9 @@ export async function startWorkerService(options: StartWorkerServiceOptions): Pr
       namespace,
       taskQueue,
       destinations: options.destinations,
+      throttle: budgets.throttle,
+      activitySlots: options.activitySlots,
+      cachedWorkflows: options.cachedWorkflows,
       workflowBundle: options.workflowBundle,
       observer: metrics.observer,
       logger,
@@ -199,6 +225,7 @@ export async function startWorkerService(options: StartWorkerServiceOptions): Pr
       taskQueue,
       metricsPort: server?.port ?? null,
       graceSeconds,
+      rateLimits: options.redisUrl ? 'shared through Redis' : 'this process only',
     },
     'worker service started',
   );

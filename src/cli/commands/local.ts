@@ -51,6 +51,31 @@ export function registerLocal(program: Command): void {
         'on SIGTERM/SIGINT, let running activities finish this long (default 30; 0: stop them at once)',
       ).argParser(nonNegativeNumber),
     )
+    .addOption(
+      new Option(
+        '--redis-url <url>',
+        "Redis that holds destination accounts' rate limits for every worker naming the same one " +
+          '(without it each worker process keeps its own budget)',
+      ).env('DELTASYNC_REDIS_URL'),
+    )
+    .addOption(
+      new Option(
+        '--activity-slots <n>',
+        'activities this process runs at once, shared equally by its namespaces (default: 100 per namespace)',
+      )
+        .argParser(positiveInt)
+        .env('DELTASYNC_ACTIVITY_SLOTS'),
+    )
+    .addOption(
+      new Option('--cached-workflows <n>', 'workflows this process keeps in memory, over all namespaces')
+        .argParser(positiveInt)
+        .env('DELTASYNC_CACHED_WORKFLOWS'),
+    )
+    .addOption(
+      new Option('--db-pool <n>', 'database connections of this process (MySQL/MariaDB; default 8)')
+        .argParser(positiveInt)
+        .env('DELTASYNC_DB_POOL_MAX'),
+    )
     .addHelpText(
       'after',
       () =>
@@ -61,7 +86,16 @@ export function registerLocal(program: Command): void {
     )
     .action(
       async (
-        opts: { metricsPort: number; host?: string; shutdownGrace?: number; tenantsFile?: string },
+        opts: {
+          metricsPort: number;
+          host?: string;
+          shutdownGrace?: number;
+          tenantsFile?: string;
+          redisUrl?: string;
+          activitySlots?: number;
+          cachedWorkflows?: number;
+          dbPool?: number;
+        },
         cmd: Command,
       ) => {
         const globals = globalsOf(cmd);
@@ -76,6 +110,10 @@ export function registerLocal(program: Command): void {
           ...(opts.tenantsFile ? { tenantsFile: opts.tenantsFile } : {}),
           ...(opts.host ? { host: opts.host } : {}),
           ...(opts.shutdownGrace !== undefined ? { shutdownGraceSeconds: opts.shutdownGrace } : {}),
+          redisUrl: opts.redisUrl,
+          activitySlots: opts.activitySlots,
+          cachedWorkflows: opts.cachedWorkflows,
+          dbPoolMax: opts.dbPool,
         });
       },
     );
