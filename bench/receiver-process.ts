@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { spawn, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import type { Attributes } from '../src/core/destination';
-import type { ReceiverAnswer, ReceiverRequest } from './receiver';
+import type { AccountCalls, ReceiverAnswer, ReceiverRequest } from './receiver';
 
 const ROOT = path.join(__dirname, '..');
 
@@ -15,10 +15,12 @@ export interface Receiver {
   token: string;
   /** The list's size, and its members among `keys` (null: not a member). */
   check(list: string, keys: string[]): Promise<{ count: number; members: Record<string, Attributes | null> }>;
+  /** Calls per account (lists named `<account>.<anything>`). */
+  calls(): Promise<AccountCalls[]>;
   stop(): Promise<void>;
 }
 
-export async function startReceiver(): Promise<Receiver> {
+export async function startReceiver(options: { latencyMs?: number } = {}): Promise<Receiver> {
   const token = randomBytes(16).toString('hex');
   const child: ChildProcess = spawn(
     process.execPath,
@@ -26,7 +28,11 @@ export async function startReceiver(): Promise<Receiver> {
     ['--max-old-space-size=12288', '--import', 'tsx', path.join('bench', 'receiver.ts')],
     {
       cwd: ROOT,
-      env: { ...process.env, BENCH_RECEIVER_TOKEN: token },
+      env: {
+        ...process.env,
+        BENCH_RECEIVER_TOKEN: token,
+        BENCH_RECEIVER_LATENCY_MS: String(options.latencyMs ?? 0),
+      },
       stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
     },
   );
@@ -63,6 +69,11 @@ export async function startReceiver(): Promise<Receiver> {
       const answer = await ask({ id: nextId++, op: 'check', list, keys });
       if (answer.op !== 'check') throw new Error(`receiver: unexpected answer ${answer.op}`);
       return answer;
+    },
+    async calls() {
+      const answer = await ask({ id: nextId++, op: 'calls' });
+      if (answer.op !== 'calls') throw new Error(`receiver: unexpected answer ${answer.op}`);
+      return answer.accounts;
     },
     async stop() {
       if (child.exitCode !== null || child.signalCode !== null) return;

@@ -72,9 +72,9 @@ describe('rate limits across workers', () => {
     await Promise.all(
       Array.from({ length: 50 }, (_, i) => (i % 2 ? a : b).throttle('acme|hubspot:TOKEN', limits, call)),
     );
-    // Calls are spaced 50 ms apart in Redis time; a window of one second holds at most 20 gaps.
+    // Spaced 5% wider than 50 ms: no second holds more than 20, whatever the timers' jitter.
     assert.ok(
-      busiestWindow(seen.starts, 1000) <= 21,
+      busiestWindow(seen.starts, 1000) <= 20,
       `busiest second: ${busiestWindow(seen.starts, 1000)} calls`,
     );
   });

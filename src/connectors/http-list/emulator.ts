@@ -73,6 +73,8 @@ export interface HttpListEmulatorOptions {
    * deleted or never created. Default: every list exists, and starts empty.
    */
   lists?: string[];
+  /** Told of every call to a list once answered: which list, when it arrived and when it was answered. */
+  onCall?: (call: { listId: string; endpoint: Endpoint; startedAt: number; endedAt: number }) => void;
 }
 
 export interface HttpListEmulator {
@@ -117,6 +119,16 @@ export async function startHttpListEmulator(options: HttpListEmulatorOptions): P
   }
 
   async function handle(req: EmulatorRequest): Promise<Reply> {
+    if (!options.onCall) return answer(req);
+    const startedAt = Date.now();
+    const reply = await answer(req);
+    const route = routeOf(req.method, req.url);
+    if (route)
+      options.onCall({ listId: route.listId, endpoint: route.endpoint, startedAt, endedAt: Date.now() });
+    return reply;
+  }
+
+  async function answer(req: EmulatorRequest): Promise<Reply> {
     await faults.latency();
     const route = routeOf(req.method, req.url);
     if (!route) {

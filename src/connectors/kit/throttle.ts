@@ -128,10 +128,18 @@ export function createThrottle(): Throttle {
 /** For tests and one-off tools: no limits at all. */
 export const unthrottled: Throttle = (_account, _limits, call) => call();
 
+/**
+ * Calls are let go this much further apart than the rate allows: a destination counts arrivals,
+ * and a call let go on time can arrive a few milliseconds late, so that the next one, on time,
+ * lands within the same second as ten others (measured by the load test: 11 calls within one
+ * second at 10/s without it).
+ */
+export const SPACING_HEADROOM = 1.05;
+
 function bottleneckSettings(budget: Budget): Bottleneck.ConstructorOptions {
   return {
     maxConcurrent: budget.maxConcurrent ?? null,
-    minTime: budget.callsPerSecond ? Math.ceil(1000 / budget.callsPerSecond) : 0,
+    minTime: budget.callsPerSecond ? Math.ceil((1000 / budget.callsPerSecond) * SPACING_HEADROOM) : 0,
   };
 }
 
