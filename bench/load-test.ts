@@ -22,6 +22,7 @@ import { saveConnector } from '../src/core/connector-store';
 import { databaseConfig, migrateToLatest, type Db } from '../src/db';
 import { startDevServer } from '../src/temporal/dev-server';
 import { secretEnvName } from '../src/tenancy/secret-names';
+import { freePort } from '../test/helpers/fake-http';
 import { startWorkerProcess, type WorkerProcess } from '../test/helpers/worker-process';
 import { createBenchDatabase } from './bench-database';
 import type { AccountCalls } from './receiver';
@@ -74,6 +75,8 @@ export interface LoadReport {
   wrongLists: string[];
   accounts: AccountCalls[];
   workerPeakRssMb: number[];
+  /** Mean time activities waited for a worker slot, per worker (the SDK's schedule-to-start latency). */
+  scheduleToStartMs: number[];
   /** Most connections to the test's database seen at once, and the bound the settings give. */
   peakDbConnections: number;
   dbConnectionBound: number;
@@ -155,7 +158,9 @@ export async function runLoadTest(options: LoadTestOptions): Promise<LoadReport>
       });
     }
     const taskQueue = `load-${process.pid}`;
+    const sdkMetricsPorts: number[] = [];
     for (let w = 0; w < options.workers; w++) {
+      sdkMetricsPorts.push(await freePort());
       workers.push(
         await startWorkerProcess({
           address: server.address,
@@ -166,6 +171,7 @@ export async function runLoadTest(options: LoadTestOptions): Promise<LoadReport>
             DELTASYNC_REDIS_URL: options.redisUrl,
             DELTASYNC_ACTIVITY_SLOTS: String(options.activitySlots),
             DELTASYNC_DB_POOL_MAX: String(options.dbPool),
+            DELTASYNC_SDK_METRICS_ADDRESS: `127.0.0.1:${sdkMetricsPorts[w]}`,
             ...Object.fromEntries(tenants.map((t) => [secretEnvName(t, TOKEN_SECRET), receiver.token])),
           },
         }),
@@ -229,11 +235,13 @@ export async function runLoadTest(options: LoadTestOptions): Promise<LoadReport>
     const wrongLists = await checkLists(db, receiver, connectors);
     const history = await historySizes(clients, runs, options.largeRows);
     const workerPeakRssMb = workers.map((w) => peakRssMb(w.pid));
+    const scheduleToStartMs = await Promise.all(sdkMetricsPorts.map(meanScheduleToStartMs));
     return {
       cycles,
       wrongLists,
       accounts: await receiver.calls(),
       workerPeakRssMb,
+      scheduleToStartMs,
       peakDbConnections: stopWatching(),
       // Each worker: its pool, plus up to two connections per tenant's dataset reads (tenancy/datasets.ts).
       dbConnectionBound: options.workers * (options.dbPool + 2 * tenants.length),
@@ -353,6 +361,23 @@ function watchConnections(db: Db, database: string): () => number {
   return () => ((stopped = true), peak);
 }
 
+/** The mean of the SDK's activity schedule-to-start latency histogram, over every label set. */
+async function meanScheduleToStartMs(port: number): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const total = (suffix: string) =>
+    [
+      ...text.matchAll(
+        new RegExp(`^temporal_activity_schedule_to_start_latency${suffix}(?:\\{[^}]*\\})? (\\S+)$`, 'gm'),
+      ),
+    ]
+      .map((m) => Number(m[1]))
+      .reduce((a, b) => a + b, 0);
+  const count = total('_count');
+  if (count === 0)
+    throw new Error(`no activity schedule-to-start latency on the SDK metrics:\n${text.slice(0, 2000)}`);
+  return total('_sum') / count;
+}
+
 /** The process's peak resident memory (VmHWM), in MB. */
 function peakRssMb(pid: number): number {
   const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -408,6 +433,7 @@ export function describeReport(report: LoadReport): string[] {
   lines.push(
     `destination calls: ${calls.toLocaleString('en-US')} over ${report.accounts.length} accounts`,
     `worker peak RSS: ${report.workerPeakRssMb.map((mb) => `${mb} MB`).join(', ')}`,
+    `activities waited for a worker slot: ${report.scheduleToStartMs.map((ms) => `${(ms / 1000).toFixed(2)} s`).join(', ')} on average (SDK metrics)`,
     `database connections: at most ${report.peakDbConnections} at once (bound from the settings: ${report.dbConnectionBound})`,
     `workflow history per run: at most ${report.history.maxEvents} events, ${(report.history.maxBytes / 1024).toFixed(1)} KiB ` +
       `(large datasets ${report.history.largeMaxEvents} events, small ${report.history.smallMaxEvents})`,

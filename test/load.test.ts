@@ -37,6 +37,8 @@ test(
     // The large dataset's account made calls at its limit's pace; the others stayed within theirs.
     assert.equal(report.accounts.length, 6);
     assert.ok(report.accounts.every((a) => a.calls > 0));
+    // Each worker serves the SDK's own metrics (--sdk-metrics): how long activities waited for a slot.
+    assert.ok(report.scheduleToStartMs.every((ms) => Number.isFinite(ms) && ms >= 0));
     assert.ok(
       report.peakDbConnections <= report.dbConnectionBound,
       `${report.peakDbConnections} connections`,

@@ -77,13 +77,20 @@ function coreLevel(level: string): LogLevel {
  */
 export function installTemporalLogging(
   logger: Logger,
-  options: { shutdownSignals?: NodeJS.Signals[] } = {},
+  options: {
+    shutdownSignals?: NodeJS.Signals[];
+    /** host:port on which the SDK serves its own Prometheus metrics (task slots, schedule-to-start latency). */
+    sdkMetricsAddress?: string;
+  } = {},
 ): boolean {
   try {
     Runtime.install({
       logger: new PinoTemporalLogger(logger),
       telemetryOptions: {
         logging: { filter: { core: coreLevel(logger.level), other: 'ERROR' }, forward: {} },
+        ...(options.sdkMetricsAddress
+          ? { metrics: { prometheus: { bindAddress: options.sdkMetricsAddress } } }
+          : {}),
       },
       ...(options.shutdownSignals ? { shutdownSignals: options.shutdownSignals } : {}),
     });

@@ -1,6 +1,12 @@
 import type { Client } from '@temporalio/client';
 import type { Duration } from '@temporalio/common';
-import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import {
+  bundleWorkflowCode,
+  NativeConnection,
+  Runtime,
+  Worker,
+  type WorkerOptions,
+} from '@temporalio/worker';
 import { createActivities } from '../activities';
 import type { Throttle } from '../connectors/kit/throttle';
 import { createDestinationFactory, type DestinationFactory } from '../connectors/registry';
@@ -88,10 +94,19 @@ export async function createWorkers(options: DeltasyncWorkerOptions): Promise<Wo
     taskQueue,
     observer: options.observer,
   });
-  const workflows = options.workflowBundle
-    ? { workflowBundle: options.workflowBundle }
-    : { workflowsPath: require.resolve('../workflows') };
   const namespaces = directory.namespaces();
+  // Bundled once for every namespace's worker: each would otherwise bundle (and hold) its own copy.
+  const workflows =
+    options.workflowBundle || namespaces.length > 1
+      ? {
+          workflowBundle:
+            options.workflowBundle ??
+            (await bundleWorkflowCode({
+              workflowsPath: require.resolve('../workflows'),
+              logger: Runtime.instance().logger,
+            })),
+        }
+      : { workflowsPath: require.resolve('../workflows') };
   const share = (total: number | undefined) =>
     total === undefined ? undefined : Math.max(1, Math.floor(total / namespaces.length));
   const activitySlots = share(options.activitySlots);

@@ -48,6 +48,11 @@ export interface WorkerServiceOptions {
   cachedWorkflows?: number;
   /** Database connections of this process (MySQL/MariaDB; default 8). */
   dbPoolMax?: number;
+  /**
+   * host:port where the Temporal SDK serves its own Prometheus metrics: task slots in use,
+   * schedule-to-start latency, sticky cache (none by default).
+   */
+  sdkMetricsAddress?: string;
 }
 
 /** For embedding and tests: the pieces the CLI takes from the environment. */
@@ -101,7 +106,9 @@ export async function startWorkerService(options: StartWorkerServiceOptions): Pr
 
   // Before any connection: the Runtime is created once per process. Signals are ours (see
   // runWorkerService), so the SDK does not shut the worker down behind the service's back.
-  if (!installTemporalLogging(logger, { shutdownSignals: [] })) {
+  if (
+    !installTemporalLogging(logger, { shutdownSignals: [], sdkMetricsAddress: options.sdkMetricsAddress })
+  ) {
     logger.debug('a Temporal Runtime is installed already: SDK logs go to its logger');
   }
 

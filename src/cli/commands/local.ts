@@ -72,6 +72,12 @@ export function registerLocal(program: Command): void {
         .env('DELTASYNC_CACHED_WORKFLOWS'),
     )
     .addOption(
+      new Option(
+        '--sdk-metrics <host:port>',
+        "serve the Temporal SDK's own Prometheus metrics here (task slots, schedule-to-start latency)",
+      ).env('DELTASYNC_SDK_METRICS_ADDRESS'),
+    )
+    .addOption(
       new Option('--db-pool <n>', 'database connections of this process (MySQL/MariaDB; default 8)')
         .argParser(positiveInt)
         .env('DELTASYNC_DB_POOL_MAX'),
@@ -95,6 +101,7 @@ export function registerLocal(program: Command): void {
           activitySlots?: number;
           cachedWorkflows?: number;
           dbPool?: number;
+          sdkMetrics?: string;
         },
         cmd: Command,
       ) => {
@@ -114,6 +121,7 @@ export function registerLocal(program: Command): void {
           activitySlots: opts.activitySlots,
           cachedWorkflows: opts.cachedWorkflows,
           dbPoolMax: opts.dbPool,
+          sdkMetricsAddress: opts.sdkMetrics,
         });
       },
     );
