@@ -30,13 +30,19 @@ export interface DevServer {
 
 /**
  * Task-queue priority and fairness (src/temporal/priority.ts): on by default in Temporal Cloud,
- * behind these dynamic-config switches on a self-hosted server (docs/deploying.md).
+ * behind these dynamic-config switches on a self-hosted server (docs/deploying.md). Both hold
+ * within a task-queue partition; with the server's default of four, a tenant's task may wait in
+ * a busier partition, so the dev server (one worker machine) keeps one.
  */
 export const PRIORITY_AND_FAIRNESS = [
   '--dynamic-config-value',
   'matching.useNewMatcher=true',
   '--dynamic-config-value',
   'matching.enableFairness=true',
+  '--dynamic-config-value',
+  'matching.numTaskqueueReadPartitions=1',
+  '--dynamic-config-value',
+  'matching.numTaskqueueWritePartitions=1',
 ];
 
 /**
