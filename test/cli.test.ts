@@ -20,6 +20,7 @@ import { startHttpListEmulator, type HttpListEmulator } from '../src/connectors/
 import { startDevServer } from '../src/temporal/dev-server';
 import { refreshWorkflowId } from '../src/temporal/names';
 import { createTestDatabase, type TestDatabase } from './helpers/databases';
+import { historyText } from './helpers/histories';
 import { trustedTenants } from './helpers/secrets';
 import { startTemporal, type TemporalHarness } from './helpers/temporal';
 import { startWorkerProcess } from './helpers/worker-process';
@@ -357,6 +358,53 @@ describe('deltasync CLI', () => {
     assert.equal(runs[0]!.status, 'succeeded');
     assert.equal(runs[0]!.additions, 300);
     assert.equal(runs[0]!.apiCalls, 3);
+  });
+
+  test('changes: why a customer is on the list, by key, outcome or run, as a table, JSON or CSV; never in history in the clear', async () => {
+    const { customer_key: key } = (await t
+      .db('demo_customers')
+      .orderBy('customer_key')
+      .first('customer_key')) as {
+      customer_key: string;
+    };
+    const byKey = json<{ runId: number; outcome: string; key: string }[]>(
+      await cli(['changes', 'yaml-customers', '--key', key, '--json']),
+    );
+    assert.equal(byKey.length, 1);
+    assert.equal(byKey[0]!.outcome, 'added');
+    assert.equal(byKey[0]!.key, key);
+
+    const table = await cli(['changes', 'yaml-customers', '--outcome', 'added', '--limit', '5']);
+    assert.equal(table.code, 0, table.stderr);
+    const lines = table.stdout.trimEnd().split('\n');
+    assert.match(lines[0]!, /^RUN +WHEN +OUTCOME +KEY +REASON$/);
+    assert.equal(lines.filter((line) => / added /.test(line)).length, 5);
+    assert.match(lines.at(-1)!, /first 5; --all or --limit for more/);
+
+    const csv = await cli(['changes', 'yaml-customers', '--all', '--csv', '--run', String(byKey[0]!.runId)]);
+    const rows = csv.stdout.trimEnd().split('\n');
+    assert.equal(rows[0], 'run,at,outcome,key,reason');
+    assert.equal(rows.length, 301, 'the run added 300 keys');
+
+    const none = await cli(['changes', 'yaml-customers', '--key', 'nobody@example.com']);
+    assert.equal(none.code, 0);
+    assert.match(none.stdout, /no run of yaml-customers logged key 'nobody@example.com'/);
+    const bad = await cli(['changes', 'yaml-customers', '--outcome', 'lost']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /Allowed choices are added, updated, removed, rejected, held/);
+
+    // The pages went back through workflow results, sealed for the CLI's one-off key.
+    let histories = 0;
+    for await (const workflow of client.temporal.workflow.list({
+      query: "WorkflowType = 'manageConnectors'",
+    })) {
+      const history = await client.temporal.workflow
+        .getHandle(workflow.workflowId, workflow.runId)
+        .fetchHistory();
+      assert.doesNotMatch(historyText(history), new RegExp(key.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')));
+      histories += 1;
+    }
+    assert.ok(histories >= 4, `${histories} connector operations listed`);
   });
 
   test('schedules create, pause with a note, list --json, delete', async () => {

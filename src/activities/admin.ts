@@ -1,3 +1,5 @@
+import { keyOfDigest, listRunChanges, type ChangeFilter, type KeyDigest } from '../core/change-log';
+import { sealFor, type Sealed } from '../core/sealed';
 import { forgetTracking } from '../core/change-tracking';
 import { leaveSharedCompare } from '../core/shared-compare';
 import {
@@ -37,14 +39,29 @@ export type AdminOperation =
   | { kind: 'delete'; tenant: string; id: string }
   | { kind: 'runs'; tenant: string; id: string; limit: number; beforeRunId?: number }
   /** `validate --online`: a saved connector (`id`) or a definition (`connector`), not saved. */
-  | { kind: 'check'; tenant: string; id?: string; connector?: ConnectorInput };
+  | { kind: 'check'; tenant: string; id?: string; connector?: ConnectorInput }
+  /**
+   * A page of the connector's change log, sealed for `recipient` (a PEM public key of the caller's
+   * own): the keys in it never sit in workflow history in the clear (core/sealed.ts). A key asked
+   * about comes as a salted digest (`keyDigest`), for the same reason.
+   */
+  | {
+      kind: 'changes';
+      tenant: string;
+      id: string;
+      filter: Omit<ChangeFilter, 'key'>;
+      keyDigest?: KeyDigest;
+      recipient: string;
+    };
 
 export type AdminResult =
   | { kind: 'connector'; connector: ConnectorDefinition }
   | { kind: 'connectors'; connectors: ListedConnector[] }
   | { kind: 'deleted'; id: string }
   | { kind: 'runs'; runs: RunSummary[] }
-  | { kind: 'checked'; check: OnlineCheck };
+  | { kind: 'checked'; check: OnlineCheck }
+  /** A ChangePage, sealed. */
+  | { kind: 'changes'; page: Sealed };
 
 /**
  * What `validate --online` found: the tenant's checks passed (else it fails with an
@@ -64,6 +81,8 @@ export const CHECK_TIMEOUT_MS = 40_000;
 
 /** Largest page `list` returns: an activity result stays far below Temporal's payload limits. */
 export const MAX_LIST_PAGE = 500;
+/** Largest page of the change log (keys up to 255 bytes: well under Temporal's 2 MB payload limit). */
+export const MAX_CHANGES_PAGE = 1000;
 
 export function createAdminActivities({
   db,
@@ -125,6 +144,18 @@ export function createAdminActivities({
       }
       case 'check':
         return { kind: 'checked', check: await checkOnline(tenant, op) };
+      case 'changes': {
+        await loadConnector(db, tenant.id, op.id);
+        const key = connectorKey(tenant.id, op.id);
+        const limit = Math.min(op.filter.limit ?? MAX_CHANGES_PAGE, MAX_CHANGES_PAGE);
+        const asked = op.keyDigest && (await keyOfDigest(db, key, op.keyDigest));
+        // A key the deltalog never held was never sent: nothing is logged of it.
+        const page =
+          op.keyDigest && asked === undefined
+            ? { changes: [] }
+            : await listRunChanges(db, key, { ...op.filter, limit, ...(asked ? { key: asked } : {}) });
+        return { kind: 'changes', page: sealFor(op.recipient, page) };
+      }
     }
   }
 

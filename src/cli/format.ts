@@ -1,5 +1,5 @@
 import type { ConnectorSchedule } from '../client/schedules';
-import type { LiveProgress, RunSummary } from '../client';
+import type { LiveProgress, RunChange, RunSummary } from '../client';
 import type { ListedConnector } from '../core/connector-store';
 
 /** Plain-text tables and numbers for people; scripts use --json instead. */
@@ -213,4 +213,27 @@ export function describeProgress(connectorId: string, p: LiveProgress): string {
     );
   }
   return lines.join('\n');
+}
+
+/** The change log: one line per key and outcome; reasons last, where long text belongs. */
+export function changesTable(changes: RunChange[]): string {
+  return table(
+    ['RUN', 'WHEN', 'OUTCOME', 'KEY', 'REASON'],
+    changes.map((c) => [
+      String(c.runId),
+      new Date(c.at).toISOString().replace('T', ' ').slice(0, 19),
+      c.outcome,
+      c.key,
+      c.reason ?? '',
+    ]),
+  );
+}
+
+/** RFC 4180: fields with a comma, quote or line break are quoted, quotes doubled. */
+export function changesCsv(changes: RunChange[]): string {
+  const field = (value: string) => (/[",\r\n]/.test(value) ? `"${value.replace(/"/g, '""')}"` : value);
+  const lines = changes.map((c) =>
+    [String(c.runId), new Date(c.at).toISOString(), c.outcome, c.key, c.reason ?? ''].map(field).join(','),
+  );
+  return ['run,at,outcome,key,reason', ...lines].join('\n');
 }

@@ -10,6 +10,8 @@ import {
   type WorkflowHandle,
 } from '@temporalio/client';
 import { UnknownConnectorError, type ListedConnector } from '../core/connector-store';
+import { digestOf, type ChangeFilter, type ChangePage, type RunChange } from '../core/change-log';
+import { newRecipient } from '../core/sealed';
 import { defaultPayloadConverter, fromPayloadsAtIndex, TimeoutFailure } from '@temporalio/common';
 import type { AdminOperation, AdminResult, OnlineCheck } from '../activities/admin';
 import { InvalidConnectorError, type ConnectorDefinition, type ConnectorInput } from '../core/connector';
@@ -46,6 +48,9 @@ import { loadConnectorFile } from './connector-files';
 import { SchedulesClient } from './schedules';
 
 export type {
+  ChangeFilter,
+  ChangePage,
+  RunChange,
   OnlineCheck,
   ConnectorDefinition,
   ListedConnector,
@@ -322,6 +327,40 @@ export class DeltasyncClient {
       beforeRunId = page[page.length - 1]!.runId;
     }
     return runs;
+  }
+
+  /**
+   * The connector's change log (kept `policy.changeLogDays`): which keys its runs added, updated
+   * or removed, and which the destination rejected or held, and why; newest first, one page at a
+   * time (`next` is the cursor of the following page). Filter by run, outcome or key: "why is
+   * this customer not on the list?" is `changes(id, { key })`.
+   */
+  async changes(connectorId: string, filter: ChangeFilter = {}): Promise<ChangePage> {
+    const recipient = newRecipient();
+    const { key, ...rest } = filter;
+    const result = await this.admin({
+      kind: 'changes',
+      tenant: this.tenant,
+      id: connectorId,
+      filter: rest,
+      ...(key === undefined ? {} : { keyDigest: digestOf(key) }),
+      recipient: recipient.publicKey,
+    });
+    if (result.kind !== 'changes') throw new Error(`unexpected answer '${result.kind}' to a changes request`);
+    return recipient.open<ChangePage>(result.page);
+  }
+
+  /** Every change of the log that matches, page after page. */
+  async *allChanges(
+    connectorId: string,
+    filter: Omit<ChangeFilter, 'cursor'> = {},
+  ): AsyncGenerator<RunChange> {
+    let cursor: string | undefined;
+    do {
+      const page = await this.changes(connectorId, { ...filter, cursor });
+      yield* page.changes;
+      cursor = page.next;
+    } while (cursor);
   }
 
   /**

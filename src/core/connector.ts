@@ -80,6 +80,8 @@ export const policySchema = z.object({
   horizonDays: z.number().positive().optional(),
   /** Committed deletions are purged from the deltalog after this many days. */
   retentionDays: z.number().nonnegative().default(30),
+  /** The row-level change log of runs (`deltasync changes`) keeps this many days. */
+  changeLogDays: z.number().nonnegative().default(14),
   /** Share of API calls that must succeed for the run to count as succeeded. */
   successThreshold: z.number().min(0).max(1).default(0.99),
   /** Share of the records sent that must be delivered (not rejected) for the run to succeed. */

@@ -7,6 +7,7 @@ import {
   type Member,
   type Rejection,
 } from './destination';
+import { logBatchChanges, type LoggedChange } from './change-log';
 import { jsonBytes, splitByLimits } from './batching';
 import { directReader, type DatasetReader } from './dataset';
 import {
@@ -121,6 +122,8 @@ interface Item {
   tooLarge?: string;
   /** What it adds to a call's body, in bytes (0 when it is not sent). */
   bytes: number;
+  /** The destination held it before this send: an upsert of it is an update, not an addition. */
+  onRemote?: boolean;
 }
 
 /** How a phase writes: the operation, its endpoint, and the call. */
@@ -331,11 +334,14 @@ async function itemsOf(options: SendOptions, page: ChangesetRow[]): Promise<Omit
   const source = sourceOf(options);
   const records = await source.read((executor) => fetchRecords(executor, source.dataset, toFetch));
   return page.map(({ record_key: key, on_remote, attr_hash }) => {
-    if (skipUpdates && on_remote) return { key, nothingToSend: true };
+    const onRemote = Boolean(on_remote);
+    if (skipUpdates && onRemote) return { key, nothingToSend: true, onRemote };
     const found = records.get(key);
     if (!found) return { key };
     const member = { key, attributes: found.attributes };
-    return found.hash === attr_hash ? { key, member } : { key, member, newHash: found.hash };
+    return found.hash === attr_hash
+      ? { key, member, onRemote }
+      : { key, member, newHash: found.hash, onRemote };
   });
 }
 
@@ -414,6 +420,7 @@ async function record(
       changed.map((item) => ({ key: item.key, hash: item.newHash! })),
       now,
     );
+    await logBatchChanges(trx, { runId, connectorKey: key, now, changes: changesOf(phase, batch, result) });
     await recordCalls(trx, runId, result.tallies, {
       records_sent: result.delivered.length,
       rejected: result.rejected.length,
@@ -422,6 +429,25 @@ async function record(
     });
     await saveCheckpoint(trx, runId, phase, { cursor: batch[batch.length - 1]!.key, recordsDone }, now);
   });
+}
+
+/**
+ * The batch's row-level outcomes for the change log: delivered keys by what the call did to them
+ * (a deletion removed, an upsert added or updated), rejected ones with the destination's reason;
+ * a rejection the destination asked to try later is held.
+ */
+function changesOf(phase: SendPhase, batch: Item[], result: CallResult): LoggedChange[] {
+  const onRemote = new Set(batch.filter((item) => item.onRemote).map((item) => item.key));
+  const delivered = result.delivered.map((key): LoggedChange => ({
+    key,
+    outcome: phase === 'deletions' ? 'removed' : phase !== 'fill' && onRemote.has(key) ? 'updated' : 'added',
+  }));
+  const refused = result.rejected.map(({ key, reason, deferred }): LoggedChange => ({
+    key,
+    outcome: deferred ? 'held' : 'rejected',
+    reason,
+  }));
+  return [...delivered, ...refused];
 }
 
 /**

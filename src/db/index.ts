@@ -133,6 +133,12 @@ function sqliteConfig(file: string, options: DatabaseOptions): Knex.Config {
             .update(String(text ?? ''))
             .digest('hex'),
         );
+        // MySQL's SHA2(text, 256), for finding a key by its salted digest (core/change-log.ts).
+        conn.function('sha2', { deterministic: true }, (text: unknown, bits: unknown) =>
+          text === null || text === undefined || Number(bits) !== 256
+            ? null
+            : createHash('sha256').update(String(text)).digest('hex'),
+        );
         // MySQL's CRC32 (same polynomial, over the UTF-8 bytes), for the dataset change marker.
         conn.function('crc32', { deterministic: true }, (text: unknown) =>
           text === null || text === undefined ? null : crc32(String(text)),

@@ -1,11 +1,12 @@
 import os from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Option, type Command } from 'commander';
-import type { RunSummary } from '../../client';
+import type { RunChange, RunSummary } from '../../client';
+import { OUTCOMES, type Outcome } from '../../core/change-log';
 import { STRATEGIES, type StrategyChoice } from '../../core/plan';
 import { CliError, EXIT, notFound } from '../exit-codes';
 import { PROGRESS_MODES, type ProgressMode } from '../follow';
-import { describeProgress, formatCount, runsTable, table } from '../format';
+import { changesCsv, changesTable, describeProgress, formatCount, runsTable, table } from '../format';
 import { connect, positiveInt, print, printJson } from '../options';
 
 interface RefreshFlags {
@@ -107,6 +108,60 @@ export function registerRefresh(program: Command): void {
       else if (runs.length === 0) print(`no runs of ${id} yet`);
       else print(runsTable(runs));
     });
+
+  program
+    .command('changes <connector>')
+    .description(
+      "The connector's change log, newest first: which keys its runs added, updated or removed, and which " +
+        'the destination rejected or held, and why (kept policy.changeLogDays, default 14)',
+    )
+    .summary('Which keys runs added, updated, removed, rejected or held, and why')
+    .addOption(new Option('--run <id>', 'only this run (its id, as `runs` lists it)').argParser(positiveInt))
+    .addOption(new Option('--outcome <outcome>', 'only this outcome').choices([...OUTCOMES]))
+    .option('--key <key>', 'only this key: why is it (not) on the list?')
+    .addOption(new Option('--limit <n>', 'at most this many changes').argParser(positiveInt).default(100))
+    .option('--all', 'every change that matches (no limit)')
+    .addOption(new Option('--json', 'print JSON for scripts').conflicts('csv'))
+    .option('--csv', 'print CSV (run,at,outcome,key,reason)')
+    .action(
+      async (
+        id: string,
+        opts: {
+          run?: number;
+          outcome?: Outcome;
+          key?: string;
+          limit: number;
+          all?: boolean;
+          json?: boolean;
+          csv?: boolean;
+        },
+        cmd: Command,
+      ) => {
+        const ctx = await connect(cmd);
+        const filter = { runId: opts.run, outcome: opts.outcome, key: opts.key };
+        const changes = await ctx.withWorker(async () => {
+          const found: RunChange[] = [];
+          for await (const change of ctx.client.allChanges(id, filter)) {
+            found.push(change);
+            if (!opts.all && found.length >= opts.limit) break;
+          }
+          return found;
+        });
+        if (opts.json) return printJson(changes);
+        if (opts.csv) return print(changesCsv(changes));
+        if (changes.length === 0) {
+          return print(
+            opts.key === undefined
+              ? `no logged change of ${id} matches`
+              : `no run of ${id} logged key '${opts.key}' (the log keeps policy.changeLogDays days): ` +
+                  'no run sent it in that time, or it was never in the dataset',
+          );
+        }
+        print(changesTable(changes));
+        if (!opts.all && changes.length >= opts.limit)
+          print(`(first ${opts.limit}; --all or --limit for more)`);
+      },
+    );
 
   for (const approved of [true, false]) {
     program

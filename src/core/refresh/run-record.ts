@@ -1,3 +1,4 @@
+import { trimChangeLog } from '../change-log';
 import { InvalidConnectorError, type ConnectorDefinition } from '../connector';
 import {
   adoptInFlight,
@@ -155,13 +156,21 @@ export async function finishRun(
   return summarizeRun(db, run);
 }
 
-/** The janitor: purge committed deletions older than the retention window. */
+/**
+ * The janitor: purge committed deletions older than the retention window, and the change log
+ * older than its own.
+ */
 export async function runJanitor(engine: Engine, scope: ConnectorScope) {
-  const { retentionDays } = scope.connector.policy;
+  const { retentionDays, changeLogDays } = scope.connector.policy;
   const purged = await purgeCommittedDeletions(
     engine.db,
     scope.key,
     engine.now() - retentionDays * 86_400_000,
   );
-  return { purged };
+  const changeLogTrimmed = await trimChangeLog(
+    engine.db,
+    scope.key,
+    engine.now() - changeLogDays * 86_400_000,
+  );
+  return { purged, changeLogTrimmed };
 }
