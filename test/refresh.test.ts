@@ -143,6 +143,46 @@ for (const dialect of dialects) {
       });
     });
 
+    test('a batch refused for one bad record: the refresh splits it down to that record and delivers the rest', async () => {
+      const connector = connectorFor(`split-${dialect}`, 1000);
+      await saveConnector(t.db, connector);
+      const { customer_key: bad } = (await t
+        .db('demo_customers')
+        .orderBy('customer_key')
+        .offset(700)
+        .first('customer_key')) as {
+        customer_key: string;
+      };
+      emulator.faults.set({ refuseBatchFor: (key) => (key === bad ? `malformed record ${key}` : null) });
+      try {
+        await temporal.withWorker({ db: t.db, destinations }, async (client) => {
+          const run = await client.refresh(connector.id);
+          assert.equal(run.status, 'succeeded', 'one record refused: within the record threshold');
+          const rows = Number(((await t.db('demo_customers').count({ n: '*' }).first()) as { n: number }).n);
+          assert.equal(run.additions, rows, 'planned');
+          assert.equal(run.recordsSent, rows - 1, 'delivered');
+          assert.equal(run.rejected, 1);
+          // The first batch (1,000) and its halves down to one record: 1 + 2 × 10 calls; two more batches.
+          assert.equal(run.apiCalls, 23);
+          const listed = emulator.members(connector.destination.listId);
+          assert.equal(listed.size, rows - 1);
+          assert.equal(listed.has(bad), false);
+          const why = [];
+          for await (const change of client.allChanges(connector.id, { key: bad })) why.push(change);
+          assert.deepEqual(
+            why.map((c) => c.outcome),
+            ['rejected'],
+          );
+          assert.match(
+            why[0]!.reason ?? '',
+            new RegExp(`^record refused: .*400 Bad Request.*malformed record ${bad}$`),
+          );
+        });
+      } finally {
+        emulator.faults.clear('refuseBatchFor');
+      }
+    });
+
     // The binary log exists on MariaDB only (setup gives the test server one).
     for (const source of dialect === 'mysql' ? (['triggers', 'binlog'] as const) : (['triggers'] as const))
       test(`with a ${source} change source: a direct first push, one full compare, then diffs from the touched keys only`, async () => {

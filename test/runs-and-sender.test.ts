@@ -12,6 +12,7 @@ import { pendingCounts, quarantinedCount, updateDeltalog } from '../src/core/del
 import {
   ABANDONED,
   beginRun,
+  endpointCalls,
   finishRun,
   getRun,
   incrementRunCounters,
@@ -430,8 +431,8 @@ for (const dialect of dialects) {
       assert.deepEqual(sent, [], 'the checkpoint is at the end of the dataset');
     });
 
-    test('a batch refused as a whole stays pending with attempts + 1 and counts a failed call', async () => {
-      const { connector } = await setup(7, { batchSize: 3 });
+    test('without a split budget, a batch refused as a whole stays pending with attempts + 1 and counts a failed call', async () => {
+      const { connector } = await setup(7, { batchSize: 3, splitCallBudget: 0 });
       // The list takes 2 records per call but the connector was told 3: the full pages are refused.
       const remote = new MemoryDestination({ recordsPerCall: 2 });
       const runId = await newRun(connector);
@@ -465,6 +466,58 @@ for (const dialect of dialects) {
       const finished = await finishRun(db, runId, { successThreshold: 0.5 }, 9_000);
       assert.equal(finished.status, 'failed', '1 of 3 calls succeeded');
       assert.equal(finished.error, '2 of 3 API calls failed (threshold 50% success)');
+    });
+
+    test('a batch refused for one bad record is split down to it: the rest is delivered, every call counted', async () => {
+      const { connector } = await setup(8, { batchSize: 8 });
+      const remote = new MemoryDestination({ recordsPerCall: 8 });
+      remote.refuseBatchFor = (k) => (k === key(3) ? `invalid payload at ${k}` : null);
+      const runId = await newRun(connector);
+      const progress = await sendPhase({
+        db,
+        connector,
+        connectorKey: keyOf(connector),
+        destination: remote,
+        runId,
+        phase: 'upserts',
+      });
+      // 8 refused → 4 refused + 4 → 2 refused + 2 → k002 + k003 refused: 7 calls.
+      assert.equal(progress.apiCalls, 7);
+      assert.equal(progress.failedCalls, 0, 'k003 is a rejected record, not a failed call');
+      assert.equal(progress.delivered, 7);
+      assert.equal(progress.rejected, 1);
+      assert.deepEqual(
+        [...remote.members.keys()].sort(),
+        range(8).filter((k) => k !== key(3)),
+      );
+      assert.deepEqual(await pendingKeys(db, keyOf(connector)), [key(3)]);
+      assert.equal(
+        (await logRow(db, keyOf(connector), key(3))).last_error,
+        `record refused: invalid payload at ${key(3)}`,
+      );
+      assert.deepEqual(await endpointCalls(db, runId), {
+        add: { calls: 7, failed: 0, rateLimited: 0, retried: 3 },
+      });
+    });
+
+    test('once the split budget is spent, what is still refused fails as a batch', async () => {
+      const { connector } = await setup(8, { batchSize: 8, splitCallBudget: 2 });
+      const remote = new MemoryDestination({ recordsPerCall: 8 });
+      remote.refuseBatchFor = (k) => (k === key(3) ? 'invalid payload' : null);
+      const runId = await newRun(connector);
+      const progress = await sendPhase({
+        db,
+        connector,
+        connectorKey: keyOf(connector),
+        destination: remote,
+        runId,
+        phase: 'upserts',
+      });
+      assert.equal(progress.apiCalls, 3, 'the refused call and its two halves');
+      assert.equal(progress.delivered, 4);
+      assert.equal(progress.rejected, 4);
+      assert.deepEqual(await pendingKeys(db, keyOf(connector)), range(4));
+      assert.equal((await logRow(db, keyOf(connector), key(0))).last_error, 'batch refused: invalid payload');
     });
 
     test('records the destination rejects stay pending and are quarantined after maxAttempts runs', async () => {

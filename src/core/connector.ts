@@ -91,6 +91,11 @@ export const policySchema = z.object({
    * connections, answering 5xx) before the run fails with the cause, instead of retrying forever.
    */
   failureBudgetSeconds: z.number().positive().default(600),
+  /**
+   * Calls one send phase may spend splitting batches the destination refuses as a whole, to find
+   * the records it refuses (0: a refused batch fails all its records).
+   */
+  splitCallBudget: z.number().int().nonnegative().default(100),
   /** Rejections of one record before it is quarantined until its attributes change. */
   maxAttempts: z.number().int().positive().default(5),
   /** Runs that would delete a large share of the list wait for an operator's approval. */

@@ -26,10 +26,10 @@ import {
   type ChangesetKind,
   type ChangesetRow,
 } from './deltalog';
-import { totalOf, type EndpointTallies } from './api-calls';
+import { emptyTally, measureOperation, totalOf, type EndpointTallies, type Measured } from './api-calls';
 import { noopObserver, type EngineObserver } from './observer';
 import { PlanningError } from './plan';
-import { observed, settle, type RunMeter } from './refresh/calls';
+import { settle, type RunMeter } from './refresh/calls';
 import { addRunTimings, loadCheckpoint, recordCalls, saveCheckpoint } from './runs';
 
 /**
@@ -173,6 +173,7 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
     bytesSent: 0,
   };
   const maxRecords = batchSizeFor(connector, destination);
+  const splitBudget: SplitBudget = { left: connector.policy.splitCallBudget };
   const maxBytes = destination.limits.bytesPerCall;
   const sizeOf = (item: Item) => item.bytes;
 
@@ -290,7 +291,7 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
             options.connectorKey,
             batch.map((item) => item.key),
           );
-        return deliver(meter, writer, phase, batch);
+        return deliver(meter, writer, phase, batch, splitBudget);
       });
       call.catch(() => undefined); // its failure is met in the chain below
       // After an earlier batch failed, this link still waits for its own call: nothing is left
@@ -354,16 +355,28 @@ interface CallResult {
 }
 
 /**
- * One destination call, measured. A call the destination refuses as a whole (a 4xx that is not
- * about credentials or the list) fails only these records: they stay pending with the reason, and
- * the run's success threshold decides. Fatal and retryable errors propagate to the activity, the
- * call's cost recorded on the run first.
+ * Calls a send may still spend splitting batches the destination refuses as a whole
+ * (`policy.splitCallBudget`), shared by the batches of one send phase.
+ */
+export interface SplitBudget {
+  left: number;
+}
+
+/**
+ * One batch's delivery, measured. A call the destination refuses as a whole (a 4xx that is not
+ * about credentials or the list) is split in halves and each half sent again, down to the records
+ * it refuses, while the phase's split budget lasts: one bad record no longer holds back the rest.
+ * What stays refused (a single record, or a part left when the budget ran out) fails only its
+ * records: they stay pending with the reason, and the run's record threshold decides. Every call
+ * is counted (see reclassifySplitRefusals for their outcomes). Fatal and retryable errors
+ * propagate to the activity, the calls' cost recorded on the run first.
  */
 async function deliver(
   meter: RunMeter,
   writer: Writer,
   phase: SendPhase,
   batch: Item[],
+  budget: SplitBudget,
 ): Promise<CallResult> {
   const sendable = batch.filter((item) => !item.tooLarge);
   const members = phase === 'deletions' ? [] : sendable.flatMap((item) => (item.member ? [item.member] : []));
@@ -372,16 +385,73 @@ async function deliver(
   const unsent = batch.filter((item) => item.nothingToSend).map((item) => item.key);
   const skipped = batch.length - keys.length - unsent.length - tooLarge.length;
   if (keys.length === 0) return { delivered: unsent, rejected: tooLarge, tallies: {}, skipped };
-  const measured = await observed(meter, writer.endpoint, () => writer.send({ members, keys }));
-  if (!measured.ok && measured.error instanceof DestinationError && measured.error.kind === 'batch') {
-    const reason = `batch refused: ${measured.error.message}`;
-    const refused = keys.map((key) => ({ key, reason }));
-    return { delivered: unsent, rejected: [...tooLarge, ...refused], tallies: measured.tallies, skipped };
+  // Each call measured on its own (a destination that meters nothing still counts one per call).
+  const tallies: EndpointTallies = {};
+  let split = 0;
+  let standing = 0;
+  const isolating = async (part: {
+    members: Member[];
+    keys: string[];
+  }): Promise<{ rejected: Rejection[] }> => {
+    const call = await measureOperation(writer.endpoint, () => writer.send(part));
+    addTallies(tallies, call.tallies);
+    if (call.ok) return call.value;
+    const error = call.error;
+    if (!(error instanceof DestinationError) || error.kind !== 'batch') throw error;
+    if (part.keys.length < 2 || budget.left < 2) {
+      standing += 1;
+      const reason = `${part.keys.length > 1 ? 'batch' : 'record'} refused: ${error.message}`;
+      return { rejected: part.keys.map((key) => ({ key, reason })) };
+    }
+    budget.left -= 2;
+    split += 1;
+    const half = Math.ceil(part.keys.length / 2);
+    // Members and keys are in the same order (deletions send keys only).
+    const first = await isolating({ keys: part.keys.slice(0, half), members: part.members.slice(0, half) });
+    const second = await isolating({ keys: part.keys.slice(half), members: part.members.slice(half) });
+    return { rejected: [...first.rejected, ...second.rejected] };
+  };
+  let measured: Measured<{ rejected: Rejection[] }>;
+  try {
+    measured = { ok: true, value: await isolating({ members, keys }), tallies };
+  } catch (error) {
+    measured = { ok: false, error, tallies };
   }
+  reclassifySplitRefusals(tallies, writer.endpoint, split, standing);
+  if (Object.keys(tallies).length > 0) meter.observer.onCalls(meter.destination, tallies);
   const { rejected } = await settle(meter, measured);
   const refused = new Set(rejected.map((r) => r.key));
   const delivered = [...unsent, ...keys.filter((k) => !refused.has(k))];
   return { delivered, rejected: [...tooLarge, ...rejected], tallies: measured.tallies, skipped };
+}
+
+function addTallies(into: EndpointTallies, from: EndpointTallies) {
+  for (const [endpoint, tally] of Object.entries(from)) {
+    const sum = (into[endpoint] ??= emptyTally());
+    sum.calls += tally.calls;
+    sum.failed += tally.failed;
+    sum.rateLimited += tally.rateLimited;
+    sum.retried += tally.retried;
+  }
+}
+
+/**
+ * Refusals inside a split are not failures of the call: the ones split were retried (what they
+ * carried went out on later calls), the ones left standing answered for records that are now
+ * rejections, counted as such. A refused batch that was never split stays a failed call.
+ */
+function reclassifySplitRefusals(
+  tallies: EndpointTallies,
+  endpoint: string,
+  split: number,
+  standing: number,
+) {
+  const tally = tallies[endpoint];
+  if (!tally || split === 0) return;
+  const retried = Math.min(split, tally.failed);
+  tally.failed -= retried;
+  tally.retried += retried;
+  tally.failed -= Math.min(standing, tally.failed);
 }
 
 /** The call's outcome, its cost and the cursor, in one transaction. */

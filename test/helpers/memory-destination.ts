@@ -45,6 +45,8 @@ export class MemoryDestination implements Destination {
   readonly calls = { add: 0, remove: 0, truncate: 0, list: 0, createList: 0, swapList: 0, retireList: 0 };
   readonly recordsReceived = { add: 0, remove: 0 };
   faults: MemoryFaults = {};
+  /** A reason to refuse a whole call for one of its records (nothing applied), or null. */
+  refuseBatchFor: (key: string) => string | null = () => null;
   /** A reason to reject a record (not applied), or null to accept it; deferred: refused for now. */
   reject: (key: string) => string | { reason: string; deferred: true } | null = () => null;
 
@@ -185,6 +187,10 @@ export class MemoryDestination implements Destination {
           'batch',
           413,
         );
+      }
+      for (const item of batch) {
+        const refusal = this.refuseBatchFor(typeof item === 'string' ? item : item.key);
+        if (refusal) throw new DestinationError(refusal, 'batch', 400);
       }
       const rejected: Rejection[] = [];
       const budget = this.faults.failAfterCalls;

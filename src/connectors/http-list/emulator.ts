@@ -39,6 +39,11 @@ export interface EmulatorFaults extends CommonFaults {
   /** A reason to reject a record (it is then not applied), or null to accept it. */
   reject?: (key: string) => string | null;
   /**
+   * A reason to refuse a whole call for one of its records (400, nothing applied: some APIs fail
+   * a batch for one malformed record), or null.
+   */
+  refuseBatchFor?: (key: string) => string | null;
+  /**
    * The next `calls` additions take only their first `accepted` records (those not rejected) and
    * answer `{"accepted": <that many>, "rejected": […]}`: a short acknowledgement, which does not
    * say which records were left out.
@@ -160,6 +165,8 @@ export async function startHttpListEmulator(options: HttpListEmulatorOptions): P
     const serverError = faults.take('serverError');
     if (serverError) return { status: serverError.status ?? 500, body: { message: 'server error' } };
     if (request instanceof BadRequest) return { status: 400, body: { message: request.message } };
+    const refusal = batchRefusal(request);
+    if (refusal) return { status: 400, body: { message: refusal } };
 
     const mutating = route.endpoint !== 'list';
     const down = mutating ? faults.down() : undefined;
@@ -209,6 +216,22 @@ export async function startHttpListEmulator(options: HttpListEmulatorOptions): P
       case 'list':
         return { body: members.page(request.after, request.limit), applied: request.records };
     }
+  }
+
+  function batchRefusal(request: ParsedRequest): string | null {
+    const refuse = faults.current.refuseBatchFor;
+    if (!refuse) return null;
+    const keys =
+      request.kind === 'add'
+        ? request.members.map((m) => m.key)
+        : request.kind === 'remove'
+          ? request.keys
+          : [];
+    for (const key of keys) {
+      const reason = refuse(key);
+      if (reason !== null) return reason;
+    }
+    return null;
   }
 
   function rejections(keys: string[]): Map<string, string> {
