@@ -10,7 +10,8 @@ import YAML from 'yaml';
 import { ServiceError, WorkflowFailedError } from '@temporalio/client';
 import { ActivityFailure, ApplicationFailure, RetryState } from '@temporalio/common';
 import { describeFailure } from '../src/cli/errors';
-import { ADMIN_TIMEOUT_MS, WorkerTimeoutError, type DeltasyncClient } from '../src/client';
+import { runsTable } from '../src/cli/format';
+import { ADMIN_TIMEOUT_MS, WorkerTimeoutError, type DeltasyncClient, type RunSummary } from '../src/client';
 import { parseConnector } from '../src/core/connector';
 import { destinationModule } from '../src/connectors/catalog';
 import { createDestinationContext } from '../src/connectors/kit/module';
@@ -344,11 +345,8 @@ describe('deltasync CLI', () => {
       /^yaml-customers done +\|█+\| 300\/300 records · 3 batches · 0 rejected · 0 rate-limit waits$/,
     );
     const lines = result.stdout.trimEnd().split('\n');
-    assert.match(
-      lines[0]!,
-      /^run +status +strategy +additions +deletions +updates +rejected +quarantined +API calls +duration/,
-    );
-    assert.match(lines.at(-1)!, /^ *\d+ +succeeded +diff +300 +0 +0 +0 +0 +3 /);
+    assert.match(lines[0]!, /^run +status +strategy +changes +sent +rej +quar +calls +time$/);
+    assert.match(lines.at(-1)!, /^ *\d+ +succeeded +diff +\+300 ~0 -0 +300 +0 +0 +3 +[\d.]+ (ms|s)$/);
     assert.equal(emulator.members('yaml-list').size, 300);
 
     const runs = json<{ status: string; additions: number; apiCalls: number }[]>(
@@ -358,6 +356,77 @@ describe('deltasync CLI', () => {
     assert.equal(runs[0]!.status, 'succeeded');
     assert.equal(runs[0]!.additions, 300);
     assert.equal(runs[0]!.apiCalls, 3);
+  });
+
+  test('runs --details: the last error and samples of the bad rows, which never sit in history in the clear', async () => {
+    const id = 'cli-bad-rows';
+    const table = 'cli_bad_rows_customers';
+    await createCustomersTable(t.db, table);
+    await seedCustomers(t.db, 20, { table });
+    const definition = YAML.parse(fs.readFileSync(connectorFile({ id }), 'utf8'));
+    const columns = (definition.dataset.attributes as string[]).join(', ');
+    definition.dataset = {
+      sql:
+        `SELECT customer_key, ${columns} FROM ${table} UNION ALL ` +
+        `SELECT customer_key, ${columns} FROM ${table} WHERE customer_key = 'cust-0000002' UNION ALL ` +
+        `SELECT NULL, ${columns} FROM ${table} WHERE customer_key = 'cust-0000003'`,
+      key: 'customer_key',
+      attributes: definition.dataset.attributes,
+    };
+    definition.destination.listId = `${id}-list`;
+    await client.connectors.create(parseConnector(definition));
+    await client.refresh(id);
+    const { email } = (await t.db(table).where({ customer_key: 'cust-0000003' }).first('email')) as {
+      email: string;
+    };
+
+    const details = await cli(['runs', id, '--details']);
+    assert.equal(details.code, 0, details.stderr);
+    assert.match(details.stdout, /^run \d+: succeeded, diff, /);
+    assert.match(details.stdout, /^ {2}bad rows {2}2 \(not sent\)$/m);
+    assert.match(details.stdout, /^ {4}duplicate key: "cust-0000002"$/m);
+    assert.match(details.stdout, new RegExp(`^ {4}no key: \\{.*"${email}".*\\}$`, 'm'));
+    for await (const workflow of client.temporal.workflow.list({
+      query: "WorkflowType = 'manageConnectors'",
+    })) {
+      const history = await client.temporal.workflow
+        .getHandle(workflow.workflowId, workflow.runId)
+        .fetchHistory();
+      assert.ok(!historyText(history).includes(email), `${workflow.workflowId} holds a bad row's value`);
+    }
+  });
+
+  test('every table of runs fits 80 columns, whatever the counts', () => {
+    const huge = {
+      runId: 123456,
+      status: 'succeeded',
+      strategy: 'truncate',
+      additions: 12_345_678,
+      updates: 999_999,
+      deletions: 1_000_000,
+      recordsSent: 12_345_678,
+      rejected: 54_321,
+      quarantined: 12_345,
+      apiCalls: 123_457,
+      durationMs: 9 * 3600_000,
+    } as unknown as RunSummary;
+    for (const line of runsTable([huge]).split('\n')) assert.ok(line.length <= 80, `${line.length}: ${line}`);
+  });
+
+  test('an unknown command is an error with exit 2 and the nearest name, also with --help', async () => {
+    const cases: [string[], RegExp][] = [
+      [['frobnicate', '--help'], /^deltasync: unknown command 'frobnicate'\n$/],
+      [['runz', 'x'], /^deltasync: unknown command 'runz' \(did you mean 'runs'\?\)\n$/],
+      [['--tenant', 'x', 'rnus', 'y', '--help'], /unknown command 'rnus' \(did you mean 'runs'\?\)/],
+      [['schedules', 'lst', '--help'], /^deltasync: unknown command 'lst' \(did you mean 'list'\?\)\n$/],
+    ];
+    for (const [args, stderr] of cases) {
+      const result = await cli(args, { global: false });
+      assert.equal(result.code, 2, args.join(' '));
+      assert.equal(result.stdout, '', 'no help printed');
+      assert.match(result.stderr, stderr);
+    }
+    assert.equal((await cli(['schedules', 'list', '--help'], { global: false })).code, 0);
   });
 
   test('changes: why a customer is on the list, by key, outcome or run, as a table, JSON or CSV; never in history in the clear', async () => {
@@ -466,6 +535,9 @@ describe('deltasync CLI', () => {
     }
     assert.equal(phase, 'awaiting approval');
     assert.equal(emulator.members(`${id}-list`).size, 100, 'nothing deleted while waiting');
+    // Someone following the run is told why it waits and how to decide.
+    const following = cli(['refresh', id, '--follow', '--progress', 'bar']);
+    await sleep(1500);
 
     const decision = json<{ approved: boolean; by: string; note: string }>(
       await cli(['approve', id, '--by', 'alice', '--note', 'expected cleanup', '--json']),
@@ -473,6 +545,12 @@ describe('deltasync CLI', () => {
     assert.deepEqual(decision, { approved: true, by: 'alice', note: 'expected cleanup' });
     await client.temporal.workflow.getHandle(refreshWorkflowId('default', id)).result();
     assert.equal(emulator.members(`${id}-list`).size, 70);
+    const followed = await following;
+    assert.equal(followed.code, 0, followed.stderr);
+    assert.match(
+      followed.stderr,
+      /^cli-guarded awaiting approval: .*30% of the list.*; run 'deltasync approve cli-guarded' to send the deletions or 'deltasync reject cli-guarded' to keep them pending \(no decision within \d+ s rejects\)$/m,
+    );
 
     const [runs, again] = await Promise.all([cli(['runs', id, '--json']), cli(['approve', id])]);
     const [latest] = json<{ deletions: number; deletionsHeld: number; guard: { by: string } }[]>(runs);
@@ -499,7 +577,7 @@ describe('deltasync CLI', () => {
         result.stdout,
         new RegExp(`^${id}'s refresh stopped: ${count} records delivered and committed`),
       );
-      assert.match(result.stdout, /^ *\d+ +failed +diff +5,000 /m);
+      assert.match(result.stdout, /^ *\d+ +failed +diff +\+5,000 ~0 -0 +[\d,]+ /m);
       assert.equal(
         (await client.temporal.workflow.getHandle(handle.workflowId).describe()).status.name,
         'CANCELLED',
@@ -519,7 +597,7 @@ describe('deltasync CLI', () => {
     try {
       const result = await cli(['refresh', 'yaml-customers', '--wait']);
       assert.equal(result.code, 1, result.stderr);
-      assert.match(result.stdout, /^ *\d+ +failed +diff +5 /m);
+      assert.match(result.stdout, /^ *\d+ +failed +diff +\+5 ~0 -0 +0 +5 /m);
       assert.equal(result.stderr.trimEnd().split('\n').length, 1, result.stderr);
       assert.match(result.stderr, /^deltasync: refresh of yaml-customers failed: /);
     } finally {

@@ -1,3 +1,4 @@
+import type { BadRowReport } from '../core/deltalog';
 import { keyOfDigest, listRunChanges, type ChangeFilter, type KeyDigest } from '../core/change-log';
 import { sealFor, type Sealed } from '../core/sealed';
 import { forgetTracking } from '../core/change-tracking';
@@ -37,7 +38,8 @@ export type AdminOperation =
   | { kind: 'get'; tenant: string; id: string }
   | { kind: 'list'; tenant: string; afterId?: string; limit?: number }
   | { kind: 'delete'; tenant: string; id: string }
-  | { kind: 'runs'; tenant: string; id: string; limit: number; beforeRunId?: number }
+  /** With `recipient`, the runs' bad-row samples too, sealed for it (they hold dataset values). */
+  | { kind: 'runs'; tenant: string; id: string; limit: number; beforeRunId?: number; recipient?: string }
   /** `validate --online`: a saved connector (`id`) or a definition (`connector`), not saved. */
   | { kind: 'check'; tenant: string; id?: string; connector?: ConnectorInput }
   /**
@@ -58,7 +60,8 @@ export type AdminResult =
   | { kind: 'connector'; connector: ConnectorDefinition }
   | { kind: 'connectors'; connectors: ListedConnector[] }
   | { kind: 'deleted'; id: string }
-  | { kind: 'runs'; runs: RunSummary[] }
+  /** `samples`: sealed RunSamples[], when asked for. */
+  | { kind: 'runs'; runs: RunSummary[]; samples?: Sealed }
   | { kind: 'checked'; check: OnlineCheck }
   /** A ChangePage, sealed. */
   | { kind: 'changes'; page: Sealed };
@@ -74,6 +77,12 @@ export interface OnlineCheck {
   ok: boolean;
   /** One line: what was checked (`list 42 reachable, 1,200 members`), or what is wrong. */
   message: string;
+}
+
+/** A run's bad-row samples (rows without a key, keys too long, duplicated keys), as `runs --details` shows them. */
+export interface RunSamples {
+  runId: number;
+  badRows: BadRowReport['samples'] | null;
 }
 
 /** A destination that has not answered its check by then is reported as not answering. */
@@ -140,7 +149,13 @@ export function createAdminActivities({
       case 'runs': {
         await loadConnector(db, tenant.id, op.id);
         const runs = await listRuns(db, connectorKey(tenant.id, op.id), op.limit, op.beforeRunId);
-        return { kind: 'runs', runs: await Promise.all(runs.map((run) => summarizeRun(db, run))) };
+        const summaries = await Promise.all(runs.map((run) => summarizeRun(db, run)));
+        if (!op.recipient) return { kind: 'runs', runs: summaries };
+        const samples: RunSamples[] = runs.map((run) => ({
+          runId: Number(run.id),
+          badRows: run.bad_rows ? (JSON.parse(run.bad_rows) as BadRowReport).samples : null,
+        }));
+        return { kind: 'runs', runs: summaries, samples: sealFor(op.recipient, samples) };
       }
       case 'check':
         return { kind: 'checked', check: await checkOnline(tenant, op) };

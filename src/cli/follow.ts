@@ -78,17 +78,106 @@ const BAR_SIZE = 30;
 const counters = (s: ReturnType<typeof summarise>) =>
   `${s.records} records · ${s.batches} batches · ${s.rejected} rejected · ${s.waits} rate-limit waits`;
 
+/**
+ * Records per second since the send began, and the time left at that rate (none before the first
+ * records, or once done).
+ */
+function rateTracker(now: () => number = Date.now) {
+  let start: { at: number; sent: number } | undefined;
+  return (s: ReturnType<typeof summarise>): { rate?: string; eta?: string } => {
+    if (start === undefined) {
+      if (s.sent > 0) start = { at: now(), sent: s.sent };
+      return {};
+    }
+    const seconds = (now() - start.at) / 1000;
+    // Done: the run's own summary says how long it took.
+    if (s.planned !== null && s.sent >= s.planned) return {};
+    if (seconds < 1 || s.sent <= start.sent) return {};
+    const perSecond = (s.sent - start.sent) / seconds;
+    const rate = `${Math.round(perSecond).toLocaleString('en-US')}/s`;
+    if (s.planned === null) return { rate };
+    return { rate, eta: `ETA ${clock((s.planned - s.sent) / perSecond)}` };
+  };
+}
+
+/** `text` in at most `max` characters (at least 4), its end replaced by … when cut. */
+function shorten(text: string, max: number): string {
+  const room = Math.max(4, max);
+  return text.length <= room ? text : `${text.slice(0, room - 1)}…`;
+}
+
+/** 75 → 1m15s, 4000 → 1h06m, 8 → 8s. */
+function clock(seconds: number): string {
+  const s = Math.ceil(seconds);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+}
+
+/**
+ * What follows the bar, as much of it as fits in `width` characters: the records first, then rate
+ * and time left, then the rest.
+ */
+export function fittedCounters(
+  s: ReturnType<typeof summarise>,
+  timing: { rate?: string; eta?: string },
+  width: number,
+): string {
+  const parts = [
+    `${s.records} records`,
+    timing.rate,
+    timing.eta,
+    `${s.rejected} rejected`,
+    `${s.batches} batches`,
+    `${s.waits} rate-limit waits`,
+  ].filter((p): p is string => p !== undefined);
+  let line = '';
+  for (const part of parts) {
+    const next = line ? `${line} · ${part}` : part;
+    if (next.length > width) break;
+    line = next;
+  }
+  return line || s.records.slice(0, Math.max(0, width));
+}
+
 /** On a terminal: one bar, redrawn in place. */
 function terminalBar(stream: NodeJS.WriteStream, label: string, bars: typeof cliProgress): ProgressView {
+  // Fits the terminal: a narrower bar first, then fewer counters after it, then a shorter label.
+  const width = stream.columns ?? 80;
+  const LONGEST_PHASE = 'awaiting approval'.length;
+  const barSize = Math.max(10, Math.min(BAR_SIZE, width - label.length - LONGEST_PHASE - 45));
+  const fixed = barSize + 5;
+  const shown =
+    label.length + LONGEST_PHASE + fixed + 22 > width
+      ? shorten(label, width - LONGEST_PHASE - fixed - 22)
+      : label;
+  const room = (phase: string) => width - shown.length - phase.length - fixed;
   const bar = new bars.SingleBar(
-    { format: `${label} {phase} |{bar}| {counters}`, stream, hideCursor: true, barsize: BAR_SIZE },
+    {
+      format: `${shown} {phase} |{bar}| {counters}`,
+      stream,
+      hideCursor: true,
+      barsize: barSize,
+      linewrap: false,
+    },
     bars.Presets.shades_classic,
   );
+  const timing = rateTracker();
   let started = false;
+  let hinted = false;
   return {
     show(progress) {
       const s = summarise(progress);
-      const payload = { phase: s.phase, counters: counters(s) };
+      const phase = progress.phase;
+      const payload = { phase, counters: fittedCounters(s, timing(s), room(phase)) };
+      const hint = approvalHint(progress);
+      if (hint && !hinted) {
+        // Said once, above the bar (which is redrawn below it).
+        if (started) bar.stop();
+        started = false;
+        stream.write(`${label} awaiting approval: ${hint}\n`);
+      }
+      hinted = Boolean(hint);
       if (!started) bar.start(s.barTotal, s.barValue, payload);
       started = true;
       bar.setTotal(s.barTotal);
@@ -106,9 +195,11 @@ function terminalBar(stream: NodeJS.WriteStream, label: string, bars: typeof cli
  * at most once a second (and at every phase change), and always its final state.
  */
 function printedBar(stream: NodeJS.WriteStream, label: string): ProgressView {
+  const timing = rateTracker();
   let printed = '';
   let pending = '';
   let printedAt = 0;
+  let hinted = false;
   const flush = () => {
     if (pending && pending !== printed) stream.write(`${pending}\n`);
     printed = pending;
@@ -119,7 +210,11 @@ function printedBar(stream: NodeJS.WriteStream, label: string): ProgressView {
       const s = summarise(progress);
       const filled = Math.round((s.barTotal === 0 ? 1 : s.barValue / s.barTotal) * BAR_SIZE);
       const bar = '\u2588'.repeat(filled) + '\u2591'.repeat(BAR_SIZE - filled);
-      pending = `${label} ${s.phase} |${bar}| ${counters(s)}`;
+      const { rate, eta } = timing(s);
+      pending = `${label} ${s.phase} |${bar}| ${counters(s)}${rate ? ` · ${rate}` : ''}${eta ? ` · ${eta}` : ''}`;
+      const hint = approvalHint(progress);
+      if (hint && !hinted) stream.write(`${label} awaiting approval: ${hint}\n`);
+      hinted = Boolean(hint);
       const phaseChanged = !printed.startsWith(`${label} ${s.phase} `);
       if (phaseChanged || Date.now() - printedAt >= 1000) flush();
     },
@@ -136,11 +231,8 @@ function phaseLines(stream: NodeJS.WriteStream, label: string): ProgressView {
       lastPhase = progress.phase;
       const s = summarise(progress);
       const counts = s.planned === null ? '' : ` (${s.records} records)`;
-      const guard =
-        progress.phase === 'awaiting approval' && progress.plan?.guard
-          ? `: ${progress.plan.guard.reason}; run 'deltasync approve ${progress.connectorId}' or ` +
-            `'deltasync reject ${progress.connectorId}'`
-          : '';
+      const hint = approvalHint(progress);
+      const guard = hint ? `: ${hint}` : '';
       const paused = progress.paused
         ? `: ${progress.paused.reason}; resumes by itself at ${progress.paused.until}`
         : '';
@@ -148,6 +240,20 @@ function phaseLines(stream: NodeJS.WriteStream, label: string): ProgressView {
     },
     stop: () => undefined,
   };
+}
+
+/**
+ * What to do about a run held by the mass-delete guard: why it waits, the two commands that decide,
+ * and what happens without a decision. Undefined while the run is not waiting.
+ */
+export function approvalHint(progress: LiveProgress): string | undefined {
+  const guard = progress.plan?.guard;
+  if (progress.phase !== 'awaiting approval' || !guard) return undefined;
+  const id = progress.connectorId;
+  return (
+    `${guard.reason}; run 'deltasync approve ${id}' to send the deletions or 'deltasync reject ${id}' ` +
+    `to keep them pending (no decision within ${guard.approvalTimeoutSeconds} s rejects)`
+  );
 }
 
 /**

@@ -1,5 +1,6 @@
 import type { ConnectorSchedule } from '../client/schedules';
 import type { LiveProgress, RunChange, RunSummary } from '../client';
+import type { RunSamples } from '../activities/admin';
 import type { ListedConnector } from '../core/connector-store';
 
 /** Plain-text tables and numbers for people; scripts use --json instead. */
@@ -15,7 +16,9 @@ export function formatDuration(ms: number | null): string {
 export function table(headers: string[], rows: string[][]): string {
   const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
   const numeric = headers.map(
-    (_, i) => rows.some((r) => r[i] !== '-') && rows.every((r) => /^(-|[\d,.]+( ms| s)?)$/.test(r[i] ?? '')),
+    (_, i) =>
+      rows.some((r) => r[i] !== '-') &&
+      rows.every((r) => /^(-|[\d,.]+[kM]?( ms| s)?|\d+m\d\ds|\d+h\d\dm)$/.test(r[i] ?? '')),
   );
   const line = (cells: string[]) =>
     cells
@@ -25,51 +28,65 @@ export function table(headers: string[], rows: string[][]): string {
   return [line(headers), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
 }
 
+/** A count in at most five characters, for tables that must fit 80 columns: 9,999 · 123k · 1.2M. */
+export function compactCount(n: number | null | undefined): string {
+  const v = n ?? 0;
+  if (v < 10_000) return v.toLocaleString('en-US');
+  if (v < 999_500) return `${Math.round(v / 1000)}k`;
+  if (v < 9_950_000) return `${(v / 1_000_000).toFixed(1)}M`;
+  return `${Math.round(v / 1_000_000)}M`;
+}
+
+/** A duration in at most seven characters: 850 ms · 12.3 s · 12m05s · 3h02m. */
+export function compactDuration(ms: number | null): string {
+  if (ms === null) return '-';
+  if (ms < 1000) return `${ms} ms`;
+  if (ms < 60_000) return `${(ms / 1000).toFixed(1)} s`;
+  const s = Math.round(ms / 1000);
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
+}
+
+/** What a run changed: `+additions ~updates -deletions`. */
+const changesOf = (s: RunSummary) =>
+  `+${compactCount(s.additions)} ~${compactCount(s.updates)} -${compactCount(s.deletions)}`;
+
 /** Runs under labels of the caller's choosing (the demo's "1 first", "2 changes"). */
 export function runTable(runs: { label: string; summary: RunSummary }[]): string {
   return table(
-    ['run', 'status', 'strategy', 'additions', 'deletions', 'updates', 'API calls', 'duration'],
+    ['run', 'status', 'strategy', 'changes', 'sent', 'calls', 'time'],
     runs.map(({ label, summary: s }) => [
       label,
       s.status,
       s.strategy ?? '-',
-      formatCount(s.additions),
-      formatCount(s.deletions),
-      formatCount(s.updates),
-      formatCount(s.apiCalls),
-      formatDuration(s.durationMs),
+      changesOf(s),
+      compactCount(s.recordsSent),
+      compactCount(s.apiCalls),
+      compactDuration(s.durationMs),
     ]),
   );
 }
 
-/** A connector's runs, as `deltasync runs` and `refresh --wait` show them. */
+/**
+ * A connector's runs, as `deltasync runs` and `refresh --wait` show them, within 80 columns:
+ * changes planned, records sent, rejected and quarantined, calls and time (`--details` and
+ * `--json` carry the rest).
+ */
 export function runsTable(runs: RunSummary[]): string {
-  const withTrigger = runs.some((r) => triggerOf(r) !== undefined);
-  const headers = ['run', 'status', 'strategy', 'additions', 'deletions', 'updates', 'rejected'];
-  headers.push('quarantined', 'API calls', 'duration', 'held deletions', ...(withTrigger ? ['trigger'] : []));
   return table(
-    headers,
+    ['run', 'status', 'strategy', 'changes', 'sent', 'rej', 'quar', 'calls', 'time'],
     runs.map((s) => [
       String(s.runId),
       s.status,
       s.strategy ?? '-',
-      formatCount(s.additions),
-      formatCount(s.deletions),
-      formatCount(s.updates),
-      formatCount(s.rejected),
-      formatCount(s.quarantined),
-      formatCount(s.apiCalls),
-      formatDuration(s.durationMs),
-      formatCount(s.deletionsHeld),
-      ...(withTrigger ? [triggerOf(s) ?? '-'] : []),
+      changesOf(s),
+      compactCount(s.recordsSent),
+      compactCount(s.rejected),
+      compactCount(s.quarantined),
+      compactCount(s.apiCalls),
+      compactDuration(s.durationMs),
     ]),
   );
-}
-
-/** What started a run (`manual`, `cli`, `schedule`, `change`), when the summary carries it. */
-function triggerOf(run: RunSummary): string | undefined {
-  const value = (run as RunSummary & { trigger?: unknown }).trigger;
-  return typeof value === 'string' ? value : undefined;
 }
 
 export function connectorsTable(connectors: ListedConnector[]): string {
@@ -236,4 +253,29 @@ export function changesCsv(changes: RunChange[]): string {
     [String(c.runId), new Date(c.at).toISOString(), c.outcome, c.key, c.reason ?? ''].map(field).join(','),
   );
   return ['run,at,outcome,key,reason', ...lines].join('\n');
+}
+
+/** One run in full, for `runs --details`: every count, the guard, the last error, bad-row samples. */
+export function describeRun(run: RunSummary & { badRowSamples?: RunSamples['badRows'] }): string {
+  const lines = [
+    `run ${run.runId}: ${run.status}${run.strategy ? `, ${run.strategy}` : ''}, ${compactDuration(run.durationMs)}`,
+    `  changes   ${formatCount(run.additions)} additions, ${formatCount(run.updates)} updates, ${formatCount(run.deletions)} deletions` +
+      (run.deletionsHeld ? ` (${formatCount(run.deletionsHeld)} deletions held)` : ''),
+    `  sent      ${formatCount(run.recordsSent)} records in ${formatCount(run.apiCalls)} calls; ` +
+      `${formatCount(run.rejected)} rejected, ${formatCount(run.quarantined)} quarantined`,
+  ];
+  if (run.badRows > 0) {
+    lines.push(`  bad rows  ${formatCount(run.badRows)} (not sent)`);
+    const samples = run.badRowSamples;
+    if (samples) {
+      const show = (label: string, values: unknown[]) => {
+        if (values.length > 0) lines.push(`    ${label}: ${values.map((v) => JSON.stringify(v)).join(', ')}`);
+      };
+      show('no key', samples.nullOrEmptyKey);
+      show('key too long', samples.oversizedKey);
+      show('duplicate key', samples.duplicateKey);
+    }
+  }
+  if (run.error) lines.push(`  error     ${run.error}`);
+  return lines.join('\n');
 }

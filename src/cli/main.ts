@@ -5,7 +5,7 @@ import { registerLocal } from './commands/local';
 import { registerRefresh } from './commands/refresh';
 import { registerSchedules } from './commands/schedules';
 import { registerTriggers } from './commands/triggers';
-import { describeCliError, EXIT_CODES_HELP, isCommanderPrinted } from './exit-codes';
+import { describeCliError, EXIT_CODES_HELP, isCommanderPrinted, usageError } from './exit-codes';
 import { addGlobalOptions, closeConnections } from './options';
 
 /**
@@ -59,6 +59,8 @@ Examples:
 export async function main(argv: string[] = process.argv): Promise<number> {
   const program = buildProgram();
   try {
+    // Commander answers `deltasync nosuch --help` with the root help and exit 0; a typo is an error.
+    refuseUnknownCommand(program, argv.slice(2));
     await program.parseAsync(argv);
     return typeof process.exitCode === 'number' ? process.exitCode : 0;
   } catch (error) {
@@ -76,6 +78,63 @@ export async function main(argv: string[] = process.argv): Promise<number> {
   }
 }
 
+/**
+ * An operand where a command is expected names none (at the top, or under a group such as
+ * `schedules`): a usage error, with the nearest name.
+ */
+function refuseUnknownCommand(program: Command, args: string[]) {
+  let current = program;
+  const takesValue = (command: Command) =>
+    new Set(command.options.filter((o) => o.required || o.optional).flatMap((o) => [o.long, o.short]));
+  let withValue = takesValue(program);
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === '--') return;
+    if (arg.startsWith('-')) {
+      if (withValue.has(arg)) i += 1;
+      continue;
+    }
+    if (current.commands.length === 0) return;
+    const next = current.commands.find((c) => c.name() === arg || c.aliases().includes(arg));
+    if (!next) {
+      if (arg === 'help') return;
+      const nearest = nearestName(
+        arg,
+        current.commands.flatMap((c) => [c.name(), ...c.aliases()]),
+      );
+      throw usageError(`unknown command '${arg}'${nearest ? ` (did you mean '${nearest}'?)` : ''}`);
+    }
+    current = next;
+    withValue = new Set([...withValue, ...takesValue(next)]);
+  }
+}
+
+/** The name within two edits of `typed`, if any (the closest). */
+function nearestName(typed: string, names: string[]): string | undefined {
+  let best: { name: string; distance: number } | undefined;
+  for (const name of names) {
+    const distance = editDistance(typed, name);
+    if (distance <= 2 && (!best || distance < best.distance)) best = { name, distance };
+  }
+  return best?.name;
+}
+
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      current[j] = Math.min(
+        previous[j]! + 1,
+        current[j - 1]! + 1,
+        previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1),
+      );
+    }
+    previous = current;
+  }
+  return previous[b.length]!;
+}
+
 const commanderCode = (error: unknown) => (error as { code?: unknown } | null)?.code;
 const isCommanderUsage = (error: unknown) =>
   typeof commanderCode(error) === 'string' &&
@@ -83,6 +142,13 @@ const isCommanderUsage = (error: unknown) =>
   !isCommanderPrinted(error);
 
 if (require.main === module) {
+  // Output piped into `head` that stops reading: the reader is done, so is the command.
+  for (const stream of [process.stdout, process.stderr]) {
+    stream.on('error', (error: NodeJS.ErrnoException) => {
+      if (error.code === 'EPIPE') process.exit(0);
+      throw error;
+    });
+  }
   void main().then((code) => {
     // A Temporal connection or a stray timer must not keep a finished command alive.
     process.stdout.write('', () => process.exit(code));

@@ -13,7 +13,7 @@ import { UnknownConnectorError, type ListedConnector } from '../core/connector-s
 import { digestOf, type ChangeFilter, type ChangePage, type RunChange } from '../core/change-log';
 import { newRecipient } from '../core/sealed';
 import { defaultPayloadConverter, fromPayloadsAtIndex, TimeoutFailure } from '@temporalio/common';
-import type { AdminOperation, AdminResult, OnlineCheck } from '../activities/admin';
+import type { AdminOperation, AdminResult, OnlineCheck, RunSamples } from '../activities/admin';
 import { InvalidConnectorError, type ConnectorDefinition, type ConnectorInput } from '../core/connector';
 import { validateConnector } from '../connectors/catalog';
 import type { StrategyChoice } from '../core/plan';
@@ -327,6 +327,27 @@ export class DeltasyncClient {
       beforeRunId = page[page.length - 1]!.runId;
     }
     return runs;
+  }
+
+  /**
+   * The connector's runs with their bad-row samples (rows without a key, keys too long,
+   * duplicated keys: dataset values, so they come sealed for this call only).
+   */
+  async runDetails(
+    connectorId: string,
+    options: { limit?: number } = {},
+  ): Promise<(RunSummary & { badRowSamples: RunSamples['badRows'] })[]> {
+    const recipient = newRecipient();
+    const result = await this.admin({
+      kind: 'runs',
+      tenant: this.tenant,
+      id: connectorId,
+      limit: Math.min(options.limit ?? 20, RUNS_PAGE),
+      recipient: recipient.publicKey,
+    });
+    if (result.kind !== 'runs' || !result.samples) throw new Error(`unexpected answer to a runs request`);
+    const samples = new Map(recipient.open<RunSamples[]>(result.samples).map((s) => [s.runId, s.badRows]));
+    return result.runs.map((run) => ({ ...run, badRowSamples: samples.get(run.runId) ?? null }));
   }
 
   /**

@@ -6,7 +6,15 @@ import { OUTCOMES, type Outcome } from '../../core/change-log';
 import { STRATEGIES, type StrategyChoice } from '../../core/plan';
 import { CliError, EXIT, notFound } from '../exit-codes';
 import { PROGRESS_MODES, type ProgressMode } from '../follow';
-import { changesCsv, changesTable, describeProgress, formatCount, runsTable, table } from '../format';
+import {
+  changesCsv,
+  changesTable,
+  describeProgress,
+  describeRun,
+  formatCount,
+  runsTable,
+  table,
+} from '../format';
 import { connect, positiveInt, print, printJson } from '../options';
 
 interface RefreshFlags {
@@ -100,12 +108,19 @@ export function registerRefresh(program: Command): void {
     .command('runs <connector>')
     .description("The connector's runs, newest first: outcome, strategy, counts, API calls, duration")
     .addOption(new Option('--limit <n>', 'how many runs').argParser(positiveInt).default(20))
+    .option('--details', 'every field of each run, its last error and samples of its bad rows')
     .option('--json', 'print JSON for scripts')
-    .action(async (id: string, opts: { limit: number; json?: boolean }, cmd: Command) => {
+    .action(async (id: string, opts: { limit: number; details?: boolean; json?: boolean }, cmd: Command) => {
       const ctx = await connect(cmd);
-      const runs = await ctx.withWorker(() => ctx.client.runs(id, { limit: opts.limit }));
+      const runs = await ctx.withWorker(() =>
+        opts.details
+          ? ctx.client.runDetails(id, { limit: opts.limit })
+          : ctx.client.runs(id, { limit: opts.limit }),
+      );
       if (opts.json) printJson(runs);
       else if (runs.length === 0) print(`no runs of ${id} yet`);
+      else if (opts.details)
+        print(runs.map((run) => describeRun(run as Parameters<typeof describeRun>[0])).join('\n\n'));
       else print(runsTable(runs));
     });
 
