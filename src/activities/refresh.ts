@@ -8,6 +8,7 @@ import type { SendPhase, SendProgress, SendTotals } from '../core/sender';
 import type { DryRunPlan, GuardDecision, PlanSummary, RunSummary } from '../core/summaries';
 import type { GuardCheck } from '../core/guard';
 import { safeObserver } from '../observability/observer';
+import { createAlerter } from './alerts';
 import { connectorProblems } from '../tenancy';
 import {
   connectorAccess,
@@ -44,6 +45,7 @@ export function createRefreshActivities(dependencies: ActivityDependencies) {
 
   const { open, withDestination } = connectorAccess(dependencies);
   const runOf = (opened: OpenedConnector, ref: RunRef): engine.RunScope => ({ ...opened, runId: ref.runId });
+  const alerter = createAlerter({ db, tenancy, now, backoffMs: dependencies.alertBackoffMs });
 
   /** A step that replaces the list (truncate, create, swap): heartbeats while its call runs. */
   const listStep =
@@ -90,9 +92,18 @@ export function createRefreshActivities(dependencies: ActivityDependencies) {
     /** Step 2: is a refresh needed, and by which strategy? The choice and its reason go on the run. */
     async planRefresh(ref: RunRef & { strategy?: StrategyChoice }): Promise<PlanSummary> {
       return failClearly(() =>
-        withDestination(ref, async (destination, opened) =>
-          engine.planRun(deps, runOf(opened, ref), await opened.source(), destination, ref.strategy),
-        ),
+        withDestination(ref, async (destination, opened) => {
+          const plan = await engine.planRun(
+            deps,
+            runOf(opened, ref),
+            await opened.source(),
+            destination,
+            ref.strategy,
+          );
+          // The run will wait for an operator: tell them now, not when it times out.
+          if (plan.guard?.triggered) await alerter.awaitingApproval(opened, ref.runId, plan.guard.reason);
+          return plan;
+        }),
       );
     },
 
@@ -163,7 +174,10 @@ export function createRefreshActivities(dependencies: ActivityDependencies) {
 
     /** Step 4 (FIG. 5): close the run; the success threshold decides `last_succeeded_at`. */
     async finishRun(ref: RunRef & { status?: RunStatus; error?: string }): Promise<RunSummary> {
-      return engine.finishRun(deps, runOf(await open(ref), ref), { status: ref.status, error: ref.error });
+      const opened = await open(ref);
+      const run = await engine.finishRun(deps, runOf(opened, ref), { status: ref.status, error: ref.error });
+      await alerter.runFinished(opened, run);
+      return run;
     },
 
     /** The janitor: purge committed deletions older than the retention window. */

@@ -31,6 +31,8 @@ export interface ActivityDependencies {
   taskQueue?: string;
   /** Metrics: API calls, records sent, rejections, rate-limit waits, run durations. */
   observer?: RefreshObserver;
+  /** Waits between attempts to deliver an alert (default 0.5, 2 and 8 s; tests pass short ones). */
+  alertBackoffMs?: number[];
 }
 
 /** Which attempt of its activity this is, for the engine's failure budget. */

@@ -1,3 +1,4 @@
+import { alertRulesSchema } from './alerts';
 import { z } from 'zod';
 import { STRATEGIES } from './plan';
 
@@ -80,6 +81,8 @@ export const policySchema = z.object({
   horizonDays: z.number().positive().optional(),
   /** Committed deletions are purged from the deltalog after this many days. */
   retentionDays: z.number().nonnegative().default(30),
+  /** Alert rules and the webhooks they go to (core/alerts.ts); default: the tenant's, if any. */
+  alerts: alertRulesSchema.optional(),
   /** The row-level change log of runs (`deltasync changes`) keeps this many days. */
   changeLogDays: z.number().nonnegative().default(14),
   /** Share of API calls that must succeed for the run to count as succeeded. */

@@ -1,3 +1,4 @@
+import { alertRulesSchema, type AlertRules } from '../core/alerts';
 import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
@@ -96,6 +97,8 @@ export const tenantPolicySchema = z.object({
    * docs/deploying.md): they override the limits the tenant's connectors declare.
    */
   accountLimits: z.record(z.string().min(1), accountBudget).default({}),
+  /** Alert rules for the tenant's connectors that set none of their own (core/alerts.ts). */
+  alerts: alertRulesSchema.optional(),
 });
 
 export const tenantsFileSchema = z.object({
@@ -128,6 +131,8 @@ export interface TenantPolicy {
   destinations: DestinationAllowlist | 'any';
   /** Budgets the operator set for destination accounts, by account name. */
   accountLimits?: Record<string, AccountBudget>;
+  /** Alert rules of the tenant's connectors that set none. */
+  alerts?: AlertRules;
 }
 
 export type AccountBudget = z.output<typeof accountBudget>;
@@ -198,6 +203,7 @@ export class TenantDirectory {
         parsed.data.statementTimeoutSeconds,
       destinations: t.destinations,
       accountLimits: t.accountLimits,
+      ...(t.alerts ? { alerts: t.alerts } : {}),
     }));
     return new TenantDirectory(tenants, false, source);
   }

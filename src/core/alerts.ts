@@ -1,0 +1,198 @@
+import { z } from 'zod';
+import type { Db } from '../db';
+import { SECRET_NAME } from './destination';
+import type { RunSummary } from './summaries';
+
+/**
+ * Alerts on a connector's runs: rules evaluated when a run finishes (and when one starts waiting
+ * for approval), delivered to webhooks by the worker (activities/alerts.ts). A rule alerts when it
+ * starts firing and then stays quiet until it recovers: a connector failing every hour alerts
+ * once, and once more when it is healthy again ("resolved").
+ */
+
+export const alertRulesSchema = z
+  .object({
+    /** Where alerts go: a secret holding the webhook URL (Slack's are credentials), and its format. */
+    webhooks: z
+      .array(
+        z
+          .object({
+            urlSecret: z.string().regex(SECRET_NAME, 'a secret name: A-Z, 0-9 and _'),
+            format: z.enum(['json', 'slack']).default('json'),
+          })
+          .strict(),
+      )
+      .min(1),
+    /** A run that failed. */
+    failedRun: z.boolean().default(true),
+    /** A run whose rejected records exceed this share of the records it sent. */
+    rejectedShareAbove: z.number().min(0).max(1).optional(),
+    /** A run whose dataset size is more than this factor above or below the recent runs' median. */
+    countDeviationFactor: z.number().gt(1).optional(),
+    /** A run waiting for approval at the mass-delete guard. */
+    awaitingApproval: z.boolean().default(true),
+    /** No successful run for this many hours (checked whenever a run finishes). */
+    noSuccessWithinHours: z.number().positive().optional(),
+  })
+  .strict();
+
+export type AlertRules = z.output<typeof alertRulesSchema>;
+export type AlertRule = 'failedRun' | 'rejectedShare' | 'countDeviation' | 'awaitingApproval' | 'noSuccess';
+
+/** A rule's verdict on a run: firing (with what to say) or not. */
+export interface Verdict {
+  rule: AlertRule;
+  firing: boolean;
+  message?: string;
+}
+
+/** What to deliver: a rule that started firing, or one that recovered. */
+export interface Alert {
+  connectorId: string;
+  tenant: string;
+  rule: AlertRule;
+  state: 'firing' | 'resolved';
+  message: string;
+  runId: number | null;
+  at: number;
+}
+
+/** Runs whose dataset size makes the median a count deviation is measured against. */
+const RECENT_RUNS = 10;
+
+/** The rules' verdicts on a finished run. */
+export async function judgeFinishedRun(
+  db: Db,
+  connectorKey: string,
+  rules: AlertRules,
+  run: RunSummary,
+  lastSucceededAt: number | null,
+  now: number,
+): Promise<Verdict[]> {
+  const verdicts: Verdict[] = [];
+  if (rules.failedRun) {
+    const failed = run.status === 'failed';
+    verdicts.push({
+      rule: 'failedRun',
+      firing: failed,
+      message: `run ${run.runId} failed: ${run.error ?? 'no reason given'}`,
+    });
+  }
+  if (rules.rejectedShareAbove !== undefined) {
+    const handled = run.recordsSent + run.rejected;
+    const share = handled === 0 ? 0 : run.rejected / handled;
+    verdicts.push({
+      rule: 'rejectedShare',
+      firing: share > rules.rejectedShareAbove,
+      message: `run ${run.runId}: the destination rejected ${run.rejected} of ${handled} records (${(share * 100).toFixed(1)}%, threshold ${(rules.rejectedShareAbove * 100).toFixed(1)}%)`,
+    });
+  }
+  if (rules.countDeviationFactor !== undefined && run.datasetSize !== null) {
+    const median = await recentMedianSize(db, connectorKey, run.runId);
+    const factor = rules.countDeviationFactor;
+    const deviates =
+      median !== undefined &&
+      median > 0 &&
+      (run.datasetSize > median * factor || run.datasetSize < median / factor);
+    verdicts.push({
+      rule: 'countDeviation',
+      firing: deviates,
+      message: `run ${run.runId}: the dataset holds ${run.datasetSize} records, the recent runs' median ${median ?? '?'} (more than ${factor}× off)`,
+    });
+  }
+  if (rules.awaitingApproval) verdicts.push({ rule: 'awaitingApproval', firing: false });
+  if (rules.noSuccessWithinHours !== undefined) {
+    const budgetMs = rules.noSuccessWithinHours * 3_600_000;
+    const since = lastSucceededAt ?? (await firstRunStart(db, connectorKey));
+    const overdue =
+      run.status !== 'succeeded' && run.status !== 'noop' && since !== null && now - since > budgetMs;
+    verdicts.push({
+      rule: 'noSuccess',
+      firing: overdue,
+      message: `no successful refresh for more than ${rules.noSuccessWithinHours} h (last: ${lastSucceededAt ? new Date(lastSucceededAt).toISOString() : 'never'})`,
+    });
+  }
+  return verdicts;
+}
+
+/**
+ * The alerts the verdicts call for, with the connector's firing rules brought up to date: a rule
+ * that starts firing alerts, one that stops firing resolves, one that keeps firing says nothing.
+ */
+export async function alertsFor(
+  db: Db,
+  who: { connectorKey: string; connectorId: string; tenant: string },
+  verdicts: Verdict[],
+  runId: number | null,
+  now: number,
+): Promise<Alert[]> {
+  const alerts: Alert[] = [];
+  for (const verdict of verdicts) {
+    const state = (await db('alert_states')
+      .where({ connector_id: who.connectorKey, rule: verdict.rule })
+      .first()) as { firing_since: number } | undefined;
+    if (verdict.firing && !state) {
+      await db('alert_states')
+        .insert({ connector_id: who.connectorKey, rule: verdict.rule, firing_since: now })
+        .onConflict(['connector_id', 'rule'])
+        .ignore();
+      alerts.push({
+        connectorId: who.connectorId,
+        tenant: who.tenant,
+        rule: verdict.rule,
+        state: 'firing',
+        message: verdict.message ?? verdict.rule,
+        runId,
+        at: now,
+      });
+    } else if (!verdict.firing && state) {
+      await db('alert_states').where({ connector_id: who.connectorKey, rule: verdict.rule }).delete();
+      alerts.push({
+        connectorId: who.connectorId,
+        tenant: who.tenant,
+        rule: verdict.rule,
+        state: 'resolved',
+        message: `${verdict.rule} resolved`,
+        runId,
+        at: now,
+      });
+    }
+  }
+  return alerts;
+}
+
+/** A generic JSON body, or Slack's incoming-webhook body (`text`). */
+export function webhookBody(alert: Alert, format: 'json' | 'slack'): unknown {
+  if (format === 'json') return { source: 'deltasync', ...alert, at: new Date(alert.at).toISOString() };
+  const icon = alert.state === 'firing' ? ':rotating_light:' : ':white_check_mark:';
+  return {
+    text: `${icon} deltasync ${alert.tenant}/${alert.connectorId}: ${alert.state === 'firing' ? alert.message : `${alert.rule} resolved`}`,
+  };
+}
+
+async function recentMedianSize(
+  db: Db,
+  connectorKey: string,
+  beforeRunId: number,
+): Promise<number | undefined> {
+  const rows = (await db('refresh_runs')
+    .where({ connector_id: connectorKey })
+    .where('id', '<', beforeRunId)
+    .whereIn('status', ['succeeded', 'noop'])
+    .whereNotNull('dataset_size')
+    .orderBy('id', 'desc')
+    .limit(RECENT_RUNS)
+    .select('dataset_size')) as { dataset_size: number }[];
+  if (rows.length === 0) return undefined;
+  const sizes = rows.map((r) => Number(r.dataset_size)).sort((a, b) => a - b);
+  const mid = Math.floor(sizes.length / 2);
+  return sizes.length % 2 ? sizes[mid]! : (sizes[mid - 1]! + sizes[mid]!) / 2;
+}
+
+async function firstRunStart(db: Db, connectorKey: string): Promise<number | null> {
+  const row = (await db('refresh_runs')
+    .where({ connector_id: connectorKey })
+    .min({ started: 'started_at' })
+    .first()) as { started: number | null } | undefined;
+  return row?.started === null || row?.started === undefined ? null : Number(row.started);
+}
