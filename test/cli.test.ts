@@ -413,6 +413,21 @@ describe('deltasync CLI', () => {
     for (const line of runsTable([huge]).split('\n')) assert.ok(line.length <= 80, `${line.length}: ${line}`);
   });
 
+  test('--output json|yaml|table is one convention for every command that prints data', async () => {
+    const asJson = json<{ runId: number }[]>(await cli(['runs', 'yaml-customers', '--json']));
+    const yaml = await cli(['-o', 'yaml', 'runs', 'yaml-customers']);
+    assert.equal(yaml.code, 0, yaml.stderr);
+    assert.deepEqual(YAML.parse(yaml.stdout), asJson);
+    assert.deepEqual(json(await cli(['runs', 'yaml-customers', '--output', 'json'])), asJson);
+    const listed = await cli(['--output', 'yaml', 'connectors', 'list']);
+    assert.ok((YAML.parse(listed.stdout) as { id: string }[]).some((c) => c.id === 'yaml-customers'));
+    const table = await cli(['runs', 'yaml-customers', '-o', 'table']);
+    assert.match(table.stdout, /^run +status/);
+    const refused = await cli(['-o', 'json', 'dev-server'], { global: false });
+    assert.equal(refused.code, 2);
+    assert.match(refused.stderr, /'dev-server' prints no data: --output json does not apply to it/);
+  });
+
   test('an unknown command is an error with exit 2 and the nearest name, also with --help', async () => {
     const cases: [string[], RegExp][] = [
       [['frobnicate', '--help'], /^deltasync: unknown command 'frobnicate'\n$/],

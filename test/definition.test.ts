@@ -41,6 +41,8 @@ describe('validateConnector', () => {
     assert.deepEqual(connector.policy, {
       strategy: 'auto',
       retentionDays: 30,
+      changeLogDays: 14,
+      splitCallBudget: 100,
       successThreshold: 0.99,
       recordSuccessThreshold: 0.95,
       failureBudgetSeconds: 600,
@@ -71,6 +73,8 @@ describe('validateConnector', () => {
       batchSize: 50,
       horizonDays: 7,
       retentionDays: 30,
+      changeLogDays: 14,
+      splitCallBudget: 100,
       successThreshold: 0.99,
       recordSuccessThreshold: 0.95,
       failureBudgetSeconds: 600,

@@ -6,7 +6,7 @@ import { registerRefresh } from './commands/refresh';
 import { registerSchedules } from './commands/schedules';
 import { registerTriggers } from './commands/triggers';
 import { describeCliError, EXIT_CODES_HELP, isCommanderPrinted, usageError } from './exit-codes';
-import { addGlobalOptions, closeConnections } from './options';
+import { addGlobalOptions, applyOutputFormat, closeConnections } from './options';
 
 /**
  * The `deltasync` CLI: the client's verbs for people (tables) and scripts (`--json`, exit codes).
@@ -30,6 +30,7 @@ export function buildProgram(): Command {
     .configureOutput({ outputError: () => undefined })
     .configureHelp({ showGlobalOptions: true, sortSubcommands: false });
   addGlobalOptions(program);
+  program.hook('preAction', (_program, action) => applyOutputFormat(action));
   program.addHelpText(
     'after',
     `

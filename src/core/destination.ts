@@ -40,6 +40,11 @@ export interface Limits {
   /** Calls in flight at once per account (undefined: no published limit). */
   maxConcurrent?: number;
   /**
+   * False: a batch refused as a whole is not split to isolate its bad records (the sender's
+   * default is to split). For APIs where one call costs a slow job, so a split costs minutes.
+   */
+  splitRefusedBatches?: boolean;
+  /**
    * `truncate` empties only lists holding fewer members than this (HubSpot: 100,000); the planner
    * does not choose truncate + reload for a list at or over it (undefined: no published limit).
    */

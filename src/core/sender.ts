@@ -173,7 +173,9 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
     bytesSent: 0,
   };
   const maxRecords = batchSizeFor(connector, destination);
-  const splitBudget: SplitBudget = { left: connector.policy.splitCallBudget };
+  const splitBudget: SplitBudget = {
+    left: destination.limits.splitRefusedBatches === false ? 0 : connector.policy.splitCallBudget,
+  };
   const maxBytes = destination.limits.bytesPerCall;
   const sizeOf = (item: Item) => item.bytes;
 

@@ -130,7 +130,13 @@ export function createGoogleCustomerMatchDestination(
   const config = googleCustomerMatchConfigSchema.parse(input);
   const userListId = userListIdFrom(config, context.listId);
   const userList = `customers/${config.customerId}/userLists/${userListId}`;
-  const limits: Limits = { recordsPerCall: config.recordsPerCall, callsPerSecond: config.callsPerSecond };
+  // One batch is one offline user data job (minutes each, retried up to maxJobAttempts): a refused
+  // batch is not split into more of them.
+  const limits: Limits = {
+    recordsPerCall: config.recordsPerCall,
+    callsPerSecond: config.callsPerSecond,
+    splitRefusedBatches: false,
+  };
   const http = context.http({
     account: `google-ads:${config.customerId}`,
     limits,
