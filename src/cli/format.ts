@@ -226,6 +226,10 @@ export function describeProgress(connectorId: string, p: LiveProgress): string {
     lines.push(
       `${s.phase.padEnd(8)} ${formatCount(s.recordsDone)} records in ${formatCount(s.batches)} batches, ` +
         `${formatCount(s.rejected)} rejected, ${formatCount(s.rateLimitWaits)} rate-limit waits` +
+        (s.reportedReceived
+          ? `; the destination received ${formatCount(s.reportedReceived)}, ${formatCount(s.reportedInvalid)} invalid ` +
+            `(${((1 - (s.reportedInvalid ?? 0) / s.reportedReceived) * 100).toFixed(1)}% matched)`
+          : '') +
         (s === p.sending ? ' (sending)' : ''),
     );
   }
@@ -264,6 +268,12 @@ export function describeRun(run: RunSummary & { badRowSamples?: RunSamples['badR
     `  sent      ${formatCount(run.recordsSent)} records in ${formatCount(run.apiCalls)} calls; ` +
       `${formatCount(run.rejected)} rejected, ${formatCount(run.quarantined)} quarantined`,
   ];
+  if (run.matchRate) {
+    const { received, invalid, rate } = run.matchRate;
+    lines.push(
+      `  matched   ${(rate * 100).toFixed(1)}%: the destination received ${formatCount(received)}, ${formatCount(invalid)} invalid`,
+    );
+  }
   if (run.badRows > 0) {
     lines.push(`  bad rows  ${formatCount(run.badRows)} (not sent)`);
     const samples = run.badRowSamples;

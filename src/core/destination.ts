@@ -69,6 +69,16 @@ export interface Rejection {
  */
 export interface BatchResult {
   rejected: Rejection[];
+  /**
+   * What the destination itself counted in this call, where its API says (Meta: num_received and
+   * num_invalid_entries): the run's match rate is made of these.
+   */
+  report?: DestinationReport;
+}
+
+export interface DestinationReport {
+  received: number;
+  invalid: number;
 }
 
 export interface MemberPage {

@@ -12,8 +12,14 @@ export interface EngineObserver {
    * the same tallies the run records.
    */
   onCalls(destination: string, tallies: EndpointTallies): void;
-  /** One committed send batch: records delivered and records rejected. */
-  onBatch(destination: string, batch: { delivered: number; rejected: number }): void;
+  /**
+   * One committed send batch: records delivered and records rejected, and what the destination
+   * itself counted as received and invalid where it says (Meta).
+   */
+  onBatch(
+    destination: string,
+    batch: { delivered: number; rejected: number; reported?: { received: number; invalid: number } },
+  ): void;
   /** A run was closed (`status`: succeeded, failed or noop); `seconds` from begin to finish. */
   onRunFinished(destination: string, strategy: string | null, status: string, seconds: number): void;
 }

@@ -10,6 +10,10 @@ export type RunStatus = 'running' | 'succeeded' | 'noop' | 'failed';
 
 export interface RunRow {
   id: number;
+  /** What the destination counted itself (see RunSummary.matchRate); absent on old rows. */
+  reported_calls?: number;
+  reported_received?: number;
+  reported_invalid?: number;
   connector_id: string;
   tenant: string;
   workflow_id: string;
@@ -102,6 +106,9 @@ export interface RunCounters {
   failed_calls?: number;
   rate_limit_waits?: number;
   bytes_sent?: number;
+  reported_calls?: number;
+  reported_received?: number;
+  reported_invalid?: number;
 }
 
 type Executor = Db | Knex.Transaction;

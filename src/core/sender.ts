@@ -4,6 +4,7 @@ import {
   capabilitiesOf,
   DestinationError,
   type Destination,
+  type BatchResult,
   type Member,
   type Rejection,
 } from './destination';
@@ -69,6 +70,9 @@ export interface SendProgress {
   failedCalls: number;
   rateLimitWaits: number;
   bytesSent: number;
+  /** What the destination counted itself as received, and as invalid among them (0: it does not say). */
+  reportedReceived?: number;
+  reportedInvalid?: number;
 }
 
 /** What a finished send phase reports to the workflow: its counts. */
@@ -129,7 +133,7 @@ interface Item {
 /** How a phase writes: the operation, its endpoint, and the call. */
 interface Writer {
   endpoint: 'add' | 'remove';
-  send(batch: { members: Member[]; keys: string[] }): Promise<{ rejected: Rejection[] }>;
+  send(batch: { members: Member[]; keys: string[] }): Promise<BatchResult>;
 }
 
 /**
@@ -254,6 +258,9 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
     meter.observer.onBatch(meter.destination, {
       delivered: result.delivered.length,
       rejected: result.rejected.length,
+      ...(result.reported
+        ? { reported: { received: result.reported.received, invalid: result.reported.invalid } }
+        : {}),
     });
     progress.recordsDone += batch.length;
     progress.batches += 1;
@@ -264,6 +271,10 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
     progress.failedCalls += total.failed;
     progress.rateLimitWaits += total.rateLimited;
     progress.bytesSent += bytes;
+    if (result.reported) {
+      progress.reportedReceived = (progress.reportedReceived ?? 0) + result.reported.received;
+      progress.reportedInvalid = (progress.reportedInvalid ?? 0) + result.reported.invalid;
+    }
     await options.onBatch?.({ ...progress });
   };
 
@@ -354,6 +365,8 @@ interface CallResult {
   /** What the call cost, by endpoint and outcome. */
   tallies: EndpointTallies;
   skipped: number;
+  /** What the destination counted itself, over the calls that reported it (see BatchResult). */
+  reported?: { calls: number; received: number; invalid: number };
 }
 
 /**
@@ -391,13 +404,21 @@ async function deliver(
   const tallies: EndpointTallies = {};
   let split = 0;
   let standing = 0;
+  const reported = { calls: 0, received: 0, invalid: 0 };
   const isolating = async (part: {
     members: Member[];
     keys: string[];
   }): Promise<{ rejected: Rejection[] }> => {
     const call = await measureOperation(writer.endpoint, () => writer.send(part));
     addTallies(tallies, call.tallies);
-    if (call.ok) return call.value;
+    if (call.ok) {
+      if (call.value.report) {
+        reported.calls += 1;
+        reported.received += call.value.report.received;
+        reported.invalid += call.value.report.invalid;
+      }
+      return call.value;
+    }
     const error = call.error;
     if (!(error instanceof DestinationError) || error.kind !== 'batch') throw error;
     if (part.keys.length < 2 || budget.left < 2) {
@@ -424,7 +445,13 @@ async function deliver(
   const { rejected } = await settle(meter, measured);
   const refused = new Set(rejected.map((r) => r.key));
   const delivered = [...unsent, ...keys.filter((k) => !refused.has(k))];
-  return { delivered, rejected: [...tooLarge, ...rejected], tallies: measured.tallies, skipped };
+  return {
+    delivered,
+    rejected: [...tooLarge, ...rejected],
+    tallies: measured.tallies,
+    skipped,
+    ...(reported.calls > 0 ? { reported } : {}),
+  };
 }
 
 function addTallies(into: EndpointTallies, from: EndpointTallies) {
@@ -498,6 +525,9 @@ async function record(
       rejected: result.rejected.length,
       deferred: result.rejected.filter((r) => r.deferred).length,
       bytes_sent: bytes,
+      reported_calls: result.reported?.calls,
+      reported_received: result.reported?.received,
+      reported_invalid: result.reported?.invalid,
     });
     await saveCheckpoint(trx, runId, phase, { cursor: batch[batch.length - 1]!.key, recordsDone }, now);
   });

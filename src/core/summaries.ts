@@ -96,6 +96,18 @@ export interface RunSummary {
   /** Where the run's time went (null for runs recorded before timings were kept). */
   timings: RunTimings | null;
   error: string | null;
+  /**
+   * What the destination itself said it received, and how much of it was invalid (Meta's
+   * num_received and num_invalid_entries): `rate` is the valid share. Null where the destination
+   * does not say.
+   */
+  matchRate: MatchRate | null;
+}
+
+export interface MatchRate {
+  received: number;
+  invalid: number;
+  rate: number;
 }
 
 /** A run as the client and the workflow report it. */
@@ -132,5 +144,15 @@ export async function summarizeRun(db: Db, run: RunRow): Promise<RunSummary> {
     durationMs: run.finished_at === null ? null : run.finished_at - run.started_at,
     timings: run.timings ? { ...NO_TIMINGS, ...(JSON.parse(run.timings) as Partial<RunTimings>) } : null,
     error: run.error,
+    matchRate: matchRateOf(run),
   };
+}
+
+/** The destination's own count of what it received, where it reports one; null where it does not. */
+function matchRateOf(run: RunRow): MatchRate | null {
+  const calls = Number(run.reported_calls ?? 0);
+  if (calls === 0) return null;
+  const received = Number(run.reported_received);
+  const invalid = Number(run.reported_invalid);
+  return { received, invalid, rate: received === 0 ? 1 : (received - invalid) / received };
 }

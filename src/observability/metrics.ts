@@ -22,6 +22,7 @@ export const METRIC_NAMES = {
   rejections: 'deltasync_rejections_total',
   rateLimitWaits: 'deltasync_rate_limit_waits_total',
   refreshDuration: 'deltasync_refresh_duration_seconds',
+  destinationCounted: 'deltasync_destination_counted_records_total',
 } as const;
 
 /** From a few seconds (a no-op) to many hours (a full reload of a large list through slow jobs). */
@@ -57,6 +58,14 @@ export function createWorkerMetrics(options: { defaultMetrics?: boolean } = {}):
     labelNames: ['destination'] as const,
     registers: [registry],
   });
+  const destinationCounted = new Counter({
+    name: METRIC_NAMES.destinationCounted,
+    help:
+      'Records as the destination itself counted them, where its API says (Meta: num_received, num_invalid_entries): ' +
+      'received, and invalid among them. The match rate is 1 - invalid / received.',
+    labelNames: ['destination', 'verdict'] as const,
+    registers: [registry],
+  });
   const refreshDuration = new Histogram({
     name: METRIC_NAMES.refreshDuration,
     help: 'Duration of finished refresh runs, from begin to finish.',
@@ -88,9 +97,13 @@ export function createWorkerMetrics(options: { defaultMetrics?: boolean } = {}):
         add(rateLimitWaits, { destination }, tally.rateLimited);
       }
     },
-    onBatch(destination, { delivered, rejected }) {
+    onBatch(destination, { delivered, rejected, reported }) {
       add(recordsSent, { destination }, delivered);
       add(rejections, { destination }, rejected);
+      if (reported) {
+        add(destinationCounted, { destination, verdict: 'received' }, reported.received);
+        add(destinationCounted, { destination, verdict: 'invalid' }, reported.invalid);
+      }
     },
     onRunFinished(destination, strategy, status, seconds) {
       if (!Number.isFinite(seconds) || seconds < 0) return;

@@ -149,7 +149,7 @@ describe('meta-custom-audience destination', () => {
         { key: 'bob@example.com', attributes: { phone: null, first_name: 'Bob', last_name: '' } },
       ]),
     );
-    assert.deepEqual(outcome, { rejected: [] });
+    assert.deepEqual(outcome, { rejected: [], report: { received: 2, invalid: 0 } });
     assert.deepEqual(tallies, { 'users:add': ok(1) });
     assert.deepEqual(
       emu.members(AUDIENCE),
@@ -1360,6 +1360,31 @@ describe('refresh workflow with meta-custom-audience (mysql)', () => {
       assert.equal(retried.deletions, 2);
       await assertAudienceIsDataset();
     });
+  });
+
+  test("the run's match rate: what Meta counted as received and invalid, on the run and in progress", async () => {
+    const { emu, db } = scenario;
+    const audienceId = emu.createAudience();
+    const connector = metaConnector('meta-match', audienceId, emu.url);
+    await saveConnector(db, connector);
+    // Meta finds two of the people invalid (it counts them, and names them in its samples).
+    const bad = new Set([emailHash('Person4@Example.com'), emailHash('Person9@Example.com')]);
+    emu.faults.set({ invalidEntry: (row) => (bad.has(row.EMAIL ?? '') ? 'invalid hash' : null) });
+    try {
+      await scenario.withWorker(secrets, async (client) => {
+        const run = await client.refresh(connector.id);
+        assert.ok(run.matchRate, 'Meta reports what it received');
+        // 40 people, one of them without a valid e-mail (rejected before any call): 39 sent.
+        assert.equal(run.matchRate.received, 39);
+        assert.equal(run.matchRate.invalid, 2);
+        assert.equal(run.matchRate.rate, 37 / 39);
+        assert.equal(run.recordsSent, 37);
+        const [listed] = await client.runs(connector.id, { limit: 1 });
+        assert.deepEqual(listed!.matchRate, run.matchRate);
+      });
+    } finally {
+      emu.faults.clear('invalidEntry');
+    }
   });
 
   test('forced new list + swap: the audience becomes exactly the dataset through a usersreplace session', async () => {

@@ -308,7 +308,10 @@ export function createMetaCustomAudienceDestination(
     const body = await writeToAudience(audienceId, () =>
       upload('users:add', `${audienceId}/users`, batch, {}, [USERS_LOCKED]),
     );
-    return { rejected: [...rejected, ...rejectionsFrom(body, batch)] };
+    return {
+      rejected: [...rejected, ...rejectionsFrom(body, batch)],
+      report: { received: body.num_received, invalid: Math.min(body.num_invalid_entries, body.num_received) },
+    };
   }
 
   async function removeFrom(audienceId: string, keys: string[]): Promise<BatchResult> {
@@ -437,7 +440,10 @@ export function createMetaCustomAudienceDestination(
           memory.received === undefined
             ? Math.min(body.num_received, sent)
             : body.num_received - memory.received;
-        return { rejected: [...rejected, ...rejectionsFrom({ ...body, num_received: received }, batch)] };
+        return {
+          rejected: [...rejected, ...rejectionsFrom({ ...body, num_received: received }, batch)],
+          report: { received, invalid: Math.min(body.num_invalid_entries, received) },
+        };
       },
       check: () => check(audienceId),
       close,
