@@ -1,12 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import {
-  alertsFor,
-  judgeFinishedRun,
-  webhookBody,
-  type Alert,
-  type AlertRules,
-  type Verdict,
-} from '../core/alerts';
+import { alertsFor, judgeFinishedRun, webhookBody, type Alert, type Verdict } from '../core/alerts';
+import type { AlertRules } from '../core/alert-rules';
 import type { RunSummary } from '../core/summaries';
 import type { Db } from '../db';
 import { logger } from '../logging';

@@ -1,6 +1,5 @@
-import { z } from 'zod';
 import type { Db } from '../db';
-import { SECRET_NAME } from './destination';
+import type { AlertRules } from './alert-rules';
 import type { RunSummary } from './summaries';
 
 /**
@@ -10,33 +9,7 @@ import type { RunSummary } from './summaries';
  * once, and once more when it is healthy again ("resolved").
  */
 
-export const alertRulesSchema = z
-  .object({
-    /** Where alerts go: a secret holding the webhook URL (Slack's are credentials), and its format. */
-    webhooks: z
-      .array(
-        z
-          .object({
-            urlSecret: z.string().regex(SECRET_NAME, 'a secret name: A-Z, 0-9 and _'),
-            format: z.enum(['json', 'slack']).default('json'),
-          })
-          .strict(),
-      )
-      .min(1),
-    /** A run that failed. */
-    failedRun: z.boolean().default(true),
-    /** A run whose rejected records exceed this share of the records it sent. */
-    rejectedShareAbove: z.number().min(0).max(1).optional(),
-    /** A run whose dataset size is more than this factor above or below the recent runs' median. */
-    countDeviationFactor: z.number().gt(1).optional(),
-    /** A run waiting for approval at the mass-delete guard. */
-    awaitingApproval: z.boolean().default(true),
-    /** No successful run for this many hours (checked whenever a run finishes). */
-    noSuccessWithinHours: z.number().positive().optional(),
-  })
-  .strict();
-
-export type AlertRules = z.output<typeof alertRulesSchema>;
+export type { AlertRules };
 export type AlertRule = 'failedRun' | 'rejectedShare' | 'countDeviation' | 'awaitingApproval' | 'noSuccess';
 
 /** A rule's verdict on a run: firing (with what to say) or not. */

@@ -1,4 +1,4 @@
-import { alertRulesSchema } from './alerts';
+import { alertRulesSchema } from './alert-rules';
 import { z } from 'zod';
 import { STRATEGIES } from './plan';
 

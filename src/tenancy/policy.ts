@@ -1,4 +1,4 @@
-import { alertRulesSchema, type AlertRules } from '../core/alerts';
+import { alertRulesSchema, type AlertRules } from '../core/alert-rules';
 import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';

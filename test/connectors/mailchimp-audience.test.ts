@@ -83,7 +83,7 @@ describe('mailchimp-audience destination against the emulator', () => {
     const added = await counted(() =>
       dest.add!(contacts('ann@example.com', 'bob@example.com', 'cy@example.com')),
     );
-    assert.deepEqual(added.value, { rejected: [] });
+    assert.deepEqual(added.value, { rejected: [], report: { received: 3, invalid: 0 } });
     assert.deepEqual(added.tallies, {
       [MAILCHIMP_ENDPOINTS.batch]: { calls: 1, failed: 0, rateLimited: 0, retried: 0 },
     });

@@ -140,8 +140,10 @@ export function createKlaviyoListDestination(
       if (profiles.length === 0) return { rejected };
       await verifyList();
       const budget = { splits: options.maxIsolationSplits ?? 32 };
-      rejected.push(...(await importIsolating(api, profiles, budget)));
-      return { rejected };
+      const refused = await importIsolating(api, profiles, budget);
+      rejected.push(...refused);
+      // Klaviyo's own count: the profiles its import jobs took in, and those they reported errors for.
+      return { rejected, report: { received: profiles.length, invalid: refused.length } };
     },
 
     /**

@@ -241,7 +241,8 @@ export function createMailchimpAudienceDestination(
       const unmentioned = unique.filter((member) => !taken.has(member.key.toLowerCase())).map((m) => m.key);
       const why = "Mailchimp's answer lists it neither in new_members, updated_members nor errors";
       rejected.push(...notAcknowledged(unmentioned, rejected, why));
-      return { rejected };
+      // Mailchimp's own count: the members it was sent, and those it answered with an error.
+      return { rejected, report: { received: unique.length, invalid: answer.errors.length } };
     },
 
     async remove(keys: string[]): Promise<BatchResult> {

@@ -1,0 +1,90 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { alertRulesSchema } from '../src/core/alert-rules';
+import { alertsFor, judgeFinishedRun } from '../src/core/alerts';
+import { beginRun } from '../src/core/runs';
+import type { RunSummary } from '../src/core/summaries';
+import { createTestDatabase, dialects, type TestDatabase } from './helpers/databases';
+
+/** The alert rules on their own: dataset sizes against the recent median, overdue successes. */
+
+for (const dialect of dialects) {
+  describe(`alert rules (${dialect})`, () => {
+    let t: TestDatabase;
+    before(async () => {
+      t = await createTestDatabase(dialect);
+    });
+    after(() => t.drop());
+
+    const rules = alertRulesSchema.parse({
+      webhooks: [{ urlSecret: 'HOOK' }],
+      countDeviationFactor: 3,
+      noSuccessWithinHours: 1,
+    });
+    const run = (fields: Partial<RunSummary>) =>
+      ({
+        status: 'succeeded',
+        recordsSent: 0,
+        rejected: 0,
+        error: null,
+        datasetSize: 100,
+        ...fields,
+      }) as RunSummary;
+
+    async function pastRun(key: string, size: number, startedAt: number) {
+      const id = await beginRun(
+        t.db,
+        {
+          connectorId: key,
+          tenant: 'default',
+          workflowId: 'w',
+          workflowRunId: `r-${Math.random()}`,
+          trigger: 'test',
+        },
+        startedAt,
+      );
+      await t
+        .db('refresh_runs')
+        .where({ id })
+        .update({ status: 'succeeded', dataset_size: size, finished_at: startedAt });
+      return id;
+    }
+
+    test('a dataset far above or below the recent runs’ median fires; within the factor it does not', async () => {
+      const key = 'default/sizes';
+      for (const size of [100, 120, 90, 110, 95]) await pastRun(key, size, 1000);
+      const latest = await pastRun(key, 0, 2000);
+      const judge = async (size: number) =>
+        (
+          await judgeFinishedRun(t.db, key, rules, run({ runId: latest, datasetSize: size }), 1000, 2000)
+        ).find((v) => v.rule === 'countDeviation')!;
+      assert.equal((await judge(250)).firing, false, '250 is 2.5× the median of 100');
+      assert.equal((await judge(301)).firing, true);
+      assert.equal((await judge(33)).firing, true);
+      assert.match((await judge(400)).message!, /holds 400 records, the recent runs' median 100/);
+    });
+
+    test('no success within the budget fires on a failed run, and is resolved by the next success', async () => {
+      const key = 'default/overdue';
+      const hour = 3_600_000;
+      const failed = run({ runId: 1, status: 'failed', error: 'boom' });
+      const overdue = (await judgeFinishedRun(t.db, key, rules, failed, 0, 2 * hour)).find(
+        (v) => v.rule === 'noSuccess',
+      )!;
+      assert.equal(overdue.firing, true);
+      const notYet = (await judgeFinishedRun(t.db, key, rules, failed, 1.5 * hour, 2 * hour)).find(
+        (v) => v.rule === 'noSuccess',
+      )!;
+      assert.equal(notYet.firing, false, 'the last success was half an hour ago');
+
+      const who = { connectorKey: key, connectorId: 'overdue', tenant: 'default' };
+      const first = await alertsFor(t.db, who, [overdue], 1, 2 * hour);
+      const again = await alertsFor(t.db, who, [overdue], 2, 3 * hour);
+      const recovered = await alertsFor(t.db, who, [{ rule: 'noSuccess', firing: false }], 3, 4 * hour);
+      assert.deepEqual(
+        [first, again, recovered].map((alerts) => alerts.map((a) => `${a.rule} ${a.state}`)),
+        [['noSuccess firing'], [], ['noSuccess resolved']],
+      );
+    });
+  });
+}
