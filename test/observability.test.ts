@@ -198,6 +198,8 @@ describe('worker service: metrics, health, logs, graceful shutdown', () => {
     const connector = connectorFor('obs-metrics', emu, 100, {
       successThreshold: 0.5,
       recordSuccessThreshold: 0.5,
+      // The refused call is counted as it is; splitting it is tested in runs-and-sender.test.ts.
+      splitCallBudget: 0,
     });
     await saveConnector(t.db, connector);
     const taskQueue = `obs-${process.pid}-${queueCounter++}`;
@@ -460,7 +462,8 @@ describe('the engine reports calls and batches (no server)', () => {
     // Counted as the HTTP client counts: every attempt at its endpoint.
     const fake: Destination = {
       type: 'fake',
-      limits: { recordsPerCall: 10 },
+      // One refused call, counted as it is (splitting it is tested in runs-and-sender.test.ts).
+      limits: { recordsPerCall: 10, splitRefusedBatches: false },
       add: () => {
         countCall('jobs:create', 'ok');
         countCall('jobs:run', 'rate_limited');

@@ -171,6 +171,23 @@ describe('rate limits across workers', () => {
     assert.throws(() => policy({ 'meta:act_1': { maxConcurrent: 0 } }), /accountLimits/);
   });
 
+  test('with Redis unreachable, a limited call waits for it instead of going out unmetered', async () => {
+    const errors: unknown[] = [];
+    const service = createThrottleService({
+      redisUrl: 'redis://127.0.0.1:1/0',
+      keyPrefix: `test-${randomUUID()}`,
+      onError: (error) => errors.push(error),
+    });
+    let called = false;
+    const pending = service.throttle('acme|x', { recordsPerCall: 1, maxConcurrent: 1 }, async () => {
+      called = true;
+    });
+    pending.catch(() => undefined);
+    await sleep(1500);
+    assert.equal(called, false);
+    await service.close();
+  });
+
   test('a Redis URL that is not one is refused with the variable to fix', () => {
     assert.throws(
       () => createThrottleService({ redisUrl: 'http://localhost:6379' }),
