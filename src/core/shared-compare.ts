@@ -40,6 +40,20 @@ async function datasetPeers(db: Db, tenant: string, connectorKey: string, signat
   return Number(row?.n ?? 0);
 }
 
+/**
+ * Whether other connectors of the tenant have this dataset: its deltalog is then kept through the
+ * shared compare, and a direct first push (which writes the deltalog without a compare) must not
+ * bypass it — the shared rows would never learn of the keys it pushed, nor their later removal.
+ */
+export async function sharesDataset(
+  db: Db,
+  tenant: string,
+  connectorKey: string,
+  declared: DatasetDefinition,
+): Promise<boolean> {
+  return (await datasetPeers(db, tenant, connectorKey, datasetSignature(declared))) > 0;
+}
+
 export interface ConnectorCompareInput {
   connectorKey: string;
   tenant: string;
