@@ -46,30 +46,33 @@ export function createAlerter({
     return alerts;
   };
 
+  /** To every webhook at once: a slow or failing one does not hold back the others. */
   const deliver = async (opened: OpenedConnector, rules: AlertRules, alert: Alert) => {
     const secrets = tenancy.secrets.forTenant(opened.tenant.id);
-    for (const [i, webhook] of rules.webhooks.entries()) {
-      const field = `policy.alerts.webhooks[${i}].urlSecret`;
-      let url: string;
-      try {
-        url = secrets(webhook.urlSecret);
-      } catch (error) {
-        logger.warn(
-          { connectorId: alert.connectorId, field, error: String(error) },
-          'alert not delivered: no such secret',
-        );
-        continue;
-      }
-      const refused = disallowedTargets(opened.tenant.destinations, [{ kind: 'http', url, field }]);
-      if (refused.length > 0) {
-        logger.warn(
-          { connectorId: alert.connectorId, problem: refused[0] },
-          'alert not delivered: webhook not allowed',
-        );
-        continue;
-      }
-      await post(url, webhookBody(alert, webhook.format), alert, backoffMs);
-    }
+    await Promise.all(
+      rules.webhooks.map(async (webhook, i) => {
+        const field = `policy.alerts.webhooks[${i}].urlSecret`;
+        let url: string;
+        try {
+          url = secrets(webhook.urlSecret);
+        } catch (error) {
+          logger.warn(
+            { connectorId: alert.connectorId, field, error: String(error) },
+            'alert not delivered: no such secret',
+          );
+          return;
+        }
+        const refused = disallowedTargets(opened.tenant.destinations, [{ kind: 'http', url, field }]);
+        if (refused.length > 0) {
+          logger.warn(
+            { connectorId: alert.connectorId, problem: refused[0] },
+            'alert not delivered: webhook not allowed',
+          );
+          return;
+        }
+        await post(url, webhookBody(alert, webhook.format), alert, backoffMs);
+      }),
+    );
   };
 
   return {

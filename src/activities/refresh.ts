@@ -101,7 +101,8 @@ export function createRefreshActivities(dependencies: ActivityDependencies) {
             ref.strategy,
           );
           // The run will wait for an operator: tell them now, not when it times out.
-          if (plan.guard?.triggered) await alerter.awaitingApproval(opened, ref.runId, plan.guard.reason);
+          if (plan.guard?.triggered)
+            await keepHeartbeating(() => alerter.awaitingApproval(opened, ref.runId, plan.guard!.reason));
           return plan;
         }),
       );
@@ -176,7 +177,8 @@ export function createRefreshActivities(dependencies: ActivityDependencies) {
     async finishRun(ref: RunRef & { status?: RunStatus; error?: string }): Promise<RunSummary> {
       const opened = await open(ref);
       const run = await engine.finishRun(deps, runOf(opened, ref), { status: ref.status, error: ref.error });
-      await alerter.runFinished(opened, run);
+      // Webhooks may be slow or retried: the step heartbeats meanwhile (its timeout is a minute).
+      await keepHeartbeating(() => alerter.runFinished(opened, run));
       return run;
     },
 

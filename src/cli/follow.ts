@@ -1,5 +1,6 @@
 import type cliProgress from 'cli-progress';
 import type { LiveProgress, RefreshHandle, RunSummary } from '../client';
+import { clockTime } from './format';
 
 /**
  * How `refresh --follow` shows progress: `bar` draws a progress bar (on a terminal it redraws in
@@ -96,7 +97,7 @@ function rateTracker(now: () => number = Date.now) {
     const perSecond = (s.sent - start.sent) / seconds;
     const rate = `${Math.round(perSecond).toLocaleString('en-US')}/s`;
     if (s.planned === null) return { rate };
-    return { rate, eta: `ETA ${clock((s.planned - s.sent) / perSecond)}` };
+    return { rate, eta: `ETA ${clockTime(Math.ceil((s.planned - s.sent) / perSecond))}` };
   };
 }
 
@@ -104,14 +105,6 @@ function rateTracker(now: () => number = Date.now) {
 function shorten(text: string, max: number): string {
   const room = Math.max(4, max);
   return text.length <= room ? text : `${text.slice(0, room - 1)}…`;
-}
-
-/** 75 → 1m15s, 4000 → 1h06m, 8 → 8s. */
-function clock(seconds: number): string {
-  const s = Math.ceil(seconds);
-  if (s < 60) return `${s}s`;
-  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
-  return `${Math.floor(s / 3600)}h${String(Math.floor((s % 3600) / 60)).padStart(2, '0')}m`;
 }
 
 /**

@@ -99,37 +99,30 @@ export async function alertsFor(
   runId: number | null,
   now: number,
 ): Promise<Alert[]> {
+  const rows = (await db('alert_states').where({ connector_id: who.connectorKey }).select('rule')) as {
+    rule: AlertRule;
+  }[];
+  const firing = new Set(rows.map((r) => r.rule));
   const alerts: Alert[] = [];
   for (const verdict of verdicts) {
-    const state = (await db('alert_states')
-      .where({ connector_id: who.connectorKey, rule: verdict.rule })
-      .first()) as { firing_since: number } | undefined;
-    if (verdict.firing && !state) {
+    if (verdict.firing === firing.has(verdict.rule)) continue; // no change: nothing to say
+    if (verdict.firing) {
       await db('alert_states')
         .insert({ connector_id: who.connectorKey, rule: verdict.rule, firing_since: now })
         .onConflict(['connector_id', 'rule'])
         .ignore();
-      alerts.push({
-        connectorId: who.connectorId,
-        tenant: who.tenant,
-        rule: verdict.rule,
-        state: 'firing',
-        message: verdict.message ?? verdict.rule,
-        runId,
-        at: now,
-      });
-    } else if (!verdict.firing && state) {
+    } else {
       await db('alert_states').where({ connector_id: who.connectorKey, rule: verdict.rule }).delete();
-      alerts.push({
-        connectorId: who.connectorId,
-        tenant: who.tenant,
-        rule: verdict.rule,
-        state: 'resolved',
-        message: `${verdict.rule} resolved`,
-        runId,
-        at: now,
-      });
     }
+    alerts.push({
+      connectorId: who.connectorId,
+      tenant: who.tenant,
+      rule: verdict.rule,
+      state: verdict.firing ? 'firing' : 'resolved',
+      message: verdict.firing ? (verdict.message ?? verdict.rule) : `${verdict.rule} resolved`,
+      runId,
+      at: now,
+    });
   }
   return alerts;
 }

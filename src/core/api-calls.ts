@@ -97,13 +97,20 @@ export function rateLimitWaitsOf(tallies: EndpointTallies): number {
 /** The sums over all endpoints, for the run's totals. */
 export function totalOf(tallies: EndpointTallies): EndpointTally {
   const total = emptyTally();
-  for (const tally of Object.values(tallies)) {
-    total.calls += tally.calls;
-    total.failed += tally.failed;
-    total.rateLimited += tally.rateLimited;
-    total.retried += tally.retried;
-  }
+  for (const tally of Object.values(tallies)) addTally(total, tally);
   return total;
+}
+
+/** `from`'s calls added to `into`, endpoint by endpoint. */
+export function addTallies(into: EndpointTallies, from: EndpointTallies): void {
+  for (const [endpoint, tally] of Object.entries(from)) addTally((into[endpoint] ??= emptyTally()), tally);
+}
+
+function addTally(into: EndpointTally, from: EndpointTally): void {
+  into.calls += from.calls;
+  into.failed += from.failed;
+  into.rateLimited += from.rateLimited;
+  into.retried += from.retried;
 }
 
 export function emptyTally(): EndpointTally {

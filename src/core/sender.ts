@@ -27,7 +27,7 @@ import {
   type ChangesetKind,
   type ChangesetRow,
 } from './deltalog';
-import { emptyTally, measureOperation, totalOf, type EndpointTallies, type Measured } from './api-calls';
+import { addTallies, measureOperation, totalOf, type EndpointTallies, type Measured } from './api-calls';
 import { noopObserver, type EngineObserver } from './observer';
 import { PlanningError } from './plan';
 import { settle, type RunMeter } from './refresh/calls';
@@ -258,9 +258,7 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
     meter.observer.onBatch(meter.destination, {
       delivered: result.delivered.length,
       rejected: result.rejected.length,
-      ...(result.reported
-        ? { reported: { received: result.reported.received, invalid: result.reported.invalid } }
-        : {}),
+      ...(result.reported ? { reported: result.reported } : {}),
     });
     progress.recordsDone += batch.length;
     progress.batches += 1;
@@ -452,16 +450,6 @@ async function deliver(
     skipped,
     ...(reported.calls > 0 ? { reported } : {}),
   };
-}
-
-function addTallies(into: EndpointTallies, from: EndpointTallies) {
-  for (const [endpoint, tally] of Object.entries(from)) {
-    const sum = (into[endpoint] ??= emptyTally());
-    sum.calls += tally.calls;
-    sum.failed += tally.failed;
-    sum.rateLimited += tally.rateLimited;
-    sum.retried += tally.retried;
-  }
 }
 
 /**
