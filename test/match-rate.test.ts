@@ -83,3 +83,74 @@ test('progress and runs --details show the match rate', () => {
   } as unknown as RunSummary;
   assert.match(describeRun(run), /^ {2}matched {3}94\.9%: the destination received 39, 2 invalid$/m);
 });
+
+test("/metrics adds up the destination's match estimates, records × percent at each bound", async () => {
+  const metrics = createWorkerMetrics({ defaultMetrics: false });
+  // Two jobs: 20 records at 51–60%, 5 at 91–100%.
+  metrics.observer.onBatch('google-customer-match', {
+    delivered: 20,
+    rejected: 0,
+    estimated: { records: 20, lowSum: 20 * 51, highSum: 20 * 60 },
+  });
+  metrics.observer.onBatch('google-customer-match', {
+    delivered: 5,
+    rejected: 0,
+    estimated: { records: 5, lowSum: 5 * 91, highSum: 5 * 100 },
+  });
+  const text = await metrics.render();
+  const series = (bound: string) =>
+    new RegExp(
+      `^deltasync_destination_estimated_matches_total\\{destination="google-customer-match",bound="${bound}"\\} ([\\d.]+)$`,
+      'm',
+    ).exec(text)?.[1];
+  assert.equal(series('records'), '25');
+  assert.equal(series('low'), '14.75');
+  assert.equal(series('high'), '17');
+});
+
+test('progress and runs --details show the match estimate, weighted by records', () => {
+  const progress = {
+    connectorId: 'gcm',
+    runId: 4,
+    phase: 'done',
+    status: 'COMPLETED',
+    plan: null,
+    completedPhases: [
+      {
+        phase: 'upserts',
+        recordsDone: 25,
+        batches: 3,
+        delivered: 25,
+        rejected: 0,
+        skipped: 0,
+        apiCalls: 15,
+        failedCalls: 0,
+        rateLimitWaits: 0,
+        bytesSent: 0,
+        estimated: { records: 25, lowSum: 20 * 51 + 5 * 91, highSum: 20 * 60 + 5 * 100 },
+      },
+    ],
+    sending: null,
+    retrying: null,
+  } as unknown as LiveProgress;
+  assert.match(describeProgress('gcm', progress), /; the destination estimates 59–68% of 25 records matched/);
+  const run = {
+    runId: 4,
+    status: 'succeeded',
+    strategy: 'diff',
+    durationMs: 1200,
+    additions: 25,
+    updates: 0,
+    deletions: 0,
+    recordsSent: 25,
+    apiCalls: 15,
+    rejected: 0,
+    quarantined: 0,
+    badRows: 0,
+    deletionsHeld: 0,
+    error: null,
+    matchRate: null,
+    matchEstimate: { records: 25, lowPercent: 59, highPercent: 68 },
+  } as unknown as RunSummary;
+  assert.match(describeRun(run), /^ {2}matched {3}59–68% of 25 records \(the destination's estimate\)$/m);
+});

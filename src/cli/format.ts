@@ -2,6 +2,7 @@ import type { ConnectorSchedule } from '../client/schedules';
 import type { LiveProgress, RunChange, RunSummary } from '../client';
 import type { RunSamples } from '../activities/admin';
 import type { ListedConnector } from '../core/connector-store';
+import { weightedEstimate, type RunMatchEstimate } from '../core/summaries';
 
 /** Plain-text tables and numbers for people; scripts use --json instead. */
 
@@ -235,6 +236,10 @@ export function describeProgress(connectorId: string, p: LiveProgress): string {
           ? `; the destination received ${formatCount(s.reportedReceived)}, ${formatCount(s.reportedInvalid)} invalid ` +
             `(${((1 - (s.reportedInvalid ?? 0) / s.reportedReceived) * 100).toFixed(1)}% matched)`
           : '') +
+        estimateText(
+          s.estimated && weightedEstimate(s.estimated),
+          (range) => `; the destination estimates ${range} matched`,
+        ) +
         (s === p.sending ? ' (sending)' : ''),
     );
   }
@@ -279,6 +284,7 @@ export function describeRun(run: RunSummary & { badRowSamples?: RunSamples['badR
       `  matched   ${(rate * 100).toFixed(1)}%: the destination received ${formatCount(received)}, ${formatCount(invalid)} invalid`,
     );
   }
+  lines.push(...estimateLines(run.matchEstimate));
   if (run.badRows > 0) {
     lines.push(`  bad rows  ${formatCount(run.badRows)} (not sent)`);
     const samples = run.badRowSamples;
@@ -293,4 +299,18 @@ export function describeRun(run: RunSummary & { badRowSamples?: RunSamples['badR
   }
   if (run.error) lines.push(`  error     ${run.error}`);
   return lines.join('\n');
+}
+
+/** A match estimate ("51–60% of 2,500 records") put in words by `say`; empty without one. */
+function estimateText(estimate: RunMatchEstimate | null | undefined, say: (range: string) => string): string {
+  if (!estimate) return '';
+  const { lowPercent, highPercent, records } = estimate;
+  const range = lowPercent === highPercent ? `${lowPercent}%` : `${lowPercent}–${highPercent}%`;
+  return say(`${range} of ${formatCount(records)} records`);
+}
+
+function estimateLines(estimate: RunMatchEstimate | null): string[] {
+  return estimate
+    ? [estimateText(estimate, (range) => `  matched   ${range} (the destination's estimate)`)]
+    : [];
 }

@@ -74,11 +74,24 @@ export interface BatchResult {
    * num_invalid_entries): the run's match rate is made of these.
    */
   report?: DestinationReport;
+  /**
+   * The destination's estimate of the share of the call's records it matched to its users, as a
+   * range of percentages (Google's match_rate_range of a Customer Match job), where it gives one.
+   */
+  matchEstimate?: MatchEstimate;
 }
 
 export interface DestinationReport {
   received: number;
   invalid: number;
+}
+
+export interface MatchEstimate {
+  /** The records the estimate is about. */
+  records: number;
+  /** The matched share lies between these percentages (both included). */
+  lowPercent: number;
+  highPercent: number;
 }
 
 export interface MemberPage {

@@ -14,11 +14,17 @@ export interface EngineObserver {
   onCalls(destination: string, tallies: EndpointTallies): void;
   /**
    * One committed send batch: records delivered and records rejected, and what the destination
-   * itself counted as received and invalid where it says (Meta).
+   * itself counted as received and invalid where it says (Meta), and its match estimate where it
+   * gives one (Google: records, and records × percent at the range's bounds).
    */
   onBatch(
     destination: string,
-    batch: { delivered: number; rejected: number; reported?: { received: number; invalid: number } },
+    batch: {
+      delivered: number;
+      rejected: number;
+      reported?: { received: number; invalid: number };
+      estimated?: { records: number; lowSum: number; highSum: number };
+    },
   ): void;
   /** A run was closed (`status`: succeeded, failed or noop); `seconds` from begin to finish. */
   onRunFinished(destination: string, strategy: string | null, status: string, seconds: number): void;

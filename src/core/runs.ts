@@ -14,6 +14,10 @@ export interface RunRow {
   reported_calls?: number;
   reported_received?: number;
   reported_invalid?: number;
+  /** The destination's match estimate (see RunSummary.matchEstimate); absent on old rows. */
+  match_estimated_records?: number;
+  match_estimated_low?: number;
+  match_estimated_high?: number;
   connector_id: string;
   tenant: string;
   workflow_id: string;
@@ -109,6 +113,9 @@ export interface RunCounters {
   reported_calls?: number;
   reported_received?: number;
   reported_invalid?: number;
+  match_estimated_records?: number;
+  match_estimated_low?: number;
+  match_estimated_high?: number;
 }
 
 type Executor = Db | Knex.Transaction;

@@ -73,6 +73,26 @@ export interface SendProgress {
   /** What the destination counted itself as received, and as invalid among them (0: it does not say). */
   reportedReceived?: number;
   reportedInvalid?: number;
+  /** The destination's match estimates, summed (see EstimatedMatches); absent where it gives none. */
+  estimated?: EstimatedMatches;
+}
+
+/**
+ * Match estimates added over calls: the records they cover and, at each bound of each call's
+ * range, records × percent, so that the phase's (or run's) range is each sum over `records`.
+ */
+export interface EstimatedMatches {
+  records: number;
+  lowSum: number;
+  highSum: number;
+}
+
+function addEstimate(into: EstimatedMatches | undefined, more: EstimatedMatches): EstimatedMatches {
+  return {
+    records: (into?.records ?? 0) + more.records,
+    lowSum: (into?.lowSum ?? 0) + more.lowSum,
+    highSum: (into?.highSum ?? 0) + more.highSum,
+  };
 }
 
 /** What a finished send phase reports to the workflow: its counts. */
@@ -259,6 +279,7 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
       delivered: result.delivered.length,
       rejected: result.rejected.length,
       ...(result.reported ? { reported: result.reported } : {}),
+      ...(result.estimated ? { estimated: result.estimated } : {}),
     });
     progress.recordsDone += batch.length;
     progress.batches += 1;
@@ -273,6 +294,7 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
       progress.reportedReceived = (progress.reportedReceived ?? 0) + result.reported.received;
       progress.reportedInvalid = (progress.reportedInvalid ?? 0) + result.reported.invalid;
     }
+    if (result.estimated) progress.estimated = addEstimate(progress.estimated, result.estimated);
     await options.onBatch?.({ ...progress });
   };
 
@@ -365,6 +387,7 @@ interface CallResult {
   skipped: number;
   /** What the destination counted itself, over the calls that reported it (see BatchResult). */
   reported?: { calls: number; received: number; invalid: number };
+  estimated?: EstimatedMatches;
 }
 
 /**
@@ -403,6 +426,7 @@ async function deliver(
   let split = 0;
   let standing = 0;
   const reported = { calls: 0, received: 0, invalid: 0 };
+  let estimated: EstimatedMatches | undefined;
   const isolating = async (part: {
     members: Member[];
     keys: string[];
@@ -414,6 +438,14 @@ async function deliver(
         reported.calls += 1;
         reported.received += call.value.report.received;
         reported.invalid += call.value.report.invalid;
+      }
+      const estimate = call.value.matchEstimate;
+      if (estimate) {
+        estimated = addEstimate(estimated, {
+          records: estimate.records,
+          lowSum: estimate.records * estimate.lowPercent,
+          highSum: estimate.records * estimate.highPercent,
+        });
       }
       return call.value;
     }
@@ -449,6 +481,7 @@ async function deliver(
     tallies: measured.tallies,
     skipped,
     ...(reported.calls > 0 ? { reported } : {}),
+    ...(estimated ? { estimated } : {}),
   };
 }
 
@@ -516,6 +549,9 @@ async function record(
       reported_calls: result.reported?.calls,
       reported_received: result.reported?.received,
       reported_invalid: result.reported?.invalid,
+      match_estimated_records: result.estimated?.records,
+      match_estimated_low: result.estimated?.lowSum,
+      match_estimated_high: result.estimated?.highSum,
     });
     await saveCheckpoint(trx, runId, phase, { cursor: batch[batch.length - 1]!.key, recordsDone }, now);
   });

@@ -102,12 +102,24 @@ export interface RunSummary {
    * does not say.
    */
   matchRate: MatchRate | null;
+  /**
+   * The destination's estimate of the share of the run's records it matched to its users, where
+   * it gives a range per upload (Google's match_rate_range per job): the records the estimates
+   * cover and the range, in percent, weighted by each upload's records. Null where it gives none.
+   */
+  matchEstimate: RunMatchEstimate | null;
 }
 
 export interface MatchRate {
   received: number;
   invalid: number;
   rate: number;
+}
+
+export interface RunMatchEstimate {
+  records: number;
+  lowPercent: number;
+  highPercent: number;
 }
 
 /** A run as the client and the workflow report it. */
@@ -145,7 +157,28 @@ export async function summarizeRun(db: Db, run: RunRow): Promise<RunSummary> {
     timings: run.timings ? { ...NO_TIMINGS, ...(JSON.parse(run.timings) as Partial<RunTimings>) } : null,
     error: run.error,
     matchRate: matchRateOf(run),
+    matchEstimate: matchEstimateOf(run),
   };
+}
+
+/** The destination's match estimate over the run's records, where it gave one; null where not. */
+function matchEstimateOf(run: RunRow): RunMatchEstimate | null {
+  return weightedEstimate({
+    records: Number(run.match_estimated_records ?? 0),
+    lowSum: Number(run.match_estimated_low ?? 0),
+    highSum: Number(run.match_estimated_high ?? 0),
+  });
+}
+
+/** A summed estimate (see EstimatedMatches in core/sender.ts) as a range over its records. */
+export function weightedEstimate(sum: {
+  records: number;
+  lowSum: number;
+  highSum: number;
+}): RunMatchEstimate | null {
+  if (sum.records <= 0) return null;
+  const percent = (total: number) => Math.round((total / sum.records) * 10) / 10;
+  return { records: sum.records, lowPercent: percent(sum.lowSum), highPercent: percent(sum.highSum) };
 }
 
 /** The destination's own count of what it received, where it reports one; null where it does not. */

@@ -23,6 +23,7 @@ export const METRIC_NAMES = {
   rateLimitWaits: 'deltasync_rate_limit_waits_total',
   refreshDuration: 'deltasync_refresh_duration_seconds',
   destinationCounted: 'deltasync_destination_counted_records_total',
+  destinationEstimatedMatches: 'deltasync_destination_estimated_matches_total',
 } as const;
 
 /** From a few seconds (a no-op) to many hours (a full reload of a large list through slow jobs). */
@@ -66,6 +67,14 @@ export function createWorkerMetrics(options: { defaultMetrics?: boolean } = {}):
     labelNames: ['destination', 'verdict'] as const,
     registers: [registry],
   });
+  const destinationEstimatedMatches = new Counter({
+    name: METRIC_NAMES.destinationEstimatedMatches,
+    help:
+      'Records the destination estimates it matched to its users, where it gives a range per upload (Google: ' +
+      'match_rate_range), at the range\'s low and high bound; bound="records" counts the records the estimates cover.',
+    labelNames: ['destination', 'bound'] as const,
+    registers: [registry],
+  });
   const refreshDuration = new Histogram({
     name: METRIC_NAMES.refreshDuration,
     help: 'Duration of finished refresh runs, from begin to finish.',
@@ -97,12 +106,17 @@ export function createWorkerMetrics(options: { defaultMetrics?: boolean } = {}):
         add(rateLimitWaits, { destination }, tally.rateLimited);
       }
     },
-    onBatch(destination, { delivered, rejected, reported }) {
+    onBatch(destination, { delivered, rejected, reported, estimated }) {
       add(recordsSent, { destination }, delivered);
       add(rejections, { destination }, rejected);
       if (reported) {
         add(destinationCounted, { destination, verdict: 'received' }, reported.received);
         add(destinationCounted, { destination, verdict: 'invalid' }, reported.invalid);
+      }
+      if (estimated) {
+        add(destinationEstimatedMatches, { destination, bound: 'records' }, estimated.records);
+        add(destinationEstimatedMatches, { destination, bound: 'low' }, estimated.lowSum / 100);
+        add(destinationEstimatedMatches, { destination, bound: 'high' }, estimated.highSum / 100);
       }
     },
     onRunFinished(destination, strategy, status, seconds) {

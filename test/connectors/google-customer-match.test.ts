@@ -33,8 +33,10 @@ import {
 } from '../../src/core/destination';
 import { normalizeEmail, normalizeName, sha256Hex } from '../../src/core/identifiers';
 import { listRuns } from '../../src/core/runs';
+import { matchEstimateOf } from '../../src/connectors/google-customer-match/operations';
 import {
   googleAdsSpec,
+  matchRateRangeFor,
   startGoogleCustomerMatchEmulator,
   type CustomerMatchEmulator,
   type CustomerMatchEmulatorOptions,
@@ -245,6 +247,23 @@ describe('google-customer-match destination', () => {
     const allBad = await dest.add(members('bad1@example.com'));
     assert.equal(allBad.rejected.length, 1);
     assert.equal(emu.stats().calls['offlineUserDataJobs:run'], 0, 'a job with nothing valid is not run');
+  });
+
+  test("an upload's job gives Google's match rate range: the batch carries it for the records uploaded", async () => {
+    // Jobs of more than two people match 55%, smaller ones 95% (the emulator's stand-in for Google).
+    const { emu, dest } = await setup({}, { matchRate: (job) => (job.operations.create > 2 ? 0.55 : 0.95) });
+    const upload = await dest.add(members('ann@example.com', 'bob@example.com', 'cy@example.com'));
+    assert.deepEqual(upload.matchEstimate, { records: 3, lowPercent: 51, highPercent: 60 });
+    // A key with no usable identifier never reaches the job: the estimate covers the one that did.
+    const small = await dest.add(members('dee@example.com', 'not an e-mail'));
+    assert.equal(small.rejected.length, 1);
+    assert.deepEqual(small.matchEstimate, { records: 1, lowPercent: 91, highPercent: 100 });
+    const removal = await dest.remove(['bob@example.com']);
+    assert.equal(removal.matchEstimate, undefined, 'a removal is matched to no one');
+    assert.deepEqual(
+      emu.jobs().map((job) => job.operations.create),
+      [3, 1, 0],
+    );
   });
 
   test('a partial failure that names no operation leaves its whole request unacknowledged', async () => {
@@ -693,7 +712,8 @@ describe('google-customer-match wire format', () => {
           '/v21/customers/1234567890/googleAds:search',
           {
             query:
-              'SELECT offline_user_data_job.resource_name, offline_user_data_job.status, offline_user_data_job.failure_reason ' +
+              'SELECT offline_user_data_job.resource_name, offline_user_data_job.status, offline_user_data_job.failure_reason, ' +
+              'offline_user_data_job.operation_metadata.match_rate_range ' +
               `FROM offline_user_data_job WHERE offline_user_data_job.resource_name = '${job}' LIMIT 1`,
           },
         ]),
@@ -704,6 +724,18 @@ describe('google-customer-match wire format', () => {
       assert.equal(headers['developer-token'], DEV_TOKEN);
       assert.equal(headers['login-customer-id'], '1112223333');
     }
+
+    // An upload asks for Google's match rate estimate when its job is created.
+    seen.length = 0;
+    polls = 0;
+    await dest.add(members('Bo@Example.com'));
+    assert.deepEqual(seen[0]!.body, {
+      job: {
+        type: 'CUSTOMER_MATCH_USER_LIST',
+        customerMatchUserListMetadata: { userList: `customers/1234567890/userLists/${LIST}` },
+      },
+      enableMatchRateRangePreview: true,
+    });
   });
 });
 
@@ -907,6 +939,85 @@ describe('google-customer-match emulator', () => {
     assert.deepEqual([...JOB_STATES], ['PENDING', 'RUNNING', 'SUCCESS', 'FAILED']);
   });
 
+  test('match_rate_range: from RUNNING on, for uploads whose job asked for the preview, when selected', async () => {
+    const emu = track(
+      await startGoogleCustomerMatchEmulator({
+        developerToken: DEV_TOKEN,
+        accessToken: ACCESS_TOKEN,
+        userLists: { [CUSTOMER]: [LIST] },
+        matchRate: 0.72,
+      }),
+    );
+    const preview = async (operation: object) => {
+      const job = (
+        await raw(emu, 'offlineUserDataJobs:create', {
+          job: {
+            type: 'CUSTOMER_MATCH_USER_LIST',
+            customerMatchUserListMetadata: { userList: `customers/${CUSTOMER}/userLists/${LIST}` },
+          },
+          enableMatchRateRangePreview: true,
+        })
+      ).body.resourceName as string;
+      await raw(emu, `${jobPath(job)}:addOperations`, { operations: [operation] });
+      return job;
+    };
+    const range = async (
+      job: string,
+      field = 'offline_user_data_job.operation_metadata.match_rate_range',
+    ) => {
+      const row = (
+        await raw(emu, 'googleAds:search', {
+          query: `SELECT offline_user_data_job.status, ${field} FROM offline_user_data_job WHERE offline_user_data_job.resource_name = '${job}'`,
+        })
+      ).body.results[0].offlineUserDataJob;
+      return `${row.status} ${row.operationMetadata?.matchRateRange ?? '-'}`;
+    };
+    const upload = await preview(create('a@x.io'));
+    const seen = [await range(upload)];
+    await raw(emu, `${jobPath(upload)}:run`, {});
+    seen.push(await range(upload), await range(upload));
+    assert.deepEqual(seen, ['PENDING -', 'RUNNING MATCH_RANGE_71_TO_80', 'SUCCESS MATCH_RANGE_71_TO_80']);
+    assert.equal(await range(upload, 'offline_user_data_job.failure_reason'), 'SUCCESS -', 'not selected');
+
+    const removal = await preview(remove('a@x.io'));
+    await raw(emu, `${jobPath(removal)}:run`, {});
+    assert.equal(await range(removal), 'RUNNING -', 'a removal uploads no one to match');
+    const noPreview = await newJob(emu);
+    await raw(emu, `${jobPath(noPreview)}:addOperations`, { operations: [create('b@x.io')] });
+    await raw(emu, `${jobPath(noPreview)}:run`, {});
+    assert.equal(await range(noPreview), 'RUNNING -', 'without the preview Google computes none');
+  });
+
+  test("match rate ranges mean what Google's enum says, on both sides", () => {
+    // "Match rate range for offline data upload entity is between 20% and 30%." and so on.
+    const proto = readFileSync(
+      path.join(
+        projectRoot,
+        `test/vendor-specs/google-ads/google/ads/googleads/${GOOGLE_ADS_API_VERSION}/enums/offline_user_data_job_match_rate_range.proto`,
+      ),
+      'utf8',
+    );
+    const bounds = new Map<string, [number, number]>();
+    // Each value with the comment above it (which may run over two lines).
+    for (const [, comment, value] of proto.matchAll(
+      /((?:[ \t]*\/\/[^\n]*\n)+)[ \t]*(MATCH_RANGE_\w+) = \d+;/g,
+    )) {
+      const percents = [...comment!.matchAll(/(\d+)%/g)].map((m) => Number(m[1]));
+      bounds.set(value!, percents.length === 2 ? [percents[0]!, percents[1]!] : [percents[0]!, 100]);
+    }
+    assert.equal(bounds.size, 9, 'nine ranges, from less than 20% to 91% and more');
+    for (let percent = 0; percent <= 100; percent++) {
+      const value = matchRateRangeFor(percent / 100);
+      const [low, high] = bounds.get(value)!;
+      assert.ok(low <= percent && percent <= high, `${percent}% → ${value}`);
+    }
+    for (const [value, [low, high]] of bounds) {
+      assert.deepEqual(matchEstimateOf(value, 7), { records: 7, lowPercent: low, highPercent: high }, value);
+    }
+    assert.equal(matchEstimateOf('UNKNOWN', 7), undefined);
+    assert.equal(matchEstimateOf(undefined, 7), undefined);
+  });
+
   test("the limits are Google's: the constants say what the protos say, and the emulator holds them", async () => {
     const specDir = path.join(
       projectRoot,
@@ -1052,6 +1163,8 @@ describe('refresh workflow with google-customer-match (mysql)', () => {
         developerToken: DEV_TOKEN,
         accessToken: ACCESS_TOKEN,
         userLists: {},
+        // Full jobs (10 people) match 55%, smaller ones 95%: a run's estimate is weighted by job.
+        matchRate: (job) => (job.operations.create >= 10 ? 0.55 : 0.95),
       }),
   });
   let listCounter = 0;
@@ -1122,6 +1235,11 @@ describe('refresh workflow with google-customer-match (mysql)', () => {
       assert.equal(first.rateLimitWaits, 1);
       assert.deepEqual(emu.faults.get(), {}, 'both faults were hit');
       await assertListEqualsDataset(table, userListId);
+      // Jobs of 10, 10 and 5 people: 51–60% of 20 and 91–100% of 5, weighted.
+      assert.deepEqual(first.matchEstimate, { records: 25, lowPercent: 59, highPercent: 68 });
+      const [listed] = await client.runs(connector.id, { limit: 1 });
+      assert.deepEqual(listed!.matchEstimate, first.matchEstimate);
+      assert.equal(first.matchRate, null, 'Google counts no invalid entries');
 
       // Life goes on: 4 people leave, 3 arrive, 2 move house.
       await db(table)
@@ -1142,6 +1260,11 @@ describe('refresh workflow with google-customer-match (mysql)', () => {
       assert.deepEqual([second.additions, second.updates, second.deletions], [3, 2, 4]);
       assert.equal(emu.jobs().length - jobsBefore, 2, 'one job for the 5 upserts, one for the 4 removals');
       await assertListEqualsDataset(table, userListId);
+      assert.deepEqual(
+        second.matchEstimate,
+        { records: 5, lowPercent: 91, highPercent: 100 },
+        'the upload only: removals are matched to no one',
+      );
     });
   });
 

@@ -23,6 +23,7 @@ import {
 import {
   chunksByIdentifiers,
   identifierFor,
+  matchEstimateOf,
   partialFailures,
   prepareOperations,
   type JobStatus,
@@ -74,6 +75,8 @@ interface JobRow {
   resourceName: string;
   status: JobStatus;
   failureReason?: string;
+  /** operation_metadata.match_rate_range, for jobs created with the preview enabled. */
+  matchRateRange?: string;
 }
 
 const createResponse = z.object({ resourceName: z.string() });
@@ -91,6 +94,7 @@ const jobSearchResponse = z.object({
           resourceName: z.string(),
           status: z.string(),
           failureReason: z.string().optional(),
+          operationMetadata: z.object({ matchRateRange: z.string().optional() }).optional(),
         }),
       }),
     )
@@ -165,7 +169,11 @@ export function createGoogleCustomerMatchDestination(
       await api.runJob(job);
       // The last job's failure stands: the poll that finds it FAILED counts as a failed call.
       const done = await api.waitForJob(job, attempt === config.maxJobAttempts ? 'batch' : undefined);
-      if (done.status === 'SUCCESS') return { rejected };
+      if (done.status === 'SUCCESS') {
+        // Google's estimate of how many of the uploaded people it matched (uploads only).
+        const estimate = kind === 'create' ? matchEstimateOf(done.matchRateRange, pending.length) : undefined;
+        return { rejected, ...(estimate ? { matchEstimate: estimate } : {}) };
+      }
       lastFailure = `job ${job} ended FAILED (failure reason ${done.failureReason ?? 'UNSPECIFIED'})`;
     }
     // Google may have applied part of this batch (a FAILED job's operations "may have been
@@ -341,7 +349,8 @@ function createApi(
     const body = await call(
       'offlineUserDataJobs:create',
       `${customer}/offlineUserDataJobs:create`,
-      { job },
+      // The preview asks Google to estimate the upload's match rate (see sendAsJob).
+      { job, ...(adds ? { enableMatchRateRangePreview: true } : {}) },
       createResponse,
       { answers },
     );
@@ -380,10 +389,17 @@ function createApi(
   async function findJob(where: string, failedStands?: 'batch' | 'fatal'): Promise<JobRow | undefined> {
     const query =
       'SELECT offline_user_data_job.resource_name, offline_user_data_job.status, ' +
-      `offline_user_data_job.failure_reason FROM offline_user_data_job WHERE ${where} LIMIT 1`;
+      'offline_user_data_job.failure_reason, offline_user_data_job.operation_metadata.match_rate_range ' +
+      `FROM offline_user_data_job WHERE ${where} LIMIT 1`;
     const rowOf = (body: unknown): JobRow | undefined => {
       const row = jobSearchResponse.safeParse(body).data?.results?.[0]?.offlineUserDataJob;
-      return row ? { ...row, status: row.status as JobStatus } : undefined;
+      if (!row) return undefined;
+      const { operationMetadata, ...fields } = row;
+      return {
+        ...fields,
+        status: row.status as JobStatus,
+        ...(operationMetadata?.matchRateRange ? { matchRateRange: operationMetadata.matchRateRange } : {}),
+      };
     };
     const refuse = (body: unknown) =>
       failedStands && rowOf(body)?.status === 'FAILED'

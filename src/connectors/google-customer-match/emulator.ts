@@ -51,12 +51,12 @@ import {
 
 /** What this emulator still does not do that the real API does (docs/connectors.md lists it too). */
 export const NOT_EMULATED: readonly string[] = [
-  'Match rates and real matching: a job applies identifiers as keys; nothing is matched to Google accounts, size_for_search is the exact member count (Google’s is an approximate, rounded count of matched users).',
+  'Match rates and real matching: a job applies identifiers as keys; nothing is matched to Google accounts, size_for_search is the exact member count (Google’s is an approximate, rounded count of matched users), and the match_rate_range of a job created with enable_match_rate_range_preview is the configured `matchRate` share, from RUNNING on, not a measurement.',
   'Processing time: a job completes after `runningPolls` searches, not after the minutes to hours (Google: "6 hours or more") a real job may take.',
   'Which operations a FAILED job applied: it applies the first `applyFirst` (default half) of its operations; the real split is unknown and reported nowhere.',
   'The long-running operation of RunOfflineUserDataJob cannot be polled (no OperationService GetOperation); job status is read through googleAds:search only, as the connector does.',
   'GoogleAdsService.search knows only the two query shapes the connector sends (offline_user_data_job by resource_name or external_id, user_list by resource_name or id): no other GAQL, no paging, no page tokens.',
-  'validate_only, enable_warnings, enable_match_rate_range_preview, operation-level consent and user attributes are accepted as fields but have no effect.',
+  'validate_only, enable_warnings, operation-level consent and user attributes are accepted as fields but have no effect.',
   'Developer token access levels and their quotas (e.g. 15,000 operations a day with Basic access), and daily quota exhaustion: only the injected rateLimit fault answers RESOURCE_EXHAUSTED.',
   'Customer Match policy checks: customer data terms not accepted, list types other than CRM_BASED contact info, consent requirements for EEA users.',
   'mobile_id and third_party_user_id uploads (the lists here are CONTACT_INFO lists and refuse them as INCOMPATIBLE_UPLOAD_KEY_TYPE).',
@@ -159,6 +159,12 @@ export interface CustomerMatchEmulatorOptions {
   /** Searches that see a run job RUNNING before it completes; 0 completes it on run. Default 1. */
   runningPolls?: number;
   /**
+   * The share of a job's uploaded people Google "matches" (0–1, default 0.55), or the share for
+   * each job: reported, for jobs created with enable_match_rate_range_preview that upload members,
+   * as the job's operation_metadata.match_rate_range.
+   */
+  matchRate?: number | ((job: JobSummary) => number);
+  /**
    * Check every request and answer against Google's protos (default true): an off-spec request
    * is refused with Google's 400 and recorded as a violation that fails the test run.
    */
@@ -203,6 +209,8 @@ interface Job {
   failureReason?: string;
   operations: Operation[];
   pollsLeft: number;
+  /** Created with enable_match_rate_range_preview: its match rate range is reported. */
+  matchRatePreview: boolean;
 }
 
 /** One error of a GoogleAdsFailure: `family` is the ErrorCode oneof field, e.g. offlineUserDataJobError. */
@@ -245,6 +253,7 @@ export async function startGoogleCustomerMatchEmulator(
   const maxPerRequest = options.maxIdentifiersPerRequest ?? MAX_IDENTIFIERS_PER_REQUEST;
   const maxPerOperation = options.maxIdentifiersPerOperation ?? MAX_IDENTIFIERS_PER_OPERATION;
   const runningPolls = options.runningPolls ?? 1;
+  const matchRate = options.matchRate ?? 0.55;
   /** customer id → user list id → members */
   const customers = new Map<string, Map<string, UserListStore>>();
   const jobs = new Map<string, Job>();
@@ -420,6 +429,7 @@ export async function startGoogleCustomerMatchEmulator(
       status: 'PENDING',
       operations: [],
       pollsLeft: runningPolls,
+      matchRatePreview: body.enableMatchRateRangePreview === true,
     });
     stats.current.jobs.created++;
     return { resourceName };
@@ -536,6 +546,17 @@ export async function startGoogleCustomerMatchEmulator(
     };
   }
 
+  /**
+   * Google estimates the match rate while the job runs and gives the final one when it ends, for
+   * uploads whose job asked for the preview; otherwise the field is unset (UNSPECIFIED, which
+   * proto3 JSON leaves out).
+   */
+  function matchRateRangeOf(job: Job): string | undefined {
+    const uploads = job.operations.some((op) => op.kind === 'create');
+    if (!job.matchRatePreview || !uploads || job.status === 'PENDING') return undefined;
+    return matchRateRangeFor(typeof matchRate === 'number' ? matchRate : matchRate(summarize(job)));
+  }
+
   /** A job applies all its operations at once, in order: remove_all first, as Google requires. */
   function complete(job: Job) {
     // Counted in jobs, not calls, so not one for faults.take.
@@ -571,6 +592,8 @@ export async function startGoogleCustomerMatchEmulator(
         job.customerId === route.customerId &&
         (where.field === 'resource_name' ? job.resourceName === where.value : job.externalId === where.value),
     );
+    // GAQL answers with the fields selected (and, in this emulator, a few more).
+    const selectsMatchRate = /\boffline_user_data_job\.operation_metadata\.match_rate_range\b/i.test(query);
     // Each search sees a run job RUNNING until it has done so `runningPolls` times.
     for (const job of found) {
       if (job.status !== 'RUNNING') continue;
@@ -587,9 +610,14 @@ export async function startGoogleCustomerMatchEmulator(
           status: job.status,
           ...(job.failureReason ? { failureReason: job.failureReason } : {}),
           customerMatchUserListMetadata: { userList: job.userList },
+          ...(selectsMatchRate && matchRateRangeOf(job)
+            ? { operationMetadata: { matchRateRange: matchRateRangeOf(job) } }
+            : {}),
         },
       })),
-      fieldMask: 'offlineUserDataJob.resourceName,offlineUserDataJob.status,offlineUserDataJob.failureReason',
+      fieldMask:
+        'offlineUserDataJob.resourceName,offlineUserDataJob.status,offlineUserDataJob.failureReason' +
+        (selectsMatchRate ? ',offlineUserDataJob.operationMetadata.matchRateRange' : ''),
     };
   }
 
@@ -982,6 +1010,20 @@ function requestId(): string {
 }
 
 // --- Small helpers ---------------------------------------------------------------------------------
+
+/**
+ * The OfflineUserDataJobMatchRateRange for a matched share, by the bounds its values name
+ * (enums/offline_user_data_job_match_rate_range.proto: "between 0% and 19%", "20% and 30%", …,
+ * "more than or equal to 91%").
+ */
+export function matchRateRangeFor(share: number): string {
+  const percent = Math.round(Math.min(1, Math.max(0, share)) * 100);
+  if (percent <= 19) return 'MATCH_RANGE_LESS_THAN_20';
+  if (percent <= 30) return 'MATCH_RANGE_20_TO_30';
+  if (percent >= 91) return 'MATCH_RANGE_91_TO_100';
+  const low = Math.floor((percent - 1) / 10) * 10 + 1;
+  return `MATCH_RANGE_${low}_TO_${low + 9}`;
+}
 
 function summarize(job: Job): JobSummary {
   const count = (kind: Operation['kind']) => job.operations.filter((op) => op.kind === kind).length;

@@ -5,6 +5,7 @@ import {
   DestinationError,
   type AttributeValue,
   type Attributes,
+  type MatchEstimate,
   type Rejection,
 } from '../../core/destination';
 import { googleAdsErrorsOf } from './ads-api';
@@ -30,6 +31,29 @@ export type JobOperation =
   | { removeAll: true };
 
 export type JobStatus = 'PENDING' | 'RUNNING' | 'SUCCESS' | 'FAILED';
+
+/**
+ * Google's OfflineUserDataJobMatchRateRange values as percent bounds, both included
+ * (enums/offline_user_data_job_match_rate_range.proto); UNSPECIFIED and UNKNOWN say nothing.
+ */
+const MATCH_RATE_RANGES: Record<string, readonly [number, number]> = {
+  MATCH_RANGE_LESS_THAN_20: [0, 19],
+  MATCH_RANGE_20_TO_30: [20, 30],
+  MATCH_RANGE_31_TO_40: [31, 40],
+  MATCH_RANGE_41_TO_50: [41, 50],
+  MATCH_RANGE_51_TO_60: [51, 60],
+  MATCH_RANGE_61_TO_70: [61, 70],
+  MATCH_RANGE_71_TO_80: [71, 80],
+  MATCH_RANGE_81_TO_90: [81, 90],
+  MATCH_RANGE_91_TO_100: [91, 100],
+};
+
+/** A job's match_rate_range as the engine's estimate for `records` records, if it says one. */
+export function matchEstimateOf(range: string | undefined, records: number): MatchEstimate | undefined {
+  const bounds = range === undefined ? undefined : MATCH_RATE_RANGES[range];
+  if (!bounds || records === 0) return undefined;
+  return { records, lowPercent: bounds[0], highPercent: bounds[1] };
+}
 
 /** The partialFailureError of an addOperations answer (a google.rpc.Status). */
 export type PartialFailure = { code?: number; message?: string; details?: unknown[] } | undefined;
