@@ -27,7 +27,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import mysql, { type RowDataPacket } from 'mysql2/promise';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { DeltasyncClient, type RunSummary } from '../src/client';
-import { saveConnector } from '../src/core/connector-store';
+import { deleteConnector, saveConnector } from '../src/core/connector-store';
 import { databaseConfig, openDatabase, type Db, type Dialect } from '../src/db';
 import { startDevServer, type DevServer } from '../src/temporal/dev-server';
 import { secretEnvName } from '../src/tenancy/secret-names';
@@ -43,6 +43,9 @@ const PAGE = 1000;
 const LOOP_LIST = 'loop';
 const LEDGER_ID = 'default/ledger-loop';
 const DELTASYNC_LIST = 'deltasync';
+/** The same first push with `policy.changeLogDays: 0` (no change log), to its own list. */
+const NO_LOG_CONNECTOR = 'bench-push-no-log';
+const NO_LOG_LIST = 'deltasync-no-log';
 /** Checked keys per list check: spread over the key range, plus some of each kind of change. */
 const SAMPLE_SPREAD = 1000;
 const SAMPLE_PER_CHANGE = 200;
@@ -603,6 +606,8 @@ interface Timings {
   fetchMs: number;
   callMs: number;
   commitMs: number;
+  /** Of commitMs: the row-level change log's writes (absent before the engine timed them). */
+  changeLogMs?: number;
 }
 const PHASES = ['deltalogMs', 'planMs', 'readMs', 'fetchMs', 'callMs', 'commitMs'] as const;
 
@@ -632,6 +637,8 @@ interface RunResult {
   /** The plain loop that also records each delivered page with its checkpoint. */
   ledgerLoop?: Timed;
   push?: Refresh;
+  /** The first push again, without the change log (after the diff, the first connector deleted). */
+  pushNoLog?: Refresh;
   diffLoop?: Timed;
   diff?: Refresh;
   /** Worker memory in kB: when it was ready, its peak by then (the start), after the first push, at the end. */
@@ -738,6 +745,25 @@ async function runOne(
     result.memory.peak = memoryKb(pid).peak;
     if (result.problems.length === 0)
       log(`${label}: both lists equal the dataset (count and ${diffSample.length} sampled keys)`);
+
+    // 3. The change log's cost: the first push once more, by a connector that keeps no log. The
+    // first connector goes first, or the two would share the dataset and neither push directly.
+    await step(`${label}: deleted the first connector and its deltalog`, () =>
+      deleteConnector(dataset.db, 'default', CONNECTOR),
+    );
+    await saveConnector(dataset.db, {
+      id: NO_LOG_CONNECTOR,
+      dataset: { table: 'customers', key: 'customer_key', attributes: ['email', 'name', 'segment'] },
+      destination: { type: 'http-list', baseUrl: rx.url, listId: NO_LOG_LIST, tokenSecret: TOKEN_SECRET },
+      policy: { batchSize: PAGE, changeLogDays: 0 },
+    });
+    await dataset.settle();
+    const rows = await dataset.count();
+    const noLog = await timedRefresh(client, NO_LOG_CONNECTOR);
+    result.pushNoLog = noLog;
+    log(`${label}: first push without the change log ${secs(noLog.ms)}s, ${rate(rows, noLog.ms)} records/s`);
+    for (const p of checkSummary(noLog.summary, { additions: rows, updates: 0, deletions: 0 })) problem(p);
+    for (const p of await checkList(dataset, rx, NO_LOG_LIST, diffSample)) problem(p);
   } catch (error) {
     problem((error as Error).stack ?? String(error), 'RUN FAILED');
     if (worker) console.error(worker.logs().split('\n').slice(-30).join('\n'));
@@ -754,9 +780,9 @@ async function runOne(
   return result;
 }
 
-async function timedRefresh(client: DeltasyncClient): Promise<Refresh> {
+async function timedRefresh(client: DeltasyncClient, connector = CONNECTOR): Promise<Refresh> {
   const t = performance.now();
-  const summary = await client.refresh(CONNECTOR, { trigger: 'bench' });
+  const summary = await client.refresh(connector, { trigger: 'bench' });
   const ms = performance.now() - t;
   return { ms, summary, timings: timingsOf(summary) };
 }
@@ -854,19 +880,42 @@ function report(options: Options, results: RunResult[]): void {
   );
 
   console.log(
-    '\nTime per phase from the run summary, seconds. rest = wall less the phases: workflow and activity\n' +
-      'scheduling, the client; negative when the phases of a pipelined send overlap:\n',
+    "\nTime per phase from the run summary, seconds. log = the change log's writes, part of commit. rest =\n" +
+      'wall less the phases: workflow and activity scheduling, the client; negative when the phases of a\n' +
+      'pipelined send overlap:\n',
   );
   const phaseRow = (label: string, r: Refresh) => [
     label,
     ...PHASES.map((p) => (r.timings ? secs(r.timings[p]) : 'n/a')),
+    r.timings?.changeLogMs !== undefined ? secs(r.timings.changeLogMs) : 'n/a',
     r.timings ? secs(r.ms - PHASES.reduce((sum, p) => sum + r.timings![p], 0)) : 'n/a',
     secs(r.ms),
   ];
   console.log(
     table(
-      ['run', 'deltalog', 'plan', 'read', 'fetch', 'call', 'commit', 'rest', 'wall'],
+      ['run', 'deltalog', 'plan', 'read', 'fetch', 'call', 'commit', 'log', 'rest', 'wall'],
       good.flatMap((r) => [phaseRow(`${name(r)} first push`, r.push), phaseRow(`${name(r)} diff`, r.diff)]),
+    ),
+  );
+
+  console.log(
+    "\nThe change log's cost (issue 15): the first push as above, and again by a connector that keeps no\n" +
+      'log (policy.changeLogDays 0), run last, after the first connector and its deltalog were deleted;\n' +
+      "log = the change log's inserts inside the commits (compression overlaps the previous commit):\n",
+  );
+  console.log(
+    table(
+      ['run', 'with log s', 'log s', 'log share', 'without log s', 'with / without'],
+      good.map((r) => [
+        name(r),
+        secs(r.push.ms),
+        r.push.timings?.changeLogMs !== undefined ? secs(r.push.timings.changeLogMs) : 'n/a',
+        r.push.timings?.changeLogMs !== undefined
+          ? `${((r.push.timings.changeLogMs / r.push.ms) * 100).toFixed(1)}%`
+          : 'n/a',
+        r.pushNoLog ? secs(r.pushNoLog.ms) : 'n/a',
+        r.pushNoLog ? ratio(r.push.ms / r.pushNoLog.ms) : 'n/a',
+      ]),
     ),
   );
 

@@ -6,6 +6,7 @@ import { listRuns } from '../src/core/runs';
 import { createDriver } from './helpers/engine-driver';
 import { createTestDatabase, dialects, type TestDatabase } from './helpers/databases';
 import { MemoryDestination } from './helpers/memory-destination';
+import { statementsOf } from './helpers/plans';
 
 /** The row-level change log of runs: what each delivered batch did to which key, and why not. */
 
@@ -122,11 +123,21 @@ for (const dialect of dialects) {
       await assert.rejects(listRunChanges(t.db, key, { cursor: 'x' }), /not a cursor/);
     });
 
-    test('the log keeps keys and reasons, never attribute values, and the janitor trims it', async () => {
+    test('the log keeps keys and reasons, never attribute values; changeLogDays 0 writes none', async () => {
       const { key, refresh } = await setup(12, { changeLogDays: 0 });
-      await refresh(key.split('/')[1]!, 'diff', { kind: 'none' });
-      const stored = await t.db('run_changes').where({ connector_id: key });
-      assert.equal(stored.length, 0, 'changeLogDays 0: the janitor at the end of the run trimmed it');
+      const statements = await statementsOf(t.db, () =>
+        refresh(key.split('/')[1]!, 'diff', { kind: 'none' }),
+      );
+      assert.ok(
+        statements.some((s) => /insert into .?deltalog/i.test(s.sql)),
+        'the run did send',
+      );
+      assert.deepEqual(
+        statements.filter((s) => /insert into .?run_changes/i.test(s.sql)),
+        [],
+        'changeLogDays 0: no change log is written',
+      );
+      assert.equal((await t.db('run_changes').where({ connector_id: key })).length, 0);
 
       const kept = await setup(12);
       await kept.refresh(kept.key.split('/')[1]!, 'diff', { kind: 'none' });

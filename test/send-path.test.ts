@@ -152,13 +152,15 @@ for (const dialect of dialects) {
       });
       const summary = await summarizeRun(t.db, await getRun(t.db, run));
       assert.ok(summary.timings, 'timings recorded');
-      for (const part of ['readMs', 'fetchMs', 'callMs', 'commitMs'] as const) {
+      for (const part of ['readMs', 'fetchMs', 'callMs', 'commitMs', 'changeLogMs'] as const) {
         assert.ok(
           Number.isInteger(summary.timings[part]) && summary.timings[part] >= 0,
           `${part}: ${summary.timings[part]}`,
         );
       }
       assert.ok(summary.timings.commitMs > 0 && summary.timings.readMs > 0, JSON.stringify(summary.timings));
+      // The change log is written inside each commit: its share is part of commitMs.
+      assert.ok(summary.timings.changeLogMs <= summary.timings.commitMs, JSON.stringify(summary.timings));
     });
   });
 }

@@ -1,9 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { gunzipSync, gzipSync } from 'node:zlib';
+import { promisify } from 'node:util';
+import { gunzipSync, gzip as gzipCallback } from 'node:zlib';
 import type { Knex } from 'knex';
 import type { Db } from '../db';
 
 type Executor = Db | Knex.Transaction;
+
+const gzip = promisify(gzipCallback);
 
 /**
  * The row-level change log of runs: for every delivered batch, which keys it added, updated or
@@ -30,35 +33,70 @@ export interface RunChange extends LoggedChange {
   at: number;
 }
 
-/** One batch's outcomes, grouped by outcome into one row each. */
-export async function logBatchChanges(
-  trx: Executor,
-  batch: { runId: number; connectorKey: string; now: number; changes: LoggedChange[] },
-): Promise<void> {
+/** One outcome's keys of one batch, compressed, as run_changes stores them (less the commit time). */
+export interface ChangeLogRow {
+  run_id: number;
+  connector_id: string;
+  outcome: Outcome;
+  first_key: string;
+  last_key: string;
+  key_count: number;
+  payload: Buffer;
+}
+
+/**
+ * One batch's outcomes, grouped by outcome into one row each. Compression runs on libuv's thread
+ * pool, so the sender prepares a batch's rows while the batch before it commits, and the commit
+ * itself only inserts them (writeChangeLog).
+ */
+export async function changeLogRows(batch: {
+  runId: number;
+  connectorKey: string;
+  changes: LoggedChange[];
+}): Promise<ChangeLogRow[]> {
   const byOutcome = new Map<Outcome, LoggedChange[]>();
   for (const change of batch.changes) {
     const group = byOutcome.get(change.outcome) ?? [];
     group.push(change);
     byOutcome.set(change.outcome, group);
   }
-  if (byOutcome.size === 0) return;
-  await trx('run_changes').insert(
-    [...byOutcome].map(([outcome, changes]) => {
+  return Promise.all(
+    [...byOutcome].map(async ([outcome, changes]) => {
       const keys = changes.map((c) => c.key);
-      const sorted = [...keys].sort(compareBytes);
       const withReasons = outcome === 'rejected' || outcome === 'held';
+      const { first, last } = keyRange(keys);
       return {
         run_id: batch.runId,
         connector_id: batch.connectorKey,
         outcome,
-        first_key: sorted[0]!,
-        last_key: sorted[sorted.length - 1]!,
+        first_key: first,
+        last_key: last,
         key_count: keys.length,
-        payload: gzipSync(JSON.stringify(withReasons ? changes.map((c) => [c.key, c.reason ?? '']) : keys)),
-        created_at: batch.now,
+        payload: await gzip(JSON.stringify(withReasons ? changes.map((c) => [c.key, c.reason ?? '']) : keys)),
       };
     }),
   );
+}
+
+/** Inside the batch's commit: its prepared change-log rows, stamped with the commit's time. */
+export async function writeChangeLog(trx: Executor, rows: ChangeLogRow[], now: number): Promise<void> {
+  if (rows.length === 0) return;
+  await trx('run_changes').insert(rows.map((row) => ({ ...row, created_at: now })));
+}
+
+/**
+ * The smallest and largest key in UTF-8 byte order (utf8mb4_bin's and SQLite's BINARY, the order
+ * `--key` lookups compare in), in one pass.
+ */
+function keyRange(keys: string[]): { first: string; last: string } {
+  let first = Buffer.from(keys[0]!, 'utf8');
+  let last = first;
+  for (let i = 1; i < keys.length; i++) {
+    const key = Buffer.from(keys[i]!, 'utf8');
+    if (Buffer.compare(key, first) < 0) first = key;
+    if (Buffer.compare(key, last) > 0) last = key;
+  }
+  return { first: first.toString('utf8'), last: last.toString('utf8') };
 }
 
 export interface ChangeFilter {
@@ -181,9 +219,4 @@ function parseCursor(cursor: string | undefined): [number | undefined, number] {
   const match = /^(\d+):(\d+)$/.exec(cursor);
   if (!match) throw new RangeError(`not a cursor of this log: '${cursor}'`);
   return [Number(match[1]), Number(match[2])];
-}
-
-/** The order of utf8mb4_bin and of SQLite's BINARY: by UTF-8 bytes. */
-function compareBytes(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
 }

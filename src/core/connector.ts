@@ -83,7 +83,7 @@ export const policySchema = z.object({
   retentionDays: z.number().nonnegative().default(30),
   /** Alert rules and the webhooks they go to (core/alerts.ts); default: the tenant's, if any. */
   alerts: alertRulesSchema.optional(),
-  /** The row-level change log of runs (`deltasync changes`) keeps this many days. */
+  /** The row-level change log of runs (`deltasync changes`) keeps this many days (0: no log is written). */
   changeLogDays: z.number().nonnegative().default(14),
   /** Share of API calls that must succeed for the run to count as succeeded. */
   successThreshold: z.number().min(0).max(1).default(0.99),

@@ -73,6 +73,8 @@ export interface RunTimings {
   callMs: number;
   /** Committing delivered batches with their checkpoints. */
   commitMs: number;
+  /** Of commitMs: writing the batches' row-level change log (run_changes). */
+  changeLogMs: number;
 }
 
 export const NO_TIMINGS: RunTimings = {
@@ -82,6 +84,7 @@ export const NO_TIMINGS: RunTimings = {
   fetchMs: 0,
   callMs: 0,
   commitMs: 0,
+  changeLogMs: 0,
 };
 
 /** Adds `spent` to the run's timings (once per step or phase: a read-modify-write is cheap enough). */

@@ -8,7 +8,7 @@ import {
   type Member,
   type Rejection,
 } from './destination';
-import { logBatchChanges, type LoggedChange } from './change-log';
+import { changeLogRows, writeChangeLog, type ChangeLogRow, type LoggedChange } from './change-log';
 import { jsonBytes, splitByLimits } from './batching';
 import { directReader, type DatasetReader } from './dataset';
 import {
@@ -203,7 +203,7 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
   const maxBytes = destination.limits.bytesPerCall;
   const sizeOf = (item: Item) => item.bytes;
 
-  const spent = { readMs: 0, fetchMs: 0, callMs: 0, commitMs: 0 };
+  const spent = { readMs: 0, fetchMs: 0, callMs: 0, commitMs: 0, changeLogMs: 0 };
   const timed = async <T>(part: keyof typeof spent, work: () => Promise<T>): Promise<T> => {
     const started = performance.now();
     try {
@@ -267,12 +267,12 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
   }
 
   /** Records one delivered call, in order: its outcome, cost and cursor in one transaction. */
-  const commit = async (batch: Item[], result: CallResult) => {
+  const commit = async (batch: Item[], result: CallResult, logRows: ChangeLogRow[]) => {
     const total = totalOf(result.tallies);
     const bytes = total.calls > 0 ? batch.reduce((sum, item) => sum + sizeOf(item), 0) : 0;
-    await timed('commitMs', () =>
+    spent.changeLogMs += await timed('commitMs', () =>
       whileDatabaseUnavailable(options.signal, () =>
-        record(options, batch, result, bytes, progress.recordsDone + batch.length),
+        record(options, batch, result, logRows, bytes, progress.recordsDone + batch.length),
       ),
     );
     meter.observer.onBatch(meter.destination, {
@@ -308,6 +308,8 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
   // A fill writes a session or a list being built, whose batches go in order (Meta's batch_seq):
   // one at a time, whatever the account allows.
   const depth = phase === 'fill' ? 1 : Math.max(1, destination.limits.maxConcurrent ?? 1);
+  // `policy.changeLogDays: 0` keeps no change log: none is written.
+  const keepsChangeLog = connector.policy.changeLogDays > 0;
   const inFlight = new Set<Promise<void>>();
   let committed: Promise<void> = Promise.resolve();
   let failure: { error: unknown } | undefined;
@@ -327,10 +329,21 @@ export async function sendPhase(options: SendOptions): Promise<SendProgress> {
         return deliver(meter, writer, phase, batch, splitBudget);
       });
       call.catch(() => undefined); // its failure is met in the chain below
+      // The batch's change-log rows are compressed while the batch before it commits.
+      const logged = call.then((result) =>
+        keepsChangeLog
+          ? changeLogRows({
+              runId,
+              connectorKey: options.connectorKey,
+              changes: changesOf(phase, batch, result),
+            })
+          : [],
+      );
+      logged.catch(() => undefined);
       // After an earlier batch failed, this link still waits for its own call: nothing is left
       // running when the send returns.
       committed = committed.then(
-        async () => commit(batch, await call),
+        async () => commit(batch, await call, await logged),
         async (error: unknown) => {
           await call.catch(() => undefined);
           throw error;
@@ -504,17 +517,22 @@ function reclassifySplitRefusals(
   tally.failed -= Math.min(standing, tally.failed);
 }
 
-/** The call's outcome, its cost and the cursor, in one transaction. */
+/**
+ * The call's outcome, its cost and the cursor, in one transaction. Returns the milliseconds its
+ * change-log write took (the log's share of the commit, kept in the run's timings).
+ */
 async function record(
   options: SendOptions,
   batch: Item[],
   result: CallResult,
+  logRows: ChangeLogRow[],
   bytes: number,
   recordsDone: number,
-) {
+): Promise<number> {
   const { db, runId, phase } = options;
   const key = options.connectorKey;
   const now = (options.now ?? Date.now)();
+  let changeLogMs = 0;
   await db.transaction(async (trx) => {
     if (options.direct) {
       const refused = new Map(result.rejected.map((r) => [r.key, r]));
@@ -540,7 +558,9 @@ async function record(
       changed.map((item) => ({ key: item.key, hash: item.newHash! })),
       now,
     );
-    await logBatchChanges(trx, { runId, connectorKey: key, now, changes: changesOf(phase, batch, result) });
+    const logStarted = performance.now();
+    await writeChangeLog(trx, logRows, now);
+    changeLogMs = performance.now() - logStarted;
     await recordCalls(trx, runId, result.tallies, {
       records_sent: result.delivered.length,
       rejected: result.rejected.length,
@@ -555,6 +575,7 @@ async function record(
     });
     await saveCheckpoint(trx, runId, phase, { cursor: batch[batch.length - 1]!.key, recordsDone }, now);
   });
+  return changeLogMs;
 }
 
 /**
@@ -583,7 +604,10 @@ function changesOf(phase: SendPhase, batch: Item[], result: CallResult): LoggedC
  * retry resends at most this batch. A write whose commit went through but whose answer was lost
  * is repeated harmlessly, except that the run's counters may count the call twice.
  */
-async function whileDatabaseUnavailable(signal: AbortSignal | undefined, write: () => Promise<void>) {
+async function whileDatabaseUnavailable<T>(
+  signal: AbortSignal | undefined,
+  write: () => Promise<T>,
+): Promise<T> {
   const deadline = Date.now() + DATABASE_RETRY_MS;
   for (let delayMs = 500; ; delayMs = Math.min(delayMs * 2, 5_000)) {
     try {
