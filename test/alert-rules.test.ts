@@ -1,7 +1,13 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { alertRulesSchema } from '../src/core/alert-rules';
-import { alertsFor, judgeFinishedRun } from '../src/core/alerts';
+import {
+  alertsFor,
+  judgeFinishedRun,
+  judgeOverdue,
+  markDelivered,
+  undeliveredAlerts,
+} from '../src/core/alerts';
 import { beginRun } from '../src/core/runs';
 import type { RunSummary } from '../src/core/summaries';
 import { createTestDatabase, dialects, type TestDatabase } from './helpers/databases';
@@ -84,6 +90,60 @@ for (const dialect of dialects) {
       assert.deepEqual(
         [first, again, recovered].map((alerts) => alerts.map((a) => `${a.rule} ${a.state}`)),
         [['noSuccess firing'], [], ['noSuccess resolved']],
+      );
+    });
+
+    test('between runs: overdue from the last success, else from when the connector was saved', () => {
+      const hour = 3_600_000;
+      const saved = { lastSucceededAt: null, createdAt: 10 * hour };
+      assert.equal(judgeOverdue(rules, saved, 10.5 * hour)!.firing, false, 'saved half an hour ago');
+      const never = judgeOverdue(rules, saved, 11.5 * hour)!;
+      assert.equal(never.firing, true);
+      assert.match(never.message!, /for more than 1 h \(last: never\)/);
+      assert.equal(
+        judgeOverdue(rules, { lastSucceededAt: 11 * hour, createdAt: 0 }, 11.5 * hour)!.firing,
+        false,
+      );
+      assert.equal(
+        judgeOverdue(rules, { lastSucceededAt: 11 * hour, createdAt: 0 }, 12.5 * hour)!.firing,
+        true,
+      );
+      const noBudget = alertRulesSchema.parse({ webhooks: [{ urlSecret: 'HOOK' }], failedRun: true });
+      assert.equal(judgeOverdue(noBudget, saved, 100 * hour), undefined);
+    });
+
+    test('a change stays pending until delivered; a newer change is not cleared by an older delivery', async () => {
+      const key = 'default/delivery';
+      const who = { connectorKey: key, connectorId: 'delivery', tenant: 'default' };
+      const firing = { rule: 'failedRun' as const, firing: true, message: 'run 1 failed: boom' };
+      const [fired] = await alertsFor(t.db, who, [firing], 1, 100);
+      assert.deepEqual(
+        (await undeliveredAlerts(t.db, who)).map((a) => [a.rule, a.state, a.message, a.runId, a.at]),
+        [['failedRun', 'firing', 'run 1 failed: boom', 1, 100]],
+      );
+      assert.deepEqual(await alertsFor(t.db, who, [firing], 2, 200), [], 'firing already, delivered or not');
+      await markDelivered(t.db, key, fired!);
+      assert.deepEqual(await undeliveredAlerts(t.db, who), []);
+      assert.deepEqual(await alertsFor(t.db, who, [firing], 3, 300), [], 'delivered: still quiet');
+
+      // It recovers, and fails again before the recovery was delivered.
+      const [resolved] = await alertsFor(t.db, who, [{ rule: 'failedRun', firing: false }], 4, 400);
+      assert.equal(resolved!.state, 'resolved');
+      const [again] = await alertsFor(t.db, who, [firing], 5, 500);
+      assert.equal(again!.state, 'firing', 'an undelivered recovery no longer counts as firing');
+      await markDelivered(t.db, key, resolved!);
+      assert.deepEqual(
+        (await undeliveredAlerts(t.db, who)).map((a) => `${a.rule} ${a.state} ${a.at}`),
+        ['failedRun firing 500'],
+        'the older delivery left the newer change pending',
+      );
+      await markDelivered(t.db, key, again!);
+      const [last] = await alertsFor(t.db, who, [{ rule: 'failedRun', firing: false }], 6, 600);
+      await markDelivered(t.db, key, last!);
+      assert.equal(
+        (await t.db('alert_states').where({ connector_id: key })).length,
+        0,
+        'a delivered recovery is forgotten',
       );
     });
   });

@@ -13,6 +13,8 @@ import type { SecretStore } from '../src/tenancy/secrets';
 import { createTestDatabase, type TestDatabase } from './helpers/databases';
 import { startFakeServer, type FakeServer } from './helpers/fake-http';
 import { startTemporal, type TemporalHarness } from './helpers/temporal';
+import { ensureAlertWatchdog } from '../src/temporal/alert-watchdog-starter';
+import { alertWatchdogWorkflowId } from '../src/temporal/names';
 
 /**
  * Alerts through the real workflow: a local webhook receiver records what the worker posts (the
@@ -158,6 +160,72 @@ describe('alerts', () => {
       await run.result();
       assert.deepEqual(taken(), ['awaitingApproval resolved', 'countDeviation firing']);
     });
+  });
+
+  test('between runs, the watchdog alerts a connector that stopped succeeding, and sends again what a webhook missed', async () => {
+    const tenants = TenantDirectory.fromPolicy({
+      tenants: {
+        default: {
+          database: 'worker',
+          destinations: { origins: [new URL(emulator.url).origin, new URL(receiver.url).origin] },
+        },
+      },
+    });
+    // Saved now and never refreshed: overdue once 3.6 s have passed, with no run to say so.
+    await saveConnector(t.db, {
+      ...connector(),
+      id: 'quiet',
+      policy: {
+        alerts: { webhooks: [{ urlSecret: 'ALERT_URL', format: 'json' }], noSuccessWithinHours: 0.001 },
+      },
+    });
+    received.length = 0;
+    refusedPosts = 0;
+    // The webhook is down for the first alert's four attempts: the alert stays pending.
+    failNext = 4;
+    const options = { db: t.db, destinations, tenants, secrets: secrets(), alertBackoffMs: [20, 20, 20] };
+    const watchdog = temporal.clientIn('default').workflow.getHandle(alertWatchdogWorkflowId('default'));
+    await temporal.withWorker(options, async (client, worker) => {
+      const started = await ensureAlertWatchdog(temporal.clientIn('default'), {
+        tenant: 'default',
+        everySeconds: 1,
+        taskQueue: worker.options.taskQueue,
+        sweepsPerRun: 3,
+      });
+      try {
+        const quiet = () => received.filter((r) => r.body.connectorId === 'quiet');
+        for (let i = 0; i < 100 && quiet().length === 0; i++) await sleep(100);
+        assert.equal(refusedPosts, 4, 'the first delivery failed four times');
+        assert.deepEqual(
+          quiet().map((r) => `${String(r.body.rule)} ${String(r.body.state)}`),
+          ['noSuccess firing'],
+          'a later sweep delivered it',
+        );
+        assert.match(
+          String(quiet()[0]!.body.message),
+          /no successful refresh for more than 0.001 h \(last: never\)/,
+        );
+        await sleep(2500);
+        assert.equal(quiet().length, 1, 'delivered once: the sweeps after it stay quiet');
+        assert.notEqual((await watchdog.describe()).runId, started.runId, 'it continued as new');
+
+        received.length = 0;
+        assert.equal((await client.refresh('quiet')).status, 'succeeded');
+        assert.deepEqual(
+          received
+            .filter((r) => r.body.connectorId === 'quiet')
+            .map((r) => `${String(r.body.rule)} ${String(r.body.state)}`),
+          ['noSuccess resolved'],
+        );
+      } finally {
+        await watchdog.terminate('test over');
+      }
+    });
+    const history = await watchdog.fetchHistory();
+    assert.ok(
+      (history.events?.length ?? 0) < 60,
+      `a run of the watchdog holds ${history.events?.length} events`,
+    );
   });
 
   test('a webhook outside the origins the tenant may call gets nothing', async () => {

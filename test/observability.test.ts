@@ -316,6 +316,29 @@ describe('worker service: metrics, health, logs, graceful shutdown', () => {
     assert.ok(!/cust-\d{7}|@example\.com/.test(text), 'no record key or attribute in the logs');
   });
 
+  test('the worker service keeps one alert watchdog per tenant it serves', async () => {
+    const taskQueue = `obs-${process.pid}-${queueCounter++}`;
+    const watchdog = server.env.client.workflow.getHandle('deltasync-alert-watchdog@default');
+    // The services of the tests before this one started it on their own task queues.
+    await watchdog.terminate('a fresh start').catch(() => undefined);
+    const first = await startService(taskQueue, { alertCheckSeconds: 60 });
+    try {
+      const described = await watchdog.describe();
+      assert.equal(described.status.name, 'RUNNING');
+      assert.equal(described.taskQueue, taskQueue);
+      const second = await startService(taskQueue, { alertCheckSeconds: 60 });
+      assert.equal((await watchdog.describe()).runId, described.runId, 'a second worker leaves it running');
+      await second.stop();
+      await watchdog.terminate('test over');
+      const off = await startService(taskQueue, { alertCheckSeconds: 0 });
+      assert.equal((await watchdog.describe()).status.name, 'TERMINATED', '0: no watchdog');
+      await off.stop();
+    } finally {
+      await first.stop();
+      await watchdog.terminate('test over').catch(() => undefined);
+    }
+  });
+
   test('/healthz: 200 while the worker runs and the database answers, 503 when it does not', async () => {
     const service = await startService(`obs-${process.pid}-${queueCounter++}`);
     const healthy = await health(service);

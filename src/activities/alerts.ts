@@ -1,22 +1,49 @@
 import { setTimeout as sleep } from 'node:timers/promises';
-import { alertsFor, judgeFinishedRun, webhookBody, type Alert, type Verdict } from '../core/alerts';
+import {
+  alertsFor,
+  judgeFinishedRun,
+  judgeOverdue,
+  markDelivered,
+  undeliveredAlerts,
+  webhookBody,
+  type Alert,
+  type AlertSubject,
+  type Verdict,
+} from '../core/alerts';
 import type { AlertRules } from '../core/alert-rules';
 import type { RunSummary } from '../core/summaries';
 import type { Db } from '../db';
 import { logger } from '../logging';
-import type { Tenancy } from '../tenancy';
+import type { Tenancy, TenantPolicy } from '../tenancy';
+import { connectorKey, type ConnectorDefinition } from '../core/connector';
+import { listConnectors } from '../core/connector-store';
 import { disallowedTargets } from '../tenancy/egress';
-import type { OpenedConnector } from './support';
+import { Context } from '@temporalio/activity';
+import { callerTenant, failClearly, type ActivityDependencies, type OpenedConnector } from './support';
 
 /**
  * Alerts from the worker: the rules of the connector (else of its tenant) judged when a run
- * finishes or starts waiting for approval, delivered to the tenant's webhooks. A webhook is a
- * secret of the tenant and, like a destination, must be among the origins the tenant may call.
- * Delivery is retried with backoff and never fails the run: a dead webhook is logged, not fatal.
+ * finishes or starts waiting for approval, and by the alert watchdog between runs (`sweep`),
+ * delivered to the tenant's webhooks. A webhook is a secret of the tenant and, like a destination,
+ * must be among the origins the tenant may call. Delivery is retried with backoff and never fails
+ * the run; an alert a webhook did not take in time stays pending and the next sweep sends it again.
  */
 export interface Alerter {
   runFinished(opened: OpenedConnector, run: RunSummary): Promise<Alert[]>;
   awaitingApproval(opened: OpenedConnector, runId: number, reason: string): Promise<Alert[]>;
+  /**
+   * The tenant's connectors between runs: alerts not delivered yet are sent again, and a
+   * connector without a success within its budget alerts even when no run finishes.
+   */
+  sweep(tenant: TenantPolicy, onConnector?: () => void): Promise<SweepResult>;
+}
+
+export interface SweepResult {
+  connectors: number;
+  /** Alerts delivered by this sweep (new ones and ones sent again). */
+  delivered: number;
+  /** Alerts still waiting for a webhook. */
+  pending: number;
 }
 
 export interface AlerterOptions {
@@ -36,20 +63,45 @@ export function createAlerter({
   now = Date.now,
   backoffMs = BACKOFF_MS,
 }: AlerterOptions): Alerter {
-  const rulesOf = (opened: OpenedConnector): AlertRules | undefined =>
-    opened.connector.policy.alerts ?? opened.tenant.alerts;
+  const rulesOf = (connector: ConnectorDefinition, tenant: TenantPolicy): AlertRules | undefined =>
+    connector.policy.alerts ?? tenant.alerts;
+  const subjectOf = (connector: ConnectorDefinition, tenant: TenantPolicy): AlertSubject => ({
+    connectorKey: connectorKey(tenant.id, connector.id),
+    connectorId: connector.id,
+    tenant: tenant.id,
+  });
 
-  const raise = async (opened: OpenedConnector, rules: AlertRules, verdicts: Verdict[], runId: number) => {
-    const who = { connectorKey: opened.key, connectorId: opened.connector.id, tenant: opened.tenant.id };
+  const raise = async (
+    tenant: TenantPolicy,
+    who: AlertSubject,
+    rules: AlertRules,
+    verdicts: Verdict[],
+    runId: number | null,
+  ) => {
     const alerts = await alertsFor(db, who, verdicts, runId, now());
-    for (const alert of alerts) await deliver(opened, rules, alert);
+    await deliverAll(tenant, who, rules, alerts);
     return alerts;
   };
 
-  /** To every webhook at once: a slow or failing one does not hold back the others. */
-  const deliver = async (opened: OpenedConnector, rules: AlertRules, alert: Alert) => {
-    const secrets = tenancy.secrets.forTenant(opened.tenant.id);
-    await Promise.all(
+  /** Delivers in order; a change every webhook took is marked delivered. Returns how many were. */
+  const deliverAll = async (tenant: TenantPolicy, who: AlertSubject, rules: AlertRules, alerts: Alert[]) => {
+    let delivered = 0;
+    for (const alert of alerts) {
+      if (!(await deliver(tenant, rules, alert))) continue;
+      await markDelivered(db, who.connectorKey, alert);
+      delivered++;
+    }
+    return delivered;
+  };
+
+  /**
+   * To every webhook at once: a slow or failing one does not hold back the others. False when a
+   * webhook could not be reached in time (worth sending again); a webhook that cannot work (no
+   * such secret, not allowed, a 4xx) is logged and counts as done.
+   */
+  const deliver = async (tenant: TenantPolicy, rules: AlertRules, alert: Alert): Promise<boolean> => {
+    const secrets = tenancy.secrets.forTenant(tenant.id);
+    const outcomes = await Promise.all(
       rules.webhooks.map(async (webhook, i) => {
         const field = `policy.alerts.webhooks[${i}].urlSecret`;
         let url: string;
@@ -60,43 +112,74 @@ export function createAlerter({
             { connectorId: alert.connectorId, field, error: String(error) },
             'alert not delivered: no such secret',
           );
-          return;
+          return true;
         }
-        const refused = disallowedTargets(opened.tenant.destinations, [{ kind: 'http', url, field }]);
+        const refused = disallowedTargets(tenant.destinations, [{ kind: 'http', url, field }]);
         if (refused.length > 0) {
           logger.warn(
             { connectorId: alert.connectorId, problem: refused[0] },
             'alert not delivered: webhook not allowed',
           );
-          return;
+          return true;
         }
-        await post(url, webhookBody(alert, webhook.format), alert, backoffMs);
+        return post(url, webhookBody(alert, webhook.format), alert, backoffMs);
       }),
     );
+    return outcomes.every(Boolean);
   };
 
   return {
     async runFinished(opened, run) {
-      const rules = rulesOf(opened);
+      const rules = rulesOf(opened.connector, opened.tenant);
       if (!rules) return [];
       const state = (await db('connector_state')
         .where({ connector_id: opened.key })
         .first('last_succeeded_at')) as { last_succeeded_at: number | null } | undefined;
       const lastSucceededAt = state?.last_succeeded_at == null ? null : Number(state.last_succeeded_at);
       const verdicts = await judgeFinishedRun(db, opened.key, rules, run, lastSucceededAt, now());
-      return raise(opened, rules, verdicts, run.runId);
+      return raise(opened.tenant, subjectOf(opened.connector, opened.tenant), rules, verdicts, run.runId);
     },
     async awaitingApproval(opened, runId, reason) {
-      const rules = rulesOf(opened);
+      const rules = rulesOf(opened.connector, opened.tenant);
       if (!rules?.awaitingApproval) return [];
       const message = `run ${runId} waits for approval: ${reason}; 'deltasync approve ${opened.connector.id}' or 'deltasync reject ${opened.connector.id}'`;
-      return raise(opened, rules, [{ rule: 'awaitingApproval', firing: true, message }], runId);
+      const verdicts: Verdict[] = [{ rule: 'awaitingApproval', firing: true, message }];
+      return raise(opened.tenant, subjectOf(opened.connector, opened.tenant), rules, verdicts, runId);
+    },
+    async sweep(tenant, onConnector) {
+      const result: SweepResult = { connectors: 0, delivered: 0, pending: 0 };
+      for (let afterId: string | undefined; ;) {
+        const page = await listConnectors(db, tenant.id, { afterId, limit: SWEEP_PAGE });
+        for (const connector of page) {
+          onConnector?.();
+          result.connectors++;
+          const rules = rulesOf(connector, tenant);
+          if (!rules) continue;
+          const who = subjectOf(connector, tenant);
+          const undelivered = await undeliveredAlerts(db, who);
+          result.delivered += await deliverAll(tenant, who, rules, undelivered);
+          const overdue = judgeOverdue(rules, connector, now());
+          if (overdue) {
+            const alerts = await alertsFor(db, who, [overdue], null, now());
+            result.delivered += await deliverAll(tenant, who, rules, alerts);
+          }
+          result.pending += (await undeliveredAlerts(db, who)).length;
+        }
+        if (page.length < SWEEP_PAGE) return result;
+        afterId = page[page.length - 1]!.id;
+      }
     },
   };
 }
 
-/** POST, retried on network errors, 429 and 5xx; a 4xx is the webhook's final word. */
-async function post(url: string, body: unknown, alert: Alert, backoffMs: number[]): Promise<void> {
+/** Connectors read per page by a sweep. */
+const SWEEP_PAGE = 200;
+
+/**
+ * POST, retried on network errors, 429 and 5xx; a 4xx is the webhook's final word. True when
+ * the webhook took it or refused it for good; false when it could not be reached in time.
+ */
+async function post(url: string, body: unknown, alert: Alert, backoffMs: number[]): Promise<boolean> {
   for (let attempt = 0; ; attempt++) {
     let problem: string;
     try {
@@ -106,7 +189,7 @@ async function post(url: string, body: unknown, alert: Alert, backoffMs: number[
         body: JSON.stringify(body),
         signal: AbortSignal.timeout(DELIVERY_TIMEOUT_MS),
       });
-      if (response.ok) return;
+      if (response.ok) return true;
       problem = `HTTP ${response.status}`;
       if (response.status < 500 && response.status !== 429) break;
     } catch (error) {
@@ -115,11 +198,28 @@ async function post(url: string, body: unknown, alert: Alert, backoffMs: number[
     if (attempt >= backoffMs.length) {
       logger.warn(
         { connectorId: alert.connectorId, rule: alert.rule, problem },
-        'alert not delivered after retries',
+        'alert not delivered after retries; the alert watchdog sends it again',
       );
-      return;
+      return false;
     }
     await sleep(backoffMs[attempt]!);
   }
   logger.warn({ connectorId: alert.connectorId, rule: alert.rule }, 'alert refused by the webhook');
+  return true;
+}
+
+/**
+ * The alert watchdog's activity (workflows/alert-watchdog.ts): one sweep of the caller's tenant,
+ * heartbeating per connector. It returns counts only.
+ */
+export function createAlertActivities({ db, tenancy, now, alertBackoffMs }: ActivityDependencies) {
+  const alerter = createAlerter({ db, tenancy, now, backoffMs: alertBackoffMs });
+  return {
+    async sweepAlerts(input: { tenant: string }): Promise<SweepResult> {
+      return failClearly(async () => {
+        const tenant = callerTenant(tenancy, input.tenant);
+        return alerter.sweep(tenant, () => Context.current().heartbeat());
+      });
+    },
+  };
 }

@@ -1,4 +1,5 @@
 import { createAdminActivities } from './admin';
+import { createAlertActivities } from './alerts';
 import { createRefreshActivities } from './refresh';
 import type { ActivityDependencies } from './support';
 import { createTriggerActivities } from './triggers';
@@ -13,6 +14,7 @@ export function createActivities(dependencies: ActivityDependencies) {
     ...createRefreshActivities(dependencies),
     ...createAdminActivities(dependencies),
     ...createTriggerActivities(dependencies),
+    ...createAlertActivities(dependencies),
   };
 }
 

@@ -2,7 +2,7 @@ import type { ConnectorSchedule } from '../client/schedules';
 import type { LiveProgress, RunChange, RunSummary } from '../client';
 import type { RunSamples } from '../activities/admin';
 import type { ListedConnector } from '../core/connector-store';
-import { weightedEstimate, type RunMatchEstimate } from '../core/summaries';
+import { weightedEstimate, type RunMatchEstimate } from '../core/match-estimate';
 
 /** Plain-text tables and numbers for people; scripts use --json instead. */
 

@@ -4,9 +4,11 @@ import type { RunSummary } from './summaries';
 
 /**
  * Alerts on a connector's runs: rules evaluated when a run finishes (and when one starts waiting
- * for approval), delivered to webhooks by the worker (activities/alerts.ts). A rule alerts when it
- * starts firing and then stays quiet until it recovers: a connector failing every hour alerts
- * once, and once more when it is healthy again ("resolved").
+ * for approval), and the time budget of a success also between runs (the alert watchdog), so a
+ * connector whose refreshes stopped altogether alerts too. Delivered to webhooks by the worker
+ * (activities/alerts.ts). A rule alerts when it starts firing and then stays quiet until it
+ * recovers: a connector failing every hour alerts once, and once more when it is healthy again
+ * ("resolved"). Each change is kept until it is delivered (at least once; `pending`).
  */
 
 export type { AlertRules };
@@ -29,6 +31,9 @@ export interface Alert {
   runId: number | null;
   at: number;
 }
+
+/** Default seconds between the alert watchdog's sweeps of a tenant (`worker --alert-check-seconds`). */
+export const ALERT_CHECK_SECONDS = 300;
 
 /** Runs whose dataset size makes the median a count deviation is measured against. */
 const RECENT_RUNS = 10;
@@ -75,46 +80,77 @@ export async function judgeFinishedRun(
   }
   if (rules.awaitingApproval) verdicts.push({ rule: 'awaitingApproval', firing: false });
   if (rules.noSuccessWithinHours !== undefined) {
-    const budgetMs = rules.noSuccessWithinHours * 3_600_000;
+    const succeeded = run.status === 'succeeded' || run.status === 'noop';
     const since = lastSucceededAt ?? (await firstRunStart(db, connectorKey));
-    const overdue =
-      run.status !== 'succeeded' && run.status !== 'noop' && since !== null && now - since > budgetMs;
-    verdicts.push({
-      rule: 'noSuccess',
-      firing: overdue,
-      message: `no successful refresh for more than ${rules.noSuccessWithinHours} h (last: ${lastSucceededAt ? new Date(lastSucceededAt).toISOString() : 'never'})`,
-    });
+    verdicts.push(overdueVerdict(rules.noSuccessWithinHours, since, lastSucceededAt, now, succeeded));
   }
   return verdicts;
 }
 
 /**
+ * Between runs (the alert watchdog): whether the connector has gone without a success for longer
+ * than its budget, counted from its last success, else from when it was saved. Undefined when the
+ * rules set no budget.
+ */
+export function judgeOverdue(
+  rules: AlertRules,
+  connector: { lastSucceededAt: number | null; createdAt: number },
+  now: number,
+): Verdict | undefined {
+  if (rules.noSuccessWithinHours === undefined) return undefined;
+  const since = connector.lastSucceededAt ?? connector.createdAt;
+  return overdueVerdict(rules.noSuccessWithinHours, since, connector.lastSucceededAt, now, false);
+}
+
+function overdueVerdict(
+  hours: number,
+  since: number | null,
+  lastSucceededAt: number | null,
+  now: number,
+  succeededNow: boolean,
+): Verdict {
+  return {
+    rule: 'noSuccess',
+    firing: !succeededNow && since !== null && now - since > hours * 3_600_000,
+    message: `no successful refresh for more than ${hours} h (last: ${lastSucceededAt ? new Date(lastSucceededAt).toISOString() : 'never'})`,
+  };
+}
+
+interface AlertStateRow {
+  rule: AlertRule;
+  pending: 'firing' | 'resolved' | null;
+  message: string | null;
+  run_id: number | string | null;
+  changed_at: number | string | null;
+}
+
+export interface AlertSubject {
+  connectorKey: string;
+  connectorId: string;
+  tenant: string;
+}
+
+/**
  * The alerts the verdicts call for, with the connector's firing rules brought up to date: a rule
  * that starts firing alerts, one that stops firing resolves, one that keeps firing says nothing.
+ * Each change stays `pending` until markDelivered; a resolved rule's row goes with its delivery.
  */
 export async function alertsFor(
   db: Db,
-  who: { connectorKey: string; connectorId: string; tenant: string },
+  who: AlertSubject,
   verdicts: Verdict[],
   runId: number | null,
   now: number,
 ): Promise<Alert[]> {
-  const rows = (await db('alert_states').where({ connector_id: who.connectorKey }).select('rule')) as {
-    rule: AlertRule;
-  }[];
-  const firing = new Set(rows.map((r) => r.rule));
+  const rows = (await db('alert_states')
+    .where({ connector_id: who.connectorKey })
+    .select('rule', 'pending')) as Pick<AlertStateRow, 'rule' | 'pending'>[];
+  // A resolution not yet delivered is no longer firing.
+  const firing = new Set(rows.filter((r) => r.pending !== 'resolved').map((r) => r.rule));
   const alerts: Alert[] = [];
   for (const verdict of verdicts) {
     if (verdict.firing === firing.has(verdict.rule)) continue; // no change: nothing to say
-    if (verdict.firing) {
-      await db('alert_states')
-        .insert({ connector_id: who.connectorKey, rule: verdict.rule, firing_since: now })
-        .onConflict(['connector_id', 'rule'])
-        .ignore();
-    } else {
-      await db('alert_states').where({ connector_id: who.connectorKey, rule: verdict.rule }).delete();
-    }
-    alerts.push({
+    const alert: Alert = {
       connectorId: who.connectorId,
       tenant: who.tenant,
       rule: verdict.rule,
@@ -122,9 +158,49 @@ export async function alertsFor(
       message: verdict.firing ? (verdict.message ?? verdict.rule) : `${verdict.rule} resolved`,
       runId,
       at: now,
-    });
+    };
+    const change = { pending: alert.state, message: alert.message, run_id: runId, changed_at: now };
+    if (verdict.firing) {
+      await db('alert_states')
+        .insert({ connector_id: who.connectorKey, rule: verdict.rule, firing_since: now, ...change })
+        .onConflict(['connector_id', 'rule'])
+        .merge({ firing_since: now, ...change });
+    } else {
+      await db('alert_states').where({ connector_id: who.connectorKey, rule: verdict.rule }).update(change);
+    }
+    alerts.push(alert);
   }
   return alerts;
+}
+
+/** The alert reached every webhook: a firing rule stays (quiet), a resolved one is forgotten. */
+export async function markDelivered(db: Db, connectorKey: string, alert: Alert): Promise<void> {
+  // Only this change: a newer one (changed_at) is still to be delivered.
+  const row = db('alert_states').where({
+    connector_id: connectorKey,
+    rule: alert.rule,
+    pending: alert.state,
+    changed_at: alert.at,
+  });
+  if (alert.state === 'resolved') await row.delete();
+  else await row.update({ pending: null });
+}
+
+/** Changes of the connector's rules not yet delivered (a webhook was down, a worker stopped). */
+export async function undeliveredAlerts(db: Db, who: AlertSubject): Promise<Alert[]> {
+  const rows = (await db('alert_states')
+    .where({ connector_id: who.connectorKey })
+    .whereNotNull('pending')
+    .orderBy('rule')) as AlertStateRow[];
+  return rows.map((row) => ({
+    connectorId: who.connectorId,
+    tenant: who.tenant,
+    rule: row.rule,
+    state: row.pending!,
+    message: row.message ?? row.rule,
+    runId: row.run_id === null ? null : Number(row.run_id),
+    at: Number(row.changed_at),
+  }));
 }
 
 /** A generic JSON body, or Slack's incoming-webhook body (`text`). */

@@ -45,7 +45,7 @@ export async function loadConnector(db: Db, tenant: string, id: string): Promise
  * (`last_succeeded_at`: the snapshot of its last run that met the thresholds; null: never). A
  * mark that stops advancing is a connector that stopped delivering.
  */
-export type ListedConnector = ConnectorDefinition & { lastSucceededAt: number | null };
+export type ListedConnector = ConnectorDefinition & { lastSucceededAt: number | null; createdAt: number };
 
 export async function listConnectors(
   db: Db,
@@ -56,13 +56,14 @@ export async function listConnectors(
     .leftJoin('connector_state', 'connector_state.connector_id', 'connectors.id')
     .where('connectors.tenant', tenant)
     .orderBy('connectors.id')
-    .select('connectors.definition', 'connector_state.last_succeeded_at');
+    .select('connectors.definition', 'connectors.created_at', 'connector_state.last_succeeded_at');
   if (page.afterId !== undefined) query.where('connectors.id', '>', connectorKey(tenant, page.afterId));
   if (page.limit !== undefined) query.limit(page.limit);
-  const rows = (await query) as { definition: string; last_succeeded_at: unknown }[];
+  const rows = (await query) as { definition: string; created_at: unknown; last_succeeded_at: unknown }[];
   return rows.map((row) => ({
     ...parseConnector(JSON.parse(row.definition)),
     lastSucceededAt: row.last_succeeded_at === null ? null : Number(row.last_succeeded_at),
+    createdAt: Number(row.created_at),
   }));
 }
 

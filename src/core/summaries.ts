@@ -5,6 +5,7 @@ import type { Db } from '../db';
 import { badRowTotal } from './deltalog';
 import type { GuardCheck } from './guard';
 import type { Cost, Strategy } from './plan';
+import { weightedEstimate, type RunMatchEstimate } from './match-estimate';
 import { endpointCalls, NO_TIMINGS, type RunRow, type RunStatus, type RunTimings } from './runs';
 
 /**
@@ -116,12 +117,6 @@ export interface MatchRate {
   rate: number;
 }
 
-export interface RunMatchEstimate {
-  records: number;
-  lowPercent: number;
-  highPercent: number;
-}
-
 /** A run as the client and the workflow report it. */
 export async function summarizeRun(db: Db, run: RunRow): Promise<RunSummary> {
   // Runs recorded before quarantined keys were counted lack the field.
@@ -168,17 +163,6 @@ function matchEstimateOf(run: RunRow): RunMatchEstimate | null {
     lowSum: Number(run.match_estimated_low ?? 0),
     highSum: Number(run.match_estimated_high ?? 0),
   });
-}
-
-/** A summed estimate (see EstimatedMatches in core/sender.ts) as a range over its records. */
-export function weightedEstimate(sum: {
-  records: number;
-  lowSum: number;
-  highSum: number;
-}): RunMatchEstimate | null {
-  if (sum.records <= 0) return null;
-  const percent = (total: number) => Math.round((total / sum.records) * 10) / 10;
-  return { records: sum.records, lowPercent: percent(sum.lowSum), highPercent: percent(sum.highSum) };
 }
 
 /** The destination's own count of what it received, where it reports one; null where it does not. */

@@ -13,6 +13,21 @@ export const TASK_QUEUE = 'deltasync';
 /** The refresh workflow's type name (src/workflows/refresh.ts `refreshConnector`). */
 export const REFRESH_WORKFLOW = 'refreshConnector';
 
+/** The alert watchdog's type name (src/workflows/alert-watchdog.ts `alertWatchdog`), one per tenant. */
+export const ALERT_WATCHDOG_WORKFLOW = 'alertWatchdog';
+
+export function alertWatchdogWorkflowId(tenant: string): string {
+  return `deltasync-alert-watchdog@${tenant}`;
+}
+
+/** What the alert watchdog is started with. */
+export interface AlertWatchdogInput {
+  tenant: string;
+  everySeconds: number;
+  /** Sweeps before continuing as new (default 200; tests lower it). */
+  sweepsPerRun?: number;
+}
+
 /** What a refresh workflow is started with. */
 export interface RefreshInput {
   connectorId: string;

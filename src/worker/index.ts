@@ -52,6 +52,8 @@ export interface DeltasyncWorkerOptions {
   workflowBundle?: WorkerOptions['workflowBundle'];
   /** Receives API calls, records sent, rejections, rate-limit waits and run durations (metrics). */
   observer?: RefreshObserver;
+  /** Waits between attempts to deliver an alert (default 0.5, 2 and 8 s; tests pass short ones). */
+  alertBackoffMs?: number[];
   /**
    * Log every activity's start and end as JSON, and put connector and run ids on every line an
    * activity logs. Without it, activities log only through the Temporal Runtime's logger.
@@ -93,6 +95,7 @@ export async function createWorkers(options: DeltasyncWorkerOptions): Promise<Wo
     temporal: options.temporal,
     taskQueue,
     observer: options.observer,
+    alertBackoffMs: options.alertBackoffMs,
   });
   const namespaces = directory.namespaces();
   // Bundled once for every namespace's worker: each would otherwise bundle (and hold) its own copy.

@@ -7,6 +7,8 @@ import { installTemporalLogging } from '../observability/logging';
 import { createWorkerMetrics, type WorkerMetrics } from '../observability/metrics';
 import { startOpsServer, type HealthReport, type OpsServer } from '../observability/server';
 import { createTenancy, TenantDirectory, type Tenancy } from '../tenancy';
+import { ensureAlertWatchdog } from '../temporal/alert-watchdog-starter';
+import { ALERT_CHECK_SECONDS } from '../core/alerts';
 import { TASK_QUEUE } from '../temporal/names';
 import { createThrottleService } from '../connectors/kit/throttle';
 import { createWorkers } from './index';
@@ -53,6 +55,11 @@ export interface WorkerServiceOptions {
    * schedule-to-start latency, sticky cache (none by default).
    */
   sdkMetricsAddress?: string;
+  /**
+   * Seconds between the alert watchdog's sweeps of each tenant (default 300; 0: no watchdog):
+   * alerts a webhook did not take are sent again, and `noSuccessWithinHours` fires between runs.
+   */
+  alertCheckSeconds?: number;
 }
 
 /** For embedding and tests: the pieces the CLI takes from the environment. */
@@ -197,6 +204,13 @@ export async function startWorkerService(options: StartWorkerServiceOptions): Pr
       logger,
       shutdownGraceTime: graceSeconds * 1000,
     });
+    await ensureAlertWatchdogs(
+      clientConnection,
+      tenants.directory,
+      taskQueue,
+      logger,
+      options.alertCheckSeconds,
+    );
   } catch (error) {
     await closeAll();
     throw error;
@@ -297,5 +311,32 @@ async function databaseReachable(db: Db, logger: Logger): Promise<boolean> {
     return false;
   } finally {
     clearTimeout(timer);
+  }
+}
+
+/** One alert watchdog per tenant served, in its namespace (a running one is left as it is). */
+async function ensureAlertWatchdogs(
+  connection: Connection,
+  directory: TenantDirectory,
+  taskQueue: string,
+  logger: Logger,
+  everySeconds = ALERT_CHECK_SECONDS,
+): Promise<void> {
+  if (everySeconds <= 0) return;
+  for (const namespace of directory.namespaces()) {
+    const client = new Client({ connection, namespace });
+    for (const tenant of directory.tenantsIn(namespace)) {
+      const started = await ensureAlertWatchdog(client, { tenant, everySeconds, taskQueue });
+      if (started.taskQueue !== taskQueue) {
+        logger.warn(
+          { tenant, namespace, workflowId: started.workflowId, taskQueue: started.taskQueue },
+          'the alert watchdog runs on another task queue; terminate it and a worker of this one starts it here',
+        );
+      } else
+        logger.info(
+          { tenant, namespace, workflowId: started.workflowId, everySeconds },
+          'alert watchdog running',
+        );
+    }
   }
 }

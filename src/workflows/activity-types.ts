@@ -1,4 +1,5 @@
 import type { createAdminActivities } from '../activities/admin';
+import type { createAlertActivities } from '../activities/alerts';
 import type { createRefreshActivities } from '../activities/refresh';
 import type { createTriggerActivities } from '../activities/triggers';
 
@@ -9,3 +10,4 @@ import type { createTriggerActivities } from '../activities/triggers';
 export type RefreshActivities = ReturnType<typeof createRefreshActivities>;
 export type AdminActivities = ReturnType<typeof createAdminActivities>;
 export type TriggerActivities = ReturnType<typeof createTriggerActivities>;
+export type AlertActivities = ReturnType<typeof createAlertActivities>;

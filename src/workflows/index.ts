@@ -2,3 +2,4 @@
 export { planConnector, refreshConnector } from './refresh';
 export { manageConnectors, triggeredRefresh } from './operations';
 export { watchConnector } from './watch';
+export { alertWatchdog } from './alert-watchdog';

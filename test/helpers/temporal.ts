@@ -39,7 +39,13 @@ export interface TemporalHarness {
    * Secrets: `secrets`, else any name resolves (for tests that are not about secrets).
    */
   withWorker<T>(
-    options: { db: Db; destinations: DestinationFactory; tenants?: TenantDirectory; secrets?: SecretStore },
+    options: {
+      db: Db;
+      destinations: DestinationFactory;
+      tenants?: TenantDirectory;
+      secrets?: SecretStore;
+      alertBackoffMs?: number[];
+    },
     body: (client: DeltasyncClient, worker: Worker) => Promise<T>,
   ): Promise<T>;
   /** A client of the dev server in another namespace. */
@@ -73,6 +79,7 @@ export async function startTemporal(options: { namespaces?: string[] } = {}): Pr
         taskQueue,
         workflowBundle: bundle,
         temporal: server.env.client,
+        alertBackoffMs: options.alertBackoffMs,
       });
       const client = new DeltasyncClient(server.env.client, taskQueue);
       const [first, ...others] = workers;

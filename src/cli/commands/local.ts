@@ -4,6 +4,7 @@ import { InvalidArgumentError, Option, type Command } from 'commander';
 import { dataDir } from '../../paths';
 import { globalsOf, nonNegativeNumber, positiveInt, print, printJson } from '../options';
 import { table } from '../format';
+import { ALERT_CHECK_SECONDS } from '../../core/alerts';
 
 /**
  * A worker's memory follows what its sends hold (pages and batches), not how long they run; left
@@ -78,6 +79,16 @@ export function registerLocal(program: Command): void {
       ).env('DELTASYNC_SDK_METRICS_ADDRESS'),
     )
     .addOption(
+      new Option(
+        '--alert-check-seconds <n>',
+        "seconds between the alert watchdog's sweeps of each tenant: undelivered alerts sent again, " +
+          'noSuccessWithinHours judged between runs (0: no watchdog)',
+      )
+        .argParser(nonNegativeNumber)
+        .default(ALERT_CHECK_SECONDS)
+        .env('DELTASYNC_ALERT_CHECK_SECONDS'),
+    )
+    .addOption(
       new Option('--db-pool <n>', 'database connections of this process (MySQL/MariaDB; default 8)')
         .argParser(positiveInt)
         .env('DELTASYNC_DB_POOL_MAX'),
@@ -102,6 +113,7 @@ export function registerLocal(program: Command): void {
           cachedWorkflows?: number;
           dbPool?: number;
           sdkMetrics?: string;
+          alertCheckSeconds: number;
         },
         cmd: Command,
       ) => {
@@ -122,6 +134,7 @@ export function registerLocal(program: Command): void {
           cachedWorkflows: opts.cachedWorkflows,
           dbPoolMax: opts.dbPool,
           sdkMetricsAddress: opts.sdkMetrics,
+          alertCheckSeconds: opts.alertCheckSeconds,
         });
       },
     );
