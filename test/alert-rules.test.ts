@@ -85,6 +85,7 @@ for (const dialect of dialects) {
 
       const who = { connectorKey: key, connectorId: 'overdue', tenant: 'default' };
       const first = await alertsFor(t.db, who, [overdue], 1, 2 * hour);
+      await markDelivered(t.db, key, first[0]!);
       const again = await alertsFor(t.db, who, [overdue], 2, 3 * hour);
       const recovered = await alertsFor(t.db, who, [{ rule: 'noSuccess', firing: false }], 3, 4 * hour);
       assert.deepEqual(
@@ -93,23 +94,44 @@ for (const dialect of dialects) {
       );
     });
 
-    test('between runs: overdue from the last success, else from when the connector was saved', () => {
+    test('between runs: overdue from the last success, else the first run, else when it was saved', async () => {
       const hour = 3_600_000;
+      const judge = (
+        key: string,
+        connector: { lastSucceededAt: number | null; createdAt: number },
+        now: number,
+      ) => judgeOverdue(t.db, key, rules, connector, now);
       const saved = { lastSucceededAt: null, createdAt: 10 * hour };
-      assert.equal(judgeOverdue(rules, saved, 10.5 * hour)!.firing, false, 'saved half an hour ago');
-      const never = judgeOverdue(rules, saved, 11.5 * hour)!;
+      assert.equal(
+        (await judge('default/never-ran', saved, 10.5 * hour))!.firing,
+        false,
+        'saved half an hour ago',
+      );
+      const never = (await judge('default/never-ran', saved, 11.5 * hour))!;
       assert.equal(never.firing, true);
       assert.match(never.message!, /for more than 1 h \(last: never\)/);
-      assert.equal(
-        judgeOverdue(rules, { lastSucceededAt: 11 * hour, createdAt: 0 }, 11.5 * hour)!.firing,
-        false,
-      );
-      assert.equal(
-        judgeOverdue(rules, { lastSucceededAt: 11 * hour, createdAt: 0 }, 12.5 * hour)!.firing,
-        true,
-      );
+      const succeeded = { lastSucceededAt: 11 * hour, createdAt: 0 };
+      assert.equal((await judge('default/never-ran', succeeded, 11.5 * hour))!.firing, false);
+      assert.equal((await judge('default/never-ran', succeeded, 12.5 * hour))!.firing, true);
+      // Saved long ago, first run (failing) recently: counted from that run, as after a run, so the
+      // watchdog and the runs agree and the alert does not flap.
+      await pastRun('default/late-start', 10, 11 * hour);
+      await t.db('refresh_runs').where({ connector_id: 'default/late-start' }).update({ status: 'failed' });
+      const lateStart = { lastSucceededAt: null, createdAt: 0 };
+      assert.equal((await judge('default/late-start', lateStart, 11.5 * hour))!.firing, false);
+      const afterRun = (
+        await judgeFinishedRun(
+          t.db,
+          'default/late-start',
+          rules,
+          run({ runId: 9, status: 'failed' }),
+          null,
+          11.5 * hour,
+        )
+      ).find((v) => v.rule === 'noSuccess')!;
+      assert.equal(afterRun.firing, false, 'the same verdict after a run');
       const noBudget = alertRulesSchema.parse({ webhooks: [{ urlSecret: 'HOOK' }], failedRun: true });
-      assert.equal(judgeOverdue(noBudget, saved, 100 * hour), undefined);
+      assert.equal(await judgeOverdue(t.db, 'default/never-ran', noBudget, saved, 100 * hour), undefined);
     });
 
     test('a change stays pending until delivered; a newer change is not cleared by an older delivery', async () => {
@@ -140,6 +162,11 @@ for (const dialect of dialects) {
       await markDelivered(t.db, key, again!);
       const [last] = await alertsFor(t.db, who, [{ rule: 'failedRun', firing: false }], 6, 600);
       await markDelivered(t.db, key, last!);
+
+      // Fires and recovers before the firing was delivered: nothing to send at all.
+      await alertsFor(t.db, who, [firing], 7, 700);
+      assert.deepEqual(await alertsFor(t.db, who, [{ rule: 'failedRun', firing: false }], 8, 800), []);
+      assert.deepEqual(await undeliveredAlerts(t.db, who), []);
       assert.equal(
         (await t.db('alert_states').where({ connector_id: key })).length,
         0,

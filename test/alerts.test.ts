@@ -15,6 +15,8 @@ import { startFakeServer, type FakeServer } from './helpers/fake-http';
 import { startTemporal, type TemporalHarness } from './helpers/temporal';
 import { ensureAlertWatchdog } from '../src/temporal/alert-watchdog-starter';
 import { alertWatchdogWorkflowId } from '../src/temporal/names';
+import { createAlerter } from '../src/activities/alerts';
+import { createTenancy } from '../src/tenancy';
 
 /**
  * Alerts through the real workflow: a local webhook receiver records what the worker posts (the
@@ -194,7 +196,8 @@ describe('alerts', () => {
       });
       try {
         const quiet = () => received.filter((r) => r.body.connectorId === 'quiet');
-        for (let i = 0; i < 100 && quiet().length === 0; i++) await sleep(100);
+        // Overdue after 3.6 s; each sweep then tries the webhook once (the next sweep is the retry).
+        for (let i = 0; i < 200 && quiet().length === 0; i++) await sleep(100);
         assert.equal(refusedPosts, 4, 'the first delivery failed four times');
         assert.deepEqual(
           quiet().map((r) => `${String(r.body.rule)} ${String(r.body.state)}`),
@@ -226,6 +229,42 @@ describe('alerts', () => {
       (history.events?.length ?? 0) < 60,
       `a run of the watchdog holds ${history.events?.length} events`,
     );
+  });
+
+  test('a sweep tries a webhook that is down once, not once per alert, and keeps the alerts for the next', async () => {
+    const directory = TenantDirectory.fromPolicy({
+      tenants: { default: { database: 'worker', destinations: { origins: [new URL(receiver.url).origin] } } },
+    });
+    const tenancy = createTenancy({ db: t.db, directory, secrets: secrets() });
+    const tenant = directory.get('default')!;
+    const alerter = createAlerter({ db: t.db, tenancy, backoffMs: [10, 10, 10] });
+    for (const id of ['sweep-a', 'sweep-b', 'sweep-c']) {
+      await saveConnector(t.db, {
+        ...connector(),
+        id,
+        policy: {
+          alerts: { webhooks: [{ urlSecret: 'ALERT_URL', format: 'json' }], noSuccessWithinHours: 0.0001 },
+        },
+      });
+    }
+    await sleep(400); // 0.36 s: all three overdue
+    received.length = 0;
+    refusedPosts = 0;
+    failNext = 1_000;
+    const down = await alerter.sweep(tenant);
+    assert.equal(refusedPosts, 1, 'one post for the first alert; the others wait for the next sweep');
+    assert.ok(down.pending >= 3, JSON.stringify(down));
+    failNext = 0;
+    const up = await alerter.sweep(tenant);
+    const swept = received.filter((r) => String(r.body.connectorId).startsWith('sweep-'));
+    assert.deepEqual(swept.map((r) => r.body.connectorId).sort(), ['sweep-a', 'sweep-b', 'sweep-c']);
+    assert.equal(up.pending, 0);
+    for (const id of ['sweep-a', 'sweep-b', 'sweep-c'])
+      await t
+        .db('connectors')
+        .where({ id: `default/${id}` })
+        .delete();
+    await tenancy.datasets.close();
   });
 
   test('a webhook outside the origins the tenant may call gets nothing', async () => {

@@ -159,8 +159,12 @@ for (const dialect of dialects) {
         );
       }
       assert.ok(summary.timings.commitMs > 0 && summary.timings.readMs > 0, JSON.stringify(summary.timings));
-      // The change log is written inside each commit: its share is part of commitMs.
+      // The change log is written inside each commit: its share is part of commitMs, and timed.
       assert.ok(summary.timings.changeLogMs <= summary.timings.commitMs, JSON.stringify(summary.timings));
+      assert.ok(
+        summary.timings.changeLogMs > 0,
+        `the log's inserts are timed: ${JSON.stringify(summary.timings)}`,
+      );
     });
   });
 }

@@ -1,4 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises';
+import { Context } from '@temporalio/activity';
 import {
   alertsFor,
   judgeFinishedRun,
@@ -18,8 +19,13 @@ import type { Tenancy, TenantPolicy } from '../tenancy';
 import { connectorKey, type ConnectorDefinition } from '../core/connector';
 import { listConnectors } from '../core/connector-store';
 import { disallowedTargets } from '../tenancy/egress';
-import { Context } from '@temporalio/activity';
-import { callerTenant, failClearly, type ActivityDependencies, type OpenedConnector } from './support';
+import {
+  callerTenant,
+  failClearly,
+  keepHeartbeating,
+  type ActivityDependencies,
+  type OpenedConnector,
+} from './support';
 
 /**
  * Alerts from the worker: the rules of the connector (else of its tenant) judged when a run
@@ -35,7 +41,20 @@ export interface Alerter {
    * The tenant's connectors between runs: alerts not delivered yet are sent again, and a
    * connector without a success within its budget alerts even when no run finishes.
    */
-  sweep(tenant: TenantPolicy, onConnector?: () => void): Promise<SweepResult>;
+  sweep(tenant: TenantPolicy, progress?: SweepProgress): Promise<SweepResult>;
+}
+
+export interface SweepProgress {
+  /** Resume after this connector id (a retried sweep, from its heartbeat). */
+  afterId?: string;
+  /** A connector was swept. */
+  onConnector?: (connectorId: string) => void;
+}
+
+/** How a delivery is tried: waits between attempts, and webhooks already found down (a sweep's). */
+interface Delivery {
+  backoffMs: number[];
+  down?: Set<string>;
 }
 
 export interface SweepResult {
@@ -56,6 +75,8 @@ export interface AlerterOptions {
 
 const BACKOFF_MS = [500, 2_000, 8_000];
 const DELIVERY_TIMEOUT_MS = 10_000;
+/** Connectors read per page by a sweep. */
+const SWEEP_PAGE = 200;
 
 export function createAlerter({
   db,
@@ -79,15 +100,21 @@ export function createAlerter({
     runId: number | null,
   ) => {
     const alerts = await alertsFor(db, who, verdicts, runId, now());
-    await deliverAll(tenant, who, rules, alerts);
+    await deliverAll(tenant, who, rules, alerts, { backoffMs });
     return alerts;
   };
 
   /** Delivers in order; a change every webhook took is marked delivered. Returns how many were. */
-  const deliverAll = async (tenant: TenantPolicy, who: AlertSubject, rules: AlertRules, alerts: Alert[]) => {
+  const deliverAll = async (
+    tenant: TenantPolicy,
+    who: AlertSubject,
+    rules: AlertRules,
+    alerts: Alert[],
+    how: Delivery,
+  ) => {
     let delivered = 0;
     for (const alert of alerts) {
-      if (!(await deliver(tenant, rules, alert))) continue;
+      if (!(await deliver(tenant, rules, alert, how))) continue;
       await markDelivered(db, who.connectorKey, alert);
       delivered++;
     }
@@ -97,9 +124,14 @@ export function createAlerter({
   /**
    * To every webhook at once: a slow or failing one does not hold back the others. False when a
    * webhook could not be reached in time (worth sending again); a webhook that cannot work (no
-   * such secret, not allowed, a 4xx) is logged and counts as done.
+   * such secret, not allowed, a 4xx) is logged and counts as done: no retry would change that.
    */
-  const deliver = async (tenant: TenantPolicy, rules: AlertRules, alert: Alert): Promise<boolean> => {
+  const deliver = async (
+    tenant: TenantPolicy,
+    rules: AlertRules,
+    alert: Alert,
+    how: Delivery,
+  ): Promise<boolean> => {
     const secrets = tenancy.secrets.forTenant(tenant.id);
     const outcomes = await Promise.all(
       rules.webhooks.map(async (webhook, i) => {
@@ -122,7 +154,10 @@ export function createAlerter({
           );
           return true;
         }
-        return post(url, webhookBody(alert, webhook.format), alert, backoffMs);
+        if (how.down?.has(url)) return false;
+        const taken = await post(url, webhookBody(alert, webhook.format), alert, how.backoffMs);
+        if (!taken) how.down?.add(url);
+        return taken;
       }),
     );
     return outcomes.every(Boolean);
@@ -132,10 +167,7 @@ export function createAlerter({
     async runFinished(opened, run) {
       const rules = rulesOf(opened.connector, opened.tenant);
       if (!rules) return [];
-      const state = (await db('connector_state')
-        .where({ connector_id: opened.key })
-        .first('last_succeeded_at')) as { last_succeeded_at: number | null } | undefined;
-      const lastSucceededAt = state?.last_succeeded_at == null ? null : Number(state.last_succeeded_at);
+      const lastSucceededAt = await lastSuccessOf(opened.key);
       const verdicts = await judgeFinishedRun(db, opened.key, rules, run, lastSucceededAt, now());
       return raise(opened.tenant, subjectOf(opened.connector, opened.tenant), rules, verdicts, run.runId);
     },
@@ -146,34 +178,50 @@ export function createAlerter({
       const verdicts: Verdict[] = [{ rule: 'awaitingApproval', firing: true, message }];
       return raise(opened.tenant, subjectOf(opened.connector, opened.tenant), rules, verdicts, runId);
     },
-    async sweep(tenant, onConnector) {
+    async sweep(tenant, progress = {}) {
       const result: SweepResult = { connectors: 0, delivered: 0, pending: 0 };
-      for (let afterId: string | undefined; ;) {
+      // One attempt per post (the next sweep is the retry), and a webhook that failed is not
+      // tried again in this sweep: a dead webhook costs one timeout per sweep, not one per alert.
+      const how: Delivery = { backoffMs: [], down: new Set() };
+      for (let afterId = progress.afterId; ;) {
         const page = await listConnectors(db, tenant.id, { afterId, limit: SWEEP_PAGE });
         for (const connector of page) {
-          onConnector?.();
           result.connectors++;
           const rules = rulesOf(connector, tenant);
-          if (!rules) continue;
-          const who = subjectOf(connector, tenant);
-          const undelivered = await undeliveredAlerts(db, who);
-          result.delivered += await deliverAll(tenant, who, rules, undelivered);
-          const overdue = judgeOverdue(rules, connector, now());
-          if (overdue) {
-            const alerts = await alertsFor(db, who, [overdue], null, now());
-            result.delivered += await deliverAll(tenant, who, rules, alerts);
-          }
-          result.pending += (await undeliveredAlerts(db, who)).length;
+          if (rules) await sweepConnector(tenant, connector, rules, how, result);
+          progress.onConnector?.(connector.id);
         }
         if (page.length < SWEEP_PAGE) return result;
         afterId = page[page.length - 1]!.id;
       }
     },
   };
-}
 
-/** Connectors read per page by a sweep. */
-const SWEEP_PAGE = 200;
+  async function sweepConnector(
+    tenant: TenantPolicy,
+    connector: ConnectorDefinition & { createdAt: number },
+    rules: AlertRules,
+    how: Delivery,
+    result: SweepResult,
+  ) {
+    const who = subjectOf(connector, tenant);
+    result.delivered += await deliverAll(tenant, who, rules, await undeliveredAlerts(db, who), how);
+    // Read now, not with the page: a run may have succeeded while the deliveries above waited.
+    const lastSucceededAt = await lastSuccessOf(who.connectorKey);
+    const overdue = await judgeOverdue(db, who.connectorKey, rules, { ...connector, lastSucceededAt }, now());
+    if (overdue) {
+      const alerts = await alertsFor(db, who, [overdue], null, now());
+      result.delivered += await deliverAll(tenant, who, rules, alerts, how);
+    }
+    result.pending += (await undeliveredAlerts(db, who)).length;
+  }
+
+  async function lastSuccessOf(key: string): Promise<number | null> {
+    const state = (await db('connector_state').where({ connector_id: key }).first('last_succeeded_at')) as
+      { last_succeeded_at: number | null } | undefined;
+    return state?.last_succeeded_at == null ? null : Number(state.last_succeeded_at);
+  }
+}
 
 /**
  * POST, retried on network errors, 429 and 5xx; a 4xx is the webhook's final word. True when
@@ -209,8 +257,9 @@ async function post(url: string, body: unknown, alert: Alert, backoffMs: number[
 }
 
 /**
- * The alert watchdog's activity (workflows/alert-watchdog.ts): one sweep of the caller's tenant,
- * heartbeating per connector. It returns counts only.
+ * The alert watchdog's activity (workflows/alert-watchdog.ts): one sweep of the caller's tenant.
+ * It heartbeats the last connector swept, also while a webhook keeps it waiting, and a retried
+ * sweep resumes after it. It returns counts only.
  */
 export function createAlertActivities({ db, tenancy, now, alertBackoffMs }: ActivityDependencies) {
   const alerter = createAlerter({ db, tenancy, now, backoffMs: alertBackoffMs });
@@ -218,7 +267,16 @@ export function createAlertActivities({ db, tenancy, now, alertBackoffMs }: Acti
     async sweepAlerts(input: { tenant: string }): Promise<SweepResult> {
       return failClearly(async () => {
         const tenant = callerTenant(tenancy, input.tenant);
-        return alerter.sweep(tenant, () => Context.current().heartbeat());
+        const resumed = Context.current().info.heartbeatDetails as { afterId?: string } | undefined;
+        let afterId = resumed?.afterId;
+        const onConnector = (connectorId: string) => {
+          afterId = connectorId;
+          Context.current().heartbeat({ afterId });
+        };
+        return keepHeartbeating(
+          () => alerter.sweep(tenant, { afterId, onConnector }),
+          () => ({ afterId }),
+        );
       });
     },
   };

@@ -26,7 +26,10 @@ export const alertRulesSchema = z
     countDeviationFactor: z.number().gt(1).optional(),
     /** A run waiting for approval at the mass-delete guard. */
     awaitingApproval: z.boolean().default(true),
-    /** No successful run for this many hours (checked whenever a run finishes). */
+    /**
+     * No successful run for this many hours, counted from the last success, else the first run,
+     * else when the connector was saved: judged when a run finishes and by the alert watchdog.
+     */
     noSuccessWithinHours: z.number().positive().optional(),
   })
   .strict();

@@ -89,16 +89,18 @@ export async function judgeFinishedRun(
 
 /**
  * Between runs (the alert watchdog): whether the connector has gone without a success for longer
- * than its budget, counted from its last success, else from when it was saved. Undefined when the
- * rules set no budget.
+ * than its budget, counted as after a run (from its last success, else its first run's start),
+ * and from when it was saved when it never ran. Undefined when the rules set no budget.
  */
-export function judgeOverdue(
+export async function judgeOverdue(
+  db: Db,
+  connectorKey: string,
   rules: AlertRules,
   connector: { lastSucceededAt: number | null; createdAt: number },
   now: number,
-): Verdict | undefined {
+): Promise<Verdict | undefined> {
   if (rules.noSuccessWithinHours === undefined) return undefined;
-  const since = connector.lastSucceededAt ?? connector.createdAt;
+  const since = connector.lastSucceededAt ?? (await firstRunStart(db, connectorKey)) ?? connector.createdAt;
   return overdueVerdict(rules.noSuccessWithinHours, since, connector.lastSucceededAt, now, false);
 }
 
@@ -147,9 +149,15 @@ export async function alertsFor(
     .select('rule', 'pending')) as Pick<AlertStateRow, 'rule' | 'pending'>[];
   // A resolution not yet delivered is no longer firing.
   const firing = new Set(rows.filter((r) => r.pending !== 'resolved').map((r) => r.rule));
+  const undelivered = new Set(rows.filter((r) => r.pending === 'firing').map((r) => r.rule));
   const alerts: Alert[] = [];
   for (const verdict of verdicts) {
     if (verdict.firing === firing.has(verdict.rule)) continue; // no change: nothing to say
+    if (!verdict.firing && undelivered.has(verdict.rule)) {
+      // It recovers before anyone heard it fire: nothing to say either way.
+      await db('alert_states').where({ connector_id: who.connectorKey, rule: verdict.rule }).delete();
+      continue;
+    }
     const alert: Alert = {
       connectorId: who.connectorId,
       tenant: who.tenant,

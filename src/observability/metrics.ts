@@ -24,6 +24,7 @@ export const METRIC_NAMES = {
   refreshDuration: 'deltasync_refresh_duration_seconds',
   destinationCounted: 'deltasync_destination_counted_records_total',
   destinationEstimatedMatches: 'deltasync_destination_estimated_matches_total',
+  destinationEstimatedRecords: 'deltasync_destination_estimated_records_total',
 } as const;
 
 /** From a few seconds (a no-op) to many hours (a full reload of a large list through slow jobs). */
@@ -71,8 +72,14 @@ export function createWorkerMetrics(options: { defaultMetrics?: boolean } = {}):
     name: METRIC_NAMES.destinationEstimatedMatches,
     help:
       'Records the destination estimates it matched to its users, where it gives a range per upload (Google: ' +
-      'match_rate_range), at the range\'s low and high bound; bound="records" counts the records the estimates cover.',
+      "match_rate_range), at the range's low and high bound (of deltasync_destination_estimated_records_total).",
     labelNames: ['destination', 'bound'] as const,
+    registers: [registry],
+  });
+  const destinationEstimatedRecords = new Counter({
+    name: METRIC_NAMES.destinationEstimatedRecords,
+    help: "Records covered by the destination's match estimates (deltasync_destination_estimated_matches_total).",
+    labelNames: ['destination'] as const,
     registers: [registry],
   });
   const refreshDuration = new Histogram({
@@ -114,7 +121,7 @@ export function createWorkerMetrics(options: { defaultMetrics?: boolean } = {}):
         add(destinationCounted, { destination, verdict: 'invalid' }, reported.invalid);
       }
       if (estimated) {
-        add(destinationEstimatedMatches, { destination, bound: 'records' }, estimated.records);
+        add(destinationEstimatedRecords, { destination }, estimated.records);
         add(destinationEstimatedMatches, { destination, bound: 'low' }, estimated.lowSum / 100);
         add(destinationEstimatedMatches, { destination, bound: 'high' }, estimated.highSum / 100);
       }

@@ -326,7 +326,17 @@ async function ensureAlertWatchdogs(
   for (const namespace of directory.namespaces()) {
     const client = new Client({ connection, namespace });
     for (const tenant of directory.tenantsIn(namespace)) {
-      const started = await ensureAlertWatchdog(client, { tenant, everySeconds, taskQueue });
+      const started = await ensureAlertWatchdog(client, { tenant, everySeconds, taskQueue }).catch(
+        (error: unknown) => {
+          // Alerts after runs still work; the worker serves without the watchdog.
+          logger.error(
+            { tenant, namespace, error: describeError(error) },
+            'the alert watchdog could not be started',
+          );
+          return undefined;
+        },
+      );
+      if (!started) continue;
       if (started.taskQueue !== taskQueue) {
         logger.warn(
           { tenant, namespace, workflowId: started.workflowId, taskQueue: started.taskQueue },

@@ -1,4 +1,12 @@
-import { continueAsNew, proxyActivities, setCurrentDetails, sleep } from '@temporalio/workflow';
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  continueAsNew,
+  log,
+  proxyActivities,
+  setCurrentDetails,
+  sleep,
+} from '@temporalio/workflow';
 import type { AlertActivities } from './activity-types';
 import type { AlertWatchdogInput } from '../temporal/names';
 import { NON_RETRYABLE_ERRORS } from './shared';
@@ -29,7 +37,16 @@ export async function alertWatchdog(input: AlertWatchdogInput): Promise<void> {
         `last sweep: ${result.connectors} connectors, ${result.delivered} alerts delivered, ${result.pending} waiting for a webhook`,
       );
     } catch (error) {
-      // A failed sweep (database down) is tried again at the next turn; the watchdog goes on.
+      // A tenant this namespace no longer serves will not come back by retrying: stop watching.
+      if (
+        error instanceof ActivityFailure &&
+        error.cause instanceof ApplicationFailure &&
+        error.cause.type === 'TenantNotServedError'
+      ) {
+        log.warn('alert watchdog stops', { tenant: input.tenant, reason: error.cause.message });
+        return;
+      }
+      // Any other failed sweep (database down) is tried again at the next turn.
       setCurrentDetails(`last sweep failed: ${error instanceof Error ? error.message : String(error)}`);
     }
     await sleep(input.everySeconds * 1000);

@@ -349,8 +349,9 @@ function createApi(
     const body = await call(
       'offlineUserDataJobs:create',
       `${customer}/offlineUserDataJobs:create`,
-      // The preview asks Google to estimate the upload's match rate (see sendAsJob).
-      { job, ...(adds ? { enableMatchRateRangePreview: true } : {}) },
+      // The preview asks Google to estimate an upload's match rate (read in sendAsJob; a
+      // replacement job's is not read, so it does not ask).
+      { job, ...(adds && !externalId ? { enableMatchRateRangePreview: true } : {}) },
       createResponse,
       { answers },
     );
