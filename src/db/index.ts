@@ -1,4 +1,13 @@
-import { createHash } from 'node:crypto';
+import crypto, { createHash } from 'node:crypto';
+
+/**
+ * MD5 in hex, called once per row by SQLite's md5() (the deltalog's attribute fingerprint): the
+ * one-shot crypto.hash (Node 20.12+) is about three times faster than a Hash object per call.
+ */
+const md5Hex: (text: string) => string =
+  typeof crypto.hash === 'function'
+    ? (text) => crypto.hash('md5', text, 'hex')
+    : (text) => createHash('md5').update(text).digest('hex');
 import { crc32 } from 'node:zlib';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -128,11 +137,7 @@ function sqliteConfig(file: string, options: DatabaseOptions): Knex.Config {
       max: 1,
       afterCreate(conn: BetterSqlite3.Database, done: (err: Error | null, conn: unknown) => void) {
         // SQLite has no hash function; the deltalog's attribute fingerprint needs one.
-        conn.function('md5', { deterministic: true }, (text: unknown) =>
-          createHash('md5')
-            .update(String(text ?? ''))
-            .digest('hex'),
-        );
+        conn.function('md5', { deterministic: true }, (text: unknown) => md5Hex(String(text ?? '')));
         // MySQL's SHA2(text, 256), for finding a key by its salted digest (core/change-log.ts).
         conn.function('sha2', { deterministic: true }, (text: unknown, bits: unknown) =>
           text === null || text === undefined || Number(bits) !== 256

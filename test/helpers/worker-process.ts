@@ -27,6 +27,7 @@ export async function startWorkerProcess(options: {
     [
       // As bin/deltasync starts a worker.
       `--max-old-space-size=${WORKER_HEAP_MB}`,
+      ...(process.env.BENCH_WORKER_FLAGS ? process.env.BENCH_WORKER_FLAGS.split(' ') : []),
       '--import',
       'tsx',
       'src/cli/main.ts',
