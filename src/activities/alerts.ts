@@ -205,15 +205,19 @@ export function createAlerter({
     result: SweepResult,
   ) {
     const who = subjectOf(connector, tenant);
-    result.delivered += await deliverAll(tenant, who, rules, await undeliveredAlerts(db, who), how);
+    const undelivered = await undeliveredAlerts(db, who);
+    let delivered = await deliverAll(tenant, who, rules, undelivered, how);
+    let tried = undelivered.length;
     // Read now, not with the page: a run may have succeeded while the deliveries above waited.
     const lastSucceededAt = await lastSuccessOf(who.connectorKey);
     const overdue = await judgeOverdue(db, who.connectorKey, rules, { ...connector, lastSucceededAt }, now());
     if (overdue) {
       const alerts = await alertsFor(db, who, [overdue], null, now());
-      result.delivered += await deliverAll(tenant, who, rules, alerts, how);
+      delivered += await deliverAll(tenant, who, rules, alerts, how);
+      tried += alerts.length;
     }
-    result.pending += (await undeliveredAlerts(db, who)).length;
+    result.delivered += delivered;
+    result.pending += tried - delivered;
   }
 
   async function lastSuccessOf(key: string): Promise<number | null> {

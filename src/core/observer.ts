@@ -1,3 +1,4 @@
+import type { EstimatedMatches } from './match-estimate';
 import type { EndpointTallies } from './api-calls';
 
 /**
@@ -23,7 +24,7 @@ export interface EngineObserver {
       delivered: number;
       rejected: number;
       reported?: { received: number; invalid: number };
-      estimated?: { records: number; lowSum: number; highSum: number };
+      estimated?: EstimatedMatches;
     },
   ): void;
   /** A run was closed (`status`: succeeded, failed or noop); `seconds` from begin to finish. */

@@ -8,16 +8,20 @@ import type { CompareRecord } from './change-tracking';
 
 export type RunStatus = 'running' | 'succeeded' | 'noop' | 'failed';
 
-export interface RunRow {
-  id: number;
-  /** What the destination counted itself (see RunSummary.matchRate); absent on old rows. */
+/** What the destination counted itself, summed over the run's calls; absent on old rows. */
+interface DestinationCounts {
+  /** Its count of what it received (see RunSummary.matchRate). */
   reported_calls?: number;
   reported_received?: number;
   reported_invalid?: number;
-  /** The destination's match estimate (see RunSummary.matchEstimate); absent on old rows. */
+  /** Its match estimate (see RunSummary.matchEstimate and core/match-estimate.ts). */
   match_estimated_records?: number;
   match_estimated_low?: number;
   match_estimated_high?: number;
+}
+
+export interface RunRow extends DestinationCounts {
+  id: number;
   connector_id: string;
   tenant: string;
   workflow_id: string;
@@ -105,7 +109,7 @@ export async function addRunTimings(db: Db, runId: number, spent: Partial<RunTim
   });
 }
 
-export interface RunCounters {
+export interface RunCounters extends DestinationCounts {
   records_sent?: number;
   rejected?: number;
   deferred?: number;
@@ -113,12 +117,6 @@ export interface RunCounters {
   failed_calls?: number;
   rate_limit_waits?: number;
   bytes_sent?: number;
-  reported_calls?: number;
-  reported_received?: number;
-  reported_invalid?: number;
-  match_estimated_records?: number;
-  match_estimated_low?: number;
-  match_estimated_high?: number;
 }
 
 type Executor = Db | Knex.Transaction;

@@ -8,6 +8,7 @@ import {
   type Member,
   type Rejection,
 } from './destination';
+import { addEstimate, type EstimatedMatches } from './match-estimate';
 import { changeLogRows, writeChangeLog, type ChangeLogRow, type LoggedChange } from './change-log';
 import { jsonBytes, splitByLimits } from './batching';
 import { directReader, type DatasetReader } from './dataset';
@@ -75,24 +76,6 @@ export interface SendProgress {
   reportedInvalid?: number;
   /** The destination's match estimates, summed (see EstimatedMatches); absent where it gives none. */
   estimated?: EstimatedMatches;
-}
-
-/**
- * Match estimates added over calls: the records they cover and, at each bound of each call's
- * range, records × percent, so that the phase's (or run's) range is each sum over `records`.
- */
-export interface EstimatedMatches {
-  records: number;
-  lowSum: number;
-  highSum: number;
-}
-
-function addEstimate(into: EstimatedMatches | undefined, more: EstimatedMatches): EstimatedMatches {
-  return {
-    records: (into?.records ?? 0) + more.records,
-    lowSum: (into?.lowSum ?? 0) + more.lowSum,
-    highSum: (into?.highSum ?? 0) + more.highSum,
-  };
 }
 
 /** What a finished send phase reports to the workflow: its counts. */

@@ -314,7 +314,10 @@ async function databaseReachable(db: Db, logger: Logger): Promise<boolean> {
   }
 }
 
-/** One alert watchdog per tenant served, in its namespace (a running one is left as it is). */
+/**
+ * One alert watchdog per tenant served, in its namespace (a running one is left as it is). The
+ * tenants' starts go out together: a worker serving fifty tenants does not wait for them in turn.
+ */
 async function ensureAlertWatchdogs(
   connection: Connection,
   directory: TenantDirectory,
@@ -323,30 +326,28 @@ async function ensureAlertWatchdogs(
   everySeconds = ALERT_CHECK_SECONDS,
 ): Promise<void> {
   if (everySeconds <= 0) return;
-  for (const namespace of directory.namespaces()) {
-    const client = new Client({ connection, namespace });
-    for (const tenant of directory.tenantsIn(namespace)) {
-      const started = await ensureAlertWatchdog(client, { tenant, everySeconds, taskQueue }).catch(
-        (error: unknown) => {
-          // Alerts after runs still work; the worker serves without the watchdog.
-          logger.error(
-            { tenant, namespace, error: describeError(error) },
-            'the alert watchdog could not be started',
-          );
-          return undefined;
-        },
-      );
-      if (!started) continue;
-      if (started.taskQueue !== taskQueue) {
+  const ensure = async (client: Client, namespace: string, tenant: string) => {
+    try {
+      const started = await ensureAlertWatchdog(client, { tenant, everySeconds, taskQueue });
+      const where = { tenant, namespace, workflowId: started.workflowId };
+      if (started.taskQueue === taskQueue) logger.info({ ...where, everySeconds }, 'alert watchdog running');
+      else
         logger.warn(
-          { tenant, namespace, workflowId: started.workflowId, taskQueue: started.taskQueue },
+          { ...where, taskQueue: started.taskQueue },
           'the alert watchdog runs on another task queue; terminate it and a worker of this one starts it here',
         );
-      } else
-        logger.info(
-          { tenant, namespace, workflowId: started.workflowId, everySeconds },
-          'alert watchdog running',
-        );
+    } catch (error) {
+      // Alerts after runs still work; the worker serves without the watchdog.
+      logger.error(
+        { tenant, namespace, error: describeError(error) },
+        'the alert watchdog could not be started',
+      );
     }
-  }
+  };
+  await Promise.all(
+    directory.namespaces().flatMap((namespace) => {
+      const client = new Client({ connection, namespace });
+      return directory.tenantsIn(namespace).map((tenant) => ensure(client, namespace, tenant));
+    }),
+  );
 }
