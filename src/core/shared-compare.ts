@@ -41,17 +41,14 @@ async function datasetPeers(db: Db, tenant: string, connectorKey: string, signat
 }
 
 /**
- * Whether other connectors of the tenant have this dataset: its deltalog is then kept through the
- * shared compare, and a direct first push (which writes the deltalog without a compare) must not
- * bypass it — the shared rows would never learn of the keys it pushed, nor their later removal.
+ * A direct first push writes the deltalog from the dataset, past the shared rows: they never learn
+ * of the keys it pushed (nor, later, of their removal). So its next shared apply compares the whole
+ * deltalog with every shared row, as a connector new to the group does, and sends what differs.
  */
-export async function sharesDataset(
-  db: Db,
-  tenant: string,
-  connectorKey: string,
-  declared: DatasetDefinition,
-): Promise<boolean> {
-  return (await datasetPeers(db, tenant, connectorKey, datasetSignature(declared))) > 0;
+export async function applyAllSharedRowsNext(db: Db, connectorKey: string): Promise<void> {
+  await db('shared_compare_members')
+    .where({ connector_id: connectorKey })
+    .update({ applied_stamp: NOT_APPLIED });
 }
 
 export interface ConnectorCompareInput {

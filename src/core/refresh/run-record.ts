@@ -10,7 +10,7 @@ import {
 } from '../deltalog';
 import { forgetTracking, type CompareRecord } from '../change-tracking';
 import type { DatasetReader } from '../dataset';
-import { compareForConnector, sharesDataset } from '../shared-compare';
+import { applyAllSharedRowsNext, compareForConnector } from '../shared-compare';
 import type { StrategyChoice } from '../plan';
 import {
   addRunTimings,
@@ -92,17 +92,14 @@ export async function updateDeltalog(
   const started = performance.now();
   // What an earlier direct push left in flight is pending first; the deltalog is then not empty.
   const adopted = await adoptInFlight(db, scope.key, snapshotAt);
-  const direct =
-    directPushPossible(options) &&
-    !(await sharesDataset(db, scope.connector.tenant, scope.key, scope.connector.dataset))
-      ? await inspectForDirectPush(db, scope.key, source)
-      : undefined;
+  const direct = directPushPossible(options) ? await inspectForDirectPush(db, scope.key, source) : undefined;
   let badRows: BadRowReport;
   let compare: CompareRecord;
   if (direct) {
     await recordDirectPush(db, scope.runId, validRows(direct));
     // The next refresh compares in full, and takes the change source's positions from there.
     await forgetTracking(db, scope.key);
+    await applyAllSharedRowsNext(db, scope.key);
     badRows = direct;
     compare = { mode: 'direct', reason: 'first push: the dataset is read directly' };
   } else {
