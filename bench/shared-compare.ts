@@ -14,9 +14,11 @@
  * DELTASYNC_BENCH_MYSQL_URL. Timings never decide the exit code; a list that differs from the
  * dataset does (exit 1). See docs/benchmarks.md.
  */
+import { createHash } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import { Command } from 'commander';
 import knex from 'knex';
+import mysql, { type RowDataPacket } from 'mysql2/promise';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { DeltasyncClient, type RunSummary } from '../src/client';
 import { saveConnector } from '../src/core/connector-store';
@@ -175,6 +177,31 @@ async function main(): Promise<number> {
       log(`WRONG RESULT: ${wrong.join('; ')}`);
       return 1;
     }
+
+    // The floors: one more churn each, sent by hand-written loops (see ledgerCycle).
+    const compareMs = one.run.timings?.deltalogMs ?? NaN;
+    console.log(
+      `\nfloors (one compare, taken as the one connector's deltalog step, ${seconds(compareMs)} s, then ${options.connectors} hand-written loops at once):`,
+    );
+    for (const pendingFirst of [false, true]) {
+      await churn(db, options, churnRound);
+      const changes = await churnedKeys(db, options, churnRound++);
+      await settle(db);
+      const loops = await ledgerCycle(url, receiver, ids, changes, pendingFirst);
+      const floor = compareMs + loops;
+      const floorWrong = await checkLists(db, receiver, ids);
+      const what = pendingFirst
+        ? "deltalog floor (each page's rows written pending, read by key, POSTed, written committed)"
+        : 'ledger floor (each page read by key, POSTed, its rows written committed)';
+      console.log(
+        `- ${what}: loops ${seconds(loops)} s, cycle floor ${seconds(floor)} s = ${(floor / one.ms).toFixed(2)}× one connector's refresh; ` +
+          `the measured cycle took ${(many / floor).toFixed(2)}× this floor`,
+      );
+      if (floorWrong.length > 0) {
+        log(`WRONG RESULT after the hand-written loops: ${floorWrong.join('; ')}`);
+        return 1;
+      }
+    }
     return 0;
   } finally {
     worker.kill('SIGTERM');
@@ -215,18 +242,153 @@ async function settle(db: Db) {
 
 /** A third of the churn new keys, a third deleted, a third with a new email; different each round. */
 async function churn(db: Db, options: Options, round: number) {
-  const third = Math.max(1, Math.round((options.rows * options.churnPercent) / 100 / 3));
-  const step = Math.max(1, Math.floor(options.rows / third / 3));
+  const picked = churnPicks(options, round);
   await db.raw(
-    `INSERT INTO customers SELECT CONCAT('n', ${round}, '-', seq), CONCAT('new', seq, '@example.com'), 'retail' FROM seq_1_to_${third}`,
+    `INSERT INTO customers SELECT CONCAT('n', ${round}, '-', seq), CONCAT('new', seq, '@example.com'), 'retail' FROM seq_1_to_${picked.third}`,
   );
   // Joined to a derived table of keys (an IN over the sequence would scan the table per row).
+  await db.raw(`DELETE c FROM customers c JOIN ${picked.deleted} d ON c.customer_key = d.k`);
+  await db.raw(
+    `UPDATE customers c JOIN ${picked.edited} e ON c.customer_key = e.k SET c.email = CONCAT('edited', ${round}, '-', c.customer_key)`,
+  );
+}
+
+/** The keys a churn round picks, as derived tables of `k` (spread over the key range). */
+function churnPicks(options: Options, round: number) {
+  const third = Math.max(1, Math.round((options.rows * options.churnPercent) / 100 / 3));
+  const step = Math.max(1, Math.floor(options.rows / third / 3));
   const keys = (offset: number) =>
     `(SELECT CONCAT('c', LPAD(${offset} + seq * ${step * 3} + ${round}, 9, '0')) AS k FROM seq_0_to_${third - 1})`;
-  await db.raw(`DELETE c FROM customers c JOIN ${keys(1)} d ON c.customer_key = d.k`);
-  await db.raw(
-    `UPDATE customers c JOIN ${keys(2)} e ON c.customer_key = e.k SET c.email = CONCAT('edited', ${round}, '-', c.customer_key)`,
+  return {
+    third,
+    inserted: `(SELECT CONCAT('n', ${round}, '-', seq) AS k FROM seq_1_to_${third})`,
+    deleted: keys(1),
+    edited: keys(2),
+  };
+}
+
+/** What a churn round changed, as a hand-written loop would be told: keys to upsert, keys to delete. */
+async function churnedKeys(db: Db, options: Options, round: number) {
+  const picked = churnPicks(options, round);
+  const list = async (sql: string) =>
+    ((await db.raw(`SELECT k FROM ${sql} x ORDER BY k`)) as [{ k: string }[]])[0].map((r) => r.k);
+  const upserts = [...(await list(picked.inserted)), ...(await list(picked.edited))].sort((a, b) =>
+    Buffer.compare(Buffer.from(a), Buffer.from(b)),
   );
+  return { upserts, deletions: await list(picked.deleted) };
+}
+
+/**
+ * The least a cycle can do after its compare, written by hand: for every connector at once, on a
+ * connection of its own, the changed rows read by key a page (1,000) at a time and POSTed to its
+ * list, then the deletions; after each call, the page's keys and attribute hashes written into the
+ * connector's deltalog as delivered (one INSERT … ON DUPLICATE KEY UPDATE) with a checkpoint, in
+ * one transaction: what keeping the promise (resume after the last recorded page, know what each
+ * list holds) needs per connector. No Temporal, no planning, no change log, no pending state.
+ * With `pendingFirst`, the deltalog method's own floor: each page's rows are first written pending
+ * (as a deltalog update leaves them, in a transaction of their own), then committed after the call:
+ * the two writes per changed row and connector the method makes.
+ */
+async function ledgerCycle(
+  url: string,
+  receiver: Receiver,
+  ids: string[],
+  changes: { upserts: string[]; deletions: string[] },
+  pendingFirst: boolean,
+): Promise<number> {
+  const connections = await Promise.all(
+    ids.map(() => mysql.createConnection(databaseConfig(url).connection as mysql.ConnectionOptions)),
+  );
+  await connections[0]!.query(
+    'CREATE TABLE IF NOT EXISTS floor_checkpoints (connector_id VARCHAR(128) PRIMARY KEY, cursor_key VARCHAR(255))',
+  );
+  const started = performance.now();
+  try {
+    await Promise.all(ids.map((id, i) => ledgerLoop(connections[i]!, receiver, id, changes, pendingFirst)));
+    return performance.now() - started;
+  } finally {
+    await Promise.all(connections.map((c) => c.end()));
+  }
+}
+
+const LEDGER_PAGE = 1000;
+
+async function ledgerLoop(
+  conn: mysql.Connection,
+  receiver: Receiver,
+  id: string,
+  changes: { upserts: string[]; deletions: string[] },
+  pendingFirst: boolean,
+) {
+  const connectorKey = `default/${id}`;
+  const markPending = async (rows: { key: string; hash: string | null }[], inDataset: number) => {
+    if (!pendingFirst) return;
+    const now = Date.now();
+    await conn.query(
+      `INSERT INTO deltalog (connector_id, record_key, in_dataset, attr_hash, on_remote, updated_at, committed_at, attempts) VALUES ?
+       ON DUPLICATE KEY UPDATE in_dataset = VALUES(in_dataset), attr_hash = COALESCE(VALUES(attr_hash), attr_hash),
+         updated_at = VALUES(updated_at), committed_at = NULL, attempts = 0`,
+      [rows.map((r) => [connectorKey, r.key, inDataset, r.hash, 0, now, null, 0])],
+    );
+  };
+  const record = async (rows: { key: string; hash: string | null }[], inDataset: number) => {
+    const now = Date.now();
+    if (pendingFirst) {
+      await conn.query('BEGIN');
+      await conn.query(
+        `UPDATE deltalog SET committed_at = ?, on_remote = in_dataset, attempts = 0, last_error = NULL
+         WHERE connector_id = ? AND record_key IN (?) AND committed_at IS NULL`,
+        [now, connectorKey, rows.map((r) => r.key)],
+      );
+      await conn.query('REPLACE INTO floor_checkpoints VALUES (?, ?)', [connectorKey, rows.at(-1)!.key]);
+      await conn.query('COMMIT');
+      return;
+    }
+    await conn.query('BEGIN');
+    await conn.query(
+      `INSERT INTO deltalog (connector_id, record_key, in_dataset, attr_hash, on_remote, updated_at, committed_at, attempts) VALUES ?
+       ON DUPLICATE KEY UPDATE in_dataset = VALUES(in_dataset), attr_hash = COALESCE(VALUES(attr_hash), attr_hash),
+         on_remote = VALUES(on_remote), updated_at = VALUES(updated_at), committed_at = VALUES(committed_at), attempts = 0`,
+      [rows.map((r) => [connectorKey, r.key, inDataset, r.hash, inDataset, now, now, 0])],
+    );
+    await conn.query('REPLACE INTO floor_checkpoints VALUES (?, ?)', [connectorKey, rows.at(-1)!.key]);
+    await conn.query('COMMIT');
+  };
+  for (let i = 0; i < changes.upserts.length; i += LEDGER_PAGE) {
+    const keys = changes.upserts.slice(i, i + LEDGER_PAGE);
+    const [rows] = await conn.execute<RowDataPacket[]>(
+      `SELECT customer_key, email, segment FROM customers WHERE customer_key IN (${keys.map(() => '?').join(', ')})`,
+      keys,
+    );
+    const members = rows.map((r) => ({
+      key: String(r.customer_key),
+      attributes: { email: String(r.email), segment: String(r.segment) },
+    }));
+    const hashed = members.map((m) => ({
+      key: m.key,
+      hash: createHash('md5').update(`v${m.attributes.email}\u001fv${m.attributes.segment}`).digest('hex'),
+    }));
+    await markPending(hashed, 1);
+    await postToList(receiver, id, 'add', { members });
+    await record(hashed, 1);
+  }
+  for (let i = 0; i < changes.deletions.length; i += LEDGER_PAGE) {
+    const keys = changes.deletions.slice(i, i + LEDGER_PAGE).map((key) => ({ key, hash: null }));
+    await markPending(keys, 0);
+    await postToList(receiver, id, 'remove', { keys: keys.map((k) => k.key) });
+    await record(keys, 0);
+  }
+}
+
+async function postToList(receiver: Receiver, list: string, action: 'add' | 'remove', body: object) {
+  const response = await fetch(`${receiver.url}/lists/${list}/members:${action}`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${receiver.token}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  if (!response.ok)
+    throw new Error(`members:${action} answered ${response.status}: ${await response.text()}`);
+  await response.json();
 }
 
 async function refreshAll(client: DeltasyncClient, ids: string[]): Promise<RunSummary[]> {
