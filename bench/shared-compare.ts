@@ -191,7 +191,7 @@ async function main(): Promise<number> {
       const floor = compareMs + loops;
       const floorWrong = await checkLists(db, receiver, ids);
       const what = pendingFirst
-        ? "deltalog floor (each page's rows written pending, read by key, POSTed, written committed)"
+        ? 'deltalog floor (every changed row read by key and written pending in one transaction, then each page POSTed and written committed)'
         : 'ledger floor (each page read by key, POSTed, its rows written committed)';
       console.log(
         `- ${what}: loops ${seconds(loops)} s, cycle floor ${seconds(floor)} s = ${(floor / one.ms).toFixed(2)}× one connector's refresh; ` +
@@ -285,9 +285,9 @@ async function churnedKeys(db: Db, options: Options, round: number) {
  * connector's deltalog as delivered (one INSERT … ON DUPLICATE KEY UPDATE) with a checkpoint, in
  * one transaction: what keeping the promise (resume after the last recorded page, know what each
  * list holds) needs per connector. No Temporal, no planning, no change log, no pending state.
- * With `pendingFirst`, the deltalog method's own floor: each page's rows are first written pending
- * (as a deltalog update leaves them, in a transaction of their own), then committed after the call:
- * the two writes per changed row and connector the method makes.
+ * With `pendingFirst`, the deltalog method's own floor: every changed row is first written pending
+ * (as a deltalog update leaves them, all in one transaction), then each page committed after its
+ * call: the two writes per changed row and connector the method makes.
  */
 async function ledgerCycle(
   url: string,
@@ -321,39 +321,9 @@ async function ledgerLoop(
   pendingFirst: boolean,
 ) {
   const connectorKey = `default/${id}`;
-  const markPending = async (rows: { key: string; hash: string | null }[], inDataset: number) => {
-    if (!pendingFirst) return;
-    const now = Date.now();
-    await conn.query(
-      `INSERT INTO deltalog (connector_id, record_key, in_dataset, attr_hash, on_remote, updated_at, committed_at, attempts) VALUES ?
-       ON DUPLICATE KEY UPDATE in_dataset = VALUES(in_dataset), attr_hash = COALESCE(VALUES(attr_hash), attr_hash),
-         updated_at = VALUES(updated_at), committed_at = NULL, attempts = 0`,
-      [rows.map((r) => [connectorKey, r.key, inDataset, r.hash, 0, now, null, 0])],
-    );
-  };
-  const record = async (rows: { key: string; hash: string | null }[], inDataset: number) => {
-    const now = Date.now();
-    if (pendingFirst) {
-      await conn.query('BEGIN');
-      await conn.query(
-        `UPDATE deltalog SET committed_at = ?, on_remote = in_dataset, attempts = 0, last_error = NULL
-         WHERE connector_id = ? AND record_key IN (?) AND committed_at IS NULL`,
-        [now, connectorKey, rows.map((r) => r.key)],
-      );
-      await conn.query('REPLACE INTO floor_checkpoints VALUES (?, ?)', [connectorKey, rows.at(-1)!.key]);
-      await conn.query('COMMIT');
-      return;
-    }
-    await conn.query('BEGIN');
-    await conn.query(
-      `INSERT INTO deltalog (connector_id, record_key, in_dataset, attr_hash, on_remote, updated_at, committed_at, attempts) VALUES ?
-       ON DUPLICATE KEY UPDATE in_dataset = VALUES(in_dataset), attr_hash = COALESCE(VALUES(attr_hash), attr_hash),
-         on_remote = VALUES(on_remote), updated_at = VALUES(updated_at), committed_at = VALUES(committed_at), attempts = 0`,
-      [rows.map((r) => [connectorKey, r.key, inDataset, r.hash, inDataset, now, now, 0])],
-    );
-    await conn.query('REPLACE INTO floor_checkpoints VALUES (?, ?)', [connectorKey, rows.at(-1)!.key]);
-    await conn.query('COMMIT');
-  };
+  type Page = { members: { key: string; attributes: Record<string, string> }[]; hashed: Hashed[] };
+  type Hashed = { key: string; hash: string | null };
+  const upserts: Page[] = [];
   for (let i = 0; i < changes.upserts.length; i += LEDGER_PAGE) {
     const keys = changes.upserts.slice(i, i + LEDGER_PAGE);
     const [rows] = await conn.execute<RowDataPacket[]>(
@@ -368,15 +338,57 @@ async function ledgerLoop(
       key: m.key,
       hash: createHash('md5').update(`v${m.attributes.email}\u001fv${m.attributes.segment}`).digest('hex'),
     }));
-    await markPending(hashed, 1);
-    await postToList(receiver, id, 'add', { members });
-    await record(hashed, 1);
+    upserts.push({ members, hashed });
   }
-  for (let i = 0; i < changes.deletions.length; i += LEDGER_PAGE) {
-    const keys = changes.deletions.slice(i, i + LEDGER_PAGE).map((key) => ({ key, hash: null }));
-    await markPending(keys, 0);
-    await postToList(receiver, id, 'remove', { keys: keys.map((k) => k.key) });
-    await record(keys, 0);
+  const deletions: Hashed[][] = [];
+  for (let i = 0; i < changes.deletions.length; i += LEDGER_PAGE)
+    deletions.push(changes.deletions.slice(i, i + LEDGER_PAGE).map((key) => ({ key, hash: null })));
+
+  const upsertRows = (rows: Hashed[], inDataset: number, committed: number | null) =>
+    conn.query(
+      `INSERT INTO deltalog (connector_id, record_key, in_dataset, attr_hash, on_remote, updated_at, committed_at, attempts) VALUES ?
+       ON DUPLICATE KEY UPDATE in_dataset = VALUES(in_dataset), attr_hash = COALESCE(VALUES(attr_hash), attr_hash),
+         ${committed === null ? '' : 'on_remote = VALUES(on_remote),'} updated_at = VALUES(updated_at), committed_at = VALUES(committed_at), attempts = 0`,
+      [
+        rows.map((r) => [
+          connectorKey,
+          r.key,
+          inDataset,
+          r.hash,
+          committed === null ? 0 : inDataset,
+          Date.now(),
+          committed,
+          0,
+        ]),
+      ],
+    );
+  // The deltalog update's share, at its cheapest: every changed row pending, in one transaction.
+  if (pendingFirst) {
+    await conn.query('BEGIN');
+    for (const page of upserts) await upsertRows(page.hashed, 1, null);
+    for (const page of deletions) await upsertRows(page, 0, null);
+    await conn.query('COMMIT');
+  }
+  const record = async (rows: Hashed[], inDataset: number) => {
+    const now = Date.now();
+    await conn.query('BEGIN');
+    if (pendingFirst)
+      await conn.query(
+        `UPDATE deltalog SET committed_at = ?, on_remote = in_dataset, attempts = 0, last_error = NULL
+         WHERE connector_id = ? AND record_key IN (?) AND committed_at IS NULL`,
+        [now, connectorKey, rows.map((r) => r.key)],
+      );
+    else await upsertRows(rows, inDataset, now);
+    await conn.query('REPLACE INTO floor_checkpoints VALUES (?, ?)', [connectorKey, rows.at(-1)!.key]);
+    await conn.query('COMMIT');
+  };
+  for (const page of upserts) {
+    await postToList(receiver, id, 'add', { members: page.members });
+    await record(page.hashed, 1);
+  }
+  for (const page of deletions) {
+    await postToList(receiver, id, 'remove', { keys: page.map((k) => k.key) });
+    await record(page, 0);
   }
 }
 
