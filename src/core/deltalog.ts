@@ -164,10 +164,13 @@ export async function updateDeltalogFromChanges(
             after,
             upTo,
           );
-          const before = await keysInDataset(trx, connectorId, chunk);
-          await upsertNewAndChanged(trx, dialect, connectorId, reader.dataset, now, groupBy, chunk);
-          await markRemoved(trx, dialect, connectorId, reader.dataset, now, chunk);
-          applied.datasetKeysDelta += (await keysInDataset(trx, connectorId, chunk)) - before;
+          // Counted from what the statements wrote, so the keys need not be read again to count:
+          // keys that entered (new, or back in the dataset) less those that left.
+          const only = { dataset: reader.dataset, now, groupBy, touched: chunk };
+          await upsertNewAndChanged(trx, dialect, connectorId, { ...only, only: 'staying' });
+          const entered = await upsertNewAndChanged(trx, dialect, connectorId, { ...only, only: 'entering' });
+          const left = await markRemoved(trx, dialect, connectorId, reader.dataset, now, chunk);
+          applied.datasetKeysDelta += entered - left;
           applied.touchedKeys += keys;
         }
       } finally {
@@ -283,25 +286,6 @@ export interface ChangesApplied {
   datasetKeysDelta: number;
 }
 
-/** Of the touched keys, those the deltalog holds as in the dataset. */
-async function keysInDataset(
-  trx: Knex.Transaction,
-  connectorId: CompareTarget,
-  touched: Fragment,
-): Promise<number> {
-  const target = tableOf(connectorId);
-  const [row] = await rows<{ n: number }>(
-    trx,
-    join(
-      text(`SELECT COUNT(*) AS n FROM ${target.table} ${byKeyHint(trx, target)}`),
-      text(`WHERE ${target.owner} = ? AND in_dataset = 1 AND record_key IN (`, target.id),
-      touched,
-      text(')'),
-    ),
-  );
-  return Number(row?.n ?? 0);
-}
-
 /** Keys the deltalog holds as in the dataset (after a full compare, for counting on from there). */
 export async function datasetKeyCount(db: Db, connectorId: CompareTarget): Promise<number> {
   const target = tableOf(connectorId);
@@ -366,7 +350,7 @@ async function applyFullCompare(
   const dialect = dialectOf(trx as unknown as Db);
   // A duplicated key gets one row per key, grouped the way duplicates were counted.
   const groupBy = report.duplicateKeys > 0 ? duplicateKey(dialect, dataset, traits) : undefined;
-  await upsertNewAndChanged(trx, dialect, connectorId, dataset, now, groupBy);
+  await upsertNewAndChanged(trx, dialect, connectorId, { dataset, now, groupBy });
   await markRemoved(trx, dialect, connectorId, dataset, now);
 }
 
@@ -403,15 +387,27 @@ export async function previewUpdate<T>(
 }
 const ROLLED_BACK = new Error('preview rolled back');
 
+interface UpsertScope {
+  dataset: DatasetDefinition;
+  now: number;
+  /** How a duplicated key is grouped (when the dataset has one, or may). */
+  groupBy: Fragment | undefined;
+  /** Only these keys (a subquery naming them as `record_key`). */
+  touched?: Fragment;
+  /**
+   * Only keys that stay in the dataset with a new hash, or only keys that enter it (new, or back):
+   * the second's count of written rows is the number of keys that entered.
+   */
+  only?: 'staying' | 'entering';
+}
+
+/** New and changed keys, pending. Returns how many rows it wrote. */
 async function upsertNewAndChanged(
   trx: Knex.Transaction,
   dialect: 'mysql' | 'sqlite',
   connectorId: CompareTarget,
-  dataset: DatasetDefinition,
-  now: number,
-  groupBy: Fragment | undefined,
-  touched?: Fragment,
-): Promise<void> {
+  { dataset, now, groupBy, touched, only }: UpsertScope,
+): Promise<number> {
   const target = tableOf(connectorId);
   const hash = attributeHash(dialect, dataset);
   const rows = join(
@@ -434,17 +430,54 @@ async function upsertNewAndChanged(
   const select = join(
     text(`SELECT ?, ds.k, 1, ds.h, ?${target.newValues} FROM (`, target.id, now),
     ds,
-    text(`) ds LEFT JOIN ${table} dl ON dl.${owner} = ? AND dl.record_key = ds.k`, target.id),
-    text('WHERE dl.record_key IS NULL OR dl.in_dataset = 0 OR dl.attr_hash IS NULL OR dl.attr_hash <> ds.h'),
+    text(`) ds ${joinTouched(dialect, target, only)} ON dl.${owner} = ? AND dl.record_key = ds.k`, target.id),
+    text(`WHERE ${UPSERT_FILTER[only ?? 'all']}`),
   );
   const insert = `INSERT INTO ${table} (${owner}, record_key, in_dataset, attr_hash, updated_at${target.newColumns})`;
   const onConflict =
     dialect === 'mysql'
       ? `ON DUPLICATE KEY UPDATE in_dataset = 1, attr_hash = VALUES(attr_hash), updated_at = VALUES(updated_at)${target.reset}`
       : `ON CONFLICT (${owner}, record_key) DO UPDATE SET in_dataset = 1, attr_hash = excluded.attr_hash, updated_at = excluded.updated_at${target.reset}`;
-  await trx.raw(`${insert} ${select.sql} ${onConflict}`, select.bindings);
+  return rowsSelected(dialect, await trx.raw(`${insert} ${select.sql} ${onConflict}`, select.bindings));
 }
 
+/**
+ * How the deltalog joins the dataset's rows. Only keys staying in the dataset need a deltalog row
+ * (an inner join), and SQLite, left to order an inner join itself, walks the connector's rows by
+ * the pending index; CROSS JOIN keeps the touched rows outside, the primary key inside.
+ */
+function joinTouched(dialect: Dialect, target: TargetTable, only: UpsertScope['only']): string {
+  if (only !== 'staying') return `LEFT JOIN ${target.table} dl`;
+  return dialect === 'sqlite'
+    ? `CROSS JOIN ${target.table} dl INDEXED BY ${target.keyIndex}`
+    : `JOIN ${target.table} dl`;
+}
+
+const UPSERT_FILTER = {
+  all: 'dl.record_key IS NULL OR dl.in_dataset = 0 OR dl.attr_hash IS NULL OR dl.attr_hash <> ds.h',
+  staying: 'dl.in_dataset = 1 AND (dl.attr_hash IS NULL OR dl.attr_hash <> ds.h)',
+  entering: 'dl.record_key IS NULL OR dl.in_dataset = 0',
+};
+
+/**
+ * Rows an INSERT … SELECT … upsert wrote, one per selected row: MySQL's "Records: n" (its affected
+ * rows count an update twice), SQLite's changes.
+ */
+function rowsSelected(dialect: Dialect, result: unknown): number {
+  if (dialect === 'sqlite') return Number((result as { changes: number }).changes);
+  const info = (result as [{ info?: string }])[0]?.info ?? '';
+  const records = /Records:\s*(\d+)/.exec(info);
+  if (!records) throw new Error(`no row count in MySQL's answer to an upsert: ${JSON.stringify(info)}`);
+  return Number(records[1]);
+}
+
+/** Rows an UPDATE changed. */
+function rowsChanged(dialect: Dialect, result: unknown): number {
+  if (dialect === 'sqlite') return Number((result as { changes: number }).changes);
+  return Number((result as [{ affectedRows: number }])[0].affectedRows);
+}
+
+/** Keys that left the dataset, pending deletion. Returns how many. */
 async function markRemoved(
   trx: Knex.Transaction,
   dialect: 'mysql' | 'sqlite',
@@ -452,7 +485,7 @@ async function markRemoved(
   dataset: DatasetDefinition,
   now: number,
   touched?: Fragment,
-): Promise<void> {
+): Promise<number> {
   const target = tableOf(connectorId);
   const { table, owner } = target;
   const set = `in_dataset = 0, updated_at = ?${target.reset}`;
@@ -489,7 +522,7 @@ async function markRemoved(
           keyColumn(dataset),
           text(`= ${table}.record_key)`),
         );
-  await trx.raw(statement.sql, statement.bindings);
+  return rowsChanged(dialect, await trx.raw(statement.sql, statement.bindings));
 }
 
 const SAMPLE_SIZE = 5;
