@@ -32,7 +32,7 @@ import { databaseConfig, openDatabase, type Db, type Dialect } from '../src/db';
 import { startDevServer, type DevServer } from '../src/temporal/dev-server';
 import { secretEnvName } from '../src/tenancy/secret-names';
 import { startWorkerProcess, type WorkerProcess } from '../test/helpers/worker-process';
-import { startReceiver, type Receiver } from './receiver-process';
+import { postToList as post, startReceiver, type Receiver } from './receiver-process';
 
 const BENCH_DATABASE = 'deltasync_bench_push';
 const CONNECTOR = 'bench-push';
@@ -430,28 +430,6 @@ async function sqliteDataset(): Promise<Dataset> {
 // ---------------------------------------------------------------------------------------------
 // The receiver (bench/receiver.ts in a child process) and the hand-written loops
 // ---------------------------------------------------------------------------------------------
-
-/** One POST as a person writes it: JSON in, status checked, the answer's counts checked. */
-async function post(
-  receiver: Receiver,
-  list: string,
-  action: 'add' | 'remove',
-  body: object,
-  records: number,
-) {
-  const response = await fetch(`${receiver.url}/lists/${list}/members:${action}`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${receiver.token}`, 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-  });
-  if (!response.ok)
-    throw new Error(`members:${action} answered ${response.status}: ${await response.text()}`);
-  const answer = (await response.json()) as { accepted?: number; rejected?: unknown[] };
-  if ((answer.rejected?.length ?? 0) > 0 || (action === 'add' && answer.accepted !== records))
-    throw new Error(
-      `members:${action} did not take all ${records} records: ${JSON.stringify(answer).slice(0, 200)}`,
-    );
-}
 
 const members = (rows: Row[]) => ({
   members: rows.map((r) => ({ key: r.customer_key, attributes: attributesOf(r) })),

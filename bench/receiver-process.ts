@@ -84,3 +84,25 @@ export async function startReceiver(options: { latencyMs?: number } = {}): Promi
     },
   };
 }
+
+/** One POST as a person writes it: JSON in, status checked, the answer's counts checked. */
+export async function postToList(
+  receiver: Receiver,
+  list: string,
+  action: 'add' | 'remove',
+  body: object,
+  records: number,
+) {
+  const response = await fetch(`${receiver.url}/lists/${list}/members:${action}`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${receiver.token}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  if (!response.ok)
+    throw new Error(`members:${action} answered ${response.status}: ${await response.text()}`);
+  const answer = (await response.json()) as { accepted?: number; rejected?: unknown[] };
+  if ((answer.rejected?.length ?? 0) > 0 || (action === 'add' && answer.accepted !== records))
+    throw new Error(
+      `members:${action} did not take all ${records} records: ${JSON.stringify(answer).slice(0, 200)}`,
+    );
+}

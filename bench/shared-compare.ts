@@ -28,7 +28,7 @@ import { secretEnvName } from '../src/tenancy/secret-names';
 import { startWorkerProcess } from '../test/helpers/worker-process';
 import { bufferPoolSize, createBenchDatabase, resizeBufferPool } from './bench-database';
 import { BENCH_MYSQL_URL, byteSize, percentage, wholeCount } from './options';
-import { startReceiver, type Receiver } from './receiver-process';
+import { postToList, startReceiver, type Receiver } from './receiver-process';
 
 const BENCH_DATABASE = 'deltasync_bench_shared';
 const TOKEN_SECRET = 'SHARED_TOKEN';
@@ -383,24 +383,13 @@ async function ledgerLoop(
     await conn.query('COMMIT');
   };
   for (const page of upserts) {
-    await postToList(receiver, id, 'add', { members: page.members });
+    await postToList(receiver, id, 'add', { members: page.members }, page.members.length);
     await record(page.hashed, 1);
   }
   for (const page of deletions) {
-    await postToList(receiver, id, 'remove', { keys: page.map((k) => k.key) });
+    await postToList(receiver, id, 'remove', { keys: page.map((k) => k.key) }, page.length);
     await record(page, 0);
   }
-}
-
-async function postToList(receiver: Receiver, list: string, action: 'add' | 'remove', body: object) {
-  const response = await fetch(`${receiver.url}/lists/${list}/members:${action}`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${receiver.token}`, 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-  });
-  if (!response.ok)
-    throw new Error(`members:${action} answered ${response.status}: ${await response.text()}`);
-  await response.json();
 }
 
 async function refreshAll(client: DeltasyncClient, ids: string[]): Promise<RunSummary[]> {
