@@ -244,7 +244,7 @@ async function settle(db: Db) {
 async function churn(db: Db, options: Options, round: number) {
   const picked = churnPicks(options, round);
   await db.raw(
-    `INSERT INTO customers SELECT CONCAT('n', ${round}, '-', seq), CONCAT('new', seq, '@example.com'), 'retail' FROM seq_1_to_${picked.third}`,
+    `INSERT INTO customers SELECT n.k, CONCAT('new', n.seq, '@example.com'), 'retail' FROM ${picked.inserted} n`,
   );
   // Joined to a derived table of keys (an IN over the sequence would scan the table per row).
   await db.raw(`DELETE c FROM customers c JOIN ${picked.deleted} d ON c.customer_key = d.k`);
@@ -260,8 +260,7 @@ function churnPicks(options: Options, round: number) {
   const keys = (offset: number) =>
     `(SELECT CONCAT('c', LPAD(${offset} + seq * ${step * 3} + ${round}, 9, '0')) AS k FROM seq_0_to_${third - 1})`;
   return {
-    third,
-    inserted: `(SELECT CONCAT('n', ${round}, '-', seq) AS k FROM seq_1_to_${third})`,
+    inserted: `(SELECT CONCAT('n', ${round}, '-', seq) AS k, seq FROM seq_1_to_${third})`,
     deleted: keys(1),
     edited: keys(2),
   };

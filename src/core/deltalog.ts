@@ -166,9 +166,12 @@ export async function updateDeltalogFromChanges(
           );
           // Counted from what the statements wrote, so the keys need not be read again to count:
           // keys that entered (new, or back in the dataset) less those that left.
-          const only = { dataset: reader.dataset, now, groupBy, touched: chunk };
-          await upsertNewAndChanged(trx, dialect, connectorId, { ...only, only: 'staying' });
-          const entered = await upsertNewAndChanged(trx, dialect, connectorId, { ...only, only: 'entering' });
+          const scope = { dataset: reader.dataset, now, groupBy, touched: chunk };
+          await upsertNewAndChanged(trx, dialect, connectorId, { ...scope, only: 'staying' });
+          const entered = await upsertNewAndChanged(trx, dialect, connectorId, {
+            ...scope,
+            only: 'entering',
+          });
           const left = await markRemoved(trx, dialect, connectorId, reader.dataset, now, chunk);
           applied.datasetKeysDelta += entered - left;
           applied.touchedKeys += keys;
@@ -471,7 +474,7 @@ function rowsSelected(dialect: Dialect, result: unknown): number {
   return Number(records[1]);
 }
 
-/** Rows an UPDATE changed. */
+/** Rows an UPDATE changed (MySQL's affected rows, SQLite's changes). */
 function rowsChanged(dialect: Dialect, result: unknown): number {
   if (dialect === 'sqlite') return Number((result as { changes: number }).changes);
   return Number((result as [{ affectedRows: number }])[0].affectedRows);
