@@ -428,7 +428,14 @@ function phaseOf(sql: string): Phase {
   if (/^SELECT COUNT\(\*\) AS total/i.test(sql)) return 'inspect: counts';
   if (/^SELECT COUNT\(\*\) AS n FROM \(SELECT/i.test(sql)) return 'inspect: duplicates';
   if (/^INSERT INTO deltalog/i.test(sql)) return 'upsert';
-  if (/^UPDATE deltalog/i.test(sql)) return 'mark removed';
+  // The keys that left are found into a temporary table, then marked (core/deltalog.ts: no locks
+  // on the dataset's rows).
+  if (
+    /^(UPDATE deltalog|INSERT INTO deltasync_gone|(CREATE|DROP) TEMPORARY TABLE (IF EXISTS )?deltasync_gone)/i.test(
+      sql,
+    )
+  )
+    return 'mark removed';
   return 'other';
 }
 

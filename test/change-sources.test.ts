@@ -584,19 +584,24 @@ for (const dialect of dialects) {
       assert.equal(result?.compare.touchedKeys, 4);
       const reads = statements.filter((q) => /\b(deltalog|change_journal|indexed_)/.test(q.sql));
       assert.ok(reads.length >= 5, `statements seen: ${reads.length}`);
-      // The statements read the touched keys from a temporary table the update made on its own
-      // connection: explain them on one connection that has it too, holding the same keys.
+      // The statements read the touched keys (and the keys that left)
+      // from temporary tables the update made on its own connection: explain them on one
+      // connection that has them too, holding the same keys.
+      const key = dialect === 'mysql' ? 'VARCHAR(255) COLLATE utf8mb4_bin' : 'TEXT';
+      const temporaries: Record<string, string> = {
+        deltasync_touched: `record_key ${key} NOT NULL PRIMARY KEY`,
+        ...(dialect === 'mysql' ? { deltasync_gone: `record_key ${key} NOT NULL PRIMARY KEY` } : {}),
+      };
+      const temporary = dialect === 'mysql' ? 'TEMPORARY' : 'TEMP';
       const plans = await db.transaction(async (trx) => {
-        await trx.raw(
-          dialect === 'mysql'
-            ? 'CREATE TEMPORARY TABLE deltasync_touched (record_key VARCHAR(255) COLLATE utf8mb4_bin PRIMARY KEY)'
-            : 'CREATE TEMP TABLE deltasync_touched (record_key TEXT NOT NULL PRIMARY KEY)',
-        );
+        for (const [name, columns] of Object.entries(temporaries))
+          await trx.raw(`CREATE ${temporary} TABLE ${name} (${columns})`);
         const touched = ['p000010', 'p010000', 'p000020', 'p999999'];
         await trx('deltasync_touched').insert(touched.map((record_key) => ({ record_key })));
         const found = [];
         for (const q of reads) found.push(await planOf({ db: trx, dialect }, q));
-        await trx.raw(`DROP ${dialect === 'mysql' ? 'TEMPORARY ' : ''}TABLE deltasync_touched`);
+        for (const name of Object.keys(temporaries))
+          await trx.raw(`DROP ${dialect === 'mysql' ? 'TEMPORARY ' : ''}TABLE ${name}`);
         return found;
       });
       for (const plan of plans) {
@@ -774,6 +779,34 @@ for (const dialect of dialects) {
       await follow(db, second, f.table, 2000);
       assert.equal(await journal(), 0);
     });
+
+    if (dialect === 'mysql')
+      test("a writer's open transaction is not waited for; its row reaches the refresh after it commits", async () => {
+        const f = await fixture(db);
+        const id = connector();
+        const check = checkAgainstTwin(id, f.table);
+        await follow(db, id, f.table, 1000);
+        await check(1000);
+        await db(f.people).insert({ k: 'w1', a: 'x' });
+        const writer = await db.transaction();
+        try {
+          await writer(f.people).insert({ k: 'w2', a: 'x' });
+          let timer: NodeJS.Timeout | undefined;
+          const waited = new Promise<never>((_, reject) => {
+            timer = setTimeout(() => reject(new Error('the refresh waited on the open transaction')), 10_000);
+          });
+          const refreshed = await Promise.race([follow(db, id, f.table, 2000), waited]);
+          clearTimeout(timer);
+          assert.equal(refreshed.compare.touchedKeys, 1, 'w1 only: w2 is not committed');
+          await check(2000);
+          await writer.commit();
+        } finally {
+          if (!writer.isCompleted()) await writer.rollback();
+        }
+        const next = await follow(db, id, f.table, 3000);
+        assert.equal(next.compare.touchedKeys, 1, 'w2, committed since');
+        await check(3000);
+      });
   });
 }
 

@@ -141,6 +141,25 @@ for (const dialect of dialects) {
       assert.deepEqual(await pendingCounts(db, id), NONE);
     });
 
+    if (dialect === 'mysql')
+      test("the compare never locks the dataset's rows: the application's writes to them do not wait", async () => {
+        const id = connector();
+        const table = `ds_${tableCounter++}`;
+        await db.schema.createTable(table, (tb) => {
+          tb.string('k', 64).primary().collate('utf8mb4_bin');
+          tb.string('a', 32).nullable();
+        });
+        await db(table).insert(keys(5).map((k) => ({ k, a: 'x' })));
+        const dataset: DatasetDefinition = { table, key: 'k', attributes: ['a'] };
+        await updateDeltalog(db, id, dataset, 1_000);
+        await db(table).where({ k: 'k004' }).delete(); // a key that left, for the compare to find
+        // Inside the compare's transaction, once its statements ran: a write to every row it read.
+        await updateDeltalog(db, id, dataset, 2_000, async () => {
+          await db.raw('SET STATEMENT innodb_lock_wait_timeout = 2 FOR UPDATE ?? SET a = ?', [table, 'y']);
+        });
+        assert.equal((await logRow(db, id, 'k004')).in_dataset, 0);
+      });
+
     test("planning's sizes from the pending rows equal the counted ones, through every state", async () => {
       const id = connector();
       const { table, dataset } = await datasetTable(

@@ -492,40 +492,64 @@ async function markRemoved(
   const target = tableOf(connectorId);
   const { table, owner } = target;
   const set = `in_dataset = 0, updated_at = ?${target.reset}`;
+  if (dialect === 'mysql') return markRemovedMysql(trx, target, dataset, now, touched);
   // Keys that are invalid in the dataset never entered the deltalog, so no validity filter here.
-  // Restricted to touched keys, MySQL drives the update from them (a derived table joined to the
-  // deltalog's primary key) rather than walking the connector's rows and probing the subquery.
-  const statement =
-    dialect === 'mysql'
-      ? join(
-          text(`UPDATE ${table} dl`),
-          ...(touched
-            ? [
-                text('JOIN ('),
-                touched,
-                text(`) t ON dl.${owner} = ? AND dl.record_key = t.record_key`, target.id),
-              ]
-            : []),
-          text('LEFT JOIN'),
-          sourceFrom(dataset),
-          text('ON'),
-          keyColumn(dataset),
-          text(`= dl.record_key SET ${set.replace(/(\w+) =/g, 'dl.$1 =')}`, now),
-          text(`WHERE dl.${owner} = ? AND dl.in_dataset = 1 AND`, target.id),
-          keyColumn(dataset),
-          text('IS NULL'),
-        )
-      : join(
-          text(`UPDATE ${table} ${touched ? byKeyHint(trx, target) : ''} SET ${set}`, now),
-          text(`WHERE ${owner} = ? AND in_dataset = 1`, target.id),
-          ...(touched ? [text('AND record_key IN ('), touched, text(')')] : []),
-          text('AND NOT EXISTS (SELECT 1 FROM'),
-          sourceFrom(dataset),
-          text('WHERE'),
-          keyColumn(dataset),
-          text(`= ${table}.record_key)`),
-        );
+  const statement = join(
+    text(`UPDATE ${table} ${touched ? byKeyHint(trx, target) : ''} SET ${set}`, now),
+    text(`WHERE ${owner} = ? AND in_dataset = 1`, target.id),
+    ...(touched ? [text('AND record_key IN ('), touched, text(')')] : []),
+    text('AND NOT EXISTS (SELECT 1 FROM'),
+    sourceFrom(dataset),
+    text('WHERE'),
+    keyColumn(dataset),
+    text(`= ${table}.record_key)`),
+  );
   return rowsChanged(dialect, await trx.raw(statement.sql, statement.bindings));
+}
+
+const GONE = 'deltasync_gone';
+
+/**
+ * MySQL reads the tables a multi-table UPDATE joins with shared locks, held until the transaction
+ * commits: joined to the dataset, the application's writes to it would wait for the whole compare
+ * (and the compare for their open transactions). So the keys that left are found first by an
+ * INSERT … SELECT, which reads without locks under READ COMMITTED, into a temporary table, and the
+ * update joins only that. Restricted to touched keys, both drive from them (a derived table joined
+ * to the deltalog's primary key) rather than walking the connector's rows.
+ */
+async function markRemovedMysql(
+  trx: Knex.Transaction,
+  target: TargetTable,
+  dataset: DatasetDefinition,
+  now: number,
+  touched?: Fragment,
+): Promise<number> {
+  const { table, owner } = target;
+  await trx.raw(`DROP TEMPORARY TABLE IF EXISTS ${GONE}`);
+  await trx.raw(
+    `CREATE TEMPORARY TABLE ${GONE} (record_key VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL PRIMARY KEY)`,
+  );
+  const gone = join(
+    text(`INSERT INTO ${GONE} (record_key) SELECT dl.record_key FROM ${table} dl`),
+    ...(touched
+      ? [text('JOIN ('), touched, text(`) t ON dl.${owner} = ? AND dl.record_key = t.record_key`, target.id)]
+      : []),
+    text('LEFT JOIN'),
+    sourceFrom(dataset),
+    text('ON'),
+    keyColumn(dataset),
+    text(`= dl.record_key WHERE dl.${owner} = ? AND dl.in_dataset = 1 AND`, target.id),
+    keyColumn(dataset),
+    text('IS NULL'),
+  );
+  await trx.raw(gone.sql, gone.bindings);
+  const set = `in_dataset = 0, updated_at = ?${target.reset}`.replace(/(\w+) =/g, 'dl.$1 =');
+  const result: unknown = await trx.raw(
+    `UPDATE ${table} dl JOIN ${GONE} g ON dl.${owner} = ? AND dl.record_key = g.record_key SET ${set}`,
+    [target.id, now],
+  );
+  await trx.raw(`DROP TEMPORARY TABLE ${GONE}`);
+  return rowsChanged('mysql', result);
 }
 
 const SAMPLE_SIZE = 5;
