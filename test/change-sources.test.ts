@@ -584,12 +584,14 @@ for (const dialect of dialects) {
       assert.equal(result?.compare.touchedKeys, 4);
       const reads = statements.filter((q) => /\b(deltalog|change_journal|indexed_)/.test(q.sql));
       assert.ok(reads.length >= 5, `statements seen: ${reads.length}`);
-      // The statements read the touched keys (and the keys that left)
+      // The statements read the touched keys (the journal rows they consume, the keys that left)
       // from temporary tables the update made on its own connection: explain them on one
       // connection that has them too, holding the same keys.
+      const unclaimed = `deltasync_unclaimed_${sourceIdOf({ table, key: 'k' })}`;
       const key = dialect === 'mysql' ? 'VARCHAR(255) COLLATE utf8mb4_bin' : 'TEXT';
       const temporaries: Record<string, string> = {
         deltasync_touched: `record_key ${key} NOT NULL PRIMARY KEY`,
+        [unclaimed]: `id INTEGER NOT NULL PRIMARY KEY, record_key ${key} NULL`,
         ...(dialect === 'mysql' ? { deltasync_gone: `record_key ${key} NOT NULL PRIMARY KEY` } : {}),
       };
       const temporary = dialect === 'mysql' ? 'TEMPORARY' : 'TEMP';
@@ -598,6 +600,7 @@ for (const dialect of dialects) {
           await trx.raw(`CREATE ${temporary} TABLE ${name} (${columns})`);
         const touched = ['p000010', 'p010000', 'p000020', 'p999999'];
         await trx('deltasync_touched').insert(touched.map((record_key) => ({ record_key })));
+        await trx(unclaimed).insert(touched.map((record_key, i) => ({ id: i + 1, record_key })));
         const found = [];
         for (const q of reads) found.push(await planOf({ db: trx, dialect }, q));
         for (const name of Object.keys(temporaries))
@@ -611,7 +614,7 @@ for (const dialect of dialects) {
           [/\b(dl|deltalog)\b/, /record_key=\?|key=PRIMARY/],
           [
             /\bchange_journal\b/,
-            /change_journal_batch \(source_id=\? AND batch|key=(change_journal_batch|PRIMARY)/,
+            /change_journal_batch \(source_id=\? AND batch|INTEGER PRIMARY KEY|key=(change_journal_batch|PRIMARY)/,
           ],
         ];
         for (const [name, index] of bounded)
@@ -778,6 +781,71 @@ for (const dialect of dialects) {
       assert.equal(await journal(), 2, '`second` has not applied them yet');
       await follow(db, second, f.table, 2000);
       assert.equal(await journal(), 0);
+    });
+
+    const journalRows = async (source: string) =>
+      Number((await db('change_journal').where({ source_id: source }).count({ n: '*' }))[0]!.n);
+
+    test("a source's only follower consumes the journal rows it applies, without claiming them first", async () => {
+      const f = await fixture(db);
+      const id = connector();
+      const check = checkAgainstTwin(id, f.table);
+      const source = sourceIdOf({ table: f.people, key: 'k' });
+      await follow(db, id, f.table, 1000);
+      await check(1000);
+      await db(f.people).insert([
+        { k: 'c1', a: 'x' },
+        { k: 'c2', a: 'x' },
+      ]);
+      await db(f.people).where({ k: 'c1' }).update({ a: 'y' });
+      assert.equal(await journalRows(source), 3);
+      const next = await follow(db, id, f.table, 2000);
+      assert.equal(next.compare.mode, 'incremental');
+      assert.equal(next.compare.touchedKeys, 2);
+      await check(2000);
+      assert.equal(await journalRows(source), 0, 'the rows it applied are gone');
+      const state = (await db('change_sources').where({ source_id: source }).first('claimed_rows')) as {
+        claimed_rows: number | string;
+      };
+      assert.equal(Number(state.claimed_rows), 0, 'no row was written claimed first');
+      // A full compare consumes them too: it read the dataset after they were committed.
+      await db(f.people).insert({ k: 'c3', a: 'x' });
+      const full = await follow(db, id, f.table, 3000, 'checked in full');
+      assert.deepEqual([full.compare.mode, full.compare.drift], ['full', 0]);
+      assert.equal(await journalRows(source), 0);
+    });
+
+    test('a follower joining while the only follower applies the journal: neither loses a change', async () => {
+      const f = await fixture(db);
+      const [a, c] = [connector(), connector()];
+      const source = sourceIdOf({ table: f.people, key: 'k' });
+      const checkA = checkAgainstTwin(a, f.table);
+      await follow(db, a, f.table, 1000);
+      await checkA(1000);
+      await db(f.people).insert({ k: 'j1', a: 'x' });
+      // `a` claims as the only follower (j1's row stays unclaimed); before its update reads the
+      // journal, `c` starts following, which claims j1's row into a later batch, and j2 is written.
+      const joining: DatasetReader = {
+        dataset: f.table,
+        read: async (work) => {
+          assert.equal((await follow(db, c, f.table, 2000)).compare.mode, 'full');
+          await db(f.people).insert({ k: 'j2', a: 'x' });
+          return work(db);
+        },
+      };
+      const applied = await updateFollowingChanges(db, a, f.table, joining, 2000);
+      assert.equal(applied.compare.mode, 'incremental');
+      await checkA(2000); // j1 (claimed by `c`) and j2 (unclaimed) both reached `a`
+      assert.ok((await journalRows(source)) > 0, '`c` still needs j2: nothing was consumed');
+      const next = await follow(db, c, f.table, 3000);
+      assert.equal(next.compare.mode, 'incremental');
+      const twin = connector();
+      await updateDeltalog(db, twin, { ...f.table, changes: undefined }, 3000);
+      const present = async (id: string) =>
+        (await deltalogOf(db, id)).filter((r) => r[1] === '1').map((r) => r.slice(0, 3));
+      assert.deepEqual(await present(c), await present(twin));
+      assert.equal((await follow(db, a, f.table, 4000)).compare.mode, 'incremental');
+      await checkA(4000);
     });
 
     if (dialect === 'mysql')

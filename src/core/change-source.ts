@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
+import type { Knex } from 'knex';
 import { dialectOf, selectRows, type Db } from '../db';
-import type { Fragment } from './dataset';
+import type { TouchedKeys } from './dataset';
 
 /**
  * Trigger change sources: the keys a dataset's base tables touch, journalled by triggers that
@@ -17,6 +18,12 @@ import type { Fragment } from './dataset';
  * simply lands in a later batch: nothing is skipped, which ordering by id could not promise. A
  * connector's position is the last batch it applied; the keys to compare are those of the batches
  * after it.
+ *
+ * A source with a single follower (the usual case: one connector, or one shared compare) needs no
+ * batches for its new rows: its claim only takes the next batch number, and the update that
+ * applies the unclaimed rows deletes exactly those it read, in its own transaction (consumeRows).
+ * That saves writing every journal row twice (claimed, then trimmed). Should another follower
+ * appear meanwhile, the rows are left for the claims to come (applied twice, never lost).
  *
  * Continuity (what lets a position be trusted): the triggers were in place, and every claimed row
  * a consumer still needs is still in the journal. When triggers had to be (re)installed over an
@@ -233,21 +240,32 @@ async function removeSource(db: Db, sourceId: string): Promise<void> {
 
 const CLAIM_CHUNK = 5000;
 
+/** A claimed batch; `sole`: the follower is the source's only one, and its unclaimed rows stay so. */
+interface Claim {
+  batch: number;
+  sole: boolean;
+}
+
+/** Positions are batch numbers; a claim that left the rows unclaimed is written with a `+`. */
+const claimText = (claim: Claim) => `${claim.batch}${claim.sole ? '+' : ''}`;
+const claimOf = (text: string): Claim => ({ batch: Number.parseInt(text, 10), sole: text.endsWith('+') });
+
 /**
- * Claim every journal row of the source committed so far into a new batch, and return its number.
- * A new batch number is handed out even when nothing changed, so that a position taken after a
- * floor was raised is never below it. On MySQL the rows are first read (a consistent read, which
- * sees committed rows only) and then claimed by primary key: the claim never waits on a writer's
- * open transaction, whose rows go to a later batch.
+ * Claim every journal row of the source committed so far into a new batch, and return it. A new
+ * batch number is handed out even when nothing changed, so that a position taken after a floor was
+ * raised is never below it. When `follower` is the only follower of the source, the rows are left
+ * unclaimed: the update that applies them consumes them (consumeRows). Otherwise, on MySQL the
+ * rows are first read (a consistent read, which sees committed rows only) and then claimed by
+ * primary key: the claim never waits on a writer's open transaction, whose rows go to a later batch.
  */
-async function claimChanges(db: Db, sourceId: string): Promise<number> {
+async function claimChanges(db: Db, sourceId: string, follower: string): Promise<Claim> {
   const mysql = dialectOf(db) === 'mysql';
   return db.transaction(async (trx) => {
-    const locked = trx('change_sources').where({ source_id: sourceId });
-    const row = (await (mysql ? locked.forUpdate() : locked).first('last_batch')) as
-      { last_batch: number | string } | undefined;
-    if (!row) throw new ChangeSourceError(`change source ${sourceId} is not installed`);
-    const batch = Number(row.last_batch) + 1;
+    const batch = (await lockSource(trx, sourceId)) + 1;
+    if (await followedBySoleFollower(trx, sourceId, follower)) {
+      await trx('change_sources').where({ source_id: sourceId }).update({ last_batch: batch });
+      return { batch, sole: true };
+    }
     let claimed = 0;
     if (mysql) {
       const [top] = await selectRows<{ id: number | string | null }>(
@@ -279,8 +297,27 @@ async function claimChanges(db: Db, sourceId: string): Promise<number> {
     await trx('change_sources')
       .where({ source_id: sourceId })
       .update({ last_batch: batch, claimed_rows: trx.raw('claimed_rows + ?', [claimed]) });
-    return batch;
+    return { batch, sole: false };
   });
+}
+
+/** Lock the source's row (claims happen one at a time) and return its last batch. */
+async function lockSource(trx: Knex.Transaction, sourceId: string): Promise<number> {
+  const locked = trx('change_sources').where({ source_id: sourceId });
+  const row = (await (dialectOf(trx as unknown as Db) === 'mysql' ? locked.forUpdate() : locked).first(
+    'last_batch',
+  )) as { last_batch: number | string } | undefined;
+  if (!row) throw new ChangeSourceError(`change source ${sourceId} is not installed`);
+  return Number(row.last_batch);
+}
+
+/** No follower but `follower` has a position in the source (applied, or held for a first compare). */
+async function followedBySoleFollower(trx: Knex.Transaction, sourceId: string, follower: string) {
+  const other = (await trx('change_positions')
+    .where({ source_id: sourceId })
+    .whereNot({ connector_id: follower })
+    .first('connector_id')) as unknown;
+  return other === undefined;
 }
 
 /**
@@ -320,20 +357,84 @@ async function journalContinuity(
 /**
  * The keys touched in the source after a position, up to a claimed batch: a subquery naming the
  * distinct keys (`record_key`), for the deltalog update to join.
+ *
+ * A sole follower's claim left the rows unclaimed: the update reads them once into a table of its
+ * own, and consumes them. It also reads the batches claimed after its own (by a follower that joined
+ * meanwhile), which may hold rows committed before its claim; applying them early is harmless.
  */
-function touchedKeys(sourceId: string, after: number, upTo: number): Fragment {
+function touchedKeys(sourceId: string, after: number, upTo: Claim, follower: string): TouchedKeys {
+  const batches =
+    'SELECT DISTINCT record_key FROM change_journal WHERE record_key IS NOT NULL AND source_id = ? AND batch > ?';
+  if (!upTo.sole) return { sql: `${batches} AND batch <= ?`, bindings: [sourceId, after, upTo.batch] };
+  const rows = unclaimedRowsTable(sourceId);
   return {
-    sql: 'SELECT DISTINCT record_key FROM change_journal WHERE record_key IS NOT NULL AND source_id = ? AND batch > ? AND batch <= ?',
-    bindings: [sourceId, after, upTo],
+    sql: `${batches} UNION SELECT record_key FROM ${rows} WHERE record_key IS NOT NULL`,
+    bindings: [sourceId, after],
+    prepare: (trx) => readUnclaimedRows(trx, sourceId),
+    settle: (trx) => consumeRows(trx, sourceId, upTo.batch, follower),
   };
 }
 
-/** Several subqueries naming `record_key`, as one. */
-export function unionOfKeys(parts: Fragment[]): Fragment {
+/** The update's own (temporary) table of the unclaimed rows it read. */
+const unclaimedRowsTable = (sourceId: string) => `deltasync_unclaimed_${sourceId}`;
+
+/**
+ * The source's unclaimed journal rows, read once (committed rows only: a writer's open transaction
+ * is not waited for; its rows stay for the next refresh) into a temporary table, so that exactly
+ * the rows applied are the rows consumed.
+ */
+async function readUnclaimedRows(trx: Knex.Transaction, sourceId: string): Promise<void> {
+  const rows = unclaimedRowsTable(sourceId);
+  const mysql = dialectOf(trx as unknown as Db) === 'mysql';
+  await trx.raw(mysql ? `DROP TEMPORARY TABLE IF EXISTS ${rows}` : `DROP TABLE IF EXISTS temp.${rows}`);
+  await trx.raw(
+    mysql
+      ? `CREATE TEMPORARY TABLE ${rows} (id BIGINT UNSIGNED NOT NULL PRIMARY KEY, record_key VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL)`
+      : `CREATE TEMP TABLE ${rows} (id INTEGER NOT NULL PRIMARY KEY, record_key TEXT NULL)`,
+  );
+  await trx.raw(
+    `INSERT INTO ${rows} (id, record_key) SELECT id, record_key FROM change_journal WHERE source_id = ? AND batch IS NULL`,
+    [sourceId],
+  );
+}
+
+/**
+ * At the end of the update that applied them, delete the unclaimed rows it read, when the claim
+ * that left them unclaimed is still the source's last and its follower still the only one (under
+ * the source's lock, held until the update commits: a follower joining now claims after it, and
+ * compares in full after that). Otherwise they stay for the next claims; applying a key again is
+ * harmless. Nothing else counts these rows: they were never claimed.
+ */
+async function consumeRows(
+  trx: Knex.Transaction,
+  sourceId: string,
+  batch: number,
+  follower: string,
+): Promise<void> {
+  const rows = unclaimedRowsTable(sourceId);
+  const mysql = dialectOf(trx as unknown as Db) === 'mysql';
+  const last = await lockSource(trx, sourceId);
+  if (last === batch && (await followedBySoleFollower(trx, sourceId, follower)))
+    await trx.raw(
+      mysql
+        ? `DELETE j FROM change_journal j JOIN ${rows} r ON j.id = r.id WHERE j.batch IS NULL`
+        : `DELETE FROM change_journal WHERE id IN (SELECT id FROM temp.${rows}) AND batch IS NULL`,
+    );
+  await trx.raw(mysql ? `DROP TEMPORARY TABLE ${rows}` : `DROP TABLE temp.${rows}`);
+}
+
+/** Several subqueries naming `record_key`, as one (with what each must run first and last). */
+export function unionOfKeys(parts: TouchedKeys[]): TouchedKeys {
   if (parts.length === 1) return parts[0]!;
   return {
     sql: `SELECT u.record_key FROM (${parts.map((p) => p.sql).join(' UNION ')}) u`,
     bindings: parts.flatMap((p) => p.bindings),
+    prepare: async (trx) => {
+      for (const part of parts) await part.prepare?.(trx);
+    },
+    settle: async (trx) => {
+      for (const part of parts) await part.settle?.(trx);
+    },
   };
 }
 
@@ -348,12 +449,12 @@ export interface FollowedSource {
   table: string;
   /** Ready the source (install what it needs); `lost`: changes may have gone unrecorded. */
   prepare(now: number): Promise<{ lost?: string }>;
-  /** Everything visible now is at or below the position returned. */
-  claim(): Promise<string>;
+  /** Everything visible now is at or below the position returned (claimed for `follower`). */
+  claim(follower: string): Promise<string>;
   /** Why a follower at `position` cannot continue to `claimed`; undefined when it can. */
   discontinuity(position: string, claimed: string): Promise<string | undefined>;
   /** The keys touched after `position` up to `claimed`, as a subquery naming `record_key`. */
-  touched(position: string | undefined, claimed: string): Fragment;
+  touched(position: string | undefined, claimed: string, follower: string): TouchedKeys;
   /**
    * The position a follower keeps once it applied up to `claimed` from `position` (undefined: a
    * first full compare).
@@ -405,19 +506,20 @@ export function journalSource(
     table: tracked.table,
     prepare: (now) => keeper.prepare(now),
     // Claimed before anything is read: a change committed after its claim is in a later batch.
-    async claim() {
+    async claim(follower) {
       await keeper.fill();
-      return String(await claimChanges(db, sourceId));
+      return claimText(await claimChanges(db, sourceId, follower));
     },
     async discontinuity(position, claimed) {
-      const broken = await journalContinuity(db, sourceId, Number(position), Number(claimed));
+      const broken = await journalContinuity(db, sourceId, claimOf(position).batch, claimOf(claimed).batch);
       if (broken === 'rows missing') return `rows of the change journal of ${tracked.table} went missing`;
       if (broken === 'below floor')
         return `the change journal of ${tracked.table} cannot prove it saw every change since the last refresh`;
       return undefined;
     },
-    touched: (position, claimed) => touchedKeys(sourceId, Number(position ?? 0), Number(claimed)),
-    advance: (_position, claimed) => claimed,
+    touched: (position, claimed, follower) =>
+      touchedKeys(sourceId, claimOf(position ?? '0').batch, claimOf(claimed), follower),
+    advance: (_position, claimed) => String(claimOf(claimed).batch),
     trim: async () => {
       await trimJournal(db, sourceId);
     },

@@ -3,7 +3,7 @@ import type { Db } from '../db';
 import { removeUnfollowedSources, triggerSource, unionOfKeys, type FollowedSource } from './change-source';
 import { binlogSource } from './change-binlog';
 import { watermarkSource } from './change-watermark';
-import { datasetSignature, type DatasetDefinition, type DatasetReader, type Fragment } from './dataset';
+import { datasetSignature, type DatasetDefinition, type DatasetReader, type TouchedKeys } from './dataset';
 import {
   badRowTotal,
   datasetKeyCount,
@@ -129,7 +129,7 @@ export async function updateFollowingChanges(
   }
   await forgetTracking(db, connectorKey, new Set(sources.map((s) => s.sourceId)));
   const claims = new Map<string, string>();
-  for (const source of sources) claims.set(source.sourceId, await source.claim());
+  for (const source of sources) claims.set(source.sourceId, await source.claim(connectorKey));
 
   const positions = await positionsOf(db, connectorKey);
   await reserve(db, connectorKey, sources, positions, claims);
@@ -138,7 +138,7 @@ export async function updateFollowingChanges(
   const signature = signatureOf(declared);
   const continued =
     !!state && state.signature === signature && sources.every((s) => positions.has(s.sourceId));
-  const touched = touchedAcross(sources, positions, claims);
+  const touched = touchedAcross(sources, positions, claims, connectorKey);
   const advanced = new Map(
     sources.map((s) => [s.sourceId, s.advance(positions.get(s.sourceId), claims.get(s.sourceId)!)]),
   );
@@ -180,7 +180,7 @@ export async function updateFollowingChanges(
   // them (stamped `now`) is what the change source missed.
   if (continued)
     await updateDeltalogFromChanges(db, target, reader, touched, now - 1, (trx) => fence(trx, now - 1));
-  const report = await updateDeltalog(db, target, reader, now, (trx) => fence(trx, now));
+  const report = await updateDeltalog(db, target, reader, now, (trx) => fence(trx, now), touched);
   const drift = continued ? await changedAt(db, target, now) : undefined;
   const datasetKeys = await datasetKeyCount(db, target);
   await db.transaction(async (trx) => {
@@ -214,8 +214,11 @@ function touchedAcross(
   sources: FollowedSource[],
   positions: Map<string, string>,
   claims: Map<string, string>,
-): Fragment {
-  return unionOfKeys(sources.map((s) => s.touched(positions.get(s.sourceId), claims.get(s.sourceId)!)));
+  follower: string,
+): TouchedKeys {
+  return unionOfKeys(
+    sources.map((s) => s.touched(positions.get(s.sourceId), claims.get(s.sourceId)!, follower)),
+  );
 }
 
 async function whyFullCompare(input: {
@@ -257,13 +260,14 @@ async function reserve(
   positions: Map<string, string>,
   claims: Map<string, string>,
 ) {
-  for (const { sourceId } of sources) {
+  for (const source of sources) {
+    const { sourceId } = source;
     if (positions.has(sourceId)) continue;
     await db('change_positions')
       .insert({
         connector_id: connectorKey,
         source_id: sourceId,
-        position: claims.get(sourceId)!,
+        position: source.advance(undefined, claims.get(sourceId)!),
         applied: false,
       })
       .onConflict(['connector_id', 'source_id'])

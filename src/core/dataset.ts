@@ -96,6 +96,16 @@ export interface Fragment {
   bindings: Knex.RawBinding[];
 }
 
+/**
+ * The keys a change source reports touched: a subquery naming them (`record_key`), with what must
+ * run in the transaction that applies them, first (`prepare`) and last before it commits
+ * (`settle`): a journal read by a single follower is consumed that way (core/change-source.ts).
+ */
+export interface TouchedKeys extends Fragment {
+  prepare?(trx: Knex.Transaction): Promise<void>;
+  settle?(trx: Knex.Transaction): Promise<void>;
+}
+
 /** The dataset as a FROM-clause item aliased `src`. */
 export function sourceFrom(dataset: DatasetDefinition): Fragment {
   if (dataset.sql !== undefined) return { sql: `(${dataset.sql}) src`, bindings: [] };

@@ -13,6 +13,7 @@ import {
   type DatasetDefinition,
   type DatasetReader,
   type Fragment,
+  type TouchedKeys,
   type KeyTraits,
 } from './dataset';
 
@@ -102,13 +103,18 @@ export async function updateDeltalog(
   source: DatasetDefinition | DatasetReader,
   now: number,
   alongside?: (trx: Knex.Transaction) => Promise<void>,
+  journal?: Pick<TouchedKeys, 'prepare' | 'settle'>,
 ): Promise<BadRowReport> {
   const reader = readerOf(db, source);
   return reader.read(async (executor) => {
     const traits = reader.traits ?? (await keyTraits(executor, reader.dataset));
     const report = await inspectDataset(executor, reader.dataset, traits);
     await inCompareTransaction(executor, async (trx) => {
+      // A change source's journal rows read before the compare are reflected in it: they are
+      // consumed with it (core/change-source.ts).
+      await journal?.prepare?.(trx);
       await applyFullCompare(trx, connectorId, reader.dataset, now, report, traits);
+      await journal?.settle?.(trx);
       await alongside?.(trx);
     });
     return report;
@@ -128,7 +134,7 @@ export async function updateDeltalogFromChanges(
   db: Db,
   connectorId: CompareTarget,
   source: DatasetDefinition | DatasetReader,
-  touched: Fragment,
+  touched: TouchedKeys,
   now: number,
   alongside: (trx: Knex.Transaction, counted: ChangesApplied) => Promise<void>,
 ): Promise<ChangesApplied> {
@@ -142,28 +148,32 @@ export async function updateDeltalogFromChanges(
       // The touched keys are gathered once, distinct and in key order, into a temporary table;
       // then a chunk at a time: the chunk's pages, read by its first statement, are still in the
       // buffer pool for the next four (all of the change at once may not fit).
+      await touched.prepare?.(trx);
       await gatherTouched(trx, dialect, touched);
       const chunks = await chunksOf(trx);
       // Reading ahead: while one chunk is written, the next chunks' pages are read into the buffer
       // pool on other connections (MySQL; the disk serves several reads at once). Only a warm-up:
       // what the transaction reads is its own.
       const readAhead = new Map<number, Promise<unknown>>();
-      const warm = (i: number) => {
+      const warm = async (i: number) => {
         const chunk = chunks[i];
         if (!chunk || readAhead.has(i) || dialect !== 'mysql' || executor.isTransaction) return;
+        // The keys are named: the gathered table is this connection's own.
+        const keys = await rows<{ record_key: string }>(trx, chunkKeys(chunk));
         readAhead.set(
           i,
-          warmChunk(executor, connectorId, reader.dataset, touched, chunk).catch(() => undefined),
+          warmChunk(
+            executor,
+            connectorId,
+            reader.dataset,
+            keys.map((row) => row.record_key),
+          ).catch(() => undefined),
         );
       };
       try {
         for (const [i, { after, upTo, keys }] of chunks.entries()) {
-          for (let ahead = 1; ahead <= READ_AHEAD; ahead++) warm(i + ahead);
-          const chunk = text(
-            `SELECT record_key FROM ${TOUCHED} WHERE record_key > ? AND record_key <= ?`,
-            after,
-            upTo,
-          );
+          for (let ahead = 1; ahead <= READ_AHEAD; ahead++) await warm(i + ahead);
+          const chunk = chunkKeys({ after, upTo });
           // Counted from what the statements wrote, so the keys need not be read again to count:
           // keys that entered (new, or back in the dataset) less those that left.
           const scope = { dataset: reader.dataset, now, groupBy, touched: chunk };
@@ -180,6 +190,7 @@ export async function updateDeltalogFromChanges(
         await Promise.all(readAhead.values());
       }
       await trx.raw(`DROP ${dialect === 'mysql' ? 'TEMPORARY ' : ''}TABLE ${TOUCHED}`);
+      await touched.settle?.(trx);
       await alongside(trx, applied);
       return applied;
     });
@@ -198,6 +209,11 @@ interface Chunk {
   /** … up to this one (inclusive). */
   upTo: string;
   keys: number;
+}
+
+/** A chunk's keys, from the gathered table. */
+function chunkKeys({ after, upTo }: Pick<Chunk, 'after' | 'upTo'>): Fragment {
+  return text(`SELECT record_key FROM ${TOUCHED} WHERE record_key > ? AND record_key <= ?`, after, upTo);
 }
 
 /** The gathered keys cut into chunks of CHANGE_CHUNK in key order: one row per chunk read. */
@@ -224,14 +240,10 @@ async function warmChunk(
   db: Executor,
   connectorId: CompareTarget,
   dataset: DatasetDefinition,
-  touched: Fragment,
-  chunk: Chunk,
+  chunkKeys: string[],
 ): Promise<void> {
-  const keys = join(
-    text('SELECT t.record_key FROM ('),
-    touched,
-    text(') t WHERE t.record_key > ? AND t.record_key <= ?', chunk.after, chunk.upTo),
-  );
+  if (chunkKeys.length === 0) return;
+  const keys = text(chunkKeys.map(() => '?').join(', '), ...chunkKeys);
   const target = tableOf(connectorId);
   await rows(
     db,
