@@ -267,6 +267,26 @@ for (const dialect of dialects) {
       );
     });
 
+    test('the dataset size an incremental update carries forward counts keys new, back, changed and gone', async () => {
+      const f = await fixture(db);
+      const id = connector();
+      await db(f.people).insert(['s1', 's2', 's3'].map((k) => ({ k, a: 'x' })));
+      await follow(db, id, f.table, 1000);
+      await db(f.people).where({ k: 's1' }).delete();
+      assert.equal((await follow(db, id, f.table, 2000)).report.datasetRows, 2);
+      await db(f.people).insert([
+        { k: 's1', a: 'y' }, // back
+        { k: 's4', a: 'x' }, // new
+      ]);
+      await db(f.people).where({ k: 's2' }).update({ a: 'z' }); // changed
+      await db(f.people).where({ k: 's3' }).delete(); // gone
+      const next = await follow(db, id, f.table, 3000);
+      assert.equal(next.compare.mode, 'incremental');
+      assert.equal(next.compare.touchedKeys, 4);
+      assert.equal(next.report.datasetRows, 3);
+      assert.equal(await datasetKeyCount(db, id), 3);
+    });
+
     test('triggers dropped behind its back: the next refresh compares in full and counts the drift', async () => {
       const f = await fixture(db);
       const id = connector();
@@ -592,7 +612,9 @@ for (const dialect of dialects) {
       const temporaries: Record<string, string> = {
         deltasync_touched: `record_key ${key} NOT NULL PRIMARY KEY`,
         [unclaimed]: `id INTEGER NOT NULL PRIMARY KEY, record_key ${key} NULL`,
-        ...(dialect === 'mysql' ? { deltasync_gone: `record_key ${key} NOT NULL PRIMARY KEY` } : {}),
+        ...(dialect === 'mysql'
+          ? { deltasync_gone: `record_key ${key} NOT NULL PRIMARY KEY, back TINYINT NOT NULL DEFAULT 0` }
+          : {}),
       };
       const temporary = dialect === 'mysql' ? 'TEMPORARY' : 'TEMP';
       const plans = await db.transaction(async (trx) => {

@@ -147,17 +147,20 @@ export async function updateDeltalogFromChanges(
       const applied = { touchedKeys: 0, datasetKeysDelta: 0 };
       // The touched keys are gathered once, distinct and in key order, into a temporary table;
       // then a chunk at a time: the chunk's pages, read by its first statement, are still in the
-      // buffer pool for the next four (all of the change at once may not fit).
+      // buffer pool for the next ones (all of the change at once may not fit).
       await touched.prepare?.(trx);
       await gatherTouched(trx, dialect, touched);
       const chunks = await chunksOf(trx);
       // Reading ahead: while one chunk is written, the next chunks' pages are read into the buffer
-      // pool on other connections (MySQL; the disk serves several reads at once). Only a warm-up:
-      // what the transaction reads is its own.
+      // pool on other connections (MySQL; the disk serves several reads at once). Only a warm-up
+      // (what the transaction reads is its own), and only when the first chunk had to read from
+      // disk: with the tables in the pool it would only take a core from the update.
+      const mayReadAhead = dialect === 'mysql' && !executor.isTransaction && chunks.length > 1;
+      let readingAhead = false;
       const readAhead = new Map<number, Promise<unknown>>();
       const warm = async (i: number) => {
         const chunk = chunks[i];
-        if (!chunk || readAhead.has(i) || dialect !== 'mysql' || executor.isTransaction) return;
+        if (!chunk || readAhead.has(i)) return;
         // The keys are named: the gathered table is this connection's own.
         const keys = await rows<{ record_key: string }>(trx, chunkKeys(chunk));
         readAhead.set(
@@ -170,26 +173,21 @@ export async function updateDeltalogFromChanges(
           ).catch(() => undefined),
         );
       };
+      if (dialect === 'mysql') await createGone(trx);
       try {
         for (const [i, { after, upTo, keys }] of chunks.entries()) {
-          for (let ahead = 1; ahead <= READ_AHEAD; ahead++) await warm(i + ahead);
-          const chunk = chunkKeys({ after, upTo });
-          // Counted from what the statements wrote, so the keys need not be read again to count:
-          // keys that entered (new, or back in the dataset) less those that left.
-          const scope = { dataset: reader.dataset, now, groupBy, touched: chunk };
-          await upsertNewAndChanged(trx, dialect, connectorId, { ...scope, only: 'staying' });
-          const entered = await upsertNewAndChanged(trx, dialect, connectorId, {
-            ...scope,
-            only: 'entering',
-          });
-          const left = await markRemoved(trx, dialect, connectorId, reader.dataset, now, chunk);
-          applied.datasetKeysDelta += entered - left;
+          if (readingAhead) for (let ahead = 1; ahead <= READ_AHEAD; ahead++) await warm(i + ahead);
+          const readsBefore = i === 0 && mayReadAhead ? await diskReads(trx) : undefined;
+          const scope = { dataset: reader.dataset, now, groupBy, touched: chunkKeys({ after, upTo }) };
+          applied.datasetKeysDelta += await applyChunk(trx, dialect, connectorId, scope);
           applied.touchedKeys += keys;
+          if (readsBefore !== undefined) readingAhead = (await diskReads(trx)) - readsBefore > keys / 10;
         }
       } finally {
         await Promise.all(readAhead.values());
       }
       await trx.raw(`DROP ${dialect === 'mysql' ? 'TEMPORARY ' : ''}TABLE ${TOUCHED}`);
+      if (dialect === 'mysql') await trx.raw(`DROP TEMPORARY TABLE ${GONE}`);
       await touched.settle?.(trx);
       await alongside(trx, applied);
       return applied;
@@ -209,6 +207,40 @@ interface Chunk {
   /** … up to this one (inclusive). */
   upTo: string;
   keys: number;
+}
+
+/**
+ * One chunk of touched keys; returns how many entered the dataset less how many left, counted from
+ * what the statements wrote, so that the keys need not be read again to count them.
+ *
+ * MySQL says how many of an upsert's rows were new ("Records: n  Duplicates: d"), so one upsert
+ * writes the chunk's new and changed keys; the keys that came back into the dataset (updates, to
+ * the upsert) are counted by the read that finds those that left, before it. SQLite's count cannot
+ * tell an insert from an update: the keys staying and the keys entering are upserted by two
+ * statements, the second's count being those that entered.
+ */
+async function applyChunk(
+  trx: Knex.Transaction,
+  dialect: Dialect,
+  connectorId: CompareTarget,
+  scope: UpsertScope & { touched: Fragment },
+): Promise<number> {
+  if (dialect === 'sqlite') {
+    await upsertNewAndChanged(trx, dialect, connectorId, { ...scope, only: 'staying' });
+    const entering = await upsertNewAndChanged(trx, dialect, connectorId, { ...scope, only: 'entering' });
+    const left = await markRemoved(trx, dialect, connectorId, scope.dataset, scope.now, scope.touched);
+    return entering.written - left;
+  }
+  const target = tableOf(connectorId);
+  await sortOutLeftAndBack(trx, target, scope.dataset, scope.touched);
+  const upsert = await upsertNewAndChanged(trx, dialect, connectorId, scope);
+  const left = await markGone(trx, target, scope.now);
+  const [back] = await rows<{ n: number | string }>(
+    trx,
+    text(`SELECT COUNT(*) AS n FROM ${GONE} WHERE back = 1`),
+  );
+  await trx.raw(`DELETE FROM ${GONE}`);
+  return upsert.written - upsert.updated + Number(back?.n ?? 0) - left;
 }
 
 /** A chunk's keys, from the gathered table. */
@@ -233,6 +265,14 @@ async function chunksOf(trx: Knex.Transaction): Promise<Chunk[]> {
     counted = Number(rn);
   }
   return chunks;
+}
+
+/** The server's count of pages read from disk into the buffer pool so far. */
+async function diskReads(trx: Knex.Transaction): Promise<number> {
+  const [status] = (await trx.raw("SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_reads'")) as [
+    { Value: string }[],
+  ];
+  return Number(status[0]?.Value ?? 0);
 }
 
 /** Read a chunk's pages of the deltalog and the dataset, so that its statements find them cached. */
@@ -416,13 +456,16 @@ interface UpsertScope {
   only?: 'staying' | 'entering';
 }
 
-/** New and changed keys, pending. Returns how many rows it wrote. */
+/**
+ * New and changed keys, pending. Returns how many rows it wrote, and (MySQL) how many of them were
+ * updates of existing rows.
+ */
 async function upsertNewAndChanged(
   trx: Knex.Transaction,
   dialect: 'mysql' | 'sqlite',
   connectorId: CompareTarget,
   { dataset, now, groupBy, touched, only }: UpsertScope,
-): Promise<number> {
+): Promise<{ written: number; updated: number }> {
   const target = tableOf(connectorId);
   const hash = attributeHash(dialect, dataset);
   const rows = join(
@@ -453,7 +496,7 @@ async function upsertNewAndChanged(
     dialect === 'mysql'
       ? `ON DUPLICATE KEY UPDATE in_dataset = 1, attr_hash = VALUES(attr_hash), updated_at = VALUES(updated_at)${target.reset}`
       : `ON CONFLICT (${owner}, record_key) DO UPDATE SET in_dataset = 1, attr_hash = excluded.attr_hash, updated_at = excluded.updated_at${target.reset}`;
-  return rowsSelected(dialect, await trx.raw(`${insert} ${select.sql} ${onConflict}`, select.bindings));
+  return rowsWritten(dialect, await trx.raw(`${insert} ${select.sql} ${onConflict}`, select.bindings));
 }
 
 /**
@@ -475,15 +518,16 @@ const UPSERT_FILTER = {
 };
 
 /**
- * Rows an INSERT … SELECT … upsert wrote, one per selected row: MySQL's "Records: n" (its affected
- * rows count an update twice), SQLite's changes.
+ * Rows an INSERT … SELECT … upsert wrote, one per selected row, and how many of them updated an
+ * existing row: MySQL's "Records: n  Duplicates: d" (its affected rows count an update twice);
+ * SQLite's changes, which do not tell (updated: 0).
  */
-function rowsSelected(dialect: Dialect, result: unknown): number {
-  if (dialect === 'sqlite') return Number((result as { changes: number }).changes);
+function rowsWritten(dialect: Dialect, result: unknown): { written: number; updated: number } {
+  if (dialect === 'sqlite') return { written: Number((result as { changes: number }).changes), updated: 0 };
   const info = (result as [{ info?: string }])[0]?.info ?? '';
-  const records = /Records:\s*(\d+)/.exec(info);
-  if (!records) throw new Error(`no row count in MySQL's answer to an upsert: ${JSON.stringify(info)}`);
-  return Number(records[1]);
+  const counts = /Records:\s*(\d+)\s+Duplicates:\s*(\d+)/.exec(info);
+  if (!counts) throw new Error(`no row counts in MySQL's answer to an upsert: ${JSON.stringify(info)}`);
+  return { written: Number(counts[1]), updated: Number(counts[2]) };
 }
 
 /** Rows an UPDATE changed (MySQL's affected rows, SQLite's changes). */
@@ -537,10 +581,7 @@ async function markRemovedMysql(
   touched?: Fragment,
 ): Promise<number> {
   const { table, owner } = target;
-  await trx.raw(`DROP TEMPORARY TABLE IF EXISTS ${GONE}`);
-  await trx.raw(
-    `CREATE TEMPORARY TABLE ${GONE} (record_key VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL PRIMARY KEY)`,
-  );
+  await createGone(trx);
   const gone = join(
     text(`INSERT INTO ${GONE} (record_key) SELECT dl.record_key FROM ${table} dl`),
     ...(touched
@@ -555,13 +596,56 @@ async function markRemovedMysql(
     text('IS NULL'),
   );
   await trx.raw(gone.sql, gone.bindings);
+  const left = await markGone(trx, target, now);
+  await trx.raw(`DROP TEMPORARY TABLE ${GONE}`);
+  return left;
+}
+
+/** The temporary table of keys that left (`back` = 0) or came back (`back` = 1), on MySQL. */
+async function createGone(trx: Knex.Transaction): Promise<void> {
+  await trx.raw(`DROP TEMPORARY TABLE IF EXISTS ${GONE}`);
+  await trx.raw(
+    `CREATE TEMPORARY TABLE ${GONE} (record_key VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL PRIMARY KEY, back TINYINT NOT NULL DEFAULT 0)`,
+  );
+}
+
+/** Mark the keys gathered as gone pending removal; returns how many. */
+async function markGone(trx: Knex.Transaction, target: TargetTable, now: number): Promise<number> {
   const set = `in_dataset = 0, updated_at = ?${target.reset}`.replace(/(\w+) =/g, 'dl.$1 =');
   const result: unknown = await trx.raw(
-    `UPDATE ${table} dl JOIN ${GONE} g ON dl.${owner} = ? AND dl.record_key = g.record_key SET ${set}`,
+    `UPDATE ${target.table} dl JOIN ${GONE} g ON dl.${target.owner} = ? AND dl.record_key = g.record_key SET ${set} WHERE g.back = 0`,
     [target.id, now],
   );
-  await trx.raw(`DROP TEMPORARY TABLE ${GONE}`);
   return rowsChanged('mysql', result);
+}
+
+/**
+ * The touched keys (of a chunk) whose membership an upsert cannot count, into the gone table: keys
+ * in the dataset by the deltalog that left it, and keys out of it by the deltalog that are back
+ * (one read, lock-free as an INSERT … SELECT; a duplicated key's rows are one key).
+ */
+async function sortOutLeftAndBack(
+  trx: Knex.Transaction,
+  target: TargetTable,
+  dataset: DatasetDefinition,
+  touched: Fragment,
+): Promise<void> {
+  const key = keyColumn(dataset);
+  const sorted = join(
+    text(`INSERT IGNORE INTO ${GONE} (record_key, back) SELECT dl.record_key, dl.in_dataset = 0 FROM (`),
+    touched,
+    text(`) t JOIN ${target.table} dl ON dl.${target.owner} = ? AND dl.record_key = t.record_key`, target.id),
+    text('LEFT JOIN'),
+    sourceFrom(dataset),
+    text('ON'),
+    key,
+    text('= dl.record_key WHERE (dl.in_dataset = 1 AND'),
+    key,
+    text('IS NULL) OR (dl.in_dataset = 0 AND'),
+    key,
+    text('IS NOT NULL)'),
+  );
+  await trx.raw(sorted.sql, sorted.bindings);
 }
 
 const SAMPLE_SIZE = 5;
