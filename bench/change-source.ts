@@ -19,6 +19,7 @@ import { updateDeltalog } from '../src/core/deltalog';
 import { databaseConfig, migrateToLatest, selectRows, type Db } from '../src/db';
 import { bufferPoolSize, createBenchDatabase, resizeBufferPool } from './bench-database';
 import { BENCH_MYSQL_URL, byteSize, percentage, wholeCount } from './options';
+import { timeStatements, type TimedStatement } from './statements';
 
 const BENCH_DATABASE = 'deltasync_bench_changes';
 const TARGET_SPEEDUP = 50;
@@ -158,32 +159,18 @@ async function applyTouchedKeysRaw(db: Db, now: number): Promise<void> {
 }
 
 /**
- * Where a step's time goes: each statement's time from sending to answer, summed by its first
- * words, printed by `stop()` (read-ahead statements run beside the others, so the sum can exceed
- * the step's time).
+ * Where a step's time went: its statements' times summed by their first words (read-ahead
+ * statements run beside the others, so the sum can exceed the step's time).
  */
-function statementTimes(db: Db): { stop(): void } {
-  type Query = { __knexQueryUid: string; sql: string };
-  const sent = new Map<string, number>();
+function logStatementTimes(statements: TimedStatement[]): void {
   const spent = new Map<string, { n: number; ms: number }>();
-  const onQuery = (q: Query) => sent.set(q.__knexQueryUid, performance.now());
-  const onResponse = (_: unknown, q: Query) => {
-    const at = sent.get(q.__knexQueryUid);
-    if (at === undefined) return;
-    const kind = q.sql.replace(/\s+/g, ' ').slice(0, 72);
+  for (const { sql, ms } of statements) {
+    const kind = sql.replace(/\s+/g, ' ').slice(0, 72);
     const total = spent.get(kind) ?? { n: 0, ms: 0 };
-    spent.set(kind, { n: total.n + 1, ms: total.ms + performance.now() - at });
-  };
-  db.on('query', onQuery);
-  db.on('query-response', onResponse);
-  return {
-    stop() {
-      db.off('query', onQuery);
-      db.off('query-response', onResponse);
-      const top = [...spent.entries()].sort((a, b) => b[1].ms - a[1].ms).slice(0, 8);
-      for (const [kind, { n, ms }] of top) log(`  ${secs(ms)} s  ×${n}  ${kind}`);
-    },
-  };
+    spent.set(kind, { n: total.n + 1, ms: total.ms + ms });
+  }
+  const top = [...spent.entries()].sort((a, b) => b[1].ms - a[1].ms).slice(0, 8);
+  for (const [kind, { n, ms }] of top) log(`  ${secs(ms)} s  ×${n}  ${kind}`);
 }
 
 /** Row count and an order-independent checksum of a connector's deltalog. */
@@ -222,11 +209,12 @@ async function main(): Promise<number> {
     await db.raw('UNLOCK TABLES');
 
     const now = T0 + 60_000;
-    const statements = statementTimes(db);
-    const incremental = await timed('incremental update (followed connector)', () =>
-      updateFollowingChanges(db, FOLLOWED, dataset, directReader(db, dataset), now),
+    const { result: incremental, statements } = await timeStatements(db, () =>
+      timed('incremental update (followed connector)', () =>
+        updateFollowingChanges(db, FOLLOWED, dataset, directReader(db, dataset), now),
+      ),
     );
-    statements.stop();
+    logStatementTimes(statements);
     // After the incremental update, so the touched rows' dataset pages are already cached: the
     // floor at its cheapest. It leaves the compared deltalog as the full compare would (checked
     // below: the full compare then changes nothing more, and the two deltalogs must be equal).

@@ -16,6 +16,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import knex, { type Knex } from 'knex';
 import { databaseConfig, openDatabase, type Db } from '../src/db';
 import { createBenchDatabase } from './bench-database';
+import { timeStatements, type TimedStatement } from './statements';
 import { attributeHash, type DatasetDefinition, type Fragment } from '../src/core/dataset';
 import { pendingCounts, updateDeltalog, type PendingCounts } from '../src/core/deltalog';
 
@@ -417,11 +418,8 @@ const showCounts = (c: PendingCounts) => `+${c.additions} ~${c.updates} -${c.del
 
 type Phase = 'inspect: counts' | 'inspect: duplicates' | 'upsert' | 'mark removed' | 'other';
 
-interface CapturedQuery {
+interface CapturedQuery extends TimedStatement {
   phase: Phase;
-  sql: string;
-  bindings: readonly unknown[];
-  ms: number;
 }
 
 function phaseOf(sql: string): Phase {
@@ -431,7 +429,7 @@ function phaseOf(sql: string): Phase {
   // The keys that left are found into a temporary table, then marked (core/deltalog.ts: no locks
   // on the dataset's rows).
   if (
-    /^(UPDATE deltalog|INSERT INTO deltasync_gone|(CREATE|DROP) TEMPORARY TABLE (IF EXISTS )?deltasync_gone)/i.test(
+    /^(UPDATE deltalog|INSERT (IGNORE )?INTO deltasync_gone|(CREATE|DROP) TEMPORARY TABLE (IF EXISTS )?deltasync_gone)/i.test(
       sql,
     )
   )
@@ -439,35 +437,10 @@ function phaseOf(sql: string): Phase {
   return 'other';
 }
 
-/** Record every statement `work` sends through `db`, with its duration. */
+/** The engine's statements, each with the phase it belongs to. */
 async function captureQueries(db: Db, work: () => Promise<unknown>): Promise<CapturedQuery[]> {
-  const open = new Map<string, { sql: string; bindings: readonly unknown[]; t: number }>();
-  const done: CapturedQuery[] = [];
-  type QueryData = { __knexQueryUid?: string; sql?: string; bindings?: readonly unknown[] };
-  const onQuery = (q: QueryData) => {
-    if (q.__knexQueryUid)
-      open.set(q.__knexQueryUid, { sql: q.sql ?? '', bindings: q.bindings ?? [], t: performance.now() });
-  };
-  const onResponse = (_response: unknown, q: QueryData) => {
-    const start = q.__knexQueryUid ? open.get(q.__knexQueryUid) : undefined;
-    if (!start) return;
-    open.delete(q.__knexQueryUid!);
-    done.push({
-      phase: phaseOf(start.sql),
-      sql: start.sql,
-      bindings: start.bindings,
-      ms: performance.now() - start.t,
-    });
-  };
-  db.on('query', onQuery);
-  db.on('query-response', onResponse);
-  try {
-    await work();
-  } finally {
-    db.removeListener('query', onQuery);
-    db.removeListener('query-response', onResponse);
-  }
-  return done;
+  const { statements } = await timeStatements(db, work);
+  return statements.map((q) => ({ ...q, phase: phaseOf(q.sql) }));
 }
 
 async function explain(db: Db, title: string, sql: string, bindings: readonly unknown[]): Promise<void> {

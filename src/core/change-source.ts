@@ -1,6 +1,13 @@
 import { createHash } from 'node:crypto';
 import type { Knex } from 'knex';
-import { dialectOf, selectRows, type Db } from '../db';
+import {
+  createTemporaryTable,
+  dialectOf,
+  dropTemporaryTable,
+  selectRows,
+  TEMPORARY_KEY,
+  type Db,
+} from '../db';
 import type { TouchedKeys } from './dataset';
 
 /**
@@ -385,13 +392,10 @@ const unclaimedRowsTable = (sourceId: string) => `deltasync_unclaimed_${sourceId
  */
 async function readUnclaimedRows(trx: Knex.Transaction, sourceId: string): Promise<void> {
   const rows = unclaimedRowsTable(sourceId);
-  const mysql = dialectOf(trx as unknown as Db) === 'mysql';
-  await trx.raw(mysql ? `DROP TEMPORARY TABLE IF EXISTS ${rows}` : `DROP TABLE IF EXISTS temp.${rows}`);
-  await trx.raw(
-    mysql
-      ? `CREATE TEMPORARY TABLE ${rows} (id BIGINT UNSIGNED NOT NULL PRIMARY KEY, record_key VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NULL)`
-      : `CREATE TEMP TABLE ${rows} (id INTEGER NOT NULL PRIMARY KEY, record_key TEXT NULL)`,
-  );
+  await createTemporaryTable(trx, rows, {
+    mysql: `id BIGINT UNSIGNED NOT NULL PRIMARY KEY, record_key ${TEMPORARY_KEY.mysql} NULL`,
+    sqlite: `id INTEGER NOT NULL PRIMARY KEY, record_key ${TEMPORARY_KEY.sqlite} NULL`,
+  });
   await trx.raw(
     `INSERT INTO ${rows} (id, record_key) SELECT id, record_key FROM change_journal WHERE source_id = ? AND batch IS NULL`,
     [sourceId],
@@ -420,7 +424,7 @@ async function consumeRows(
         ? `DELETE j FROM change_journal j JOIN ${rows} r ON j.id = r.id WHERE j.batch IS NULL`
         : `DELETE FROM change_journal WHERE id IN (SELECT id FROM temp.${rows}) AND batch IS NULL`,
     );
-  await trx.raw(mysql ? `DROP TEMPORARY TABLE ${rows}` : `DROP TABLE temp.${rows}`);
+  await dropTemporaryTable(trx, rows);
 }
 
 /** Several subqueries naming `record_key`, as one (with what each must run first and last). */

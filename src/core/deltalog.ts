@@ -1,5 +1,13 @@
 import type { Knex } from 'knex';
-import { dialectOf, selectRows, type Db, type Dialect } from '../db';
+import {
+  createTemporaryTable,
+  dialectOf,
+  dropTemporaryTable,
+  selectRows,
+  TEMPORARY_KEY,
+  type Db,
+  type Dialect,
+} from '../db';
 import type { Attributes, Rejection } from './destination';
 import { jsonBytes } from './batching';
 import {
@@ -186,8 +194,8 @@ export async function updateDeltalogFromChanges(
       } finally {
         await Promise.all(readAhead.values());
       }
-      await trx.raw(`DROP ${dialect === 'mysql' ? 'TEMPORARY ' : ''}TABLE ${TOUCHED}`);
-      if (dialect === 'mysql') await trx.raw(`DROP TEMPORARY TABLE ${GONE}`);
+      await dropTemporaryTable(trx, TOUCHED);
+      if (dialect === 'mysql') await dropTemporaryTable(trx, GONE);
       await touched.settle?.(trx);
       await alongside(trx, applied);
       return applied;
@@ -232,7 +240,7 @@ async function applyChunk(
     return entering.written - left;
   }
   const target = tableOf(connectorId);
-  await sortOutLeftAndBack(trx, target, scope.dataset, scope.touched);
+  await gatherGone(trx, target, scope.dataset, { touched: scope.touched, back: true });
   const upsert = await upsertNewAndChanged(trx, dialect, connectorId, scope);
   const left = await markGone(trx, target, scope.now);
   const [back] = await rows<{ n: number | string }>(
@@ -310,25 +318,19 @@ async function warmChunk(
   );
 }
 
-/**
- * The touched keys, distinct, into a temporary table keyed by them (the connection's own; a
- * leftover of a failed attempt on this pooled connection is dropped first). Creating a temporary
- * table does not end MySQL's transaction.
- */
+/** The touched keys, distinct, into a temporary table keyed by them. */
 async function gatherTouched(trx: Knex.Transaction, dialect: Dialect, touched: Fragment): Promise<void> {
+  await createTemporaryTable(trx, TOUCHED, {
+    mysql: `record_key ${TEMPORARY_KEY.mysql} NOT NULL PRIMARY KEY`,
+    sqlite: `record_key ${TEMPORARY_KEY.sqlite} NOT NULL PRIMARY KEY`,
+  });
   if (dialect === 'mysql') {
-    await trx.raw(`DROP TEMPORARY TABLE IF EXISTS ${TOUCHED}`);
-    await trx.raw(
-      `CREATE TEMPORARY TABLE ${TOUCHED} (record_key VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL PRIMARY KEY)`,
-    );
     await trx.raw(
       `INSERT IGNORE INTO ${TOUCHED} (record_key) SELECT t.record_key FROM (${touched.sql}) t`,
       touched.bindings,
     );
     return;
   }
-  await trx.raw(`DROP TABLE IF EXISTS temp.${TOUCHED}`);
-  await trx.raw(`CREATE TEMP TABLE ${TOUCHED} (record_key TEXT NOT NULL PRIMARY KEY)`);
   await trx.raw(
     `INSERT OR IGNORE INTO ${TOUCHED} (record_key) SELECT t.record_key FROM (${touched.sql}) t WHERE t.record_key IS NOT NULL`,
     touched.bindings,
@@ -580,33 +582,17 @@ async function markRemovedMysql(
   now: number,
   touched?: Fragment,
 ): Promise<number> {
-  const { table, owner } = target;
   await createGone(trx);
-  const gone = join(
-    text(`INSERT INTO ${GONE} (record_key) SELECT dl.record_key FROM ${table} dl`),
-    ...(touched
-      ? [text('JOIN ('), touched, text(`) t ON dl.${owner} = ? AND dl.record_key = t.record_key`, target.id)]
-      : []),
-    text('LEFT JOIN'),
-    sourceFrom(dataset),
-    text('ON'),
-    keyColumn(dataset),
-    text(`= dl.record_key WHERE dl.${owner} = ? AND dl.in_dataset = 1 AND`, target.id),
-    keyColumn(dataset),
-    text('IS NULL'),
-  );
-  await trx.raw(gone.sql, gone.bindings);
+  await gatherGone(trx, target, dataset, { touched, back: false });
   const left = await markGone(trx, target, now);
-  await trx.raw(`DROP TEMPORARY TABLE ${GONE}`);
+  await dropTemporaryTable(trx, GONE);
   return left;
 }
 
 /** The temporary table of keys that left (`back` = 0) or came back (`back` = 1), on MySQL. */
 async function createGone(trx: Knex.Transaction): Promise<void> {
-  await trx.raw(`DROP TEMPORARY TABLE IF EXISTS ${GONE}`);
-  await trx.raw(
-    `CREATE TEMPORARY TABLE ${GONE} (record_key VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL PRIMARY KEY, back TINYINT NOT NULL DEFAULT 0)`,
-  );
+  const columns = `record_key ${TEMPORARY_KEY.mysql} NOT NULL PRIMARY KEY, back TINYINT NOT NULL DEFAULT 0`;
+  await createTemporaryTable(trx, GONE, { mysql: columns, sqlite: columns });
 }
 
 /** Mark the keys gathered as gone pending removal; returns how many. */
@@ -620,32 +606,41 @@ async function markGone(trx: Knex.Transaction, target: TargetTable, now: number)
 }
 
 /**
- * The touched keys (of a chunk) whose membership an upsert cannot count, into the gone table: keys
- * in the dataset by the deltalog that left it, and keys out of it by the deltalog that are back
- * (one read, lock-free as an INSERT … SELECT; a duplicated key's rows are one key).
+ * Into the gone table, one lock-free read (an INSERT … SELECT): the keys in the dataset by the
+ * deltalog that left it, of all the connector's keys or only the `touched` ones; with `back`, also
+ * the keys out of it by the deltalog that are back (an upsert cannot count those apart from changed
+ * keys). A duplicated key's rows are one key.
  */
-async function sortOutLeftAndBack(
+async function gatherGone(
   trx: Knex.Transaction,
   target: TargetTable,
   dataset: DatasetDefinition,
-  touched: Fragment,
+  { touched, back }: { touched?: Fragment; back: boolean },
 ): Promise<void> {
   const key = keyColumn(dataset);
-  const sorted = join(
-    text(`INSERT IGNORE INTO ${GONE} (record_key, back) SELECT dl.record_key, dl.in_dataset = 0 FROM (`),
-    touched,
-    text(`) t JOIN ${target.table} dl ON dl.${target.owner} = ? AND dl.record_key = t.record_key`, target.id),
+  const gone = join(
+    text(`INSERT IGNORE INTO ${GONE} (record_key, back) SELECT dl.record_key, dl.in_dataset = 0 FROM`),
+    ...(touched
+      ? [
+          text('('),
+          touched,
+          text(
+            `) t JOIN ${target.table} dl ON dl.${target.owner} = ? AND dl.record_key = t.record_key`,
+            target.id,
+          ),
+        ]
+      : [text(`${target.table} dl`)]),
     text('LEFT JOIN'),
     sourceFrom(dataset),
     text('ON'),
     key,
-    text('= dl.record_key WHERE (dl.in_dataset = 1 AND'),
+    text(`= dl.record_key WHERE dl.${target.owner} = ? AND ((dl.in_dataset = 1 AND`, target.id),
     key,
-    text('IS NULL) OR (dl.in_dataset = 0 AND'),
-    key,
-    text('IS NOT NULL)'),
+    text('IS NULL)'),
+    ...(back ? [text('OR (dl.in_dataset = 0 AND'), key, text('IS NOT NULL)')] : []),
+    text(')'),
   );
-  await trx.raw(sorted.sql, sorted.bindings);
+  await trx.raw(gone.sql, gone.bindings);
 }
 
 const SAMPLE_SIZE = 5;

@@ -176,6 +176,39 @@ export async function selectRows<T>(
   return dialectOf(db as Db) === 'mysql' ? (result as [T[]])[0] : (result as T[]);
 }
 
+/** A key column of a temporary table, compared byte for byte as the deltalog's `record_key` is. */
+export const TEMPORARY_KEY = {
+  mysql: 'VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin',
+  sqlite: 'TEXT',
+};
+
+/**
+ * A temporary table of the connection's own, its columns given per dialect; a leftover of a failed
+ * attempt on this pooled connection is dropped first. Neither statement ends MySQL's transaction.
+ */
+export async function createTemporaryTable(
+  db: Db | Knex.Transaction,
+  name: string,
+  columns: Record<Dialect, string>,
+): Promise<void> {
+  const dialect = dialectOf(db as Db);
+  await dropTemporaryTable(db, name, { ifExists: true });
+  await db.raw(`CREATE ${dialect === 'mysql' ? 'TEMPORARY' : 'TEMP'} TABLE ${name} (${columns[dialect]})`);
+}
+
+export async function dropTemporaryTable(
+  db: Db | Knex.Transaction,
+  name: string,
+  { ifExists = false } = {},
+): Promise<void> {
+  const ifFound = ifExists ? 'IF EXISTS ' : '';
+  await db.raw(
+    dialectOf(db as Db) === 'mysql'
+      ? `DROP TEMPORARY TABLE ${ifFound}${name}`
+      : `DROP TABLE ${ifFound}temp.${name}`,
+  );
+}
+
 /** Open a database and bring its schema up to date. */
 export async function openDatabase(url?: string, options: DatabaseOptions = {}): Promise<Db> {
   if (options.statementTimeoutMs === undefined) {
